@@ -1,0 +1,1 @@
+"""The data plane: serves completions from a routing table."""
