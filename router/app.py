@@ -1,0 +1,107 @@
+"""Build the router's ASGI application."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from switchyard.router.core.gateway import Gateway
+from switchyard.router.errors import (
+    BadRequest,
+    NotFound,
+    SwitchyardError,
+)
+from switchyard.router.http import admin, anthropic_api, native, openai_api, openapi, ops
+from switchyard.router.http.errors import error_response, flavor_of
+from switchyard.router.http.services import Services
+from switchyard.router.metrics import Metrics
+from switchyard.router.table.source import TableFollower
+
+log = logging.getLogger("switchyard.router")
+
+
+async def _switchyard_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, SwitchyardError)
+    flavor = flavor_of(request.url.path)
+    services: Services = request.app.state.services
+    services.metrics.requests.labels(flavor, "", "", str(exc.status)).inc()
+    return error_response(exc, flavor)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    flavor = flavor_of(request.url.path)
+    if exc.status_code == 404:
+        err: SwitchyardError = NotFound(f"no such endpoint: {request.url.path}")
+    else:
+        err = BadRequest(f"{exc.detail}")
+        err.status = exc.status_code
+        err.code = "method_not_allowed" if exc.status_code == 405 else "http_error"
+    return error_response(err, flavor)
+
+
+async def _crash(request: Request, exc: Exception) -> Response:
+    log.exception("unhandled error on %s", request.url.path)
+    err = SwitchyardError("internal error; see the router's log")
+    return error_response(err, flavor_of(request.url.path))
+
+
+def create_app(config: str | Path, *, reload_interval: float = 1.0) -> Starlette:
+    """An app serving the table at ``config``; raises ConfigError if that table is bad."""
+    metrics = Metrics()
+    gateway = Gateway(metrics)
+    services = Services(gateway=gateway, metrics=metrics, started_at=time.time())
+
+    def on_result(result: str, error: str | None) -> None:
+        metrics.table_reloads.labels(result).inc()
+        services.table_error = error
+
+    follower = TableFollower(config, gateway.install, on_result, reload_interval)
+    follower.load_initial()
+    services.table_source = str(follower.path)
+    services.ready = True
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        follower.start()
+        try:
+            yield
+        finally:
+            await follower.stop()
+            await gateway.close()
+
+    routes = [
+        Route("/api/v1/llm/completion", native.completion, methods=["POST"]),
+        Route("/v1/chat/completions", openai_api.chat_completions, methods=["POST"]),
+        Route("/v1/models", openai_api.list_models, methods=["GET"]),
+        Route("/v1/messages", anthropic_api.messages, methods=["POST"]),
+        Route("/api/v1/llm/providers", admin.list_providers, methods=["GET"]),
+        Route("/api/v1/llm/providers/{name}/health-check", admin.health_check, methods=["POST"]),
+        Route("/api/v1/llm/templates", admin.list_templates, methods=["GET"]),
+        Route("/api/v1/llm/templates/render", admin.render_template, methods=["POST"]),
+        Route("/healthz", ops.healthz, methods=["GET"]),
+        Route("/readyz", ops.readyz, methods=["GET"]),
+        Route("/metrics", ops.metrics, methods=["GET"]),
+        Route("/openapi.json", openapi.openapi, methods=["GET"]),
+    ]
+    app = Starlette(
+        routes=routes,
+        lifespan=lifespan,
+        exception_handlers={
+            SwitchyardError: _switchyard_error,
+            HTTPException: _http_error,
+            Exception: _crash,
+        },
+    )
+    app.state.services = services
+    app.state.follower = follower
+    return app

@@ -1,0 +1,203 @@
+"""``switchyard``: run the router, the embedded default, or small helpers."""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import logging
+import os
+import secrets
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+from switchyard.router.errors import ConfigError
+
+
+def _serve(app: object, host: str, port: int, log_level: str) -> None:
+    import uvicorn
+
+    uvicorn.run(
+        app,  # type: ignore[arg-type]
+        host=host,
+        port=port,
+        loop="uvloop",
+        http="httptools",
+        log_level=log_level,
+        access_log=False,
+        timeout_graceful_shutdown=30,
+    )
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+
+
+def cmd_router(args: argparse.Namespace) -> int:
+    from switchyard.router.app import create_app
+
+    _setup_logging(args.log_level)
+    try:
+        app = create_app(args.config, reload_interval=args.reload_interval)
+    except ConfigError as exc:
+        print(f"switchyard: the routing table is invalid: {exc}", file=sys.stderr)
+        return 2
+    _serve(app, args.host, args.port, args.log_level)
+    return 0
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from switchyard.router.table.loader import load_file
+    from switchyard.router.table.source import table_path
+
+    try:
+        table, checksum = load_file(table_path(args.config))
+    except ConfigError as exc:
+        print(f"invalid: {exc}", file=sys.stderr)
+        return 2
+    print(
+        f"ok: {len(table.providers)} providers, {len(table.models)} models, "
+        f"{len(table.templates)} templates, {len(table.api_keys)} API keys (sha256 {checksum[:12]})"
+    )
+    return 0
+
+
+def cmd_new_key(args: argparse.Namespace) -> int:
+    key = f"sy-{secrets.token_urlsafe(32)}"
+    print(f"key:    {key}\nsha256: {hashlib.sha256(key.encode()).hexdigest()}")
+    return 0
+
+
+def cmd_local_model(args: argparse.Namespace) -> int:
+    from switchyard.router.local_model import LocalModelMissing, serve
+
+    try:
+        serve(args.host, args.port, threads=args.threads, parallel=args.parallel)
+    except LocalModelMissing as exc:
+        print(f"switchyard: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _wait_http(url: str, seconds: float, proc: subprocess.Popen[bytes]) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            return False
+        try:
+            with urllib.request.urlopen(url, timeout=1) as resp:
+                if resp.status == 200:
+                    return True
+        except OSError:
+            time.sleep(0.1)
+    return False
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    from switchyard.router.app import create_app
+    from switchyard.router.embedded import dev_key, write_table
+
+    _setup_logging(args.log_level)
+    state = Path(args.state_dir).expanduser()
+    state.mkdir(parents=True, exist_ok=True)
+    key = dev_key(state)
+    table = write_table(state, key, model_port=args.model_port)
+    model = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "switchyard.router.cli",
+            "local-model",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(args.model_port),
+        ],
+        stdout=subprocess.DEVNULL if not args.verbose else None,
+        stderr=subprocess.DEVNULL if not args.verbose else None,
+    )
+    try:
+        if not _wait_http(f"http://127.0.0.1:{args.model_port}/health", 60, model):
+            print(
+                f"switchyard: the local model did not start on port {args.model_port} "
+                "(is the port taken? run with --verbose to see its log)",
+                file=sys.stderr,
+            )
+            return 1
+        app = create_app(table)
+        url = f"http://{args.host}:{args.port}"
+        print(
+            f"""
+Switchyard is up: router {url}, local model smollm2 (SmolLM2-135M-Instruct, llama.cpp)
+routing table: {table}
+dev API key:   {key}
+
+Try it:
+  curl -s {url}/api/v1/llm/completion \\
+    -H 'Authorization: Bearer {key}' -H 'Content-Type: application/json' \\
+    -d '{{"taskType": "documentation", "prompt": "Say hello in five words.", "maxTokens": 32}}'
+
+or with the openai SDK: OpenAI(base_url="{url}/v1", api_key="{key}"), model "smollm2".
+Ctrl-C stops both.
+""",
+            flush=True,
+        )
+        _serve(app, args.host, args.port, args.log_level)
+    finally:
+        model.terminate()
+        try:
+            model.wait(10)
+        except subprocess.TimeoutExpired:
+            model.kill()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="switchyard", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("router", help="serve completions from a routing table")
+    p.add_argument("--config", required=True, help="routing table file (or mounted directory)")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8080)
+    p.add_argument("--reload-interval", type=float, default=1.0, help="seconds between checks")
+    p.add_argument("--log-level", default="info")
+    p.set_defaults(func=cmd_router)
+
+    p = sub.add_parser("up", help="the embedded default: a local model behind the router")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8080)
+    p.add_argument("--model-port", type=int, default=8014)
+    p.add_argument(
+        "--state-dir",
+        default=os.path.join(os.environ.get("XDG_STATE_HOME", "~/.local/state"), "switchyard"),
+    )
+    p.add_argument("--log-level", default="info")
+    p.add_argument("--verbose", action="store_true", help="show the local model's log")
+    p.set_defaults(func=cmd_up)
+
+    p = sub.add_parser("check", help="validate a routing table and exit")
+    p.add_argument("--config", required=True)
+    p.set_defaults(func=cmd_check)
+
+    p = sub.add_parser("new-key", help="make an API key and print it with its SHA-256")
+    p.set_defaults(func=cmd_new_key)
+
+    p = sub.add_parser("local-model", help="serve the bundled SmolLM2 model (OpenAI API)")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8014)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--parallel", type=int, default=2)
+    p.set_defaults(func=cmd_local_model)
+
+    args = parser.parse_args(argv)
+    code: int = args.func(args)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

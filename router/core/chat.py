@@ -1,0 +1,121 @@
+"""The neutral request and response that every API surface and every adapter share.
+
+Surfaces (native, OpenAI, Anthropic) translate into these; adapters translate
+out of them into each provider's wire format, so any surface can reach any
+provider.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+Role = Literal["user", "assistant", "tool"]
+FinishReason = Literal["stop", "length", "tool_calls", "content_filter", "error"]
+
+
+@dataclass(slots=True)
+class ToolCall:
+    id: str
+    name: str
+    arguments: str  # JSON text, as the model produced it
+
+
+@dataclass(slots=True)
+class Message:
+    """One turn. ``content`` is text; tool calls and tool results ride alongside."""
+
+    role: Role
+    content: str
+    tool_calls: list[ToolCall] = field(default_factory=list)
+    tool_call_id: str | None = None  # for role "tool": which call this answers
+
+
+@dataclass(slots=True)
+class Tool:
+    name: str
+    description: str
+    parameters: dict[str, Any]  # JSON Schema
+
+
+@dataclass(slots=True)
+class ChatRequest:
+    messages: list[Message]
+    system: str | None = None
+    model: str | None = None  # the name a client asked for, or None to let the router choose
+    task_type: str | None = None
+    max_tokens: int | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    stop: list[str] = field(default_factory=list)
+    stream: bool = False
+    tools: list[Tool] = field(default_factory=list)
+    tool_choice: str | dict[str, Any] | None = None  # "auto" | "none" | "required" | {"name": ...}
+    user: str | None = None
+
+    def text_size(self) -> int:
+        """UTF-8 bytes of everything the model reads: the basis of the token estimate."""
+        n = len(self.system.encode()) if self.system else 0
+        for m in self.messages:
+            n += len(m.content.encode()) + 16
+            for c in m.tool_calls:
+                n += len(c.name) + len(c.arguments)
+        for t in self.tools:
+            n += len(t.name) + len(t.description) + 200
+        return n
+
+
+@dataclass(slots=True)
+class Usage:
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+
+@dataclass(slots=True)
+class ChatResult:
+    content: str
+    finish_reason: FinishReason
+    usage: Usage
+    upstream_model: str
+    tool_calls: list[ToolCall] = field(default_factory=list)
+    upstream_id: str | None = None
+
+
+@dataclass(slots=True)
+class TextDelta:
+    text: str
+
+
+@dataclass(slots=True)
+class ToolCallDelta:
+    """A piece of a tool call; ``index`` orders calls, ``id``/``name`` arrive first."""
+
+    index: int
+    id: str | None
+    name: str | None
+    arguments: str
+
+
+@dataclass(slots=True)
+class Finish:
+    """The last event of a stream: why it stopped and what it used."""
+
+    reason: FinishReason
+    usage: Usage | None
+
+
+StreamEvent = TextDelta | ToolCallDelta | Finish
+
+
+def estimate_tokens(utf8_bytes: int) -> int:
+    """A conservative token estimate from UTF-8 size.
+
+    English runs near four characters a token; other scripts use more bytes per
+    character and about as many tokens. Three bytes a token leans high, which
+    is the safe side for a context-window check.
+    """
+    return utf8_bytes // 3 + 8

@@ -1,0 +1,70 @@
+"""Per-provider requests/minute and tokens/minute budgets, in this process.
+
+Token buckets that refill continuously. A provider without budget is skipped,
+never waited on. Tokens are reserved from an estimate before a call and
+reconciled with the real usage after it.
+"""
+
+from __future__ import annotations
+
+
+class Bucket:
+    __slots__ = ("_capacity", "_level", "_rate", "_stamp")
+
+    def __init__(self, per_minute: int, now: float) -> None:
+        self._capacity = float(per_minute)
+        self._rate = per_minute / 60.0
+        self._level = float(per_minute)
+        self._stamp = now
+
+    def _refill(self, now: float) -> None:
+        if now > self._stamp:
+            self._level = min(self._capacity, self._level + (now - self._stamp) * self._rate)
+            self._stamp = now
+
+    def has(self, amount: float, now: float) -> bool:
+        self._refill(now)
+        return self._level >= min(amount, self._capacity)
+
+    def take(self, amount: float, now: float) -> bool:
+        self._refill(now)
+        # A single request larger than the whole budget may still go when the
+        # bucket is full; otherwise it could never be served.
+        if self._level >= min(amount, self._capacity):
+            self._level -= amount
+            return True
+        return False
+
+    def give(self, amount: float) -> None:
+        self._level = min(self._capacity, self._level + amount)
+
+    @property
+    def level(self) -> float:
+        return self._level
+
+
+class RateLimiter:
+    __slots__ = ("requests", "tokens")
+
+    def __init__(self, rpm: int | None, tpm: int | None, now: float) -> None:
+        self.requests = Bucket(rpm, now) if rpm else None
+        self.tokens = Bucket(tpm, now) if tpm else None
+
+    def has_budget(self, tokens: int, now: float) -> bool:
+        if self.requests is not None and not self.requests.has(1, now):
+            return False
+        return self.tokens is None or self.tokens.has(tokens, now)
+
+    def try_acquire(self, tokens: int, now: float) -> bool:
+        if self.requests is not None and not self.requests.take(1, now):
+            return False
+        if self.tokens is not None and not self.tokens.take(tokens, now):
+            if self.requests is not None:
+                self.requests.give(1)
+            return False
+        return True
+
+    def reconcile(self, estimated: int, actual: int) -> None:
+        """Return what was over-reserved, or take what was under-reserved."""
+        if self.tokens is not None:
+            self.tokens.give(estimated - actual)

@@ -1,0 +1,176 @@
+"""The one error hierarchy of the router.
+
+    SwitchyardError                    every error the router answers with
+    ├── BadRequest (400)               the request is wrong; ``field`` names what
+    │   └── PayloadTooLarge (413)
+    ├── Unauthorized (401)
+    ├── Forbidden (403)
+    ├── NotFound (404)
+    ├── BudgetExceeded (429)           a local limit refused the request
+    ├── UpstreamError (502)            one provider failed; carries its status
+    │   ├── UpstreamConnectError       could not connect (retryable)
+    │   ├── UpstreamTimeout            connect / first-token / total timeout
+    │   ├── UpstreamStatusError        the provider answered 4xx/5xx
+    │   └── UpstreamProtocolError      the provider's answer made no sense
+    └── NoCandidateAvailable (503)     every candidate failed or none fit
+
+Each maps to an HTTP response in one place: ``switchyard.router.http.errors``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+
+class SwitchyardError(Exception):
+    """Base class: an HTTP status, a machine-readable code and a human message."""
+
+    status: int = 500
+    code: str = "internal_error"
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.field = field
+
+    def details(self) -> dict[str, Any]:
+        """Extra JSON members for the error body (never anything secret)."""
+        return {}
+
+
+class BadRequest(SwitchyardError):
+    status = 400
+    code = "invalid_request"
+
+
+class PayloadTooLarge(BadRequest):
+    status = 413
+    code = "payload_too_large"
+
+
+class Unauthorized(SwitchyardError):
+    status = 401
+    code = "unauthorized"
+
+
+class Forbidden(SwitchyardError):
+    status = 403
+    code = "forbidden"
+
+
+class NotFound(SwitchyardError):
+    status = 404
+    code = "not_found"
+
+
+class BudgetExceeded(SwitchyardError):
+    status = 429
+    code = "budget_exceeded"
+
+
+class UpstreamError(SwitchyardError):
+    """A single provider call failed.
+
+    ``upstream_status`` is the provider's HTTP status when it answered;
+    ``retryable`` says whether another candidate should be tried;
+    ``retry_after`` is the provider's Retry-After in seconds, when given.
+    """
+
+    status = 502
+    code = "upstream_error"
+    retryable = True
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        provider: str,
+        upstream_status: int | None = None,
+        retry_after: float | None = None,
+        upstream_type: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.provider = provider
+        self.upstream_status = upstream_status
+        self.retry_after = retry_after
+        self.upstream_type = upstream_type
+
+
+class UpstreamConnectError(UpstreamError):
+    code = "upstream_connect_error"
+
+
+class UpstreamTimeout(UpstreamError):
+    code = "upstream_timeout"
+    status = 504
+
+
+class UpstreamStatusError(UpstreamError):
+    code = "upstream_status_error"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        provider: str,
+        upstream_status: int,
+        retry_after: float | None = None,
+        upstream_type: str | None = None,
+    ) -> None:
+        super().__init__(
+            message,
+            provider=provider,
+            upstream_status=upstream_status,
+            retry_after=retry_after,
+            upstream_type=upstream_type,
+        )
+        # The client's own mistakes are not fixed by asking someone else.
+        self.retryable = upstream_status not in (400, 413, 422)
+        if not self.retryable:
+            self.status = upstream_status
+
+
+class UpstreamProtocolError(UpstreamError):
+    code = "upstream_protocol_error"
+
+
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    """One try at one candidate, as reported to the client: nothing secret."""
+
+    provider: str
+    model: str
+    error: str
+    status: int | None
+    message: str
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "provider": self.provider,
+            "model": self.model,
+            "error": self.error,
+            "status": self.status,
+            "message": self.message,
+        }
+
+
+class NoCandidateAvailable(SwitchyardError):
+    status = 503
+    code = "no_candidate_available"
+
+    def __init__(self, message: str, attempts: list[Attempt] | None = None) -> None:
+        super().__init__(message)
+        self.attempts = attempts or []
+
+    def details(self) -> dict[str, Any]:
+        return {"attempts": [a.as_json() for a in self.attempts]}
+
+
+class ConfigError(Exception):
+    """A routing table that cannot be used; ``path`` names the offending field."""
+
+    def __init__(self, message: str, path: str = "") -> None:
+        super().__init__(f"{path}: {message}" if path else message)
+        self.path = path
+        self.reason = message

@@ -1,0 +1,34 @@
+"""Bearer API keys → organization and scopes. Keys are compared as SHA-256 hashes."""
+
+from __future__ import annotations
+
+import hashlib
+
+from starlette.requests import Request
+
+from switchyard.router.core.catalog import Catalog
+from switchyard.router.core.gateway import Caller
+from switchyard.router.errors import Forbidden, Unauthorized
+
+
+def presented_key(request: Request) -> str | None:
+    auth = request.headers.get("authorization")
+    if auth:
+        scheme, _, token = auth.partition(" ")
+        if scheme.lower() == "bearer" and token.strip():
+            return token.strip()
+        return None
+    # The anthropic SDK sends its key as x-api-key.
+    return request.headers.get("x-api-key") or None
+
+
+def authenticate(request: Request, catalog: Catalog, scope: str) -> Caller:
+    key = presented_key(request)
+    if key is None:
+        raise Unauthorized("missing API key: send 'Authorization: Bearer <key>'")
+    entry = catalog.api_keys.get(hashlib.sha256(key.encode()).hexdigest())
+    if entry is None:
+        raise Unauthorized("invalid API key")
+    if scope not in entry.scopes:
+        raise Forbidden(f"this API key lacks the scope {scope!r}")
+    return Caller(entry.name, entry.organization, frozenset(entry.scopes))

@@ -1,0 +1,78 @@
+"""Every error becomes an HTTP response here, in the shape its API's clients expect.
+
+The native API and the OpenAI-compatible API answer ``{"error": {...}}`` (the
+openai SDK reads ``error.message``); the Anthropic-compatible API answers
+``{"type": "error", "error": {...}}`` as the anthropic SDK expects.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import orjson
+from starlette.responses import Response
+
+from switchyard.router.errors import SwitchyardError, UpstreamError
+
+Flavor = Literal["native", "openai", "anthropic"]
+
+#: Anthropic's error types, by status, so its SDK raises the matching class.
+_ANTHROPIC_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    500: "api_error",
+    502: "api_error",
+    503: "overloaded_error",
+    504: "api_error",
+}
+
+
+def error_body(exc: SwitchyardError, flavor: Flavor) -> dict[str, Any]:
+    status = exc.status
+    if flavor == "anthropic":
+        err: dict[str, Any] = {
+            "type": _ANTHROPIC_TYPES.get(status, "api_error"),
+            "message": exc.message,
+            "code": exc.code,
+        }
+        if exc.field:
+            err["field"] = exc.field
+        err.update(exc.details())
+        return {"type": "error", "error": err}
+    err = {
+        "message": exc.message,
+        "type": exc.code,
+        "code": exc.code,
+        "param": exc.field,
+    }
+    if exc.field:
+        err["field"] = exc.field
+    if isinstance(exc, UpstreamError):
+        err["provider"] = exc.provider
+        err["upstreamStatus"] = exc.upstream_status
+    err.update(exc.details())
+    return {"error": err}
+
+
+def error_response(exc: SwitchyardError, flavor: Flavor = "native") -> Response:
+    headers = {}
+    if exc.status == 401:
+        headers["WWW-Authenticate"] = 'Bearer realm="switchyard"'
+    return Response(
+        orjson.dumps(error_body(exc, flavor)),
+        status_code=exc.status,
+        media_type="application/json",
+        headers=headers,
+    )
+
+
+def flavor_of(path: str) -> Flavor:
+    if path.startswith("/v1/messages"):
+        return "anthropic"
+    if path.startswith("/v1/"):
+        return "openai"
+    return "native"

@@ -1,0 +1,150 @@
+"""``POST /api/v1/llm/completion``: the brief's API, field for field."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import orjson
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic.alias_generators import to_camel
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+
+from switchyard.router.core.chat import ChatRequest, Finish, Message, TextDelta, ToolCallDelta
+from switchyard.router.core.templates import render
+from switchyard.router.errors import NotFound, SwitchyardError
+from switchyard.router.http.auth import authenticate
+from switchyard.router.http.body import read_json, validate
+from switchyard.router.http.errors import error_body
+from switchyard.router.http.services import services
+
+SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+
+
+class CompletionBody(BaseModel):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
+
+    task_type: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")
+    prompt: str | None = Field(default=None, min_length=1, max_length=2_000_000)
+    template: str | None = Field(default=None, min_length=1, max_length=253)
+    variables: dict[str, str] = Field(default_factory=dict)
+    system: str | None = Field(default=None, max_length=2_000_000)
+    model: str | None = Field(default=None, min_length=1, max_length=253)
+    max_tokens: int | None = Field(default=None, ge=1, le=8192)
+    temperature: float | None = Field(default=None, ge=0, le=2)
+    stream: bool = False
+
+    @model_validator(mode="after")
+    def _prompt_or_template(self) -> CompletionBody:
+        if self.prompt is None and self.template is None:
+            raise ValueError("give a non-empty 'prompt' (or a 'template' and its 'variables')")
+        if self.prompt is not None and self.template is not None:
+            raise ValueError("give either 'prompt' or 'template', not both")
+        if self.prompt is not None and not self.prompt.strip():
+            raise ValueError("prompt must not be blank")
+        return self
+
+
+def _usage(u: Any) -> dict[str, int]:
+    return {
+        "promptTokens": u.prompt_tokens,
+        "completionTokens": u.completion_tokens,
+        "totalTokens": u.total_tokens,
+    }
+
+
+async def completion(request: Request) -> Response:
+    s = services(request)
+    catalog = s.gateway.require_catalog()
+    caller = authenticate(request, catalog, "completion")
+    body = validate(CompletionBody, await read_json(request, catalog.settings.max_body_bytes))
+    prompt = body.prompt
+    if prompt is None:
+        assert body.template is not None
+        template = catalog.org(caller.organization).templates.get(body.template)
+        if template is None:
+            raise NotFound(f"template {body.template!r} does not exist", field="template")
+        prompt = render(template, body.variables, body.model)
+    req = ChatRequest(
+        messages=[Message("user", prompt)],
+        system=body.system,
+        model=body.model,
+        task_type=body.task_type,
+        max_tokens=body.max_tokens,
+        temperature=body.temperature,
+        stream=body.stream,
+    )
+    request_id = f"cmpl-{uuid.uuid4().hex}"
+    if body.stream:
+        live = await s.gateway.open_stream(caller, req)
+        return StreamingResponse(
+            _sse(live, request_id, s), media_type="text/event-stream", headers=SSE_HEADERS
+        )
+    served = await s.gateway.complete(caller, req)
+    s.record("native", served.route, served.result.usage, served.cost, served.latency_ms)
+    result = served.result
+    payload = {
+        "id": request_id,
+        "content": result.content,
+        "model": served.route.model.name,
+        "provider": served.route.provider.name,
+        "finishReason": result.finish_reason,
+        "usage": _usage(result.usage),
+        "cost": served.cost.as_json() | {"currency": "USD"},
+        "performance": {
+            "latencyMs": round(served.latency_ms, 3),
+            "timeToFirstTokenMs": round(served.latency_ms, 3),
+        },
+        "cacheHit": False,
+    }
+    if served.attempts:
+        payload["failedAttempts"] = [a.as_json() for a in served.attempts]
+    return Response(orjson.dumps(payload), media_type="application/json")
+
+
+def _event(name: str, data: Any) -> bytes:
+    return b"event: " + name.encode() + b"\ndata: " + orjson.dumps(data) + b"\n\n"
+
+
+async def _sse(live: Any, request_id: str, s: Any) -> AsyncIterator[bytes]:
+    model = live.route.model.name
+    reason = "stop"
+    try:
+        async for event in live.events():
+            if isinstance(event, TextDelta):
+                yield _event("delta", {"content": event.text})
+            elif isinstance(event, ToolCallDelta):
+                yield _event(
+                    "tool_call",
+                    {
+                        "index": event.index,
+                        "id": event.id,
+                        "name": event.name,
+                        "arguments": event.arguments,
+                    },
+                )
+            elif isinstance(event, Finish):
+                reason = event.reason
+    except SwitchyardError as exc:
+        s.metrics.requests.labels("native", live.route.provider.name, model, "error").inc()
+        yield _event("error", error_body(exc, "native"))
+        return
+    s.record("native", live.route, live.usage, live.cost, live.latency_ms, live.ttft_ms)
+    yield _event(
+        "done",
+        {
+            "id": request_id,
+            "model": model,
+            "provider": live.route.provider.name,
+            "finishReason": reason,
+            "usage": _usage(live.usage),
+            "cost": live.cost.as_json() | {"currency": "USD"},
+            "performance": {
+                "latencyMs": round(live.latency_ms, 3),
+                "timeToFirstTokenMs": round(live.ttft_ms, 3),
+            },
+            "cacheHit": False,
+        },
+    )

@@ -1,0 +1,81 @@
+"""Prometheus metrics of the router. Label values are names from the table, never secrets."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
+
+
+class Metrics:
+    """One registry per router instance, so tests and several apps stay apart."""
+
+    def __init__(self) -> None:
+        r = self.registry = CollectorRegistry(auto_describe=True)
+        self.requests = Counter(
+            "switchyard_requests",
+            "Completion requests by provider, model and outcome.",
+            ["api", "provider", "model", "status"],
+            registry=r,
+        )
+        self.latency = Histogram(
+            "switchyard_request_duration_seconds",
+            "Time from request to the last byte of the answer.",
+            ["provider", "model"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.ttft = Histogram(
+            "switchyard_time_to_first_token_seconds",
+            "Time from request to the first streamed token.",
+            ["provider", "model"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.tokens = Counter(
+            "switchyard_tokens",
+            "Tokens by direction (prompt, completion).",
+            ["provider", "model", "direction"],
+            registry=r,
+        )
+        self.cost = Counter(
+            "switchyard_cost_usd",
+            "Spend in US dollars.",
+            ["provider", "model"],
+            registry=r,
+        )
+        self.failovers = Counter(
+            "switchyard_failovers",
+            "Calls that failed and moved on to the next candidate.",
+            ["provider", "error"],
+            registry=r,
+        )
+        self.upstream_errors = Counter(
+            "switchyard_upstream_errors",
+            "Failed provider calls by error class.",
+            ["provider", "error"],
+            registry=r,
+        )
+        self.breaker_state = Gauge(
+            "switchyard_breaker_state",
+            "Circuit breaker per provider: 0 closed, 1 open, 2 half-open.",
+            ["provider"],
+            registry=r,
+        )
+        self.provider_healthy = Gauge(
+            "switchyard_provider_health",
+            "Last known health per provider: 1 healthy, 0.5 degraded, 0 unhealthy, -1 unknown.",
+            ["provider"],
+            registry=r,
+        )
+        self.table_reloads = Counter(
+            "switchyard_table_reloads",
+            "Routing table loads by result (ok, invalid).",
+            ["result"],
+            registry=r,
+        )
+        self.table_info = Gauge(
+            "switchyard_table_models",
+            "Models in the current routing table, enabled or not.",
+            registry=r,
+        )

@@ -1,0 +1,253 @@
+"""The adapter interface and the HTTP plumbing every adapter shares.
+
+One pooled ``aiohttp`` session per upstream. Errors become the router's typed
+``UpstreamError``s carrying the provider's status, its error type and its
+``Retry-After``; the provider's own error text is kept short and never holds
+our credentials (we never send them back, and upstreams don't echo them).
+"""
+
+from __future__ import annotations
+
+import abc
+import email.utils
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+import orjson
+
+from switchyard.router.core.chat import ChatRequest, ChatResult, StreamEvent
+from switchyard.router.core.health import ProbeResult
+from switchyard.router.errors import (
+    UpstreamConnectError,
+    UpstreamError,
+    UpstreamProtocolError,
+    UpstreamStatusError,
+    UpstreamTimeout,
+)
+from switchyard.router.table.schema import Provider
+
+_MAX_ERROR_TEXT = 300
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    """Seconds from a ``Retry-After`` (delta-seconds or HTTP date) or ``retry-after-ms``."""
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+class Adapter(abc.ABC):
+    """complete · stream · list models · probe, for one provider."""
+
+    def __init__(self, provider: Provider, api_key: str | None) -> None:
+        self.provider = provider
+        self.api_key = api_key
+        self.base_url = provider.url
+        t = provider.timeouts
+        self.connect_timeout = t.connect_ms / 1000
+        self.first_token_timeout = t.first_token_ms / 1000
+        self.total_timeout = t.total_ms / 1000
+        self._session: aiohttp.ClientSession | None = None
+        self._call_timeout = aiohttp.ClientTimeout(
+            total=self.total_timeout, sock_connect=self.connect_timeout
+        )
+        self._stream_timeout = aiohttp.ClientTimeout(
+            total=self.total_timeout,
+            sock_connect=self.connect_timeout,
+            sock_read=self.first_token_timeout,
+        )
+        self._probe_timeout = aiohttp.ClientTimeout(
+            total=min(self.total_timeout, 10.0), sock_connect=self.connect_timeout
+        )
+
+    # -- the interface ----------------------------------------------------
+    @abc.abstractmethod
+    async def complete(self, req: ChatRequest, model_name: str, max_tokens: int) -> ChatResult:
+        """One non-streaming completion."""
+
+    @abc.abstractmethod
+    def stream(
+        self, req: ChatRequest, model_name: str, max_tokens: int
+    ) -> AsyncIterator[StreamEvent]:
+        """A streaming completion; the last event is ``Finish``."""
+
+    @abc.abstractmethod
+    async def list_models(self) -> list[str]:
+        """The model names the provider serves, where its API can say."""
+
+    async def probe(self, model_name: str | None) -> ProbeResult:
+        """A tiny real request: list models, which every supported API answers cheaply."""
+        started = time.monotonic()
+        try:
+            models = await self.list_models()
+        except UpstreamError as exc:
+            return ProbeResult("unhealthy", None, time.time(), describe(exc))
+        latency = (time.monotonic() - started) * 1000
+        if model_name is not None and models and model_name not in models:
+            return ProbeResult(
+                "degraded", latency, time.time(), f"model {model_name!r} is not served", models
+            )
+        return ProbeResult("healthy", latency, time.time(), "ok", models)
+
+    # -- plumbing -----------------------------------------------------------
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            connector = aiohttp.TCPConnector(
+                limit=self.provider.max_connections,
+                ttl_dns_cache=300,
+                keepalive_timeout=60,
+            )
+            self._session = aiohttp.ClientSession(
+                connector=connector,
+                timeout=self._call_timeout,
+                json_serialize=lambda o: orjson.dumps(o).decode(),
+                skip_auto_headers=("User-Agent",),
+                auto_decompress=True,
+            )
+        return self._session
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    @abc.abstractmethod
+    def headers(self) -> dict[str, str]:
+        """Authentication and protocol headers for every request."""
+
+    @abc.abstractmethod
+    def error_type(self, status: int, body: bytes) -> tuple[str | None, str]:
+        """The provider's error type and message from an error body."""
+
+    def _name(self) -> str:
+        return self.provider.name
+
+    async def post_json(self, url: str, body: dict[str, Any]) -> Any:
+        """POST and return the decoded JSON of a 2xx answer; raise typed errors otherwise."""
+        try:
+            async with self.session.post(
+                url, data=orjson.dumps(body), headers=self.headers(), timeout=self._call_timeout
+            ) as resp:
+                raw = await resp.read()
+                if resp.status >= 400:
+                    raise self.status_error(resp.status, resp.headers, raw)
+        except UpstreamError:
+            raise
+        except TimeoutError:
+            raise UpstreamTimeout(
+                f"no complete answer within {self.total_timeout:g}s", provider=self._name()
+            ) from None
+        except aiohttp.ClientError as exc:
+            raise self.connection_error(exc) from None
+        try:
+            return orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            raise UpstreamProtocolError(
+                "the provider's answer is not JSON", provider=self._name(), upstream_status=200
+            ) from None
+
+    async def get_json(self, url: str) -> Any:
+        try:
+            async with self.session.get(
+                url, headers=self.headers(), timeout=self._probe_timeout
+            ) as resp:
+                raw = await resp.read()
+                if resp.status >= 400:
+                    raise self.status_error(resp.status, resp.headers, raw)
+                return orjson.loads(raw)
+        except UpstreamError:
+            raise
+        except TimeoutError:
+            raise UpstreamTimeout("no answer in time", provider=self._name()) from None
+        except aiohttp.ClientError as exc:
+            raise self.connection_error(exc) from None
+        except orjson.JSONDecodeError:
+            raise UpstreamProtocolError("answer is not JSON", provider=self._name()) from None
+
+    async def open_stream(self, url: str, body: dict[str, Any]) -> aiohttp.ClientResponse:
+        """POST a streaming request and return the response once its headers say 2xx.
+
+        The first-token timeout is aiohttp's read timeout: no byte for that long,
+        before or after the headers, ends the call. The total timeout bounds all.
+        """
+        try:
+            resp = await self.session.post(
+                url, data=orjson.dumps(body), headers=self.headers(), timeout=self._stream_timeout
+            )
+            if resp.status >= 400:
+                raw = await resp.read()
+                resp.release()
+                raise self.status_error(resp.status, resp.headers, raw)
+            return resp
+        except UpstreamError:
+            raise
+        except TimeoutError:
+            raise UpstreamTimeout(
+                f"no answer within {self.first_token_timeout:g}s", provider=self._name()
+            ) from None
+        except aiohttp.ClientError as exc:
+            raise self.connection_error(exc) from None
+
+    async def lines(self, resp: aiohttp.ClientResponse) -> AsyncIterator[bytes]:
+        """The body's non-empty lines; timeouts as set by ``open_stream``."""
+        content = resp.content
+        try:
+            while line := await content.readline():
+                if line != b"\n" and line != b"\r\n":
+                    yield line
+        except TimeoutError:
+            raise UpstreamTimeout("the stream stalled", provider=self._name()) from None
+        except aiohttp.ClientError as exc:
+            raise self.connection_error(exc) from None
+        finally:
+            resp.release()
+
+    def status_error(self, status: int, headers: Any, raw: bytes) -> UpstreamStatusError:
+        err_type, message = self.error_type(status, raw)
+        retry_after = parse_retry_after(headers.get("retry-after-ms"))
+        retry_after = retry_after / 1000 if retry_after is not None else None
+        if retry_after is None:
+            retry_after = parse_retry_after(headers.get("retry-after"))
+        return UpstreamStatusError(
+            f"HTTP {status}{f' {err_type}' if err_type else ''}: {message[:_MAX_ERROR_TEXT]}",
+            provider=self._name(),
+            upstream_status=status,
+            retry_after=retry_after,
+            upstream_type=err_type,
+        )
+
+    def connection_error(self, exc: BaseException) -> UpstreamError:
+        if isinstance(exc, aiohttp.ClientConnectorError):
+            return UpstreamConnectError(
+                f"cannot connect to {self.base_url}: {exc.os_error.strerror or exc.os_error}",
+                provider=self._name(),
+            )
+        if isinstance(exc, (aiohttp.ServerDisconnectedError, aiohttp.ClientPayloadError)):
+            return UpstreamConnectError(
+                "the provider closed the connection mid-answer", provider=self._name()
+            )
+        return UpstreamConnectError(f"{type(exc).__name__}: {exc}", provider=self._name())
+
+
+def describe(exc: UpstreamError) -> str:
+    return exc.message
+
+
+def json_error_message(raw: bytes) -> tuple[dict[str, Any] | None, str]:
+    """Decode an error body that should be JSON; fall back to its text."""
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return None, raw.decode("utf-8", "replace").strip() or "(empty body)"
+    return (data if isinstance(data, dict) else None), ""

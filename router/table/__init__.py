@@ -1,0 +1,1 @@
+"""The routing table: the one contract between the operator and the router."""

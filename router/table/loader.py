@@ -1,0 +1,127 @@
+"""Read a routing-table document, validate it whole, and say exactly what is wrong."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from switchyard.router.errors import ConfigError
+from switchyard.router.table.schema import CLOUD_TYPES, RoutingTable
+
+
+def _path(loc: Iterable[int | str]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out
+
+
+def _first_error(exc: ValidationError) -> ConfigError:
+    errors = exc.errors(include_url=False)
+    lines = []
+    for err in errors:
+        # Drop pydantic's tagged-union and validator-function segments from the path.
+        loc = [p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-"))]
+        msg = err["msg"].removeprefix("Value error, ")
+        lines.append(f"{_path(loc) or '(document)'}: {msg}")
+    first = errors[0]
+    loc = [p for p in first["loc"] if not (isinstance(p, str) and p.startswith("function-"))]
+    message = "; ".join(lines[:10]) + (f" (and {len(lines) - 10} more)" if len(lines) > 10 else "")
+    error = ConfigError(message)
+    error.path = _path(loc)
+    return error
+
+
+def parse_document(data: Any) -> RoutingTable:
+    """Validate a parsed document and the references between its parts."""
+    if not isinstance(data, dict):
+        raise ConfigError("the routing table must be a mapping (apiVersion, kind, providers, ...)")
+    try:
+        table = RoutingTable.model_validate(data)
+    except ValidationError as exc:
+        raise _first_error(exc) from None
+    check_references(table)
+    return table
+
+
+def check_references(table: RoutingTable) -> None:
+    """Names unique within an organization; every reference resolves."""
+    providers: dict[tuple[str, str], str] = {}
+    for i, p in enumerate(table.providers):
+        key = (p.organization, p.name)
+        if key in providers:
+            raise ConfigError(
+                f"duplicate provider name {p.name!r} in organization {p.organization!r}",
+                f"providers[{i}].name",
+            )
+        providers[key] = p.provider_type
+        if p.provider_type in CLOUD_TYPES and p.api_key is None:
+            raise ConfigError(
+                f"providerType {p.provider_type} needs an apiKey reference",
+                f"providers[{i}].apiKey",
+            )
+    seen_models: set[tuple[str, str, str]] = set()
+    for i, m in enumerate(table.models):
+        if (m.organization, m.provider) not in providers:
+            raise ConfigError(
+                f"unknown provider {m.provider!r} in organization {m.organization!r}",
+                f"models[{i}].provider",
+            )
+        key3 = (m.organization, m.name, m.provider)
+        if key3 in seen_models:
+            raise ConfigError(
+                f"model {m.name!r} is declared twice for provider {m.provider!r}",
+                f"models[{i}].name",
+            )
+        seen_models.add(key3)
+    model_names = {(m.organization, m.name) for m in table.models}
+    templates: set[tuple[str, str]] = set()
+    for i, t in enumerate(table.templates):
+        if (t.organization, t.name) in templates:
+            raise ConfigError(f"duplicate template name {t.name!r}", f"templates[{i}].name")
+        templates.add((t.organization, t.name))
+        for j, o in enumerate(t.model_overrides):
+            if (t.organization, o.model) not in model_names:
+                raise ConfigError(
+                    f"override for unknown model {o.model!r}",
+                    f"templates[{i}].modelOverrides[{j}].model",
+                )
+    hashes: set[str] = set()
+    names: set[str] = set()
+    for i, k in enumerate(table.api_keys):
+        if k.sha256 in hashes:
+            raise ConfigError("two API keys have the same hash", f"apiKeys[{i}].sha256")
+        if k.name in names:
+            raise ConfigError(f"duplicate API key name {k.name!r}", f"apiKeys[{i}].name")
+        hashes.add(k.sha256)
+        names.add(k.name)
+
+
+def load_bytes(raw: bytes, source: str = "<table>") -> tuple[RoutingTable, str]:
+    """Parse YAML or JSON bytes; return the table and the SHA-256 of the bytes."""
+    try:
+        data = yaml.safe_load(raw)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ConfigError(
+            f"{source} is not valid YAML{where}: {getattr(exc, 'problem', exc)}"
+        ) from None
+    return parse_document(data), hashlib.sha256(raw).hexdigest()
+
+
+def load_file(path: str | Path) -> tuple[RoutingTable, str]:
+    p = Path(path)
+    try:
+        raw = p.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"cannot read {p}: {exc.strerror or exc}") from None
+    return load_bytes(raw, str(p))

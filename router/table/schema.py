@@ -1,0 +1,264 @@
+"""Schema of the routing table document (``switchyard.dev/v1alpha1``, ``RoutingTable``).
+
+The operator produces this document into a ConfigMap; a person writes the same
+document by hand to run the router without a cluster. Field names are the
+brief's (camelCase). Secrets never appear here: API keys are references.
+See ``docs/routing-table.md``.
+"""
+
+from __future__ import annotations
+
+import re
+from decimal import Decimal, InvalidOperation
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    model_validator,
+)
+from pydantic.alias_generators import to_camel
+
+API_VERSION = "switchyard.dev/v1alpha1"
+KIND = "RoutingTable"
+
+ProviderType = Literal["anthropic", "openai", "azure_openai", "vllm", "ollama"]
+HealthStatus = Literal["healthy", "degraded", "unhealthy", "unknown"]
+Scope = Literal["completion", "usage:read", "settings:write"]
+
+#: Provider types whose API is OpenAI's chat-completions protocol.
+OPENAI_COMPATIBLE: frozenset[str] = frozenset({"openai", "azure_openai", "vllm"})
+#: Types that need no baseUrl because the provider has one public endpoint.
+DEFAULT_BASE_URLS: dict[str, str] = {
+    "openai": "https://api.openai.com/v1",
+    "anthropic": "https://api.anthropic.com",
+}
+#: Types that reach a paid cloud API and so need an API key.
+CLOUD_TYPES: frozenset[str] = frozenset({"openai", "azure_openai", "anthropic"})
+
+_PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
+
+
+def placeholders(text: str) -> list[str]:
+    """Variable names used as ``{{name}}`` in a template, in first-use order."""
+    seen: dict[str, None] = {}
+    for match in _PLACEHOLDER.finditer(text):
+        seen.setdefault(match.group(1), None)
+    return list(seen)
+
+
+def _decimal_string(value: str) -> str:
+    try:
+        number = Decimal(value)
+    except InvalidOperation:
+        raise ValueError(f"must be a decimal number as a string, got {value!r}") from None
+    if not number.is_finite() or number < 0:
+        raise ValueError(f"must be a finite, non-negative decimal, got {value!r}")
+    return value
+
+
+def _price(value: Any) -> Any:
+    # Prices are strings so that YAML never turns 0.15 into a binary float.
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        raise ValueError('must be a decimal string such as "0.15" (quote it in YAML)')
+    return str(value)
+
+
+DecimalString = Annotated[str, AfterValidator(_decimal_string)]
+Name = Annotated[
+    str,
+    StringConstraints(min_length=1, max_length=253, pattern=r"^[a-z0-9]([-a-z0-9._]*[a-z0-9])?$"),
+]
+Organization = Annotated[
+    str, StringConstraints(min_length=1, max_length=63, pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(
+        alias_generator=to_camel,
+        populate_by_name=True,
+        extra="forbid",
+        frozen=True,
+    )
+
+
+class SecretRef(_Model):
+    """Where an API key comes from: an environment variable or a file (a mounted Secret)."""
+
+    env: str | None = Field(default=None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    file: str | None = Field(default=None, min_length=1)
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> SecretRef:
+        if (self.env is None) == (self.file is None):
+            raise ValueError("give exactly one of 'env' or 'file'")
+        return self
+
+    def describe(self) -> str:
+        return f"env {self.env}" if self.env is not None else f"file {self.file}"
+
+
+class RateLimits(_Model):
+    requests_per_minute: int | None = Field(default=None, ge=1)
+    tokens_per_minute: int | None = Field(default=None, ge=1)
+
+
+class Timeouts(_Model):
+    """Per-provider timeouts in milliseconds (integers: no floats in a spec)."""
+
+    connect_ms: int = Field(default=5_000, ge=1)
+    first_token_ms: int = Field(default=30_000, ge=1)
+    total_ms: int = Field(default=300_000, ge=1)
+
+
+class Provider(_Model):
+    name: Name
+    organization: Organization = "default"
+    provider_type: ProviderType
+    base_url: str | None = Field(default=None, pattern=r"^https?://[^\s]+$")
+    api_key: SecretRef | None = None
+    api_version: str | None = Field(
+        default=None, description="Azure OpenAI api-version query parameter."
+    )
+    priority: int = Field(default=100, ge=0, le=1_000_000)
+    is_default: bool = False
+    is_enabled: bool = True
+    rate_limits: RateLimits = RateLimits()
+    health_status: HealthStatus = "unknown"
+    timeouts: Timeouts = Timeouts()
+    max_connections: int = Field(default=256, ge=1, le=10_000)
+
+    @model_validator(mode="after")
+    def _base_url_when_needed(self) -> Provider:
+        if self.base_url is None and self.provider_type not in DEFAULT_BASE_URLS:
+            raise ValueError(f"baseUrl is required for providerType {self.provider_type}")
+        return self
+
+    @property
+    def url(self) -> str:
+        return (self.base_url or DEFAULT_BASE_URLS[self.provider_type]).rstrip("/")
+
+
+class Model(_Model):
+    name: Name
+    organization: Organization = "default"
+    provider: Name
+    model_name: Annotated[str, StringConstraints(min_length=1, max_length=256)]
+    display_name: str | None = None
+    context_window: int = Field(ge=1, le=100_000_000)
+    max_output_tokens: int = Field(ge=1, le=10_000_000)
+    supports_function_calling: bool = False
+    supports_streaming: bool = True
+    input_price_per_1m_tokens: Annotated[DecimalString, Field(alias="inputPricePer1MTokens")] = "0"
+    output_price_per_1m_tokens: Annotated[DecimalString, Field(alias="outputPricePer1MTokens")] = (
+        "0"
+    )
+    avg_latency_ms: int | None = Field(default=None, ge=0)
+    tokens_per_second: float | None = Field(default=None, ge=0)
+    best_for: list[Annotated[str, StringConstraints(min_length=1, max_length=64)]] = Field(
+        default_factory=list, max_length=32
+    )
+    is_enabled: bool = True
+
+    @model_validator(mode="before")
+    @classmethod
+    def _prices_as_strings(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            for key in ("inputPricePer1MTokens", "outputPricePer1MTokens"):
+                if key in data:
+                    data = {**data, key: _price(data[key])}
+        return data
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Model:
+        if self.max_output_tokens > self.context_window:
+            raise ValueError(
+                f"maxOutputTokens ({self.max_output_tokens}) exceeds contextWindow "
+                f"({self.context_window})"
+            )
+        if len(set(self.best_for)) != len(self.best_for):
+            raise ValueError("bestFor entries must be unique")
+        return self
+
+
+class TemplateOverride(_Model):
+    model: Name
+    template: Annotated[str, StringConstraints(min_length=1, max_length=200_000)]
+
+
+class Template(_Model):
+    name: Name
+    organization: Organization = "default"
+    description: str | None = None
+    task_type: str | None = None
+    template: Annotated[str, StringConstraints(min_length=1, max_length=200_000)]
+    variables: (
+        list[Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]] | None
+    ) = None
+    model_overrides: list[TemplateOverride] = Field(default_factory=list, max_length=256)
+
+    @model_validator(mode="after")
+    def _variables_match(self) -> Template:
+        if self.variables is None:
+            return self
+        declared = set(self.variables)
+        texts = [("template", self.template)] + [
+            (f"modelOverrides[{i}].template", o.template)
+            for i, o in enumerate(self.model_overrides)
+        ]
+        for where, text in texts:
+            used = set(placeholders(text))
+            if undeclared := sorted(used - declared):
+                raise ValueError(f"{where} uses undeclared variables: {', '.join(undeclared)}")
+        if unused := sorted(declared - set().union(*(set(placeholders(t)) for _, t in texts))):
+            raise ValueError(f"declared variables are never used: {', '.join(unused)}")
+        return self
+
+
+class ApiKey(_Model):
+    name: Name
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    organization: Organization = "default"
+    scopes: list[Scope] = Field(default_factory=lambda: list[Scope](["completion"]), min_length=1)
+
+
+RankKey = Literal["taskFit", "priority", "price", "latency"]
+
+
+class Breaker(_Model):
+    failure_threshold: int = Field(default=5, ge=1, le=1000)
+    cooldown_seconds: float = Field(default=30.0, gt=0, le=3600)
+
+
+class RoutingSettings(_Model):
+    """How candidates are ranked and how hard the router tries."""
+
+    rank_by: list[RankKey] = Field(
+        default_factory=lambda: list[RankKey](["taskFit", "priority", "price", "latency"]),
+        min_length=1,
+    )
+    max_attempts: int = Field(default=3, ge=1, le=20)
+    default_max_tokens: int = Field(default=1024, ge=1, le=8192)
+    max_body_bytes: int = Field(default=4 * 1024 * 1024, ge=1024, le=64 * 1024 * 1024)
+    max_retry_after_seconds: float = Field(default=60.0, ge=0, le=3600)
+    breaker: Breaker = Breaker()
+
+    @model_validator(mode="after")
+    def _unique_rank(self) -> RoutingSettings:
+        if len(set(self.rank_by)) != len(self.rank_by):
+            raise ValueError("rankBy entries must be unique")
+        return self
+
+
+class RoutingTable(_Model):
+    api_version: Literal["switchyard.dev/v1alpha1"]
+    kind: Literal["RoutingTable"]
+    providers: list[Provider] = Field(default_factory=list)
+    models: list[Model] = Field(default_factory=list)
+    templates: list[Template] = Field(default_factory=list)
+    api_keys: list[ApiKey] = Field(default_factory=list)
+    routing: RoutingSettings = RoutingSettings()
