@@ -301,7 +301,6 @@ class FakeServer:
             resp.content_length = len(data)
             await resp.prepare(request)
             await resp.write(data[: len(data) // 2])
-            await resp.drain()
             self.hang_up(request)
         return web.Response(
             body=data, status=status, content_type=content_type, headers=dict(headers or {})
@@ -322,7 +321,6 @@ class FakeServer:
         for index, frame in enumerate([*script.content, None]):
             if index == breaks_at and fault is not None:
                 if fault.kind == "cut":
-                    await resp.drain()
                     self.hang_up(request)
                 for err in script.error:
                     await resp.write(err)
