@@ -59,8 +59,8 @@ def anthropic_error(type_: str, message: str, request_id: str | None = None) -> 
 
 class FakeAnthropic(FakeServer):
     default_models: ClassVar[tuple[str, ...]] = (
-        "claude-sonnet-4-5-20250929",
-        "claude-haiku-4-5-20251001",
+        "claude-sonnet-4-6",
+        "claude-haiku-4-5",
     )
     request_limit: ClassVar[int] = 4000
     token_limit: ClassVar[int] = 2_000_000
@@ -109,6 +109,10 @@ class FakeAnthropic(FakeServer):
     def check_auth(self, request: web.Request) -> web.Response | None:
         if self.api_key is not None:
             key = request.headers.get("x-api-key")
+            if key is None:
+                # current SDKs send the API key as a bearer token
+                scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+                key = token.strip() if scheme.lower() == "bearer" and token.strip() else None
             if key is None:
                 return self.error(401, "x-api-key header is required")
             if key != self.api_key:

@@ -50,7 +50,6 @@ class FakeOllama(FakeServer):
         app.router.add_get("/api/version", self.get_version)
         app.router.add_post("/api/show", self.show)
         app.router.add_get("/", self.root)
-        app.router.add_head("/", self.root)
 
     def resolve(self, name: str) -> str | None:
         """Ollama treats ``name`` and ``name:latest`` as the same model."""
