@@ -70,7 +70,9 @@ class FakeAnthropic(FakeServer):
         app.router.add_get("/v1/models", self.list_models)
         app.router.add_get("/v1/models/{model}", self.get_model)
 
-    def response_headers(self, request: web.Request, response: web.StreamResponse) -> dict[str, str]:
+    def response_headers(
+        self, request: web.Request, response: web.StreamResponse
+    ) -> dict[str, str]:
         used = self.completions
         limited = response.status == 429
         reset = _rfc3339(datetime.now(UTC) + timedelta(seconds=1))
@@ -84,16 +86,22 @@ class FakeAnthropic(FakeServer):
             ("input-tokens", self.token_limit),
             ("output-tokens", self.token_limit // 5),
         ):
-            remaining = 0 if limited else max(limit - (used if kind == "requests" else 100 * used), 0)
+            remaining = (
+                0 if limited else max(limit - (used if kind == "requests" else 100 * used), 0)
+            )
             headers[f"anthropic-ratelimit-{kind}-limit"] = str(limit)
             headers[f"anthropic-ratelimit-{kind}-remaining"] = str(remaining)
             headers[f"anthropic-ratelimit-{kind}-reset"] = reset
         return headers
 
     # ------------------------------------------------------------- errors
-    def error(self, status: int, message: str, headers: dict[str, str] | None = None) -> web.Response:
+    def error(
+        self, status: int, message: str, headers: dict[str, str] | None = None
+    ) -> web.Response:
         rid = _request_id()
-        type_ = _ERROR_TYPES.get(status) or ("api_error" if status >= 500 else "invalid_request_error")
+        type_ = _ERROR_TYPES.get(status) or (
+            "api_error" if status >= 500 else "invalid_request_error"
+        )
         return web.json_response(
             anthropic_error(type_, message, rid),
             status=status,
@@ -244,7 +252,10 @@ class FakeAnthropic(FakeServer):
         return StreamScript(
             head=[
                 sse(start, "message_start"),
-                sse({"type": "content_block_start", "index": 0, "content_block": block}, "content_block_start"),
+                sse(
+                    {"type": "content_block_start", "index": 0, "content_block": block},
+                    "content_block_start",
+                ),
                 sse({"type": "ping"}, "ping"),
             ],
             content=[
@@ -322,5 +333,3 @@ class FakeAnthropic(FakeServer):
         if model not in self.models:
             return self.error(404, f"model: {model}")
         return web.json_response(self.model_info(model))
-
-

@@ -58,7 +58,9 @@ class FakeAzureOpenAI(FakeOpenAI):
         app.router.add_get("/openai/models", self.list_models)
         app.router.add_get("/openai/deployments", self.list_deployments)
 
-    def response_headers(self, request: web.Request, response: web.StreamResponse) -> dict[str, str]:
+    def response_headers(
+        self, request: web.Request, response: web.StreamResponse
+    ) -> dict[str, str]:
         used = self.completions
         limited = response.status == 429
         rid = str(uuid.uuid4())
@@ -69,7 +71,9 @@ class FakeAzureOpenAI(FakeOpenAI):
             "x-ms-rai-invoked": "true",
             "x-ratelimit-limit-requests": str(self.request_limit),
             "x-ratelimit-limit-tokens": str(self.token_limit),
-            "x-ratelimit-remaining-requests": "0" if limited else str(max(self.request_limit - used, 0)),
+            "x-ratelimit-remaining-requests": "0"
+            if limited
+            else str(max(self.request_limit - used, 0)),
             "x-ratelimit-remaining-tokens": "0" if limited else str(self.token_limit - 100 * used),
             "azureml-model-session": "d089-20250101000000",
         }

@@ -195,6 +195,4 @@ def build_plan(
     if max_tokens is not None and len(chunks) > max_tokens:
         chunks = chunks[: max(max_tokens, 0)]
         finish, hit = "length", None
-    return Plan(
-        chunks=tuple(chunks), finish=finish, prompt_tokens=prompt_tokens, stop_sequence=hit
-    )
+    return Plan(chunks=tuple(chunks), finish=finish, prompt_tokens=prompt_tokens, stop_sequence=hit)

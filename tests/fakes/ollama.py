@@ -56,7 +56,9 @@ class FakeOllama(FakeServer):
         full = name if ":" in name else f"{name}:latest"
         return full if full in self.models else (name if name in self.models else None)
 
-    def error(self, status: int, message: str, headers: dict[str, str] | None = None) -> web.Response:
+    def error(
+        self, status: int, message: str, headers: dict[str, str] | None = None
+    ) -> web.Response:
         return web.json_response({"error": message}, status=status, headers=headers)
 
     def fault_error(
@@ -106,7 +108,9 @@ class FakeOllama(FakeServer):
         )
 
     @staticmethod
-    def final(model: str, plan: Plan, content: str, tool_calls: list[dict[str, Any]] | None) -> dict[str, Any]:
+    def final(
+        model: str, plan: Plan, content: str, tool_calls: list[dict[str, Any]] | None
+    ) -> dict[str, Any]:
         message: dict[str, Any] = {"role": "assistant", "content": content}
         if tool_calls:
             message["tool_calls"] = tool_calls
@@ -245,14 +249,18 @@ class FakeOllama(FakeServer):
 
     async def show(self, request: web.Request) -> web.StreamResponse:
         body = self.body(request)
-        name = str((body or {}).get("model") or (body or {}).get("name") or "") if isinstance(body, dict) else ""
+        name = (
+            str((body or {}).get("model") or (body or {}).get("name") or "")
+            if isinstance(body, dict)
+            else ""
+        )
         model = self.resolve(name)
         if model is None:
             return self.not_found(name)
         return web.json_response(
             {
                 "modelfile": f"FROM {model}\n",
-                "parameters": "stop                           \"<|eot_id|>\"",
+                "parameters": 'stop                           "<|eot_id|>"',
                 "template": "{{ .Prompt }}",
                 "details": self.details(model),
                 "model_info": {"general.architecture": self.details(model)["family"]},

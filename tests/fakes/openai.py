@@ -45,7 +45,9 @@ class FakeOpenAI(FakeServer):
         app.router.add_get("/v1/models/{model}", self.get_model)
 
     # ------------------------------------------------------------ headers
-    def response_headers(self, request: web.Request, response: web.StreamResponse) -> dict[str, str]:
+    def response_headers(
+        self, request: web.Request, response: web.StreamResponse
+    ) -> dict[str, str]:
         used = self.completions
         limited = response.status == 429
         return {
@@ -55,7 +57,9 @@ class FakeOpenAI(FakeServer):
             "openai-processing-ms": str(self.elapsed_ms(request)),
             "x-ratelimit-limit-requests": str(self.request_limit),
             "x-ratelimit-limit-tokens": str(self.token_limit),
-            "x-ratelimit-remaining-requests": "0" if limited else str(max(self.request_limit - used, 0)),
+            "x-ratelimit-remaining-requests": "0"
+            if limited
+            else str(max(self.request_limit - used, 0)),
             "x-ratelimit-remaining-tokens": "0" if limited else str(self.token_limit - 100 * used),
             "x-ratelimit-reset-requests": "6ms",
             "x-ratelimit-reset-tokens": "0s",
@@ -75,7 +79,8 @@ class FakeOpenAI(FakeServer):
             headers["retry-after"] = _seconds(retry_after)
             headers["retry-after-ms"] = str(int(retry_after * 1000))
         if status == 429:
-            model = (self.body(request) or {}).get("model", "gpt-4o-mini") if isinstance(self.body(request), dict) else "gpt-4o-mini"
+            sent = self.body(request)
+            model = sent.get("model", "gpt-4o-mini") if isinstance(sent, dict) else "gpt-4o-mini"
             wait = f"{retry_after:g}s" if retry_after is not None else "1s"
             headers["x-ratelimit-reset-requests"] = wait
             body = openai_error(
@@ -91,7 +96,11 @@ class FakeOpenAI(FakeServer):
                 code="rate_limit_exceeded",
             )
         elif status == 401:
-            body = openai_error(message or "Incorrect API key provided.", "invalid_request_error", code="invalid_api_key")
+            body = openai_error(
+                message or "Incorrect API key provided.",
+                "invalid_request_error",
+                code="invalid_api_key",
+            )
         elif status == 404:
             body = openai_error(message or "Not found.", "invalid_request_error")
         elif status == 502:
@@ -142,8 +151,12 @@ class FakeOpenAI(FakeServer):
             )
         return None
 
-    def bad_request(self, message: str, *, param: str | None = None, code: str | None = None) -> web.Response:
-        return self.error(400, openai_error(message, "invalid_request_error", param=param, code=code))
+    def bad_request(
+        self, message: str, *, param: str | None = None, code: str | None = None
+    ) -> web.Response:
+        return self.error(
+            400, openai_error(message, "invalid_request_error", param=param, code=code)
+        )
 
     def model_not_found(self, model: str) -> web.Response:
         return self.error(
@@ -325,7 +338,9 @@ class FakeOpenAI(FakeServer):
     def stream_preamble(self, cid: str, created: int, model: str) -> list[bytes]:
         return []
 
-    def script(self, cid: str, model: str, plan: Plan, body: dict[str, Any], fault: Fault | None) -> StreamScript:
+    def script(
+        self, cid: str, model: str, plan: Plan, body: dict[str, Any], fault: Fault | None
+    ) -> StreamScript:
         created = int(time.time())
         opts = body.get("stream_options")
         with_usage = isinstance(opts, dict) and opts.get("include_usage") is True
@@ -343,14 +358,17 @@ class FakeOpenAI(FakeServer):
                 ],
                 "refusal": None,
             }
-            content = [
+            content: list[dict[str, Any]] = [
                 {"tool_calls": [{"index": 0, "function": {"arguments": piece}}]}
                 for piece in plan.tool_chunks
             ]
         else:
             first = {"role": "assistant", "content": "", "refusal": None}
             content = [{"content": piece} for piece in plan.chunks]
-        head = [*self.stream_preamble(cid, created, model), sse(self.chunk(cid, created, model, first, None, with_usage))]
+        head = [
+            *self.stream_preamble(cid, created, model),
+            sse(self.chunk(cid, created, model, first, None, with_usage)),
+        ]
         tail = [sse(self.chunk(cid, created, model, {}, _FINISH[plan.finish], with_usage))]
         if with_usage:
             tail.append(
@@ -408,7 +426,9 @@ class FakeOpenAI(FakeServer):
         denied = self.check_auth(request)
         if denied is not None:
             return denied
-        return web.json_response({"object": "list", "data": [self.model_card(m) for m in self.models]})
+        return web.json_response(
+            {"object": "list", "data": [self.model_card(m) for m in self.models]}
+        )
 
     async def get_model(self, request: web.Request) -> web.StreamResponse:
         denied = self.check_auth(request)

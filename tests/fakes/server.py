@@ -7,6 +7,7 @@ request recording, the fault queue, and the mechanics of streaming/cutting.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import socket
 import struct
@@ -149,10 +150,8 @@ class FakeServer:
             return
         if runner is not None:
             fut = asyncio.run_coroutine_threadsafe(runner.cleanup(), loop)
-            try:
+            with contextlib.suppress(Exception):  # shutting down regardless
                 fut.result(timeout=10)
-            except Exception:  # noqa: BLE001 - shutting down regardless
-                pass
         loop.call_soon_threadsafe(loop.stop)
         thread.join(timeout=10)
         self._loop = self._thread = self._runner = None
@@ -172,7 +171,9 @@ class FakeServer:
     def add_routes(self, app: web.Application) -> None:
         raise NotImplementedError
 
-    def response_headers(self, request: web.Request, response: web.StreamResponse) -> dict[str, str]:
+    def response_headers(
+        self, request: web.Request, response: web.StreamResponse
+    ) -> dict[str, str]:
         """Headers the provider puts on every response (request ids, rate limits)."""
         return {}
 
@@ -194,9 +195,7 @@ class FakeServer:
         self.port = int(runner.addresses[0][1])
 
     @web.middleware
-    async def _record(
-        self, request: web.Request, handler: Any
-    ) -> web.StreamResponse:
+    async def _record(self, request: web.Request, handler: Any) -> web.StreamResponse:
         request[_STARTED_KEY] = time.monotonic()
         raw = await request.read()
         body: Any = None
@@ -249,7 +248,9 @@ class FakeServer:
                 return self._queue.popleft()
             return self._default
 
-    async def apply_fault(self, request: web.Request, fault: Fault | None) -> web.StreamResponse | None:
+    async def apply_fault(
+        self, request: web.Request, fault: Fault | None
+    ) -> web.StreamResponse | None:
         """Handle the faults that replace the whole answer; None = carry on."""
         if fault is None:
             return None
@@ -269,10 +270,8 @@ class FakeServer:
         if transport is not None:
             sock = transport.get_extra_info("socket")
             if sock is not None:
-                try:
+                with contextlib.suppress(OSError):
                     sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-                except OSError:
-                    pass
             transport.abort()
         raise Dropped
 
@@ -313,8 +312,8 @@ class FakeServer:
         resp.headers["Content-Type"] = script.content_type
         resp.headers["Cache-Control"] = "no-cache"
         await resp.prepare(request)
-        for frame in script.head:
-            await resp.write(frame)
+        for head_frame in script.head:
+            await resp.write(head_frame)
         breaks_at = -1
         if fault is not None and fault.kind in ("cut", "stream_error"):
             breaks_at = min(max(fault.after_chunks, 0), len(script.content))

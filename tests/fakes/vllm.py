@@ -54,7 +54,9 @@ class FakeVLLM(FakeOpenAI):
         app.router.add_get("/health", self.health)
         app.router.add_get("/version", self.get_version)
 
-    def response_headers(self, request: web.Request, response: web.StreamResponse) -> dict[str, str]:
+    def response_headers(
+        self, request: web.Request, response: web.StreamResponse
+    ) -> dict[str, str]:
         rid = request.headers.get("X-Request-Id")
         return {"x-request-id": rid} if rid else {}
 

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
 import json
 import time
 from typing import Any
-
-import importlib
-import importlib.util
 
 import anthropic
 import httpx
@@ -40,7 +39,11 @@ def client(fake: FakeAnthropic, key: str = "test-key") -> anthropic.Anthropic:
 
 def test_message(fake_anthropic: FakeAnthropic) -> None:
     m = client(fake_anthropic).messages.create(
-        model=MODEL, max_tokens=100, system="Be brief.", messages=MSGS, extra_body={"temperature": 0.1}
+        model=MODEL,
+        max_tokens=100,
+        system="Be brief.",
+        messages=MSGS,
+        extra_body={"temperature": 0.1},
     )
     assert m.id.startswith("msg_") and m.type == "message" and m.role == "assistant"
     assert m.content[0].type == "text" and m.content[0].text == "Echo: hello there world"
@@ -72,7 +75,9 @@ def test_stop_reasons(fake_anthropic: FakeAnthropic) -> None:
 
 
 def test_stream_events(fake_anthropic: FakeAnthropic) -> None:
-    with client(fake_anthropic).messages.stream(model=MODEL, max_tokens=100, messages=MSGS) as stream:
+    with client(fake_anthropic).messages.stream(
+        model=MODEL, max_tokens=100, messages=MSGS
+    ) as stream:
         text = "".join(stream.text_stream)
         final = stream.get_final_message()
     assert text == "Echo: hello there world"
@@ -111,12 +116,19 @@ def test_tool_use(fake_anthropic: FakeAnthropic) -> None:
     follow: Any = [
         *ask,
         {"role": "assistant", "content": [block.model_dump()]},
-        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": block.id, "content": "sunny"}]},
+        {
+            "role": "user",
+            "content": [{"type": "tool_result", "tool_use_id": block.id, "content": "sunny"}],
+        },
     ]
     m = c.messages.create(model=MODEL, max_tokens=100, messages=follow, tools=TOOLS)
     assert m.stop_reason == "end_turn"
     forced = c.messages.create(
-        model=MODEL, max_tokens=100, messages=MSGS, tools=TOOLS, tool_choice={"type": "tool", "name": "get_weather"}
+        model=MODEL,
+        max_tokens=100,
+        messages=MSGS,
+        tools=TOOLS,
+        tool_choice={"type": "tool", "name": "get_weather"},
     )
     assert forced.stop_reason == "tool_use"
 
@@ -133,7 +145,10 @@ def test_errors(fake_anthropic: FakeAnthropic) -> None:
         json={"model": MODEL, "messages": MSGS},
     )
     assert resp.status_code == 400
-    assert resp.json()["error"] == {"type": "invalid_request_error", "message": "max_tokens: Field required"}
+    assert resp.json()["error"] == {
+        "type": "invalid_request_error",
+        "message": "max_tokens: Field required",
+    }
     no_version = httpx.post(
         fake_anthropic.url + "/v1/messages",
         headers={"x-api-key": "test-key"},
@@ -144,7 +159,9 @@ def test_errors(fake_anthropic: FakeAnthropic) -> None:
 
 def test_faults(fake_anthropic: FakeAnthropic) -> None:
     c = client(fake_anthropic)
-    fake_anthropic.push(Fault.error(429, retry_after=1.5), Fault.error(529), Fault.error(500), Fault.reset())
+    fake_anthropic.push(
+        Fault.error(429, retry_after=1.5), Fault.error(529), Fault.error(500), Fault.reset()
+    )
     with pytest.raises(anthropic.RateLimitError) as rl:
         c.messages.create(model=MODEL, max_tokens=5, messages=MSGS)
     assert rl.value.response.headers["retry-after"] == "1.5"
@@ -165,15 +182,19 @@ def test_stream_faults(fake_anthropic: FakeAnthropic) -> None:
     c = client(fake_anthropic)
     fake_anthropic.push(Fault.stream_error(2))
     got: list[str] = []
-    with pytest.raises(anthropic.APIStatusError) as err:
-        with c.messages.stream(model=MODEL, max_tokens=100, messages=MSGS) as stream:
-            got.extend(stream.text_stream)
+    with (
+        pytest.raises(anthropic.APIStatusError) as err,
+        c.messages.stream(model=MODEL, max_tokens=100, messages=MSGS) as stream,
+    ):
+        got.extend(stream.text_stream)
     assert "".join(got) == "Echo: hello"
     assert err.value.body["error"]["type"] == "overloaded_error"  # type: ignore[index]
     fake_anthropic.push(Fault.cut(1))
-    with pytest.raises(CUT_ERRORS):
-        with c.messages.stream(model=MODEL, max_tokens=100, messages=MSGS) as stream:
-            list(stream.text_stream)
+    with (
+        pytest.raises(CUT_ERRORS),
+        c.messages.stream(model=MODEL, max_tokens=100, messages=MSGS) as stream,
+    ):
+        list(stream.text_stream)
     fake_anthropic.push(Fault.stall(0.3))
     started = time.monotonic()
     c.messages.create(model=MODEL, max_tokens=5, messages=MSGS)

@@ -11,7 +11,10 @@ import pytest
 
 from tests.fakes import FakeOllama, Fault
 
-MSGS = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "hello there world"}]
+MSGS = [
+    {"role": "system", "content": "Be brief."},
+    {"role": "user", "content": "hello there world"},
+]
 RFC3339_NANO = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{9}(Z|[+-]\d\d:\d\d)$")
 FINAL_FIELDS = {
     "done_reason",
@@ -35,7 +38,7 @@ def test_streams_ndjson_by_default(fake_ollama: FakeOllama) -> None:
     assert all(not line["done"] for line in lines[:-1]) and lines[-1]["done"] is True
     assert "".join(line["message"]["content"] for line in lines) == "Echo: hello there world"
     final = lines[-1]
-    assert FINAL_FIELDS <= set(final) and final["done_reason"] == "stop"
+    assert set(final) >= FINAL_FIELDS and final["done_reason"] == "stop"
     assert final["prompt_eval_count"] == 2 + 4 + 3 + 4 and final["eval_count"] == 4
     assert all(RFC3339_NANO.match(line["created_at"]) for line in lines)
     assert final["model"] == "llama3.2"
@@ -44,7 +47,7 @@ def test_streams_ndjson_by_default(fake_ollama: FakeOllama) -> None:
 def test_non_streaming(fake_ollama: FakeOllama) -> None:
     body = chat(fake_ollama, stream=False, options={"temperature": 0, "num_predict": 2}).json()
     assert body["message"] == {"role": "assistant", "content": "Echo: hello"}
-    assert body["done"] is True and body["done_reason"] == "length" and FINAL_FIELDS <= set(body)
+    assert body["done"] is True and body["done_reason"] == "length" and set(body) >= FINAL_FIELDS
     assert fake_ollama.requests[-1].body["options"]["temperature"] == 0
     stopped = chat(fake_ollama, stream=False, options={"stop": [" world"]}).json()
     assert stopped["message"]["content"] == "Echo: hello there" and stopped["done_reason"] == "stop"
@@ -56,7 +59,11 @@ def test_tool_calls(fake_ollama: FakeOllama) -> None:
             "type": "function",
             "function": {
                 "name": "get_weather",
-                "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+                "parameters": {
+                    "type": "object",
+                    "properties": {"city": {"type": "string"}},
+                    "required": ["city"],
+                },
             },
         }
     ]
@@ -80,13 +87,17 @@ def test_errors_and_models(fake_ollama: FakeOllama) -> None:
     assert httpx.post(fake_ollama.url + "/api/chat", json={"messages": MSGS}).status_code == 400
     tags = httpx.get(fake_ollama.url + "/api/tags").json()["models"]
     assert tags[0]["name"] == "llama3.2:latest"
-    assert {"format", "family", "families", "parameter_size", "quantization_level"} <= set(tags[0]["details"])
+    assert {"format", "family", "families", "parameter_size", "quantization_level"} <= set(
+        tags[0]["details"]
+    )
     assert httpx.get(fake_ollama.url + "/api/version").json()["version"]
     assert httpx.post(fake_ollama.url + "/api/show", json={"model": "llama3.2"}).status_code == 200
 
 
 def test_faults(fake_ollama: FakeOllama) -> None:
-    fake_ollama.push(Fault.stream_error(1), Fault.error(503, retry_after=1), Fault.reset(), Fault.cut(1))
+    fake_ollama.push(
+        Fault.stream_error(1), Fault.error(503, retry_after=1), Fault.reset(), Fault.cut(1)
+    )
     lines = [json.loads(line) for line in chat(fake_ollama).text.splitlines()]
     assert lines[0]["message"]["content"] == "Echo:" and "error" in lines[-1] and len(lines) == 2
     busy = chat(fake_ollama)

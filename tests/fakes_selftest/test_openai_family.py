@@ -12,7 +12,10 @@ import pytest
 
 from tests.fakes import FakeAzureOpenAI, FakeOpenAI, FakeVLLM, Fault
 
-USER = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "hello there world"}]
+USER = [
+    {"role": "system", "content": "Be brief."},
+    {"role": "user", "content": "hello there world"},
+]
 WEATHER_TOOL: Any = {
     "type": "function",
     "function": {
@@ -40,7 +43,9 @@ def azure(fake: FakeAzureOpenAI, key: str = "test-key") -> openai.AzureOpenAI:
 # ---------------------------------------------------------------- OpenAI
 def test_openai_non_streaming(fake_openai: FakeOpenAI) -> None:
     r = client(fake_openai).chat.completions.create(
-        model="gpt-4o-mini", messages=USER, temperature=0.2  # type: ignore[arg-type]
+        model="gpt-4o-mini",
+        messages=USER,
+        temperature=0.2,  # type: ignore[arg-type]
     )
     assert r.id.startswith("chatcmpl-")
     assert r.object == "chat.completion"
@@ -59,7 +64,8 @@ def test_openai_non_streaming(fake_openai: FakeOpenAI) -> None:
 
 def test_openai_headers(fake_openai: FakeOpenAI) -> None:
     raw = client(fake_openai).chat.completions.with_raw_response.create(
-        model="gpt-4o-mini", messages=USER  # type: ignore[arg-type]
+        model="gpt-4o-mini",
+        messages=USER,  # type: ignore[arg-type]
     )
     for name in (
         "x-request-id",
@@ -129,7 +135,9 @@ def test_openai_tool_calls(fake_openai: FakeOpenAI) -> None:
     assert call.function.name == "get_weather"  # type: ignore[union-attr]
     assert json.loads(call.function.arguments) == {"location": "Paris"}  # type: ignore[union-attr]
 
-    stream = c.chat.completions.create(model="gpt-4o", messages=msgs, tools=[WEATHER_TOOL], stream=True)
+    stream = c.chat.completions.create(
+        model="gpt-4o", messages=msgs, tools=[WEATHER_TOOL], stream=True
+    )
     chunks = list(stream)
     deltas = [tc for ch in chunks for tc in (ch.choices[0].delta.tool_calls or [])]
     assert deltas[0].id and deltas[0].function and deltas[0].function.name == "get_weather"
@@ -246,11 +254,17 @@ def test_azure_round_trip(fake_azure: FakeAzureOpenAI) -> None:
 
     chunks = list(
         c.chat.completions.create(
-            model="gpt-4o-mini", messages=USER, stream=True, stream_options={"include_usage": True}  # type: ignore[arg-type]
+            model="gpt-4o-mini",
+            messages=USER,
+            stream=True,
+            stream_options={"include_usage": True},  # type: ignore[arg-type]
         )
     )
     assert chunks[0].choices == [] and (chunks[0].model_extra or {})["prompt_filter_results"]
-    assert "".join(ch.choices[0].delta.content or "" for ch in chunks if ch.choices) == "Echo: hello there world"
+    assert (
+        "".join(ch.choices[0].delta.content or "" for ch in chunks if ch.choices)
+        == "Echo: hello there world"
+    )
     assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens == 4
 
 
@@ -265,7 +279,9 @@ def test_azure_errors(fake_azure: FakeAzureOpenAI) -> None:
         headers={"api-key": "test-key"},
         json={"messages": USER},
     )
-    assert resp.status_code == 404 and resp.json() == {"error": {"code": "404", "message": "Resource not found"}}
+    assert resp.status_code == 404 and resp.json() == {
+        "error": {"code": "404", "message": "Resource not found"}
+    }
     bearer = httpx.post(
         fake_azure.url + "/openai/deployments/gpt-4o-mini/chat/completions?api-version=2024-10-21",
         headers={"Authorization": "Bearer test-key"},
@@ -284,7 +300,9 @@ def test_vllm_round_trip(fake_vllm: FakeVLLM) -> None:
     c = client(fake_vllm)
     models = list(c.models.list())
     card = models[0].model_dump()
-    assert card["owned_by"] == "vllm" and card["root"] == card["id"] and card["max_model_len"] == 8192
+    assert (
+        card["owned_by"] == "vllm" and card["root"] == card["id"] and card["max_model_len"] == 8192
+    )
     r = c.chat.completions.create(model=models[0].id, messages=USER)  # type: ignore[arg-type]
     assert r.choices[0].message.content == "Echo: hello there world"
     text = "".join(
