@@ -1,0 +1,58 @@
+"""Faults a fake provider can inject into completion requests.
+
+A fault is consumed by exactly one completion request (chat/messages
+endpoint); queue them with ``FakeServer.push`` or make one sticky with
+``FakeServer.set_default``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+FaultKind = Literal["error", "stall", "cut", "reset", "stream_error"]
+
+
+@dataclass(frozen=True)
+class Fault:
+    kind: FaultKind
+    status: int = 0
+    retry_after: float | None = None
+    message: str | None = None
+    seconds: float = 0.0
+    after_chunks: int = 0
+
+    @classmethod
+    def error(
+        cls, status: int, *, retry_after: float | None = None, message: str | None = None
+    ) -> Fault:
+        """Answer with the provider's own error body for ``status``.
+
+        ``retry_after`` (seconds) adds the provider's Retry-After header(s);
+        without it no Retry-After header is sent.
+        """
+        if not 400 <= status <= 599:
+            raise ValueError(f"error status must be 4xx/5xx, got {status}")
+        return cls("error", status=status, retry_after=retry_after, message=message)
+
+    @classmethod
+    def stall(cls, seconds: float) -> Fault:
+        """Sleep ``seconds`` before sending response headers, then answer normally."""
+        return cls("stall", seconds=seconds)
+
+    @classmethod
+    def cut(cls, after_chunks: int) -> Fault:
+        """Streaming: send N content chunks then close the connection without a
+        terminator. Non-streaming: close the connection halfway through the body."""
+        return cls("cut", after_chunks=after_chunks)
+
+    @classmethod
+    def reset(cls) -> Fault:
+        """Close the TCP connection (RST) without sending any response."""
+        return cls("reset")
+
+    @classmethod
+    def stream_error(cls, after_chunks: int) -> Fault:
+        """Streaming: after N content chunks emit the provider's in-stream error
+        and end the stream. Non-streaming requests get the provider's 500 body."""
+        return cls("stream_error", after_chunks=after_chunks)
