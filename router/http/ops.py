@@ -23,7 +23,7 @@ async def readyz(request: Request) -> Response:
             "reason": s.table_error or "no routing table loaded",
         }
         return Response(orjson.dumps(body), status_code=503, media_type="application/json")
-    body: dict[str, object] = {
+    body = {
         "status": "ready",
         "table": {
             "checksum": catalog.checksum,
