@@ -64,6 +64,7 @@ def create_app(config: str | Path, *, reload_interval: float = 1.0) -> Starlette
     def on_result(result: str, error: str | None) -> None:
         metrics.table_reloads.labels(result).inc()
         services.table_error = error
+        services.table_loads += 1
 
     follower = TableFollower(config, gateway.install, on_result, reload_interval)
     follower.load_initial()

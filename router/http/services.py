@@ -23,6 +23,7 @@ class Services:
     ready: bool = False
     table_source: str = ""
     table_error: str | None = None
+    table_loads: int = 0  # load attempts so far, good or bad
     started_at: float = 0.0
     extra: dict[str, object] = field(default_factory=dict)
 

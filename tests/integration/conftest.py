@@ -74,8 +74,13 @@ def _clean_fakes(request: pytest.FixtureRequest) -> None:
 def five_providers(fakes: Fakes, **overrides: dict[str, Any]) -> list[dict[str, Any]]:
     ps = [
         provider("openai", "openai", fakes.openai.url, key_env="SY_TEST_OPENAI_KEY"),
-        provider("azure", "azure_openai", fakes.azure.url, key_env="SY_TEST_AZURE_KEY",
-                 apiVersion="2024-10-21"),
+        provider(
+            "azure",
+            "azure_openai",
+            fakes.azure.url,
+            key_env="SY_TEST_AZURE_KEY",
+            apiVersion="2024-10-21",
+        ),
         provider("vllm", "vllm", fakes.vllm.url),
         provider("anthropic", "anthropic", fakes.anthropic.url, key_env="SY_TEST_ANTHROPIC_KEY"),
         provider("ollama", "ollama", fakes.ollama.url),

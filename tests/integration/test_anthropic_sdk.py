@@ -155,4 +155,6 @@ def test_errors_come_in_anthropic_shape(gateway: RouterServer) -> None:
     assert err.value.body["error"]["type"] == "not_found_error"  # type: ignore[index]
     bad = anthropic.Anthropic(base_url=gateway.url, api_key="wrong", max_retries=0)
     with pytest.raises(anthropic.AuthenticationError):
-        bad.messages.create(model="claude", max_tokens=5, messages=[{"role": "user", "content": "x"}])
+        bad.messages.create(
+            model="claude", max_tokens=5, messages=[{"role": "user", "content": "x"}]
+        )

@@ -23,7 +23,12 @@ def group(fakes: Fakes, router: Factory, primary: str, **routing: object) -> Rou
     """Model "chat" on a primary provider and, as fallback, on the vLLM fake."""
     upstream = {
         "openai": ("openai", fakes.openai.url, "gpt-4o-mini", "SY_TEST_OPENAI_KEY"),
-        "anthropic": ("anthropic", fakes.anthropic.url, "claude-haiku-4-5", "SY_TEST_ANTHROPIC_KEY"),
+        "anthropic": (
+            "anthropic",
+            fakes.anthropic.url,
+            "claude-haiku-4-5",
+            "SY_TEST_ANTHROPIC_KEY",
+        ),
         "ollama": ("ollama", fakes.ollama.url, "llama3.2", None),
         "azure": ("azure_openai", fakes.azure.url, "gpt-4o-mini-deploy", "SY_TEST_AZURE_KEY"),
     }[primary]
@@ -65,8 +70,12 @@ FAULTS = [
 
 # A stream cut after its first byte cannot fail over: tested on its own below.
 MATRIX = [
-    pytest.param(fault, stream, id=f"{'sse' if stream else 'json'}-{fault.kind}-"
-                 f"{fault.status or fault.seconds or fault.after_chunks or ''}")
+    pytest.param(
+        fault,
+        stream,
+        id=f"{'sse' if stream else 'json'}-{fault.kind}-"
+        f"{fault.status or fault.seconds or fault.after_chunks or ''}",
+    )
     for fault in FAULTS
     for stream in (False, True)
     if not (stream and fault.kind == "cut")
@@ -88,10 +97,13 @@ def test_failover_matrix(
     assert r.headers["x-switchyard-provider"] == "backup"
     if stream:
         assert r.text.rstrip().endswith("data: [DONE]")
-        assert "Echo: hi" == "".join(
-            json.loads(line[6:])["choices"][0]["delta"].get("content") or ""
-            for line in r.text.splitlines()
-            if line.startswith("data: {") and json.loads(line[6:])["choices"]
+        assert (
+            "".join(
+                json.loads(line[6:])["choices"][0]["delta"].get("content") or ""
+                for line in r.text.splitlines()
+                if line.startswith("data: {") and json.loads(line[6:])["choices"]
+            )
+            == "Echo: hi"
         )
     else:
         assert r.json()["choices"][0]["message"]["content"] == "Echo: hi"
@@ -128,15 +140,23 @@ def test_connect_errors_fail_over(fakes: Fakes, router: Factory) -> None:
     dead = f"http://127.0.0.1:{free_port()}/v1"
     gw = router(
         table(
-            [provider("dead", "vllm", dead, priority=1, timeouts=FAST),
-             provider("backup", "vllm", fakes.vllm.url, priority=2)],
-            [model("chat", "dead", "x"), model("chat", "backup", "meta-llama/Llama-3.1-8B-Instruct")],
+            [
+                provider("dead", "vllm", dead, priority=1, timeouts=FAST),
+                provider("backup", "vllm", fakes.vllm.url, priority=2),
+            ],
+            [
+                model("chat", "dead", "x"),
+                model("chat", "backup", "meta-llama/Llama-3.1-8B-Instruct"),
+            ],
         )
     )
     r = ask(gw)
     assert r.status_code == 200 and r.headers["x-switchyard-provider"] == "backup"
-    r = httpx.post(f"{gw.url}/api/v1/llm/completion", headers=AUTH,
-                   json={"taskType": "t", "prompt": "x", "model": "chat"})
+    r = httpx.post(
+        f"{gw.url}/api/v1/llm/completion",
+        headers=AUTH,
+        json={"taskType": "t", "prompt": "x", "model": "chat"},
+    )
     assert r.json()["failedAttempts"][0]["error"] == "upstream_connect_error"
 
 
@@ -213,11 +233,21 @@ def test_in_stream_provider_errors_reach_the_client(
 def test_rate_limit_budget_skips_the_provider(fakes: Fakes, router: Factory) -> None:
     gw = router(
         table(
-            [provider("openai", "openai", fakes.openai.url, key_env="SY_TEST_OPENAI_KEY",
-                      priority=1, rateLimits={"requestsPerMinute": 2}),
-             provider("backup", "vllm", fakes.vllm.url, priority=2)],
-            [model("chat", "openai", "gpt-4o-mini"),
-             model("chat", "backup", "meta-llama/Llama-3.1-8B-Instruct")],
+            [
+                provider(
+                    "openai",
+                    "openai",
+                    fakes.openai.url,
+                    key_env="SY_TEST_OPENAI_KEY",
+                    priority=1,
+                    rateLimits={"requestsPerMinute": 2},
+                ),
+                provider("backup", "vllm", fakes.vllm.url, priority=2),
+            ],
+            [
+                model("chat", "openai", "gpt-4o-mini"),
+                model("chat", "backup", "meta-llama/Llama-3.1-8B-Instruct"),
+            ],
         )
     )
     served = [ask(gw).headers["x-switchyard-provider"] for _ in range(4)]
@@ -228,18 +258,34 @@ def test_rate_limit_budget_skips_the_provider(fakes: Fakes, router: Factory) -> 
 def test_tokens_per_minute_budget(fakes: Fakes, router: Factory) -> None:
     gw = router(
         table(
-            [provider("openai", "openai", fakes.openai.url, key_env="SY_TEST_OPENAI_KEY",
-                      priority=1, rateLimits={"tokensPerMinute": 1000}),
-             provider("backup", "vllm", fakes.vllm.url, priority=2)],
-            [model("chat", "openai", "gpt-4o-mini"),
-             model("chat", "backup", "meta-llama/Llama-3.1-8B-Instruct")],
+            [
+                provider(
+                    "openai",
+                    "openai",
+                    fakes.openai.url,
+                    key_env="SY_TEST_OPENAI_KEY",
+                    priority=1,
+                    rateLimits={"tokensPerMinute": 1000},
+                ),
+                provider("backup", "vllm", fakes.vllm.url, priority=2),
+            ],
+            [
+                model("chat", "openai", "gpt-4o-mini"),
+                model("chat", "backup", "meta-llama/Llama-3.1-8B-Instruct"),
+            ],
         )
     )
 
     def call() -> httpx.Response:
-        return httpx.post(f"{gw.url}/v1/chat/completions", headers=AUTH, json={
-            "model": "chat", "max_tokens": 10,
-            "messages": [{"role": "user", "content": "word " * 300}]})
+        return httpx.post(
+            f"{gw.url}/v1/chat/completions",
+            headers=AUTH,
+            json={
+                "model": "chat",
+                "max_tokens": 10,
+                "messages": [{"role": "user", "content": "word " * 300}],
+            },
+        )
 
     # Each call reserves its estimate (~530 tokens) and is charged what the
     # provider reports (~310), so two fit in 1000 tokens a minute and a third does not.

@@ -25,16 +25,29 @@ def gw(fakes: Fakes, router: Factory) -> RouterServer:
                 provider("local", "vllm", fakes.vllm.url, priority=5),
             ],
             [
-                model("gpt-4o-mini", "openai", inputPricePer1MTokens="0.15",
-                      outputPricePer1MTokens="0.60", bestFor=["code_analysis"]),
-                model("llama", "local", "meta-llama/Llama-3.1-8B-Instruct",
-                      inputPricePer1MTokens="0", outputPricePer1MTokens="0",
-                      bestFor=["documentation"]),
+                model(
+                    "gpt-4o-mini",
+                    "openai",
+                    inputPricePer1MTokens="0.15",
+                    outputPricePer1MTokens="0.60",
+                    bestFor=["code_analysis"],
+                ),
+                model(
+                    "llama",
+                    "local",
+                    "meta-llama/Llama-3.1-8B-Instruct",
+                    inputPricePer1MTokens="0",
+                    outputPricePer1MTokens="0",
+                    bestFor=["documentation"],
+                ),
             ],
             templates=[
-                {"name": "review", "template": "Review this {{lang}} code:\n{{code}}",
-                 "variables": ["lang", "code"],
-                 "modelOverrides": [{"model": "llama", "template": "[{{lang}}] {{code}}"}]},
+                {
+                    "name": "review",
+                    "template": "Review this {{lang}} code:\n{{code}}",
+                    "variables": ["lang", "code"],
+                    "modelOverrides": [{"model": "llama", "template": "[{{lang}}] {{code}}"}],
+                },
             ],
             routing={"maxBodyBytes": 4096},
         )
@@ -51,8 +64,10 @@ def post(gw: RouterServer, body: Any, headers: dict[str, str] | None = None) -> 
 
 
 def test_completion_field_for_field(gw: RouterServer) -> None:
-    r = post(gw, {"taskType": "code_analysis", "prompt": "look at this", "maxTokens": 100,
-                  "temperature": 0})
+    r = post(
+        gw,
+        {"taskType": "code_analysis", "prompt": "look at this", "maxTokens": 100, "temperature": 0},
+    )
     assert r.status_code == 200
     body = r.json()
     assert set(body) >= {"id", "content", "model", "usage", "cost", "performance", "cacheHit"}
@@ -60,8 +75,12 @@ def test_completion_field_for_field(gw: RouterServer) -> None:
     assert body["model"] == "gpt-4o-mini"  # task fit beats the cheaper local model
     assert body["usage"] == {"promptTokens": 7, "completionTokens": 4, "totalTokens": 11}
     # 7 * 0.15 / 1e6 and 4 * 0.60 / 1e6, exactly.
-    assert body["cost"] == {"input": "0.00000105", "output": "0.0000024",
-                            "total": "0.00000345", "currency": "USD"}
+    assert body["cost"] == {
+        "input": "0.00000105",
+        "output": "0.0000024",
+        "total": "0.00000345",
+        "currency": "USD",
+    }
     assert body["performance"]["latencyMs"] > 0
     assert body["cacheHit"] is False
 
@@ -81,7 +100,9 @@ def test_explicit_model_is_honoured(gw: RouterServer) -> None:
 
 def test_stream_ends_with_usage_cost_and_performance(gw: RouterServer) -> None:
     with httpx.stream(
-        "POST", f"{gw.url}/api/v1/llm/completion", headers=AUTH,
+        "POST",
+        f"{gw.url}/api/v1/llm/completion",
+        headers=AUTH,
         json={"taskType": "code_analysis", "prompt": "stream it now", "stream": True},
     ) as r:
         assert r.status_code == 200
@@ -98,14 +119,27 @@ def test_stream_ends_with_usage_cost_and_performance(gw: RouterServer) -> None:
 
 
 def test_template_instead_of_prompt(gw: RouterServer, fakes: Fakes) -> None:
-    r = post(gw, {"taskType": "code_analysis", "template": "review",
-                  "variables": {"lang": "Go", "code": "x := $1"}})
+    r = post(
+        gw,
+        {
+            "taskType": "code_analysis",
+            "template": "review",
+            "variables": {"lang": "Go", "code": "x := $1"},
+        },
+    )
     assert r.status_code == 200
     assert fakes.openai.requests[-1].body["messages"][-1]["content"] == (
         "Review this Go code:\nx := $1"
     )
-    r = post(gw, {"taskType": "code_analysis", "template": "review", "model": "llama",
-                  "variables": {"lang": "Go", "code": "y"}})
+    r = post(
+        gw,
+        {
+            "taskType": "code_analysis",
+            "template": "review",
+            "model": "llama",
+            "variables": {"lang": "Go", "code": "y"},
+        },
+    )
     assert fakes.vllm.requests[-1].body["messages"][-1]["content"] == "[Go] y"
     r = post(gw, {"taskType": "code_analysis", "template": "review", "variables": {"lang": "Go"}})
     assert r.status_code == 400 and "code" in r.json()["error"]["message"]
@@ -118,7 +152,11 @@ BAD = [
     ({"taskType": "t", "prompt": "   "}, None, "blank"),
     ({"taskType": "t", "prompt": 5}, "prompt", "string"),
     ({"taskType": "t", "prompt": "x", "maxTokens": 0}, "maxTokens", "greater than or equal to 1"),
-    ({"taskType": "t", "prompt": "x", "maxTokens": 8193}, "maxTokens", "less than or equal to 8192"),
+    (
+        {"taskType": "t", "prompt": "x", "maxTokens": 8193},
+        "maxTokens",
+        "less than or equal to 8192",
+    ),
     ({"taskType": "t", "prompt": "x", "maxTokens": "lots"}, "maxTokens", "integer"),
     ({"taskType": "t", "prompt": "x", "temperature": -0.1}, "temperature", "greater than or equal"),
     ({"taskType": "t", "prompt": "x", "temperature": 2.01}, "temperature", "less than or equal"),
@@ -151,7 +189,9 @@ def test_bad_requests_name_the_field(
         (json.dumps({"taskType": "t", "prompt": "x" * 5000}).encode(), 413, "limit"),
     ],
 )
-def test_malformed_and_oversize_bodies(gw: RouterServer, raw: bytes, status: int, words: str) -> None:
+def test_malformed_and_oversize_bodies(
+    gw: RouterServer, raw: bytes, status: int, words: str
+) -> None:
     r = post(gw, raw)
     assert r.status_code == status
     assert words in r.json()["error"]["message"]
@@ -167,9 +207,20 @@ def test_oversize_chunked_body_is_refused_while_reading(gw: RouterServer) -> Non
 
 
 def test_max_tokens_beyond_every_model_is_a_400(fakes: Fakes, router: Factory) -> None:
-    gw = router(table([provider("v", "vllm", fakes.vllm.url)],
-                      [model("small", "v", "meta-llama/Llama-3.1-8B-Instruct",
-                             contextWindow=2048, maxOutputTokens=512)]))
+    gw = router(
+        table(
+            [provider("v", "vllm", fakes.vllm.url)],
+            [
+                model(
+                    "small",
+                    "v",
+                    "meta-llama/Llama-3.1-8B-Instruct",
+                    contextWindow=2048,
+                    maxOutputTokens=512,
+                )
+            ],
+        )
+    )
     r = post(gw, {"taskType": "t", "prompt": "x", "maxTokens": 1000})
     assert r.status_code == 400
     assert "maxOutputTokens" in r.json()["error"]["message"]

@@ -68,7 +68,9 @@ def test_streaming_with_usage(gateway: RouterServer, name: str) -> None:
     chunks = list(stream)
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     assert text == "Echo: count these four words"
-    finishes = [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason]
+    finishes = [
+        c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason
+    ]
     assert finishes == ["stop"]
     usage = chunks[-1].usage
     assert usage is not None and usage.completion_tokens == 5 and usage.prompt_tokens == 8
@@ -149,7 +151,9 @@ def test_tool_calls_translate_both_ways(gateway: RouterServer, fakes: Fakes, nam
         assert sent["messages"][1]["content"][0]["type"] == "tool_use"
         assert sent["messages"][1]["content"][0]["input"] == {"city": "Lisbon"}
         assert sent["messages"][2]["content"][0] == {
-            "type": "tool_result", "tool_use_id": call.id, "content": "18 C and sunny",
+            "type": "tool_result",
+            "tool_use_id": call.id,
+            "content": "18 C and sunny",
         }
         assert sent["tools"][0]["input_schema"]["required"] == ["city"]
     elif name == "ollama-llama":
@@ -157,7 +161,9 @@ def test_tool_calls_translate_both_ways(gateway: RouterServer, fakes: Fakes, nam
         assert sent["messages"][2]["role"] == "tool"
     else:
         assert sent["messages"][2] == {
-            "role": "tool", "tool_call_id": call.id, "content": "18 C and sunny",
+            "role": "tool",
+            "tool_call_id": call.id,
+            "content": "18 C and sunny",
         }
 
 
@@ -173,12 +179,14 @@ def test_streamed_tool_calls(gateway: RouterServer, name: str) -> None:
     )
     args = "".join(
         tc.function.arguments or ""
-        for c in chunks if c.choices
+        for c in chunks
+        if c.choices
         for tc in c.choices[0].delta.tool_calls or ()
     )
     names = [
         tc.function.name
-        for c in chunks if c.choices
+        for c in chunks
+        if c.choices
         for tc in c.choices[0].delta.tool_calls or ()
         if tc.function and tc.function.name
     ]

@@ -72,11 +72,11 @@ class RouterServer:
         self.thread.join(10)
 
     def rewrite(self, doc: dict[str, Any], wait: bool = True) -> None:
-        old = self.services.gateway.catalog
+        loads = self.services.table_loads
         write_table(self.table_path, doc)
         if wait:
             deadline = time.monotonic() + 5
-            while self.services.gateway.catalog is old and self.services.table_error is None:
+            while self.services.table_loads == loads:
                 if time.monotonic() > deadline:
                     raise AssertionError("the router did not reload its table")
                 time.sleep(0.02)
@@ -92,7 +92,14 @@ class LocalModel:
 
     def start(self) -> LocalModel:
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "switchyard.router.cli", "local-model", "--port", str(self.port)],
+            [
+                sys.executable,
+                "-m",
+                "switchyard.router.cli",
+                "local-model",
+                "--port",
+                str(self.port),
+            ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )

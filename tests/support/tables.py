@@ -53,7 +53,9 @@ def provider(
     return p
 
 
-def model(name: str, provider_name: str, model_name: str | None = None, **extra: Any) -> dict[str, Any]:
+def model(
+    name: str, provider_name: str, model_name: str | None = None, **extra: Any
+) -> dict[str, Any]:
     m: dict[str, Any] = {
         "name": name,
         "provider": provider_name,

@@ -56,7 +56,10 @@ def test_the_minimal_table_loads_as_written() -> None:
     table, checksum = load_bytes(MINIMAL.encode())
     local, openai = table.providers
     assert (local.name, local.provider_type, local.url, local.priority) == (
-        "local", "vllm", "http://127.0.0.1:8014/v1", 10,
+        "local",
+        "vllm",
+        "http://127.0.0.1:8014/v1",
+        10,
     )
     assert openai.api_key is not None and openai.api_key.env == "OPENAI_API_KEY"
     assert openai.rate_limits.requests_per_minute == 500
@@ -73,7 +76,11 @@ def test_the_minimal_table_loads_as_written() -> None:
 def test_the_commented_example_is_valid() -> None:
     table, _ = load_file(ROOT / "examples" / "routing-table.yaml")
     assert {p.provider_type for p in table.providers} == {
-        "anthropic", "openai", "azure_openai", "vllm", "ollama",
+        "anthropic",
+        "openai",
+        "azure_openai",
+        "vllm",
+        "ollama",
     }
 
 

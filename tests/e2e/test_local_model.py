@@ -1,0 +1,110 @@
+"""The real local model (SmolLM2-135M on llama.cpp) behind the router, as an in-cluster vLLM."""
+
+from __future__ import annotations
+
+import anthropic
+import httpx
+import openai
+import pytest
+
+from tests.conftest import Factory
+from tests.support.servers import LocalModel, RouterServer
+from tests.support.tables import KEY, model, provider, table
+
+
+@pytest.fixture
+def gw(local_model: LocalModel, router: Factory) -> RouterServer:
+    return router(
+        table(
+            [provider("local", "vllm", local_model.url)],
+            [
+                model(
+                    "smollm2",
+                    "local",
+                    "smollm2-135m",
+                    contextWindow=8192,
+                    maxOutputTokens=2048,
+                    inputPricePer1MTokens="0",
+                    outputPricePer1MTokens="0",
+                    bestFor=["documentation"],
+                )
+            ],
+        )
+    )
+
+
+def test_openai_sdk_non_streaming(gw: RouterServer) -> None:
+    client = openai.OpenAI(base_url=f"{gw.url}/v1", api_key=KEY, max_retries=0)
+    resp = client.chat.completions.create(
+        model="smollm2",
+        messages=[
+            {"role": "system", "content": "You answer in one short sentence."},
+            {"role": "user", "content": "What is the capital of France?"},
+        ],
+        max_tokens=24,
+        temperature=0,
+    )
+    text = resp.choices[0].message.content or ""
+    assert text.strip()
+    assert resp.choices[0].finish_reason in ("stop", "length")
+    assert resp.usage is not None and resp.usage.prompt_tokens > 10
+    assert 0 < resp.usage.completion_tokens <= 24
+
+
+def test_openai_sdk_streaming(gw: RouterServer) -> None:
+    client = openai.OpenAI(base_url=f"{gw.url}/v1", api_key=KEY, max_retries=0)
+    chunks = list(
+        client.chat.completions.create(
+            model="smollm2",
+            messages=[{"role": "user", "content": "Count from one to five."}],
+            max_tokens=16,
+            stream=True,
+            stream_options={"include_usage": True},
+            temperature=0,
+        )
+    )
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text.strip()
+    assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens <= 16
+
+
+def test_anthropic_sdk_stream(gw: RouterServer) -> None:
+    client = anthropic.Anthropic(base_url=gw.url, api_key=KEY, max_retries=0)
+    with client.messages.stream(
+        model="smollm2",
+        max_tokens=16,
+        system="Be brief.",
+        messages=[{"role": "user", "content": "Name a colour."}],
+    ) as stream:
+        final = stream.get_final_message()
+    assert final.content[0].type == "text" and final.content[0].text.strip()
+    assert final.stop_reason in ("end_turn", "max_tokens")
+    assert final.usage.output_tokens > 0
+
+
+def test_native_api_by_task(gw: RouterServer) -> None:
+    r = httpx.post(
+        f"{gw.url}/api/v1/llm/completion",
+        headers={"Authorization": f"Bearer {KEY}"},
+        json={
+            "taskType": "documentation",
+            "prompt": "Describe a README in one line.",
+            "maxTokens": 20,
+            "temperature": 0,
+        },
+        timeout=60,
+    )
+    body = r.json()
+    assert r.status_code == 200, body
+    assert body["model"] == "smollm2" and body["content"].strip()
+    assert body["cost"]["total"] == "0"
+    assert body["usage"]["completionTokens"] <= 20
+
+
+def test_health_check_sees_the_model(gw: RouterServer) -> None:
+    r = httpx.post(
+        f"{gw.url}/api/v1/llm/providers/local/health-check",
+        headers={"Authorization": f"Bearer {KEY}"},
+    )
+    assert r.json()["status"] == "healthy"
+    assert "smollm2-135m" in r.json()["models"]
