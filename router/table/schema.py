@@ -18,6 +18,7 @@ from pydantic import (
     ConfigDict,
     Field,
     StringConstraints,
+    field_validator,
     model_validator,
 )
 from pydantic.alias_generators import to_camel
@@ -164,14 +165,10 @@ class Model(_Model):
     )
     is_enabled: bool = True
 
-    @model_validator(mode="before")
+    @field_validator("input_price_per_1m_tokens", "output_price_per_1m_tokens", mode="before")
     @classmethod
-    def _prices_as_strings(cls, data: Any) -> Any:
-        if isinstance(data, dict):
-            for key in ("inputPricePer1MTokens", "outputPricePer1MTokens"):
-                if key in data:
-                    data = {**data, key: _price(data[key])}
-        return data
+    def _prices_as_strings(cls, value: Any) -> Any:
+        return _price(value)
 
     @model_validator(mode="after")
     def _consistent(self) -> Model:
