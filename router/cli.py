@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import hashlib
 import logging
 import os
@@ -27,6 +28,7 @@ def _serve(app: object, host: str, port: int, log_level: str) -> None:
         http="httptools",
         log_level=log_level,
         access_log=False,
+        proxy_headers=False,
         timeout_graceful_shutdown=30,
     )
 
@@ -46,8 +48,22 @@ def cmd_router(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"switchyard: the routing table is invalid: {exc}", file=sys.stderr)
         return 2
+    _tune_gc()
     _serve(app, args.host, args.port, args.log_level)
     return 0
+
+
+def _tune_gc() -> None:
+    """Move start-up objects out of the collector's way and collect young objects less often.
+
+    A request allocates many short-lived containers; with the default
+    threshold the cyclic collector runs every few requests and its pauses show
+    up as tail latency.
+    """
+    gc.collect()
+    gc.freeze()
+    if os.environ.get("SY_GC", "1") == "1":
+        gc.set_threshold(20_000, 50, 100)
 
 
 def cmd_check(args: argparse.Namespace) -> int:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from starlette.requests import Request
 
@@ -25,7 +25,8 @@ class Services:
     table_error: str | None = None
     table_loads: int = 0  # load attempts so far, good or bad
     started_at: float = 0.0
-    extra: dict[str, object] = field(default_factory=dict)
+    # Metric children per (api, route): resolving labels costs more than the update.
+    _children: dict[tuple[str, str], tuple[Any, ...]] = field(default_factory=dict)
 
     def record(
         self,
@@ -36,16 +37,28 @@ class Services:
         latency_ms: float,
         ttft_ms: float | None = None,
     ) -> None:
-        m = self.metrics
-        p, name = route.provider.name, route.model.name
-        m.requests.labels(api, p, name, "ok").inc()
-        m.latency.labels(p, name).observe(latency_ms / 1000)
+        key = (api, route.key)
+        children = self._children.get(key)
+        if children is None:
+            m = self.metrics
+            p, name = route.provider.name, route.model.name
+            children = self._children[key] = (
+                m.requests.labels(api, p, name, "ok"),
+                m.latency.labels(p, name),
+                m.ttft.labels(p, name),
+                m.tokens.labels(p, name, "prompt"),
+                m.tokens.labels(p, name, "completion"),
+                m.cost.labels(p, name),
+            )
+        requests, latency, ttft, prompt, completion, spend = children
+        requests.inc()
+        latency.observe(latency_ms / 1000)
         if ttft_ms is not None:
-            m.ttft.labels(p, name).observe(ttft_ms / 1000)
-        m.tokens.labels(p, name, "prompt").inc(usage.prompt_tokens)
-        m.tokens.labels(p, name, "completion").inc(usage.completion_tokens)
+            ttft.observe(ttft_ms / 1000)
+        prompt.inc(usage.prompt_tokens)
+        completion.inc(usage.completion_tokens)
         if cost.total:
-            m.cost.labels(p, name).inc(float(cost.total))
+            spend.inc(float(cost.total))
 
 
 def services(request: Request) -> Services:

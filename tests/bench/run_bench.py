@@ -1,0 +1,310 @@
+"""Router benchmark: the same load straight to a fast fake upstream and through the router.
+
+    ./dev bench [--duration 10] [--quick]
+
+Prints, for each load, requests/s, latency percentiles and the router's CPU
+time per request (from /proc, divided by the requests the upstream received),
+then the selection time with 1,000 models and the router's resident memory.
+Every figure is compared with the direct baseline measured in the same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import random
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+import yaml
+
+HERE = Path(__file__).resolve().parent
+KEY = "sy-bench-key"
+CLK = os.sysconf("SC_CLK_TCK")
+NONSTREAM = {
+    "model": "bench",
+    "messages": [{"role": "user", "content": "Say hello in one short sentence."}],
+    "max_tokens": 32,
+}
+STREAM = {**NONSTREAM, "stream": True, "stream_options": {"include_usage": True}}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_http(url: str, seconds: float = 20) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=1):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"{url} did not come up")
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of a process and its live children."""
+    total = 0.0
+    pids = [pid]
+    try:
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+        pids += [int(c) for c in children]
+    except OSError:
+        pass
+    for p in pids:
+        fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+        total += (int(fields[11]) + int(fields[12])) / CLK
+    return total
+
+
+def rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def upstream_count(stats_url: str) -> int:
+    with urllib.request.urlopen(stats_url) as r:
+        stats = json.loads(r.read())
+    return int(stats["chat_requests"]) + int(stats["stream_requests"])
+
+
+def wrk(url: str, body: dict, conc: int, duration: int, auth: str | None) -> dict[str, float]:
+    env = dict(os.environ, BODY=json.dumps(body), AUTH=auth or "")
+    out = subprocess.run(
+        [
+            "wrk",
+            "-t1",
+            f"-c{conc}",
+            f"-d{duration}s",
+            "--latency",
+            "-s",
+            str(HERE / "post_json.lua"),
+            url,
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=duration + 60,
+        check=True,
+    ).stdout
+    line = next(x for x in out.splitlines() if x.startswith("RESULT "))
+    fields = dict(kv.split("=", 1) for kv in line.split()[1:])
+    return {k: float(v) for k, v in fields.items() if k != "tag"}
+
+
+def table_doc(upstream: str) -> dict:
+    return {
+        "apiVersion": "switchyard.dev/v1alpha1",
+        "kind": "RoutingTable",
+        "providers": [{"name": "fake", "providerType": "vllm", "baseUrl": upstream}],
+        "models": [
+            {
+                "name": "bench",
+                "provider": "fake",
+                "modelName": "fake-model",
+                "contextWindow": 32000,
+                "maxOutputTokens": 4096,
+                "inputPricePer1MTokens": "0.15",
+                "outputPricePer1MTokens": "0.60",
+            }
+        ],
+        "apiKeys": [
+            {
+                "name": "bench",
+                "sha256": hashlib.sha256(KEY.encode()).hexdigest(),
+                "scopes": ["completion"],
+            }
+        ],
+    }
+
+
+def selection_p99(models: int = 1000, rounds: int = 20000) -> tuple[float, float]:
+    """p50 and p99 of one selection, in microseconds, over a table of ``models`` models."""
+    from switchyard.router.core.catalog import compile_table
+    from switchyard.router.core.health import ProviderStates
+    from switchyard.router.core.selection import Need, select
+    from switchyard.router.table.loader import parse_document
+
+    rng = random.Random(7)
+    tasks = ["code_analysis", "test_generation", "documentation", "summarize", "chat", "translate"]
+    doc = table_doc("http://127.0.0.1:1/v1")
+    doc["providers"] = [
+        {
+            "name": f"p{i}",
+            "providerType": "vllm",
+            "baseUrl": f"http://10.0.0.{i}/v1",
+            "priority": rng.randint(1, 100),
+            "rateLimits": {"requestsPerMinute": 10**9},
+        }
+        for i in range(100)
+    ]
+    doc["models"] = [
+        {
+            "name": f"m{i}",
+            "provider": f"p{i % 100}",
+            "modelName": f"m{i}",
+            "contextWindow": rng.choice([4096, 8192, 32000, 128000]),
+            "maxOutputTokens": 4096,
+            "inputPricePer1MTokens": f"{rng.random():.4f}",
+            "outputPricePer1MTokens": f"{rng.random():.4f}",
+            "supportsFunctionCalling": rng.random() < 0.5,
+            "avgLatencyMs": rng.randint(50, 2000),
+            "bestFor": rng.sample(tasks, 2),
+        }
+        for i in range(models)
+    ]
+    catalog = compile_table(parse_document(doc), "x")
+    states = ProviderStates()
+    states.sync(catalog, {})
+    org = catalog.org("default")
+    needs = [
+        Need(
+            None,
+            rng.choice([*tasks, None]),
+            rng.randint(10, 6000),
+            rng.randint(1, 4096),
+            rng.random() < 0.5,
+            rng.random() < 0.3,
+        )
+        for _ in range(64)
+    ]
+    samples = []
+    clock = time.perf_counter_ns
+    for i in range(rounds):
+        need = needs[i % len(needs)]
+        t0 = clock()
+        select(org, need, states, time.monotonic(), 3)
+        samples.append((clock() - t0) / 1000)
+    samples.sort()
+    return samples[len(samples) // 2], samples[int(len(samples) * 0.99)]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--duration", type=int, default=10, help="seconds per measured run")
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--quick", action="store_true", help="3 s runs, for a smoke check")
+    args = parser.parse_args()
+    if args.quick:
+        args.duration, args.warmup = 3, 1
+    if shutil.which("wrk") is None:
+        print("bench: wrk is needed (Debian: apt-get install wrk)", file=sys.stderr)
+        return 2
+
+    work = Path(tempfile.mkdtemp(prefix="switchyard-bench-"))
+    up_port, gw_port = free_port(), free_port()
+    upstream = subprocess.Popen(
+        [sys.executable, str(HERE / "fake_upstream.py")],
+        env=dict(os.environ, FAKE_PORT=str(up_port), FAKE_CHUNKS="20"),
+    )
+    table = work / "table.yaml"
+    table.write_text(yaml.safe_dump(table_doc(f"http://127.0.0.1:{up_port}/v1")))
+    started = time.monotonic()
+    router = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "switchyard.router.cli",
+            "router",
+            "--config",
+            str(table),
+            "--port",
+            str(gw_port),
+            "--log-level",
+            "warning",
+        ],
+    )
+    try:
+        wait_http(f"http://127.0.0.1:{up_port}/health")
+        wait_http(f"http://127.0.0.1:{gw_port}/readyz")
+        ready_s = time.monotonic() - started
+        rss_idle = rss_mib(router.pid)
+        stats = f"http://127.0.0.1:{up_port}/stats"
+        direct = f"http://127.0.0.1:{up_port}/v1/chat/completions"
+        via = f"http://127.0.0.1:{gw_port}/v1/chat/completions"
+        loads = [
+            ("non-streaming", NONSTREAM, 1),
+            ("non-streaming", NONSTREAM, 32),
+            ("non-streaming", NONSTREAM, 128),
+            ("streaming 20 chunks", STREAM, 32),
+        ]
+        rows = []
+        for label, body, conc in loads:
+            for target, url, auth in (("direct", direct, None), ("router", via, f"Bearer {KEY}")):
+                wrk(url, body, conc, args.warmup, auth)
+                before_n = upstream_count(stats)
+                before_cpu = cpu_seconds(router.pid)
+                result = wrk(url, body, conc, args.duration, auth)
+                served = upstream_count(stats) - before_n
+                cpu = cpu_seconds(router.pid) - before_cpu
+                result["cpu_ms"] = cpu * 1000 / served if target == "router" and served else 0.0
+                errors = sum(result[k] for k in result if k.startswith("errors_"))
+                result["errors"] = errors
+                rows.append((label, conc, target, result))
+        rss_loaded = rss_mib(router.pid)
+    finally:
+        router.terminate()
+        upstream.terminate()
+        router.wait(10)
+        upstream.wait(10)
+        shutil.rmtree(work, ignore_errors=True)
+
+    sel50, sel99 = selection_p99()
+    print()
+    print(
+        f"{'load':<22}{'conc':>5}  {'target':<7}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}"
+        f"{'CPU ms/req':>12}{'errors':>8}"
+    )
+    for label, conc, target, r in rows:
+        cpu = f"{r['cpu_ms']:.3f}" if target == "router" else "-"
+        print(
+            f"{label:<22}{conc:>5}  {target:<7}{r['rps']:>10.0f}{r['p50_ms']:>9.3f}"
+            f"{r['p99_ms']:>9.3f}{cpu:>12}{r['errors']:>8.0f}"
+        )
+    print()
+    by = {(label, conc, target): r for label, conc, target, r in rows}
+    added50 = (
+        by[("non-streaming", 1, "router")]["p50_ms"] - by[("non-streaming", 1, "direct")]["p50_ms"]
+    )
+    added99 = (
+        by[("non-streaming", 32, "router")]["p99_ms"]
+        - by[("non-streaming", 32, "direct")]["p99_ms"]
+    )
+    cpu_ns = statistics.mean(by[("non-streaming", c, "router")]["cpu_ms"] for c in (32, 128))
+    print("targets (one worker, same upstream, same run):")
+    print(f"  CPU per non-streaming request      {cpu_ns:7.3f} ms   (target <= 1 ms)")
+    stream_cpu = by[("streaming 20 chunks", 32, "router")]["cpu_ms"]
+    print(f"  CPU per 20-chunk stream            {stream_cpu:7.3f} ms   (target <= 1.5 ms)")
+    print(f"  added median latency, conc 1       {added50:7.3f} ms   (target <= 1 ms)")
+    print(f"  added p99 latency, conc 32         {added99:7.3f} ms   (target <= 5 ms)")
+    print(
+        f"  selection, 1,000 models, p50 / p99 {sel50:7.1f} / {sel99:.1f} us"
+        "   (target p99 <= 50 us)"
+    )
+    print(
+        f"  resident memory idle -> loaded     {rss_idle:7.1f} -> {rss_loaded:.1f} MiB"
+        "   (target <= 120 MiB)"
+    )
+    print(f"  start to ready                     {ready_s:7.2f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
