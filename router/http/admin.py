@@ -92,7 +92,7 @@ async def list_templates(request: Request) -> Response:
 
 
 class RenderBody(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     template: str = Field(min_length=1, max_length=253)
     variables: dict[str, str] = Field(default_factory=dict)

@@ -41,7 +41,7 @@ STOP_REASON: dict[FinishReason, str] = {
 
 
 class _Loose(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", strict=True)
 
 
 class TextPart(_Loose):

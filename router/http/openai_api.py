@@ -38,7 +38,7 @@ AUTO_MODELS = frozenset({"auto", "switchyard", "switchyard-auto"})
 
 
 class _Loose(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", strict=True)
 
 
 class ContentPart(_Loose):
