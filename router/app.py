@@ -14,16 +14,23 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from switchyard.router.core.budgets import BudgetGuard
+from switchyard.router.core.cache import ResponseCache
 from switchyard.router.core.gateway import Gateway
+from switchyard.router.core.pipeline import Pipeline
 from switchyard.router.errors import (
     BadRequest,
     NotFound,
     SwitchyardError,
 )
-from switchyard.router.http import admin, anthropic_api, native, openai_api, openapi, ops
+from switchyard.router.http import admin, anthropic_api, native, openai_api, openapi, ops, usage_api
 from switchyard.router.http.errors import error_response, flavor_of
 from switchyard.router.http.services import Services
 from switchyard.router.metrics import Metrics
+from switchyard.router.storage.factory import make_store, open_until_ready
+from switchyard.router.storage.recorder import RecorderMetrics, UsageRecorder
+from switchyard.router.storage.spool import Spool
+from switchyard.router.table.schema import CacheSettings, RoutingTable
 from switchyard.router.table.source import TableFollower
 
 log = logging.getLogger("switchyard.router")
@@ -32,8 +39,9 @@ log = logging.getLogger("switchyard.router")
 async def _switchyard_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, SwitchyardError)
     flavor = flavor_of(request.url.path)
-    services: Services = request.app.state.services
-    services.metrics.requests.labels(flavor, "", "", str(exc.status)).inc()
+    if not exc.accounted:  # refused before serving began: auth, validation
+        services: Services = request.app.state.services
+        services.metrics.requests.labels(flavor, "", "", str(exc.status)).inc()
     return error_response(exc, flavor)
 
 
@@ -55,30 +63,67 @@ async def _crash(request: Request, exc: Exception) -> Response:
     return error_response(err, flavor_of(request.url.path))
 
 
-def create_app(config: str | Path, *, reload_interval: float = 1.0) -> Starlette:
-    """An app serving the table at ``config``; raises ConfigError if that table is bad."""
+def create_app(
+    config: str | Path,
+    *,
+    reload_interval: float = 1.0,
+    database_url: str | None = None,
+    sqlite_path: str | Path = "switchyard.db",
+    spool_path: str | Path | None = None,
+) -> Starlette:
+    """An app serving the table at ``config``; raises ConfigError if that table is bad.
+
+    Usage, the response cache and budgets live in PostgreSQL when
+    ``database_url`` is given, else in the SQLite file at ``sqlite_path``.
+    """
     metrics = Metrics()
     gateway = Gateway(metrics)
-    services = Services(gateway=gateway, metrics=metrics, started_at=time.time())
+    store = make_store(database_url, sqlite_path)
+    spool = Spool(spool_path or Path(sqlite_path).with_name("usage-spool.jsonl"))
+    budgets = BudgetGuard(store)
+    recorder = UsageRecorder(
+        store, spool, RecorderMetrics(metrics.registry), on_stored=budgets.stored
+    )
+    cache = ResponseCache(store, CacheSettings())
+    pipeline = Pipeline(gateway, metrics, recorder, cache, budgets)
+    services = Services(
+        gateway=gateway, metrics=metrics, started_at=time.time(), pipeline=pipeline, store=store
+    )
+
+    def install(table: RoutingTable, checksum: str) -> None:
+        gateway.install(table, checksum)
+        cache.configure(table.cache)
+        budgets.configure(table.budgets)
 
     def on_result(result: str, error: str | None) -> None:
         metrics.table_reloads.labels(result).inc()
         services.table_error = error
         services.table_loads += 1
 
-    follower = TableFollower(config, gateway.install, on_result, reload_interval)
+    follower = TableFollower(config, install, on_result, reload_interval)
     follower.load_initial()
     services.table_source = str(follower.path)
     services.ready = True
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        opening = await open_until_ready(store)
+        recorder.start()
+        cache.start()
+        budgets.start()
         follower.start()
         try:
             yield
         finally:
+            # uvicorn has stopped taking requests and let the open ones finish.
             await follower.stop()
+            await budgets.close()
+            await cache.close()
+            await recorder.close()
+            if opening is not None:
+                opening.cancel()
             await gateway.close()
+            await store.close()
 
     routes = [
         Route("/api/v1/llm/completion", native.completion, methods=["POST"]),
@@ -87,6 +132,7 @@ def create_app(config: str | Path, *, reload_interval: float = 1.0) -> Starlette
         Route("/v1/messages", anthropic_api.messages, methods=["POST"]),
         Route("/api/v1/llm/providers", admin.list_providers, methods=["GET"]),
         Route("/api/v1/llm/providers/{name}/health-check", admin.health_check, methods=["POST"]),
+        Route("/api/v1/llm/usage", usage_api.usage, methods=["GET"]),
         Route("/api/v1/llm/templates", admin.list_templates, methods=["GET"]),
         Route("/api/v1/llm/templates/render", admin.render_template, methods=["POST"]),
         Route("/healthz", ops.healthz, methods=["GET"]),

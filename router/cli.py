@@ -44,8 +44,14 @@ def cmd_router(args: argparse.Namespace) -> int:
 
     _setup_logging(args.log_level)
     try:
-        app = create_app(args.config, reload_interval=args.reload_interval)
-    except ConfigError as exc:
+        app = create_app(
+            args.config,
+            reload_interval=args.reload_interval,
+            database_url=args.database_url,
+            sqlite_path=Path(args.state_dir).expanduser() / "switchyard.db",
+            spool_path=Path(args.state_dir).expanduser() / "usage-spool.jsonl",
+        )
+    except (ConfigError, ValueError) as exc:
         print(f"switchyard: the routing table is invalid: {exc}", file=sys.stderr)
         return 2
     _tune_gc()
@@ -144,7 +150,12 @@ def cmd_up(args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
             return 1
-        app = create_app(table)
+        app = create_app(
+            table,
+            database_url=args.database_url,
+            sqlite_path=state / "switchyard.db",
+            spool_path=state / "usage-spool.jsonl",
+        )
         url = f"http://{args.host}:{args.port}"
         print(
             f"""
@@ -172,6 +183,23 @@ Ctrl-C stops both.
     return 0
 
 
+def _storage_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--database-url",
+        default=os.environ.get("SWITCHYARD_DATABASE_URL"),
+        help="PostgreSQL URL for usage, cache and budgets (env SWITCHYARD_DATABASE_URL); "
+        "without it, an SQLite file in --state-dir",
+    )
+    p.add_argument(
+        "--state-dir",
+        default=os.environ.get(
+            "SWITCHYARD_STATE_DIR",
+            os.path.join(os.environ.get("XDG_STATE_HOME", "~/.local/state"), "switchyard"),
+        ),
+        help="where the SQLite file and the usage spool live",
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="switchyard", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -181,6 +209,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8080)
     p.add_argument("--reload-interval", type=float, default=1.0, help="seconds between checks")
+    _storage_args(p)
     p.add_argument("--log-level", default="info")
     p.set_defaults(func=cmd_router)
 
@@ -188,10 +217,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8080)
     p.add_argument("--model-port", type=int, default=8014)
-    p.add_argument(
-        "--state-dir",
-        default=os.path.join(os.environ.get("XDG_STATE_HOME", "~/.local/state"), "switchyard"),
-    )
+    _storage_args(p)
     p.add_argument("--log-level", default="info")
     p.add_argument("--verbose", action="store_true", help="show the local model's log")
     p.set_defaults(func=cmd_up)

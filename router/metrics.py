@@ -14,7 +14,7 @@ class Metrics:
         r = self.registry = CollectorRegistry(auto_describe=True)
         self.requests = Counter(
             "switchyard_requests",
-            "Completion requests by provider, model and outcome.",
+            "Completion requests by API, provider, model and HTTP status.",
             ["api", "provider", "model", "status"],
             registry=r,
         )
@@ -41,6 +41,12 @@ class Metrics:
         self.cost = Counter(
             "switchyard_cost_usd",
             "Spend in US dollars.",
+            ["provider", "model"],
+            registry=r,
+        )
+        self.cache_hits = Counter(
+            "switchyard_cache_hits",
+            "Completions answered from the response cache.",
             ["provider", "model"],
             registry=r,
         )

@@ -11,6 +11,7 @@ import logging
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from decimal import Decimal
 
 from switchyard.router.core.catalog import Catalog, Route, compile_table
 from switchyard.router.core.chat import (
@@ -51,6 +52,24 @@ class Caller:
     key_name: str
     organization: str
     scopes: frozenset[str]
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """The candidates for one request, in order, and its estimated prompt tokens."""
+
+    catalog: Catalog
+    routes: list[Route]
+    prompt_tokens: int
+
+    def estimated_cost(self, req: ChatRequest) -> Decimal:
+        """The most the primary candidate could charge for this request, in USD."""
+        route = self.routes[0]
+        out = effective_max_tokens(req, route, self.catalog.settings.default_max_tokens)
+        return (route.input_price * self.prompt_tokens + route.output_price * out) / _MILLION
+
+
+_MILLION = Decimal(1_000_000)
 
 
 @dataclass(slots=True)
@@ -127,6 +146,10 @@ class Gateway:
         return self._adapters[route_or_provider_key][1]
 
     # -- selection ----------------------------------------------------------
+    def plan(self, caller: Caller, req: ChatRequest) -> Plan:
+        """Choose the candidates; raises when none fits."""
+        return Plan(*self.candidates(caller, req))
+
     def candidates(self, caller: Caller, req: ChatRequest) -> tuple[Catalog, list[Route], int]:
         catalog = self.require_catalog()
         prompt_tokens = estimate_tokens(req.text_size())
@@ -185,9 +208,9 @@ class Gateway:
             breaker.record_success()
 
     # -- serving ------------------------------------------------------------
-    async def complete(self, caller: Caller, req: ChatRequest) -> Served:
+    async def complete(self, plan: Plan, req: ChatRequest) -> Served:
         started = time.perf_counter()
-        catalog, routes, prompt_tokens = self.candidates(caller, req)
+        catalog, routes, prompt_tokens = plan.catalog, plan.routes, plan.prompt_tokens
         attempts: list[Attempt] = []
         for i, route in enumerate(routes):
             max_tokens = effective_max_tokens(req, route, catalog.settings.default_max_tokens)
@@ -218,10 +241,10 @@ class Gateway:
             )
         raise NoCandidateAvailable("every candidate failed", attempts)
 
-    async def open_stream(self, caller: Caller, req: ChatRequest) -> LiveStream:
+    async def open_stream(self, plan: Plan, req: ChatRequest) -> LiveStream:
         """Fail over until one candidate produces its first event; then commit to it."""
         started = time.perf_counter()
-        catalog, routes, prompt_tokens = self.candidates(caller, req)
+        catalog, routes, prompt_tokens = plan.catalog, plan.routes, plan.prompt_tokens
         attempts: list[Attempt] = []
         for i, route in enumerate(routes):
             max_tokens = effective_max_tokens(req, route, catalog.settings.default_max_tokens)

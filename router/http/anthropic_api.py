@@ -22,14 +22,14 @@ from switchyard.router.core.chat import (
     ToolCallDelta,
     estimate_tokens,
 )
-from switchyard.router.core.gateway import LiveStream
+from switchyard.router.core.pipeline import RequestInfo, Streaming
 from switchyard.router.errors import BadRequest, SwitchyardError
 from switchyard.router.http.auth import authenticate
 from switchyard.router.http.body import read_json, validate
 from switchyard.router.http.errors import error_body
 from switchyard.router.http.native import SSE_HEADERS
 from switchyard.router.http.openai_api import AUTO_MODELS
-from switchyard.router.http.services import Services, services
+from switchyard.router.http.services import services
 
 STOP_REASON: dict[FinishReason, str] = {
     "stop": "end_turn",
@@ -158,6 +158,7 @@ def _input(arguments: str) -> Any:
 
 
 async def messages(request: Request) -> Response:
+    info = RequestInfo("anthropic", request.headers.get("cache-control"))
     s = services(request)
     catalog = s.gateway.require_catalog()
     caller = authenticate(request, catalog, "completion")
@@ -165,15 +166,14 @@ async def messages(request: Request) -> Response:
     req = to_chat_request(body, request.headers.get("x-switchyard-task"))
     message_id = f"msg_{uuid.uuid4().hex}"
     if req.stream:
-        live = await s.gateway.open_stream(caller, req)
+        streaming = await s.serve.stream(caller, req, info)
         return StreamingResponse(
-            _stream(live, s, message_id, estimate_tokens(req.text_size())),
+            _stream(streaming, message_id, estimate_tokens(req.text_size())),
             media_type="text/event-stream",
             headers=SSE_HEADERS,
         )
-    served = await s.gateway.complete(caller, req)
-    s.record("anthropic", served.route, served.result.usage, served.cost, served.latency_ms)
-    r = served.result
+    done = await s.serve.complete(caller, req, info)
+    r = done.result
     content: list[dict[str, Any]] = []
     if r.content or not r.tool_calls:
         content.append({"type": "text", "text": r.content})
@@ -185,7 +185,7 @@ async def messages(request: Request) -> Response:
         "id": message_id,
         "type": "message",
         "role": "assistant",
-        "model": served.route.model.name,
+        "model": done.model,
         "content": content,
         "stop_reason": STOP_REASON[r.finish_reason],
         "stop_sequence": None,
@@ -202,7 +202,7 @@ def _event(name: bytes, data: dict[str, Any]) -> bytes:
 
 
 async def _stream(
-    live: LiveStream, s: Services, message_id: str, input_estimate: int
+    streaming: Streaming, message_id: str, input_estimate: int
 ) -> AsyncIterator[bytes]:
     dumps = orjson.dumps
     yield _event(
@@ -213,7 +213,7 @@ async def _stream(
                 "id": message_id,
                 "type": "message",
                 "role": "assistant",
-                "model": live.route.model.name,
+                "model": streaming.model,
                 "content": [],
                 "stop_reason": None,
                 "stop_sequence": None,
@@ -227,7 +227,7 @@ async def _stream(
     text_prefix = b'event: content_block_delta\ndata: {"type":"content_block_delta","index":'
     reason: FinishReason = "stop"
     try:
-        async for event in live.events():
+        async for event in streaming.events():
             if type(event) is TextDelta:
                 if open_kind != "text":
                     if open_kind is not None:
@@ -287,9 +287,6 @@ async def _stream(
             elif isinstance(event, Finish):
                 reason = event.reason
     except SwitchyardError as exc:
-        s.metrics.requests.labels(
-            "anthropic", live.route.provider.name, live.route.name, "error"
-        ).inc()
         yield _event(b"error", error_body(exc, "anthropic"))
         return
     if open_kind is None:
@@ -303,16 +300,14 @@ async def _stream(
             },
         )
     yield _event(b"content_block_stop", {"type": "content_block_stop", "index": block})
-    assert live.cost is not None
-    s.record("anthropic", live.route, live.usage, live.cost, live.latency_ms, live.ttft_ms)
     yield _event(
         b"message_delta",
         {
             "type": "message_delta",
             "delta": {"stop_reason": STOP_REASON[reason], "stop_sequence": None},
             "usage": {
-                "input_tokens": live.usage.prompt_tokens,
-                "output_tokens": live.usage.completion_tokens,
+                "input_tokens": streaming.usage.prompt_tokens,
+                "output_tokens": streaming.usage.completion_tokens,
             },
         },
     )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator
+from decimal import Decimal
 from typing import Any
 
 import orjson
@@ -13,6 +14,8 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
 from switchyard.router.core.chat import ChatRequest, Finish, Message, TextDelta, ToolCallDelta
+from switchyard.router.core.cost import Cost
+from switchyard.router.core.pipeline import RequestInfo, Streaming
 from switchyard.router.core.templates import render
 from switchyard.router.errors import NotFound, SwitchyardError
 from switchyard.router.http.auth import authenticate
@@ -58,6 +61,7 @@ def _usage(u: Any) -> dict[str, int]:
 
 
 async def completion(request: Request) -> Response:
+    info = RequestInfo("native", request.headers.get("cache-control"))
     s = services(request)
     catalog = s.gateway.require_catalog()
     caller = authenticate(request, catalog, "completion")
@@ -80,42 +84,47 @@ async def completion(request: Request) -> Response:
     )
     request_id = f"cmpl-{uuid.uuid4().hex}"
     if body.stream:
-        live = await s.gateway.open_stream(caller, req)
+        streaming = await s.serve.stream(caller, req, info)
         return StreamingResponse(
-            _sse(live, request_id, s), media_type="text/event-stream", headers=SSE_HEADERS
+            _sse(streaming, request_id), media_type="text/event-stream", headers=SSE_HEADERS
         )
-    served = await s.gateway.complete(caller, req)
-    s.record("native", served.route, served.result.usage, served.cost, served.latency_ms)
-    result = served.result
-    payload = {
+    done = await s.serve.complete(caller, req, info)
+    result = done.result
+    payload: dict[str, Any] = {
         "id": request_id,
         "content": result.content,
-        "model": served.route.model.name,
-        "provider": served.route.provider.name,
+        "model": done.model,
+        "provider": done.provider,
         "finishReason": result.finish_reason,
         "usage": _usage(result.usage),
-        "cost": served.cost.as_json() | {"currency": "USD"},
+        "cost": _cost(done.cost, done.saved),
         "performance": {
-            "latencyMs": round(served.latency_ms, 3),
-            "timeToFirstTokenMs": round(served.latency_ms, 3),
+            "latencyMs": round(done.latency_ms, 3),
+            "timeToFirstTokenMs": round(done.ttft_ms, 3),
         },
-        "cacheHit": False,
+        "cacheHit": done.cache_hit,
     }
-    if served.attempts:
-        payload["failedAttempts"] = [a.as_json() for a in served.attempts]
+    if done.attempts:
+        payload["failedAttempts"] = [a.as_json() for a in done.attempts]
     return Response(orjson.dumps(payload), media_type="application/json")
+
+
+def _cost(cost: Cost, saved: Decimal) -> dict[str, str]:
+    out = cost.as_json() | {"currency": "USD"}
+    if saved:
+        out["saved"] = format(saved.normalize(), "f")
+    return out
 
 
 def _event(name: str, data: Any) -> bytes:
     return b"event: " + name.encode() + b"\ndata: " + orjson.dumps(data) + b"\n\n"
 
 
-async def _sse(live: Any, request_id: str, s: Any) -> AsyncIterator[bytes]:
-    model = live.route.model.name
+async def _sse(streaming: Streaming, request_id: str) -> AsyncIterator[bytes]:
     reason = "stop"
     try:
-        async for event in live.events():
-            if isinstance(event, TextDelta):
+        async for event in streaming.events():
+            if type(event) is TextDelta:
                 yield _event("delta", {"content": event.text})
             elif isinstance(event, ToolCallDelta):
                 yield _event(
@@ -130,23 +139,21 @@ async def _sse(live: Any, request_id: str, s: Any) -> AsyncIterator[bytes]:
             elif isinstance(event, Finish):
                 reason = event.reason
     except SwitchyardError as exc:
-        s.metrics.requests.labels("native", live.route.provider.name, model, "error").inc()
         yield _event("error", error_body(exc, "native"))
         return
-    s.record("native", live.route, live.usage, live.cost, live.latency_ms, live.ttft_ms)
     yield _event(
         "done",
         {
             "id": request_id,
-            "model": model,
-            "provider": live.route.provider.name,
+            "model": streaming.model,
+            "provider": streaming.provider,
             "finishReason": reason,
-            "usage": _usage(live.usage),
-            "cost": live.cost.as_json() | {"currency": "USD"},
+            "usage": _usage(streaming.usage),
+            "cost": _cost(streaming.cost, streaming.saved),
             "performance": {
-                "latencyMs": round(live.latency_ms, 3),
-                "timeToFirstTokenMs": round(live.ttft_ms, 3),
+                "latencyMs": round(streaming.latency_ms, 3),
+                "timeToFirstTokenMs": round(streaming.ttft_ms, 3),
             },
-            "cacheHit": False,
+            "cacheHit": streaming.cache_hit,
         },
     )

@@ -26,13 +26,13 @@ from switchyard.router.core.chat import (
     ToolCall,
     ToolCallDelta,
 )
-from switchyard.router.core.gateway import LiveStream
+from switchyard.router.core.pipeline import RequestInfo, Streaming
 from switchyard.router.errors import BadRequest, SwitchyardError
 from switchyard.router.http.auth import authenticate
 from switchyard.router.http.body import read_json, validate
 from switchyard.router.http.errors import error_body
 from switchyard.router.http.native import SSE_HEADERS
-from switchyard.router.http.services import Services, services
+from switchyard.router.http.services import services
 
 AUTO_MODELS = frozenset({"auto", "switchyard", "switchyard-auto"})
 
@@ -172,6 +172,7 @@ def _usage(u: Any) -> dict[str, int]:
 
 
 async def chat_completions(request: Request) -> Response:
+    info = RequestInfo("openai", request.headers.get("cache-control"))
     s = services(request)
     catalog = s.gateway.require_catalog()
     caller = authenticate(request, catalog, "completion")
@@ -181,15 +182,15 @@ async def chat_completions(request: Request) -> Response:
     created = int(time.time())
     if req.stream:
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
-        live = await s.gateway.open_stream(caller, req)
+        streaming = await s.serve.stream(caller, req, info)
         return StreamingResponse(
-            _stream(live, s, completion_id, created, include_usage),
+            _stream(streaming, completion_id, created, include_usage),
             media_type="text/event-stream",
-            headers=SSE_HEADERS | _route_headers(live.route),
+            headers=SSE_HEADERS
+            | _headers(streaming.provider, streaming.model, streaming.cache_hit),
         )
-    served = await s.gateway.complete(caller, req)
-    s.record("openai", served.route, served.result.usage, served.cost, served.latency_ms)
-    r = served.result
+    done = await s.serve.complete(caller, req, info)
+    r = done.result
     message: dict[str, Any] = {"role": "assistant", "content": r.content, "refusal": None}
     if r.tool_calls:
         message["content"] = r.content or None
@@ -201,30 +202,36 @@ async def chat_completions(request: Request) -> Response:
         "id": completion_id,
         "object": "chat.completion",
         "created": created,
-        "model": served.route.model.name,
+        "model": done.model,
         "choices": [
             {"index": 0, "message": message, "logprobs": None, "finish_reason": r.finish_reason}
         ],
         "usage": _usage(r.usage),
         "system_fingerprint": None,
     }
-    headers = _route_headers(served.route) | {"x-switchyard-cost-usd": str(served.cost.total)}
+    headers = _headers(done.provider, done.model, done.cache_hit) | {
+        "x-switchyard-cost-usd": format(done.cost.total.normalize(), "f")
+    }
     return Response(orjson.dumps(payload), media_type="application/json", headers=headers)
 
 
-def _route_headers(route: Any) -> dict[str, str]:
-    return {"x-switchyard-provider": route.provider.name, "x-switchyard-model": route.model.name}
+def _headers(provider: str, model: str, cache_hit: bool) -> dict[str, str]:
+    return {
+        "x-switchyard-provider": provider,
+        "x-switchyard-model": model,
+        "x-switchyard-cache": "hit" if cache_hit else "miss",
+    }
 
 
 async def _stream(
-    live: LiveStream, s: Services, cid: str, created: int, include_usage: bool
+    streaming: Streaming, cid: str, created: int, include_usage: bool
 ) -> AsyncIterator[bytes]:
     dumps = orjson.dumps
     head = {
         "id": cid,
         "object": "chat.completion.chunk",
         "created": created,
-        "model": live.route.model.name,
+        "model": streaming.model,
         "system_fingerprint": None,
     }
 
@@ -242,7 +249,7 @@ async def _stream(
     yield chunk({"role": "assistant", "content": ""})
     reason = "stop"
     try:
-        async for event in live.events():
+        async for event in streaming.events():
             if type(event) is TextDelta:
                 yield text_prefix + dumps(event.text) + text_suffix
             elif isinstance(event, ToolCallDelta):
@@ -257,16 +264,11 @@ async def _stream(
             elif isinstance(event, Finish):
                 reason = event.reason
     except SwitchyardError as exc:
-        s.metrics.requests.labels(
-            "openai", live.route.provider.name, live.route.name, "error"
-        ).inc()
         yield b"data: " + dumps(error_body(exc, "openai")) + b"\n\n"
         return
-    assert live.cost is not None
-    s.record("openai", live.route, live.usage, live.cost, live.latency_ms, live.ttft_ms)
     yield chunk({}, reason)
     if include_usage:
-        yield b"data: " + dumps(head | {"choices": [], "usage": _usage(live.usage)}) + b"\n\n"
+        yield b"data: " + dumps(head | {"choices": [], "usage": _usage(streaming.usage)}) + b"\n\n"
     yield b"data: [DONE]\n\n"
 
 

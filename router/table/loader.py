@@ -96,6 +96,17 @@ def check_references(table: RoutingTable) -> None:
                 )
     hashes: set[str] = set()
     names: set[str] = set()
+    keys_by_org = {(k.organization, k.name) for k in table.api_keys}
+    budgets: set[tuple[str, str | None]] = set()
+    for i, b in enumerate(table.budgets):
+        if b.api_key is not None and (b.organization, b.api_key) not in keys_by_org:
+            raise ConfigError(
+                f"no API key {b.api_key!r} in organization {b.organization!r}",
+                f"budgets[{i}].apiKey",
+            )
+        if (b.organization, b.api_key) in budgets:
+            raise ConfigError("a second budget for the same subject", f"budgets[{i}]")
+        budgets.add((b.organization, b.api_key))
     for i, k in enumerate(table.api_keys):
         if k.sha256 in hashes:
             raise ConfigError("two API keys have the same hash", f"apiKeys[{i}].sha256")

@@ -251,6 +251,37 @@ class RoutingSettings(_Model):
         return self
 
 
+class CacheSettings(_Model):
+    """The response cache. Only deterministic requests (temperature 0) are cached,
+    unless their task type is listed in ``alwaysCacheTasks``."""
+
+    enabled: bool = True
+    ttl_seconds: int = Field(default=7 * 24 * 3600, ge=1, le=365 * 24 * 3600)
+    memory_entries: int = Field(default=10_000, ge=0, le=10_000_000)
+    always_cache_tasks: list[str] = Field(default_factory=list, max_length=256)
+    never_cache_tasks: list[str] = Field(default_factory=list, max_length=256)
+
+
+class Budget(_Model):
+    """A spending limit in USD for an organization, or for one of its API keys."""
+
+    organization: Organization = "default"
+    api_key: Name | None = Field(default=None, description="A key name; none: the organization")
+    daily_usd: DecimalString | None = None
+    monthly_usd: DecimalString | None = None
+
+    @field_validator("daily_usd", "monthly_usd", mode="before")
+    @classmethod
+    def _amounts_as_strings(cls, value: Any) -> Any:
+        return None if value is None else _price(value)
+
+    @model_validator(mode="after")
+    def _some_limit(self) -> Budget:
+        if self.daily_usd is None and self.monthly_usd is None:
+            raise ValueError("give dailyUsd, monthlyUsd or both")
+        return self
+
+
 class RoutingTable(_Model):
     api_version: Literal["switchyard.dev/v1alpha1"]
     kind: Literal["RoutingTable"]
@@ -259,3 +290,5 @@ class RoutingTable(_Model):
     templates: list[Template] = Field(default_factory=list)
     api_keys: list[ApiKey] = Field(default_factory=list)
     routing: RoutingSettings = RoutingSettings()
+    cache: CacheSettings = CacheSettings()
+    budgets: list[Budget] = Field(default_factory=list)

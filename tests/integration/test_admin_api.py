@@ -168,7 +168,7 @@ def test_metrics(gw: RouterServer, fakes: Fakes) -> None:
     text = httpx.get(f"{gw.url}/metrics").text
     assert (
         'switchyard_requests_total{api="openai",model="claude",'
-        'provider="anthropic",status="ok"} 1.0' in text
+        'provider="anthropic",status="200"} 1.0' in text
     )
     assert 'switchyard_time_to_first_token_seconds_count{model="llama",provider="vllm"} 1.0' in text
     assert (
@@ -180,7 +180,10 @@ def test_metrics(gw: RouterServer, fakes: Fakes) -> None:
         'switchyard_upstream_errors_total{error="upstream_status_error",provider="openai"} 1.0'
         in text
     )
-    assert 'switchyard_requests_total{api="openai",model="",provider="",status="503"} 1.0' in text
+    assert (
+        'switchyard_requests_total{api="openai",model="gpt-4o-mini",provider="openai",'
+        'status="503"} 1.0' in text
+    )
     assert "switchyard_request_duration_seconds_bucket" in text
     for secret in [*KEYS.values(), KEY]:
         assert secret not in text

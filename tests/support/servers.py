@@ -36,9 +36,24 @@ def write_table(path: Path, doc: dict[str, Any]) -> None:
 class RouterServer:
     """The real app under uvicorn (uvloop, httptools) in a thread."""
 
-    def __init__(self, table_path: Path, reload_interval: float = 0.1) -> None:
+    def __init__(
+        self,
+        table_path: Path,
+        reload_interval: float = 0.1,
+        database_url: str | None = None,
+        state_dir: Path | None = None,
+    ) -> None:
         self.table_path = table_path
-        self.app = create_app(table_path, reload_interval=reload_interval)
+        state = state_dir or table_path.with_name(table_path.stem + "-state")
+        state.mkdir(exist_ok=True)
+        self.state_dir = state
+        self.app = create_app(
+            table_path,
+            reload_interval=reload_interval,
+            database_url=database_url,
+            sqlite_path=state / "switchyard.db",
+            spool_path=state / "usage-spool.jsonl",
+        )
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         config = uvicorn.Config(

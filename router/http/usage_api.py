@@ -1,0 +1,108 @@
+"""``GET /api/v1/llm/usage``: requests, tokens, cost, errors and latency by period or dimension."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, time, timedelta
+from typing import Any
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+
+from switchyard.router.errors import BadRequest, SwitchyardError
+from switchyard.router.http.auth import authenticate
+from switchyard.router.http.services import services
+from switchyard.router.storage.base import GROUP_BY, GroupBy, StoreUnavailable, UsageRow
+
+MAX_RANGE = timedelta(days=3660)
+
+
+class StorageUnavailable(SwitchyardError):
+    status = 503
+    code = "storage_unavailable"
+
+
+def parse_bound(value: str, field: str, *, end: bool) -> datetime:
+    """A date (``2026-11-01``) or an ISO datetime; naive times are UTC.
+
+    A date as ``endDate`` includes that whole day.
+    """
+    try:
+        if len(value) == 10:
+            d = date.fromisoformat(value)
+            day = datetime.combine(d, time.min, UTC)
+            return day + timedelta(days=1) if end else day
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise BadRequest(
+            f"{field}: {value!r} is not a date (YYYY-MM-DD) or an ISO 8601 date-time",
+            field=field,
+        ) from None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def _row(r: UsageRow) -> dict[str, Any]:
+    return {
+        "key": r.key,
+        "requests": r.requests,
+        "errors": r.errors,
+        "cacheHits": r.cache_hits,
+        "promptTokens": r.prompt_tokens,
+        "completionTokens": r.completion_tokens,
+        "totalTokens": r.prompt_tokens + r.completion_tokens,
+        "cost": format(r.cost.normalize(), "f"),
+        "savedCost": format(r.saved_cost.normalize(), "f"),
+        "latencyMs": {
+            "p50": None if r.latency_p50_ms is None else round(r.latency_p50_ms, 3),
+            "p95": None if r.latency_p95_ms is None else round(r.latency_p95_ms, 3),
+        },
+    }
+
+
+async def usage(request: Request) -> Response:
+    s = services(request)
+    catalog = s.gateway.require_catalog()
+    caller = authenticate(request, catalog, "usage:read")
+    q = request.query_params
+    unknown = sorted(set(q) - {"startDate", "endDate", "groupBy"})
+    if unknown:
+        raise BadRequest(f"{unknown[0]}: not a known parameter", field=unknown[0])
+    now = datetime.now(UTC)
+    end = parse_bound(q["endDate"], "endDate", end=True) if "endDate" in q else now
+    start = (
+        parse_bound(q["startDate"], "startDate", end=False)
+        if "startDate" in q
+        else end - timedelta(days=30)
+    )
+    if start >= end:
+        raise BadRequest("endDate: must be after startDate", field="endDate")
+    if end - start > MAX_RANGE:
+        raise BadRequest("endDate: the range may span at most ten years", field="endDate")
+    group_by = q.get("groupBy", "day")
+    if group_by not in GROUP_BY:
+        raise BadRequest(
+            f"groupBy: must be one of {', '.join(GROUP_BY)}; got {group_by!r}", field="groupBy"
+        )
+    assert s.store is not None
+    try:
+        groups, total = await s.store.usage_report(
+            caller.organization, start, end, _as_group(group_by)
+        )
+    except (StoreUnavailable, OSError) as exc:
+        raise StorageUnavailable(f"usage storage is unavailable: {exc}") from None
+    body = {
+        "organization": caller.organization,
+        "startDate": start.isoformat(),
+        "endDate": end.isoformat(),
+        "groupBy": group_by,
+        "groups": [_row(g) for g in groups],
+        "totals": _row(total),
+    }
+    return Response(orjson.dumps(body), media_type="application/json")
+
+
+def _as_group(value: str) -> GroupBy:
+    for g in GROUP_BY:
+        if g == value:
+            return g
+    raise AssertionError(value)

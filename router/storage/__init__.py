@@ -1,0 +1,1 @@
+"""Storage: usage records, the response cache and spend counters, on PostgreSQL or SQLite."""

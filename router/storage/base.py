@@ -1,0 +1,97 @@
+"""The one interface both stores implement."""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Any, Literal
+
+from switchyard.router.storage.records import UsageRecord
+
+GroupBy = Literal["day", "week", "month", "model", "task", "provider"]
+GROUP_BY: tuple[GroupBy, ...] = ("day", "week", "month", "model", "task", "provider")
+
+
+class StoreUnavailable(Exception):
+    """The database cannot be reached or refused the write; try again later."""
+
+
+@dataclass(slots=True)
+class UsageRow:
+    """One group of a usage report."""
+
+    key: str
+    requests: int = 0
+    errors: int = 0
+    cache_hits: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost: Decimal = Decimal(0)
+    saved_cost: Decimal = Decimal(0)
+    latency_p50_ms: float | None = None
+    latency_p95_ms: float | None = None
+
+
+@dataclass(slots=True)
+class CacheEntry:
+    key: str
+    organization: str
+    response: dict[str, Any]  # the neutral result, serialized
+    cost: Decimal  # what the answer cost when it was made
+    created_at: datetime
+    expires_at: datetime
+    hit_count: int = 0
+
+
+@dataclass(slots=True)
+class SpendKey:
+    scope: Literal["organization", "apiKey"]
+    subject: str  # organization, or organization/key name
+    period: Literal["day", "month"]
+    start: date
+
+
+@dataclass(slots=True)
+class Spend:
+    totals: dict[tuple[str, str, str, date], Decimal] = field(default_factory=dict)
+
+
+class Store(abc.ABC):
+    kind: str
+
+    @abc.abstractmethod
+    async def open(self) -> None:
+        """Connect and apply pending migrations (safe when replicas start together)."""
+
+    @abc.abstractmethod
+    async def close(self) -> None: ...
+
+    @abc.abstractmethod
+    async def write_usage(self, records: Sequence[UsageRecord]) -> int:
+        """Store records not stored before (by id) and add their cost to the spend
+        counters, in one transaction. Returns how many were new."""
+
+    @abc.abstractmethod
+    async def usage_report(
+        self, organization: str, start: datetime, end: datetime, group_by: GroupBy
+    ) -> tuple[list[UsageRow], UsageRow]: ...
+
+    @abc.abstractmethod
+    async def cache_get(self, key: str, now: datetime) -> CacheEntry | None: ...
+
+    @abc.abstractmethod
+    async def cache_put(self, entry: CacheEntry) -> None: ...
+
+    @abc.abstractmethod
+    async def cache_hits(self, hits: dict[str, tuple[int, datetime]]) -> None:
+        """Add hit counts and set the last hit time, for many keys at once."""
+
+    @abc.abstractmethod
+    async def cache_purge(self, now: datetime) -> int: ...
+
+    @abc.abstractmethod
+    async def spend(self, subjects: Sequence[tuple[str, str]], day: date, month: date) -> Spend:
+        """Spend so far for (scope, subject) pairs in the given day and month."""

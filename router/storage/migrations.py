@@ -1,0 +1,119 @@
+"""Versioned schema migrations, one list for both dialects, applied in order at start."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int
+    name: str
+    postgres: str
+    sqlite: str
+
+
+MIGRATIONS: list[Migration] = [
+    Migration(
+        1,
+        "usage records, response cache, spend counters",
+        postgres="""
+CREATE TABLE llm_requests (
+    id uuid PRIMARY KEY,
+    organization text NOT NULL,
+    api_key text NOT NULL,
+    api text NOT NULL,
+    provider text,
+    model text,
+    task_type text,
+    prompt_tokens integer NOT NULL,
+    completion_tokens integer NOT NULL,
+    total_tokens integer NOT NULL,
+    input_cost numeric(20, 9) NOT NULL,
+    output_cost numeric(20, 9) NOT NULL,
+    total_cost numeric(20, 9) NOT NULL,
+    saved_cost numeric(20, 9) NOT NULL,
+    latency_ms real,
+    ttft_ms real,
+    status text NOT NULL,
+    http_status smallint NOT NULL,
+    error_class text,
+    cache_hit boolean NOT NULL,
+    stream boolean NOT NULL,
+    requested_at timestamptz NOT NULL,
+    completed_at timestamptz NOT NULL
+);
+-- Every usage query filters one organization over a time range.
+CREATE INDEX llm_requests_org_time ON llm_requests (organization, requested_at)
+    INCLUDE (model, task_type, provider, status, cache_hit, prompt_tokens, completion_tokens,
+             total_cost, saved_cost, latency_ms);
+CREATE TABLE llm_response_cache (
+    cache_key text PRIMARY KEY,
+    organization text NOT NULL,
+    response jsonb NOT NULL,
+    cost numeric(20, 9) NOT NULL,
+    created_at timestamptz NOT NULL,
+    expires_at timestamptz NOT NULL,
+    hit_count bigint NOT NULL DEFAULT 0,
+    last_hit_at timestamptz
+);
+CREATE INDEX llm_response_cache_expires ON llm_response_cache (expires_at);
+CREATE TABLE llm_spend (
+    scope text NOT NULL,
+    subject text NOT NULL,
+    period text NOT NULL,
+    period_start date NOT NULL,
+    spent numeric(20, 9) NOT NULL,
+    PRIMARY KEY (scope, subject, period, period_start)
+);
+""",
+        # Money as integer nano-dollars: SQLite would sum decimal text as floats.
+        sqlite="""
+CREATE TABLE llm_requests (
+    id TEXT PRIMARY KEY,
+    organization TEXT NOT NULL,
+    api_key TEXT NOT NULL,
+    api TEXT NOT NULL,
+    provider TEXT,
+    model TEXT,
+    task_type TEXT,
+    prompt_tokens INTEGER NOT NULL,
+    completion_tokens INTEGER NOT NULL,
+    total_tokens INTEGER NOT NULL,
+    input_cost INTEGER NOT NULL,
+    output_cost INTEGER NOT NULL,
+    total_cost INTEGER NOT NULL,
+    saved_cost INTEGER NOT NULL,
+    latency_ms REAL,
+    ttft_ms REAL,
+    status TEXT NOT NULL,
+    http_status INTEGER NOT NULL,
+    error_class TEXT,
+    cache_hit INTEGER NOT NULL,
+    stream INTEGER NOT NULL,
+    requested_at REAL NOT NULL,
+    completed_at REAL NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX llm_requests_org_time ON llm_requests (organization, requested_at);
+CREATE TABLE llm_response_cache (
+    cache_key TEXT PRIMARY KEY,
+    organization TEXT NOT NULL,
+    response TEXT NOT NULL,
+    cost INTEGER NOT NULL,
+    created_at REAL NOT NULL,
+    expires_at REAL NOT NULL,
+    hit_count INTEGER NOT NULL DEFAULT 0,
+    last_hit_at REAL
+);
+CREATE INDEX llm_response_cache_expires ON llm_response_cache (expires_at);
+CREATE TABLE llm_spend (
+    scope TEXT NOT NULL,
+    subject TEXT NOT NULL,
+    period TEXT NOT NULL,
+    period_start TEXT NOT NULL,
+    spent INTEGER NOT NULL,
+    PRIMARY KEY (scope, subject, period, period_start)
+);
+""",
+    ),
+]

@@ -1,0 +1,67 @@
+"""A usage record: one per completion served, whatever its outcome."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+
+@dataclass(slots=True)
+class UsageRecord:
+    id: str  # UUID; makes writing idempotent, so a replay stores each record once
+    organization: str
+    api_key: str  # the key's name, never the key
+    api: str  # native | openai | anthropic
+    provider: str | None
+    model: str | None
+    task_type: str | None
+    prompt_tokens: int
+    completion_tokens: int
+    input_cost: Decimal
+    output_cost: Decimal
+    saved_cost: Decimal  # what a cache hit would have cost
+    latency_ms: float | None
+    ttft_ms: float | None
+    status: str  # ok | error
+    http_status: int
+    error_class: str | None
+    cache_hit: bool
+    stream: bool
+    requested_at: datetime
+    completed_at: datetime
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+    @property
+    def total_cost(self) -> Decimal:
+        return self.input_cost + self.output_cost
+
+    def to_json(self) -> dict[str, Any]:
+        d = asdict(self)
+        for k in ("input_cost", "output_cost", "saved_cost"):
+            d[k] = str(d[k])
+        d["requested_at"] = self.requested_at.isoformat()
+        d["completed_at"] = self.completed_at.isoformat()
+        return d
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> UsageRecord:
+        d = dict(d)
+        for k in ("input_cost", "output_cost", "saved_cost"):
+            d[k] = Decimal(d[k])
+        d["requested_at"] = datetime.fromisoformat(d["requested_at"])
+        d["completed_at"] = datetime.fromisoformat(d["completed_at"])
+        return cls(**d)
+
+
+def new_id() -> str:
+    return str(uuid.uuid4())
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
