@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from decimal import Decimal
 from functools import partial
+from typing import TYPE_CHECKING
 
 from switchyard.router.table.schema import (
     ApiKey,
@@ -19,6 +20,10 @@ from switchyard.router.table.schema import (
     RoutingTable,
     Template,
 )
+
+if TYPE_CHECKING:
+    from switchyard.router.core.health import ProviderState
+    from switchyard.router.providers.base import Adapter
 
 
 @dataclass(slots=True, eq=False)
@@ -32,6 +37,10 @@ class Route:
     output_price: Decimal
     blended_price: Decimal
     best_for: frozenset[str]
+    # Bound when the table is installed, so a request in flight keeps its
+    # provider's state and connection pool even if a reload removes them.
+    state: ProviderState = field(init=False)
+    adapter: Adapter = field(init=False)
 
     @property
     def name(self) -> str:

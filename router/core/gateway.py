@@ -10,7 +10,7 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from decimal import Decimal
 
 from switchyard.router.core.catalog import Catalog, Route, compile_table
@@ -89,52 +89,82 @@ def effective_max_tokens(req: ChatRequest, route: Route, default: int) -> int:
     return min(default, route.model.max_output_tokens)
 
 
+#: What makes two adapters interchangeable: how they reach the provider. Priority,
+#: health and the like change often and must not recycle a connection pool.
+WireIdentity = tuple[object, ...]
+
+
+def wire_identity(p: Provider, key: str | None) -> WireIdentity:
+    return (p.provider_type, p.url, p.api_version, key, p.timeouts, p.max_connections)
+
+
+def _unreadable(route: Route, exc: Exception) -> UpstreamProtocolError:
+    log.warning("unreadable answer from %s", route.provider_key, exc_info=exc)
+    return UpstreamProtocolError(
+        f"unreadable answer ({type(exc).__name__})", provider=route.provider.name
+    )
+
+
 class Gateway:
     def __init__(self, metrics: Metrics) -> None:
         self.metrics = metrics
         self.catalog: Catalog | None = None
         self.states = ProviderStates()
-        self._adapters: dict[str, tuple[tuple[Provider, str | None], Adapter]] = {}
+        self._adapters: dict[str, tuple[WireIdentity, Adapter]] = {}
+        self._retiring: set[asyncio.Task[None]] = set()
+        self._retired: list[Adapter] = []
 
     # -- table --------------------------------------------------------------
     def install(self, table: RoutingTable, checksum: str) -> None:
         """Build everything for a new table, then swap it in with one assignment."""
         catalog = compile_table(table, checksum)
-        adapters: dict[str, tuple[tuple[Provider, str | None], Adapter]] = {}
+        adapters: dict[str, tuple[WireIdentity, Adapter]] = {}
         problems: dict[str, str | None] = {}
-        retired: list[Adapter] = []
         for p in table.providers:
             key = f"{p.organization}/{p.name}"
             resolved = secrets.resolve(p.api_key)
             problems[key] = resolved.problem
             if resolved.problem:
                 log.warning("provider %s is unusable: %s", key, resolved.problem)
-            identity = (p, resolved.value)
+            identity = wire_identity(p, resolved.value)
             old = self._adapters.get(key)
             if old is not None and old[0] == identity:
+                old[1].provider = p
                 adapters[key] = old
             else:
                 adapters[key] = (identity, make_adapter(p, resolved.value))
-                if old is not None:
-                    retired.append(old[1])
-        retired += [a for k, (_, a) in self._adapters.items() if k not in adapters]
+        retired = [a for k, (i, a) in self._adapters.items() if adapters.get(k, (None,))[0] != i]
         self.states.sync(catalog, problems)
+        for oc in catalog.orgs.values():
+            for route in oc.routes:
+                route.adapter = adapters[route.provider_key][1]
         self._adapters = adapters
         self.catalog = catalog
         self.metrics.table_info.set(len(table.models))
         for a in retired:
-            self._close_later(a)
+            self._retire(a)
 
-    def _close_later(self, adapter: Adapter) -> None:
+    def _retire(self, adapter: Adapter) -> None:
+        """Close a replaced adapter once no call on it can still be running."""
+        self._retired.append(adapter)
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
             return
-        # Let in-flight calls on the old session finish first.
-        loop.call_later(60, lambda: loop.create_task(adapter.close()))
+
+        async def later() -> None:
+            await asyncio.sleep(adapter.total_timeout + 1)
+            await adapter.close()
+            self._retired.remove(adapter)
+
+        task = loop.create_task(later())
+        self._retiring.add(task)
+        task.add_done_callback(self._retiring.discard)
 
     async def close(self) -> None:
-        for _, adapter in self._adapters.values():
+        for task in list(self._retiring):
+            task.cancel()
+        for adapter in [a for _, a in self._adapters.values()] + self._retired:
             await adapter.close()
 
     def require_catalog(self) -> Catalog:
@@ -142,36 +172,33 @@ class Gateway:
             raise NoCandidateAvailable("no routing table is loaded")
         return self.catalog
 
-    def adapter(self, route_or_provider_key: str) -> Adapter:
-        return self._adapters[route_or_provider_key][1]
+    def adapter(self, provider_key: str) -> Adapter:
+        return self._adapters[provider_key][1]
 
     # -- selection ----------------------------------------------------------
     def plan(self, caller: Caller, req: ChatRequest) -> Plan:
         """Choose the candidates; raises when none fits."""
-        return Plan(*self.candidates(caller, req))
-
-    def candidates(self, caller: Caller, req: ChatRequest) -> tuple[Catalog, list[Route], int]:
         catalog = self.require_catalog()
         prompt_tokens = estimate_tokens(req.text_size())
         need = Need(
             model=req.model,
             task_type=req.task_type,
             prompt_tokens=prompt_tokens,
-            max_tokens=req.max_tokens or 1,
+            max_tokens=req.max_tokens,
             stream=req.stream,
             tools=bool(req.tools) and req.tool_choice != "none",
+            default_max_tokens=catalog.settings.default_max_tokens,
         )
         routes = select(
             catalog.org(caller.organization),
             need,
-            self.states,
             time.monotonic(),
             catalog.settings.max_attempts,
         )
-        return catalog, routes, prompt_tokens
+        return Plan(catalog, routes, prompt_tokens)
 
     def _claim(self, route: Route, tokens: int, attempts: list[Attempt]) -> bool:
-        state = self.states.get(route.provider_key)
+        state = route.state
         now = time.monotonic()
         if not state.breaker.try_acquire(now):
             attempts.append(
@@ -187,12 +214,15 @@ class Gateway:
         return True
 
     def _failed(self, route: Route, exc: UpstreamError, attempts: list[Attempt]) -> None:
-        state = self.states.get(route.provider_key)
-        catalog = self.catalog
-        cap = catalog.settings.max_retry_after_seconds if catalog else 60.0
-        retry_after = min(exc.retry_after, cap) if exc.retry_after is not None else None
-        state.breaker.record_failure(time.monotonic(), retry_after)
-        self.metrics.breaker_state.labels(route.provider.name).set(int(state.breaker.state))
+        """Count a provider's failure; a request the provider rightly refused is not one."""
+        state = route.state
+        if exc.retryable:
+            cap = self.catalog.settings.max_retry_after_seconds if self.catalog else 60.0
+            retry_after = min(exc.retry_after, cap) if exc.retry_after is not None else None
+            state.breaker.record_failure(time.monotonic(), retry_after)
+            self.metrics.breaker_state.labels(route.provider.name).set(int(state.breaker.state))
+        else:
+            state.breaker.release()
         self.metrics.upstream_errors.labels(route.provider.name, exc.code).inc()
         attempts.append(
             Attempt(route.provider.name, route.name, exc.code, exc.upstream_status, exc.message)
@@ -200,7 +230,7 @@ class Gateway:
         log.info("provider %s failed: %s", route.provider_key, exc.message)
 
     def _succeeded(self, route: Route) -> None:
-        breaker = self.states.get(route.provider_key).breaker
+        breaker = route.state.breaker
         if breaker.state:
             breaker.record_success()
             self.metrics.breaker_state.labels(route.provider.name).set(0)
@@ -210,28 +240,35 @@ class Gateway:
     # -- serving ------------------------------------------------------------
     async def complete(self, plan: Plan, req: ChatRequest) -> Served:
         started = time.perf_counter()
-        catalog, routes, prompt_tokens = plan.catalog, plan.routes, plan.prompt_tokens
         attempts: list[Attempt] = []
-        for i, route in enumerate(routes):
-            max_tokens = effective_max_tokens(req, route, catalog.settings.default_max_tokens)
-            reserve = prompt_tokens + max_tokens
+        for i, route in enumerate(plan.routes):
+            max_tokens = effective_max_tokens(req, route, plan.catalog.settings.default_max_tokens)
+            reserve = plan.prompt_tokens + max_tokens
             if not self._claim(route, reserve, attempts):
                 continue
-            adapter = self.adapter(route.provider_key)
+            state = route.state
             try:
-                result = await adapter.complete(req, route.model.model_name, max_tokens)
+                try:
+                    result = await route.adapter.complete(req, route.model.model_name, max_tokens)
+                except UpstreamError:
+                    raise
+                except Exception as exc:
+                    raise _unreadable(route, exc) from exc
             except UpstreamError as exc:
-                self.states.get(route.provider_key).limiter.reconcile(reserve, 0)
+                state.limiter.reconcile(reserve, 0)
                 self._failed(route, exc, attempts)
                 if not exc.retryable:
                     raise
-                if i + 1 < len(routes):
+                if i + 1 < len(plan.routes):
                     self.metrics.failovers.labels(route.provider.name, exc.code).inc()
                 continue
+            except BaseException:
+                # Cancelled (the client left): no verdict on the provider.
+                state.breaker.release()
+                state.limiter.reconcile(reserve, 0)
+                raise
             self._succeeded(route)
-            self.states.get(route.provider_key).limiter.reconcile(
-                reserve, result.usage.total_tokens
-            )
+            state.limiter.reconcile(reserve, result.usage.total_tokens)
             return Served(
                 result=result,
                 route=route,
@@ -244,33 +281,42 @@ class Gateway:
     async def open_stream(self, plan: Plan, req: ChatRequest) -> LiveStream:
         """Fail over until one candidate produces its first event; then commit to it."""
         started = time.perf_counter()
-        catalog, routes, prompt_tokens = plan.catalog, plan.routes, plan.prompt_tokens
         attempts: list[Attempt] = []
-        for i, route in enumerate(routes):
-            max_tokens = effective_max_tokens(req, route, catalog.settings.default_max_tokens)
-            reserve = prompt_tokens + max_tokens
+        for i, route in enumerate(plan.routes):
+            max_tokens = effective_max_tokens(req, route, plan.catalog.settings.default_max_tokens)
+            reserve = plan.prompt_tokens + max_tokens
             if not self._claim(route, reserve, attempts):
                 continue
-            events = self.adapter(route.provider_key).stream(
-                req, route.model.model_name, max_tokens
-            )
+            state = route.state
+            events = route.adapter.stream(req, route.model.model_name, max_tokens)
             try:
-                first = await anext(events)
-            except (UpstreamError, StopAsyncIteration) as exc:
-                await events.aclose()  # type: ignore[attr-defined]
-                error = (
-                    exc
-                    if isinstance(exc, UpstreamError)
-                    else UpstreamProtocolError("empty stream", provider=route.provider.name)
+                try:
+                    first = await anext(events)
+                except (UpstreamError, BaseException):
+                    await _close(events)
+                    raise
+            except StopAsyncIteration:
+                error: UpstreamError = UpstreamProtocolError(
+                    "empty stream", provider=route.provider.name
                 )
-                self.states.get(route.provider_key).limiter.reconcile(reserve, 0)
-                self._failed(route, error, attempts)
-                if not error.retryable:
-                    raise error from None
-                if i + 1 < len(routes):
-                    self.metrics.failovers.labels(route.provider.name, error.code).inc()
-                continue
-            return LiveStream(self, route, events, first, started, reserve, prompt_tokens, attempts)
+            except UpstreamError as exc:
+                error = exc
+            except Exception as exc:
+                error = _unreadable(route, exc)
+            except BaseException:
+                state.breaker.release()
+                state.limiter.reconcile(reserve, 0)
+                raise
+            else:
+                return LiveStream(
+                    self, route, events, first, started, reserve, plan.prompt_tokens, attempts
+                )
+            state.limiter.reconcile(reserve, 0)
+            self._failed(route, error, attempts)
+            if not error.retryable:
+                raise error
+            if i + 1 < len(plan.routes):
+                self.metrics.failovers.labels(route.provider.name, error.code).inc()
         raise NoCandidateAvailable("every candidate failed", attempts)
 
     # -- health -------------------------------------------------------------
@@ -298,58 +344,103 @@ class Gateway:
         return result
 
 
-@dataclass(slots=True)
+async def _close(events: AsyncIterator[StreamEvent]) -> None:
+    aclose = getattr(events, "aclose", None)
+    if aclose is not None:
+        try:
+            await aclose()
+        except Exception as exc:
+            log.debug("closing an upstream stream failed: %s", exc)
+
+
 class LiveStream:
-    """A stream committed to one provider; iterate ``events()`` once."""
+    """A stream committed to one provider.
 
-    gateway: Gateway
-    route: Route
-    _events: AsyncIterator[StreamEvent]
-    _first: StreamEvent
-    started: float
-    reserve: int
-    prompt_tokens_estimate: int
-    attempts: list[Attempt]
-    ttft_ms: float = 0.0
-    latency_ms: float = 0.0
-    usage: Usage = field(default_factory=Usage)
-    cost: Cost | None = None
-    _text_bytes: int = 0
+    Iterate ``events()`` once; call ``close()`` if it may not have been iterated
+    to the end (a client that left). Either way the provider's breaker, budget
+    and the stream's usage are settled exactly once.
+    """
 
-    def __post_init__(self) -> None:
-        self.ttft_ms = (time.perf_counter() - self.started) * 1000
+    def __init__(
+        self,
+        gateway: Gateway,
+        route: Route,
+        events: AsyncIterator[StreamEvent],
+        first: StreamEvent,
+        started: float,
+        reserve: int,
+        prompt_tokens_estimate: int,
+        attempts: list[Attempt],
+    ) -> None:
+        self.gateway = gateway
+        self.route = route
+        self._events = events
+        self._first: StreamEvent | None = first
+        self.started = started
+        self.reserve = reserve
+        self.prompt_tokens_estimate = prompt_tokens_estimate
+        self.attempts = attempts
+        self.ttft_ms = (time.perf_counter() - started) * 1000
+        self.latency_ms = 0.0
+        self.usage = Usage()
+        self.cost: Cost | None = None
+        self.finished = False  # the provider said it was done
+        self._settled = False
+        self._text_bytes = 0
 
     async def events(self) -> AsyncIterator[StreamEvent]:
         """Every event; the last is ``Finish`` with real usage. Upstream errors propagate."""
-        gateway = self.gateway
-        route = self.route
-        finished: Finish | None = None
+        finish: Finish | None = None
+        error: UpstreamError | None = None
         try:
             event = self._first
-            while True:
-                if isinstance(event, TextDelta):
+            self._first = None
+            while event is not None:
+                if type(event) is TextDelta:
                     self._text_bytes += len(event.text)
-                elif isinstance(event, ToolCallDelta):
+                elif type(event) is ToolCallDelta:
                     self._text_bytes += len(event.arguments)
                 elif isinstance(event, Finish):
-                    finished = event
+                    finish = event
                 yield event
-                if finished is not None:
+                if finish is not None:
                     break
-                event = await anext(self._events)
-        except StopAsyncIteration:
-            pass
+                try:
+                    event = await anext(self._events)
+                except StopAsyncIteration:
+                    break
+                except UpstreamError:
+                    raise
+                except Exception as exc:
+                    raise _unreadable(self.route, exc) from exc
         except UpstreamError as exc:
-            gateway._failed(route, exc, self.attempts)
+            error = exc
             raise
         finally:
-            await self._events.aclose()  # type: ignore[attr-defined]
-            self.latency_ms = (time.perf_counter() - self.started) * 1000
-        usage = finished.usage if finished is not None else None
+            await self._settle(finish, error)
+
+    async def close(self) -> None:
+        """Settle a stream that was never iterated, or abandoned part way."""
+        await self._settle(None, None)
+
+    async def _settle(self, finish: Finish | None, error: UpstreamError | None) -> None:
+        if self._settled:
+            return
+        self._settled = True
+        await _close(self._events)
+        self.latency_ms = (time.perf_counter() - self.started) * 1000
+        usage = finish.usage if finish is not None else None
         if usage is None or (usage.prompt_tokens == 0 and usage.completion_tokens == 0):
             # The provider did not say; estimate rather than bill nothing.
             usage = Usage(self.prompt_tokens_estimate, estimate_tokens(self._text_bytes))
         self.usage = usage
-        self.cost = cost_of(route, usage)
-        gateway._succeeded(route)
-        gateway.states.get(route.provider_key).limiter.reconcile(self.reserve, usage.total_tokens)
+        self.cost = cost_of(self.route, usage)
+        route = self.route
+        if finish is not None:
+            self.finished = True
+            self.gateway._succeeded(route)
+        elif error is not None:
+            self.gateway._failed(route, error, self.attempts)
+        else:
+            route.state.breaker.release()  # the client left: no verdict on the provider
+        route.state.limiter.reconcile(self.reserve, usage.total_tokens)

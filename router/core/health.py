@@ -70,6 +70,8 @@ class ProviderStates:
                         state.limits = limits
                 state.key_problem = key_problems.get(key)
                 keep[key] = state
+            for route in oc.routes:
+                route.state = keep[route.provider_key]
         self._states = keep
 
 

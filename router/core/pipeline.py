@@ -373,6 +373,7 @@ class Streaming:
         self.reservation = reservation
         self.cache_as = cache_as
         self.cache_hit = cached is not None
+        self._accounted = False
         self.usage = Usage()
         self.cost: Cost = ZERO
         self.latency_ms = 0.0
@@ -389,7 +390,6 @@ class Streaming:
         calls: dict[int, list[str]] = {}
         keep = self.cache_as is not None
         finish: Finish | None = None
-        completed = False
         try:
             async for event in live.events():
                 if keep:
@@ -403,8 +403,8 @@ class Streaming:
                 if isinstance(event, Finish):
                     finish = event
                 yield event
-            completed = True
         except SwitchyardError as exc:
+            self._accounted = True
             self.pipeline._failed(
                 self.caller,
                 self.req,
@@ -414,27 +414,16 @@ class Streaming:
                 provider=self.provider,
                 model=self.model,
                 usage=live.usage,
+                cost=live.cost or ZERO,
                 stream=True,
             )
-            self.reservation = None
             raise
         finally:
-            if not completed and self.reservation is not None:
-                # The client went away mid-stream: still a served request, still counted.
-                exc2 = SwitchyardError("the client closed the connection mid-stream")
-                exc2.code, exc2.status = "client_disconnected", 499
-                self.pipeline._failed(
-                    self.caller,
-                    self.req,
-                    self.info,
-                    exc2,
-                    self.reservation,
-                    provider=self.provider,
-                    model=self.model,
-                    usage=live.usage,
-                    stream=True,
-                )
-                self.reservation = None
+            if not self._accounted and finish is None:
+                await self.close()
+        if self._accounted:
+            return
+        self._accounted = True
         self.usage = live.usage
         self.cost = live.cost or ZERO
         self.latency_ms = live.latency_ms
@@ -460,7 +449,6 @@ class Streaming:
         self.pipeline._account(
             self.caller, self.req, self.info, done, self.reservation, stream=True
         )
-        self.reservation = None
         cache = self.pipeline.cache
         if self.cache_as is not None and cache is not None and finish is not None:
             cache.put(
@@ -472,11 +460,31 @@ class Streaming:
                 self.cost.total,
             )
 
+    async def close(self) -> None:
+        """Account for a stream the client left before its end (or before it began)."""
+        if self._accounted or self.live is None:
+            return
+        self._accounted = True
+        live = self.live
+        await live.close()
+        left = SwitchyardError("the client closed the connection mid-stream")
+        left.code, left.status = "client_disconnected", 499
+        self.pipeline._failed(
+            self.caller,
+            self.req,
+            self.info,
+            left,
+            self.reservation,
+            provider=self.provider,
+            model=self.model,
+            usage=live.usage,
+            cost=live.cost or ZERO,
+            stream=True,
+        )
+
     async def _replay(self, result: ChatResult) -> AsyncIterator[StreamEvent]:
-        for piece in _chunks(result.content):
-            yield TextDelta(piece)
-        for i, c in enumerate(result.tool_calls):
-            yield ToolCallDelta(i, c.id, c.name, c.arguments)
+        # Counted up front: a hit costs nothing, and a client that leaves part way
+        # through a replay still was served.
         self.usage = result.usage  # what the answer holds; the record says nothing was spent
         self.latency_ms = (time.perf_counter() - self.info.started) * 1000
         done = Completed(
@@ -490,5 +498,10 @@ class Streaming:
             True,
             [],
         )
+        self._accounted = True
         self.pipeline._account(self.caller, self.req, self.info, done, None, stream=True)
+        for piece in _chunks(result.content):
+            yield TextDelta(piece)
+        for i, c in enumerate(result.tool_calls):
+            yield ToolCallDelta(i, c.id, c.name, c.arguments)
         yield Finish(result.finish_reason, result.usage)

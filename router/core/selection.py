@@ -6,7 +6,6 @@ from collections import Counter
 from dataclasses import dataclass
 
 from switchyard.router.core.catalog import OrgCatalog, Route
-from switchyard.router.core.health import ProviderStates
 from switchyard.router.errors import BadRequest, NoCandidateAvailable, NotFound
 
 
@@ -17,9 +16,15 @@ class Need:
     model: str | None
     task_type: str | None
     prompt_tokens: int  # estimated
-    max_tokens: int
+    max_tokens: int | None  # as requested; None: the table's default, capped per model
     stream: bool
     tools: bool
+    default_max_tokens: int = 1024
+
+    def output_tokens(self, max_output_tokens: int) -> int:
+        if self.max_tokens is not None:
+            return self.max_tokens
+        return min(self.default_max_tokens, max_output_tokens)
 
 
 _REASONS = {
@@ -32,13 +37,7 @@ _REASONS = {
 }
 
 
-def select(
-    org: OrgCatalog,
-    need: Need,
-    states: ProviderStates,
-    now: float,
-    limit: int,
-) -> list[Route]:
+def select(org: OrgCatalog, need: Need, now: float, limit: int) -> list[Route]:
     if need.model is not None:
         base = org.by_name.get(need.model)
         if base is None:
@@ -54,12 +53,12 @@ def select(
 
     chosen: list[Route] = []
     skipped: Counter[str] = Counter()
-    total = need.prompt_tokens + need.max_tokens
     for route in base:
         m = route.model
-        if need.max_tokens > m.max_output_tokens:
+        if need.max_tokens is not None and need.max_tokens > m.max_output_tokens:
             skipped["output"] += 1
             continue
+        total = need.prompt_tokens + need.output_tokens(m.max_output_tokens)
         if total > m.context_window:
             skipped["context"] += 1
             continue
@@ -69,7 +68,7 @@ def select(
         if need.tools and not m.supports_function_calling:
             skipped["tools"] += 1
             continue
-        state = states.get(route.provider_key)
+        state = route.state
         if not state.usable(now):
             skipped["unavailable"] += 1
             continue

@@ -15,6 +15,7 @@ from switchyard.router.errors import NotFound
 from switchyard.router.http.auth import authenticate
 from switchyard.router.http.body import read_json, validate
 from switchyard.router.http.services import services
+from switchyard.router.providers.base import redact_url
 
 _BREAKER = {0: "closed", 1: "open", 2: "half_open"}
 
@@ -48,7 +49,7 @@ async def list_providers(request: Request) -> Response:
             {
                 "name": name,
                 "providerType": p.provider_type,
-                "baseUrl": p.url,
+                "baseUrl": redact_url(p.url),
                 "priority": p.priority,
                 "isDefault": p.is_default,
                 "isEnabled": p.is_enabled,

@@ -8,6 +8,7 @@ from typing import Any, Literal
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field
+from starlette.background import BackgroundTask
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
@@ -171,6 +172,7 @@ async def messages(request: Request) -> Response:
             _stream(streaming, message_id, estimate_tokens(req.text_size())),
             media_type="text/event-stream",
             headers=SSE_HEADERS,
+            background=BackgroundTask(streaming.close),
         )
     done = await s.serve.complete(caller, req, info)
     r = done.result

@@ -56,7 +56,9 @@ def validate(model: type[M], data: Any) -> M:
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        err = exc.errors(include_url=False)[0]
+        # For a union, pydantic reports every branch; the deepest error is the one
+        # that matches what the client sent.
+        err = max(exc.errors(include_url=False), key=lambda e: len(e["loc"]))
         name = _field(err["loc"])
         msg = err["msg"].removeprefix("Value error, ")
         if err["type"] == "missing":

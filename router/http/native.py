@@ -10,6 +10,7 @@ from typing import Any
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic.alias_generators import to_camel
+from starlette.background import BackgroundTask
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
@@ -86,7 +87,10 @@ async def completion(request: Request) -> Response:
     if body.stream:
         streaming = await s.serve.stream(caller, req, info)
         return StreamingResponse(
-            _sse(streaming, request_id), media_type="text/event-stream", headers=SSE_HEADERS
+            _sse(streaming, request_id),
+            media_type="text/event-stream",
+            headers=SSE_HEADERS,
+            background=BackgroundTask(streaming.close),
         )
     done = await s.serve.complete(caller, req, info)
     result = done.result

@@ -14,6 +14,7 @@ from typing import Any, Literal
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field
+from starlette.background import BackgroundTask
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
@@ -133,8 +134,9 @@ def to_chat_request(body: ChatBody, task: str | None) -> ChatRequest:
         raise BadRequest("messages: the prompt is empty", field="messages")
     choice: str | dict[str, Any] | None = None
     if isinstance(body.tool_choice, dict):
-        name = (body.tool_choice.get("function") or {}).get("name")
-        if not name:
+        fn = body.tool_choice.get("function")
+        name = fn.get("name") if isinstance(fn, dict) else None
+        if not isinstance(name, str) or not name:
             raise BadRequest("tool_choice.function.name is required", field="tool_choice")
         choice = {"name": name}
     elif body.tool_choice is not None:
@@ -188,6 +190,7 @@ async def chat_completions(request: Request) -> Response:
             media_type="text/event-stream",
             headers=SSE_HEADERS
             | _headers(streaming.provider, streaming.model, streaming.cache_hit),
+            background=BackgroundTask(streaming.close),
         )
     done = await s.serve.complete(caller, req, info)
     r = done.result

@@ -117,13 +117,17 @@ class AnthropicAdapter(Adapter):
             body["top_p"] = req.top_p
         if req.stop:
             body["stop_sequences"] = req.stop
-        if req.tools and req.tool_choice != "none":
+        if req.tools:
+            # Tools stay even when none may be called: a conversation holding
+            # tool_use blocks must declare them.
             body["tools"] = [
                 {"name": t.name, "description": t.description, "input_schema": t.parameters}
                 for t in req.tools
             ]
             choice = req.tool_choice
-            if choice == "required":
+            if choice == "none":
+                body["tool_choice"] = {"type": "none"}
+            elif choice == "required":
                 body["tool_choice"] = {"type": "any"}
             elif isinstance(choice, dict):
                 body["tool_choice"] = {"type": "tool", "name": choice["name"]}

@@ -13,6 +13,7 @@ import email.utils
 import time
 from collections.abc import AsyncIterator
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
 import orjson
@@ -113,6 +114,8 @@ class Adapter(abc.ABC):
                 timeout=self._call_timeout,
                 json_serialize=lambda o: orjson.dumps(o).decode(),
                 skip_auto_headers=("User-Agent",),
+                # Streamed tool calls can arrive as one long line.
+                read_bufsize=4 * 1024 * 1024,
                 auto_decompress=True,
             )
         return self._session
@@ -215,6 +218,9 @@ class Adapter(abc.ABC):
 
     def status_error(self, status: int, headers: Any, raw: bytes) -> UpstreamStatusError:
         err_type, message = self.error_type(status, raw)
+        if status in (401, 403):
+            # Providers quote part of a rejected key back; tenants must not see it.
+            message = "the provider rejected Switchyard's credentials for it"
         retry_after = parse_retry_after(headers.get("retry-after-ms"))
         retry_after = retry_after / 1000 if retry_after is not None else None
         if retry_after is None:
@@ -230,7 +236,8 @@ class Adapter(abc.ABC):
     def connection_error(self, exc: BaseException) -> UpstreamError:
         if isinstance(exc, aiohttp.ClientConnectorError):
             return UpstreamConnectError(
-                f"cannot connect to {self.base_url}: {exc.os_error.strerror or exc.os_error}",
+                f"cannot connect to {redact_url(self.base_url)}: "
+                f"{exc.os_error.strerror or exc.os_error}",
                 provider=self._name(),
             )
         if isinstance(exc, (aiohttp.ServerDisconnectedError, aiohttp.ClientPayloadError)):
@@ -238,6 +245,15 @@ class Adapter(abc.ABC):
                 "the provider closed the connection mid-answer", provider=self._name()
             )
         return UpstreamConnectError(f"{type(exc).__name__}: {exc}", provider=self._name())
+
+
+def redact_url(url: str) -> str:
+    """The URL without any user:password part, for messages and listings."""
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url
+    host = parts.netloc.rsplit("@", 1)[1]
+    return urlunsplit((parts.scheme, f"***@{host}", parts.path, parts.query, parts.fragment))
 
 
 def describe(exc: UpstreamError) -> str:

@@ -92,7 +92,9 @@ class OpenAIAdapter(Adapter):
             return None, text
         err = data.get("error")
         if isinstance(err, dict):  # OpenAI: {"error": {"message", "type", "code"}}
-            return (err.get("code") or err.get("type")), str(err.get("message", ""))
+            code = err.get("code")
+            kind = code if isinstance(code, str) and code else err.get("type")
+            return (str(kind) if kind else None), str(err.get("message", ""))
         if data.get("object") == "error":  # vLLM: {"object": "error", "message", "type"}
             return data.get("type"), str(data.get("message", ""))
         if isinstance(err, str):

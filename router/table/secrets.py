@@ -28,6 +28,8 @@ def resolve(ref: SecretRef | None) -> ResolvedKey:
         value = Path(ref.file).read_text(encoding="utf-8").strip()
     except OSError as exc:
         return ResolvedKey(None, f"cannot read key file {ref.file}: {exc.strerror or exc}")
+    except ValueError:
+        return ResolvedKey(None, f"key file {ref.file} is not UTF-8 text")
     if not value:
         return ResolvedKey(None, f"key file {ref.file} is empty")
     return ResolvedKey(value, None)

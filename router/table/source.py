@@ -82,13 +82,17 @@ class TableFollower:
         self._signature = sig
         try:
             table, checksum = await asyncio.to_thread(load_file, self.path)
+            if checksum == self._checksum:
+                return
+            self._install(table, checksum)
         except ConfigError as exc:
             log.error("routing table %s rejected, keeping the last good one: %s", self.path, exc)
             self._on_result("invalid", str(exc))
             return
-        if checksum == self._checksum:
+        except Exception as exc:  # never let one bad version stop the follower
+            log.exception("routing table %s could not be installed", self.path)
+            self._on_result("invalid", f"{type(exc).__name__}: {exc}")
             return
-        self._install(table, checksum)
         self._checksum = checksum
         log.info("routing table %s reloaded (sha256 %s)", self.path, checksum[:12])
         self._on_result("ok", None)

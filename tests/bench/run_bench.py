@@ -188,7 +188,7 @@ def selection_p99(models: int = 1000, rounds: int = 20000) -> tuple[float, float
     for i in range(rounds):
         need = needs[i % len(needs)]
         t0 = clock()
-        select(org, need, states, time.monotonic(), 3)
+        select(org, need, time.monotonic(), 3)
         samples.append((clock() - t0) / 1000)
     samples.sort()
     return samples[len(samples) // 2], samples[int(len(samples) * 0.99)]

@@ -158,3 +158,19 @@ def test_errors_come_in_anthropic_shape(gateway: RouterServer) -> None:
         bad.messages.create(
             model="claude", max_tokens=5, messages=[{"role": "user", "content": "x"}]
         )
+
+
+def test_tools_stay_declared_when_none_may_be_called(gateway: RouterServer, fakes: Fakes) -> None:
+    """Anthropic refuses a history with tool_use blocks unless the tools are declared."""
+    import openai
+
+    client = openai.OpenAI(base_url=f"{gateway.url}/v1", api_key=KEY, max_retries=0)
+    client.chat.completions.create(
+        model="claude",
+        messages=[{"role": "user", "content": "weather in Rome?"}],
+        tools=[{"type": "function", "function": {"name": "get_weather", "parameters": {}}}],
+        tool_choice="none",
+    )
+    sent = fakes.anthropic.requests[-1].body
+    assert sent["tools"][0]["name"] == "get_weather"
+    assert sent["tool_choice"] == {"type": "none"}

@@ -42,6 +42,10 @@ OPENAI_BAD: list[tuple[dict[str, Any], str]] = [
         "messages[0].content[0].type",
     ),
     ({"model": "llama", "messages": MSG, "tool_choice": "sometimes"}, "tool_choice"),
+    (
+        {"model": "llama", "messages": MSG, "tool_choice": {"type": "function", "function": "f"}},
+        "tool_choice",
+    ),
 ]
 
 

@@ -49,13 +49,13 @@ def test_task_fit_then_priority_then_price() -> None:
         ]
     )
     org = catalog.org("default")
-    assert names(select(org, need(task_type="code"), states, 0, 10)) == [
+    assert names(select(org, need(task_type="code"), 0, 10)) == [
         "b/coder",
         "a/first",
         "b/cheap",
         "b/pricey",
     ]
-    assert names(select(org, need(), states, 0, 2)) == ["a/first", "b/cheap"]
+    assert names(select(org, need(), 0, 2)) == ["a/first", "b/cheap"]
 
 
 def test_rank_order_is_configurable() -> None:
@@ -66,7 +66,7 @@ def test_rank_order_is_configurable() -> None:
         ],
         rankBy=["price", "priority"],
     )
-    assert names(select(catalog.org("default"), need(), states, 0, 5)) == [
+    assert names(select(catalog.org("default"), need(), 0, 5)) == [
         "b/b-model",
         "a/a-model",
     ]
@@ -75,7 +75,7 @@ def test_rank_order_is_configurable() -> None:
 def test_equal_scores_are_ordered_by_name() -> None:
     catalog, states = setup([model(n, "a") for n in ["zeta", "alpha", "mid"]])
     for _ in range(3):
-        assert names(select(catalog.org("default"), need(), states, 0, 5)) == [
+        assert names(select(catalog.org("default"), need(), 0, 5)) == [
             "a/alpha",
             "a/mid",
             "a/zeta",
@@ -92,21 +92,19 @@ def test_capabilities_and_context_exclude() -> None:
         ]
     )
     org = catalog.org("default")
-    assert "a/nostream" not in names(select(org, need(stream=True), states, 0, 9))
-    assert "a/notools" not in names(select(org, need(tools=True), states, 0, 9))
+    assert "a/nostream" not in names(select(org, need(stream=True), 0, 9))
+    assert "a/notools" not in names(select(org, need(tools=True), 0, 9))
     # 800 prompt tokens + 300 output do not fit a 1000-token window.
-    assert "a/small" not in names(
-        select(org, need(prompt_tokens=800, max_tokens=300), states, 0, 9)
-    )
-    assert "a/small" in names(select(org, need(prompt_tokens=600, max_tokens=300), states, 0, 9))
+    assert "a/small" not in names(select(org, need(prompt_tokens=800, max_tokens=300), 0, 9))
+    assert "a/small" in names(select(org, need(prompt_tokens=600, max_tokens=300), 0, 9))
 
 
 def test_explicit_model_names_a_group() -> None:
     catalog, states = setup([model("gpt", "b"), model("gpt", "a"), model("other", "a")])
     org = catalog.org("default")
-    assert names(select(org, need(model="gpt"), states, 0, 5)) == ["a/gpt", "b/gpt"]
+    assert names(select(org, need(model="gpt"), 0, 5)) == ["a/gpt", "b/gpt"]
     with pytest.raises(NotFound):
-        select(org, need(model="nope"), states, 0, 5)
+        select(org, need(model="nope"), 0, 5)
 
 
 def test_disabled_and_unhealthy_get_no_traffic() -> None:
@@ -118,9 +116,9 @@ def test_disabled_and_unhealthy_get_no_traffic() -> None:
         ],
     )
     org = catalog.org("default")
-    assert names(select(org, need(), states, 0, 5)) == ["b/m2"]
+    assert names(select(org, need(), 0, 5)) == ["b/m2"]
     with pytest.raises(NoCandidateAvailable, match="disabled"):
-        select(org, need(model="m3"), states, 0, 5)
+        select(org, need(model="m3"), 0, 5)
 
 
 def test_open_breakers_and_spent_budgets_are_skipped() -> None:
@@ -134,14 +132,32 @@ def test_open_breakers_and_spent_budgets_are_skipped() -> None:
     )
     org = catalog.org("default")
     states.get("default/a").limiter.try_acquire(1, 0)
-    assert names(select(org, need(), states, 0, 5)) == ["b/m2"]
+    assert names(select(org, need(), 0, 5)) == ["b/m2"]
     states.get("default/b").breaker.record_failure(0)
     with pytest.raises(NoCandidateAvailable) as err:
-        select(org, need(), states, 0, 5)
+        select(org, need(), 0, 5)
     assert "budget" in err.value.message and "cooling down" in err.value.message
+
+
+def test_an_unspecified_max_tokens_is_checked_per_model() -> None:
+    """The default output budget, capped by each model, must fit that model's window."""
+    catalog, _ = setup(
+        [
+            model("g", "a", contextWindow=2000, maxOutputTokens=1500),
+            model("g", "b", contextWindow=128000, maxOutputTokens=4096),
+        ],
+        defaultMaxTokens=1024,
+    )
+    org = catalog.org("default")
+    # 1500 prompt tokens + the default 1024 do not fit 2000, though 1500 + 1 would.
+    assert names(select(org, need(model="g", prompt_tokens=1500, max_tokens=None), 0, 5)) == ["b/g"]
+    assert names(select(org, need(model="g", prompt_tokens=500, max_tokens=None), 0, 5)) == [
+        "a/g",
+        "b/g",
+    ]
 
 
 def test_a_request_too_big_for_every_model_is_the_clients_fault() -> None:
     catalog, states = setup([model("m", "a", contextWindow=100, maxOutputTokens=50)])
     with pytest.raises(BadRequest, match="maxOutputTokens"):
-        select(catalog.org("default"), need(max_tokens=60), states, 0, 5)
+        select(catalog.org("default"), need(max_tokens=60), 0, 5)

@@ -1,0 +1,148 @@
+"""What must hold when clients leave, requests are refused, and tables change mid-flight."""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+
+import httpx
+
+from tests.conftest import Factory
+from tests.fakes import Fault
+from tests.integration.conftest import Fakes
+from tests.support.servers import RouterServer
+from tests.support.tables import KEY, model, provider, table
+
+AUTH = {"Authorization": f"Bearer {KEY}"}
+
+
+def pair(fakes: Fakes, router: Factory, **routing: object) -> RouterServer:
+    return router(
+        table(
+            [
+                provider(
+                    "primary", "openai", fakes.openai.url, key_env="SY_TEST_OPENAI_KEY", priority=1
+                ),
+                provider("backup", "vllm", fakes.vllm.url, priority=2),
+            ],
+            [
+                model("chat", "primary", "gpt-4o-mini"),
+                model("chat", "backup", "meta-llama/Llama-3.1-8B-Instruct"),
+            ],
+            routing=routing,
+        )
+    )
+
+
+def ask(gw: RouterServer, **extra: object) -> httpx.Response:
+    return httpx.post(
+        f"{gw.url}/v1/chat/completions",
+        headers=AUTH,
+        timeout=10,
+        json={"model": "chat", "messages": [{"role": "user", "content": "hello there"}], **extra},
+    )
+
+
+def breaker(gw: RouterServer, name: str) -> dict:
+    providers = httpx.get(f"{gw.url}/api/v1/llm/providers", headers=AUTH).json()["providers"]
+    return {p["name"]: p for p in providers}[name]
+
+
+def leave_mid_stream(gw: RouterServer) -> None:
+    """Open a stream with a raw socket, read its first bytes, and hang up."""
+    body = json.dumps(
+        {
+            "model": "chat",
+            "stream": True,
+            "messages": [{"role": "user", "content": "one two three four five"}],
+        }
+    )
+    with socket.create_connection(("127.0.0.1", gw.port)) as s:
+        s.sendall(
+            f"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {KEY}\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n{body}".encode()
+        )
+        assert b"200 OK" in s.recv(4096)
+
+
+def test_a_client_leaving_a_half_open_trial_does_not_lock_the_provider_out(
+    fakes: Fakes, router: Factory
+) -> None:
+    gw = pair(fakes, router, breaker={"failureThreshold": 1, "cooldownSeconds": 0.3})
+    fakes.openai.chunk_delay = 0.2  # the stream is still running when the client leaves
+    try:
+        fakes.openai.push(Fault.error(500))
+        assert ask(gw).headers["x-switchyard-provider"] == "backup"
+        assert breaker(gw, "primary")["circuitBreaker"] == "open"
+        time.sleep(0.35)
+        leave_mid_stream(gw)  # this was the half-open trial
+        time.sleep(0.5)
+    finally:
+        fakes.openai.chunk_delay = 0.0
+    r = ask(gw)
+    assert r.headers["x-switchyard-provider"] == "primary", breaker(gw, "primary")
+    assert breaker(gw, "primary")["circuitBreaker"] == "closed"
+
+
+def test_the_clients_own_mistakes_do_not_open_the_breaker(fakes: Fakes, router: Factory) -> None:
+    gw = pair(fakes, router, breaker={"failureThreshold": 2, "cooldownSeconds": 30})
+    for _ in range(3):
+        fakes.openai.push(Fault.error(400, message="bad tool schema"))
+        assert ask(gw).status_code == 400
+    assert breaker(gw, "primary")["circuitBreaker"] == "closed"
+    assert ask(gw).headers["x-switchyard-provider"] == "primary"
+
+
+def test_a_stream_survives_a_reload_that_removes_its_provider(
+    fakes: Fakes, router: Factory
+) -> None:
+    gw = pair(fakes, router)
+    fakes.openai.chunk_delay = 0.1
+    try:
+        with httpx.stream(
+            "POST",
+            f"{gw.url}/v1/chat/completions",
+            headers=AUTH,
+            timeout=10,
+            json={
+                "model": "chat",
+                "stream": True,
+                "messages": [{"role": "user", "content": "a b c d e f"}],
+            },
+        ) as r:
+            lines = r.iter_lines()
+            first = next(lines)
+            assert first.startswith("data: ")
+            gw.rewrite(
+                table(
+                    [provider("backup", "vllm", fakes.vllm.url)],
+                    [model("chat", "backup", "meta-llama/Llama-3.1-8B-Instruct")],
+                )
+            )
+            rest = [line for line in lines if line]
+    finally:
+        fakes.openai.chunk_delay = 0.0
+    assert rest[-1] == "data: [DONE]"
+    text = "".join(
+        json.loads(line[6:])["choices"][0]["delta"].get("content") or ""
+        for line in [first, *rest]
+        if line.startswith("data: {")
+    )
+    assert text == "Echo: a b c d e f"
+    assert ask(gw).headers["x-switchyard-provider"] == "backup"
+
+
+def test_rejected_credentials_are_not_quoted_to_tenants(fakes: Fakes, router: Factory) -> None:
+    gw = router(
+        table(
+            [provider("p", "openai", fakes.openai.url, key_env="SY_TEST_AZURE_KEY")],
+            [model("chat", "p", "gpt-4o-mini")],
+        )
+    )
+    r = ask(gw)
+    assert r.status_code == 503
+    attempt = r.json()["error"]["attempts"][0]
+    assert attempt["status"] == 401
+    assert "rejected Switchyard's credentials" in attempt["message"]
+    assert "456" not in r.text  # the end of the wrong key, which OpenAI quotes back
