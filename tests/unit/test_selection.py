@@ -40,7 +40,7 @@ def need(**kw: Any) -> Need:
 
 
 def test_task_fit_then_priority_then_price() -> None:
-    catalog, states = setup(
+    catalog, _states = setup(
         [
             model("cheap", "b", inputPricePer1MTokens="0.1", outputPricePer1MTokens="0.1"),
             model("pricey", "b", inputPricePer1MTokens="9", outputPricePer1MTokens="9"),
@@ -59,7 +59,7 @@ def test_task_fit_then_priority_then_price() -> None:
 
 
 def test_rank_order_is_configurable() -> None:
-    catalog, states = setup(
+    catalog, _states = setup(
         [
             model("a-model", "a", inputPricePer1MTokens="5"),
             model("b-model", "b", inputPricePer1MTokens="1"),
@@ -73,7 +73,7 @@ def test_rank_order_is_configurable() -> None:
 
 
 def test_equal_scores_are_ordered_by_name() -> None:
-    catalog, states = setup([model(n, "a") for n in ["zeta", "alpha", "mid"]])
+    catalog, _states = setup([model(n, "a") for n in ["zeta", "alpha", "mid"]])
     for _ in range(3):
         assert names(select(catalog.org("default"), need(), 0, 5)) == [
             "a/alpha",
@@ -83,7 +83,7 @@ def test_equal_scores_are_ordered_by_name() -> None:
 
 
 def test_capabilities_and_context_exclude() -> None:
-    catalog, states = setup(
+    catalog, _states = setup(
         [
             model("nostream", "a", supportsStreaming=False),
             model("notools", "a", supportsFunctionCalling=False),
@@ -100,7 +100,7 @@ def test_capabilities_and_context_exclude() -> None:
 
 
 def test_explicit_model_names_a_group() -> None:
-    catalog, states = setup([model("gpt", "b"), model("gpt", "a"), model("other", "a")])
+    catalog, _states = setup([model("gpt", "b"), model("gpt", "a"), model("other", "a")])
     org = catalog.org("default")
     assert names(select(org, need(model="gpt"), 0, 5)) == ["a/gpt", "b/gpt"]
     with pytest.raises(NotFound):
@@ -108,7 +108,7 @@ def test_explicit_model_names_a_group() -> None:
 
 
 def test_disabled_and_unhealthy_get_no_traffic() -> None:
-    catalog, states = setup(
+    catalog, _states = setup(
         [model("m1", "a"), model("m2", "b"), model("m3", "b", isEnabled=False)],
         providers=[
             provider("a", "vllm", "http://a/v1", healthStatus="unhealthy"),
@@ -158,6 +158,6 @@ def test_an_unspecified_max_tokens_is_checked_per_model() -> None:
 
 
 def test_a_request_too_big_for_every_model_is_the_clients_fault() -> None:
-    catalog, states = setup([model("m", "a", contextWindow=100, maxOutputTokens=50)])
+    catalog, _states = setup([model("m", "a", contextWindow=100, maxOutputTokens=50)])
     with pytest.raises(BadRequest, match="maxOutputTokens"):
         select(catalog.org("default"), need(max_tokens=60), 0, 5)
