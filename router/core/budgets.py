@@ -52,6 +52,9 @@ class _Pending:
     stored_at: float | None = None  # monotonic time the store committed it
 
 
+_ADJECTIVE = {"day": "daily", "month": "monthly"}
+
+
 def _usd(d: Decimal) -> str:
     return format(d.quantize(Decimal("0.000001")).normalize(), "f")
 
@@ -111,9 +114,9 @@ class BudgetGuard:
                 if estimate > left or left <= 0:
                     who = "organization" if subject[0] == "organization" else "API key"
                     raise OverBudget(
-                        f"the {period}ly budget of {who} {subject[1]!r} is spent: "
-                        f"{_usd(max(left, Decimal(0)))} USD left of {limit}, and this "
-                        f"request could cost up to {_usd(estimate)} USD",
+                        f"the {_ADJECTIVE[period]} budget of {who} {subject[1]!r} cannot "
+                        f"cover this request: {_usd(max(left, Decimal(0)))} USD left of "
+                        f"{limit}, and it could cost up to {_usd(estimate)} USD",
                         {
                             "scope": subject[0],
                             "subject": subject[1],

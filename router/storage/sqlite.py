@@ -64,7 +64,8 @@ class SQLiteStore(Store):
 
     async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         def call() -> T:
-            assert self._conn is not None
+            if self._conn is None:
+                raise StoreUnavailable("the SQLite store is not open")
             try:
                 return fn(self._conn)
             except sqlite3.OperationalError as exc:  # locked, disk full, I/O error
@@ -88,7 +89,10 @@ class SQLiteStore(Store):
             done = {r[0] for r in conn.execute("SELECT version FROM switchyard_migrations")}
             for m in MIGRATIONS:
                 if m.version not in done:
-                    conn.executescript("SAVEPOINT m;" + m.sqlite + "RELEASE m;")
+                    # executescript() would commit the open transaction; run statements.
+                    for statement in m.sqlite.split(";"):
+                        if statement.strip():
+                            conn.execute(statement)
                     conn.execute(
                         "INSERT INTO switchyard_migrations VALUES (?, ?, ?)",
                         (m.version, m.name, datetime.now(UTC).timestamp()),

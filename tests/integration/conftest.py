@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+import uuid
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 
 from tests.conftest import Factory
 from tests.fakes import FakeAnthropic, FakeAzureOpenAI, FakeOllama, FakeOpenAI, FakeVLLM
 from tests.fakes.server import FakeServer
-from tests.support.servers import RouterServer
+from tests.support.postgres import PostgresServer
+from tests.support.servers import RouterServer, write_table
 from tests.support.tables import model, provider, table
 
 KEYS = {
@@ -98,3 +102,51 @@ def five_models() -> list[dict[str, Any]]:
 def gateway(fakes: Fakes, router: Factory) -> RouterServer:
     """A router with one model on each of the five provider types."""
     return router(table(five_providers(fakes), five_models()))
+
+
+# -- storage ------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    """One private PostgreSQL server for the session; each test gets its own database."""
+    server = PostgresServer().start()
+    yield server
+    server.destroy()
+
+
+def fresh_database(server: PostgresServer) -> str:
+    name = f"t_{uuid.uuid4().hex[:16]}"
+    with psycopg.connect(server.url, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    return server.url.rsplit("/", 1)[0] + f"/{name}"
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def database_url(request: pytest.FixtureRequest) -> str | None:
+    """Each storage test runs twice: on the embedded SQLite file and on PostgreSQL."""
+    if request.param == "sqlite":
+        return None
+    server: PostgresServer = request.getfixturevalue("postgres")
+    return fresh_database(server)
+
+
+@pytest.fixture
+def stored_router(
+    tmp_path: Path, database_url: str | None
+) -> Iterator[Callable[[dict[str, Any]], RouterServer]]:
+    """Start routers on the test's store (SQLite in tmp_path, or a fresh PostgreSQL database)."""
+    started: list[RouterServer] = []
+
+    def start(doc: dict[str, Any], state_dir: Path | None = None) -> RouterServer:
+        path = tmp_path / f"table-{len(started)}.yaml"
+        write_table(path, doc)
+        server = RouterServer(
+            path, database_url=database_url, state_dir=state_dir or tmp_path / "state"
+        ).start()
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.stop()
