@@ -70,6 +70,7 @@ def create_app(
     database_url: str | None = None,
     sqlite_path: str | Path = "switchyard.db",
     spool_path: str | Path | None = None,
+    record_usage: bool = True,
 ) -> Starlette:
     """An app serving the table at ``config``; raises ConfigError if that table is bad.
 
@@ -85,7 +86,7 @@ def create_app(
         store, spool, RecorderMetrics(metrics.registry), on_stored=budgets.stored
     )
     cache = ResponseCache(store, CacheSettings())
-    pipeline = Pipeline(gateway, metrics, recorder, cache, budgets)
+    pipeline = Pipeline(gateway, metrics, recorder if record_usage else None, cache, budgets)
     services = Services(
         gateway=gateway, metrics=metrics, started_at=time.time(), pipeline=pipeline, store=store
     )

@@ -50,6 +50,7 @@ def cmd_router(args: argparse.Namespace) -> int:
             database_url=args.database_url,
             sqlite_path=Path(args.state_dir).expanduser() / "switchyard.db",
             spool_path=Path(args.state_dir).expanduser() / "usage-spool.jsonl",
+            record_usage=not args.no_usage,
         )
     except (ConfigError, ValueError) as exc:
         print(f"switchyard: the routing table is invalid: {exc}", file=sys.stderr)
@@ -197,6 +198,11 @@ def _storage_args(p: argparse.ArgumentParser) -> None:
             os.path.join(os.environ.get("XDG_STATE_HOME", "~/.local/state"), "switchyard"),
         ),
         help="where the SQLite file and the usage spool live",
+    )
+    p.add_argument(
+        "--no-usage",
+        action="store_true",
+        help="keep no usage records (budgets then count only what this process spends)",
     )
 
 

@@ -116,6 +116,7 @@ class ResponseCache:
         self._hits: dict[str, tuple[int, datetime]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._flusher: asyncio.Task[None] | None = None
+        self._store_down_until = 0.0
 
     def configure(self, settings: CacheSettings) -> None:
         self.settings = settings
@@ -131,10 +132,15 @@ class ResponseCache:
                 self._count(key, now)
                 return hit
             del self._lru[key]
+        loop = asyncio.get_running_loop()
+        if loop.time() < self._store_down_until:
+            return None
         try:
             # A shared cache is worth a quick look; a slow database is a miss.
             entry = await asyncio.wait_for(self.store.cache_get(key, now), self.lookup_timeout)
-        except Exception:  # unavailable or slow: serve from the provider
+        except Exception:  # unavailable or slow: serve from the provider, and for a
+            # few seconds do not ask again, so an outage costs each request nothing.
+            self._store_down_until = loop.time() + 5.0
             return None
         if entry is None:
             return None

@@ -39,6 +39,7 @@ from switchyard.router.table.schema import CacheSettings
 class RequestInfo:
     api: str  # native | openai | anthropic
     cache_control: str | None = None
+    id: str = field(default_factory=new_id)  # the usage record's id, told to the client
     requested_at: datetime = field(default_factory=utcnow)
     started: float = field(default_factory=time.perf_counter)
 
@@ -302,7 +303,7 @@ class Pipeline:
         stream: bool,
     ) -> UsageRecord:
         record = UsageRecord(
-            id=new_id(),
+            id=info.id,
             organization=caller.organization,
             api_key=caller.key_name,
             api=info.api,

@@ -28,7 +28,7 @@ from switchyard.router.errors import BadRequest, SwitchyardError
 from switchyard.router.http.auth import authenticate
 from switchyard.router.http.body import read_json, validate
 from switchyard.router.http.errors import error_body
-from switchyard.router.http.native import SSE_HEADERS
+from switchyard.router.http.native import REQUEST_ID, SSE_HEADERS
 from switchyard.router.http.openai_api import AUTO_MODELS
 from switchyard.router.http.services import services
 
@@ -171,7 +171,7 @@ async def messages(request: Request) -> Response:
         return StreamingResponse(
             _stream(streaming, message_id, estimate_tokens(req.text_size())),
             media_type="text/event-stream",
-            headers=SSE_HEADERS,
+            headers=SSE_HEADERS | {REQUEST_ID: info.id},
             background=BackgroundTask(streaming.close),
         )
     done = await s.serve.complete(caller, req, info)
@@ -196,7 +196,9 @@ async def messages(request: Request) -> Response:
             "output_tokens": r.usage.completion_tokens,
         },
     }
-    return Response(orjson.dumps(payload), media_type="application/json")
+    return Response(
+        orjson.dumps(payload), media_type="application/json", headers={REQUEST_ID: info.id}
+    )
 
 
 def _event(name: bytes, data: dict[str, Any]) -> bytes:

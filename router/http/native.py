@@ -25,6 +25,8 @@ from switchyard.router.http.errors import error_body
 from switchyard.router.http.services import services
 
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+#: The id of the request's usage record, to find it in usage data and logs.
+REQUEST_ID = "x-switchyard-request-id"
 
 
 class CompletionBody(BaseModel):
@@ -89,7 +91,7 @@ async def completion(request: Request) -> Response:
         return StreamingResponse(
             _sse(streaming, request_id),
             media_type="text/event-stream",
-            headers=SSE_HEADERS,
+            headers=SSE_HEADERS | {REQUEST_ID: info.id},
             background=BackgroundTask(streaming.close),
         )
     done = await s.serve.complete(caller, req, info)
@@ -110,7 +112,9 @@ async def completion(request: Request) -> Response:
     }
     if done.attempts:
         payload["failedAttempts"] = [a.as_json() for a in done.attempts]
-    return Response(orjson.dumps(payload), media_type="application/json")
+    return Response(
+        orjson.dumps(payload), media_type="application/json", headers={REQUEST_ID: info.id}
+    )
 
 
 def _cost(cost: Cost, saved: Decimal) -> dict[str, str]:

@@ -32,7 +32,7 @@ from switchyard.router.errors import BadRequest, SwitchyardError
 from switchyard.router.http.auth import authenticate
 from switchyard.router.http.body import read_json, validate
 from switchyard.router.http.errors import error_body
-from switchyard.router.http.native import SSE_HEADERS
+from switchyard.router.http.native import REQUEST_ID, SSE_HEADERS
 from switchyard.router.http.services import services
 
 AUTO_MODELS = frozenset({"auto", "switchyard", "switchyard-auto"})
@@ -189,7 +189,8 @@ async def chat_completions(request: Request) -> Response:
             _stream(streaming, completion_id, created, include_usage),
             media_type="text/event-stream",
             headers=SSE_HEADERS
-            | _headers(streaming.provider, streaming.model, streaming.cache_hit),
+            | _headers(streaming.provider, streaming.model, streaming.cache_hit)
+            | {REQUEST_ID: info.id},
             background=BackgroundTask(streaming.close),
         )
     done = await s.serve.complete(caller, req, info)
@@ -213,7 +214,8 @@ async def chat_completions(request: Request) -> Response:
         "system_fingerprint": None,
     }
     headers = _headers(done.provider, done.model, done.cache_hit) | {
-        "x-switchyard-cost-usd": format(done.cost.total.normalize(), "f")
+        "x-switchyard-cost-usd": format(done.cost.total.normalize(), "f"),
+        REQUEST_ID: info.id,
     }
     return Response(orjson.dumps(payload), media_type="application/json", headers=headers)
 

@@ -25,14 +25,15 @@ def read_rows(database_url: str | None, state_dir: Path) -> list[dict[str, Any]]
     path = state_dir / "switchyard.db"
     if not path.exists():
         return []
-    conn = sqlite3.connect(path)
+    db = sqlite3.connect(path)
     try:
-        cur = conn.execute("SELECT * FROM llm_requests ORDER BY requested_at")
+        scur = db.execute("SELECT * FROM llm_requests ORDER BY requested_at")
+        names = [d[0] for d in scur.description]
+        rows = [dict(zip(names, row, strict=True)) for row in scur.fetchall()]
     except sqlite3.OperationalError:
         return []
-    names = [d[0] for d in cur.description]
-    rows = [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
-    conn.close()
+    finally:
+        db.close()
     for r in rows:  # money is stored as nano-dollars in SQLite
         for k in ("input_cost", "output_cost", "total_cost", "saved_cost"):
             r[k] = Decimal(r[k]) / NANO
