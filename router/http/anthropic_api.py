@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import AsyncIterator
 from typing import Any, Literal
 
@@ -165,7 +164,7 @@ async def messages(request: Request) -> Response:
     caller = authenticate(request, catalog, "completion")
     body = validate(MessagesBody, await read_json(request, catalog.settings.max_body_bytes))
     req = to_chat_request(body, request.headers.get("x-switchyard-task"))
-    message_id = f"msg_{uuid.uuid4().hex}"
+    message_id = f"msg_{info.id.replace('-', '')}"
     if req.stream:
         streaming = await s.serve.stream(caller, req, info)
         return StreamingResponse(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import AsyncIterator
 from decimal import Decimal
 from typing import Any
@@ -85,7 +84,7 @@ async def completion(request: Request) -> Response:
         temperature=body.temperature,
         stream=body.stream,
     )
-    request_id = f"cmpl-{uuid.uuid4().hex}"
+    request_id = f"cmpl-{info.id.replace('-', '')}"
     if body.stream:
         streaming = await s.serve.stream(caller, req, info)
         return StreamingResponse(

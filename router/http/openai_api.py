@@ -8,7 +8,6 @@ choose (the task type then comes from the ``X-Switchyard-Task`` header).
 from __future__ import annotations
 
 import time
-import uuid
 from collections.abc import AsyncIterator
 from typing import Any, Literal
 
@@ -180,7 +179,7 @@ async def chat_completions(request: Request) -> Response:
     caller = authenticate(request, catalog, "completion")
     body = validate(ChatBody, await read_json(request, catalog.settings.max_body_bytes))
     req = to_chat_request(body, request.headers.get("x-switchyard-task"))
-    completion_id = f"chatcmpl-{uuid.uuid4().hex}"
+    completion_id = f"chatcmpl-{info.id.replace('-', '')}"
     created = int(time.time())
     if req.stream:
         include_usage = bool(body.stream_options and body.stream_options.include_usage)

@@ -10,29 +10,21 @@ from decimal import Decimal
 from typing import Any, Literal
 
 from switchyard.router.storage.records import UsageRecord
+from switchyard.router.storage.rollup import (
+    GROUP_BY,
+    GroupBy,
+    Rollup,
+    UsageRow,
+    report,
+    rollups_of,
+    split_days,
+)
 
-GroupBy = Literal["day", "week", "month", "model", "task", "provider"]
-GROUP_BY: tuple[GroupBy, ...] = ("day", "week", "month", "model", "task", "provider")
+__all__ = ["GROUP_BY", "GroupBy", "Rollup", "UsageRow"]
 
 
 class StoreUnavailable(Exception):
     """The database cannot be reached or refused the write; try again later."""
-
-
-@dataclass(slots=True)
-class UsageRow:
-    """One group of a usage report."""
-
-    key: str
-    requests: int = 0
-    errors: int = 0
-    cache_hits: int = 0
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    cost: Decimal = Decimal(0)
-    saved_cost: Decimal = Decimal(0)
-    latency_p50_ms: float | None = None
-    latency_p95_ms: float | None = None
 
 
 @dataclass(slots=True)
@@ -74,10 +66,25 @@ class Store(abc.ABC):
         """Store records not stored before (by id) and add their cost to the spend
         counters, in one transaction. Returns how many were new."""
 
-    @abc.abstractmethod
     async def usage_report(
         self, organization: str, start: datetime, end: datetime, group_by: GroupBy
-    ) -> tuple[list[UsageRow], UsageRow]: ...
+    ) -> tuple[list[UsageRow], UsageRow]:
+        """Whole days from the daily rollups; partial days at the edges from the records."""
+        first, last, edges = split_days(start, end)
+        rollups = await self.usage_rollups(organization, first, last) if first < last else []
+        for lo, hi in edges:
+            rollups += rollups_of(await self.usage_records(organization, lo, hi))
+        return report(rollups, group_by)
+
+    @abc.abstractmethod
+    async def usage_rollups(self, organization: str, first: date, last: date) -> list[Rollup]:
+        """Daily rollups for days in [first, last)."""
+
+    @abc.abstractmethod
+    async def usage_records(
+        self, organization: str, start: datetime, end: datetime
+    ) -> list[UsageRecord]:
+        """Records requested in [start, end)."""
 
     @abc.abstractmethod
     async def cache_get(self, key: str, now: datetime) -> CacheEntry | None: ...

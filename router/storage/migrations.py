@@ -16,7 +16,7 @@ class Migration:
 MIGRATIONS: list[Migration] = [
     Migration(
         1,
-        "usage records, response cache, spend counters",
+        "usage records and daily rollups, response cache, spend counters",
         postgres="""
 CREATE TABLE llm_requests (
     id uuid PRIMARY KEY,
@@ -43,10 +43,26 @@ CREATE TABLE llm_requests (
     requested_at timestamptz NOT NULL,
     completed_at timestamptz NOT NULL
 );
--- Every usage query filters one organization over a time range.
-CREATE INDEX llm_requests_org_time ON llm_requests (organization, requested_at)
-    INCLUDE (model, task_type, provider, status, cache_hit, prompt_tokens, completion_tokens,
-             total_cost, saved_cost, latency_ms);
+CREATE INDEX llm_requests_org_time ON llm_requests (organization, requested_at);
+-- One row per organization, UTC day, provider, model and task type, kept by the
+-- usage writer in the transaction that stores the records: usage queries read
+-- these instead of scanning millions of records. '' stands for "none".
+CREATE TABLE llm_usage_daily (
+    organization text NOT NULL,
+    day date NOT NULL,
+    provider text NOT NULL,
+    model text NOT NULL,
+    task_type text NOT NULL,
+    requests bigint NOT NULL,
+    errors bigint NOT NULL,
+    cache_hits bigint NOT NULL,
+    prompt_tokens bigint NOT NULL,
+    completion_tokens bigint NOT NULL,
+    cost numeric(24, 9) NOT NULL,
+    saved_cost numeric(24, 9) NOT NULL,
+    latency_hist integer[] NOT NULL,
+    PRIMARY KEY (organization, day, provider, model, task_type)
+);
 CREATE TABLE llm_response_cache (
     cache_key text PRIMARY KEY,
     organization text NOT NULL,
@@ -95,6 +111,22 @@ CREATE TABLE llm_requests (
     completed_at REAL NOT NULL
 ) WITHOUT ROWID;
 CREATE INDEX llm_requests_org_time ON llm_requests (organization, requested_at);
+CREATE TABLE llm_usage_daily (
+    organization TEXT NOT NULL,
+    day TEXT NOT NULL,
+    provider TEXT NOT NULL,
+    model TEXT NOT NULL,
+    task_type TEXT NOT NULL,
+    requests INTEGER NOT NULL,
+    errors INTEGER NOT NULL,
+    cache_hits INTEGER NOT NULL,
+    prompt_tokens INTEGER NOT NULL,
+    completion_tokens INTEGER NOT NULL,
+    cost INTEGER NOT NULL,
+    saved_cost INTEGER NOT NULL,
+    latency_hist BLOB NOT NULL,
+    PRIMARY KEY (organization, day, provider, model, task_type)
+) WITHOUT ROWID;
 CREATE TABLE llm_response_cache (
     cache_key TEXT PRIMARY KEY,
     organization TEXT NOT NULL,

@@ -3,54 +3,24 @@
 from __future__ import annotations
 
 import logging
-from collections import defaultdict
 from collections.abc import Sequence
 from datetime import date, datetime
 from decimal import Decimal
-from typing import Any
 
 import psycopg
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
-from switchyard.router.storage.base import (
-    CacheEntry,
-    GroupBy,
-    Spend,
-    Store,
-    StoreUnavailable,
-    UsageRow,
-)
+from switchyard.router.storage import histogram
+from switchyard.router.storage.base import CacheEntry, Spend, Store, StoreUnavailable
 from switchyard.router.storage.migrations import MIGRATIONS
-from switchyard.router.storage.periods import spend_keys
 from switchyard.router.storage.records import UsageRecord
+from switchyard.router.storage.rollup import Rollup
 
 log = logging.getLogger("switchyard.router.storage")
 
 #: Serializes migrations across replicas starting at once.
 MIGRATION_LOCK = 0x5377_7943  # "SwyC"
-
-#: groupBy → SQL expression. An allow-list: groupBy never reaches SQL as text.
-_GROUP_SQL: dict[GroupBy, str] = {
-    "day": "to_char(date_trunc('day', requested_at AT TIME ZONE 'UTC'), 'YYYY-MM-DD')",
-    "week": "to_char(date_trunc('week', requested_at AT TIME ZONE 'UTC'), 'YYYY-MM-DD')",
-    "month": "to_char(date_trunc('month', requested_at AT TIME ZONE 'UTC'), 'YYYY-MM')",
-    "model": "coalesce(model, '(none)')",
-    "task": "coalesce(task_type, '(none)')",
-    "provider": "coalesce(provider, '(none)')",
-}
-
-_AGGREGATES = """
-    count(*),
-    count(*) FILTER (WHERE status <> 'ok'),
-    count(*) FILTER (WHERE cache_hit),
-    coalesce(sum(prompt_tokens), 0),
-    coalesce(sum(completion_tokens), 0),
-    coalesce(sum(total_cost), 0),
-    coalesce(sum(saved_cost), 0),
-    percentile_disc(0.5) WITHIN GROUP (ORDER BY latency_ms),
-    percentile_disc(0.95) WITHIN GROUP (ORDER BY latency_ms)
-"""
 
 _COLUMNS = (
     "id, organization, api_key, api, provider, model, task_type, prompt_tokens, "
@@ -58,26 +28,87 @@ _COLUMNS = (
     "latency_ms, ttft_ms, status, http_status, error_class, cache_hit, stream, "
     "requested_at, completed_at"
 )
-_TYPES = (
-    "uuid[], text[], text[], text[], text[], text[], text[], int[], int[], int[], numeric[], "
-    "numeric[], numeric[], numeric[], real[], real[], text[], smallint[], text[], bool[], bool[], "
-    "timestamptz[], timestamptz[]"
+
+
+# One statement moves the staged records that are new into llm_requests and
+# adds exactly those to the daily rollups and the spend counters, so a record
+# replayed twice counts once, and the arithmetic runs in the database rather
+# than on the router's event loop. The bucket formula is histogram.bucket().
+_MOVE_AND_ROLL_UP = f"""
+WITH ins AS (
+    INSERT INTO llm_requests ({_COLUMNS})
+    SELECT {_COLUMNS} FROM llm_requests_stage
+    ON CONFLICT (id) DO NOTHING
+    RETURNING organization, api_key, requested_at, provider, model, task_type, status,
+              cache_hit, prompt_tokens, completion_tokens, total_cost, saved_cost, latency_ms
+), b AS (
+    SELECT organization, api_key, (requested_at AT TIME ZONE 'UTC')::date AS day,
+           coalesce(provider, '') AS p, coalesce(model, '') AS m, coalesce(task_type, '') AS t,
+           status, cache_hit, prompt_tokens, completion_tokens, total_cost, saved_cost,
+           CASE WHEN latency_ms IS NULL THEN NULL
+                WHEN latency_ms <= {histogram.LOW_MS} THEN 0
+                ELSE least({histogram.BUCKETS - 1},
+                           floor((ln(latency_ms) - ln({histogram.LOW_MS}))
+                                 / {histogram.STEP!r}))::int
+           END AS bucket
+    FROM ins
+), g AS (
+    SELECT organization, day, p, m, t, count(*) AS n,
+           count(*) FILTER (WHERE status <> 'ok') AS errors,
+           count(*) FILTER (WHERE cache_hit) AS hits,
+           sum(prompt_tokens) AS pt, sum(completion_tokens) AS ct,
+           sum(total_cost) AS cost, sum(saved_cost) AS saved
+    FROM b GROUP BY organization, day, p, m, t
+), h AS (
+    SELECT organization, day, p, m, t, bucket, count(*) AS c
+    FROM b WHERE bucket IS NOT NULL GROUP BY organization, day, p, m, t, bucket
+), hist AS (
+    SELECT g.organization, g.day, g.p, g.m, g.t,
+           array_agg(coalesce(h.c, 0)::int ORDER BY i) AS hist
+    FROM g CROSS JOIN generate_series(0, {histogram.BUCKETS - 1}) AS i
+    LEFT JOIN h ON h.organization = g.organization AND h.day = g.day AND h.p = g.p
+                 AND h.m = g.m AND h.t = g.t AND h.bucket = i
+    GROUP BY g.organization, g.day, g.p, g.m, g.t
+), rolled AS (
+    INSERT INTO llm_usage_daily AS d (organization, day, provider, model, task_type, requests,
+        errors, cache_hits, prompt_tokens, completion_tokens, cost, saved_cost, latency_hist)
+    SELECT g.organization, g.day, g.p, g.m, g.t, g.n, g.errors, g.hits, g.pt, g.ct, g.cost,
+           g.saved, hist.hist
+    FROM g JOIN hist USING (organization, day, p, m, t)
+    ORDER BY 1, 2, 3, 4, 5
+    ON CONFLICT (organization, day, provider, model, task_type) DO UPDATE SET
+        requests = d.requests + excluded.requests,
+        errors = d.errors + excluded.errors,
+        cache_hits = d.cache_hits + excluded.cache_hits,
+        prompt_tokens = d.prompt_tokens + excluded.prompt_tokens,
+        completion_tokens = d.completion_tokens + excluded.completion_tokens,
+        cost = d.cost + excluded.cost,
+        saved_cost = d.saved_cost + excluded.saved_cost,
+        latency_hist = (
+            SELECT array_agg(x + y ORDER BY n)
+            FROM unnest(d.latency_hist, excluded.latency_hist) WITH ORDINALITY AS u(x, y, n)
+        )
+    RETURNING 1
+), spent AS (
+    INSERT INTO llm_spend AS s (scope, subject, period, period_start, spent)
+    SELECT scope, subject, period, start, sum(total_cost) FROM (
+        SELECT 'organization' AS scope, organization AS subject, 'day' AS period,
+               day AS start, total_cost FROM b
+        UNION ALL SELECT 'organization', organization, 'month',
+               date_trunc('month', day)::date, total_cost FROM b
+        UNION ALL SELECT 'apiKey', organization || '/' || api_key, 'day', day, total_cost FROM b
+        UNION ALL SELECT 'apiKey', organization || '/' || api_key, 'month',
+               date_trunc('month', day)::date, total_cost FROM b
+    ) AS x
+    WHERE total_cost > 0
+    GROUP BY scope, subject, period, start
+    ORDER BY 1, 2, 3, 4
+    ON CONFLICT (scope, subject, period, period_start)
+        DO UPDATE SET spent = s.spent + excluded.spent
+    RETURNING 1
 )
-
-
-def _row(values: Sequence[Any], key: str) -> UsageRow:
-    return UsageRow(
-        key=key,
-        requests=int(values[0]),
-        errors=int(values[1]),
-        cache_hits=int(values[2]),
-        prompt_tokens=int(values[3]),
-        completion_tokens=int(values[4]),
-        cost=Decimal(values[5]),
-        saved_cost=Decimal(values[6]),
-        latency_p50_ms=None if values[7] is None else float(values[7]),
-        latency_p95_ms=None if values[8] is None else float(values[8]),
-    )
+SELECT (SELECT count(*) FROM ins), (SELECT count(*) FROM rolled), (SELECT count(*) FROM spent)
+"""
 
 
 class PostgresStore(Store):
@@ -124,66 +155,48 @@ class PostgresStore(Store):
     async def write_usage(self, records: Sequence[UsageRecord]) -> int:
         if not records:
             return 0
-        cols: list[list[Any]] = [[] for _ in range(23)]
-        for r in records:
-            values = (
-                r.id,
-                r.organization,
-                r.api_key,
-                r.api,
-                r.provider,
-                r.model,
-                r.task_type,
-                r.prompt_tokens,
-                r.completion_tokens,
-                r.total_tokens,
-                r.input_cost,
-                r.output_cost,
-                r.total_cost,
-                r.saved_cost,
-                r.latency_ms,
-                r.ttft_ms,
-                r.status,
-                r.http_status,
-                r.error_class,
-                r.cache_hit,
-                r.stream,
-                r.requested_at,
-                r.completed_at,
-            )
-            for i, v in enumerate(values):
-                cols[i].append(v)
-        types = _TYPES.split(", ")
-        unnest = ", ".join(f"%s::{t}" for t in types)
         try:
             async with self.pool.connection() as conn, conn.transaction():
-                cur = await conn.execute(
-                    f"INSERT INTO llm_requests ({_COLUMNS}) SELECT * FROM unnest({unnest}) "
-                    "ON CONFLICT (id) DO NOTHING RETURNING id::text",
-                    cols,
+                # COPY into a per-session staging table, then move the rows that are
+                # new: COPY adapts rows in C, where array parameters would not.
+                await conn.execute(
+                    "CREATE TEMP TABLE IF NOT EXISTS llm_requests_stage "
+                    "(LIKE llm_requests) ON COMMIT DELETE ROWS"
                 )
-                new = {row[0] for row in await cur.fetchall()}
-                spend: dict[tuple[str, str, str, date], Decimal] = defaultdict(Decimal)
-                for r in records:
-                    if r.id in new and r.total_cost:
-                        for key in spend_keys(r):
-                            spend[key] += r.total_cost
-                if spend:
-                    keys = sorted(spend)  # a fixed order: no deadlocks between replicas
-                    await conn.execute(
-                        "INSERT INTO llm_spend (scope, subject, period, period_start, spent) "
-                        "SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::date[], "
-                        "%s::numeric[]) ON CONFLICT (scope, subject, period, period_start) "
-                        "DO UPDATE SET spent = llm_spend.spent + excluded.spent",
-                        (
-                            [k[0] for k in keys],
-                            [k[1] for k in keys],
-                            [k[2] for k in keys],
-                            [k[3] for k in keys],
-                            [spend[k] for k in keys],
-                        ),
-                    )
-                return len(new)
+                async with conn.cursor().copy(
+                    f"COPY llm_requests_stage ({_COLUMNS}) FROM STDIN"
+                ) as copy:
+                    for r in records:
+                        await copy.write_row(
+                            (
+                                r.id,
+                                r.organization,
+                                r.api_key,
+                                r.api,
+                                r.provider,
+                                r.model,
+                                r.task_type,
+                                r.prompt_tokens,
+                                r.completion_tokens,
+                                r.total_tokens,
+                                r.input_cost,
+                                r.output_cost,
+                                r.total_cost,
+                                r.saved_cost,
+                                r.latency_ms,
+                                r.ttft_ms,
+                                r.status,
+                                r.http_status,
+                                r.error_class,
+                                r.cache_hit,
+                                r.stream,
+                                r.requested_at,
+                                r.completed_at,
+                            )
+                        )
+                cur = await conn.execute(_MOVE_AND_ROLL_UP)
+                row = await cur.fetchone()
+                return int(row[0]) if row else 0
         except (psycopg.OperationalError, psycopg.InterfaceError, TimeoutError) as exc:
             raise StoreUnavailable(str(exc)) from exc
         except Exception as exc:  # psycopg_pool.PoolTimeout and friends
@@ -191,26 +204,70 @@ class PostgresStore(Store):
                 raise StoreUnavailable(str(exc)) from exc
             raise
 
-    async def usage_report(
-        self, organization: str, start: datetime, end: datetime, group_by: GroupBy
-    ) -> tuple[list[UsageRow], UsageRow]:
-        expr = _GROUP_SQL[group_by]
-        where = "organization = %s AND requested_at >= %s AND requested_at < %s"
-        params = (organization, start, end)
+    async def usage_rollups(self, organization: str, first: date, last: date) -> list[Rollup]:
         async with self.pool.connection() as conn:
             cur = await conn.execute(
-                f"SELECT {expr} AS g, {_AGGREGATES} FROM llm_requests WHERE {where} "
-                "GROUP BY g ORDER BY g",
-                params,
+                "SELECT organization, day, provider, model, task_type, requests, errors, "
+                "cache_hits, prompt_tokens, completion_tokens, cost, saved_cost, latency_hist "
+                "FROM llm_usage_daily WHERE organization = %s AND day >= %s AND day < %s",
+                (organization, first, last),
             )
-            groups = [_row(row[1:], str(row[0])) for row in await cur.fetchall()]
+            rows = await cur.fetchall()
+        return [
+            Rollup(
+                r[0],
+                r[1],
+                r[2],
+                r[3],
+                r[4],
+                int(r[5]),
+                int(r[6]),
+                int(r[7]),
+                int(r[8]),
+                int(r[9]),
+                Decimal(r[10]),
+                Decimal(r[11]),
+                list(r[12]),
+            )
+            for r in rows
+        ]
+
+    async def usage_records(
+        self, organization: str, start: datetime, end: datetime
+    ) -> list[UsageRecord]:
+        async with self.pool.connection() as conn:
             cur = await conn.execute(
-                f"SELECT {_AGGREGATES} FROM llm_requests WHERE {where}",
-                params,
+                f"SELECT {_COLUMNS} FROM llm_requests WHERE organization = %s "
+                "AND requested_at >= %s AND requested_at < %s",
+                (organization, start, end),
             )
-            total = await cur.fetchone()
-        assert total is not None
-        return groups, _row(total, "total")
+            rows = await cur.fetchall()
+        return [
+            UsageRecord(
+                id=str(r[0]),
+                organization=r[1],
+                api_key=r[2],
+                api=r[3],
+                provider=r[4],
+                model=r[5],
+                task_type=r[6],
+                prompt_tokens=r[7],
+                completion_tokens=r[8],
+                input_cost=Decimal(r[10]),
+                output_cost=Decimal(r[11]),
+                saved_cost=Decimal(r[13]),
+                latency_ms=r[14],
+                ttft_ms=r[15],
+                status=r[16],
+                http_status=r[17],
+                error_class=r[18],
+                cache_hit=r[19],
+                stream=r[20],
+                requested_at=r[21],
+                completed_at=r[22],
+            )
+            for r in rows
+        ]
 
     async def cache_get(self, key: str, now: datetime) -> CacheEntry | None:
         async with self.pool.connection() as conn:

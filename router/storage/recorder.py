@@ -73,8 +73,8 @@ class UsageRecorder:
         metrics: RecorderMetrics,
         *,
         max_queue: int = 100_000,
-        batch_size: int = 1000,
-        flush_interval: float = 0.2,
+        batch_size: int = 5000,
+        flush_interval: float = 0.5,
         retry_interval: float = 1.0,
         on_stored: Callable[[list[UsageRecord], float], None] | None = None,
     ) -> None:
@@ -171,14 +171,25 @@ class UsageRecorder:
         log.info("replayed the usage spool")
 
     async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
         while True:
-            if not self._queue and not self._closing:
+            # Gather for up to one flush interval, or until a batch is full: a batch
+            # costs a transaction whatever its size, so fewer and fuller is cheaper.
+            deadline = loop.time() + self.flush_interval
+            while len(self._queue) < self.batch_size and not self._closing:
+                left = deadline - loop.time()
+                if left <= 0:
+                    break
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), self.flush_interval)
+                    await asyncio.wait_for(self._wake.wait(), left)
                 self._wake.clear()
             store_up = time.monotonic() >= self._store_down_until
-            while self._queue:
-                batch = self._drain(self.batch_size)
+            # Only what was gathered: records arriving during these writes wait for
+            # the next round, or every write would carry just what one write let in.
+            gathered = len(self._queue)
+            while gathered > 0:
+                batch = self._drain(min(gathered, self.batch_size))
+                gathered -= len(batch)
                 if not (store_up and await self._write(batch)):
                     self._to_spool(batch)
                     store_up = False
@@ -187,5 +198,3 @@ class UsageRecorder:
             self._update_gauges()
             if self._closing and not self._queue:
                 return
-            if not store_up and not self._closing:
-                await asyncio.sleep(min(self.retry_interval, self.flush_interval))

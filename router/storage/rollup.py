@@ -1,0 +1,152 @@
+"""Daily usage rollups, and usage reports assembled from them."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, time, timedelta
+from decimal import Decimal
+from typing import Literal
+
+from switchyard.router.storage import histogram
+from switchyard.router.storage.records import UsageRecord
+
+GroupBy = Literal["day", "week", "month", "model", "task", "provider"]
+GROUP_BY: tuple[GroupBy, ...] = ("day", "week", "month", "model", "task", "provider")
+RollupKey = tuple[str, date, str, str, str]  # organization, day, provider, model, task ("" = none)
+
+
+@dataclass(slots=True)
+class Rollup:
+    organization: str
+    day: date
+    provider: str
+    model: str
+    task_type: str
+    requests: int = 0
+    errors: int = 0
+    cache_hits: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost: Decimal = Decimal(0)
+    saved_cost: Decimal = Decimal(0)
+    hist: list[int] = field(default_factory=histogram.empty)
+
+    @property
+    def key(self) -> RollupKey:
+        return (self.organization, self.day, self.provider, self.model, self.task_type)
+
+    def add(self, r: UsageRecord) -> None:
+        self.requests += 1
+        self.errors += r.status != "ok"
+        self.cache_hits += r.cache_hit
+        self.prompt_tokens += r.prompt_tokens
+        self.completion_tokens += r.completion_tokens
+        self.cost += r.total_cost
+        self.saved_cost += r.saved_cost
+        if r.latency_ms is not None:
+            self.hist[histogram.bucket(r.latency_ms)] += 1
+
+    def merge(self, o: Rollup) -> None:
+        self.requests += o.requests
+        self.errors += o.errors
+        self.cache_hits += o.cache_hits
+        self.prompt_tokens += o.prompt_tokens
+        self.completion_tokens += o.completion_tokens
+        self.cost += o.cost
+        self.saved_cost += o.saved_cost
+        histogram.add_into(self.hist, o.hist)
+
+
+def rollups_of(records: Iterable[UsageRecord]) -> list[Rollup]:
+    out: dict[RollupKey, Rollup] = {}
+    for r in records:
+        key = (
+            r.organization,
+            r.requested_at.astimezone(UTC).date(),
+            r.provider or "",
+            r.model or "",
+            r.task_type or "",
+        )
+        roll = out.get(key)
+        if roll is None:
+            roll = out[key] = Rollup(*key)
+        roll.add(r)
+    return list(out.values())
+
+
+@dataclass(slots=True)
+class UsageRow:
+    """One group of a usage report."""
+
+    key: str
+    requests: int = 0
+    errors: int = 0
+    cache_hits: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost: Decimal = Decimal(0)
+    saved_cost: Decimal = Decimal(0)
+    latency_p50_ms: float | None = None
+    latency_p95_ms: float | None = None
+
+
+def _group(r: Rollup, group_by: GroupBy) -> str:
+    if group_by == "day":
+        return r.day.isoformat()
+    if group_by == "week":
+        return (r.day - timedelta(days=r.day.weekday())).isoformat()
+    if group_by == "month":
+        return r.day.strftime("%Y-%m")
+    value = {"model": r.model, "task": r.task_type, "provider": r.provider}[group_by]
+    return value or "(none)"
+
+
+def report(rollups: Iterable[Rollup], group_by: GroupBy) -> tuple[list[UsageRow], UsageRow]:
+    groups: dict[str, Rollup] = {}
+    total = Rollup("", date.min, "", "", "")
+    for r in rollups:
+        key = _group(r, group_by)
+        g = groups.get(key)
+        if g is None:
+            g = groups[key] = Rollup("", r.day, "", "", "")
+        g.merge(r)
+        total.merge(r)
+
+    def row(key: str, r: Rollup) -> UsageRow:
+        return UsageRow(
+            key,
+            r.requests,
+            r.errors,
+            r.cache_hits,
+            r.prompt_tokens,
+            r.completion_tokens,
+            r.cost,
+            r.saved_cost,
+            histogram.percentile(r.hist, 0.5),
+            histogram.percentile(r.hist, 0.95),
+        )
+
+    return [row(k, groups[k]) for k in sorted(groups)], row("total", total)
+
+
+def split_days(
+    start: datetime, end: datetime
+) -> tuple[date, date, list[tuple[datetime, datetime]]]:
+    """Whole UTC days inside [start, end), and the partial stretches at either side.
+
+    Returns (first whole day, day after the last whole day, partial ranges).
+    """
+    start, end = start.astimezone(UTC), end.astimezone(UTC)
+    first = start.date() if start.time() == time.min else start.date() + timedelta(days=1)
+    last = end.date()  # exclusive
+    if first >= last:
+        return first, first, [(start, end)]
+    edges = []
+    first_midnight = datetime.combine(first, time.min, UTC)
+    last_midnight = datetime.combine(last, time.min, UTC)
+    if start < first_midnight:
+        edges.append((start, first_midnight))
+    if last_midnight < end:
+        edges.append((last_midnight, end))
+    return first, last, edges
