@@ -91,6 +91,7 @@ class UsageRecorder:
         self._task: asyncio.Task[None] | None = None
         self._store_down_until = 0.0
         self._closing = False
+        self._spool_size = 0
 
     # -- the request path ---------------------------------------------------
     def submit(self, record: UsageRecord) -> None:
@@ -119,6 +120,7 @@ class UsageRecorder:
                     await self._task
         if self._queue:
             self._to_spool(self._drain(len(self._queue)))
+        self._spool_size = self.spool.size()
         self._update_gauges()
 
     # -- the writer -----------------------------------------------------------
@@ -127,6 +129,7 @@ class UsageRecorder:
         return [q.popleft() for _ in range(min(n, len(q)))]
 
     def _to_spool(self, records: list[UsageRecord]) -> None:
+        """Synchronously: for the few records that overflow the queue, and at exit."""
         try:
             self.spool.append(records)
             self.metrics.spooled.inc(len(records))
@@ -134,9 +137,13 @@ class UsageRecorder:
             log.error("cannot spool %d usage records: %s", len(records), exc)
             self.metrics.lost.inc(len(records))
 
+    async def _spool_off_loop(self, records: list[UsageRecord]) -> None:
+        # Serializing and fsyncing thousands of records must not stall requests.
+        await asyncio.to_thread(self._to_spool, records)
+
     def _update_gauges(self) -> None:
         self.metrics.queue_depth.set(len(self._queue))
-        self.metrics.spool_bytes.set(self.spool.size())
+        self.metrics.spool_bytes.set(self._spool_size)
 
     async def _write(self, batch: list[UsageRecord]) -> bool:
         started = time.perf_counter()
@@ -161,13 +168,14 @@ class UsageRecorder:
         return True
 
     async def _replay(self) -> None:
-        path = self.spool.take()
+        path = await asyncio.to_thread(self.spool.take)
         if path is None:
             return
-        for batch in self.spool.read(path, self.batch_size):
+        batches = await asyncio.to_thread(lambda: list(self.spool.read(path, self.batch_size)))
+        for batch in batches:
             if not await self._write(batch):
                 return  # keep the file; the next attempt starts it over (idempotently)
-        self.spool.done(path)
+        await asyncio.to_thread(self.spool.done, path)
         log.info("replayed the usage spool")
 
     async def _run(self) -> None:
@@ -191,10 +199,12 @@ class UsageRecorder:
                 batch = self._drain(min(gathered, self.batch_size))
                 gathered -= len(batch)
                 if not (store_up and await self._write(batch)):
-                    self._to_spool(batch)
+                    await self._spool_off_loop(batch)
                     store_up = False
-            if store_up and self.spool.pending():
+            self._spool_size = await asyncio.to_thread(self.spool.size)
+            if store_up and self._spool_size:
                 await self._replay()
+                self._spool_size = await asyncio.to_thread(self.spool.size)
             self._update_gauges()
             if self._closing and not self._queue:
                 return

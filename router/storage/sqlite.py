@@ -21,12 +21,43 @@ from typing import TypeVar
 from switchyard.router.storage import histogram
 from switchyard.router.storage.base import CacheEntry, Spend, Store, StoreUnavailable
 from switchyard.router.storage.migrations import MIGRATIONS
-from switchyard.router.storage.periods import spend_keys
 from switchyard.router.storage.records import UsageRecord
-from switchyard.router.storage.rollup import Rollup, rollups_of
+from switchyard.router.storage.rollup import Rollup
 
 T = TypeVar("T")
 NANO = Decimal(10) ** 9
+
+
+# Sums per rollup key and latency bucket over the staged new records; a bucket's
+# formula is histogram.bucket().
+_ROLLUP_FROM_STAGE = f"""
+SELECT organization, strftime('%Y-%m-%d', requested_at, 'unixepoch'),
+       coalesce(provider, ''), coalesce(model, ''), coalesce(task_type, ''),
+       CASE WHEN latency_ms IS NULL THEN NULL
+            WHEN latency_ms <= {histogram.LOW_MS} THEN 0
+            ELSE min({histogram.BUCKETS - 1}, CAST(
+                (ln(latency_ms) - ln({histogram.LOW_MS})) / {histogram.STEP!r} AS INTEGER))
+       END AS bucket,
+       count(*), sum(status <> 'ok'), sum(cache_hit), sum(prompt_tokens),
+       sum(completion_tokens), sum(total_cost), sum(saved_cost), count(*)
+FROM temp.stage GROUP BY 1, 2, 3, 4, 5, 6
+"""
+
+_SPEND_FROM_STAGE = """
+INSERT INTO llm_spend (scope, subject, period, period_start, spent)
+SELECT scope, subject, period, start, sum(total_cost) FROM (
+    SELECT 'organization' AS scope, organization AS subject, 'day' AS period,
+           strftime('%Y-%m-%d', requested_at, 'unixepoch') AS start, total_cost FROM temp.stage
+    UNION ALL SELECT 'organization', organization, 'month',
+           strftime('%Y-%m-01', requested_at, 'unixepoch'), total_cost FROM temp.stage
+    UNION ALL SELECT 'apiKey', organization || '/' || api_key, 'day',
+           strftime('%Y-%m-%d', requested_at, 'unixepoch'), total_cost FROM temp.stage
+    UNION ALL SELECT 'apiKey', organization || '/' || api_key, 'month',
+           strftime('%Y-%m-01', requested_at, 'unixepoch'), total_cost FROM temp.stage
+) WHERE total_cost > 0
+GROUP BY scope, subject, period, start
+ON CONFLICT (scope, subject, period, period_start) DO UPDATE SET spent = spent + excluded.spent
+"""
 
 
 def _pack(hist: list[int]) -> bytes:
@@ -93,6 +124,10 @@ class SQLiteStore(Store):
                         (m.version, m.name, datetime.now(UTC).timestamp()),
                     )
             conn.execute("COMMIT")
+            # The staging table lives with the connection, outside any migration.
+            conn.execute(
+                "CREATE TEMP TABLE IF NOT EXISTS stage AS SELECT * FROM llm_requests WHERE 0"
+            )
             self._conn = conn
 
         await asyncio.get_running_loop().run_in_executor(self._executor, connect)
@@ -107,62 +142,80 @@ class SQLiteStore(Store):
         self._executor.shutdown(wait=True)
 
     async def write_usage(self, records: Sequence[UsageRecord]) -> int:
+        # Rows are bound in C by executemany into a staging table; SQL then keeps
+        # only the new ones and sums them, so the thread holds the GIL briefly.
+        rows = [
+            (
+                r.id, r.organization, r.api_key, r.api, r.provider, r.model, r.task_type,
+                r.prompt_tokens, r.completion_tokens, r.prompt_tokens + r.completion_tokens,
+                nano(r.input_cost), nano(r.output_cost), nano(r.input_cost + r.output_cost),
+                nano(r.saved_cost), r.latency_ms, r.ttft_ms, r.status, r.http_status,
+                r.error_class, int(r.cache_hit), int(r.stream), ts(r.requested_at),
+                ts(r.completed_at),
+            )
+            for r in records
+        ]  # fmt: skip
+
         def write(conn: sqlite3.Connection) -> int:
-            new = 0
             conn.execute("BEGIN IMMEDIATE")
-            fresh: list[UsageRecord] = []
             try:
-                for r in records:
-                    cur = conn.execute(
-                        "INSERT OR IGNORE INTO llm_requests VALUES "
-                        "(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                        (
-                            r.id,
-                            r.organization,
-                            r.api_key,
-                            r.api,
-                            r.provider,
-                            r.model,
-                            r.task_type,
-                            r.prompt_tokens,
-                            r.completion_tokens,
-                            r.total_tokens,
-                            nano(r.input_cost),
-                            nano(r.output_cost),
-                            nano(r.total_cost),
-                            nano(r.saved_cost),
-                            r.latency_ms,
-                            r.ttft_ms,
-                            r.status,
-                            r.http_status,
-                            r.error_class,
-                            int(r.cache_hit),
-                            int(r.stream),
-                            ts(r.requested_at),
-                            ts(r.completed_at),
-                        ),
-                    )
-                    if cur.rowcount != 1:
-                        continue
-                    new += 1
-                    fresh.append(r)
-                    if r.total_cost:
-                        for scope, subject, period, start in spend_keys(r):
-                            conn.execute(
-                                "INSERT INTO llm_spend VALUES (?, ?, ?, ?, ?) "
-                                "ON CONFLICT (scope, subject, period, period_start) "
-                                "DO UPDATE SET spent = spent + excluded.spent",
-                                (scope, subject, period, start.isoformat(), nano(r.total_cost)),
-                            )
-                for x in rollups_of(fresh):
-                    self._add_rollup(conn, x)
+                conn.execute("DELETE FROM temp.stage")
+                conn.executemany(
+                    "INSERT INTO temp.stage VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                    rows,
+                )
+                # Keep the first of any repeated id, and only ids not stored before.
+                conn.execute(
+                    "DELETE FROM temp.stage WHERE rowid NOT IN "
+                    "(SELECT min(rowid) FROM temp.stage GROUP BY id) "
+                    "OR id IN (SELECT id FROM llm_requests)"
+                )
+                new = conn.execute(
+                    "INSERT INTO llm_requests SELECT id, organization, api_key, api, provider, "
+                    "model, task_type, prompt_tokens, completion_tokens, total_tokens, "
+                    "input_cost, output_cost, total_cost, saved_cost, latency_ms, ttft_ms, "
+                    "status, http_status, error_class, cache_hit, stream, requested_at, "
+                    "completed_at FROM temp.stage"
+                ).rowcount
+                self._roll_up(conn)
+                conn.execute(_SPEND_FROM_STAGE)
                 conn.execute("COMMIT")
             except BaseException:
                 conn.execute("ROLLBACK")
                 raise
-            return new
+            return int(new)
 
         return await self._run(write)
+
+    def _roll_up(self, conn: sqlite3.Connection) -> None:
+        totals: dict[tuple[str, str, str, str, str], list[int]] = {}
+        hists: dict[tuple[str, str, str, str, str], list[int]] = {}
+        for row in conn.execute(_ROLLUP_FROM_STAGE):
+            key = (row[0], row[1], row[2], row[3], row[4])
+            counts = totals.setdefault(key, [0] * 7)
+            for i in range(7):
+                counts[i] += row[6 + i]
+            if row[5] is not None:
+                hists.setdefault(key, histogram.empty())[row[5]] += row[13]
+        for key, counts in totals.items():
+            self._add_rollup(
+                conn,
+                Rollup(
+                    key[0],
+                    date.fromisoformat(key[1]),
+                    key[2],
+                    key[3],
+                    key[4],
+                    counts[0],
+                    counts[1],
+                    counts[2],
+                    counts[3],
+                    counts[4],
+                    usd(counts[5]),
+                    usd(counts[6]),
+                    hists.get(key, histogram.empty()),
+                ),
+            )
 
     async def usage_rollups(self, organization: str, first: date, last: date) -> list[Rollup]:
         def read(conn: sqlite3.Connection) -> list[Rollup]:

@@ -201,6 +201,9 @@ def main() -> int:
     parser.add_argument("--duration", type=int, default=10, help="seconds per measured run")
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--quick", action="store_true", help="3 s runs, for a smoke check")
+    parser.add_argument(
+        "--no-usage", action="store_true", help="keep no usage records (default: SQLite file)"
+    )
     args = parser.parse_args()
     if args.quick:
         args.duration, args.warmup = 3, 1
@@ -209,6 +212,7 @@ def main() -> int:
         return 2
 
     work = Path(tempfile.mkdtemp(prefix="switchyard-bench-"))
+    extra = ["--no-usage"] if args.no_usage else []
     up_port, gw_port = free_port(), free_port()
     upstream = subprocess.Popen(
         [sys.executable, str(HERE / "fake_upstream.py")],
@@ -229,6 +233,9 @@ def main() -> int:
             str(gw_port),
             "--log-level",
             "warning",
+            "--state-dir",
+            str(work / "state"),
+            *extra,
         ],
     )
     try:
