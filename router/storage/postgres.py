@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Sequence
 from datetime import date, datetime
@@ -166,7 +167,9 @@ class PostgresStore(Store):
                 async with conn.cursor().copy(
                     f"COPY llm_requests_stage ({_COLUMNS}) FROM STDIN"
                 ) as copy:
-                    for r in records:
+                    for i, r in enumerate(records):
+                        if i % 256 == 255:
+                            await asyncio.sleep(0)  # let requests run between slices
                         await copy.write_row(
                             (
                                 r.id,

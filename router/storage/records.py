@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import os
 import uuid
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar
+
+T = TypeVar("T")
 
 
 class UsageRecord(NamedTuple):
@@ -60,6 +64,16 @@ class UsageRecord(NamedTuple):
         d["requested_at"] = datetime.fromisoformat(d["requested_at"])
         d["completed_at"] = datetime.fromisoformat(d["completed_at"])
         return cls(**d)
+
+
+async def to_rows(records: Sequence[UsageRecord], row: Callable[[UsageRecord], T]) -> list[T]:
+    """Convert records a slice at a time, letting requests run in between: a batch
+    of thousands converted at once would stall the event loop for milliseconds."""
+    out: list[T] = []
+    for start in range(0, len(records), 256):
+        out.extend(row(r) for r in records[start : start + 256])
+        await asyncio.sleep(0)
+    return out
 
 
 _prefix = ("", 0)  # (random hex, pid it was made in)

@@ -21,7 +21,7 @@ from typing import TypeVar
 from switchyard.router.storage import histogram
 from switchyard.router.storage.base import CacheEntry, Spend, Store, StoreUnavailable
 from switchyard.router.storage.migrations import MIGRATIONS
-from switchyard.router.storage.records import UsageRecord
+from switchyard.router.storage.records import UsageRecord, to_rows
 from switchyard.router.storage.rollup import Rollup
 
 T = TypeVar("T")
@@ -144,17 +144,14 @@ class SQLiteStore(Store):
     async def write_usage(self, records: Sequence[UsageRecord]) -> int:
         # Rows are bound in C by executemany into a staging table; SQL then keeps
         # only the new ones and sums them, so the thread holds the GIL briefly.
-        rows = [
-            (
+        rows = await to_rows(records, lambda r: (
                 r.id, r.organization, r.api_key, r.api, r.provider, r.model, r.task_type,
                 r.prompt_tokens, r.completion_tokens, r.prompt_tokens + r.completion_tokens,
                 nano(r.input_cost), nano(r.output_cost), nano(r.input_cost + r.output_cost),
                 nano(r.saved_cost), r.latency_ms, r.ttft_ms, r.status, r.http_status,
                 r.error_class, int(r.cache_hit), int(r.stream), ts(r.requested_at),
                 ts(r.completed_at),
-            )
-            for r in records
-        ]  # fmt: skip
+            ))  # fmt: skip
 
         def write(conn: sqlite3.Connection) -> int:
             conn.execute("BEGIN IMMEDIATE")
