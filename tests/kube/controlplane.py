@@ -86,12 +86,16 @@ def find_kubectl() -> str | None:
     return shutil.which("kubectl")
 
 
-def free_port() -> int:
-    """A loopback TCP port that was free a moment ago."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
+def free_ports(count: int) -> list[int]:
+    """``count`` distinct loopback TCP ports that were free a moment ago."""
+    socks = [socket.socket(socket.AF_INET, socket.SOCK_STREAM) for _ in range(count)]
+    try:
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [int(s.getsockname()[1]) for s in socks]
+    finally:
+        for s in socks:
+            s.close()
 
 
 @dataclass(frozen=True)
@@ -229,8 +233,7 @@ class ControlPlane:
         )
 
     def _start_etcd(self) -> None:
-        self.etcd_port = free_port()
-        peer = free_port()
+        self.etcd_port, peer, self.apiserver_port = free_ports(3)
         client_url = f"http://127.0.0.1:{self.etcd_port}"
         peer_url = f"http://127.0.0.1:{peer}"
         self._spawn(
@@ -250,7 +253,6 @@ class ControlPlane:
         )
 
     def _start_apiserver(self) -> None:
-        self.apiserver_port = free_port()
         w = self.workdir
         self._spawn(
             "kube-apiserver",
