@@ -30,8 +30,10 @@ from switchyard.router.metrics import Metrics
 from switchyard.router.storage.factory import make_store, open_until_ready
 from switchyard.router.storage.recorder import RecorderMetrics, UsageRecorder
 from switchyard.router.storage.spool import Spool
+from switchyard.router.table.kube import KubeAccess, KubeClient
 from switchyard.router.table.schema import CacheSettings, RoutingTable
-from switchyard.router.table.source import TableFollower
+from switchyard.router.table.secrets import KeyRing
+from switchyard.router.table.source import ConfigMapSource, FileSource, SecretKeySource
 
 log = logging.getLogger("switchyard.router")
 
@@ -63,20 +65,37 @@ async def _crash(request: Request, exc: Exception) -> Response:
     return error_response(err, flavor_of(request.url.path))
 
 
+def _namespaced(value: str, flag: str) -> tuple[str, str]:
+    ns, sep, name = value.partition("/")
+    if not sep or not ns or not name:
+        raise ValueError(f"{flag} takes NAMESPACE/NAME, got {value!r}")
+    return ns, name
+
+
 def create_app(
-    config: str | Path,
+    config: str | Path | None = None,
     *,
+    routing_configmap: str | None = None,
+    provider_keys_dir: str | Path | None = None,
+    provider_keys_secret: str | None = None,
+    kubeconfig: str | None = None,
     reload_interval: float = 1.0,
     database_url: str | None = None,
     sqlite_path: str | Path = "switchyard.db",
     spool_path: str | Path | None = None,
     record_usage: bool = True,
 ) -> Starlette:
-    """An app serving the table at ``config``; raises ConfigError if that table is bad.
+    """An app serving a routing table; raises ConfigError if a table file is bad.
 
-    Usage, the response cache and budgets live in PostgreSQL when
-    ``database_url`` is given, else in the SQLite file at ``sqlite_path``.
+    The table comes from ``config`` (a file, or a directory holding a mounted
+    ConfigMap) or from ``routing_configmap`` ("namespace/name", watched through
+    the API). Provider keys the operator publishes come from a mounted
+    directory or from a Secret watched through the API. Usage, the response
+    cache and budgets live in PostgreSQL when ``database_url`` is given, else
+    in the SQLite file at ``sqlite_path``.
     """
+    if (config is None) == (routing_configmap is None):
+        raise ValueError("give exactly one of a table file (--config) or --routing-configmap")
     metrics = Metrics()
     gateway = Gateway(metrics)
     store = make_store(database_url, sqlite_path)
@@ -101,10 +120,34 @@ def create_app(
         services.table_error = error
         services.table_loads += 1
 
-    follower = TableFollower(config, install, on_result, reload_interval)
+    if provider_keys_dir is not None:
+        gateway.keyring = KeyRing(provider_keys_dir)
+    kube: KubeClient | None = None
+    if routing_configmap is not None or provider_keys_secret is not None:
+        kube = KubeClient(KubeAccess.discover(kubeconfig))
+    follower: FileSource | ConfigMapSource
+    if routing_configmap is not None:
+        assert kube is not None
+        ns, name = _namespaced(routing_configmap, "--routing-configmap")
+        follower = ConfigMapSource(kube, ns, name, install, on_result)
+    else:
+        assert config is not None
+        follower = FileSource(config, install, on_result, reload_interval)
     follower.load_initial()
-    services.table_source = str(follower.path)
+    services.table_source = follower.description
     services.ready = True
+    keys: SecretKeySource | None = None
+    if provider_keys_secret is not None:
+        assert kube is not None
+
+        def new_keys(values: dict[str, str]) -> None:
+            gateway.keyring.values = values
+            gateway.keyring.source = f"secret {provider_keys_secret}"
+            if gateway.catalog is not None:  # resolve the keys again
+                install(gateway.catalog.table, gateway.catalog.checksum)
+
+        ns, name = _namespaced(provider_keys_secret, "--provider-keys-secret")
+        keys = SecretKeySource(kube, ns, name, new_keys)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -112,12 +155,18 @@ def create_app(
         recorder.start()
         cache.start()
         budgets.start()
-        follower.start()
+        if keys is not None:
+            await keys.start()
+        await follower.start()
         try:
             yield
         finally:
             # uvicorn has stopped taking requests and let the open ones finish.
             await follower.stop()
+            if keys is not None:
+                await keys.stop()
+            if kube is not None:
+                await kube.close()
             await budgets.close()
             await cache.close()
             await recorder.close()

@@ -109,6 +109,7 @@ class Gateway:
     def __init__(self, metrics: Metrics) -> None:
         self.metrics = metrics
         self.catalog: Catalog | None = None
+        self.keyring = secrets.KeyRing()
         self.states = ProviderStates()
         self._adapters: dict[str, tuple[WireIdentity, Adapter]] = {}
         self._retiring: set[asyncio.Task[None]] = set()
@@ -122,7 +123,7 @@ class Gateway:
         problems: dict[str, str | None] = {}
         for p in table.providers:
             key = f"{p.organization}/{p.name}"
-            resolved = secrets.resolve(p.api_key)
+            resolved = secrets.resolve(p.api_key, self.keyring)
             problems[key] = resolved.problem
             if resolved.problem:
                 log.warning("provider %s is unusable: %s", key, resolved.problem)

@@ -95,7 +95,7 @@ def check_references(table: RoutingTable) -> None:
                     f"templates[{i}].modelOverrides[{j}].model",
                 )
     hashes: set[str] = set()
-    names: set[str] = set()
+    names: set[tuple[str, str]] = set()
     keys_by_org = {(k.organization, k.name) for k in table.api_keys}
     budgets: set[tuple[str, str | None]] = set()
     for i, b in enumerate(table.budgets):
@@ -110,10 +110,10 @@ def check_references(table: RoutingTable) -> None:
     for i, k in enumerate(table.api_keys):
         if k.sha256 in hashes:
             raise ConfigError("two API keys have the same hash", f"apiKeys[{i}].sha256")
-        if k.name in names:
+        if (k.organization, k.name) in names:
             raise ConfigError(f"duplicate API key name {k.name!r}", f"apiKeys[{i}].name")
         hashes.add(k.sha256)
-        names.add(k.name)
+        names.add((k.organization, k.name))
 
 
 def load_bytes(raw: bytes, source: str = "<table>") -> tuple[RoutingTable, str]:

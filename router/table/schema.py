@@ -88,19 +88,25 @@ class _Model(BaseModel):
 
 
 class SecretRef(_Model):
-    """Where an API key comes from: an environment variable or a file (a mounted Secret)."""
+    """Where an API key comes from: an environment variable, a file (a mounted
+    Secret), or a key of the provider-keys Secret the operator keeps for the router."""
 
     env: str | None = Field(default=None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
     file: str | None = Field(default=None, min_length=1)
+    secret_key: str | None = Field(default=None, pattern=r"^[-._a-zA-Z0-9]{1,253}$")
 
     @model_validator(mode="after")
     def _exactly_one(self) -> SecretRef:
-        if (self.env is None) == (self.file is None):
-            raise ValueError("give exactly one of 'env' or 'file'")
+        if sum(x is not None for x in (self.env, self.file, self.secret_key)) != 1:
+            raise ValueError("give exactly one of 'env', 'file' or 'secretKey'")
         return self
 
     def describe(self) -> str:
-        return f"env {self.env}" if self.env is not None else f"file {self.file}"
+        if self.env is not None:
+            return f"env {self.env}"
+        if self.file is not None:
+            return f"file {self.file}"
+        return f"provider-keys secret key {self.secret_key}"
 
 
 class RateLimits(_Model):

@@ -1,32 +1,70 @@
-"""Follow a routing-table file and swap each good new version in.
+"""Where the routing table comes from, and following it as it changes.
 
-Polls ``stat`` of the path (following symlinks), so both an edited file and the
-kubelet's atomic ``..data`` symlink swap of a mounted ConfigMap are seen. A bad
-new version is logged and counted; the last good table keeps serving.
+- ``FileSource``: a file, or a directory holding a packed table (a mounted
+  ConfigMap). Polls ``stat`` (following symlinks), so edits and the kubelet's
+  atomic ``..data`` symlink swap are both seen.
+- ``ConfigMapSource``: a ConfigMap watched through the Kubernetes API.
+
+Either way a new version is validated whole and swapped in at once; a bad one
+is logged and counted and the last good table keeps serving.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import logging
 import os
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from switchyard.router.errors import ConfigError
-from switchyard.router.table.loader import load_file
+from switchyard.router.table import bundle
+from switchyard.router.table.kube import KubeClient, follow_object
+from switchyard.router.table.loader import load_bytes
 from switchyard.router.table.schema import RoutingTable
 
 log = logging.getLogger("switchyard.router.table")
 
 #: The file looked for when the configured path is a directory (a mounted ConfigMap).
-TABLE_FILE = "routing-table.yaml"
+TABLE_FILE = bundle.YAML_KEY
+
+Install = Callable[[RoutingTable, str], None]
+Report = Callable[[str, str | None], None]  # ("ok" | "invalid", error or None)
 
 
 def table_path(path: str | Path) -> Path:
+    """The file to stat for a path: the file itself, or the table in a directory."""
     p = Path(path)
-    return p / TABLE_FILE if p.is_dir() else p
+    if not p.is_dir():
+        return p
+    for name in (bundle.INDEX_KEY, bundle.GZIP_KEY, bundle.YAML_KEY):
+        if (p / name).exists():
+            return p / name
+    return p / TABLE_FILE
+
+
+def read_path(path: str | Path) -> tuple[RoutingTable, str]:
+    p = Path(path)
+    if not p.is_dir():
+        try:
+            return load_bytes(p.read_bytes(), str(p))
+        except OSError as exc:
+            raise ConfigError(f"cannot read {p}: {exc.strerror or exc}") from None
+    files = {}
+    for name in (bundle.INDEX_KEY, bundle.GZIP_KEY, bundle.YAML_KEY):
+        with contextlib.suppress(OSError):
+            files[name] = (p / name).read_bytes()
+
+    def part(_configmap: str, key: str) -> bytes | None:
+        try:
+            return (p / key).read_bytes()
+        except OSError:
+            return None
+
+    return load_bytes(bundle.unpack(files, part), str(p))
 
 
 def _signature(path: Path) -> tuple[int, int, int, int] | None:
@@ -37,17 +75,15 @@ def _signature(path: Path) -> tuple[int, int, int, int] | None:
     return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
 
 
-class TableFollower:
+class FileSource:
     def __init__(
-        self,
-        path: str | Path,
-        install: Callable[[RoutingTable, str], None],
-        on_result: Callable[[str, str | None], None],
-        interval: float = 1.0,
+        self, path: str | Path, install: Install, report: Report, interval: float = 1.0
     ) -> None:
+        self.root = Path(path)
         self.path = table_path(path)
+        self.description = str(self.path)
         self._install = install
-        self._on_result = on_result  # ("ok" | "invalid", error message or None)
+        self._report = report
         self._interval = interval
         self._signature = _signature(self.path)
         self._checksum: str | None = None
@@ -55,13 +91,13 @@ class TableFollower:
 
     def load_initial(self) -> None:
         """Load at start-up; a bad table here stops the start (ConfigError propagates)."""
-        table, checksum = load_file(self.path)
-        self._signature = _signature(self.path)
+        table, checksum = read_path(self.root)
+        self._signature = _signature(table_path(self.root))
         self._install(table, checksum)
         self._checksum = checksum
-        self._on_result("ok", None)
+        self._report("ok", None)
 
-    def start(self) -> None:
+    async def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run())
 
     async def stop(self) -> None:
@@ -76,23 +112,129 @@ class TableFollower:
             await self.check()
 
     async def check(self) -> None:
+        self.path = table_path(self.root)
         sig = _signature(self.path)
         if sig is None or sig == self._signature:
             return
         self._signature = sig
         try:
-            table, checksum = await asyncio.to_thread(load_file, self.path)
+            table, checksum = await asyncio.to_thread(read_path, self.root)
             if checksum == self._checksum:
                 return
             self._install(table, checksum)
         except ConfigError as exc:
             log.error("routing table %s rejected, keeping the last good one: %s", self.path, exc)
-            self._on_result("invalid", str(exc))
+            self._report("invalid", str(exc))
             return
         except Exception as exc:  # never let one bad version stop the follower
             log.exception("routing table %s could not be installed", self.path)
-            self._on_result("invalid", f"{type(exc).__name__}: {exc}")
+            self._report("invalid", f"{type(exc).__name__}: {exc}")
             return
         self._checksum = checksum
         log.info("routing table %s reloaded (sha256 %s)", self.path, checksum[:12])
-        self._on_result("ok", None)
+        self._report("ok", None)
+
+
+def configmap_files(obj: dict[str, Any]) -> dict[str, bytes]:
+    files = {k: v.encode() for k, v in (obj.get("data") or {}).items()}
+    files.update({k: base64.b64decode(v) for k, v in (obj.get("binaryData") or {}).items()})
+    return files
+
+
+class ConfigMapSource:
+    """Follow ``namespace/name`` through the API: changes arrive within a second."""
+
+    def __init__(
+        self, client: KubeClient, namespace: str, name: str, install: Install, report: Report
+    ) -> None:
+        self.client = client
+        self.namespace = namespace
+        self.name = name
+        self.description = f"configmap {namespace}/{name}"
+        self._install = install
+        self._report = report
+        self._checksum: str | None = None
+        self._stop = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self.loaded = asyncio.Event()
+
+    def load_initial(self) -> None:
+        """Nothing to do before the event loop runs; /readyz waits for the first table."""
+
+    async def start(self) -> None:
+        collection = f"/api/v1/namespaces/{self.namespace}/configmaps"
+        self._task = asyncio.get_running_loop().create_task(
+            follow_object(self.client, collection, self.name, self._changed, self._stop)
+        )
+
+    async def stop(self) -> None:
+        self._stop.set()
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _changed(self, obj: dict[str, Any] | None) -> None:
+        if obj is None:
+            log.warning("%s does not exist (yet); keeping the current table", self.description)
+            return
+        files = configmap_files(obj)
+        parts: dict[tuple[str, str], bytes] = {}
+        try:
+            if bundle.INDEX_KEY in files:
+                import orjson
+
+                for p in orjson.loads(files[bundle.INDEX_KEY]).get("parts", []):
+                    cm = await self.client.get(
+                        f"/api/v1/namespaces/{self.namespace}/configmaps/{p['configMap']}"
+                    )
+                    parts[(p["configMap"], p["key"])] = configmap_files(cm).get(p["key"], b"")
+            raw = bundle.unpack(files, lambda cm, key: parts.get((cm, key)))
+            table, checksum = await asyncio.to_thread(load_bytes, raw, self.description)
+            if checksum != self._checksum:
+                self._install(table, checksum)
+                self._checksum = checksum
+                log.info("routing table from %s (sha256 %s)", self.description, checksum[:12])
+        except ConfigError as exc:
+            log.error("%s rejected, keeping the last good table: %s", self.description, exc)
+            self._report("invalid", str(exc))
+            return
+        except Exception as exc:
+            log.exception("%s could not be installed", self.description)
+            self._report("invalid", f"{type(exc).__name__}: {exc}")
+            return
+        self._report("ok", None)
+        self.loaded.set()
+
+
+class SecretKeySource:
+    """Follow the provider-keys Secret through the API into the gateway's key ring."""
+
+    def __init__(
+        self, client: KubeClient, namespace: str, name: str, apply: Callable[[dict[str, str]], None]
+    ) -> None:
+        self.client = client
+        self.namespace = namespace
+        self.name = name
+        self._apply = apply
+        self._stop = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        collection = f"/api/v1/namespaces/{self.namespace}/secrets"
+        self._task = asyncio.get_running_loop().create_task(
+            follow_object(self.client, collection, self.name, self._changed, self._stop)
+        )
+
+    async def stop(self) -> None:
+        self._stop.set()
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _changed(self, obj: dict[str, Any] | None) -> None:
+        data = (obj or {}).get("data") or {}
+        self._apply(
+            {k: base64.b64decode(v).decode("utf-8", "replace").strip() for k, v in data.items()}
+        )

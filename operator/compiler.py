@@ -1,0 +1,206 @@
+"""Compile the cluster's objects into one routing table, and say what was left out.
+
+The result is always a table the router accepts: an object that would make it
+invalid (a model whose provider is missing, a template whose variables do not
+match) is left out, and its status says why. Serialization is deterministic,
+so an unchanged cluster compiles to the same checksum and nothing is written.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from switchyard.operator.state import ClusterState, Key, Obj
+from switchyard.router.errors import ConfigError
+from switchyard.router.table.loader import parse_document
+from switchyard.router.table.schema import API_VERSION, KIND, placeholders
+
+_HEX64 = re.compile(r"^[0-9a-f]{64}$")
+_SCOPES = ("completion", "usage:read", "settings:write")
+
+#: Provider spec fields copied as they are into the routing table.
+_PROVIDER_FIELDS = (
+    "providerType",
+    "baseUrl",
+    "apiVersion",
+    "priority",
+    "isDefault",
+    "isEnabled",
+    "rateLimits",
+    "timeouts",
+    "maxConnections",
+)
+_MODEL_FIELDS = (
+    "modelName",
+    "displayName",
+    "contextWindow",
+    "maxOutputTokens",
+    "supportsFunctionCalling",
+    "supportsStreaming",
+    "inputPricePer1MTokens",
+    "outputPricePer1MTokens",
+    "avgLatencyMs",
+    "tokensPerSecond",
+    "bestFor",
+    "isEnabled",
+)
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """What the compiler concluded about one object: its Ready condition."""
+
+    ready: bool
+    reason: str
+    message: str
+
+
+@dataclass
+class Compiled:
+    document: dict[str, Any]
+    provider_keys: dict[str, str]  # secretKey -> API key
+    verdicts: dict[tuple[str, Key], Verdict] = field(default_factory=dict)
+    api_key_problems: dict[Key, str] = field(default_factory=dict)
+
+
+def secret_key_name(namespace: str, name: str) -> str:
+    return f"{namespace}.{name}"
+
+
+def _pick(spec: dict[str, Any], fields: tuple[str, ...]) -> dict[str, Any]:
+    return {f: spec[f] for f in fields if spec.get(f) is not None}
+
+
+def compile_state(state: ClusterState) -> Compiled:
+    providers: list[dict[str, Any]] = []
+    keys: dict[str, str] = {}
+    verdicts: dict[tuple[str, Key], Verdict] = {}
+    for (ns, name), p in sorted(state.providers.items()):
+        entry = {"name": name, "organization": ns, **_pick(p.spec, _PROVIDER_FIELDS)}
+        health = p.status.get("health")
+        if health in ("healthy", "degraded", "unhealthy", "unknown"):
+            entry["healthStatus"] = health
+        if p.spec.get("apiKeySecretRef"):
+            entry["apiKey"] = {"secretKey": secret_key_name(ns, name)}
+            value, problem = state.provider_key(p)
+            if value is not None:
+                keys[secret_key_name(ns, name)] = value
+            verdicts[("llmproviders", (ns, name))] = (
+                Verdict(False, "ApiKeyMissing", problem) if problem else _ready_provider(p)
+            )
+        else:
+            verdicts[("llmproviders", (ns, name))] = _ready_provider(p)
+        providers.append(entry)
+    provider_names = {(p["organization"], p["name"]) for p in providers}
+
+    models: list[dict[str, Any]] = []
+    seen: dict[tuple[str, str, str], str] = {}
+    for (ns, obj_name), m in sorted(state.models.items()):
+        spec = m.spec
+        name = str(spec.get("name") or obj_name)
+        provider = str((spec.get("providerRef") or {}).get("name", ""))
+        vkey = ("llmmodels", (ns, obj_name))
+        if (ns, provider) not in provider_names:
+            verdicts[vkey] = Verdict(
+                False, "ProviderNotFound", f"no LLMProvider {provider!r} in namespace {ns}"
+            )
+            continue
+        if (ns, name, provider) in seen:
+            verdicts[vkey] = Verdict(
+                False,
+                "Duplicate",
+                f"LLMModel {seen[(ns, name, provider)]} already serves {name!r} on {provider!r}",
+            )
+            continue
+        seen[(ns, name, provider)] = obj_name
+        models.append(
+            {"name": name, "organization": ns, "provider": provider, **_pick(spec, _MODEL_FIELDS)}
+        )
+        verdicts[vkey] = Verdict(True, "Compiled", f"served as {name!r} by {provider!r}")
+    model_names = {(m["organization"], m["name"]) for m in models}
+
+    templates: list[dict[str, Any]] = []
+    for (ns, name), t in sorted(state.templates.items()):
+        spec = t.spec
+        vkey = ("prompttemplates", (ns, name))
+        text = str(spec.get("template", ""))
+        overrides = list(spec.get("modelOverrides") or [])
+        used = set(placeholders(text)).union(
+            *(placeholders(str(o.get("template", ""))) for o in overrides)
+        )
+        declared = spec.get("variables")
+        if declared is not None and set(declared) != used:
+            missing, extra = sorted(used - set(declared)), sorted(set(declared) - used)
+            parts = ([f"undeclared: {', '.join(missing)}"] if missing else []) + (
+                [f"never used: {', '.join(extra)}"] if extra else []
+            )
+            verdicts[vkey] = Verdict(
+                False,
+                "VariablesMismatch",
+                "variables do not match the placeholders (" + "; ".join(parts) + ")",
+            )
+            continue
+        kept = [o for o in overrides if (ns, o.get("model")) in model_names]
+        tpl: dict[str, Any] = {"name": name, "organization": ns, "template": text}
+        for f in ("description", "taskType", "variables"):
+            if spec.get(f) is not None:
+                tpl[f] = spec[f]
+        if kept:
+            tpl["modelOverrides"] = [{"model": o["model"], "template": o["template"]} for o in kept]
+        templates.append(tpl)
+        dropped = sorted(str(o.get("model")) for o in overrides if o not in kept)
+        verdicts[vkey] = Verdict(
+            True,
+            "Compiled",
+            f"overrides for unknown models ignored: {', '.join(dropped)}"
+            if dropped
+            else f"placeholders: {', '.join(sorted(used)) or 'none'}",
+        )
+
+    api_keys: list[dict[str, Any]] = []
+    problems: dict[Key, str] = {}
+    hashes: set[str] = set()
+    for (ns, name), data in sorted(state.api_keys.items()):
+        digest = data.get("sha256", "").lower()
+        scopes = [s for s in re.split(r"[\s,]+", data.get("scopes", "completion")) if s]
+        if not _HEX64.match(digest):
+            problems[(ns, name)] = "data.sha256 must be 64 hex digits"
+            continue
+        if bad := [s for s in scopes if s not in _SCOPES]:
+            problems[(ns, name)] = f"unknown scopes: {', '.join(bad)}"
+            continue
+        if digest in hashes:
+            problems[(ns, name)] = "another API key has the same hash"
+            continue
+        hashes.add(digest)
+        api_keys.append(
+            {"name": name, "organization": ns, "sha256": digest, "scopes": scopes or ["completion"]}
+        )
+
+    document = {
+        "apiVersion": API_VERSION,
+        "kind": KIND,
+        "providers": providers,
+        "models": models,
+        "templates": templates,
+        "apiKeys": api_keys,
+    }
+    return Compiled(document, keys, verdicts, problems)
+
+
+def _ready_provider(p: Obj) -> Verdict:
+    health = p.status.get("health", "unknown")
+    if health == "unhealthy":
+        return Verdict(False, "Unhealthy", str(p.status.get("message") or "health checks fail"))
+    return Verdict(True, "Compiled", f"health {health}")
+
+
+def validate(document: dict[str, Any]) -> str | None:
+    """The router's own validation; a failure here is a compiler bug, reported not published."""
+    try:
+        parse_document(document)
+    except ConfigError as exc:
+        return str(exc)
+    return None

@@ -1,0 +1,103 @@
+"""The operator's wiring: kopf handlers only. Run with ``switchyard operator``.
+
+Watch events keep the operator's index (``state``); a compile loop turns the
+index into the routing table whenever it changed; a scheduler probes each
+provider on its own interval. See docs/operator.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Any
+
+import kopf
+
+from switchyard.operator.config import (
+    API_KEY_LABEL,
+    GROUP,
+    PROBE_ANNOTATION,
+    VERSION,
+    OperatorConfig,
+)
+from switchyard.operator.reconcile import Operator
+from switchyard.router.table.kube import KubeAccess
+
+log = logging.getLogger("switchyard.operator")
+
+_operator: Operator | None = None
+_tasks: list[asyncio.Task[None]] = []
+
+
+def current() -> Operator:
+    assert _operator is not None, "the operator has not started"
+    return _operator
+
+
+@kopf.on.login()
+def login(**_: Any) -> kopf.ConnectionInfo:
+    access = KubeAccess.discover()
+    return kopf.ConnectionInfo(
+        server=access.server,
+        ca_path=access.ca_file,
+        insecure=access.insecure,
+        token=access.bearer(),
+        certificate_path=access.cert_file,
+        private_key_path=access.key_file,
+        default_namespace=access.namespace,
+    )
+
+
+@kopf.on.startup()
+async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
+    global _operator
+    # Progress and diff-bases go to annotations: status.kopf would be pruned by
+    # the structural schemas, and status belongs to what Switchyard reports.
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(
+        prefix="kopf.switchyard.dev"
+    )
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix="kopf.switchyard.dev", key="last-handled-configuration"
+    )
+    settings.posting.level = logging.INFO
+    settings.watching.server_timeout = 300
+    _operator = Operator(OperatorConfig.from_env(), KubeAccess.discover())
+    await _operator.start()
+    _tasks[:] = _operator.tasks
+
+
+@kopf.on.cleanup()
+async def cleanup(**_: Any) -> None:
+    if _operator is not None:
+        await _operator.stop()
+    for task in _tasks:
+        task.cancel()
+        with contextlib.suppress(BaseException):
+            await task
+
+
+@kopf.on.event(GROUP, VERSION, "llmproviders")
+async def provider_event(type: str | None, body: kopf.Body, **_: Any) -> None:
+    op = current()
+    op.state.record("llmproviders", type, body)
+    if type != "DELETED":
+        annotations = body.get("metadata", {}).get("annotations") or {}
+        await op.provider_changed(body, annotations.get(PROBE_ANNOTATION))
+
+
+@kopf.on.event(GROUP, VERSION, "llmmodels")
+def model_event(type: str | None, body: kopf.Body, **_: Any) -> None:
+    current().state.record("llmmodels", type, body)
+
+
+@kopf.on.event(GROUP, VERSION, "prompttemplates")
+def template_event(type: str | None, body: kopf.Body, **_: Any) -> None:
+    current().state.record("prompttemplates", type, body)
+
+
+@kopf.on.event("", "v1", "secrets")
+def secret_event(type: str | None, body: kopf.Body, **_: Any) -> None:
+    op = current()
+    if op.state.record_secret(type, body, API_KEY_LABEL):
+        op.secret_changed(body)

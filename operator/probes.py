@@ -1,0 +1,241 @@
+"""Provider health: a tiny real request on each provider's own interval.
+
+One scheduler for all providers (no per-object daemons, so no finalizers):
+it probes what is due, a few at a time, and writes each provider's status:
+health, consecutive failures, latency, the models it serves, and a Ready
+condition with a specific reason. Events mark the transitions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from typing import Any, cast
+
+from pydantic import ValidationError
+
+from switchyard.operator.compiler import secret_key_name
+from switchyard.operator.publish import Publisher, conditions, now
+from switchyard.operator.state import ClusterState, Key, Obj
+from switchyard.router.core.health import ProbeResult
+from switchyard.router.providers.base import Adapter
+from switchyard.router.providers.registry import make_adapter
+from switchyard.router.table.schema import Provider
+
+log = logging.getLogger("switchyard.operator.probes")
+
+#: Consecutive failed probes before a provider is unhealthy (before: degraded).
+UNHEALTHY_AFTER = 3
+MAX_DISCOVERED = 500
+
+
+def provider_model(p: Obj, key: str | None) -> Provider:
+    spec = {k: v for k, v in p.spec.items() if k not in ("apiKeySecretRef", "healthCheck")}
+    if key is not None:
+        spec["apiKey"] = {"secretKey": secret_key_name(p.namespace, p.name)}
+    return Provider.model_validate({"name": p.name, "organization": p.namespace, **spec})
+
+
+def event_body(kind: str, o: Obj) -> dict[str, Any]:
+    return {
+        "apiVersion": "switchyard.dev/v1alpha1",
+        "kind": kind,
+        "metadata": {"name": o.name, "namespace": o.namespace, "uid": o.uid},
+    }
+
+
+def post_event(body: dict[str, Any], type_: str, reason: str, message: str) -> None:
+    try:
+        import kopf
+
+        kopf.event(cast(Any, body), type=type_, reason=reason, message=message)
+    except Exception as exc:  # outside kopf's context (unit tests): log only
+        log.info("%s %s: %s (%s)", type_, reason, message, exc)
+
+
+class Prober:
+    def __init__(self, state: ClusterState, publisher: Publisher, concurrency: int = 16) -> None:
+        self.state = state
+        self.publisher = publisher
+        self._due: dict[Key, float] = {}
+        self._handled_requests: dict[Key, str] = {}
+        self._wake = asyncio.Event()
+        self._limit = asyncio.Semaphore(concurrency)
+        self._adapters: dict[Key, tuple[Any, Adapter]] = {}
+        self._running: set[Key] = set()
+
+    def probe_now(self, key: Key) -> None:
+        self._due[key] = 0.0
+        self._wake.set()
+
+    def notice(self, o: Obj, request_annotation: str | None) -> None:
+        """A provider changed: probe new ones and ones asked for a fresh probe."""
+        key = (o.namespace, o.name)
+        if key not in self._due:
+            self.probe_now(key)
+        if request_annotation and self._handled_requests.get(key) != request_annotation:
+            self._handled_requests[key] = request_annotation
+            self.probe_now(key)
+
+    async def run(self) -> None:
+        while True:
+            now_t = time.monotonic()
+            for key in list(self._due):
+                if key not in self.state.providers:
+                    self._due.pop(key, None)
+                    await self._drop_adapter(key)
+            for key, p in list(self.state.providers.items()):
+                check = p.spec.get("healthCheck") or {}
+                if check.get("enabled", True) is False:
+                    continue
+                due = self._due.setdefault(key, 0.0)
+                if due <= now_t and key not in self._running:
+                    self._running.add(key)
+                    asyncio.get_running_loop().create_task(self._probe(key))
+            upcoming = [d for k, d in self._due.items() if k not in self._running]
+            wait = min([*upcoming, now_t + 1.0]) - time.monotonic()
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), max(0.05, wait))
+
+    async def _drop_adapter(self, key: Key) -> None:
+        old = self._adapters.pop(key, None)
+        if old is not None:
+            await old[1].close()
+
+    async def _adapter(self, key: Key, provider: Provider, secret: str | None) -> Adapter:
+        identity = (provider.model_dump_json(), secret)
+        old = self._adapters.get(key)
+        if old is not None and old[0] == identity:
+            return old[1]
+        await self._drop_adapter(key)
+        adapter = make_adapter(provider, secret)
+        self._adapters[key] = (identity, adapter)
+        return adapter
+
+    async def _probe(self, key: Key) -> None:
+        try:
+            async with self._limit:
+                await self._probe_one(key)
+        except Exception:
+            log.exception("probing %s/%s failed", *key)
+        finally:
+            self._running.discard(key)
+            p = self.state.providers.get(key)
+            interval = int(
+                ((p.spec.get("healthCheck") or {}) if p else {}).get("intervalSeconds", 30)
+            )
+            if self._due.get(key, 1.0) != 0.0:  # not asked again meanwhile
+                self._due[key] = time.monotonic() + interval
+            self._wake.set()
+
+    async def _probe_one(self, key: Key) -> None:
+        p = self.state.providers.get(key)
+        if p is None:
+            return
+        self._due[key] = time.monotonic() + 3600  # marks "running"; set again in _probe
+        secret, key_problem = self.state.provider_key(p)
+        failures = int(p.status.get("consecutiveFailures") or 0)
+        previous = p.status.get("health", "unknown")
+        body = event_body("LLMProvider", p)
+        try:
+            provider = provider_model(p, secret)
+        except ValidationError as exc:
+            await self._write(
+                p,
+                "unknown",
+                failures,
+                None,
+                f"invalid spec: {exc}",
+                [],
+                (False, "InvalidSpec", str(exc)[:500]),
+            )
+            return
+        if key_problem is not None:
+            if p.status.get("conditions") is None or _ready_reason(p) != "ApiKeyMissing":
+                post_event(body, "Warning", "ApiKeyMissing", key_problem)
+            await self._write(
+                p, "unknown", failures, None, key_problem, [], (False, "ApiKeyMissing", key_problem)
+            )
+            return
+        model = next(
+            (
+                str(m.spec.get("modelName"))
+                for m in self.state.models.values()
+                if m.namespace == p.namespace
+                and (m.spec.get("providerRef") or {}).get("name") == p.name
+            ),
+            None,
+        )
+        adapter = await self._adapter(key, provider, secret)
+        result: ProbeResult = await adapter.probe(model)
+        if result.status == "unhealthy":
+            failures += 1
+            health = "unhealthy" if failures >= UNHEALTHY_AFTER else "degraded"
+        else:
+            failures = 0
+            health = result.status
+        if health == "unhealthy" and previous != "unhealthy":
+            post_event(
+                body,
+                "Warning",
+                "HealthCheckFailed",
+                f"{failures} consecutive failed health checks: {result.message}",
+            )
+        elif health == "healthy" and previous in ("unhealthy", "degraded"):
+            post_event(body, "Normal", "HealthCheckRecovered", "health checks pass again")
+        models = sorted(result.models)[:MAX_DISCOVERED]
+        if models and models != sorted(p.status.get("discoveredModels") or []):
+            post_event(
+                body,
+                "Normal",
+                "ModelsDiscovered",
+                f"{len(result.models)} models: {', '.join(models[:10])}"
+                + (" ..." if len(models) > 10 else ""),
+            )
+        ready = (
+            (True, "HealthCheckPassed", result.message)
+            if health != "unhealthy"
+            else (False, "HealthCheckFailed", result.message)
+        )
+        await self._write(p, health, failures, result.latency_ms, result.message, models, ready)
+
+    async def _write(
+        self,
+        p: Obj,
+        health: str,
+        failures: int,
+        latency: float | None,
+        message: str,
+        models: list[str],
+        ready: tuple[bool, str, str],
+    ) -> None:
+        status: dict[str, Any] = {
+            "observedGeneration": p.generation,
+            "health": health,
+            "consecutiveFailures": failures,
+            "lastCheckTime": now(),
+            "latencyMs": None if latency is None else round(latency),
+            "message": message[:1024],
+            "discoveredModels": models,
+            "conditions": conditions(p.status.get("conditions"), {"Ready": ready}, p.generation),
+        }
+        # The state sees this through the watch; update it now too, so the next
+        # probe counts failures from here even if the event is late.
+        if p.status.get("health") != health:
+            self.state.dirty.set()  # the table carries each provider's health
+        p.status.update(status)
+        await self.publisher.patch_status("llmproviders", p.namespace, p.name, status)
+
+    async def close(self) -> None:
+        for key in list(self._adapters):
+            await self._drop_adapter(key)
+
+
+def _ready_reason(p: Obj) -> str | None:
+    for c in p.status.get("conditions") or []:
+        if c.get("type") == "Ready":
+            return str(c.get("reason"))
+    return None

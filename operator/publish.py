@@ -1,0 +1,174 @@
+"""Write what the compiler produced: the routing ConfigMap(s), the provider-keys
+Secret, and the status of each object. Writes happen only when content changed."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import logging
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+import yaml
+
+from switchyard.operator.config import (
+    CHECKSUM_ANNOTATION,
+    GROUP,
+    MANAGED_BY,
+    VERSION,
+    OperatorConfig,
+)
+from switchyard.router.table import bundle
+from switchyard.router.table.kube import KubeClient, KubeError
+
+log = logging.getLogger("switchyard.operator")
+
+
+def now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def conditions(
+    current: list[dict[str, Any]] | None, new: dict[str, tuple[bool, str, str]], generation: int
+) -> list[dict[str, Any]]:
+    """Conditions with lastTransitionTime kept unless the status flips."""
+    old = {c.get("type"): c for c in current or []}
+    out = []
+    for ctype, (ok, reason, message) in sorted(new.items()):
+        status = "True" if ok else "False"
+        prev = old.get(ctype)
+        changed = prev is None or prev.get("status") != status
+        out.append(
+            {
+                "type": ctype,
+                "status": status,
+                "reason": reason,
+                "message": message[:1024],
+                "lastTransitionTime": now()
+                if changed or not prev
+                else prev.get("lastTransitionTime"),
+                "observedGeneration": generation,
+            }
+        )
+    return out
+
+
+class Publisher:
+    def __init__(self, client: KubeClient, config: OperatorConfig) -> None:
+        self.client = client
+        self.config = config
+        self.published: str | None = None  # checksum of what is in the ConfigMap
+        self.keys_digest: str | None = None
+        self.parts: set[str] = set()
+
+    def _cm_path(self, name: str = "") -> str:
+        base = f"/api/v1/namespaces/{self.config.namespace}/configmaps"
+        return f"{base}/{name}" if name else base
+
+    async def _upsert(self, kind_path: str, name: str, body: dict[str, Any]) -> None:
+        try:
+            await self.client.request("PUT", f"{kind_path}/{name}", body)
+        except KubeError as exc:
+            if exc.status != 404:
+                raise
+            await self.client.request("POST", kind_path, body)
+
+    async def load_published(self) -> None:
+        """Learn what is already published, so a restart does not rewrite it."""
+        try:
+            cm = await self.client.get(self._cm_path(self.config.configmap))
+            self.published = (cm["metadata"].get("annotations") or {}).get(CHECKSUM_ANNOTATION)
+        except KubeError as exc:
+            if exc.status != 404:
+                raise
+
+    async def publish_table(self, document: dict[str, Any]) -> bool:
+        text = yaml.safe_dump(document, sort_keys=False, allow_unicode=True)
+        packed = bundle.pack(document, text, lambda i: f"{self.config.configmap}-part-{i}")
+        if packed.checksum == self.published:
+            return False
+
+        def meta(name: str) -> dict[str, Any]:
+            return {
+                "name": name,
+                "namespace": self.config.namespace,
+                "labels": MANAGED_BY,
+                "annotations": {CHECKSUM_ANNOTATION: packed.checksum},
+            }
+
+        # Parts first, index last: a reader following the index never sees a
+        # half-written table (and checks the parts' checksum anyway).
+        for name, files in packed.parts.items():
+            await self._upsert(
+                self._cm_path(),
+                name,
+                {
+                    "apiVersion": "v1",
+                    "kind": "ConfigMap",
+                    "metadata": meta(name),
+                    "binaryData": {k: base64.b64encode(v).decode() for k, v in files.items()},
+                },
+            )
+        await self._upsert(
+            self._cm_path(),
+            self.config.configmap,
+            {
+                "apiVersion": "v1",
+                "kind": "ConfigMap",
+                "metadata": meta(self.config.configmap),
+                "data": packed.data,
+                "binaryData": {k: base64.b64encode(v).decode() for k, v in packed.binary.items()},
+            },
+        )
+        for stale in self.parts - set(packed.parts):
+            try:
+                await self.client.request("DELETE", self._cm_path(stale))
+            except KubeError as exc:
+                if exc.status != 404:
+                    raise
+        self.parts = set(packed.parts)
+        self.published = packed.checksum
+        log.info(
+            "published the routing table (sha256 %s, %d part(s))",
+            packed.checksum[:12],
+            max(1, len(packed.parts)),
+        )
+        return True
+
+    async def publish_keys(self, keys: dict[str, str]) -> bool:
+        digest = hashlib.sha256(orjson.dumps(keys, option=orjson.OPT_SORT_KEYS)).hexdigest()
+        if digest == self.keys_digest:
+            return False
+        path = f"/api/v1/namespaces/{self.config.namespace}/secrets"
+        await self._upsert(
+            path,
+            self.config.keys_secret,
+            {
+                "apiVersion": "v1",
+                "kind": "Secret",
+                "type": "Opaque",
+                "metadata": {
+                    "name": self.config.keys_secret,
+                    "namespace": self.config.namespace,
+                    "labels": MANAGED_BY,
+                },
+                "data": {k: base64.b64encode(v.encode()).decode() for k, v in sorted(keys.items())},
+            },
+        )
+        self.keys_digest = digest
+        return True
+
+    async def patch_status(
+        self, plural: str, namespace: str, name: str, status: dict[str, Any]
+    ) -> None:
+        try:
+            await self.client.request(
+                "PATCH",
+                f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{plural}/{name}/status",
+                {"status": status},
+                content_type="application/merge-patch+json",
+            )
+        except KubeError as exc:
+            if exc.status != 404:  # deleted meanwhile
+                raise

@@ -1,0 +1,131 @@
+"""The operator's core, apart from kopf: its index, the compile loop and the prober."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from switchyard.operator.compiler import Compiled, compile_state, validate
+from switchyard.operator.config import OperatorConfig
+from switchyard.operator.probes import Prober, event_body, post_event
+from switchyard.operator.publish import Publisher, conditions
+from switchyard.operator.state import ClusterState, obj_of
+from switchyard.router.table.kube import KubeAccess, KubeClient, KubeError
+
+log = logging.getLogger("switchyard.operator")
+
+_KINDS = {"llmmodels": "LLMModel", "prompttemplates": "PromptTemplate"}
+
+
+class Operator:
+    def __init__(self, config: OperatorConfig, access: KubeAccess) -> None:
+        self.config = config
+        self.client = KubeClient(access)
+        self.state = ClusterState()
+        self.publisher = Publisher(self.client, config)
+        self.prober = Prober(self.state, self.publisher)
+        self.tasks: list[asyncio.Task[None]] = []
+        self.compiles = 0
+        self._api_key_warned: dict[tuple[str, str], str] = {}
+
+    async def start(self) -> None:
+        await self.publisher.load_published()
+        loop = asyncio.get_running_loop()
+        self.tasks = [
+            loop.create_task(self._compile_loop(), name="compile"),
+            loop.create_task(self.prober.run(), name="probes"),
+        ]
+
+    async def stop(self) -> None:
+        for task in self.tasks:
+            task.cancel()
+        await self.prober.close()
+        await self.client.close()
+
+    # -- events -----------------------------------------------------------------
+    async def provider_changed(self, body: Mapping[str, Any], probe_request: str | None) -> None:
+        o = obj_of(body)
+        ref = o.spec.get("apiKeySecretRef") or {}
+        if ref.get("name") and (o.namespace, ref["name"]) not in self.state.secrets:
+            # The Secret may have been listed before this provider referenced it.
+            try:
+                secret = await self.client.get(
+                    f"/api/v1/namespaces/{o.namespace}/secrets/{ref['name']}"
+                )
+                self.state.record_secret("ADDED", secret, "")
+            except KubeError as exc:
+                if exc.status != 404:
+                    log.warning("reading Secret %s/%s: %s", o.namespace, ref["name"], exc)
+        self.prober.notice(o, probe_request)
+
+    def secret_changed(self, body: Mapping[str, Any]) -> None:
+        meta = body.get("metadata") or {}
+        key = (meta.get("namespace"), meta.get("name"))
+        for p in self.state.providers.values():
+            ref = p.spec.get("apiKeySecretRef") or {}
+            if (p.namespace, ref.get("name")) == key:
+                self.prober.probe_now((p.namespace, p.name))
+
+    # -- compiling ---------------------------------------------------------------
+    async def _compile_loop(self) -> None:
+        while True:
+            await self.state.dirty.wait()
+            await asyncio.sleep(self.config.debounce_seconds)
+            self.state.dirty.clear()
+            try:
+                await self.compile_once()
+            except Exception:
+                log.exception("compiling the routing table failed; retrying")
+                await asyncio.sleep(2)
+                self.state.dirty.set()
+
+    async def compile_once(self) -> Compiled:
+        compiled = await asyncio.to_thread(compile_state, self.state)
+        problem = await asyncio.to_thread(validate, compiled.document)
+        if problem is not None:
+            log.error("the compiled routing table is invalid, not publishing it: %s", problem)
+            return compiled
+        # Keys first: a table naming a key the router cannot find yet would make
+        # that provider unusable for a moment.
+        await self.publisher.publish_keys(compiled.provider_keys)
+        await self.publisher.publish_table(compiled.document)
+        self.compiles += 1
+        await self._write_verdicts(compiled)
+        return compiled
+
+    async def _write_verdicts(self, compiled: Compiled) -> None:
+        for (plural, (ns, name)), verdict in compiled.verdicts.items():
+            if plural == "llmproviders":
+                continue  # the prober owns provider status
+            store = self.state.models if plural == "llmmodels" else self.state.templates
+            o = store.get((ns, name))
+            if o is None:
+                continue
+            current = {c.get("type"): c for c in o.status.get("conditions") or []}.get("Ready")
+            wanted = ("True" if verdict.ready else "False", verdict.reason, verdict.message)
+            if (
+                current is not None
+                and o.status.get("observedGeneration") == o.generation
+                and (current.get("status"), current.get("reason"), current.get("message")) == wanted
+            ):
+                continue
+            status: dict[str, Any] = {
+                "observedGeneration": o.generation,
+                "conditions": conditions(
+                    o.status.get("conditions"),
+                    {"Ready": (verdict.ready, verdict.reason, verdict.message)},
+                    o.generation,
+                ),
+            }
+            o.status.update(status)
+            await self.publisher.patch_status(plural, ns, name, status)
+            if not verdict.ready:
+                post_event(
+                    event_body(_KINDS[plural], o), "Warning", verdict.reason, verdict.message
+                )
+        for key, problem in compiled.api_key_problems.items():
+            if self._api_key_warned.get(key) != problem:
+                self._api_key_warned[key] = problem
+                log.warning("API key Secret %s/%s is ignored: %s", *key, problem)

@@ -1,0 +1,225 @@
+"""Compiling cluster objects into the routing table, without a cluster."""
+
+from __future__ import annotations
+
+import base64
+from typing import Any
+
+import orjson
+
+from switchyard.operator.compiler import compile_state, validate
+from switchyard.operator.state import ClusterState
+from switchyard.router.table import bundle
+
+
+def body(kind: str, ns: str, name: str, spec: dict[str, Any], **extra: Any) -> dict[str, Any]:
+    return {
+        "kind": kind,
+        "metadata": {"namespace": ns, "name": name, "generation": 1, "uid": f"uid-{name}", **extra},
+        "spec": spec,
+    }
+
+
+def secret(
+    ns: str, name: str, data: dict[str, str], labels: dict[str, str] | None = None
+) -> dict[str, Any]:
+    return {
+        "metadata": {"namespace": ns, "name": name, "labels": labels or {}},
+        "data": {k: base64.b64encode(v.encode()).decode() for k, v in data.items()},
+    }
+
+
+def cluster() -> ClusterState:
+    s = ClusterState()
+    s.record(
+        "llmproviders",
+        "ADDED",
+        body(
+            "LLMProvider",
+            "team-a",
+            "openai",
+            {
+                "providerType": "openai",
+                "baseUrl": "https://api.openai.com/v1",
+                "priority": 10,
+                "apiKeySecretRef": {"name": "openai-key", "key": "apiKey"},
+            },
+        ),
+    )
+    s.record(
+        "llmproviders",
+        "ADDED",
+        body(
+            "LLMProvider",
+            "team-a",
+            "local",
+            {"providerType": "vllm", "baseUrl": "http://vllm:8000/v1"},
+        ),
+    )
+    s.record_secret("ADDED", secret("team-a", "openai-key", {"apiKey": "sk-123"}), "x")
+    s.record(
+        "llmmodels",
+        "ADDED",
+        body(
+            "LLMModel",
+            "team-a",
+            "gpt",
+            {
+                "providerRef": {"name": "openai"},
+                "modelName": "gpt-4o-mini",
+                "contextWindow": 128000,
+                "maxOutputTokens": 16384,
+                "inputPricePer1MTokens": "0.15",
+                "bestFor": ["code"],
+            },
+        ),
+    )
+    s.record(
+        "llmmodels",
+        "ADDED",
+        body(
+            "LLMModel",
+            "team-a",
+            "orphan",
+            {
+                "providerRef": {"name": "nope"},
+                "modelName": "x",
+                "contextWindow": 10,
+                "maxOutputTokens": 5,
+            },
+        ),
+    )
+    s.record(
+        "prompttemplates",
+        "ADDED",
+        body(
+            "PromptTemplate",
+            "team-a",
+            "review",
+            {
+                "template": "Review {{code}}",
+                "variables": ["code"],
+                "modelOverrides": [
+                    {"model": "gpt", "template": "<c>{{code}}</c>"},
+                    {"model": "gone", "template": "{{code}}"},
+                ],
+            },
+        ),
+    )
+    s.record(
+        "prompttemplates",
+        "ADDED",
+        body("PromptTemplate", "team-a", "bad", {"template": "Hi {{name}}", "variables": ["nam"]}),
+    )
+    s.record_secret(
+        "ADDED",
+        secret(
+            "team-a",
+            "ci",
+            {"sha256": "ab" * 32, "scopes": "completion, usage:read"},
+            {"switchyard.dev/api-key": "true"},
+        ),
+        "switchyard.dev/api-key",
+    )
+    s.record_secret(
+        "ADDED",
+        secret("team-b", "ci", {"sha256": "cd" * 32}, {"switchyard.dev/api-key": "true"}),
+        "switchyard.dev/api-key",
+    )
+    s.record_secret(
+        "ADDED",
+        secret("team-b", "broken", {"sha256": "zz"}, {"switchyard.dev/api-key": "true"}),
+        "switchyard.dev/api-key",
+    )
+    return s
+
+
+def test_a_cluster_compiles_to_a_valid_table_leaving_out_what_would_break_it() -> None:
+    c = compile_state(cluster())
+    assert validate(c.document) is None
+    doc = c.document
+    assert [(p["organization"], p["name"]) for p in doc["providers"]] == [
+        ("team-a", "local"),
+        ("team-a", "openai"),
+    ]
+    openai = doc["providers"][1]
+    assert openai["apiKey"] == {"secretKey": "team-a.openai"}
+    assert "sk-123" not in orjson.dumps(doc).decode()  # keys never enter the table
+    assert c.provider_keys == {"team-a.openai": "sk-123"}
+    assert [m["name"] for m in doc["models"]] == ["gpt"]
+    assert c.verdicts[("llmmodels", ("team-a", "orphan"))].reason == "ProviderNotFound"
+    assert [t["name"] for t in doc["templates"]] == ["review"]
+    assert doc["templates"][0]["modelOverrides"] == [
+        {"model": "gpt", "template": "<c>{{code}}</c>"}
+    ]
+    bad = c.verdicts[("prompttemplates", ("team-a", "bad"))]
+    assert bad.reason == "VariablesMismatch" and "name" in bad.message and "nam" in bad.message
+    assert [(k["organization"], k["name"], k["scopes"]) for k in doc["apiKeys"]] == [
+        ("team-a", "ci", ["completion", "usage:read"]),
+        ("team-b", "ci", ["completion"]),
+    ]
+    assert c.api_key_problems == {("team-b", "broken"): "data.sha256 must be 64 hex digits"}
+
+
+def test_compiling_is_deterministic_and_reacts_to_deletion() -> None:
+    s = cluster()
+    first = compile_state(s).document
+    assert compile_state(cluster()).document == first
+    s.record("llmproviders", "DELETED", body("LLMProvider", "team-a", "openai", {}))
+    after = compile_state(s)
+    assert [m["name"] for m in after.document["models"]] == []
+    assert after.verdicts[("llmmodels", ("team-a", "gpt"))].reason == "ProviderNotFound"
+    assert validate(after.document) is None
+
+
+def test_a_missing_secret_is_a_reason_not_a_crash() -> None:
+    s = ClusterState()
+    s.record(
+        "llmproviders",
+        "ADDED",
+        body(
+            "LLMProvider",
+            "ns",
+            "p",
+            {"providerType": "anthropic", "apiKeySecretRef": {"name": "absent"}},
+        ),
+    )
+    c = compile_state(s)
+    assert c.verdicts[("llmproviders", ("ns", "p"))].reason == "ApiKeyMissing"
+    assert validate(c.document) is None
+
+
+def test_big_tables_are_packed_into_checksummed_parts() -> None:
+    doc = {
+        "apiVersion": "switchyard.dev/v1alpha1",
+        "kind": "RoutingTable",
+        "providers": [],
+        "models": [],
+        "templates": [],
+        "apiKeys": [],
+        "padding": [f"{i:08d}-" * 40 + str(i * 7919 % 104729) for i in range(20000)],
+    }
+    import os
+
+    doc["noise"] = [os.urandom(64).hex() for _ in range(30000)]  # does not compress
+    packed = bundle.pack(doc, "x" * (bundle.YAML_LIMIT + 1), lambda i: f"routing-part-{i}")
+    assert len(packed.parts) >= 2
+    assert all(
+        len(b) <= bundle.PART_SIZE for files in packed.parts.values() for b in files.values()
+    )
+    blobs = {(cm, k): v for cm, files in packed.parts.items() for k, v in files.items()}
+    raw = bundle.unpack(
+        {"index.json": packed.data["index.json"].encode()}, lambda cm, k: blobs.get((cm, k))
+    )
+    assert orjson.loads(raw)["noise"] == doc["noise"]
+    # A part from a different version does not pass the checksum.
+    first = next(iter(blobs))
+    blobs[first] = blobs[first][:-1] + b"x"
+    import pytest
+
+    from switchyard.router.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="checksum"):
+        bundle.unpack(
+            {"index.json": packed.data["index.json"].encode()}, lambda cm, k: blobs.get((cm, k))
+        )
