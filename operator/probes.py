@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from typing import Any, cast
+from typing import Any
 
 from pydantic import ValidationError
 
@@ -44,15 +44,6 @@ def event_body(kind: str, o: Obj) -> dict[str, Any]:
         "kind": kind,
         "metadata": {"name": o.name, "namespace": o.namespace, "uid": o.uid},
     }
-
-
-def post_event(body: dict[str, Any], type_: str, reason: str, message: str) -> None:
-    try:
-        import kopf
-
-        kopf.event(cast(Any, body), type=type_, reason=reason, message=message)
-    except Exception as exc:  # outside kopf's context (unit tests): log only
-        log.info("%s %s: %s (%s)", type_, reason, message, exc)
 
 
 class Prober:
@@ -155,7 +146,7 @@ class Prober:
             return
         if key_problem is not None:
             if p.status.get("conditions") is None or _ready_reason(p) != "ApiKeyMissing":
-                post_event(body, "Warning", "ApiKeyMissing", key_problem)
+                await self.publisher.event(body, "Warning", "ApiKeyMissing", key_problem)
             await self._write(
                 p, "unknown", failures, None, key_problem, [], (False, "ApiKeyMissing", key_problem)
             )
@@ -178,17 +169,19 @@ class Prober:
             failures = 0
             health = result.status
         if health == "unhealthy" and previous != "unhealthy":
-            post_event(
+            await self.publisher.event(
                 body,
                 "Warning",
                 "HealthCheckFailed",
                 f"{failures} consecutive failed health checks: {result.message}",
             )
         elif health == "healthy" and previous in ("unhealthy", "degraded"):
-            post_event(body, "Normal", "HealthCheckRecovered", "health checks pass again")
+            await self.publisher.event(
+                body, "Normal", "HealthCheckRecovered", "health checks pass again"
+            )
         models = sorted(result.models)[:MAX_DISCOVERED]
         if models and models != sorted(p.status.get("discoveredModels") or []):
-            post_event(
+            await self.publisher.event(
                 body,
                 "Normal",
                 "ModelsDiscovered",

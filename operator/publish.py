@@ -159,6 +159,43 @@ class Publisher:
         self.keys_digest = digest
         return True
 
+    async def event(self, obj: dict[str, Any], type_: str, reason: str, message: str) -> None:
+        """A Kubernetes Event about ``obj``; failing to post one never fails the caller."""
+        meta = obj["metadata"]
+        stamp = now()
+        body = {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {"generateName": f"{meta['name']}.", "namespace": meta["namespace"]},
+            "involvedObject": {
+                "apiVersion": obj["apiVersion"],
+                "kind": obj["kind"],
+                "name": meta["name"],
+                "namespace": meta["namespace"],
+                "uid": meta.get("uid", ""),
+            },
+            "reason": reason,
+            "message": message[:1024],
+            "type": type_,
+            "source": {"component": "switchyard-operator"},
+            "reportingComponent": "switchyard.dev/operator",
+            "firstTimestamp": stamp,
+            "lastTimestamp": stamp,
+            "count": 1,
+        }
+        try:
+            await self.client.request(
+                "POST", f"/api/v1/namespaces/{meta['namespace']}/events", body
+            )
+        except (KubeError, OSError) as exc:
+            log.warning(
+                "posting event %s on %s/%s failed: %s",
+                reason,
+                meta["namespace"],
+                meta["name"],
+                exc,
+            )
+
     async def patch_status(
         self, plural: str, namespace: str, name: str, status: dict[str, Any]
     ) -> None:

@@ -9,7 +9,7 @@ from typing import Any
 
 from switchyard.operator.compiler import Compiled, compile_state, validate
 from switchyard.operator.config import OperatorConfig
-from switchyard.operator.probes import Prober, event_body, post_event
+from switchyard.operator.probes import Prober, event_body
 from switchyard.operator.publish import Publisher, conditions
 from switchyard.operator.state import ClusterState, obj_of
 from switchyard.router.table.kube import KubeAccess, KubeClient, KubeError
@@ -122,7 +122,7 @@ class Operator:
             o.status.update(status)
             await self.publisher.patch_status(plural, ns, name, status)
             if not verdict.ready:
-                post_event(
+                await self.publisher.event(
                     event_body(_KINDS[plural], o), "Warning", verdict.reason, verdict.message
                 )
         for key, problem in compiled.api_key_problems.items():

@@ -26,6 +26,7 @@ import pytest
 from tests.kube.controlplane import (
     ControlPlane,
     ControlPlaneError,
+    User,
     ensure_binaries,
     find_kubectl,
 )
@@ -47,7 +48,9 @@ def control_plane() -> Iterator[ControlPlane]:
         if "go is not on PATH" in str(e):
             pytest.skip(str(e))
         raise
-    cp = ControlPlane(bin_dir).start()
+    cp = ControlPlane(
+        bin_dir, users=[User("switchyard-operator"), User("switchyard-router")]
+    ).start()
     try:
         yield cp
     finally:

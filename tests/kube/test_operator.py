@@ -1,0 +1,300 @@
+"""The operator against a real API server, with the router following its ConfigMap.
+
+The operator runs in-process (kopf's KopfRunner) as a user holding exactly the
+operator's RBAC; the router runs as a process holding exactly the router's.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import openai
+import pytest
+from kopf.testing import KopfRunner
+
+from tests.fakes import FakeOpenAI, FakeVLLM
+from tests.kube.controlplane import ControlPlane, User
+from tests.kube.fixtures import KUBE_TEST_TIMEOUT
+from tests.support.servers import free_port
+
+pytestmark = pytest.mark.timeout(KUBE_TEST_TIMEOUT)
+
+ROOT = Path(__file__).resolve().parents[2]
+CRDS = ROOT / "crds"
+RBAC = ROOT / "helm" / "switchyard" / "files"
+OPENAI_KEY = "sk-fake-openai-key-42"
+
+
+def user(cp: ControlPlane, name: str) -> User:
+    return next(u for u in cp.users if u.name == name)
+
+
+def wait_for(what: str, check: Callable[[], Any], timeout: float = 30.0, every: float = 0.1) -> Any:
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        try:
+            last = check()
+        except Exception as exc:  # a condition that cannot be evaluated yet
+            last = exc
+        if last and not isinstance(last, Exception):
+            return last
+        time.sleep(every)
+    raise AssertionError(f"timed out waiting for {what} (last: {last!r})")
+
+
+def kubectl_json(cp: ControlPlane, *args: str) -> Any:
+    return json.loads(cp.kubectl(*args, "-o", "json").stdout)
+
+
+def bind(cp: ControlPlane, system: str) -> None:
+    """The shipped RBAC, bound to the operator's and the router's users."""
+    for path, ns in ((RBAC / "rbac-operator.yaml", system), (RBAC / "rbac-router.yaml", system)):
+        cp.kubectl("apply", "-n", ns, "-f", str(path))
+    bindings = [
+        ("clusterrolebinding", "switchyard-operator", "--clusterrole=switchyard-operator",
+         "switchyard-operator", None),
+        ("rolebinding", "switchyard-operator", "--role=switchyard-operator",
+         "switchyard-operator", system),
+        ("rolebinding", "switchyard-router", "--role=switchyard-router", "switchyard-router",
+         system),
+        ("clusterrolebinding", "switchyard-router-settings",
+         "--clusterrole=switchyard-router-settings", "switchyard-router", None),
+    ]
+    for kind, name, role, who, ns in bindings:
+        args = ["create", kind, f"{name}-{system}", role, f"--user={who}"]
+        cp.kubectl(*args, *(["-n", ns] if ns else []))
+
+
+@pytest.fixture(scope="module")
+def fakes() -> Iterator[tuple[FakeOpenAI, FakeVLLM]]:
+    with FakeOpenAI(api_key=OPENAI_KEY) as oa, FakeVLLM(api_key=None) as vl:
+        yield oa, vl
+
+
+@pytest.fixture(scope="module")
+def system(control_plane: ControlPlane) -> str:
+    control_plane.kubectl("apply", "-f", str(CRDS))
+    control_plane.kubectl("wait", "--for=condition=Established", "--timeout=30s",
+                          "crd/llmproviders.switchyard.dev", "crd/llmmodels.switchyard.dev",
+                          "crd/prompttemplates.switchyard.dev")
+    name = f"switchyard-{os.urandom(3).hex()}"
+    control_plane.kubectl("create", "namespace", name)
+    bind(control_plane, name)
+    return name
+
+
+@pytest.fixture(scope="module")
+def operator(control_plane: ControlPlane, system: str, tmp_path_factory: pytest.TempPathFactory
+             ) -> Iterator[KopfRunner]:
+    config = control_plane.write_kubeconfig(
+        tmp_path_factory.mktemp("op") / "kubeconfig", user(control_plane, "switchyard-operator"))
+    env = {"KUBECONFIG": str(config), "SWITCHYARD_NAMESPACE": system}
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    runner = KopfRunner(
+        ["run", "--standalone", "--all-namespaces", "-m", "switchyard.operator.main"],
+        timeout=60,
+    )
+    try:
+        with runner:
+            yield runner
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+    assert runner.exception is None, runner.exception
+    assert "Traceback" not in runner.output, runner.output[-4000:]
+
+
+@pytest.fixture(scope="module")
+def router(control_plane: ControlPlane, system: str, operator: KopfRunner,
+           tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    work = tmp_path_factory.mktemp("router")
+    config = control_plane.write_kubeconfig(work / "kubeconfig",
+                                            user(control_plane, "switchyard-router"))
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "switchyard.router.cli", "router",
+         "--routing-configmap", f"{system}/switchyard-routing",
+         "--provider-keys-secret", f"{system}/switchyard-provider-keys",
+         "--kubeconfig", str(config), "--port", str(port), "--state-dir", str(work / "state"),
+         "--log-level", "warning"],
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_for("the router to listen", lambda: httpx.get(f"{url}/healthz").status_code == 200)
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(20)
+
+
+def create_api_key(cp: ControlPlane, ns: str, name: str) -> str:
+    config = cp.kubeconfig
+    out = subprocess.run(
+        [sys.executable, "-m", "switchyard.router.cli", "create-api-key", "--namespace", ns,
+         "--name", name, "--scopes", "completion", "usage:read", "settings:write",
+         "--kubeconfig", str(config)],
+        capture_output=True, text=True, check=True,
+    ).stdout
+    key = re.search(r"^(sy-\S+)$", out, re.M)
+    assert key is not None, out
+    return key.group(1)
+
+
+def apply(cp: ControlPlane, ns: str, *objects: dict[str, Any]) -> subprocess.CompletedProcess[str]:
+    doc = {"apiVersion": "v1", "kind": "List", "items": list(objects)}
+    return cp.kubectl("apply", "-n", ns, "-f", "-", input=json.dumps(doc), check=False)
+
+
+def provider(name: str, url: str, **spec: Any) -> dict[str, Any]:
+    return {"apiVersion": "switchyard.dev/v1alpha1", "kind": "LLMProvider",
+            "metadata": {"name": name}, "spec": {"baseUrl": url, **spec}}
+
+
+def model(obj_name: str, provider_name: str, model_name: str, **spec: Any) -> dict[str, Any]:
+    return {"apiVersion": "switchyard.dev/v1alpha1", "kind": "LLMModel",
+            "metadata": {"name": obj_name},
+            "spec": {"providerRef": {"name": provider_name}, "modelName": model_name,
+                     "contextWindow": 32000, "maxOutputTokens": 4096, **spec}}
+
+
+def status(cp: ControlPlane, ns: str, kind: str, name: str) -> dict[str, Any]:
+    return dict(kubectl_json(cp, "get", "-n", ns, kind, name).get("status") or {})
+
+
+def ready(st: dict[str, Any]) -> dict[str, Any]:
+    return next((c for c in st.get("conditions") or [] if c["type"] == "Ready"), {})
+
+
+def test_from_kubectl_apply_to_a_served_completion_and_back(
+    control_plane: ControlPlane, router: str, namespace: str,
+    fakes: tuple[FakeOpenAI, FakeVLLM],
+) -> None:
+    cp = control_plane
+    fake_openai, fake_vllm = fakes
+    key = create_api_key(cp, namespace, "team-key")
+    secret = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "openai-key"},
+              "stringData": {"apiKey": OPENAI_KEY}}
+    applied = apply(
+        cp, namespace, secret,
+        provider("openai", fake_openai.url, providerType="openai", priority=1,
+                 apiKeySecretRef={"name": "openai-key"}),
+        provider("backup", fake_vllm.url, providerType="vllm", priority=2),
+        model("chat", "openai", "gpt-4o-mini"),
+        model("chat-backup", "backup", "meta-llama/Llama-3.1-8B-Instruct", name="chat"),
+    )
+    assert applied.returncode == 0, applied.stderr
+    client = openai.OpenAI(base_url=f"{router}/v1", api_key=key, max_retries=0)
+
+    def served_models() -> list[str]:
+        return sorted(m.id for m in client.models.list())
+
+    wait_for("the router to serve the model", lambda: served_models() == ["chat"])
+    resp = client.chat.completions.with_raw_response.create(
+        model="chat", messages=[{"role": "user", "content": "hello cluster"}])
+    assert resp.headers["x-switchyard-provider"] == "openai"
+    assert resp.parse().choices[0].message.content == "Echo: hello cluster"
+    assert fake_openai.requests[-1].headers["authorization"] == f"Bearer {OPENAI_KEY}"
+
+    # The operator probed the provider and said so in its status and events.
+    st = wait_for("a healthy provider",
+                  lambda: (s := status(cp, namespace, "llmp", "openai")).get("health") == "healthy"
+                  and s)
+    assert ready(st)["status"] == "True"
+    assert "gpt-4o-mini" in st["discoveredModels"]
+    assert st["observedGeneration"] == 1
+    assert ready(status(cp, namespace, "llmm", "chat"))["reason"] == "Compiled"
+    events = cp.kubectl("get", "events", "-n", namespace, "-o", "json").stdout
+    assert "ModelsDiscovered" in events
+    # No key in the ConfigMap; the key is in the operator's Secret.
+    system = next(n for n in kubectl_json(cp, "get", "ns")["items"]
+                  if n["metadata"]["name"].startswith("switchyard-"))["metadata"]["name"]
+    cm = cp.kubectl("get", "cm", "-n", system, "switchyard-routing", "-o", "yaml").stdout
+    assert OPENAI_KEY not in cm and f"{namespace}.openai" in cm
+
+    # The provider starts failing: three fresh probes later it is unhealthy, the
+    # table says so, and the router sends the model's traffic to the backup.
+    fake_openai.stop()
+    try:
+        for i in range(3):
+            cp.kubectl("annotate", "-n", namespace, "llmp", "openai", "--overwrite",
+                       f"switchyard.dev/probe-requested-at=t{i}-{time.time()}")
+            wait_for(f"failure {i + 1}", lambda i=i: status(cp, namespace, "llmp", "openai")
+                     .get("consecutiveFailures") == i + 1)
+        st = status(cp, namespace, "llmp", "openai")
+        assert st["health"] == "unhealthy"
+        assert ready(st)["status"] == "False" and ready(st)["reason"] == "HealthCheckFailed"
+        assert "HealthCheckFailed" in cp.kubectl("get", "events", "-n", namespace,
+                                                 "-o", "json").stdout
+
+        def table_says_unhealthy() -> bool:
+            providers = httpx.get(f"{router}/api/v1/llm/providers",
+                                  headers={"Authorization": f"Bearer {key}"}).json()["providers"]
+            return {p["name"]: p for p in providers}["openai"]["healthStatus"] == "unhealthy"
+
+        wait_for("the router to learn of it", table_says_unhealthy)
+        resp = client.chat.completions.with_raw_response.create(
+            model="chat", messages=[{"role": "user", "content": "still there?"}])
+        assert resp.headers["x-switchyard-provider"] == "backup"
+    finally:
+        fake_openai.start()
+
+    # A deleted model disappears from /v1/models.
+    cp.kubectl("delete", "-n", namespace, "llmm", "chat-backup", "chat")
+    wait_for("the model to disappear", lambda: served_models() == [])
+
+
+def test_models_waiting_for_a_provider_say_so(
+    control_plane: ControlPlane, router: str, namespace: str,
+    fakes: tuple[FakeOpenAI, FakeVLLM],
+) -> None:
+    cp = control_plane
+    assert apply(cp, namespace, model("early", "later", "meta-llama/Llama-3.1-8B-Instruct")
+                 ).returncode == 0
+    st = wait_for("a status", lambda: ready(status(cp, namespace, "llmm", "early")) or None)
+    assert (st["status"], st["reason"]) == ("False", "ProviderNotFound")
+    assert apply(cp, namespace, provider("later", fakes[1].url, providerType="vllm")
+                 ).returncode == 0
+    wait_for("the model to become ready",
+             lambda: ready(status(cp, namespace, "llmm", "early")).get("status") == "True")
+
+
+def test_a_missing_secret_is_a_condition_not_a_crash(
+    control_plane: ControlPlane, router: str, namespace: str,
+    fakes: tuple[FakeOpenAI, FakeVLLM], operator: KopfRunner,
+) -> None:
+    cp = control_plane
+    assert apply(cp, namespace, provider("keyless", fakes[0].url, providerType="openai",
+                                         apiKeySecretRef={"name": "not-yet"})).returncode == 0
+    st = wait_for("a status", lambda: ready(status(cp, namespace, "llmp", "keyless")) or None)
+    assert (st["status"], st["reason"]) == ("False", "ApiKeyMissing")
+    assert "not-yet" in st["message"]
+    # The Secret appears: the operator reacts without a restart.
+    apply(cp, namespace, {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "not-yet"},
+                          "stringData": {"apiKey": OPENAI_KEY}})
+    wait_for("the provider to become ready",
+             lambda: ready(status(cp, namespace, "llmp", "keyless")).get("status") == "True")
+
+
+def test_bad_objects_are_rejected_by_the_api_server(
+    control_plane: ControlPlane, system: str, namespace: str
+) -> None:
+    bad = apply(control_plane, namespace, provider("p", "http://x/v1", providerType="openai"))
+    assert bad.returncode != 0
+    assert "apiKeySecretRef is required when providerType is openai" in bad.stderr
+    bad = apply(control_plane, namespace,
+                model("m", "p", "x", contextWindow=100, maxOutputTokens=200))
+    assert "maxOutputTokens must not exceed contextWindow" in bad.stderr
