@@ -61,14 +61,34 @@ def bind(cp: ControlPlane, system: str) -> None:
     for path, ns in ((RBAC / "rbac-operator.yaml", system), (RBAC / "rbac-router.yaml", system)):
         cp.kubectl("apply", "-n", ns, "-f", str(path))
     bindings = [
-        ("clusterrolebinding", "switchyard-operator", "--clusterrole=switchyard-operator",
-         "switchyard-operator", None),
-        ("rolebinding", "switchyard-operator", "--role=switchyard-operator",
-         "switchyard-operator", system),
-        ("rolebinding", "switchyard-router", "--role=switchyard-router", "switchyard-router",
-         system),
-        ("clusterrolebinding", "switchyard-router-settings",
-         "--clusterrole=switchyard-router-settings", "switchyard-router", None),
+        (
+            "clusterrolebinding",
+            "switchyard-operator",
+            "--clusterrole=switchyard-operator",
+            "switchyard-operator",
+            None,
+        ),
+        (
+            "rolebinding",
+            "switchyard-operator",
+            "--role=switchyard-operator",
+            "switchyard-operator",
+            system,
+        ),
+        (
+            "rolebinding",
+            "switchyard-router",
+            "--role=switchyard-router",
+            "switchyard-router",
+            system,
+        ),
+        (
+            "clusterrolebinding",
+            "switchyard-router-settings",
+            "--clusterrole=switchyard-router-settings",
+            "switchyard-router",
+            None,
+        ),
     ]
     for kind, name, role, who, ns in bindings:
         args = ["create", kind, f"{name}-{system}", role, f"--user={who}"]
@@ -84,9 +104,14 @@ def fakes() -> Iterator[tuple[FakeOpenAI, FakeVLLM]]:
 @pytest.fixture(scope="module")
 def system(control_plane: ControlPlane) -> str:
     control_plane.kubectl("apply", "-f", str(CRDS))
-    control_plane.kubectl("wait", "--for=condition=Established", "--timeout=30s",
-                          "crd/llmproviders.switchyard.dev", "crd/llmmodels.switchyard.dev",
-                          "crd/prompttemplates.switchyard.dev")
+    control_plane.kubectl(
+        "wait",
+        "--for=condition=Established",
+        "--timeout=30s",
+        "crd/llmproviders.switchyard.dev",
+        "crd/llmmodels.switchyard.dev",
+        "crd/prompttemplates.switchyard.dev",
+    )
     name = f"switchyard-{os.urandom(3).hex()}"
     control_plane.kubectl("create", "namespace", name)
     bind(control_plane, name)
@@ -94,10 +119,12 @@ def system(control_plane: ControlPlane) -> str:
 
 
 @pytest.fixture(scope="module")
-def operator(control_plane: ControlPlane, system: str, tmp_path_factory: pytest.TempPathFactory
-             ) -> Iterator[KopfRunner]:
+def operator(
+    control_plane: ControlPlane, system: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[KopfRunner]:
     config = control_plane.write_kubeconfig(
-        tmp_path_factory.mktemp("op") / "kubeconfig", user(control_plane, "switchyard-operator"))
+        tmp_path_factory.mktemp("op") / "kubeconfig", user(control_plane, "switchyard-operator")
+    )
     env = {"KUBECONFIG": str(config), "SWITCHYARD_NAMESPACE": system}
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
@@ -119,18 +146,36 @@ def operator(control_plane: ControlPlane, system: str, tmp_path_factory: pytest.
 
 
 @pytest.fixture(scope="module")
-def router(control_plane: ControlPlane, system: str, operator: KopfRunner,
-           tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def router(
+    control_plane: ControlPlane,
+    system: str,
+    operator: KopfRunner,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[str]:
     work = tmp_path_factory.mktemp("router")
-    config = control_plane.write_kubeconfig(work / "kubeconfig",
-                                            user(control_plane, "switchyard-router"))
+    config = control_plane.write_kubeconfig(
+        work / "kubeconfig", user(control_plane, "switchyard-router")
+    )
     port = free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "switchyard.router.cli", "router",
-         "--routing-configmap", f"{system}/switchyard-routing",
-         "--provider-keys-secret", f"{system}/switchyard-provider-keys",
-         "--kubeconfig", str(config), "--port", str(port), "--state-dir", str(work / "state"),
-         "--log-level", "warning"],
+        [
+            sys.executable,
+            "-m",
+            "switchyard.router.cli",
+            "router",
+            "--routing-configmap",
+            f"{system}/switchyard-routing",
+            "--provider-keys-secret",
+            f"{system}/switchyard-provider-keys",
+            "--kubeconfig",
+            str(config),
+            "--port",
+            str(port),
+            "--state-dir",
+            str(work / "state"),
+            "--log-level",
+            "warning",
+        ],
     )
     url = f"http://127.0.0.1:{port}"
     try:
@@ -144,10 +189,25 @@ def router(control_plane: ControlPlane, system: str, operator: KopfRunner,
 def create_api_key(cp: ControlPlane, ns: str, name: str) -> str:
     config = cp.kubeconfig
     out = subprocess.run(
-        [sys.executable, "-m", "switchyard.router.cli", "create-api-key", "--namespace", ns,
-         "--name", name, "--scopes", "completion", "usage:read", "settings:write",
-         "--kubeconfig", str(config)],
-        capture_output=True, text=True, check=True,
+        [
+            sys.executable,
+            "-m",
+            "switchyard.router.cli",
+            "create-api-key",
+            "--namespace",
+            ns,
+            "--name",
+            name,
+            "--scopes",
+            "completion",
+            "usage:read",
+            "settings:write",
+            "--kubeconfig",
+            str(config),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout
     key = re.search(r"^(sy-\S+)$", out, re.M)
     assert key is not None, out
@@ -160,15 +220,27 @@ def apply(cp: ControlPlane, ns: str, *objects: dict[str, Any]) -> subprocess.Com
 
 
 def provider(name: str, url: str, **spec: Any) -> dict[str, Any]:
-    return {"apiVersion": "switchyard.dev/v1alpha1", "kind": "LLMProvider",
-            "metadata": {"name": name}, "spec": {"baseUrl": url, **spec}}
+    return {
+        "apiVersion": "switchyard.dev/v1alpha1",
+        "kind": "LLMProvider",
+        "metadata": {"name": name},
+        "spec": {"baseUrl": url, **spec},
+    }
 
 
 def model(obj_name: str, provider_name: str, model_name: str, **spec: Any) -> dict[str, Any]:
-    return {"apiVersion": "switchyard.dev/v1alpha1", "kind": "LLMModel",
-            "metadata": {"name": obj_name},
-            "spec": {"providerRef": {"name": provider_name}, "modelName": model_name,
-                     "contextWindow": 32000, "maxOutputTokens": 4096, **spec}}
+    return {
+        "apiVersion": "switchyard.dev/v1alpha1",
+        "kind": "LLMModel",
+        "metadata": {"name": obj_name},
+        "spec": {
+            "providerRef": {"name": provider_name},
+            "modelName": model_name,
+            "contextWindow": 32000,
+            "maxOutputTokens": 4096,
+            **spec,
+        },
+    }
 
 
 def status(cp: ControlPlane, ns: str, kind: str, name: str) -> dict[str, Any]:
@@ -180,18 +252,31 @@ def ready(st: dict[str, Any]) -> dict[str, Any]:
 
 
 def test_from_kubectl_apply_to_a_served_completion_and_back(
-    control_plane: ControlPlane, router: str, namespace: str,
+    control_plane: ControlPlane,
+    router: str,
+    namespace: str,
     fakes: tuple[FakeOpenAI, FakeVLLM],
 ) -> None:
     cp = control_plane
     fake_openai, fake_vllm = fakes
     key = create_api_key(cp, namespace, "team-key")
-    secret = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "openai-key"},
-              "stringData": {"apiKey": OPENAI_KEY}}
+    secret = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": "openai-key"},
+        "stringData": {"apiKey": OPENAI_KEY},
+    }
     applied = apply(
-        cp, namespace, secret,
-        provider("openai", fake_openai.url, providerType="openai", priority=1,
-                 apiKeySecretRef={"name": "openai-key"}),
+        cp,
+        namespace,
+        secret,
+        provider(
+            "openai",
+            fake_openai.url,
+            providerType="openai",
+            priority=1,
+            apiKeySecretRef={"name": "openai-key"},
+        ),
         provider("backup", fake_vllm.url, providerType="vllm", priority=2),
         model("chat", "openai", "gpt-4o-mini"),
         model("chat-backup", "backup", "meta-llama/Llama-3.1-8B-Instruct", name="chat"),
@@ -204,15 +289,17 @@ def test_from_kubectl_apply_to_a_served_completion_and_back(
 
     wait_for("the router to serve the model", lambda: served_models() == ["chat"])
     resp = client.chat.completions.with_raw_response.create(
-        model="chat", messages=[{"role": "user", "content": "hello cluster"}])
+        model="chat", messages=[{"role": "user", "content": "hello cluster"}]
+    )
     assert resp.headers["x-switchyard-provider"] == "openai"
     assert resp.parse().choices[0].message.content == "Echo: hello cluster"
     assert fake_openai.requests[-1].headers["authorization"] == f"Bearer {OPENAI_KEY}"
 
     # The operator probed the provider and said so in its status and events.
-    st = wait_for("a healthy provider",
-                  lambda: (s := status(cp, namespace, "llmp", "openai")).get("health") == "healthy"
-                  and s)
+    st = wait_for(
+        "a healthy provider",
+        lambda: (s := status(cp, namespace, "llmp", "openai")).get("health") == "healthy" and s,
+    )
     assert ready(st)["status"] == "True"
     assert "gpt-4o-mini" in st["discoveredModels"]
     assert st["observedGeneration"] == 1
@@ -220,8 +307,11 @@ def test_from_kubectl_apply_to_a_served_completion_and_back(
     events = cp.kubectl("get", "events", "-n", namespace, "-o", "json").stdout
     assert "ModelsDiscovered" in events
     # No key in the ConfigMap; the key is in the operator's Secret.
-    system = next(n for n in kubectl_json(cp, "get", "ns")["items"]
-                  if n["metadata"]["name"].startswith("switchyard-"))["metadata"]["name"]
+    system = next(
+        n
+        for n in kubectl_json(cp, "get", "ns")["items"]
+        if n["metadata"]["name"].startswith("switchyard-")
+    )["metadata"]["name"]
     cm = cp.kubectl("get", "cm", "-n", system, "switchyard-routing", "-o", "yaml").stdout
     assert OPENAI_KEY not in cm and f"{namespace}.openai" in cm
 
@@ -230,24 +320,38 @@ def test_from_kubectl_apply_to_a_served_completion_and_back(
     fake_openai.stop()
     try:
         for i in range(3):
-            cp.kubectl("annotate", "-n", namespace, "llmp", "openai", "--overwrite",
-                       f"switchyard.dev/probe-requested-at=t{i}-{time.time()}")
-            wait_for(f"failure {i + 1}", lambda i=i: status(cp, namespace, "llmp", "openai")
-                     .get("consecutiveFailures") == i + 1)
+            cp.kubectl(
+                "annotate",
+                "-n",
+                namespace,
+                "llmp",
+                "openai",
+                "--overwrite",
+                f"switchyard.dev/probe-requested-at=t{i}-{time.time()}",
+            )
+            wait_for(
+                f"failure {i + 1}",
+                lambda i=i: (
+                    status(cp, namespace, "llmp", "openai").get("consecutiveFailures") == i + 1
+                ),
+            )
         st = status(cp, namespace, "llmp", "openai")
         assert st["health"] == "unhealthy"
         assert ready(st)["status"] == "False" and ready(st)["reason"] == "HealthCheckFailed"
-        assert "HealthCheckFailed" in cp.kubectl("get", "events", "-n", namespace,
-                                                 "-o", "json").stdout
+        assert (
+            "HealthCheckFailed" in cp.kubectl("get", "events", "-n", namespace, "-o", "json").stdout
+        )
 
         def table_says_unhealthy() -> bool:
-            providers = httpx.get(f"{router}/api/v1/llm/providers",
-                                  headers={"Authorization": f"Bearer {key}"}).json()["providers"]
+            providers = httpx.get(
+                f"{router}/api/v1/llm/providers", headers={"Authorization": f"Bearer {key}"}
+            ).json()["providers"]
             return {p["name"]: p for p in providers}["openai"]["healthStatus"] == "unhealthy"
 
         wait_for("the router to learn of it", table_says_unhealthy)
         resp = client.chat.completions.with_raw_response.create(
-            model="chat", messages=[{"role": "user", "content": "still there?"}])
+            model="chat", messages=[{"role": "user", "content": "still there?"}]
+        )
         assert resp.headers["x-switchyard-provider"] == "backup"
     finally:
         fake_openai.start()
@@ -258,35 +362,63 @@ def test_from_kubectl_apply_to_a_served_completion_and_back(
 
 
 def test_models_waiting_for_a_provider_say_so(
-    control_plane: ControlPlane, router: str, namespace: str,
+    control_plane: ControlPlane,
+    router: str,
+    namespace: str,
     fakes: tuple[FakeOpenAI, FakeVLLM],
 ) -> None:
     cp = control_plane
-    assert apply(cp, namespace, model("early", "later", "meta-llama/Llama-3.1-8B-Instruct")
-                 ).returncode == 0
+    assert (
+        apply(cp, namespace, model("early", "later", "meta-llama/Llama-3.1-8B-Instruct")).returncode
+        == 0
+    )
     st = wait_for("a status", lambda: ready(status(cp, namespace, "llmm", "early")) or None)
     assert (st["status"], st["reason"]) == ("False", "ProviderNotFound")
-    assert apply(cp, namespace, provider("later", fakes[1].url, providerType="vllm")
-                 ).returncode == 0
-    wait_for("the model to become ready",
-             lambda: ready(status(cp, namespace, "llmm", "early")).get("status") == "True")
+    assert (
+        apply(cp, namespace, provider("later", fakes[1].url, providerType="vllm")).returncode == 0
+    )
+    wait_for(
+        "the model to become ready",
+        lambda: ready(status(cp, namespace, "llmm", "early")).get("status") == "True",
+    )
 
 
 def test_a_missing_secret_is_a_condition_not_a_crash(
-    control_plane: ControlPlane, router: str, namespace: str,
-    fakes: tuple[FakeOpenAI, FakeVLLM], operator: KopfRunner,
+    control_plane: ControlPlane,
+    router: str,
+    namespace: str,
+    fakes: tuple[FakeOpenAI, FakeVLLM],
+    operator: KopfRunner,
 ) -> None:
     cp = control_plane
-    assert apply(cp, namespace, provider("keyless", fakes[0].url, providerType="openai",
-                                         apiKeySecretRef={"name": "not-yet"})).returncode == 0
+    assert (
+        apply(
+            cp,
+            namespace,
+            provider(
+                "keyless", fakes[0].url, providerType="openai", apiKeySecretRef={"name": "not-yet"}
+            ),
+        ).returncode
+        == 0
+    )
     st = wait_for("a status", lambda: ready(status(cp, namespace, "llmp", "keyless")) or None)
     assert (st["status"], st["reason"]) == ("False", "ApiKeyMissing")
     assert "not-yet" in st["message"]
     # The Secret appears: the operator reacts without a restart.
-    apply(cp, namespace, {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "not-yet"},
-                          "stringData": {"apiKey": OPENAI_KEY}})
-    wait_for("the provider to become ready",
-             lambda: ready(status(cp, namespace, "llmp", "keyless")).get("status") == "True")
+    apply(
+        cp,
+        namespace,
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": "not-yet"},
+            "stringData": {"apiKey": OPENAI_KEY},
+        },
+    )
+    wait_for(
+        "the provider to become ready",
+        lambda: ready(status(cp, namespace, "llmp", "keyless")).get("status") == "True",
+    )
 
 
 def test_bad_objects_are_rejected_by_the_api_server(
@@ -295,6 +427,7 @@ def test_bad_objects_are_rejected_by_the_api_server(
     bad = apply(control_plane, namespace, provider("p", "http://x/v1", providerType="openai"))
     assert bad.returncode != 0
     assert "apiKeySecretRef is required when providerType is openai" in bad.stderr
-    bad = apply(control_plane, namespace,
-                model("m", "p", "x", contextWindow=100, maxOutputTokens=200))
+    bad = apply(
+        control_plane, namespace, model("m", "p", "x", contextWindow=100, maxOutputTokens=200)
+    )
     assert "maxOutputTokens must not exceed contextWindow" in bad.stderr
