@@ -209,7 +209,7 @@ class Prober:
             "observedGeneration": p.generation,
             "health": health,
             "consecutiveFailures": failures,
-            "lastCheckTime": now(),
+            "lastCheckTime": now(precise=True),
             "latencyMs": None if latency is None else round(latency),
             "message": message[:1024],
             "discoveredModels": models,

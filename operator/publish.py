@@ -25,8 +25,12 @@ from switchyard.router.table.kube import KubeClient, KubeError
 log = logging.getLogger("switchyard.operator")
 
 
-def now() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+def now(precise: bool = False) -> str:
+    """RFC 3339 in UTC; ``precise`` keeps microseconds (for probe times)."""
+    stamp = datetime.now(UTC)
+    if precise:
+        return stamp.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return stamp.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def conditions(

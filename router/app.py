@@ -23,7 +23,16 @@ from switchyard.router.errors import (
     NotFound,
     SwitchyardError,
 )
-from switchyard.router.http import admin, anthropic_api, native, openai_api, openapi, ops, usage_api
+from switchyard.router.http import (
+    admin,
+    anthropic_api,
+    cluster_api,
+    native,
+    openai_api,
+    openapi,
+    ops,
+    usage_api,
+)
 from switchyard.router.http.errors import error_response, flavor_of
 from switchyard.router.http.services import Services
 from switchyard.router.metrics import Metrics
@@ -125,6 +134,7 @@ def create_app(
     kube: KubeClient | None = None
     if routing_configmap is not None or provider_keys_secret is not None:
         kube = KubeClient(KubeAccess.discover(kubeconfig))
+        services.kube = kube
     follower: FileSource | ConfigMapSource
     if routing_configmap is not None:
         assert kube is not None
@@ -181,6 +191,7 @@ def create_app(
         Route("/v1/models", openai_api.list_models, methods=["GET"]),
         Route("/v1/messages", anthropic_api.messages, methods=["POST"]),
         Route("/api/v1/llm/providers", admin.list_providers, methods=["GET"]),
+        Route("/api/v1/llm/providers", cluster_api.create_provider, methods=["POST"]),
         Route("/api/v1/llm/providers/{name}/health-check", admin.health_check, methods=["POST"]),
         Route("/api/v1/llm/usage", usage_api.usage, methods=["GET"]),
         Route("/api/v1/llm/templates", admin.list_templates, methods=["GET"]),

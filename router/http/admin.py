@@ -70,6 +70,11 @@ async def health_check(request: Request) -> Response:
     catalog = s.gateway.require_catalog()
     caller = authenticate(request, catalog, "settings:write")
     name = request.path_params["name"]
+    if s.kube is not None:
+        # In a cluster the operator owns health: ask it for a fresh probe.
+        from switchyard.router.http.cluster_api import operator_probe
+
+        return _json(await operator_probe(s.kube, caller.organization, name))
     result = await s.gateway.probe(caller.organization, name)
     return _json({"provider": name, **(_probe_json(result) or {})})
 

@@ -11,6 +11,7 @@ from switchyard.router.core.gateway import Gateway
 from switchyard.router.core.pipeline import Pipeline
 from switchyard.router.metrics import Metrics
 from switchyard.router.storage.base import Store
+from switchyard.router.table.kube import KubeClient
 
 
 @dataclass(slots=True)
@@ -24,6 +25,7 @@ class Services:
     started_at: float = 0.0
     pipeline: Pipeline | None = None
     store: Store | None = None
+    kube: KubeClient | None = None  # set when the router follows a cluster
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property

@@ -431,3 +431,74 @@ def test_bad_objects_are_rejected_by_the_api_server(
         control_plane, namespace, model("m", "p", "x", contextWindow=100, maxOutputTokens=200)
     )
     assert "maxOutputTokens must not exceed contextWindow" in bad.stderr
+
+
+def test_providers_created_and_probed_through_the_router(
+    control_plane: ControlPlane,
+    router: str,
+    namespace: str,
+    fakes: tuple[FakeOpenAI, FakeVLLM],
+) -> None:
+    cp = control_plane
+    key = create_api_key(cp, namespace, "admin-key")
+    auth = {"Authorization": f"Bearer {key}"}
+    # The router's table must know the key before it accepts it.
+    wait_for(
+        "the key to be served",
+        lambda: httpx.get(f"{router}/api/v1/llm/providers", headers=auth).status_code == 200,
+    )
+    r = httpx.post(
+        f"{router}/api/v1/llm/providers",
+        headers=auth,
+        json={
+            "name": "via-api",
+            "providerType": "openai",
+            "baseUrl": fakes[0].url,
+            "apiKey": OPENAI_KEY,
+            "priority": 5,
+        },
+    )
+    assert r.status_code == 201, r.text
+    spec = kubectl_json(cp, "get", "-n", namespace, "llmp", "via-api")["spec"]
+    assert spec["apiKeySecretRef"] == {"name": "via-api-api-key", "key": "apiKey"}
+    secret = kubectl_json(cp, "get", "-n", namespace, "secret", "via-api-api-key")
+    assert "apiKey" in secret["data"]
+    # The API server's own validation speaks through the router.
+    r = httpx.post(
+        f"{router}/api/v1/llm/providers",
+        headers=auth,
+        json={"name": "no-url", "providerType": "vllm"},
+    )
+    assert r.status_code == 400
+    assert "baseUrl is required" in r.json()["error"]["message"]
+    assert (
+        cp.kubectl("get", "-n", namespace, "secret", "no-url-api-key", check=False).returncode != 0
+    )
+    r = httpx.post(
+        f"{router}/api/v1/llm/providers",
+        headers=auth,
+        json={"name": "via-api", "providerType": "vllm", "baseUrl": fakes[1].url},
+    )
+    assert r.status_code == 409
+    # A health check asks the operator for a fresh probe and reports it.
+    wait_for(
+        "the provider in the table",
+        lambda: (
+            "via-api"
+            in [
+                p["name"]
+                for p in httpx.get(f"{router}/api/v1/llm/providers", headers=auth).json()[
+                    "providers"
+                ]
+            ]
+        ),
+    )
+    before = time.time()
+    r = httpx.post(f"{router}/api/v1/llm/providers/via-api/health-check", headers=auth, timeout=30)
+    assert r.status_code == 200, r.text
+    result = r.json()
+    assert result["status"] == "healthy" and "gpt-4o-mini" in result["models"]
+    from datetime import datetime
+
+    checked = datetime.fromisoformat(result["checkedAt"].replace("Z", "+00:00")).timestamp()
+    assert checked >= before - 0.001

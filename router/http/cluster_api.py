@@ -1,0 +1,181 @@
+"""What the router does through the Kubernetes API when it follows a cluster.
+
+``POST /api/v1/llm/providers`` creates an LLMProvider (and a Secret for its
+key) in the caller's namespace, which is its organization; the operator then
+validates, probes and compiles it like any other. A health check asks the
+operator for a fresh probe through an annotation and reports the result.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+import orjson
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.alias_generators import to_camel
+from starlette.requests import Request
+from starlette.responses import Response
+
+from switchyard.router.errors import (
+    BadRequest,
+    NotFound,
+    SwitchyardError,
+    UpstreamTimeout,
+)
+from switchyard.router.http.auth import authenticate
+from switchyard.router.http.body import read_json, validate
+from switchyard.router.http.services import services
+from switchyard.router.table.kube import KubeClient, KubeError
+
+PROBE_ANNOTATION = "switchyard.dev/probe-requested-at"
+API = "/apis/switchyard.dev/v1alpha1"
+
+
+class Conflict(SwitchyardError):
+    status = 409
+    code = "conflict"
+
+
+class NotInCluster(SwitchyardError):
+    status = 501
+    code = "not_in_cluster"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(
+        alias_generator=to_camel, populate_by_name=True, extra="forbid", strict=True
+    )
+
+
+class RateLimitsBody(_Strict):
+    requests_per_minute: int | None = Field(default=None, ge=1)
+    tokens_per_minute: int | None = Field(default=None, ge=1)
+
+
+class NewProvider(_Strict):
+    name: str = Field(min_length=1, max_length=63, pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+    provider_type: Literal["anthropic", "openai", "azure_openai", "vllm", "ollama"]
+    base_url: str | None = Field(default=None, max_length=2048, pattern=r"^https?://[^\s]+$")
+    api_key: str | None = Field(default=None, min_length=1, max_length=4096)
+    api_version: str | None = Field(default=None, max_length=64)
+    priority: int = Field(default=100, ge=0, le=1_000_000)
+    is_default: bool = False
+    is_enabled: bool = True
+    rate_limits: RateLimitsBody | None = None
+
+
+def _kube_error(exc: KubeError, what: str) -> SwitchyardError:
+    if exc.status == 409:
+        return Conflict(f"{what} already exists")
+    if exc.status in (400, 422):
+        # The API server's validation message names the field (CEL rules included).
+        return BadRequest(str(exc).split(": ", 2)[-1])
+    if exc.status == 404:
+        return NotFound(f"{what} does not exist")
+    return SwitchyardError(f"the Kubernetes API refused: {exc}")
+
+
+async def create_provider(request: Request) -> Response:
+    s = services(request)
+    catalog = s.gateway.require_catalog()
+    caller = authenticate(request, catalog, "settings:write")
+    if s.kube is None:
+        raise NotInCluster(
+            "this router serves a routing-table file; add providers to the file instead"
+        )
+    body = validate(NewProvider, await read_json(request, catalog.settings.max_body_bytes))
+    ns = caller.organization
+    spec: dict[str, Any] = {
+        "providerType": body.provider_type,
+        "priority": body.priority,
+        "isDefault": body.is_default,
+        "isEnabled": body.is_enabled,
+    }
+    if body.base_url:
+        spec["baseUrl"] = body.base_url
+    if body.api_version:
+        spec["apiVersion"] = body.api_version
+    if body.rate_limits:
+        spec["rateLimits"] = body.rate_limits.model_dump(by_alias=True, exclude_none=True)
+    secret_name = f"{body.name}-api-key"
+    if body.api_key:
+        spec["apiKeySecretRef"] = {"name": secret_name, "key": "apiKey"}
+    provider = {
+        "apiVersion": "switchyard.dev/v1alpha1",
+        "kind": "LLMProvider",
+        "metadata": {
+            "name": body.name,
+            "namespace": ns,
+            "labels": {"app.kubernetes.io/created-by": "switchyard-router"},
+        },
+        "spec": spec,
+    }
+    # Ask the API server to validate first, so a bad provider leaves no Secret behind.
+    try:
+        await s.kube.request("POST", f"{API}/namespaces/{ns}/llmproviders?dryRun=All", provider)
+        if body.api_key:
+            await s.kube.request(
+                "POST",
+                f"/api/v1/namespaces/{ns}/secrets",
+                {
+                    "apiVersion": "v1",
+                    "kind": "Secret",
+                    "type": "Opaque",
+                    "metadata": {"name": secret_name, "namespace": ns},
+                    "stringData": {"apiKey": body.api_key},
+                },
+            )
+        created = await s.kube.request("POST", f"{API}/namespaces/{ns}/llmproviders", provider)
+    except KubeError as exc:
+        raise _kube_error(exc, f"LLMProvider {ns}/{body.name}") from None
+    return Response(
+        orjson.dumps(
+            {
+                "name": body.name,
+                "namespace": ns,
+                "uid": created["metadata"]["uid"],
+                "spec": created["spec"],
+            }
+        ),
+        status_code=201,
+        media_type="application/json",
+    )
+
+
+async def operator_probe(
+    kube: KubeClient, namespace: str, name: str, wait_seconds: float = 20.0
+) -> dict[str, Any]:
+    """Annotate the provider, then wait for the operator's status from that probe."""
+    path = f"{API}/namespaces/{namespace}/llmproviders/{name}"
+    asked = datetime.now(UTC)
+    try:
+        await kube.request(
+            "PATCH",
+            path,
+            {"metadata": {"annotations": {PROBE_ANNOTATION: f"{time.time():.6f}"}}},
+            content_type="application/merge-patch+json",
+        )
+    except KubeError as exc:
+        raise _kube_error(exc, f"provider {name!r}") from None
+    deadline = time.monotonic() + wait_seconds
+    while time.monotonic() < deadline:
+        status = (await kube.get(path)).get("status") or {}
+        checked = status.get("lastCheckTime")
+        if checked and datetime.fromisoformat(checked.replace("Z", "+00:00")) >= asked:
+            return {
+                "provider": name,
+                "status": status.get("health", "unknown"),
+                "latencyMs": status.get("latencyMs"),
+                "checkedAt": checked,
+                "message": status.get("message"),
+                "consecutiveFailures": status.get("consecutiveFailures"),
+                "models": status.get("discoveredModels") or [],
+                "conditions": status.get("conditions") or [],
+            }
+        await asyncio.sleep(0.2)
+    raise UpstreamTimeout(
+        f"the operator did not report a probe of {name!r} within {wait_seconds:g}s", provider=name
+    )
