@@ -7,11 +7,15 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+import orjson
 import yaml
 from pydantic import ValidationError
 
 from switchyard.router.errors import ConfigError
 from switchyard.router.table.schema import CLOUD_TYPES, RoutingTable
+
+#: libyaml's safe loader when PyYAML was built with it: several times faster.
+_YAML_LOADER: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 def _path(loc: Iterable[int | str]) -> str:
@@ -118,8 +122,16 @@ def check_references(table: RoutingTable) -> None:
 
 def load_bytes(raw: bytes, source: str = "<table>") -> tuple[RoutingTable, str]:
     """Parse YAML or JSON bytes; return the table and the SHA-256 of the bytes."""
+    if raw.lstrip()[:1] == b"{":
+        # JSON (the operator's packed form): orjson reads 10,000 models in milliseconds
+        # where a YAML parser takes seconds.
+        try:
+            data = orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            raise ConfigError(f"{source} is not valid JSON: {exc}") from None
+        return parse_document(data), hashlib.sha256(raw).hexdigest()
     try:
-        data = yaml.safe_load(raw)
+        data = yaml.load(raw, Loader=_YAML_LOADER)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""

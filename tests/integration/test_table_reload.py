@@ -148,3 +148,50 @@ def test_the_router_command_serves(fakes: Fakes, tmp_path: Path) -> None:
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+def test_a_mounted_configmap_of_parts_is_reassembled_and_followed(
+    fakes: Fakes, tmp_path: Path
+) -> None:
+    """The operator's packed form in a projected volume: index.json and its parts."""
+    import os as _os
+
+    from switchyard.router.table import bundle
+
+    mount = tmp_path / "mount"
+    mount.mkdir()
+
+    def publish(version: str, names: list[str]) -> None:
+        d = doc(fakes, *names)
+        # Models with random display names: a table gzip cannot shrink below a part.
+        d["models"] += [
+            {**d["models"][0], "name": f"pad-{i:05d}", "displayName": _os.urandom(40).hex()}
+            for i in range(20000)
+        ]
+        packed = bundle.pack(d, "x" * (bundle.YAML_LIMIT + 1), lambda i: f"routing-part-{i}")
+        assert packed.parts, "the test table must need parts"
+        target = mount / f"..{version}"
+        target.mkdir()
+        (target / bundle.INDEX_KEY).write_text(packed.data[bundle.INDEX_KEY])
+        for files in packed.parts.values():
+            for key, blob in files.items():
+                (target / key).write_bytes(blob)
+        link = mount / "..data_tmp"
+        link.symlink_to(target.name)
+        _os.replace(link, mount / "..data")
+        for name in [bundle.INDEX_KEY, *(k for f in packed.parts.values() for k in f)]:
+            if not (mount / name).is_symlink():
+                (mount / name).symlink_to(f"..data/{name}")
+
+    publish("v1", ["first"])
+    gw = RouterServer(mount).start()
+    try:
+        assert "first" in models(gw) and len(models(gw)) == 20001
+        publish("v2", ["second"])
+        deadline = time.monotonic() + 10
+        while "second" not in models(gw) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert "second" in models(gw), (gw.services.table_error, gw.services.table_loads)
+        assert "first" not in models(gw)
+    finally:
+        gw.stop()
