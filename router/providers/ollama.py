@@ -21,6 +21,7 @@ from switchyard.router.core.chat import (
 from switchyard.router.errors import UpstreamProtocolError, UpstreamStatusError
 from switchyard.router.providers.anthropic import _json_object
 from switchyard.router.providers.base import Adapter, json_error_message
+from switchyard.router.providers.openai import function_tools
 
 _DONE: dict[str, FinishReason] = {"stop": "stop", "length": "length", "load": "stop"}
 
@@ -61,17 +62,7 @@ class OllamaAdapter(Adapter):
             options["stop"] = req.stop
         body: dict[str, Any] = {"model": model_name, "messages": messages, "options": options}
         if req.tools and req.tool_choice != "none":
-            body["tools"] = [
-                {
-                    "type": "function",
-                    "function": {
-                        "name": t.name,
-                        "description": t.description,
-                        "parameters": t.parameters,
-                    },
-                }
-                for t in req.tools
-            ]
+            body["tools"] = function_tools(req.tools)
         return body
 
     @staticmethod

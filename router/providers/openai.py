@@ -14,6 +14,7 @@ from switchyard.router.core.chat import (
     FinishReason,
     StreamEvent,
     TextDelta,
+    Tool,
     ToolCall,
     ToolCallDelta,
     Usage,
@@ -60,6 +61,17 @@ def to_openai_messages(req: ChatRequest) -> list[dict[str, Any]]:
         else:
             out.append({"role": m.role, "content": m.content})
     return out
+
+
+def function_tools(tools: list[Tool]) -> list[dict[str, Any]]:
+    """Tools in OpenAI's shape, which Ollama shares."""
+    return [
+        {
+            "type": "function",
+            "function": {"name": t.name, "description": t.description, "parameters": t.parameters},
+        }
+        for t in tools
+    ]
 
 
 def tool_choice(value: str | dict[str, Any] | None) -> Any:
@@ -114,17 +126,7 @@ class OpenAIAdapter(Adapter):
         if req.stop:
             body["stop"] = req.stop
         if req.tools:
-            body["tools"] = [
-                {
-                    "type": "function",
-                    "function": {
-                        "name": t.name,
-                        "description": t.description,
-                        "parameters": t.parameters,
-                    },
-                }
-                for t in req.tools
-            ]
+            body["tools"] = function_tools(req.tools)
             if req.tool_choice is not None:
                 body["tool_choice"] = tool_choice(req.tool_choice)
         if req.user:

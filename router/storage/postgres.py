@@ -15,7 +15,7 @@ from psycopg_pool import AsyncConnectionPool
 from switchyard.router.storage import histogram
 from switchyard.router.storage.base import CacheEntry, Spend, Store, StoreUnavailable
 from switchyard.router.storage.migrations import MIGRATIONS
-from switchyard.router.storage.records import UsageRecord
+from switchyard.router.storage.records import COLUMNS, UsageRecord, record_from_row
 from switchyard.router.storage.rollup import Rollup
 
 log = logging.getLogger("switchyard.router.storage")
@@ -23,12 +23,7 @@ log = logging.getLogger("switchyard.router.storage")
 #: Serializes migrations across replicas starting at once.
 MIGRATION_LOCK = 0x5377_7943  # "SwyC"
 
-_COLUMNS = (
-    "id, organization, api_key, api, provider, model, task_type, prompt_tokens, "
-    "completion_tokens, total_tokens, input_cost, output_cost, total_cost, saved_cost, "
-    "latency_ms, ttft_ms, status, http_status, error_class, cache_hit, stream, "
-    "requested_at, completed_at"
-)
+_COLUMNS = ", ".join(COLUMNS)
 
 
 # One statement moves the staged records that are new into llm_requests and
@@ -245,32 +240,7 @@ class PostgresStore(Store):
                 (organization, start, end),
             )
             rows = await cur.fetchall()
-        return [
-            UsageRecord(
-                id=str(r[0]),
-                organization=r[1],
-                api_key=r[2],
-                api=r[3],
-                provider=r[4],
-                model=r[5],
-                task_type=r[6],
-                prompt_tokens=r[7],
-                completion_tokens=r[8],
-                input_cost=Decimal(r[10]),
-                output_cost=Decimal(r[11]),
-                saved_cost=Decimal(r[13]),
-                latency_ms=r[14],
-                ttft_ms=r[15],
-                status=r[16],
-                http_status=r[17],
-                error_class=r[18],
-                cache_hit=r[19],
-                stream=r[20],
-                requested_at=r[21],
-                completed_at=r[22],
-            )
-            for r in rows
-        ]
+        return [record_from_row(r, Decimal, lambda t: t) for r in rows]
 
     async def cache_get(self, key: str, now: datetime) -> CacheEntry | None:
         async with self.pool.connection() as conn:

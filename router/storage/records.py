@@ -80,6 +80,63 @@ _prefix = ("", 0)  # (random hex, pid it was made in)
 _counter = itertools.count()
 
 
+#: Column order of llm_requests; both stores select and copy in this order.
+COLUMNS = (
+    "id",
+    "organization",
+    "api_key",
+    "api",
+    "provider",
+    "model",
+    "task_type",
+    "prompt_tokens",
+    "completion_tokens",
+    "total_tokens",
+    "input_cost",
+    "output_cost",
+    "total_cost",
+    "saved_cost",
+    "latency_ms",
+    "ttft_ms",
+    "status",
+    "http_status",
+    "error_class",
+    "cache_hit",
+    "stream",
+    "requested_at",
+    "completed_at",
+)
+
+
+def record_from_row(
+    r: Sequence[Any], money: Callable[[Any], Any], when: Callable[[Any], Any]
+) -> UsageRecord:
+    """A record from an llm_requests row in COLUMNS order (totals are derived)."""
+    return UsageRecord(
+        id=str(r[0]),
+        organization=r[1],
+        api_key=r[2],
+        api=r[3],
+        provider=r[4],
+        model=r[5],
+        task_type=r[6],
+        prompt_tokens=r[7],
+        completion_tokens=r[8],
+        input_cost=money(r[10]),
+        output_cost=money(r[11]),
+        saved_cost=money(r[13]),
+        latency_ms=r[14],
+        ttft_ms=r[15],
+        status=r[16],
+        http_status=r[17],
+        error_class=r[18],
+        cache_hit=bool(r[19]),
+        stream=bool(r[20]),
+        requested_at=when(r[21]),
+        completed_at=when(r[22]),
+    )
+
+
 def new_id() -> str:
     """A unique id in UUID form: 80 random bits per process, then a counter.
 

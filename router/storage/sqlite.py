@@ -21,7 +21,7 @@ from typing import TypeVar
 from switchyard.router.storage import histogram
 from switchyard.router.storage.base import CacheEntry, Spend, Store, StoreUnavailable
 from switchyard.router.storage.migrations import MIGRATIONS
-from switchyard.router.storage.records import UsageRecord, to_rows
+from switchyard.router.storage.records import UsageRecord, record_from_row, to_rows
 from switchyard.router.storage.rollup import Rollup
 
 T = TypeVar("T")
@@ -245,29 +245,7 @@ class SQLiteStore(Store):
     ) -> list[UsageRecord]:
         def read(conn: sqlite3.Connection) -> list[UsageRecord]:
             return [
-                UsageRecord(
-                    id=r[0],
-                    organization=r[1],
-                    api_key=r[2],
-                    api=r[3],
-                    provider=r[4],
-                    model=r[5],
-                    task_type=r[6],
-                    prompt_tokens=r[7],
-                    completion_tokens=r[8],
-                    input_cost=usd(r[10]),
-                    output_cost=usd(r[11]),
-                    saved_cost=usd(r[13]),
-                    latency_ms=r[14],
-                    ttft_ms=r[15],
-                    status=r[16],
-                    http_status=r[17],
-                    error_class=r[18],
-                    cache_hit=bool(r[19]),
-                    stream=bool(r[20]),
-                    requested_at=datetime.fromtimestamp(r[21], UTC),
-                    completed_at=datetime.fromtimestamp(r[22], UTC),
-                )
+                record_from_row(r, usd, lambda t: datetime.fromtimestamp(t, UTC))
                 for r in conn.execute(
                     "SELECT * FROM llm_requests WHERE organization = ? AND requested_at >= ? "
                     "AND requested_at < ?",

@@ -20,6 +20,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 from switchyard.router.errors import ConfigError
 from switchyard.router.table import bundle
 from switchyard.router.table.kube import KubeClient, follow_object
@@ -141,30 +143,25 @@ def configmap_files(obj: dict[str, Any]) -> dict[str, bytes]:
     return files
 
 
-class ConfigMapSource:
-    """Follow ``namespace/name`` through the API: changes arrive within a second."""
+class _Followed:
+    """One object followed through the API by a background task."""
 
-    def __init__(
-        self, client: KubeClient, namespace: str, name: str, install: Install, report: Report
-    ) -> None:
+    collection = ""
+
+    def __init__(self, client: KubeClient, namespace: str, name: str) -> None:
         self.client = client
         self.namespace = namespace
         self.name = name
-        self.description = f"configmap {namespace}/{name}"
-        self._install = install
-        self._report = report
-        self._checksum: str | None = None
         self._stop = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
-        self.loaded = asyncio.Event()
 
-    def load_initial(self) -> None:
-        """Nothing to do before the event loop runs; /readyz waits for the first table."""
+    async def _changed(self, obj: dict[str, Any] | None) -> None:
+        raise NotImplementedError
 
     async def start(self) -> None:
-        collection = f"/api/v1/namespaces/{self.namespace}/configmaps"
+        path = f"/api/v1/namespaces/{self.namespace}/{self.collection}"
         self._task = asyncio.get_running_loop().create_task(
-            follow_object(self.client, collection, self.name, self._changed, self._stop)
+            follow_object(self.client, path, self.name, self._changed, self._stop)
         )
 
     async def stop(self) -> None:
@@ -174,6 +171,25 @@ class ConfigMapSource:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
 
+
+class ConfigMapSource(_Followed):
+    """Follow ``namespace/name`` through the API: changes arrive within a second."""
+
+    collection = "configmaps"
+
+    def __init__(
+        self, client: KubeClient, namespace: str, name: str, install: Install, report: Report
+    ) -> None:
+        super().__init__(client, namespace, name)
+        self.description = f"configmap {namespace}/{name}"
+        self._install = install
+        self._report = report
+        self._checksum: str | None = None
+        self.loaded = asyncio.Event()
+
+    def load_initial(self) -> None:
+        """Nothing to do before the event loop runs; /readyz waits for the first table."""
+
     async def _changed(self, obj: dict[str, Any] | None) -> None:
         if obj is None:
             log.warning("%s does not exist (yet); keeping the current table", self.description)
@@ -182,8 +198,6 @@ class ConfigMapSource:
         parts: dict[tuple[str, str], bytes] = {}
         try:
             if bundle.INDEX_KEY in files:
-                import orjson
-
                 for p in orjson.loads(files[bundle.INDEX_KEY]).get("parts", []):
                     cm = await self.client.get(
                         f"/api/v1/namespaces/{self.namespace}/configmaps/{p['configMap']}"
@@ -207,31 +221,16 @@ class ConfigMapSource:
         self.loaded.set()
 
 
-class SecretKeySource:
+class SecretKeySource(_Followed):
     """Follow the provider-keys Secret through the API into the gateway's key ring."""
+
+    collection = "secrets"
 
     def __init__(
         self, client: KubeClient, namespace: str, name: str, apply: Callable[[dict[str, str]], None]
     ) -> None:
-        self.client = client
-        self.namespace = namespace
-        self.name = name
+        super().__init__(client, namespace, name)
         self._apply = apply
-        self._stop = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
-
-    async def start(self) -> None:
-        collection = f"/api/v1/namespaces/{self.namespace}/secrets"
-        self._task = asyncio.get_running_loop().create_task(
-            follow_object(self.client, collection, self.name, self._changed, self._stop)
-        )
-
-    async def stop(self) -> None:
-        self._stop.set()
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
 
     async def _changed(self, obj: dict[str, Any] | None) -> None:
         data = (obj or {}).get("data") or {}
