@@ -3,6 +3,7 @@ Secret, and the status of each object. Writes happen only when content changed."
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import logging
@@ -88,8 +89,12 @@ class Publisher:
                 raise
 
     async def publish_table(self, document: dict[str, Any]) -> bool:
-        text = yaml.safe_dump(document, sort_keys=False, allow_unicode=True)
-        packed = bundle.pack(document, text, lambda i: f"{self.config.configmap}-part-{i}")
+        packed = await asyncio.to_thread(
+            bundle.pack,
+            document,
+            lambda i: f"{self.config.configmap}-part-{i}",
+            lambda doc: yaml.safe_dump(doc, sort_keys=False, allow_unicode=True),
+        )
         if packed.checksum == self.published:
             return False
 

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Mapping
 from typing import Any
 
-from switchyard.operator.compiler import Compiled, compile_state, validate
-from switchyard.operator.config import OperatorConfig
+from switchyard.operator.compiler import Compiled, Verdict, compile_state, validate
+from switchyard.operator.config import API_KEY_LABEL, GROUP, VERSION, OperatorConfig
 from switchyard.operator.probes import Prober, event_body
 from switchyard.operator.publish import Publisher, conditions
 from switchyard.operator.state import ClusterState, obj_of
@@ -32,11 +33,62 @@ class Operator:
 
     async def start(self) -> None:
         await self.publisher.load_published()
+        # List everything before the first compile: compiling from a half-filled
+        # index would publish a table missing objects that exist, and routers
+        # would drop them until the watch caught up.
+        await self._initial_listing()
         loop = asyncio.get_running_loop()
         self.tasks = [
             loop.create_task(self._compile_loop(), name="compile"),
             loop.create_task(self.prober.run(), name="probes"),
+            loop.create_task(self._confirm_listing(), name="confirm"),
         ]
+
+    async def _list(self, path: str) -> list[dict[str, Any]]:
+        items: list[dict[str, Any]] = []
+        token = ""
+        while True:
+            sep = "&" if "?" in path else "?"
+            page = await self.client.get(f"{path}{sep}limit=500&continue={token}")
+            items += page.get("items") or []
+            token = (page.get("metadata") or {}).get("continue") or ""
+            if not token:
+                return items
+
+    async def _initial_listing(self) -> None:
+        started = time.monotonic()
+        for plural in ("llmproviders", "llmmodels", "prompttemplates"):
+            for item in await self._list(f"/apis/{GROUP}/{VERSION}/{plural}"):
+                self.state.record(plural, "ADDED", item)
+                meta = item.get("metadata") or {}
+                self.state.unconfirmed.add(
+                    (plural, (meta.get("namespace", ""), meta.get("name", "")))
+                )
+        for item in await self._list(f"/api/v1/secrets?labelSelector={API_KEY_LABEL}"):
+            self.state.record_secret("ADDED", item, API_KEY_LABEL)
+        for ns, name in sorted(self.state.referenced_secrets()):
+            try:
+                secret = await self.client.get(f"/api/v1/namespaces/{ns}/secrets/{name}")
+            except KubeError as exc:
+                if exc.status == 404:
+                    continue
+                raise
+            self.state.record_secret("ADDED", secret, API_KEY_LABEL)
+        self.state.dirty.set()
+        log.info(
+            "listed %d providers, %d models, %d templates, %d API keys in %.1fs",
+            len(self.state.providers),
+            len(self.state.models),
+            len(self.state.templates),
+            len(self.state.api_keys),
+            time.monotonic() - started,
+        )
+
+    async def _confirm_listing(self, grace: float = 60.0) -> None:
+        await asyncio.sleep(grace)
+        dropped = self.state.drop_unconfirmed()
+        if dropped:
+            log.info("forgot %d objects deleted while the operator started", dropped)
 
     async def stop(self) -> None:
         for task in self.tasks:
@@ -96,36 +148,48 @@ class Operator:
         return compiled
 
     async def _write_verdicts(self, compiled: Compiled) -> None:
-        for (plural, (ns, name)), verdict in compiled.verdicts.items():
-            if plural == "llmproviders":
-                continue  # the prober owns provider status
-            store = self.state.models if plural == "llmmodels" else self.state.templates
-            o = store.get((ns, name))
-            if o is None:
-                continue
-            current = {c.get("type"): c for c in o.status.get("conditions") or []}.get("Ready")
-            wanted = ("True" if verdict.ready else "False", verdict.reason, verdict.message)
-            if (
-                current is not None
-                and o.status.get("observedGeneration") == o.generation
-                and (current.get("status"), current.get("reason"), current.get("message")) == wanted
-            ):
-                continue
-            status: dict[str, Any] = {
-                "observedGeneration": o.generation,
-                "conditions": conditions(
-                    o.status.get("conditions"),
-                    {"Ready": (verdict.ready, verdict.reason, verdict.message)},
-                    o.generation,
-                ),
-            }
-            o.status.update(status)
-            await self.publisher.patch_status(plural, ns, name, status)
-            if not verdict.ready:
-                await self.publisher.event(
-                    event_body(_KINDS[plural], o), "Warning", verdict.reason, verdict.message
-                )
+        limit = asyncio.Semaphore(16)  # many small PATCHes, a few at a time
+
+        async def one(plural: str, ns: str, name: str, verdict: Verdict) -> None:
+            async with limit:
+                await self._write_verdict(plural, ns, name, verdict)
+
+        await asyncio.gather(
+            *(
+                one(plural, ns, name, verdict)
+                for (plural, (ns, name)), verdict in compiled.verdicts.items()
+                if plural != "llmproviders"  # the prober owns provider status
+            )
+        )
         for key, problem in compiled.api_key_problems.items():
             if self._api_key_warned.get(key) != problem:
                 self._api_key_warned[key] = problem
                 log.warning("API key Secret %s/%s is ignored: %s", *key, problem)
+
+    async def _write_verdict(self, plural: str, ns: str, name: str, verdict: Verdict) -> None:
+        store = self.state.models if plural == "llmmodels" else self.state.templates
+        o = store.get((ns, name))
+        if o is None:
+            return
+        current = {c.get("type"): c for c in o.status.get("conditions") or []}.get("Ready")
+        wanted = ("True" if verdict.ready else "False", verdict.reason, verdict.message)
+        if (
+            current is not None
+            and o.status.get("observedGeneration") == o.generation
+            and (current.get("status"), current.get("reason"), current.get("message")) == wanted
+        ):
+            return
+        status: dict[str, Any] = {
+            "observedGeneration": o.generation,
+            "conditions": conditions(
+                o.status.get("conditions"),
+                {"Ready": (verdict.ready, verdict.reason, verdict.message)},
+                o.generation,
+            ),
+        }
+        o.status.update(status)
+        await self.publisher.patch_status(plural, ns, name, status)
+        if not verdict.ready:
+            await self.publisher.event(
+                event_body(_KINDS[plural], o), "Warning", verdict.reason, verdict.message
+            )

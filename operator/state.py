@@ -48,6 +48,8 @@ class ClusterState:
     api_keys: dict[Key, dict[str, str]] = field(default_factory=dict)  # decoded Secret data
     secrets: dict[Key, dict[str, str]] = field(default_factory=dict)  # referenced Secrets
     dirty: asyncio.Event = field(default_factory=asyncio.Event)
+    # Objects the start-up listing found that no watch event has confirmed yet.
+    unconfirmed: set[tuple[str, Key]] = field(default_factory=set)
 
     def referenced_secrets(self) -> set[Key]:
         return {
@@ -74,6 +76,7 @@ class ClusterState:
         """Apply one watch event; mark the table for recompilation."""
         o = obj_of(body)
         key = (o.namespace, o.name)
+        self.unconfirmed.discard((kind, key))
         store: dict[Key, Obj] = {
             "llmproviders": self.providers,
             "llmmodels": self.models,
@@ -92,6 +95,23 @@ class ClusterState:
             or old.status.get("health") != o.status.get("health")
         ):
             self.dirty.set()
+
+    def drop_unconfirmed(self) -> int:
+        """Forget what the start-up listing found but the watch never showed: it was
+        deleted in between."""
+        stores: dict[str, dict[Key, Obj]] = {
+            "llmproviders": self.providers,
+            "llmmodels": self.models,
+            "prompttemplates": self.templates,
+        }
+        dropped = 0
+        for kind, key in self.unconfirmed:
+            if stores[kind].pop(key, None) is not None:
+                dropped += 1
+        self.unconfirmed.clear()
+        if dropped:
+            self.dirty.set()
+        return dropped
 
     def record_secret(
         self, event_type: str | None, body: Mapping[str, Any], api_key_label: str

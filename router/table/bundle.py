@@ -38,12 +38,18 @@ class Packed:
     checksum: str = ""
 
 
-def pack(document: dict[str, Any], yaml_text: str, part_name: Callable[[int], str]) -> Packed:
-    """Pack a table; ``yaml_text`` is its readable form, used when small enough."""
+def pack(
+    document: dict[str, Any],
+    part_name: Callable[[int], str],
+    readable: Callable[[dict[str, Any]], str] | None = None,
+) -> Packed:
+    """Pack a table; ``readable`` renders the YAML form, asked for only when it will fit."""
     canonical = orjson.dumps(document, option=orjson.OPT_SORT_KEYS)
     checksum = hashlib.sha256(canonical).hexdigest()
-    if len(yaml_text.encode()) <= YAML_LIMIT:
-        return Packed(data={YAML_KEY: yaml_text}, checksum=checksum)
+    if readable is not None and len(canonical) <= YAML_LIMIT:
+        text = readable(document)
+        if len(text.encode()) <= YAML_LIMIT:
+            return Packed(data={YAML_KEY: text}, checksum=checksum)
     blob = gzip.compress(canonical, compresslevel=6, mtime=0)
     if len(blob) <= PART_SIZE:
         return Packed(binary={GZIP_KEY: blob}, checksum=checksum)
