@@ -108,7 +108,7 @@ def _deserialize(entry: CacheEntry) -> Cached:
 
 
 class ResponseCache:
-    def __init__(self, store: Store, settings: CacheSettings, lookup_timeout: float = 0.05):
+    def __init__(self, store: Store, settings: CacheSettings, lookup_timeout: float = 0.1):
         self.store = store
         self.settings = settings
         self.lookup_timeout = lookup_timeout
@@ -138,8 +138,10 @@ class ResponseCache:
         try:
             # A shared cache is worth a quick look; a slow database is a miss.
             entry = await asyncio.wait_for(self.store.cache_get(key, now), self.lookup_timeout)
-        except Exception:  # unavailable or slow: serve from the provider, and for a
-            # few seconds do not ask again, so an outage costs each request nothing.
+        except TimeoutError:
+            return None
+        except Exception:  # unavailable: serve from the provider, and for a few
+            # seconds do not ask again, so an outage costs each request nothing.
             self._store_down_until = loop.time() + 5.0
             return None
         if entry is None:

@@ -175,6 +175,10 @@ class Pipeline:
             return None, rules
         return cache_key(caller.organization, req), rules
 
+    def _known_model(self, caller: Caller, name: str) -> bool:
+        catalog = self.gateway.catalog
+        return catalog is not None and name in catalog.org(caller.organization).by_name
+
     def _reserve(self, caller: Caller, estimate: Decimal) -> Reservation | None:
         if self.budgets is None:
             return None
@@ -258,17 +262,17 @@ class Pipeline:
         if provider is None and attempts:
             provider, model = attempts[-1].provider, attempts[-1].model
         provider = provider or getattr(exc, "provider", None)
+        if model is None and req.model is not None and self._known_model(caller, req.model):
+            model = req.model  # never a name the client made up: it would be stored and a label
         exc.accounted = True
-        self.metrics.requests.labels(
-            info.api, provider or "", model or req.model or "", str(exc.status)
-        ).inc()
+        self.metrics.requests.labels(info.api, provider or "", model or "", str(exc.status)).inc()
         latency = (time.perf_counter() - info.started) * 1000
         record = self._record(
             caller,
             req,
             info,
             provider=provider,
-            model=model or req.model,
+            model=model,
             usage=usage or Usage(),
             cost=cost,
             saved=Decimal(0),

@@ -27,7 +27,7 @@ from switchyard.router.errors import BadRequest, SwitchyardError
 from switchyard.router.http.auth import authenticate
 from switchyard.router.http.body import read_json, validate
 from switchyard.router.http.errors import error_body
-from switchyard.router.http.native import REQUEST_ID, SSE_HEADERS
+from switchyard.router.http.native import REQUEST_ID, SSE_HEADERS, task_header
 from switchyard.router.http.openai_api import AUTO_MODELS
 from switchyard.router.http.services import services
 
@@ -163,7 +163,7 @@ async def messages(request: Request) -> Response:
     catalog = s.gateway.require_catalog()
     caller = authenticate(request, catalog, "completion")
     body = validate(MessagesBody, await read_json(request, catalog.settings.max_body_bytes))
-    req = to_chat_request(body, request.headers.get("x-switchyard-task"))
+    req = to_chat_request(body, task_header(request))
     message_id = f"msg_{info.id.replace('-', '')}"
     if req.stream:
         streaming = await s.serve.stream(caller, req, info)

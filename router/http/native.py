@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator
 from decimal import Decimal
 from typing import Any
@@ -17,7 +18,7 @@ from switchyard.router.core.chat import ChatRequest, Finish, Message, TextDelta,
 from switchyard.router.core.cost import Cost
 from switchyard.router.core.pipeline import RequestInfo, Streaming
 from switchyard.router.core.templates import render
-from switchyard.router.errors import NotFound, SwitchyardError
+from switchyard.router.errors import BadRequest, NotFound, SwitchyardError
 from switchyard.router.http.auth import authenticate
 from switchyard.router.http.body import read_json, validate
 from switchyard.router.http.errors import error_body
@@ -52,6 +53,20 @@ class CompletionBody(BaseModel):
         if self.prompt is not None and not self.prompt.strip():
             raise ValueError("prompt must not be blank")
         return self
+
+
+_TASK = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
+
+
+def task_header(request: Request) -> str | None:
+    """The task type of the OpenAI and Anthropic surfaces, under the native API's rules."""
+    value = request.headers.get("x-switchyard-task")
+    if value is not None and not _TASK.match(value):
+        raise BadRequest(
+            "X-Switchyard-Task: 1 to 64 letters, digits, '_', '.', ':' or '-'",
+            field="X-Switchyard-Task",
+        )
+    return value
 
 
 def _usage(u: Any) -> dict[str, int]:

@@ -31,7 +31,7 @@ from switchyard.router.errors import BadRequest, SwitchyardError
 from switchyard.router.http.auth import authenticate
 from switchyard.router.http.body import read_json, validate
 from switchyard.router.http.errors import error_body
-from switchyard.router.http.native import REQUEST_ID, SSE_HEADERS
+from switchyard.router.http.native import REQUEST_ID, SSE_HEADERS, task_header
 from switchyard.router.http.services import services
 
 AUTO_MODELS = frozenset({"auto", "switchyard", "switchyard-auto"})
@@ -178,7 +178,7 @@ async def chat_completions(request: Request) -> Response:
     catalog = s.gateway.require_catalog()
     caller = authenticate(request, catalog, "completion")
     body = validate(ChatBody, await read_json(request, catalog.settings.max_body_bytes))
-    req = to_chat_request(body, request.headers.get("x-switchyard-task"))
+    req = to_chat_request(body, task_header(request))
     completion_id = f"chatcmpl-{info.id.replace('-', '')}"
     created = int(time.time())
     if req.stream:

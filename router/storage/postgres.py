@@ -118,7 +118,13 @@ class PostgresStore(Store):
             max_size=max_size,
             open=False,
             timeout=5,
-            kwargs={"autocommit": True, "connect_timeout": 5},
+            # A statement stuck on a lock or a sick server must end, so the writer
+            # can spool and go on.
+            kwargs={
+                "autocommit": True,
+                "connect_timeout": 5,
+                "options": "-c statement_timeout=30000",
+            },
         )
 
     async def open(self) -> None:

@@ -52,6 +52,11 @@ class RecorderMetrics:
             "Usage records that could be kept neither in the database nor in the spool.",
             registry=registry,
         )
+        self.rejected = Counter(
+            "switchyard_usage_records_rejected",
+            "Usage records the database refused (set aside in a file for a person to look at).",
+            registry=registry,
+        )
         self.write_errors = Counter(
             "switchyard_usage_write_errors",
             "Failed batch writes to the database.",
@@ -76,6 +81,7 @@ class UsageRecorder:
         batch_size: int = 5000,
         flush_interval: float = 0.5,
         retry_interval: float = 1.0,
+        write_timeout: float = 60.0,
         on_stored: Callable[[list[UsageRecord], float], None] | None = None,
     ) -> None:
         self.store = store
@@ -85,8 +91,11 @@ class UsageRecorder:
         self.batch_size = batch_size
         self.flush_interval = flush_interval
         self.retry_interval = retry_interval
+        self.write_timeout = write_timeout
         self.on_stored = on_stored
         self._queue: deque[UsageRecord] = deque()
+        self._overflow: list[UsageRecord] = []  # beyond the queue: spooled by the writer
+        self._inflight: list[UsageRecord] = []  # taken from the queue, not yet kept
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._store_down_until = 0.0
@@ -97,7 +106,8 @@ class UsageRecorder:
     def submit(self, record: UsageRecord) -> None:
         """Accept a record. Never waits; never raises."""
         if len(self._queue) >= self.max_queue:
-            self._to_spool([record])
+            self._overflow.append(record)
+            self._wake.set()
             return
         self._queue.append(record)
         if len(self._queue) >= self.batch_size:
@@ -114,12 +124,14 @@ class UsageRecorder:
         if self._task is not None:
             try:
                 await asyncio.wait_for(self._task, grace)
-            except (TimeoutError, asyncio.CancelledError):
+            except BaseException:  # timed out, or the writer died: keep what it held
                 self._task.cancel()
                 with contextlib.suppress(BaseException):
                     await self._task
-        if self._queue:
-            self._to_spool(self._drain(len(self._queue)))
+        leftovers = self._inflight + self._overflow + self._drain(len(self._queue))
+        self._inflight, self._overflow = [], []
+        if leftovers:
+            self._to_spool(leftovers)
         self._spool_size = self.spool.size()
         self._update_gauges()
 
@@ -128,11 +140,12 @@ class UsageRecorder:
         q = self._queue
         return [q.popleft() for _ in range(min(n, len(q)))]
 
-    def _to_spool(self, records: list[UsageRecord]) -> None:
-        """Synchronously: for the few records that overflow the queue, and at exit."""
+    def _to_spool(self, records: list[UsageRecord], spool: Spool | None = None) -> None:
+        """Synchronously: at exit, or from a thread."""
         try:
-            self.spool.append(records)
-            self.metrics.spooled.inc(len(records))
+            (spool or self.spool).append(records)
+            if spool is None:
+                self.metrics.spooled.inc(len(records))
         except OSError as exc:
             log.error("cannot spool %d usage records: %s", len(records), exc)
             self.metrics.lost.inc(len(records))
@@ -146,65 +159,99 @@ class UsageRecorder:
         self.metrics.spool_bytes.set(self._spool_size)
 
     async def _write(self, batch: list[UsageRecord]) -> bool:
+        """Store a batch: True when it is kept (stored, or set aside as unstorable)."""
         started = time.perf_counter()
         try:
-            await self.store.write_usage(batch)
-        except StoreUnavailable as exc:
+            await asyncio.wait_for(self.store.write_usage(batch), self.write_timeout)
+        except (StoreUnavailable, TimeoutError) as exc:
             self.metrics.write_errors.inc()
             if time.monotonic() >= self._store_down_until:
-                log.warning("usage store unavailable, spooling: %s", exc)
+                log.warning("usage store unavailable, spooling: %s", exc or "timed out")
             self._store_down_until = time.monotonic() + self.retry_interval
             return False
-        except Exception:
-            # A bug or a constraint we did not expect: keep the records, say so loudly.
+        except Exception as exc:
+            # The store answered but refused: a record it cannot hold. Find it by
+            # halving, so one bad record never holds back everyone else's.
             self.metrics.write_errors.inc()
-            log.exception("writing %d usage records failed; spooling them", len(batch))
-            self._store_down_until = time.monotonic() + self.retry_interval
-            return False
+            if len(batch) == 1:
+                log.error(
+                    "usage record %s cannot be stored (%s); set aside in %s",
+                    batch[0].id,
+                    exc,
+                    self.spool.rejected.name,
+                )
+                await asyncio.to_thread(self._to_spool, batch, self.spool.rejected_spool())
+                self.metrics.rejected.inc()
+                return True
+            half = len(batch) // 2
+            first = await self._write(batch[:half])
+            second = await self._write(batch[half:])
+            return first and second
         self.metrics.batch_seconds.observe(time.perf_counter() - started)
         self.metrics.written.inc(len(batch))
         if self.on_stored is not None:
-            self.on_stored(batch, started)
+            self.on_stored(batch, time.monotonic())  # after the commit: see BudgetGuard
         return True
 
     async def _replay(self) -> None:
         path = await asyncio.to_thread(self.spool.take)
         if path is None:
             return
-        batches = await asyncio.to_thread(lambda: list(self.spool.read(path, self.batch_size)))
-        for batch in batches:
+        batches = self.spool.read(path, self.batch_size)
+        while True:
+            # A batch at a time: a spool from a long outage may not fit in memory.
+            batch = await asyncio.to_thread(next, batches, None)
+            if batch is None:
+                break
             if not await self._write(batch):
                 return  # keep the file; the next attempt starts it over (idempotently)
         await asyncio.to_thread(self.spool.done, path)
         log.info("replayed the usage spool")
 
     async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
         while True:
-            # Gather for up to one flush interval, or until a batch is full: a batch
-            # costs a transaction whatever its size, so fewer and fuller is cheaper.
-            deadline = loop.time() + self.flush_interval
-            while len(self._queue) < self.batch_size and not self._closing:
-                left = deadline - loop.time()
-                if left <= 0:
-                    break
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), left)
-                self._wake.clear()
-            store_up = time.monotonic() >= self._store_down_until
-            # Only what was gathered: records arriving during these writes wait for
-            # the next round, or every write would carry just what one write let in.
-            gathered = len(self._queue)
-            while gathered > 0:
-                batch = self._drain(min(gathered, self.batch_size))
-                gathered -= len(batch)
-                if not (store_up and await self._write(batch)):
-                    await self._spool_off_loop(batch)
-                    store_up = False
+            try:
+                if await self._round():
+                    return
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # never let the writer die: records would pile up unseen
+                log.exception("the usage writer failed a round; going on")
+                await asyncio.sleep(self.retry_interval)
+
+    async def _round(self) -> bool:
+        """One gather-and-write round; True when closing and done."""
+        loop = asyncio.get_running_loop()
+        # Gather for up to one flush interval, or until a batch is full: a batch
+        # costs a transaction whatever its size, so fewer and fuller is cheaper.
+        deadline = loop.time() + self.flush_interval
+        while len(self._queue) < self.batch_size and not self._closing and not self._overflow:
+            left = deadline - loop.time()
+            if left <= 0:
+                break
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), left)
+            self._wake.clear()
+        if self._overflow:
+            overflow, self._overflow = self._overflow, []
+            self._inflight = overflow
+            await self._spool_off_loop(overflow)
+            self._inflight = []
+        store_up = time.monotonic() >= self._store_down_until
+        # Only what was gathered: records arriving during these writes wait for
+        # the next round, or every write would carry just what one write let in.
+        gathered = len(self._queue)
+        while gathered > 0:
+            batch = self._drain(min(gathered, self.batch_size))
+            gathered -= len(batch)
+            self._inflight = batch
+            if not (store_up and await self._write(batch)):
+                await self._spool_off_loop(batch)
+                store_up = False
+            self._inflight = []
+        self._spool_size = await asyncio.to_thread(self.spool.size)
+        if store_up and self._spool_size:
+            await self._replay()
             self._spool_size = await asyncio.to_thread(self.spool.size)
-            if store_up and self._spool_size:
-                await self._replay()
-                self._spool_size = await asyncio.to_thread(self.spool.size)
-            self._update_gauges()
-            if self._closing and not self._queue:
-                return
+        self._update_gauges()
+        return self._closing and not self._queue

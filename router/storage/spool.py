@@ -20,7 +20,12 @@ class Spool:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self.replaying = self.path.with_name(self.path.name + ".replaying")
+        #: Records the database refused outright, kept for a person to look at.
+        self.rejected = self.path.with_name(self.path.stem + "-rejected.jsonl")
         self.path.parent.mkdir(parents=True, exist_ok=True)
+
+    def rejected_spool(self) -> Spool:
+        return Spool(self.rejected)
 
     def size(self) -> int:
         total = 0
@@ -36,7 +41,9 @@ class Spool:
         data = "".join(json.dumps(r.to_json(), separators=(",", ":")) + "\n" for r in records)
         fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         try:
-            os.write(fd, data.encode())
+            view = memoryview(data.encode())
+            while view:  # os.write may write less than asked
+                view = view[os.write(fd, view) :]
             os.fsync(fd)
         finally:
             os.close(fd)

@@ -214,3 +214,36 @@ def test_a_replay_cut_short_and_done_again_stores_each_record_once(tmp_path: Pat
         return [n, int(total * 10**6)]
 
     assert asyncio.run(scenario()) == [10, 30]  # 10 records of 3 micro-dollars, counted once
+
+
+def test_a_record_the_database_refuses_does_not_hold_back_the_others(
+    postgres: PostgresServer, tmp_path: Path
+) -> None:
+    from prometheus_client import CollectorRegistry
+
+    from switchyard.router.storage.postgres import PostgresStore
+    from switchyard.router.storage.recorder import RecorderMetrics, UsageRecorder
+
+    url = fresh_database(postgres)
+
+    async def scenario() -> tuple[int, int, bool]:
+        store = PostgresStore(url)
+        await store.open()
+        spool = Spool(tmp_path / "spool.jsonl")
+        recorder = UsageRecorder(
+            store, spool, RecorderMetrics(CollectorRegistry()), flush_interval=0.05
+        )
+        recorder.start()
+        good = [_record(i) for i in range(200)]
+        poisoned = _record(999)._replace(task_type="bad\x00task")  # PostgreSQL text has no NUL
+        for r in [*good[:100], poisoned, *good[100:]]:
+            recorder.submit(r)
+        await asyncio.sleep(1.0)
+        await recorder.close()
+        await store.close()
+        rejected = spool.rejected.read_text().count("\n") if spool.rejected.exists() else 0
+        return rejected, int(recorder.metrics.rejected._value.get()), spool.pending()
+
+    rejected, counted, pending = asyncio.run(scenario())
+    assert (rejected, counted, pending) == (1, 1, False)
+    assert len(read_rows(url, tmp_path)) == 200
