@@ -8,6 +8,7 @@ so an unchanged cluster compiles to the same checksum and nothing is written.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -63,21 +64,42 @@ class Compiled:
     provider_keys: dict[str, str]  # secretKey -> API key
     verdicts: dict[tuple[str, Key], Verdict] = field(default_factory=dict)
     api_key_problems: dict[Key, str] = field(default_factory=dict)
+    # Which object each entry of the document's lists came from.
+    sources: dict[str, list[tuple[str, Key]]] = field(default_factory=dict)
 
 
 def secret_key_name(namespace: str, name: str) -> str:
-    return f"{namespace}.{name}"
+    """The provider's key in the keys Secret: readable when short enough for one."""
+    plain = f"{namespace}.{name}"
+    if len(plain) <= 253:
+        return plain
+    return "k-" + hashlib.sha256(plain.encode()).hexdigest()
 
 
 def _pick(spec: dict[str, Any], fields: tuple[str, ...]) -> dict[str, Any]:
     return {f: spec[f] for f in fields if spec.get(f) is not None}
 
 
-def compile_state(state: ClusterState) -> Compiled:
+def compile_state(
+    state: ClusterState, rejected: dict[tuple[str, Key], str] | None = None
+) -> Compiled:
+    """The table; ``rejected`` names objects to leave out (with why), when a first
+    attempt produced a table the router refused."""
+    rejected = rejected or {}
+    sources: dict[str, list[tuple[str, Key]]] = {
+        "providers": [],
+        "models": [],
+        "templates": [],
+        "apiKeys": [],
+    }
     providers: list[dict[str, Any]] = []
     keys: dict[str, str] = {}
     verdicts: dict[tuple[str, Key], Verdict] = {}
     for (ns, name), p in sorted(state.providers.items()):
+        if (why := rejected.get(("llmproviders", (ns, name)))) is not None:
+            verdicts[("llmproviders", (ns, name))] = Verdict(False, "RejectedByRouter", why)
+            continue
+        sources["providers"].append(("llmproviders", (ns, name)))
         entry = {"name": name, "organization": ns, **_pick(p.spec, _PROVIDER_FIELDS)}
         health = p.status.get("health")
         if health in ("healthy", "degraded", "unhealthy", "unknown"):
@@ -102,6 +124,9 @@ def compile_state(state: ClusterState) -> Compiled:
         name = str(spec.get("name") or obj_name)
         provider = str((spec.get("providerRef") or {}).get("name", ""))
         vkey = ("llmmodels", (ns, obj_name))
+        if (why := rejected.get(vkey)) is not None:
+            verdicts[vkey] = Verdict(False, "RejectedByRouter", why)
+            continue
         if (ns, provider) not in provider_names:
             verdicts[vkey] = Verdict(
                 False, "ProviderNotFound", f"no LLMProvider {provider!r} in namespace {ns}"
@@ -115,6 +140,7 @@ def compile_state(state: ClusterState) -> Compiled:
             )
             continue
         seen[(ns, name, provider)] = obj_name
+        sources["models"].append(vkey)
         models.append(
             {"name": name, "organization": ns, "provider": provider, **_pick(spec, _MODEL_FIELDS)}
         )
@@ -125,10 +151,16 @@ def compile_state(state: ClusterState) -> Compiled:
     for (ns, name), t in sorted(state.templates.items()):
         spec = t.spec
         vkey = ("prompttemplates", (ns, name))
+        if (why := rejected.get(vkey)) is not None:
+            verdicts[vkey] = Verdict(False, "RejectedByRouter", why)
+            continue
         text = str(spec.get("template", ""))
         overrides = list(spec.get("modelOverrides") or [])
+        # Overrides for models that do not exist (yet) are left out, so the
+        # variables must match what is kept.
+        kept = [o for o in overrides if (ns, o.get("model")) in model_names]
         used = set(placeholders(text)).union(
-            *(placeholders(str(o.get("template", ""))) for o in overrides)
+            *(placeholders(str(o.get("template", ""))) for o in kept)
         )
         declared = spec.get("variables")
         if declared is not None and set(declared) != used:
@@ -142,7 +174,6 @@ def compile_state(state: ClusterState) -> Compiled:
                 "variables do not match the placeholders (" + "; ".join(parts) + ")",
             )
             continue
-        kept = [o for o in overrides if (ns, o.get("model")) in model_names]
         tpl: dict[str, Any] = {"name": name, "organization": ns, "template": text}
         for f in ("description", "taskType", "variables"):
             if spec.get(f) is not None:
@@ -150,6 +181,7 @@ def compile_state(state: ClusterState) -> Compiled:
         if kept:
             tpl["modelOverrides"] = [{"model": o["model"], "template": o["template"]} for o in kept]
         templates.append(tpl)
+        sources["templates"].append(vkey)
         dropped = sorted(str(o.get("model")) for o in overrides if o not in kept)
         verdicts[vkey] = Verdict(
             True,
@@ -175,6 +207,7 @@ def compile_state(state: ClusterState) -> Compiled:
             problems[(ns, name)] = "another API key has the same hash"
             continue
         hashes.add(digest)
+        sources["apiKeys"].append(("secrets", (ns, name)))
         api_keys.append(
             {"name": name, "organization": ns, "sha256": digest, "scopes": scopes or ["completion"]}
         )
@@ -186,8 +219,18 @@ def compile_state(state: ClusterState) -> Compiled:
         "models": models,
         "templates": templates,
         "apiKeys": api_keys,
+        **{k: v for k, v in state.settings.items() if k != "budgets"},
     }
-    return Compiled(document, keys, verdicts, problems)
+    # A budget for a key that does not exist (yet) waits for it, like an override.
+    key_names = {(k["organization"], k["name"]) for k in api_keys}
+    budgets = [
+        b
+        for b in state.settings.get("budgets", [])
+        if b.get("apiKey") is None or (b.get("organization", "default"), b["apiKey"]) in key_names
+    ]
+    if budgets:
+        document["budgets"] = budgets
+    return Compiled(document, keys, verdicts, problems, sources)
 
 
 def _ready_provider(p: Obj) -> Verdict:
@@ -198,9 +241,39 @@ def _ready_provider(p: Obj) -> Verdict:
 
 
 def validate(document: dict[str, Any]) -> str | None:
-    """The router's own validation; a failure here is a compiler bug, reported not published."""
+    """The router's own validation of a compiled table."""
     try:
         parse_document(document)
     except ConfigError as exc:
         return str(exc)
     return None
+
+
+_ENTRY = re.compile(r"^(providers|models|templates|apiKeys)\[(\d+)\]")
+
+
+def compile_valid(state: ClusterState, attempts: int = 50) -> tuple[Compiled, str | None]:
+    """Compile, and leave out each object the router's validation refuses, until the
+    table passes: one bad object must never hold back the whole cluster's table.
+
+    Returns the table and, when it still fails (a bug), the validation error.
+    """
+    rejected: dict[tuple[str, Key], str] = {}
+    compiled = compile_state(state)
+    for _ in range(attempts):
+        try:
+            parse_document(compiled.document)
+            return compiled, None
+        except ConfigError as exc:
+            match = _ENTRY.match(exc.path or "")
+            if match is None:
+                return compiled, str(exc)
+            source = compiled.sources[match.group(1)][int(match.group(2))]
+            if source[0] == "secrets":
+                compiled.api_key_problems[source[1]] = exc.reason
+                state_key = source[1]
+                state.api_keys.pop(state_key, None)  # unusable until it changes
+            else:
+                rejected[source] = f"the router refuses it: {exc}"
+            compiled = compile_state(state, rejected)
+    return compiled, "too many objects refused by the router's validation"

@@ -18,6 +18,7 @@ class OperatorConfig:
     namespace: str = "switchyard"  # where the ConfigMap and the keys Secret live
     configmap: str = "switchyard-routing"
     keys_secret: str = "switchyard-provider-keys"
+    settings_configmap: str = "switchyard-settings"  # routing, cache and budgets
     debounce_seconds: float = 0.2
 
     @classmethod
@@ -26,4 +27,7 @@ class OperatorConfig:
             namespace=os.environ.get("SWITCHYARD_NAMESPACE", cls.namespace),
             configmap=os.environ.get("SWITCHYARD_ROUTING_CONFIGMAP", cls.configmap),
             keys_secret=os.environ.get("SWITCHYARD_PROVIDER_KEYS_SECRET", cls.keys_secret),
+            settings_configmap=os.environ.get(
+                "SWITCHYARD_SETTINGS_CONFIGMAP", cls.settings_configmap
+            ),
         )

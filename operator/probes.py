@@ -179,7 +179,8 @@ class Prober:
             await self.publisher.event(
                 body, "Normal", "HealthCheckRecovered", "health checks pass again"
             )
-        models = sorted(result.models)[:MAX_DISCOVERED]
+        # The status field is a set of names of at most 256 characters.
+        models = sorted({m for m in result.models if 0 < len(m) <= 256})[:MAX_DISCOVERED]
         if models and models != sorted(p.status.get("discoveredModels") or []):
             await self.publisher.event(
                 body,

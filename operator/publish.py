@@ -80,13 +80,23 @@ class Publisher:
             await self.client.request("POST", kind_path, body)
 
     async def load_published(self) -> None:
-        """Learn what is already published, so a restart does not rewrite it."""
+        """Learn what is already published, so a restart does not rewrite it, and which
+        part ConfigMaps exist, so the next table's write removes stale ones."""
         try:
             cm = await self.client.get(self._cm_path(self.config.configmap))
             self.published = (cm["metadata"].get("annotations") or {}).get(CHECKSUM_ANNOTATION)
         except KubeError as exc:
             if exc.status != 404:
                 raise
+        listing = await self.client.get(
+            self._cm_path() + "?labelSelector=app.kubernetes.io%2Fmanaged-by%3Dswitchyard-operator"
+        )
+        prefix = f"{self.config.configmap}-part-"
+        self.parts = {
+            item["metadata"]["name"]
+            for item in listing.get("items") or []
+            if item["metadata"]["name"].startswith(prefix)
+        }
 
     async def publish_table(self, document: dict[str, Any]) -> bool:
         packed = await asyncio.to_thread(

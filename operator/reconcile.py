@@ -8,12 +8,13 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from switchyard.operator.compiler import Compiled, Verdict, compile_state, validate
+from switchyard.operator.compiler import Compiled, Verdict, compile_valid
 from switchyard.operator.config import API_KEY_LABEL, GROUP, VERSION, OperatorConfig
 from switchyard.operator.probes import Prober, event_body
 from switchyard.operator.publish import Publisher, conditions
 from switchyard.operator.state import ClusterState, obj_of
-from switchyard.router.table.kube import KubeAccess, KubeClient, KubeError
+from switchyard.router.table.kube import KubeAccess, KubeClient, KubeError, follow_object
+from switchyard.router.table.settings import parse_settings
 
 log = logging.getLogger("switchyard.operator")
 
@@ -29,6 +30,7 @@ class Operator:
         self.prober = Prober(self.state, self.publisher)
         self.tasks: list[asyncio.Task[None]] = []
         self.compiles = 0
+        self._stopping = asyncio.Event()
         self._api_key_warned: dict[tuple[str, str], str] = {}
 
     async def start(self) -> None:
@@ -39,6 +41,16 @@ class Operator:
         await self._initial_listing()
         loop = asyncio.get_running_loop()
         self.tasks = [
+            loop.create_task(
+                follow_object(
+                    self.client,
+                    f"/api/v1/namespaces/{self.config.namespace}/configmaps",
+                    self.config.settings_configmap,
+                    self._settings_changed,
+                    self._stopping,
+                ),
+                name="settings",
+            ),
             loop.create_task(self._compile_loop(), name="compile"),
             loop.create_task(self.prober.run(), name="probes"),
             loop.create_task(self._confirm_listing(), name="confirm"),
@@ -90,7 +102,32 @@ class Operator:
         if dropped:
             log.info("forgot %d objects deleted while the operator started", dropped)
 
+    async def _settings_changed(self, obj: dict[str, Any] | None) -> None:
+        """The settings ConfigMap: ``settings.yaml`` with routing, cache and budgets."""
+        text = ((obj or {}).get("data") or {}).get("settings.yaml", "")
+        try:
+            settings = parse_settings(text)
+        except ValueError as exc:
+            log.error(
+                "%s/%s is invalid, keeping the previous settings: %s",
+                self.config.namespace,
+                self.config.settings_configmap,
+                exc,
+            )
+            if obj is not None:
+                await self.publisher.event(
+                    {"apiVersion": "v1", "kind": "ConfigMap", "metadata": obj["metadata"]},
+                    "Warning",
+                    "InvalidSettings",
+                    str(exc),
+                )
+            return
+        if settings != self.state.settings:
+            self.state.settings = settings
+            self.state.dirty.set()
+
     async def stop(self) -> None:
+        self._stopping.set()
         for task in self.tasks:
             task.cancel()
         await self.prober.close()
@@ -134,10 +171,10 @@ class Operator:
                 self.state.dirty.set()
 
     async def compile_once(self) -> Compiled:
-        compiled = await asyncio.to_thread(compile_state, self.state)
-        problem = await asyncio.to_thread(validate, compiled.document)
+        compiled, problem = await asyncio.to_thread(compile_valid, self.state.snapshot())
         if problem is not None:
             log.error("the compiled routing table is invalid, not publishing it: %s", problem)
+            await self._write_verdicts(compiled)
             return compiled
         # Keys first: a table naming a key the router cannot find yet would make
         # that provider unusable for a moment.
@@ -154,13 +191,20 @@ class Operator:
             async with limit:
                 await self._write_verdict(plural, ns, name, verdict)
 
-        await asyncio.gather(
+        results = await asyncio.gather(
             *(
                 one(plural, ns, name, verdict)
                 for (plural, (ns, name)), verdict in compiled.verdicts.items()
                 if plural != "llmproviders"  # the prober owns provider status
-            )
+            ),
+            return_exceptions=True,
         )
+        failed = [r for r in results if isinstance(r, BaseException)]
+        if failed:
+            log.warning(
+                "%d status writes failed (first: %s); they are retried", len(failed), failed[0]
+            )
+            self.state.dirty.set()
         for key, problem in compiled.api_key_problems.items():
             if self._api_key_warned.get(key) != problem:
                 self._api_key_warned[key] = problem
@@ -187,8 +231,8 @@ class Operator:
                 o.generation,
             ),
         }
-        o.status.update(status)
         await self.publisher.patch_status(plural, ns, name, status)
+        o.status.update(status)  # only once written: a failed write is tried again
         if not verdict.ready:
             await self.publisher.event(
                 event_body(_KINDS[plural], o), "Warning", verdict.reason, verdict.message

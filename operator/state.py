@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import base64
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 Key = tuple[str, str]  # namespace, name
@@ -48,8 +48,21 @@ class ClusterState:
     api_keys: dict[Key, dict[str, str]] = field(default_factory=dict)  # decoded Secret data
     secrets: dict[Key, dict[str, str]] = field(default_factory=dict)  # referenced Secrets
     dirty: asyncio.Event = field(default_factory=asyncio.Event)
+    # The table's routing, cache and budgets sections, from the settings ConfigMap.
+    settings: dict[str, Any] = field(default_factory=dict)
     # Objects the start-up listing found that no watch event has confirmed yet.
     unconfirmed: set[tuple[str, Key]] = field(default_factory=set)
+
+    def snapshot(self) -> ClusterState:
+        """A copy to compile from in a thread while watch events keep changing this one."""
+        return ClusterState(
+            providers={k: replace(v, status=dict(v.status)) for k, v in self.providers.items()},
+            models=dict(self.models),
+            templates=dict(self.templates),
+            api_keys=dict(self.api_keys),
+            secrets=dict(self.secrets),
+            settings=dict(self.settings),
+        )
 
     def referenced_secrets(self) -> set[Key]:
         return {

@@ -9,6 +9,7 @@ operator for a fresh probe through an annotation and reports the result.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -113,24 +114,39 @@ async def create_provider(request: Request) -> Response:
         },
         "spec": spec,
     }
-    # Ask the API server to validate first, so a bad provider leaves no Secret behind.
+    # The provider first, then its key Secret owned by it (deleted with it); if
+    # the Secret cannot be made, the provider is taken back.
+    providers = f"{API}/namespaces/{ns}/llmproviders"
     try:
-        await s.kube.request("POST", f"{API}/namespaces/{ns}/llmproviders?dryRun=All", provider)
-        if body.api_key:
-            await s.kube.request(
-                "POST",
-                f"/api/v1/namespaces/{ns}/secrets",
-                {
-                    "apiVersion": "v1",
-                    "kind": "Secret",
-                    "type": "Opaque",
-                    "metadata": {"name": secret_name, "namespace": ns},
-                    "stringData": {"apiKey": body.api_key},
-                },
-            )
-        created = await s.kube.request("POST", f"{API}/namespaces/{ns}/llmproviders", provider)
+        created = await s.kube.request("POST", providers, provider)
     except KubeError as exc:
         raise _kube_error(exc, f"LLMProvider {ns}/{body.name}") from None
+    if body.api_key:
+        meta = created["metadata"]
+        secret = {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "type": "Opaque",
+            "metadata": {
+                "name": secret_name,
+                "namespace": ns,
+                "ownerReferences": [
+                    {
+                        "apiVersion": "switchyard.dev/v1alpha1",
+                        "kind": "LLMProvider",
+                        "name": meta["name"],
+                        "uid": meta["uid"],
+                    }
+                ],
+            },
+            "stringData": {"apiKey": body.api_key},
+        }
+        try:
+            await s.kube.request("POST", f"/api/v1/namespaces/{ns}/secrets", secret)
+        except KubeError as exc:
+            with contextlib.suppress(KubeError):
+                await s.kube.request("DELETE", f"{providers}/{body.name}")
+            raise _kube_error(exc, f"Secret {ns}/{secret_name} for the provider's key") from None
     return Response(
         orjson.dumps(
             {

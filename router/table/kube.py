@@ -129,6 +129,9 @@ class KubeClient:
             self._session = aiohttp.ClientSession(
                 connector=aiohttp.TCPConnector(ssl=self.access.ssl_context(), limit=8),
                 timeout=aiohttp.ClientTimeout(total=None, sock_connect=10),
+                # A watch event carries the whole object on one line: a full ConfigMap
+                # is over a megabyte once base64-encoded.
+                read_bufsize=4 * 1024 * 1024,
             )
         return self._session
 
@@ -194,27 +197,35 @@ async def follow_object(
 ) -> None:
     """Call ``on_change`` with the object (or None when absent) now and on every change."""
     delay = 1.0
+    selector = f"{collection}?fieldSelector=metadata.name%3D{name}"
+    rv: str | None = None
     while not stop.is_set():
         try:
-            listing = await client.get(f"{collection}?fieldSelector=metadata.name%3D{name}")
-            items = listing.get("items") or []
-            await on_change(items[0] if items else None)
-            rv = listing["metadata"]["resourceVersion"]
+            if rv is None:
+                listing = await client.get(selector)
+                items = listing.get("items") or []
+                await on_change(items[0] if items else None)
+                rv = str(listing["metadata"]["resourceVersion"])
             delay = 1.0
-            async for event in client.watch(
-                f"{collection}?fieldSelector=metadata.name%3D{name}", rv
-            ):
+            async for event in client.watch(selector, rv):
                 kind = event.get("type")
+                obj = event.get("object") or {}
+                if kind == "ERROR":
+                    rv = None  # e.g. 410 Gone: the version is too old; list again
+                    break
+                rv = str((obj.get("metadata") or {}).get("resourceVersion") or rv)
                 if kind in ("ADDED", "MODIFIED"):
-                    await on_change(event["object"])
+                    await on_change(obj)
                 elif kind == "DELETED":
                     await on_change(None)
-                elif kind == "ERROR":
-                    break  # e.g. 410 Gone: the resource version is too old; list again
                 if stop.is_set():
                     return
-        except (aiohttp.ClientError, KubeError, TimeoutError, OSError) as exc:
+            # The server ended the watch (its timeout): resume from the last version.
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # whatever happens, keep following
             log.warning("following %s/%s: %s; retrying in %.0fs", collection, name, exc, delay)
+            rv = None
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), delay)
             delay = min(delay * 2, 30.0)

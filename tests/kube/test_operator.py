@@ -502,3 +502,35 @@ def test_providers_created_and_probed_through_the_router(
 
     checked = datetime.fromisoformat(result["checkedAt"].replace("Z", "+00:00")).timestamp()
     assert checked >= before - 0.001
+
+
+def test_settings_reach_the_table(
+    control_plane: ControlPlane, router: str, system: str, namespace: str
+) -> None:
+    cp = control_plane
+    settings = {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": "switchyard-settings"},
+        "data": {
+            "settings.yaml": f"budgets:\n  - {{organization: {namespace}, dailyUsd: '3'}}\n"
+            "cache: {ttlSeconds: 120}\n"
+        },
+    }
+    assert apply(cp, system, settings).returncode == 0
+
+    def table() -> str:
+        return str(kubectl_json(cp, "get", "cm", "-n", system, "switchyard-routing")["data"])
+
+    wait_for(
+        "the budget in the table",
+        lambda: f"organization: {namespace}" in table() and "ttlSeconds: 120" in table(),
+    )
+    settings["data"] = {"settings.yaml": "cache: {ttlSeconds: -5}\n"}
+    assert apply(cp, system, settings).returncode == 0
+    time.sleep(1.0)
+    assert "ttlSeconds: 120" in table()  # a bad version is refused, the last good one stays
+    events = cp.kubectl("get", "events", "-n", system, "-o", "json").stdout
+    assert "InvalidSettings" in events
+    cp.kubectl("delete", "cm", "-n", system, "switchyard-settings")
+    wait_for("the settings to go", lambda: "ttlSeconds" not in table())

@@ -223,3 +223,84 @@ def test_big_tables_are_packed_into_checksummed_parts() -> None:
         bundle.unpack(
             {"index.json": packed.data["index.json"].encode()}, lambda cm, k: blobs.get((cm, k))
         )
+
+
+def test_overrides_for_absent_models_do_not_break_the_variables_check() -> None:
+    from switchyard.operator.compiler import compile_valid
+
+    s = cluster()
+    s.record(
+        "prompttemplates",
+        "ADDED",
+        body(
+            "PromptTemplate",
+            "team-a",
+            "early",
+            {
+                "template": "{{a}}",
+                "variables": ["a", "b"],
+                "modelOverrides": [{"model": "not-yet", "template": "{{a}} {{b}}"}],
+            },
+        ),
+    )
+    compiled, problem = compile_valid(s)
+    assert problem is None
+    verdict = compiled.verdicts[("prompttemplates", ("team-a", "early"))]
+    assert verdict.reason == "VariablesMismatch" and "never used: b" in verdict.message
+    assert "bad" not in [t["name"] for t in compiled.document["templates"]]
+
+
+def test_long_names_get_short_key_names_and_what_the_router_refuses_is_left_out() -> None:
+    from switchyard.operator.compiler import compile_valid
+
+    s = ClusterState()
+    ns, name = "n" * 63, "p" * 253
+    s.record(
+        "llmproviders",
+        "ADDED",
+        body("LLMProvider", ns, name, {"providerType": "openai", "apiKeySecretRef": {"name": "k"}}),
+    )
+    s.record_secret("ADDED", secret(ns, "k", {"apiKey": "sk-1"}), "x")
+    # A provider name the router's pattern refuses (the CRD would not allow it either).
+    s.record(
+        "llmproviders",
+        "ADDED",
+        body("LLMProvider", "ns", "Bad_Name", {"providerType": "vllm", "baseUrl": "http://v/v1"}),
+    )
+    s.record(
+        "llmproviders",
+        "ADDED",
+        body("LLMProvider", "ns", "fine", {"providerType": "vllm", "baseUrl": "http://v/v1"}),
+    )
+    compiled, problem = compile_valid(s)
+    assert problem is None
+    assert all(len(k) <= 253 for k in compiled.provider_keys)
+    names = [p["name"] for p in compiled.document["providers"]]
+    assert "fine" in names and "Bad_Name" not in names and name in names
+    assert compiled.verdicts[("llmproviders", ("ns", "Bad_Name"))].reason == "RejectedByRouter"
+
+
+def test_settings_sections_are_validated_and_compiled() -> None:
+    import pytest
+
+    from switchyard.operator.compiler import compile_valid
+    from switchyard.router.table.settings import parse_settings
+
+    settings = parse_settings(
+        "routing: {maxAttempts: 2}\ncache: {ttlSeconds: 60}\n"
+        "budgets:\n  - {organization: team-a, monthlyUsd: '100'}\n"
+        "  - {organization: team-a, apiKey: ci, dailyUsd: '5'}\n"
+        "  - {organization: team-a, apiKey: not-yet, dailyUsd: '1'}\n"
+    )
+    assert settings["routing"] == {"maxAttempts": 2}
+    s = cluster()
+    s.settings = settings
+    compiled, problem = compile_valid(s)
+    assert problem is None
+    doc = compiled.document
+    assert doc["routing"] == {"maxAttempts": 2} and doc["cache"] == {"ttlSeconds": 60}
+    assert [b.get("apiKey") for b in doc["budgets"]] == [None, "ci"]
+    with pytest.raises(ValueError, match=r"cache\.ttlSeconds"):
+        parse_settings("cache: {ttlSeconds: -1}")
+    with pytest.raises(ValueError, match="unknown sections: providers"):
+        parse_settings("providers: []")
