@@ -107,7 +107,7 @@ def wrk(url: str, body: dict, conc: int, duration: int, auth: str | None) -> dic
     return {k: float(v) for k, v in fields.items() if k != "tag"}
 
 
-def table_doc(upstream: str) -> dict:
+def table_doc(upstream: str, scopes: tuple[str, ...] = ("completion",)) -> dict:
     return {
         "apiVersion": "switchyard.dev/v1alpha1",
         "kind": "RoutingTable",
@@ -127,7 +127,7 @@ def table_doc(upstream: str) -> dict:
             {
                 "name": "bench",
                 "sha256": hashlib.sha256(KEY.encode()).hexdigest(),
-                "scopes": ["completion"],
+                "scopes": list(scopes),
             }
         ],
     }

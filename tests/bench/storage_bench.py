@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import hashlib
 import statistics
 import subprocess
 import sys
@@ -33,42 +32,21 @@ sys.path.insert(0, str(HERE.parents[1]))
 from switchyard.router.storage.postgres import PostgresStore  # noqa: E402
 from switchyard.router.storage.records import UsageRecord, new_id  # noqa: E402
 from tests.bench.run_bench import (  # noqa: E402
+    KEY,
     cpu_seconds,
     free_port,
+    table_doc,
     upstream_count,
     wait_http,
     wrk,
 )
 from tests.support.postgres import PostgresServer  # noqa: E402
 
-KEY = "sy-bench-key"
 BODY = {"model": "bench", "messages": [{"role": "user", "content": "Say hello."}], "max_tokens": 32}
 
 
 def table(upstream: str) -> dict:
-    return {
-        "apiVersion": "switchyard.dev/v1alpha1",
-        "kind": "RoutingTable",
-        "providers": [{"name": "fake", "providerType": "vllm", "baseUrl": upstream}],
-        "models": [
-            {
-                "name": "bench",
-                "provider": "fake",
-                "modelName": "fake-model",
-                "contextWindow": 32000,
-                "maxOutputTokens": 4096,
-                "inputPricePer1MTokens": "0.15",
-                "outputPricePer1MTokens": "0.60",
-            }
-        ],
-        "apiKeys": [
-            {
-                "name": "bench",
-                "sha256": hashlib.sha256(KEY.encode()).hexdigest(),
-                "scopes": ["completion", "usage:read"],
-            }
-        ],
-    }
+    return table_doc(upstream, scopes=("completion", "usage:read"))
 
 
 def start_router(
