@@ -6,13 +6,17 @@
     ├── Unauthorized (401)
     ├── Forbidden (403)
     ├── NotFound (404)
+    ├── Conflict (409)                 it exists already (cluster mode)
+    ├── ClientDisconnected (499)       the client left mid-stream (usage only)
     ├── BudgetExceeded (429)           a local limit refused the request
     ├── UpstreamError (502)            one provider failed; carries its status
     │   ├── UpstreamConnectError       could not connect (retryable)
     │   ├── UpstreamTimeout            connect / first-token / total timeout
     │   ├── UpstreamStatusError        the provider answered 4xx/5xx
     │   └── UpstreamProtocolError      the provider's answer made no sense
-    └── NoCandidateAvailable (503)     every candidate failed or none fit
+    ├── NoCandidateAvailable (503)     every candidate failed or none fit
+    ├── StorageUnavailable (503)       usage storage cannot answer a query
+    └── NotInCluster (501)             needs a router that follows a cluster
 
 Each maps to an HTTP response in one place: ``switchyard.router.http.errors``.
 """
@@ -64,6 +68,28 @@ class Forbidden(SwitchyardError):
 class NotFound(SwitchyardError):
     status = 404
     code = "not_found"
+
+
+class Conflict(SwitchyardError):
+    status = 409
+    code = "conflict"
+
+
+class ClientDisconnected(SwitchyardError):
+    """Not an answer (the client is gone): how a stream it left is recorded."""
+
+    status = 499
+    code = "client_disconnected"
+
+
+class StorageUnavailable(SwitchyardError):
+    status = 503
+    code = "storage_unavailable"
+
+
+class NotInCluster(SwitchyardError):
+    status = 501
+    code = "not_in_cluster"
 
 
 class BudgetExceeded(SwitchyardError):

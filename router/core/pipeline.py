@@ -28,7 +28,12 @@ from switchyard.router.core.chat import (
 )
 from switchyard.router.core.cost import ZERO, Cost
 from switchyard.router.core.gateway import Caller, Gateway, LiveStream
-from switchyard.router.errors import Attempt, NoCandidateAvailable, SwitchyardError
+from switchyard.router.errors import (
+    Attempt,
+    ClientDisconnected,
+    NoCandidateAvailable,
+    SwitchyardError,
+)
 from switchyard.router.metrics import Metrics
 from switchyard.router.storage.recorder import UsageRecorder
 from switchyard.router.storage.records import UsageRecord, new_id, utcnow
@@ -224,7 +229,7 @@ class Pipeline:
             spend.inc(float(done.cost.total))
         if done.cache_hit:
             hits.inc()
-        record = self._record(
+        self._record(
             caller,
             req,
             info,
@@ -240,9 +245,8 @@ class Pipeline:
             error=None,
             cache_hit=done.cache_hit,
             stream=stream,
+            reservation=reservation,
         )
-        if reservation is not None and self.budgets is not None:
-            self.budgets.settle(reservation, record)
 
     def _failed(
         self,
@@ -267,7 +271,7 @@ class Pipeline:
         exc.accounted = True
         self.metrics.requests.labels(info.api, provider or "", model or "", str(exc.status)).inc()
         latency = (time.perf_counter() - info.started) * 1000
-        record = self._record(
+        self._record(
             caller,
             req,
             info,
@@ -283,9 +287,8 @@ class Pipeline:
             error=exc.code,
             cache_hit=False,
             stream=stream,
+            reservation=reservation,
         )
-        if reservation is not None and self.budgets is not None:
-            self.budgets.settle(reservation, record)
 
     def _record(
         self,
@@ -305,7 +308,8 @@ class Pipeline:
         error: str | None,
         cache_hit: bool,
         stream: bool,
-    ) -> UsageRecord:
+        reservation: Reservation | None = None,
+    ) -> None:
         record = UsageRecord(
             id=info.id,
             organization=caller.organization,
@@ -331,7 +335,9 @@ class Pipeline:
         )
         if self.recorder is not None:
             self.recorder.submit(record)
-        return record
+        # The estimate held for this request gives way to what it really cost.
+        if reservation is not None and self.budgets is not None:
+            self.budgets.settle(reservation, record)
 
 
 def _chunks(text: str, size: int = 16) -> list[str]:
@@ -472,8 +478,7 @@ class Streaming:
         self._accounted = True
         live = self.live
         await live.close()
-        left = SwitchyardError("the client closed the connection mid-stream")
-        left.code, left.status = "client_disconnected", 499
+        left = ClientDisconnected("the client closed the connection mid-stream")
         self.pipeline._failed(
             self.caller,
             self.req,

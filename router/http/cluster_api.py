@@ -22,7 +22,9 @@ from starlette.responses import Response
 
 from switchyard.router.errors import (
     BadRequest,
+    Conflict,
     NotFound,
+    NotInCluster,
     SwitchyardError,
     UpstreamTimeout,
 )
@@ -33,16 +35,6 @@ from switchyard.router.table.kube import KubeClient, KubeError
 
 PROBE_ANNOTATION = "switchyard.dev/probe-requested-at"
 API = "/apis/switchyard.dev/v1alpha1"
-
-
-class Conflict(SwitchyardError):
-    status = 409
-    code = "conflict"
-
-
-class NotInCluster(SwitchyardError):
-    status = 501
-    code = "not_in_cluster"
 
 
 class _Strict(BaseModel):

@@ -9,17 +9,12 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
-from switchyard.router.errors import BadRequest, SwitchyardError
+from switchyard.router.errors import BadRequest, StorageUnavailable
 from switchyard.router.http.auth import authenticate
 from switchyard.router.http.services import services
 from switchyard.router.storage.base import GROUP_BY, GroupBy, StoreUnavailable, UsageRow
 
 MAX_RANGE = timedelta(days=3660)
-
-
-class StorageUnavailable(SwitchyardError):
-    status = 503
-    code = "storage_unavailable"
 
 
 def parse_bound(value: str, field: str, *, end: bool) -> datetime:

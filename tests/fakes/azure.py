@@ -144,19 +144,8 @@ class FakeAzureOpenAI(FakeOpenAI):
             )
         if self.bad_json(request) or not isinstance(body, dict):
             return self.bad_request("Invalid JSON body.")
-        if "messages" not in body:
-            return self.bad_request(
-                "Missing required parameter: 'messages'.",
-                param="messages",
-                code="missing_required_parameter",
-            )
-        if not isinstance(body["messages"], list) or not body["messages"]:
-            return self.bad_request(
-                "Invalid 'messages': empty array. Expected an array with minimum length 1, "
-                "but got an empty array instead.",
-                param="messages",
-                code="empty_array",
-            )
+        if (bad := self.check_messages(body)) is not None:
+            return bad
         return None
 
     def model_name(self, request: web.Request, body: dict[str, Any]) -> str:

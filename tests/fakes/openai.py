@@ -168,16 +168,8 @@ class FakeOpenAI(FakeServer):
             ),
         )
 
-    def validate(self, request: web.Request, body: Any) -> web.Response | None:
-        if self.bad_json(request) or not isinstance(body, dict):
-            return self.bad_request(
-                "We could not parse the JSON body of your request. (HINT: This likely means you "
-                "aren't using your HTTP library correctly. The OpenAI API expects a JSON payload, "
-                "but what was sent was not valid JSON. If you have trouble figuring out how to fix "
-                "this, please contact us through our help center at help.openai.com.)"
-            )
-        if not body.get("model"):
-            return self.bad_request("you must provide a model parameter")
+    def check_messages(self, body: dict[str, Any]) -> web.Response | None:
+        """OpenAI's answers to a missing or empty ``messages`` (Azure gives the same)."""
         if "messages" not in body:
             return self.bad_request(
                 "Missing required parameter: 'messages'.",
@@ -191,6 +183,20 @@ class FakeOpenAI(FakeServer):
                 param="messages",
                 code="empty_array",
             )
+        return None
+
+    def validate(self, request: web.Request, body: Any) -> web.Response | None:
+        if self.bad_json(request) or not isinstance(body, dict):
+            return self.bad_request(
+                "We could not parse the JSON body of your request. (HINT: This likely means you "
+                "aren't using your HTTP library correctly. The OpenAI API expects a JSON payload, "
+                "but what was sent was not valid JSON. If you have trouble figuring out how to fix "
+                "this, please contact us through our help center at help.openai.com.)"
+            )
+        if not body.get("model"):
+            return self.bad_request("you must provide a model parameter")
+        if (bad := self.check_messages(body)) is not None:
+            return bad
         if body["model"] not in self.models:
             return self.model_not_found(str(body["model"]))
         return None
