@@ -382,7 +382,7 @@ def router_on_dir(fleet: Fleet, table_dir: Path, work: Path, res: Results) -> No
         [
             sys.executable,
             "-m",
-            "switchyard.router.cli",
+            "switchyard.cli",
             "router",
             "--config",
             str(table_dir),
@@ -558,7 +558,7 @@ def start_operator(cp: Any, system: str, work: Path, tag: str) -> subprocess.Pop
         [
             sys.executable,
             "-m",
-            "switchyard.router.cli",
+            "switchyard.cli",
             "operator",
             "--kubeconfig",
             str(config),
@@ -584,7 +584,7 @@ def start_router(cp: Any, system: str, work: Path) -> tuple[subprocess.Popen[byt
         [
             sys.executable,
             "-m",
-            "switchyard.router.cli",
+            "switchyard.cli",
             "router",
             "--routing-configmap",
             f"{system}/{CONFIGMAP}",

@@ -225,7 +225,7 @@ def main() -> int:
         [
             sys.executable,
             "-m",
-            "switchyard.router.cli",
+            "switchyard.cli",
             "router",
             "--config",
             str(table),

@@ -59,7 +59,7 @@ def start_router(
         [
             sys.executable,
             "-m",
-            "switchyard.router.cli",
+            "switchyard.cli",
             "router",
             "--config",
             str(path),
@@ -212,7 +212,7 @@ def main() -> int:
             [
                 sys.executable,
                 "-m",
-                "switchyard.router.cli",
+                "switchyard.cli",
                 "router",
                 "--config",
                 str(work / "query.yaml"),

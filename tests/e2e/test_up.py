@@ -22,7 +22,7 @@ def test_up_serves_the_printed_curl(tmp_path: Path) -> None:
         [
             sys.executable,
             "-m",
-            "switchyard.router.cli",
+            "switchyard.cli",
             "up",
             "--port",
             str(port),

@@ -111,7 +111,7 @@ def test_sigterm_under_load_flushes_every_record(
     cmd = [
         sys.executable,
         "-m",
-        "switchyard.router.cli",
+        "switchyard.cli",
         "router",
         "--config",
         str(path),

@@ -92,7 +92,7 @@ def test_the_kubelet_symlink_swap_is_seen(fakes: Fakes, tmp_path: Path) -> None:
 
 def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "switchyard.router.cli", *args],
+        [sys.executable, "-m", "switchyard.cli", *args],
         capture_output=True,
         text=True,
         timeout=60,
@@ -121,7 +121,7 @@ def test_the_router_command_serves(fakes: Fakes, tmp_path: Path) -> None:
         [
             sys.executable,
             "-m",
-            "switchyard.router.cli",
+            "switchyard.cli",
             "router",
             "--config",
             str(path),

@@ -161,7 +161,7 @@ def router(
         [
             sys.executable,
             "-m",
-            "switchyard.router.cli",
+            "switchyard.cli",
             "router",
             "--routing-configmap",
             f"{system}/switchyard-routing",
@@ -192,7 +192,7 @@ def create_api_key(cp: ControlPlane, ns: str, name: str) -> str:
         [
             sys.executable,
             "-m",
-            "switchyard.router.cli",
+            "switchyard.cli",
             "create-api-key",
             "--namespace",
             ns,

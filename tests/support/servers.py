@@ -110,7 +110,7 @@ class LocalModel:
             [
                 sys.executable,
                 "-m",
-                "switchyard.router.cli",
+                "switchyard.cli",
                 "local-model",
                 "--port",
                 str(self.port),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 from typing import Any
 
 import orjson
@@ -9,13 +10,19 @@ from pydantic import BaseModel
 from starlette.requests import Request
 from starlette.responses import Response
 
-from switchyard import __version__
 from switchyard.router.http.admin import RenderBody
 from switchyard.router.http.anthropic_api import MessagesBody
 from switchyard.router.http.native import CompletionBody
 from switchyard.router.http.openai_api import ChatBody
 
 _ERROR = {"$ref": "#/components/schemas/Error"}
+
+
+def _version() -> str:
+    try:
+        return importlib.metadata.version("switchyard")
+    except importlib.metadata.PackageNotFoundError:  # run from a source tree
+        return "0+unknown"
 
 
 def _body(model: type[BaseModel]) -> dict[str, Any]:
@@ -91,7 +98,7 @@ def build() -> dict[str, Any]:
     name = [{"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}]
     return {
         "openapi": "3.1.0",
-        "info": {"title": "Switchyard router", "version": __version__},
+        "info": {"title": "Switchyard router", "version": _version()},
         "components": {
             "schemas": schemas,
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},

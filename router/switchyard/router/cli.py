@@ -1,4 +1,4 @@
-"""``switchyard``: run the router, the embedded default, or small helpers."""
+"""The router's commands: ``router``, ``up``, ``check``, ``new-key`` and ``local-model``."""
 
 from __future__ import annotations
 
@@ -106,63 +106,6 @@ def cmd_local_model(args: argparse.Namespace) -> int:
     except LocalModelMissing as exc:
         print(f"switchyard: {exc}", file=sys.stderr)
         return 2
-    return 0
-
-
-def cmd_operator(args: argparse.Namespace) -> int:
-    """Run the kopf operator, cluster-wide (a namespace is an organization)."""
-    _setup_logging(args.log_level)
-    if args.kubeconfig:
-        os.environ["KUBECONFIG"] = args.kubeconfig
-    if args.namespace:
-        os.environ["SWITCHYARD_NAMESPACE"] = args.namespace
-    import kopf
-
-    import switchyard.operator.main  # noqa: F401  (registers the handlers)
-
-    kopf.run(
-        standalone=True,
-        clusterwide=True,
-        liveness_endpoint=f"http://0.0.0.0:{args.health_port}/healthz"
-        if args.health_port
-        else None,
-    )
-    return 0
-
-
-def cmd_create_api_key(args: argparse.Namespace) -> int:
-    """Create an API key as a labelled Secret and print the key, once."""
-    import asyncio
-
-    from switchyard.router.table.kube import KubeAccess, KubeClient, KubeError
-
-    key = f"sy-{secrets.token_urlsafe(32)}"
-    scopes = ",".join(args.scopes)
-    body = {
-        "apiVersion": "v1",
-        "kind": "Secret",
-        "type": "Opaque",
-        "metadata": {
-            "name": args.name,
-            "namespace": args.namespace,
-            "labels": {"switchyard.dev/api-key": "true"},
-        },
-        "stringData": {"sha256": hashlib.sha256(key.encode()).hexdigest(), "scopes": scopes},
-    }
-
-    async def create() -> None:
-        client = KubeClient(KubeAccess.discover(args.kubeconfig))
-        try:
-            await client.request("POST", f"/api/v1/namespaces/{args.namespace}/secrets", body)
-        finally:
-            await client.close()
-
-    try:
-        asyncio.run(create())
-    except KubeError as exc:
-        print(f"switchyard: {exc}", file=sys.stderr)
-        return 1
-    print(f"API key {args.namespace}/{args.name} ({scopes}); shown only now:\n{key}")
     return 0
 
 
@@ -284,7 +227,10 @@ def main(argv: list[str] | None = None) -> int:
         metavar="NAMESPACE/NAME",
         help="follow the operator's provider-keys Secret through the Kubernetes API",
     )
-    p.add_argument("--kubeconfig", help="kubeconfig file (default: in-cluster, then $KUBECONFIG)")
+    p.add_argument(
+        "--kubeconfig",
+        help="kubeconfig file (default: $KUBECONFIG, then in-cluster, then ~/.kube/config)",
+    )
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8080)
     p.add_argument("--reload-interval", type=float, default=1.0, help="seconds between checks")
@@ -307,25 +253,6 @@ def main(argv: list[str] | None = None) -> int:
 
     p = sub.add_parser("new-key", help="make an API key and print it with its SHA-256")
     p.set_defaults(func=cmd_new_key)
-
-    p = sub.add_parser("operator", help="run the Kubernetes operator (kopf)")
-    p.add_argument("--namespace", help="where to publish the routing table (default switchyard)")
-    p.add_argument("--kubeconfig", help="kubeconfig file (default: in-cluster, then $KUBECONFIG)")
-    p.add_argument("--health-port", type=int, default=8081, help="liveness endpoint; 0 for none")
-    p.add_argument("--log-level", default="info")
-    p.set_defaults(func=cmd_operator)
-
-    p = sub.add_parser("create-api-key", help="create an API key Secret and print the key once")
-    p.add_argument("--namespace", required=True, help="the organization")
-    p.add_argument("--name", required=True)
-    p.add_argument(
-        "--scopes",
-        nargs="+",
-        default=["completion"],
-        choices=["completion", "usage:read", "settings:write"],
-    )
-    p.add_argument("--kubeconfig")
-    p.set_defaults(func=cmd_create_api_key)
 
     p = sub.add_parser("local-model", help="serve the bundled SmolLM2 model (OpenAI API)")
     p.add_argument("--host", default="127.0.0.1")
