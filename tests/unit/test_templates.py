@@ -2,9 +2,9 @@ from __future__ import annotations
 
 import pytest
 
+from switchyard.router.contract import Template
 from switchyard.router.core.templates import render
 from switchyard.router.errors import BadRequest
-from switchyard.router.table.schema import Template
 
 
 def t(text: str, **kw: object) -> Template:

@@ -9,7 +9,7 @@ import os
 import secrets
 import sys
 
-from switchyard.operator.config import API_KEY_LABEL
+from switchyard.router.contract import API_KEY_LABEL, SCOPES
 
 
 def cmd_operator(args: argparse.Namespace) -> int:
@@ -90,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
         "--scopes",
         nargs="+",
         default=["completion"],
-        choices=["completion", "usage:read", "settings:write"],
+        choices=SCOPES,
     )
     p.add_argument("--kubeconfig", help=kubeconfig_help)
     p.set_defaults(func=cmd_create_api_key)

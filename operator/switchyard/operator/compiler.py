@@ -14,9 +14,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from switchyard.operator.state import ClusterState, Key, Obj
+from switchyard.router.contract import (
+    API_VERSION,
+    KIND,
+    MODEL,
+    PROVIDER,
+    TEMPLATE,
+    placeholders,
+)
 from switchyard.router.errors import ConfigError
 from switchyard.router.table.loader import parse_document
-from switchyard.router.table.schema import API_VERSION, KIND, placeholders
 
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 _SCOPES = ("completion", "usage:read", "settings:write")
@@ -96,10 +103,10 @@ def compile_state(
     keys: dict[str, str] = {}
     verdicts: dict[tuple[str, Key], Verdict] = {}
     for (ns, name), p in sorted(state.providers.items()):
-        if (why := rejected.get(("llmproviders", (ns, name)))) is not None:
-            verdicts[("llmproviders", (ns, name))] = Verdict(False, "RejectedByRouter", why)
+        if (why := rejected.get((PROVIDER.plural, (ns, name)))) is not None:
+            verdicts[(PROVIDER.plural, (ns, name))] = Verdict(False, "RejectedByRouter", why)
             continue
-        sources["providers"].append(("llmproviders", (ns, name)))
+        sources["providers"].append((PROVIDER.plural, (ns, name)))
         entry = {"name": name, "organization": ns, **_pick(p.spec, _PROVIDER_FIELDS)}
         health = p.status.get("health")
         if health in ("healthy", "degraded", "unhealthy", "unknown"):
@@ -109,11 +116,11 @@ def compile_state(
             value, problem = state.provider_key(p)
             if value is not None:
                 keys[secret_key_name(ns, name)] = value
-            verdicts[("llmproviders", (ns, name))] = (
+            verdicts[(PROVIDER.plural, (ns, name))] = (
                 Verdict(False, "ApiKeyMissing", problem) if problem else _ready_provider(p)
             )
         else:
-            verdicts[("llmproviders", (ns, name))] = _ready_provider(p)
+            verdicts[(PROVIDER.plural, (ns, name))] = _ready_provider(p)
         providers.append(entry)
     provider_names = {(p["organization"], p["name"]) for p in providers}
 
@@ -123,7 +130,7 @@ def compile_state(
         spec = m.spec
         name = str(spec.get("name") or obj_name)
         provider = str((spec.get("providerRef") or {}).get("name", ""))
-        vkey = ("llmmodels", (ns, obj_name))
+        vkey = (MODEL.plural, (ns, obj_name))
         if (why := rejected.get(vkey)) is not None:
             verdicts[vkey] = Verdict(False, "RejectedByRouter", why)
             continue
@@ -150,7 +157,7 @@ def compile_state(
     templates: list[dict[str, Any]] = []
     for (ns, name), t in sorted(state.templates.items()):
         spec = t.spec
-        vkey = ("prompttemplates", (ns, name))
+        vkey = (TEMPLATE.plural, (ns, name))
         if (why := rejected.get(vkey)) is not None:
             verdicts[vkey] = Verdict(False, "RejectedByRouter", why)
             continue

@@ -5,20 +5,20 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-GROUP = "switchyard.dev"
-VERSION = "v1alpha1"
-API_KEY_LABEL = "switchyard.dev/api-key"
-PROBE_ANNOTATION = "switchyard.dev/probe-requested-at"
-CHECKSUM_ANNOTATION = "switchyard.dev/checksum"
-MANAGED_BY = {"app.kubernetes.io/managed-by": "switchyard-operator"}
+from switchyard.router.contract import (
+    DEFAULT_KEYS_SECRET,
+    DEFAULT_NAMESPACE,
+    DEFAULT_ROUTING_CONFIGMAP,
+    DEFAULT_SETTINGS_CONFIGMAP,
+)
 
 
 @dataclass(frozen=True)
 class OperatorConfig:
-    namespace: str = "switchyard"  # where the ConfigMap and the keys Secret live
-    configmap: str = "switchyard-routing"
-    keys_secret: str = "switchyard-provider-keys"
-    settings_configmap: str = "switchyard-settings"  # routing, cache and budgets
+    namespace: str = DEFAULT_NAMESPACE  # where the ConfigMap and the keys Secret live
+    configmap: str = DEFAULT_ROUTING_CONFIGMAP
+    keys_secret: str = DEFAULT_KEYS_SECRET
+    settings_configmap: str = DEFAULT_SETTINGS_CONFIGMAP  # routing, cache and budgets
     debounce_seconds: float = 0.2
 
     @classmethod

@@ -14,14 +14,17 @@ from typing import Any
 
 import kopf
 
-from switchyard.operator.config import (
+from switchyard.operator.config import OperatorConfig
+from switchyard.operator.reconcile import Operator
+from switchyard.router.contract import (
     API_KEY_LABEL,
     GROUP,
+    MODEL,
     PROBE_ANNOTATION,
+    PROVIDER,
+    TEMPLATE,
     VERSION,
-    OperatorConfig,
 )
-from switchyard.operator.reconcile import Operator
 from switchyard.router.table.kube import KubeAccess
 
 log = logging.getLogger("switchyard.operator")
@@ -77,23 +80,23 @@ async def cleanup(**_: Any) -> None:
             await task
 
 
-@kopf.on.event(GROUP, VERSION, "llmproviders")
+@kopf.on.event(GROUP, VERSION, PROVIDER.plural)
 async def provider_event(type: str | None, body: kopf.Body, **_: Any) -> None:
     op = current()
-    op.state.record("llmproviders", type, body)
+    op.state.record(PROVIDER.plural, type, body)
     if type != "DELETED":
         annotations = body.get("metadata", {}).get("annotations") or {}
         await op.provider_changed(body, annotations.get(PROBE_ANNOTATION))
 
 
-@kopf.on.event(GROUP, VERSION, "llmmodels")
+@kopf.on.event(GROUP, VERSION, MODEL.plural)
 def model_event(type: str | None, body: kopf.Body, **_: Any) -> None:
-    current().state.record("llmmodels", type, body)
+    current().state.record(MODEL.plural, type, body)
 
 
-@kopf.on.event(GROUP, VERSION, "prompttemplates")
+@kopf.on.event(GROUP, VERSION, TEMPLATE.plural)
 def template_event(type: str | None, body: kopf.Body, **_: Any) -> None:
-    current().state.record("prompttemplates", type, body)
+    current().state.record(TEMPLATE.plural, type, body)
 
 
 @kopf.on.event("", "v1", "secrets")

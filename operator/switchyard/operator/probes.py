@@ -19,10 +19,10 @@ from pydantic import ValidationError
 from switchyard.operator.compiler import secret_key_name
 from switchyard.operator.publish import Publisher, conditions, now
 from switchyard.operator.state import ClusterState, Key, Obj
+from switchyard.router.contract import API_VERSION, PROVIDER, Provider
 from switchyard.router.core.health import ProbeResult
 from switchyard.router.providers.base import Adapter
 from switchyard.router.providers.registry import make_adapter
-from switchyard.router.table.schema import Provider
 
 log = logging.getLogger("switchyard.operator.probes")
 
@@ -40,7 +40,7 @@ def provider_model(p: Obj, key: str | None) -> Provider:
 
 def event_body(kind: str, o: Obj) -> dict[str, Any]:
     return {
-        "apiVersion": "switchyard.dev/v1alpha1",
+        "apiVersion": API_VERSION,
         "kind": kind,
         "metadata": {"name": o.name, "namespace": o.namespace, "uid": o.uid},
     }
@@ -130,7 +130,7 @@ class Prober:
         secret, key_problem = self.state.provider_key(p)
         failures = int(p.status.get("consecutiveFailures") or 0)
         previous = p.status.get("health", "unknown")
-        body = event_body("LLMProvider", p)
+        body = event_body(PROVIDER.kind, p)
         try:
             provider = provider_model(p, secret)
         except ValidationError as exc:
@@ -221,7 +221,7 @@ class Prober:
         if p.status.get("health") != health:
             self.state.dirty.set()  # the table carries each provider's health
         p.status.update(status)
-        await self.publisher.patch_status("llmproviders", p.namespace, p.name, status)
+        await self.publisher.patch_status(PROVIDER.plural, p.namespace, p.name, status)
 
     async def close(self) -> None:
         for key in list(self._adapters):

@@ -9,21 +9,26 @@ import hashlib
 import logging
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import quote
 
 import orjson
 import yaml
 
-from switchyard.operator.config import (
+from switchyard.operator.config import OperatorConfig
+from switchyard.router.contract import (
     CHECKSUM_ANNOTATION,
     GROUP,
-    MANAGED_BY,
+    MANAGED_BY_OPERATOR,
     VERSION,
-    OperatorConfig,
 )
 from switchyard.router.table import bundle
 from switchyard.router.table.kube import KubeClient, KubeError
 
 log = logging.getLogger("switchyard.operator")
+
+
+def _selector(labels: dict[str, str]) -> str:
+    return ",".join(f"{k}={v}" for k, v in labels.items())
 
 
 def now(precise: bool = False) -> str:
@@ -89,7 +94,7 @@ class Publisher:
             if exc.status != 404:
                 raise
         listing = await self.client.get(
-            self._cm_path() + "?labelSelector=app.kubernetes.io%2Fmanaged-by%3Dswitchyard-operator"
+            self._cm_path() + "?labelSelector=" + quote(_selector(MANAGED_BY_OPERATOR))
         )
         prefix = f"{self.config.configmap}-part-"
         self.parts = {
@@ -112,7 +117,7 @@ class Publisher:
             return {
                 "name": name,
                 "namespace": self.config.namespace,
-                "labels": MANAGED_BY,
+                "labels": MANAGED_BY_OPERATOR,
                 "annotations": {CHECKSUM_ANNOTATION: packed.checksum},
             }
 
@@ -170,7 +175,7 @@ class Publisher:
                 "metadata": {
                     "name": self.config.keys_secret,
                     "namespace": self.config.namespace,
-                    "labels": MANAGED_BY,
+                    "labels": MANAGED_BY_OPERATOR,
                 },
                 "data": {k: base64.b64encode(v.encode()).decode() for k, v in sorted(keys.items())},
             },

@@ -9,16 +9,25 @@ from collections.abc import Mapping
 from typing import Any
 
 from switchyard.operator.compiler import Compiled, Verdict, compile_valid
-from switchyard.operator.config import API_KEY_LABEL, GROUP, VERSION, OperatorConfig
+from switchyard.operator.config import OperatorConfig
 from switchyard.operator.probes import Prober, event_body
 from switchyard.operator.publish import Publisher, conditions
 from switchyard.operator.state import ClusterState, obj_of
+from switchyard.router.contract import (
+    API_KEY_LABEL,
+    GROUP,
+    KINDS,
+    MODEL,
+    PROVIDER,
+    TEMPLATE,
+    VERSION,
+)
 from switchyard.router.table.kube import KubeAccess, KubeClient, KubeError, follow_object
 from switchyard.router.table.settings import parse_settings
 
 log = logging.getLogger("switchyard.operator")
 
-_KINDS = {"llmmodels": "LLMModel", "prompttemplates": "PromptTemplate"}
+_KINDS = {k.plural: k.kind for k in KINDS}
 
 
 class Operator:
@@ -69,7 +78,7 @@ class Operator:
 
     async def _initial_listing(self) -> None:
         started = time.monotonic()
-        for plural in ("llmproviders", "llmmodels", "prompttemplates"):
+        for plural in (PROVIDER.plural, MODEL.plural, TEMPLATE.plural):
             for item in await self._list(f"/apis/{GROUP}/{VERSION}/{plural}"):
                 self.state.record(plural, "ADDED", item)
                 meta = item.get("metadata") or {}
@@ -195,7 +204,7 @@ class Operator:
             *(
                 one(plural, ns, name, verdict)
                 for (plural, (ns, name)), verdict in compiled.verdicts.items()
-                if plural != "llmproviders"  # the prober owns provider status
+                if plural != PROVIDER.plural  # the prober owns provider status
             ),
             return_exceptions=True,
         )
@@ -211,7 +220,7 @@ class Operator:
                 log.warning("API key Secret %s/%s is ignored: %s", *key, problem)
 
     async def _write_verdict(self, plural: str, ns: str, name: str, verdict: Verdict) -> None:
-        store = self.state.models if plural == "llmmodels" else self.state.templates
+        store = self.state.models if plural == MODEL.plural else self.state.templates
         o = store.get((ns, name))
         if o is None:
             return

@@ -13,6 +13,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from switchyard.router.contract import MODEL, PROVIDER, TEMPLATE
+
 Key = tuple[str, str]  # namespace, name
 
 
@@ -91,9 +93,9 @@ class ClusterState:
         key = (o.namespace, o.name)
         self.unconfirmed.discard((kind, key))
         store: dict[Key, Obj] = {
-            "llmproviders": self.providers,
-            "llmmodels": self.models,
-            "prompttemplates": self.templates,
+            PROVIDER.plural: self.providers,
+            MODEL.plural: self.models,
+            TEMPLATE.plural: self.templates,
         }[kind]
         old = store.get(key)
         if event_type == "DELETED":
@@ -113,9 +115,9 @@ class ClusterState:
         """Forget what the start-up listing found but the watch never showed: it was
         deleted in between."""
         stores: dict[str, dict[Key, Obj]] = {
-            "llmproviders": self.providers,
-            "llmmodels": self.models,
-            "prompttemplates": self.templates,
+            PROVIDER.plural: self.providers,
+            MODEL.plural: self.models,
+            TEMPLATE.plural: self.templates,
         }
         dropped = 0
         for kind, key in self.unconfirmed:

@@ -14,6 +14,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from switchyard.router.contract import CacheSettings, RoutingTable
 from switchyard.router.core.budgets import BudgetGuard
 from switchyard.router.core.cache import ResponseCache
 from switchyard.router.core.gateway import Gateway
@@ -40,7 +41,6 @@ from switchyard.router.storage.factory import make_store, open_until_ready
 from switchyard.router.storage.recorder import RecorderMetrics, UsageRecorder
 from switchyard.router.storage.spool import Spool
 from switchyard.router.table.kube import KubeAccess, KubeClient
-from switchyard.router.table.schema import CacheSettings, RoutingTable
 from switchyard.router.table.secrets import KeyRing
 from switchyard.router.table.source import ConfigMapSource, FileSource, SecretKeySource
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import yaml
 
+from switchyard.router.contract import API_VERSION, KIND
 from switchyard.router.local_model import CONTEXT_WINDOW, MODEL_ALIAS
 
 
@@ -26,8 +27,8 @@ def dev_key(state: Path) -> str:
 
 def write_table(state: Path, key: str, model_port: int) -> Path:
     table = {
-        "apiVersion": "switchyard.dev/v1alpha1",
-        "kind": "RoutingTable",
+        "apiVersion": API_VERSION,
+        "kind": KIND,
         "providers": [
             {
                 "name": "local",

@@ -19,11 +19,11 @@ from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
+from switchyard.router.contract import Budget
 from switchyard.router.core.gateway import Caller
 from switchyard.router.errors import BudgetExceeded
 from switchyard.router.storage.base import Store
 from switchyard.router.storage.records import UsageRecord, utcnow
-from switchyard.router.table.schema import Budget
 
 log = logging.getLogger("switchyard.router.budgets")
 

@@ -20,10 +20,10 @@ from typing import Any
 
 import orjson
 
+from switchyard.router.contract import CacheSettings
 from switchyard.router.core.chat import ChatRequest, ChatResult, ToolCall, Usage
 from switchyard.router.storage.base import CacheEntry, Store
 from switchyard.router.storage.records import utcnow
-from switchyard.router.table.schema import CacheSettings
 
 log = logging.getLogger("switchyard.router.cache")
 

@@ -12,7 +12,7 @@ from decimal import Decimal
 from functools import partial
 from typing import TYPE_CHECKING
 
-from switchyard.router.table.schema import (
+from switchyard.router.contract import (
     ApiKey,
     Model,
     Provider,

@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from decimal import Decimal
 
+from switchyard.router.contract import Provider, RoutingTable
 from switchyard.router.core.catalog import Catalog, Route, compile_table
 from switchyard.router.core.chat import (
     ChatRequest,
@@ -38,7 +39,6 @@ from switchyard.router.metrics import Metrics
 from switchyard.router.providers.base import Adapter
 from switchyard.router.providers.registry import make_adapter
 from switchyard.router.table import secrets
-from switchyard.router.table.schema import Provider, RoutingTable
 
 log = logging.getLogger("switchyard.router")
 

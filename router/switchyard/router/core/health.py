@@ -5,10 +5,10 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
+from switchyard.router.contract import HealthStatus, Provider
 from switchyard.router.core.breaker import CircuitBreaker
 from switchyard.router.core.catalog import Catalog
 from switchyard.router.core.ratelimit import RateLimiter
-from switchyard.router.table.schema import HealthStatus, Provider
 
 
 @dataclass(slots=True)

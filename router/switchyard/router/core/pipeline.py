@@ -14,6 +14,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
+from switchyard.router.contract import CacheSettings
 from switchyard.router.core.budgets import BudgetGuard, Reservation
 from switchyard.router.core.cache import CachePolicy, ResponseCache, cache_key, policy
 from switchyard.router.core.chat import (
@@ -37,7 +38,6 @@ from switchyard.router.errors import (
 from switchyard.router.metrics import Metrics
 from switchyard.router.storage.recorder import UsageRecorder
 from switchyard.router.storage.records import UsageRecord, new_id, utcnow
-from switchyard.router.table.schema import CacheSettings
 
 
 @dataclass(slots=True)

@@ -6,12 +6,8 @@ ever interpreted (no regex replacement strings, no format specs, no second pass)
 
 from __future__ import annotations
 
-import re
-
+from switchyard.router.contract import PLACEHOLDER, Template, placeholders
 from switchyard.router.errors import BadRequest
-from switchyard.router.table.schema import Template
-
-_PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
 
 
 def template_text(template: Template, model: str | None) -> str:
@@ -27,14 +23,13 @@ def variables_of(template: Template) -> list[str]:
         return list(template.variables)
     seen: dict[str, None] = {}
     for text in [template.template] + [o.template for o in template.model_overrides]:
-        for m in _PLACEHOLDER.finditer(text):
-            seen.setdefault(m.group(1), None)
+        seen.update(dict.fromkeys(placeholders(text)))
     return list(seen)
 
 
 def render(template: Template, variables: dict[str, str], model: str | None = None) -> str:
     text = template_text(template, model)
-    parts = _PLACEHOLDER.split(text)  # literal, name, literal, name, ..., literal
+    parts = PLACEHOLDER.split(text)  # literal, name, literal, name, ..., literal
     names = parts[1::2]
     missing = sorted({n for n in names if n not in variables})
     if missing:

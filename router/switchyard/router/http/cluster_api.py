@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import time
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field
@@ -20,6 +20,13 @@ from pydantic.alias_generators import to_camel
 from starlette.requests import Request
 from starlette.responses import Response
 
+from switchyard.router.contract import (
+    API_VERSION,
+    CREATED_BY_ROUTER,
+    PROBE_ANNOTATION,
+    PROVIDER,
+    ProviderType,
+)
 from switchyard.router.errors import (
     BadRequest,
     Conflict,
@@ -33,8 +40,7 @@ from switchyard.router.http.body import read_json, validate
 from switchyard.router.http.services import services
 from switchyard.router.table.kube import KubeClient, KubeError
 
-PROBE_ANNOTATION = "switchyard.dev/probe-requested-at"
-API = "/apis/switchyard.dev/v1alpha1"
+API = f"/apis/{API_VERSION}"
 
 
 class _Strict(BaseModel):
@@ -50,7 +56,7 @@ class RateLimitsBody(_Strict):
 
 class NewProvider(_Strict):
     name: str = Field(min_length=1, max_length=63, pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
-    provider_type: Literal["anthropic", "openai", "azure_openai", "vllm", "ollama"]
+    provider_type: ProviderType
     base_url: str | None = Field(default=None, max_length=2048, pattern=r"^https?://[^\s]+$")
     api_key: str | None = Field(default=None, min_length=1, max_length=4096)
     api_version: str | None = Field(default=None, max_length=64)
@@ -97,18 +103,18 @@ async def create_provider(request: Request) -> Response:
     if body.api_key:
         spec["apiKeySecretRef"] = {"name": secret_name, "key": "apiKey"}
     provider = {
-        "apiVersion": "switchyard.dev/v1alpha1",
-        "kind": "LLMProvider",
+        "apiVersion": API_VERSION,
+        "kind": PROVIDER.kind,
         "metadata": {
             "name": body.name,
             "namespace": ns,
-            "labels": {"app.kubernetes.io/created-by": "switchyard-router"},
+            "labels": CREATED_BY_ROUTER,
         },
         "spec": spec,
     }
     # The provider first, then its key Secret owned by it (deleted with it); if
     # the Secret cannot be made, the provider is taken back.
-    providers = f"{API}/namespaces/{ns}/llmproviders"
+    providers = f"{API}/namespaces/{ns}/{PROVIDER.plural}"
     try:
         created = await s.kube.request("POST", providers, provider)
     except KubeError as exc:
@@ -124,8 +130,8 @@ async def create_provider(request: Request) -> Response:
                 "namespace": ns,
                 "ownerReferences": [
                     {
-                        "apiVersion": "switchyard.dev/v1alpha1",
-                        "kind": "LLMProvider",
+                        "apiVersion": API_VERSION,
+                        "kind": PROVIDER.kind,
                         "name": meta["name"],
                         "uid": meta["uid"],
                     }
@@ -157,7 +163,7 @@ async def operator_probe(
     kube: KubeClient, namespace: str, name: str, wait_seconds: float = 20.0
 ) -> dict[str, Any]:
     """Annotate the provider, then wait for the operator's status from that probe."""
-    path = f"{API}/namespaces/{namespace}/llmproviders/{name}"
+    path = f"{API}/namespaces/{namespace}/{PROVIDER.plural}/{name}"
     asked = datetime.now(UTC)
     try:
         await kube.request(

@@ -18,6 +18,7 @@ from urllib.parse import urlsplit, urlunsplit
 import aiohttp
 import orjson
 
+from switchyard.router.contract import Provider
 from switchyard.router.core.chat import ChatRequest, ChatResult, StreamEvent
 from switchyard.router.core.health import ProbeResult
 from switchyard.router.errors import (
@@ -27,7 +28,6 @@ from switchyard.router.errors import (
     UpstreamStatusError,
     UpstreamTimeout,
 )
-from switchyard.router.table.schema import Provider
 
 _MAX_ERROR_TEXT = 300
 

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+from switchyard.router.contract import Provider
 from switchyard.router.providers.anthropic import AnthropicAdapter
 from switchyard.router.providers.base import Adapter
 from switchyard.router.providers.ollama import OllamaAdapter
 from switchyard.router.providers.openai import AzureOpenAIAdapter, OpenAIAdapter, VLLMAdapter
-from switchyard.router.table.schema import Provider
 
 ADAPTERS: dict[str, type[Adapter]] = {
     "openai": OpenAIAdapter,

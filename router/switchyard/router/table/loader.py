@@ -11,8 +11,8 @@ import orjson
 import yaml
 from pydantic import ValidationError
 
+from switchyard.router.contract import CLOUD_TYPES, RoutingTable
 from switchyard.router.errors import ConfigError
-from switchyard.router.table.schema import CLOUD_TYPES, RoutingTable
 
 #: libyaml's safe loader when PyYAML was built with it: several times faster.
 _YAML_LOADER: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)

@@ -6,7 +6,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from switchyard.router.table.schema import SecretRef
+from switchyard.router.contract import SecretRef
 
 
 @dataclass(frozen=True, slots=True)

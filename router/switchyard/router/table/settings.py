@@ -8,7 +8,7 @@ from typing import Any
 import yaml
 from pydantic import TypeAdapter, ValidationError
 
-from switchyard.router.table.schema import Budget, CacheSettings, RoutingSettings
+from switchyard.router.contract import Budget, CacheSettings, RoutingSettings
 
 _SECTIONS: dict[str, TypeAdapter[Any]] = {
     "routing": TypeAdapter(RoutingSettings),

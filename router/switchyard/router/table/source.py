@@ -22,11 +22,11 @@ from typing import Any
 
 import orjson
 
+from switchyard.router.contract import RoutingTable
 from switchyard.router.errors import ConfigError
 from switchyard.router.table import bundle
 from switchyard.router.table.kube import KubeClient, follow_object
 from switchyard.router.table.loader import load_bytes
-from switchyard.router.table.schema import RoutingTable
 
 log = logging.getLogger("switchyard.router.table")
 

@@ -1,16 +1,22 @@
-"""Schema of the routing table document (``switchyard.dev/v1alpha1``, ``RoutingTable``).
+"""The contract between Switchyard's halves, its command line and its chart.
 
-The operator produces this document into a ConfigMap; a person writes the same
-document by hand to run the router without a cluster. Field names are the
-brief's (camelCase). Secrets never appear here: API keys are references.
-See ``docs/routing-table.md``.
+What the operator writes and the router reads, written once: the Kubernetes API group
+and version, the custom resource kinds, the labels and annotations both halves act on,
+the provider types and API-key scopes, and the schema of the routing-table document
+(``switchyard.dev/v1alpha1``, ``RoutingTable``).
+
+The operator produces the routing table into a ConfigMap; a person writes the same
+document by hand to run the router without a cluster. Field names are the brief's
+(camelCase). Secrets never appear in it: API keys are references. See
+``docs/routing-table.md``. This module imports nothing else of Switchyard.
 """
 
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import (
     AfterValidator,
@@ -23,12 +29,49 @@ from pydantic import (
 )
 from pydantic.alias_generators import to_camel
 
-API_VERSION = "switchyard.dev/v1alpha1"
-KIND = "RoutingTable"
+# -- the Kubernetes API ------------------------------------------------------------
+GROUP = "switchyard.dev"
+VERSION = "v1alpha1"
+API_VERSION = f"{GROUP}/{VERSION}"
 
+
+@dataclass(frozen=True, slots=True)
+class Kind:
+    """A custom resource kind Switchyard defines (see ``crds/``)."""
+
+    kind: str
+    plural: str
+
+
+PROVIDER = Kind("LLMProvider", "llmproviders")
+MODEL = Kind("LLMModel", "llmmodels")
+TEMPLATE = Kind("PromptTemplate", "prompttemplates")
+KINDS = (PROVIDER, MODEL, TEMPLATE)
+
+#: Marks a Secret as an API key of its namespace's organization (data: sha256, scopes).
+API_KEY_LABEL = "switchyard.dev/api-key"
+#: Set on an LLMProvider to ask the operator for a probe now (any new value).
+PROBE_ANNOTATION = "switchyard.dev/probe-requested-at"
+#: The routing table's SHA-256, on each ConfigMap the operator publishes.
+CHECKSUM_ANNOTATION = "switchyard.dev/checksum"
+#: On every object the operator creates.
+MANAGED_BY_OPERATOR = {"app.kubernetes.io/managed-by": "switchyard-operator"}
+#: On objects the router creates through its API.
+CREATED_BY_ROUTER = {"app.kubernetes.io/created-by": "switchyard-router"}
+
+#: Where the operator publishes by default (namespace, routing ConfigMap, keys Secret,
+#: settings ConfigMap); the router is told the same names on its command line.
+DEFAULT_NAMESPACE = "switchyard"
+DEFAULT_ROUTING_CONFIGMAP = "switchyard-routing"
+DEFAULT_KEYS_SECRET = "switchyard-provider-keys"
+DEFAULT_SETTINGS_CONFIGMAP = "switchyard-settings"
+
+# -- providers and keys ---------------------------------------------------------------
 ProviderType = Literal["anthropic", "openai", "azure_openai", "vllm", "ollama"]
+PROVIDER_TYPES: tuple[str, ...] = get_args(ProviderType)
 HealthStatus = Literal["healthy", "degraded", "unhealthy", "unknown"]
 Scope = Literal["completion", "usage:read", "settings:write"]
+SCOPES: tuple[str, ...] = get_args(Scope)
 
 #: Provider types whose API is OpenAI's chat-completions protocol.
 OPENAI_COMPATIBLE: frozenset[str] = frozenset({"openai", "azure_openai", "vllm"})
@@ -40,13 +83,17 @@ DEFAULT_BASE_URLS: dict[str, str] = {
 #: Types that reach a paid cloud API and so need an API key.
 CLOUD_TYPES: frozenset[str] = frozenset({"openai", "azure_openai", "anthropic"})
 
-_PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
+# -- the routing table ------------------------------------------------------------------
+KIND = "RoutingTable"
+
+#: A template placeholder, ``{{name}}``; group 1 is the variable's name.
+PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
 
 
 def placeholders(text: str) -> list[str]:
     """Variable names used as ``{{name}}`` in a template, in first-use order."""
     seen: dict[str, None] = {}
-    for match in _PLACEHOLDER.finditer(text):
+    for match in PLACEHOLDER.finditer(text):
         seen.setdefault(match.group(1), None)
     return list(seen)
 
