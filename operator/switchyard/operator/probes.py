@@ -20,8 +20,7 @@ from switchyard.operator.compiler import secret_key_name
 from switchyard.operator.publish import Publisher, conditions, now
 from switchyard.operator.state import ClusterState, Key, Obj
 from switchyard.router.contract import API_VERSION, PROVIDER, Provider
-from switchyard.router.core.health import ProbeResult
-from switchyard.router.providers.base import Adapter
+from switchyard.router.core.adapter import Adapter, ProbeResult
 from switchyard.router.providers.registry import make_adapter
 
 log = logging.getLogger("switchyard.operator.probes")

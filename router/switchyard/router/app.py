@@ -15,6 +15,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from switchyard.router.contract import CacheSettings, RoutingTable
+from switchyard.router.core.accounting import Accountant
 from switchyard.router.core.budgets import BudgetGuard
 from switchyard.router.core.cache import ResponseCache
 from switchyard.router.core.gateway import Gateway
@@ -37,6 +38,7 @@ from switchyard.router.http import (
 from switchyard.router.http.errors import error_response, flavor_of
 from switchyard.router.http.services import Services
 from switchyard.router.metrics import Metrics
+from switchyard.router.providers.registry import make_adapter
 from switchyard.router.storage.factory import make_store, open_until_ready
 from switchyard.router.storage.recorder import RecorderMetrics, UsageRecorder
 from switchyard.router.storage.spool import Spool
@@ -49,11 +51,7 @@ log = logging.getLogger("switchyard.router")
 
 async def _switchyard_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, SwitchyardError)
-    flavor = flavor_of(request.url.path)
-    if not exc.accounted:  # refused before serving began: auth, validation
-        services: Services = request.app.state.services
-        services.metrics.requests.labels(flavor, "", "", str(exc.status)).inc()
-    return error_response(exc, flavor)
+    return error_response(exc, flavor_of(request.url.path))
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
@@ -106,7 +104,7 @@ def create_app(
     if (config is None) == (routing_configmap is None):
         raise ValueError("give exactly one of a table file (--config) or --routing-configmap")
     metrics = Metrics()
-    gateway = Gateway(metrics)
+    gateway = Gateway(metrics, make_adapter)
     store = make_store(database_url, sqlite_path)
     spool = Spool(spool_path or Path(sqlite_path).with_name("usage-spool.jsonl"))
     budgets = BudgetGuard(store)
@@ -114,9 +112,20 @@ def create_app(
         store, spool, RecorderMetrics(metrics.registry), on_stored=budgets.stored
     )
     cache = ResponseCache(store, CacheSettings())
-    pipeline = Pipeline(gateway, metrics, recorder if record_usage else None, cache, budgets)
+
+    def known_model(organization: str, name: str) -> bool:
+        catalog = gateway.catalog
+        return catalog is not None and name in catalog.org(organization).by_name
+
+    accountant = Accountant(metrics, known_model, recorder if record_usage else None, budgets)
+    pipeline = Pipeline(gateway, accountant, cache, budgets)
     services = Services(
-        gateway=gateway, metrics=metrics, started_at=time.time(), pipeline=pipeline, store=store
+        gateway=gateway,
+        pipeline=pipeline,
+        accountant=accountant,
+        metrics=metrics,
+        store=store,
+        started_at=time.time(),
     )
 
     def install(table: RoutingTable, checksum: str) -> None:
@@ -145,7 +154,6 @@ def create_app(
         follower = FileSource(config, install, on_result, reload_interval)
     follower.load_initial()
     services.table_source = follower.description
-    services.ready = True
     keys: SecretKeySource | None = None
     if provider_keys_secret is not None:
         assert kube is not None

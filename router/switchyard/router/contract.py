@@ -17,6 +17,7 @@ import re
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Annotated, Any, Literal, get_args
+from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import (
     AfterValidator,
@@ -195,6 +196,15 @@ class Provider(_Model):
     @property
     def url(self) -> str:
         return (self.base_url or DEFAULT_BASE_URLS[self.provider_type]).rstrip("/")
+
+    @property
+    def display_url(self) -> str:
+        """The URL without any user:password part, for messages and listings."""
+        parts = urlsplit(self.url)
+        if "@" not in parts.netloc:
+            return self.url
+        host = parts.netloc.rsplit("@", 1)[1]
+        return urlunsplit((parts.scheme, f"***@{host}", parts.path, parts.query, parts.fragment))
 
 
 class Model(_Model):

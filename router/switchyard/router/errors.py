@@ -32,8 +32,6 @@ class SwitchyardError(Exception):
 
     status: int = 500
     code: str = "internal_error"
-    #: Counted in metrics and usage already (by the serving pipeline).
-    accounted: bool = False
 
     def __init__(self, message: str, *, field: str | None = None) -> None:
         super().__init__(message)

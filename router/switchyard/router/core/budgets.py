@@ -20,7 +20,7 @@ from decimal import Decimal
 from typing import Any
 
 from switchyard.router.contract import Budget
-from switchyard.router.core.gateway import Caller
+from switchyard.router.core.caller import Caller
 from switchyard.router.errors import BudgetExceeded
 from switchyard.router.storage.base import Store
 from switchyard.router.storage.records import UsageRecord, utcnow

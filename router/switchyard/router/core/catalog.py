@@ -22,8 +22,13 @@ from switchyard.router.contract import (
 )
 
 if TYPE_CHECKING:
+    from switchyard.router.core.adapter import Adapter
     from switchyard.router.core.health import ProviderState
-    from switchyard.router.providers.base import Adapter
+
+
+def provider_key(p: Provider) -> str:
+    """organization/name: a provider's identity in state, adapters and metrics."""
+    return f"{p.organization}/{p.name}"
 
 
 @dataclass(slots=True, eq=False)
@@ -48,7 +53,7 @@ class Route:
 
     @property
     def provider_key(self) -> str:
-        return f"{self.provider.organization}/{self.provider.name}"
+        return provider_key(self.provider)
 
 
 @dataclass(slots=True)

@@ -3,21 +3,12 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-from switchyard.router.contract import HealthStatus, Provider
+from switchyard.router.core.adapter import ProbeResult
 from switchyard.router.core.breaker import CircuitBreaker
-from switchyard.router.core.catalog import Catalog
+from switchyard.router.core.catalog import Catalog, provider_key
 from switchyard.router.core.ratelimit import RateLimiter
-
-
-@dataclass(slots=True)
-class ProbeResult:
-    status: HealthStatus
-    latency_ms: float | None
-    checked_at: float
-    message: str
-    models: list[str] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -42,8 +33,8 @@ class ProviderStates:
     def __init__(self) -> None:
         self._states: dict[str, ProviderState] = {}
 
-    def get(self, provider_key: str) -> ProviderState:
-        return self._states[provider_key]
+    def get(self, key: str) -> ProviderState:
+        return self._states[key]
 
     def items(self) -> list[tuple[str, ProviderState]]:
         return list(self._states.items())
@@ -54,7 +45,7 @@ class ProviderStates:
         keep: dict[str, ProviderState] = {}
         for oc in catalog.orgs.values():
             for p in oc.providers.values():
-                key = f"{p.organization}/{p.name}"
+                key = provider_key(p)
                 state = self._states.get(key)
                 limits = (p.rate_limits.requests_per_minute, p.rate_limits.tokens_per_minute)
                 if state is None:
@@ -73,7 +64,3 @@ class ProviderStates:
             for route in oc.routes:
                 route.state = keep[route.provider_key]
         self._states = keep
-
-
-def provider_key(p: Provider) -> str:
-    return f"{p.organization}/{p.name}"

@@ -4,9 +4,19 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass
+from decimal import Decimal
 
-from switchyard.router.core.catalog import OrgCatalog, Route
+from switchyard.router.core.catalog import Catalog, OrgCatalog, Route
+from switchyard.router.core.chat import ChatRequest, estimate_tokens
 from switchyard.router.errors import BadRequest, NoCandidateAvailable, NotFound
+
+_MILLION = Decimal(1_000_000)
+
+
+def output_tokens(requested: int | None, default: int, model_max: int) -> int:
+    """The completion budget of one call: what was asked, else the table's default
+    capped by what the model can produce."""
+    return requested if requested is not None else min(default, model_max)
 
 
 @dataclass(slots=True, frozen=True)
@@ -22,9 +32,7 @@ class Need:
     default_max_tokens: int = 1024
 
     def output_tokens(self, max_output_tokens: int) -> int:
-        if self.max_tokens is not None:
-            return self.max_tokens
-        return min(self.default_max_tokens, max_output_tokens)
+        return output_tokens(self.max_tokens, self.default_max_tokens, max_output_tokens)
 
 
 _REASONS = {
@@ -84,3 +92,39 @@ def select(org: OrgCatalog, need: Need, now: float, limit: int) -> list[Route]:
             raise BadRequest(f"no model can take this request ({detail})", field="maxTokens")
         raise NoCandidateAvailable(f"no candidate is available ({detail})")
     return chosen
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """The candidates for one request, in order, and its estimated prompt tokens."""
+
+    catalog: Catalog
+    routes: list[Route]
+    prompt_tokens: int
+
+    def max_tokens(self, req: ChatRequest, route: Route) -> int:
+        """The completion budget of a call to ``route``."""
+        default = self.catalog.settings.default_max_tokens
+        return output_tokens(req.max_tokens, default, route.model.max_output_tokens)
+
+    def estimated_cost(self, req: ChatRequest) -> Decimal:
+        """The most the primary candidate could charge for this request, in USD."""
+        route = self.routes[0]
+        out = self.max_tokens(req, route)
+        return (route.input_price * self.prompt_tokens + route.output_price * out) / _MILLION
+
+
+def plan(catalog: Catalog, organization: str, req: ChatRequest, now: float) -> Plan:
+    """Choose the candidates for ``req``; raises when none fits."""
+    prompt_tokens = estimate_tokens(req.text_size())
+    need = Need(
+        model=req.model,
+        task_type=req.task_type,
+        prompt_tokens=prompt_tokens,
+        max_tokens=req.max_tokens,
+        stream=req.stream,
+        tools=bool(req.tools) and req.tool_choice != "none",
+        default_max_tokens=catalog.settings.default_max_tokens,
+    )
+    routes = select(catalog.org(organization), need, now, catalog.settings.max_attempts)
+    return Plan(catalog, routes, prompt_tokens)

@@ -9,13 +9,13 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.requests import Request
 from starlette.responses import Response
 
-from switchyard.router.core.health import ProbeResult
+from switchyard.router.core.adapter import ProbeResult
+from switchyard.router.core.catalog import provider_key
 from switchyard.router.core.templates import render, template_text, variables_of
 from switchyard.router.errors import NotFound
 from switchyard.router.http.auth import authenticate
 from switchyard.router.http.body import read_json, validate
 from switchyard.router.http.services import services
-from switchyard.router.providers.base import redact_url
 
 _BREAKER = {0: "closed", 1: "open", 2: "half_open"}
 
@@ -43,13 +43,13 @@ async def list_providers(request: Request) -> Response:
     org = catalog.org(caller.organization)
     out = []
     for name, p in sorted(org.providers.items()):
-        state = s.gateway.states.get(f"{p.organization}/{name}")
+        state = s.gateway.states.get(provider_key(p))
         probe = state.last_probe
         out.append(
             {
                 "name": name,
                 "providerType": p.provider_type,
-                "baseUrl": redact_url(p.url),
+                "baseUrl": p.display_url,
                 "priority": p.priority,
                 "isDefault": p.is_default,
                 "isEnabled": p.is_enabled,

@@ -6,8 +6,8 @@ import hashlib
 
 from starlette.requests import Request
 
+from switchyard.router.core.caller import Caller
 from switchyard.router.core.catalog import Catalog
-from switchyard.router.core.gateway import Caller
 from switchyard.router.errors import Forbidden, Unauthorized
 
 

@@ -11,9 +11,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from switchyard.router.http.admin import RenderBody
-from switchyard.router.http.anthropic_api import MessagesBody
-from switchyard.router.http.native import CompletionBody
-from switchyard.router.http.openai_api import ChatBody
+from switchyard.router.protocols.anthropic import MessagesBody
+from switchyard.router.protocols.native import CompletionBody
+from switchyard.router.protocols.openai import ChatBody
 
 _ERROR = {"$ref": "#/components/schemas/Error"}
 

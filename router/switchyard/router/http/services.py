@@ -2,36 +2,33 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from starlette.requests import Request
 
+from switchyard.router.core.accounting import Accountant
 from switchyard.router.core.gateway import Gateway
 from switchyard.router.core.pipeline import Pipeline
 from switchyard.router.metrics import Metrics
 from switchyard.router.storage.base import Store
-from switchyard.router.table.kube import KubeClient
+
+if TYPE_CHECKING:
+    from switchyard.router.table.kube import KubeClient
 
 
 @dataclass(slots=True)
 class Services:
     gateway: Gateway
+    pipeline: Pipeline
+    accountant: Accountant
     metrics: Metrics
-    ready: bool = False
+    store: Store
+    started_at: float
     table_source: str = ""
     table_error: str | None = None
     table_loads: int = 0  # load attempts so far, good or bad
-    started_at: float = 0.0
-    pipeline: Pipeline | None = None
-    store: Store | None = None
     kube: KubeClient | None = None  # set when the router follows a cluster
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def serve(self) -> Pipeline:
-        assert self.pipeline is not None
-        return self.pipeline
 
 
 def services(request: Request) -> Services:

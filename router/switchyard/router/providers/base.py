@@ -1,4 +1,4 @@
-"""The adapter interface and the HTTP plumbing every adapter shares.
+"""The HTTP plumbing every adapter shares: ``HTTPAdapter``.
 
 One pooled ``aiohttp`` session per upstream. Errors become the router's typed
 ``UpstreamError``s carrying the provider's status, its error type and its
@@ -12,15 +12,14 @@ import abc
 import email.utils
 import time
 from collections.abc import AsyncIterator
-from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from typing import Any, Protocol
 
 import aiohttp
 import orjson
 
 from switchyard.router.contract import Provider
+from switchyard.router.core.adapter import ProbeResult
 from switchyard.router.core.chat import ChatRequest, ChatResult, StreamEvent
-from switchyard.router.core.health import ProbeResult
 from switchyard.router.errors import (
     UpstreamConnectError,
     UpstreamError,
@@ -47,8 +46,19 @@ def parse_retry_after(value: str | None) -> float | None:
     return max(0.0, when.timestamp() - time.time())
 
 
-class Adapter(abc.ABC):
-    """complete · stream · list models · probe, for one provider."""
+class StreamDecoder(Protocol):
+    """A protocol's stream, line by line (see ``switchyard.router.protocols``)."""
+
+    done: bool  # the protocol's end-of-stream marker was read
+
+    def feed(self, line: bytes) -> list[StreamEvent]: ...
+
+    def incomplete(self) -> UpstreamError:
+        """The error for a stream that ended before its end marker."""
+
+
+class HTTPAdapter(abc.ABC):
+    """An ``Adapter`` (see ``core.adapter``) that speaks HTTP; one subclass per protocol."""
 
     def __init__(self, provider: Provider, api_key: str | None) -> None:
         self.provider = provider
@@ -57,19 +67,23 @@ class Adapter(abc.ABC):
         t = provider.timeouts
         self.connect_timeout = t.connect_ms / 1000
         self.first_token_timeout = t.first_token_ms / 1000
-        self.total_timeout = t.total_ms / 1000
+        self._total_timeout = t.total_ms / 1000
         self._session: aiohttp.ClientSession | None = None
         self._call_timeout = aiohttp.ClientTimeout(
-            total=self.total_timeout, sock_connect=self.connect_timeout
+            total=self._total_timeout, sock_connect=self.connect_timeout
         )
         self._stream_timeout = aiohttp.ClientTimeout(
-            total=self.total_timeout,
+            total=self._total_timeout,
             sock_connect=self.connect_timeout,
             sock_read=self.first_token_timeout,
         )
         self._probe_timeout = aiohttp.ClientTimeout(
-            total=min(self.total_timeout, 10.0), sock_connect=self.connect_timeout
+            total=min(self._total_timeout, 10.0), sock_connect=self.connect_timeout
         )
+
+    @property
+    def total_timeout(self) -> float:
+        return self._total_timeout
 
     # -- the interface ----------------------------------------------------
     @abc.abstractmethod
@@ -92,7 +106,7 @@ class Adapter(abc.ABC):
         try:
             models = await self.list_models()
         except UpstreamError as exc:
-            return ProbeResult("unhealthy", None, time.time(), describe(exc))
+            return ProbeResult("unhealthy", None, time.time(), exc.message)
         latency = (time.monotonic() - started) * 1000
         if model_name is not None and models and model_name not in models:
             return ProbeResult(
@@ -149,7 +163,7 @@ class Adapter(abc.ABC):
             raise
         except TimeoutError:
             raise UpstreamTimeout(
-                f"no complete answer within {self.total_timeout:g}s", provider=self._name()
+                f"no complete answer within {self._total_timeout:g}s", provider=self._name()
             ) from None
         except aiohttp.ClientError as exc:
             raise self.connection_error(exc) from None
@@ -202,6 +216,18 @@ class Adapter(abc.ABC):
         except aiohttp.ClientError as exc:
             raise self.connection_error(exc) from None
 
+    async def stream_events(
+        self, url: str, body: dict[str, Any], decoder: StreamDecoder
+    ) -> AsyncIterator[StreamEvent]:
+        """POST a streaming request and decode its lines into neutral events."""
+        resp = await self.open_stream(url, body)
+        async for line in self.lines(resp):
+            for event in decoder.feed(line):
+                yield event
+            if decoder.done:
+                return
+        raise decoder.incomplete()
+
     async def lines(self, resp: aiohttp.ClientResponse) -> AsyncIterator[bytes]:
         """The body's non-empty lines; timeouts as set by ``open_stream``."""
         content = resp.content
@@ -236,7 +262,7 @@ class Adapter(abc.ABC):
     def connection_error(self, exc: BaseException) -> UpstreamError:
         if isinstance(exc, aiohttp.ClientConnectorError):
             return UpstreamConnectError(
-                f"cannot connect to {redact_url(self.base_url)}: "
+                f"cannot connect to {self.provider.display_url}: "
                 f"{exc.os_error.strerror or exc.os_error}",
                 provider=self._name(),
             )
@@ -245,25 +271,3 @@ class Adapter(abc.ABC):
                 "the provider closed the connection mid-answer", provider=self._name()
             )
         return UpstreamConnectError(f"{type(exc).__name__}: {exc}", provider=self._name())
-
-
-def redact_url(url: str) -> str:
-    """The URL without any user:password part, for messages and listings."""
-    parts = urlsplit(url)
-    if "@" not in parts.netloc:
-        return url
-    host = parts.netloc.rsplit("@", 1)[1]
-    return urlunsplit((parts.scheme, f"***@{host}", parts.path, parts.query, parts.fragment))
-
-
-def describe(exc: UpstreamError) -> str:
-    return exc.message
-
-
-def json_error_message(raw: bytes) -> tuple[dict[str, Any] | None, str]:
-    """Decode an error body that should be JSON; fall back to its text."""
-    try:
-        data = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        return None, raw.decode("utf-8", "replace").strip() or "(empty body)"
-    return (data if isinstance(data, dict) else None), ""

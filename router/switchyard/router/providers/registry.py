@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from switchyard.router.contract import Provider
+from switchyard.router.core.adapter import Adapter
 from switchyard.router.providers.anthropic import AnthropicAdapter
-from switchyard.router.providers.base import Adapter
+from switchyard.router.providers.base import HTTPAdapter
 from switchyard.router.providers.ollama import OllamaAdapter
 from switchyard.router.providers.openai import AzureOpenAIAdapter, OpenAIAdapter, VLLMAdapter
 
-ADAPTERS: dict[str, type[Adapter]] = {
+ADAPTERS: dict[str, type[HTTPAdapter]] = {
     "openai": OpenAIAdapter,
     "azure_openai": AzureOpenAIAdapter,
     "vllm": VLLMAdapter,
@@ -18,4 +19,5 @@ ADAPTERS: dict[str, type[Adapter]] = {
 
 
 def make_adapter(provider: Provider, api_key: str | None) -> Adapter:
+    """The ``AdapterFactory`` the app hands the gateway."""
     return ADAPTERS[provider.provider_type](provider, api_key)

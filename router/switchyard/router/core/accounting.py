@@ -1,0 +1,228 @@
+"""Every completion the router answers is counted here, once: metrics, one usage record,
+and the settling of its budget reservation.
+
+Success, error, timeout, cache hit and a client that left alike: the pipeline and the
+streams it hands out report each outcome through an ``Accountant``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from switchyard.router.core.budgets import BudgetGuard, Reservation
+from switchyard.router.core.caller import Caller
+from switchyard.router.core.chat import ChatRequest, ChatResult, Usage
+from switchyard.router.core.cost import ZERO, Cost
+from switchyard.router.errors import Attempt, NoCandidateAvailable, SwitchyardError
+from switchyard.router.metrics import Metrics
+from switchyard.router.storage.recorder import UsageRecorder
+from switchyard.router.storage.records import UsageRecord, new_id, utcnow
+
+
+@dataclass(slots=True)
+class RequestInfo:
+    """What accounting needs to know of a request beyond its body."""
+
+    api: str  # native | openai | anthropic
+    cache_control: str | None = None
+    id: str = field(default_factory=new_id)  # the usage record's id, told to the client
+    requested_at: datetime = field(default_factory=utcnow)
+    started: float = field(default_factory=time.perf_counter)
+
+
+@dataclass(slots=True)
+class Completed:
+    """A completion as it was served: from a provider or from the cache."""
+
+    result: ChatResult
+    model: str
+    provider: str
+    cost: Cost
+    saved: Decimal
+    latency_ms: float
+    ttft_ms: float
+    cache_hit: bool
+    attempts: list[Attempt]
+
+
+#: Is ``name`` a model of ``organization``'s table? Only such names become labels.
+KnownModel = Callable[[str, str], bool]
+
+
+class Accountant:
+    def __init__(
+        self,
+        metrics: Metrics,
+        known_model: KnownModel,
+        recorder: UsageRecorder | None = None,
+        budgets: BudgetGuard | None = None,
+    ) -> None:
+        self.metrics = metrics
+        self.known_model = known_model
+        self.recorder = recorder
+        self.budgets = budgets
+        # Metric children per (api, provider, model): resolving labels costs more
+        # than the update itself.
+        self._children: dict[tuple[str, str, str], tuple[Any, ...]] = {}
+
+    def refused(self, api: str, status: int) -> None:
+        """A completion request turned away before serving began (auth, validation)."""
+        self.metrics.requests.labels(api, "", "", str(status)).inc()
+
+    def served(
+        self,
+        caller: Caller,
+        req: ChatRequest,
+        info: RequestInfo,
+        done: Completed,
+        reservation: Reservation | None,
+        *,
+        stream: bool = False,
+    ) -> None:
+        requests, latency, ttft, prompt, completion, spend, hits = self._children_for(
+            info.api, done.provider, done.model
+        )
+        requests.inc()
+        latency.observe(done.latency_ms / 1000)
+        if stream:
+            ttft.observe(done.ttft_ms / 1000)
+        usage = done.result.usage if not done.cache_hit else Usage()
+        prompt.inc(usage.prompt_tokens)
+        completion.inc(usage.completion_tokens)
+        if done.cost.total:
+            spend.inc(float(done.cost.total))
+        if done.cache_hit:
+            hits.inc()
+        self._record(
+            caller,
+            req,
+            info,
+            provider=done.provider,
+            model=done.model,
+            usage=usage,
+            cost=done.cost,
+            saved=done.saved,
+            latency_ms=done.latency_ms,
+            ttft_ms=done.ttft_ms,
+            status="ok",
+            http_status=200,
+            error=None,
+            cache_hit=done.cache_hit,
+            stream=stream,
+            reservation=reservation,
+        )
+
+    def failed(
+        self,
+        caller: Caller,
+        req: ChatRequest,
+        info: RequestInfo,
+        exc: SwitchyardError,
+        reservation: Reservation | None,
+        *,
+        provider: str | None = None,
+        model: str | None = None,
+        usage: Usage | None = None,
+        cost: Cost = ZERO,
+        stream: bool = False,
+    ) -> None:
+        attempts = exc.attempts if isinstance(exc, NoCandidateAvailable) else []
+        if provider is None and attempts:
+            provider, model = attempts[-1].provider, attempts[-1].model
+        provider = provider or getattr(exc, "provider", None)
+        if (
+            model is None
+            and req.model is not None
+            and self.known_model(caller.organization, req.model)
+        ):
+            model = req.model  # never a name the client made up: it would be stored and a label
+        self.metrics.requests.labels(info.api, provider or "", model or "", str(exc.status)).inc()
+        latency = (time.perf_counter() - info.started) * 1000
+        self._record(
+            caller,
+            req,
+            info,
+            provider=provider,
+            model=model,
+            usage=usage or Usage(),
+            cost=cost,
+            saved=Decimal(0),
+            latency_ms=latency,
+            ttft_ms=None,
+            status="error",
+            http_status=exc.status,
+            error=exc.code,
+            cache_hit=False,
+            stream=stream,
+            reservation=reservation,
+        )
+
+    def _children_for(self, api: str, provider: str, model: str) -> tuple[Any, ...]:
+        key = (api, provider, model)
+        children = self._children.get(key)
+        if children is None:
+            m = self.metrics
+            children = self._children[key] = (
+                m.requests.labels(api, provider, model, "200"),
+                m.latency.labels(provider, model),
+                m.ttft.labels(provider, model),
+                m.tokens.labels(provider, model, "prompt"),
+                m.tokens.labels(provider, model, "completion"),
+                m.cost.labels(provider, model),
+                m.cache_hits.labels(provider, model),
+            )
+        return children
+
+    def _record(
+        self,
+        caller: Caller,
+        req: ChatRequest,
+        info: RequestInfo,
+        *,
+        provider: str | None,
+        model: str | None,
+        usage: Usage,
+        cost: Cost,
+        saved: Decimal,
+        latency_ms: float | None,
+        ttft_ms: float | None,
+        status: str,
+        http_status: int,
+        error: str | None,
+        cache_hit: bool,
+        stream: bool,
+        reservation: Reservation | None,
+    ) -> None:
+        record = UsageRecord(
+            id=info.id,
+            organization=caller.organization,
+            api_key=caller.key_name,
+            api=info.api,
+            provider=provider,
+            model=model,
+            task_type=req.task_type,
+            prompt_tokens=usage.prompt_tokens,
+            completion_tokens=usage.completion_tokens,
+            input_cost=cost.input,
+            output_cost=cost.output,
+            saved_cost=saved,
+            latency_ms=latency_ms,
+            ttft_ms=ttft_ms,
+            status=status,
+            http_status=http_status,
+            error_class=error,
+            cache_hit=cache_hit,
+            stream=stream,
+            requested_at=info.requested_at,
+            completed_at=utcnow(),
+        )
+        if self.recorder is not None:
+            self.recorder.submit(record)
+        # The estimate held for this request gives way to what it really cost.
+        if reservation is not None and self.budgets is not None:
+            self.budgets.settle(reservation, record)

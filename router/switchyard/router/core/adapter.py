@@ -1,0 +1,60 @@
+"""The one interface between the core and the provider adapters.
+
+The core calls providers only through ``Adapter``; ``switchyard.router.providers``
+implements it, one module per wire protocol, and the app hands the gateway an
+``AdapterFactory`` when it wires things together. So the core never imports an
+adapter, and an adapter never reaches into the core beyond the neutral types.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from switchyard.router.contract import HealthStatus, Provider
+from switchyard.router.core.chat import ChatRequest, ChatResult, StreamEvent
+
+
+@dataclass(slots=True)
+class ProbeResult:
+    """One health probe of a provider."""
+
+    status: HealthStatus
+    latency_ms: float | None
+    checked_at: float
+    message: str
+    models: list[str] = field(default_factory=list)
+
+
+class Adapter(Protocol):
+    """complete · stream · list models · probe, for one provider."""
+
+    #: The provider as the table describes it now; an edit that does not change how it
+    #: is reached replaces this and keeps the adapter (and its connection pool).
+    provider: Provider
+
+    @property
+    def total_timeout(self) -> float:
+        """The longest any call may take, in seconds."""
+
+    async def complete(self, req: ChatRequest, model_name: str, max_tokens: int) -> ChatResult:
+        """One non-streaming completion; raises ``UpstreamError``s."""
+
+    def stream(
+        self, req: ChatRequest, model_name: str, max_tokens: int
+    ) -> AsyncIterator[StreamEvent]:
+        """A streaming completion; the last event is ``Finish``."""
+
+    async def list_models(self) -> list[str]:
+        """The model names the provider serves, where its API can say."""
+
+    async def probe(self, model_name: str | None) -> ProbeResult:
+        """A tiny real request that tells whether the provider answers."""
+
+    async def close(self) -> None:
+        """Close the connection pool."""
+
+
+#: Makes the adapter for a provider and its resolved API key (None: no key).
+AdapterFactory = Callable[[Provider, str | None], Adapter]

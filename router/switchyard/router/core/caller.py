@@ -1,0 +1,12 @@
+"""Who is asking: the organization and scopes a bearer key resolves to."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    key_name: str
+    organization: str
+    scopes: frozenset[str]

@@ -1,0 +1,228 @@
+"""A stream to a client: live from a provider, or replayed from the cache.
+
+Whichever way it ends (finished, failed, or the client left) it is accounted once, and
+a finished live stream that may be cached is kept for the next identical request.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from decimal import Decimal
+
+from switchyard.router.core.accounting import Accountant, Completed, RequestInfo
+from switchyard.router.core.budgets import Reservation
+from switchyard.router.core.cache import Cached, ResponseCache
+from switchyard.router.core.caller import Caller
+from switchyard.router.core.chat import (
+    ChatRequest,
+    ChatResult,
+    Finish,
+    StreamEvent,
+    TextDelta,
+    ToolCall,
+    ToolCallDelta,
+    Usage,
+)
+from switchyard.router.core.cost import ZERO, Cost
+from switchyard.router.core.live_stream import LiveStream
+from switchyard.router.errors import ClientDisconnected, SwitchyardError
+
+
+def _chunks(text: str, size: int = 16) -> list[str]:
+    """Split cached text into stream-sized pieces at word boundaries where possible."""
+    out: list[str] = []
+    start = 0
+    while start < len(text):
+        end = min(len(text), start + size)
+        space = text.rfind(" ", start + 1, end + 1) if end < len(text) else -1
+        if space > start:
+            end = space
+        out.append(text[start:end])
+        start = end
+    return out
+
+
+class Streaming:
+    """Iterate ``events()`` once; ``close()`` settles a stream the client left."""
+
+    def __init__(
+        self,
+        accountant: Accountant,
+        caller: Caller,
+        req: ChatRequest,
+        info: RequestInfo,
+        model: str,
+        provider: str,
+    ) -> None:
+        self.accountant = accountant
+        self.caller = caller
+        self.req = req
+        self.info = info
+        self.model = model
+        self.provider = provider
+        self.live: LiveStream | None = None
+        self.cached: ChatResult | None = None
+        self.saved = Decimal(0)
+        self.reservation: Reservation | None = None
+        self.cache: ResponseCache | None = None
+        self.cache_as: str | None = None
+        self._accounted = False
+        self.usage = Usage()
+        self.cost: Cost = ZERO
+        self.latency_ms = 0.0
+        self.ttft_ms = (time.perf_counter() - info.started) * 1000
+
+    @classmethod
+    def from_provider(
+        cls,
+        accountant: Accountant,
+        caller: Caller,
+        req: ChatRequest,
+        info: RequestInfo,
+        live: LiveStream,
+        *,
+        reservation: Reservation | None,
+        cache: ResponseCache | None,
+        cache_as: str | None,
+    ) -> Streaming:
+        s = cls(accountant, caller, req, info, live.route.model.name, live.route.provider.name)
+        s.live = live
+        s.reservation = reservation
+        s.cache = cache
+        s.cache_as = cache_as
+        return s
+
+    @classmethod
+    def from_cache(
+        cls,
+        accountant: Accountant,
+        caller: Caller,
+        req: ChatRequest,
+        info: RequestInfo,
+        cached: Cached,
+    ) -> Streaming:
+        s = cls(accountant, caller, req, info, cached.model, cached.provider)
+        s.cached = cached.result
+        s.saved = cached.cost
+        return s
+
+    @property
+    def cache_hit(self) -> bool:
+        return self.cached is not None
+
+    async def events(self) -> AsyncIterator[StreamEvent]:
+        if self.cached is not None:
+            async for event in self._replay(self.cached):
+                yield event
+            return
+        assert self.live is not None
+        live = self.live
+        text: list[str] = []
+        calls: dict[int, list[str]] = {}
+        keep = self.cache_as is not None
+        finish: Finish | None = None
+        try:
+            async for event in live.events():
+                if keep:
+                    if type(event) is TextDelta:
+                        text.append(event.text)
+                    elif isinstance(event, ToolCallDelta):
+                        entry = calls.setdefault(event.index, ["", "", ""])
+                        entry[0] = event.id or entry[0]
+                        entry[1] = event.name or entry[1]
+                        entry[2] += event.arguments
+                if isinstance(event, Finish):
+                    finish = event
+                yield event
+        except SwitchyardError as exc:
+            self._accounted = True
+            self._failed(exc)
+            raise
+        finally:
+            if not self._accounted and finish is None:
+                await self.close()
+        if self._accounted:
+            return
+        self._accounted = True
+        self.usage = live.usage
+        self.cost = live.cost or ZERO
+        self.latency_ms = live.latency_ms
+        self.ttft_ms = live.ttft_ms
+        result = ChatResult(
+            content="".join(text),
+            finish_reason=finish.reason if finish else "stop",
+            usage=self.usage,
+            upstream_model=self.model,
+            tool_calls=[ToolCall(c[0], c[1], c[2]) for _, c in sorted(calls.items())],
+        )
+        done = Completed(
+            result,
+            self.model,
+            self.provider,
+            self.cost,
+            Decimal(0),
+            self.latency_ms,
+            self.ttft_ms,
+            False,
+            live.attempts,
+        )
+        self.accountant.served(
+            self.caller, self.req, self.info, done, self.reservation, stream=True
+        )
+        if self.cache_as is not None and self.cache is not None and finish is not None:
+            self.cache.put(
+                self.cache_as,
+                self.caller.organization,
+                result,
+                self.model,
+                self.provider,
+                self.cost.total,
+            )
+
+    async def close(self) -> None:
+        """Account for a stream the client left before its end (or before it began)."""
+        if self._accounted or self.live is None:
+            return
+        self._accounted = True
+        await self.live.close()
+        self._failed(ClientDisconnected("the client closed the connection mid-stream"))
+
+    def _failed(self, exc: SwitchyardError) -> None:
+        assert self.live is not None
+        self.accountant.failed(
+            self.caller,
+            self.req,
+            self.info,
+            exc,
+            self.reservation,
+            provider=self.provider,
+            model=self.model,
+            usage=self.live.usage,
+            cost=self.live.cost or ZERO,
+            stream=True,
+        )
+
+    async def _replay(self, result: ChatResult) -> AsyncIterator[StreamEvent]:
+        # Counted up front: a hit costs nothing, and a client that leaves part way
+        # through a replay still was served.
+        self.usage = result.usage  # what the answer holds; the record says nothing was spent
+        self.latency_ms = (time.perf_counter() - self.info.started) * 1000
+        done = Completed(
+            result,
+            self.model,
+            self.provider,
+            ZERO,
+            self.saved,
+            self.latency_ms,
+            self.ttft_ms,
+            True,
+            [],
+        )
+        self._accounted = True
+        self.accountant.served(self.caller, self.req, self.info, done, None, stream=True)
+        for piece in _chunks(result.content):
+            yield TextDelta(piece)
+        for i, c in enumerate(result.tool_calls):
+            yield ToolCallDelta(i, c.id, c.name, c.arguments)
+        yield Finish(result.finish_reason, result.usage)

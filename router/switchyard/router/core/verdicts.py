@@ -1,0 +1,80 @@
+"""What one call's outcome means for its provider: breaker, rate budget and metrics.
+
+The failover loop and a live stream settle their calls here, so a provider is judged
+the same way whether its answer was streamed or not, and each claim on a breaker or a
+budget is given back exactly once.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from switchyard.router.core.catalog import Route
+from switchyard.router.errors import Attempt, UpstreamError
+from switchyard.router.metrics import Metrics
+
+log = logging.getLogger("switchyard.router")
+
+
+class Verdicts:
+    def __init__(self, metrics: Metrics) -> None:
+        self.metrics = metrics
+        #: The table's cap on a provider's Retry-After, in seconds.
+        self.max_retry_after = 60.0
+
+    def claim(self, route: Route, tokens: int, attempts: list[Attempt]) -> bool:
+        """Take the breaker's permission and ``tokens`` of the rate budget, or say why not."""
+        state = route.state
+        now = time.monotonic()
+        if not state.breaker.try_acquire(now):
+            attempts.append(
+                Attempt(route.provider.name, route.name, "circuit_open", None, "breaker is open")
+            )
+            return False
+        if not state.limiter.try_acquire(tokens, now):
+            state.breaker.release()
+            attempts.append(
+                Attempt(route.provider.name, route.name, "rate_limited", None, "local budget spent")
+            )
+            return False
+        return True
+
+    def succeeded(self, route: Route, reserved: int, used: int) -> None:
+        breaker = route.state.breaker
+        if breaker.state:
+            breaker.record_success()
+            self.metrics.breaker_state.labels(route.provider.name).set(0)
+        else:
+            breaker.record_success()
+        route.state.limiter.reconcile(reserved, used)
+
+    def failed(
+        self,
+        route: Route,
+        exc: UpstreamError,
+        attempts: list[Attempt],
+        reserved: int,
+        used: int = 0,
+    ) -> None:
+        """Count a provider's failure; a request the provider rightly refused is not one."""
+        state = route.state
+        if exc.retryable:
+            retry_after = exc.retry_after
+            if retry_after is not None:
+                retry_after = min(retry_after, self.max_retry_after)
+            state.breaker.record_failure(time.monotonic(), retry_after)
+            self.metrics.breaker_state.labels(route.provider.name).set(int(state.breaker.state))
+        else:
+            state.breaker.release()
+        state.limiter.reconcile(reserved, used)
+        self.metrics.upstream_errors.labels(route.provider.name, exc.code).inc()
+        attempts.append(
+            Attempt(route.provider.name, route.name, exc.code, exc.upstream_status, exc.message)
+        )
+        log.info("provider %s failed: %s", route.provider_key, exc.message)
+
+    def abandoned(self, route: Route, reserved: int, used: int = 0) -> None:
+        """The caller left (or was cancelled): no verdict on the provider."""
+        route.state.breaker.release()
+        route.state.limiter.reconcile(reserved, used)

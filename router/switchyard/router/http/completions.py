@@ -1,0 +1,122 @@
+"""The one request opening every completion surface shares.
+
+Authenticate, read and validate the body, translate it, then either answer at once or
+stream server-sent events; a request refused before serving began is counted here,
+everything after by the pipeline. A surface (native, OpenAI, Anthropic) only says how
+its protocol translates (see ``switchyard.router.protocols``).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, Protocol, TypeVar
+
+import orjson
+from pydantic import BaseModel
+from starlette.background import BackgroundTask
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+
+from switchyard.router.core.accounting import Completed, RequestInfo
+from switchyard.router.core.caller import Caller
+from switchyard.router.core.catalog import Catalog
+from switchyard.router.core.chat import ChatRequest
+from switchyard.router.core.streaming import Streaming
+from switchyard.router.errors import BadRequest, SwitchyardError
+from switchyard.router.http.auth import authenticate
+from switchyard.router.http.body import read_json, validate
+from switchyard.router.http.errors import Flavor, error_body
+from switchyard.router.http.services import services
+from switchyard.router.protocols.native import TASK_PATTERN
+from switchyard.router.protocols.sse import StreamEncoder
+
+SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+#: The id of the request's usage record, to find it in usage data and logs.
+REQUEST_ID = "x-switchyard-request-id"
+
+_TASK = re.compile(TASK_PATTERN)
+
+B = TypeVar("B", bound=BaseModel)
+B_contra = TypeVar("B_contra", bound=BaseModel, contravariant=True)
+
+
+class Surface(Protocol[B_contra]):
+    """How one API's requests become neutral ones and its answers go back."""
+
+    api: str  # what metrics and usage records call it
+    flavor: Flavor  # the shape of its error bodies
+
+    def to_request(
+        self, body: B_contra, request: Request, catalog: Catalog, caller: Caller
+    ) -> ChatRequest: ...
+
+    def respond(
+        self, body: B_contra, done: Completed, info: RequestInfo
+    ) -> tuple[dict[str, Any], dict[str, str]]:
+        """The JSON answer and its extra headers."""
+
+    def encoder(self, body: B_contra, streaming: Streaming, info: RequestInfo) -> StreamEncoder:
+        """How this stream's events are written."""
+
+
+def task_header(request: Request) -> str | None:
+    """The task type of the OpenAI and Anthropic surfaces, under the native API's rules."""
+    value = request.headers.get("x-switchyard-task")
+    if value is not None and not (0 < len(value) <= 64 and _TASK.match(value)):
+        raise BadRequest(
+            "X-Switchyard-Task: 1 to 64 letters, digits, '_', '.', ':' or '-'",
+            field="X-Switchyard-Task",
+        )
+    return value
+
+
+def endpoint(model: type[B], surface: Surface[B]) -> Callable[[Request], Awaitable[Response]]:
+    """The Starlette endpoint serving ``surface``, whose bodies validate as ``model``."""
+
+    async def serve(request: Request) -> Response:
+        s = services(request)
+        info = RequestInfo(surface.api, request.headers.get("cache-control"))
+        try:
+            catalog = s.gateway.require_catalog()
+            caller = authenticate(request, catalog, "completion")
+            body = validate(model, await read_json(request, catalog.settings.max_body_bytes))
+            req = surface.to_request(body, request, catalog, caller)
+        except SwitchyardError as exc:
+            s.accountant.refused(surface.api, exc.status)
+            raise
+        if req.stream:
+            streaming = await s.pipeline.stream(caller, req, info)
+            encoder = surface.encoder(body, streaming, info)
+            return StreamingResponse(
+                _sse(streaming, encoder, surface.flavor),
+                media_type="text/event-stream",
+                headers=SSE_HEADERS | encoder.headers | {REQUEST_ID: info.id},
+                background=BackgroundTask(streaming.close),
+            )
+        done = await s.pipeline.complete(caller, req, info)
+        payload, headers = surface.respond(body, done, info)
+        return Response(
+            orjson.dumps(payload),
+            media_type="application/json",
+            headers=headers | {REQUEST_ID: info.id},
+        )
+
+    return serve
+
+
+async def _sse(
+    streaming: Streaming, encoder: StreamEncoder, flavor: Flavor
+) -> AsyncIterator[bytes]:
+    head = encoder.open()
+    if head:
+        yield head
+    try:
+        async for event in streaming.events():
+            out = encoder.event(event)
+            if out:
+                yield out
+    except SwitchyardError as exc:
+        yield encoder.error(error_body(exc, flavor))
+        return
+    yield encoder.close()

@@ -1,0 +1,522 @@
+"""Anthropic's Messages protocol, both ways.
+
+Inbound: the Anthropic-compatible surface (``POST /v1/messages``) with the real
+streaming event sequence, so the official anthropic SDK works unchanged. Outbound:
+Anthropic's API (``baseUrl`` as the anthropic SDK takes it).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Literal
+
+import orjson
+from pydantic import BaseModel, ConfigDict, Field
+
+from switchyard.router.core.chat import (
+    ChatRequest,
+    ChatResult,
+    Finish,
+    FinishReason,
+    Message,
+    StreamEvent,
+    TextDelta,
+    Tool,
+    ToolCall,
+    ToolCallDelta,
+    Usage,
+)
+from switchyard.router.errors import BadRequest, UpstreamProtocolError, UpstreamStatusError
+from switchyard.router.protocols.openai import AUTO_MODELS
+from switchyard.router.protocols.shared import (
+    arguments_object,
+    arguments_or_empty,
+    error_json,
+)
+from switchyard.router.protocols.sse import named
+
+if TYPE_CHECKING:
+    from switchyard.router.core.accounting import Completed
+    from switchyard.router.core.streaming import Streaming
+
+VERSION = "2023-06-01"  # the anthropic-version header Switchyard speaks
+
+#: Anthropic's ``stop_reason`` → the neutral one.
+STOP_REASONS: dict[str, FinishReason] = {
+    "end_turn": "stop",
+    "stop_sequence": "stop",
+    "max_tokens": "length",
+    "tool_use": "tool_calls",
+    "pause_turn": "stop",
+    "refusal": "content_filter",
+    "model_context_window_exceeded": "length",
+}
+#: The neutral finish reason → Anthropic's ``stop_reason``.
+STOP_REASON_OF: dict[FinishReason, str] = {
+    "stop": "end_turn",
+    "length": "max_tokens",
+    "tool_calls": "tool_use",
+    "content_filter": "refusal",
+    "error": "end_turn",
+}
+#: The HTTP status Anthropic uses for each error type (inside a stream there is none).
+ERROR_STATUS = {
+    "overloaded_error": 529,
+    "api_error": 500,
+    "rate_limit_error": 429,
+    "invalid_request_error": 400,
+}
+
+
+def _prompt_tokens(u: dict[str, Any]) -> int:
+    """Anthropic counts cached prompt tokens apart; they are prompt tokens all the same."""
+    return (
+        int(u.get("input_tokens") or 0)
+        + int(u.get("cache_read_input_tokens") or 0)
+        + int(u.get("cache_creation_input_tokens") or 0)
+    )
+
+
+# -- inbound: the request a client sends ------------------------------------------------
+class _Loose(BaseModel):
+    model_config = ConfigDict(extra="ignore", strict=True)
+
+
+class TextPart(_Loose):
+    type: Literal["text"]
+    text: str
+
+
+class Block(_Loose):
+    type: str
+    text: str | None = None
+    id: str | None = None
+    name: str | None = None
+    input: dict[str, Any] | None = None
+    tool_use_id: str | None = None
+    content: str | list[TextPart] | None = None
+
+
+class AnthropicMessage(_Loose):
+    role: Literal["user", "assistant"]
+    content: str | list[Block]
+
+
+class ToolDef(_Loose):
+    name: str = Field(min_length=1, max_length=128)
+    description: str = ""
+    input_schema: dict[str, Any] = Field(default_factory=lambda: {"type": "object"})
+
+
+class ToolChoice(_Loose):
+    type: Literal["auto", "any", "tool", "none"]
+    name: str | None = None
+
+
+class MessagesBody(_Loose):
+    model: str = Field(min_length=1, max_length=253)
+    max_tokens: int = Field(ge=1, le=1_000_000)
+    messages: list[AnthropicMessage] = Field(min_length=1, max_length=10_000)
+    system: str | list[TextPart] | None = None
+    temperature: float | None = Field(default=None, ge=0, le=1)
+    top_p: float | None = Field(default=None, ge=0, le=1)
+    stop_sequences: list[str] | None = None
+    stream: bool = False
+    tools: list[ToolDef] | None = Field(default=None, max_length=128)
+    tool_choice: ToolChoice | None = None
+    metadata: dict[str, Any] | None = None
+
+
+def to_chat_request(body: MessagesBody, task: str | None) -> ChatRequest:
+    messages: list[Message] = []
+    for i, m in enumerate(body.messages):
+        if isinstance(m.content, str):
+            messages.append(Message(m.role, m.content))
+            continue
+        text: list[str] = []
+        calls: list[ToolCall] = []
+        for j, b in enumerate(m.content):
+            where = f"messages[{i}].content[{j}]"
+            if b.type == "text":
+                text.append(b.text or "")
+            elif b.type == "tool_use" and m.role == "assistant":
+                calls.append(
+                    ToolCall(
+                        b.id or f"toolu_{j}", b.name or "", orjson.dumps(b.input or {}).decode()
+                    )
+                )
+            elif b.type == "tool_result" and m.role == "user":
+                result = b.content
+                if isinstance(result, list):
+                    result = "".join(p.text for p in result)
+                messages.append(Message("tool", result or "", tool_call_id=b.tool_use_id))
+            else:
+                raise BadRequest(
+                    f"{where}: content blocks of type {b.type!r} are not supported here",
+                    field=f"{where}.type",
+                )
+        if text or calls:
+            messages.append(Message(m.role, "".join(text), tool_calls=calls))
+    system = body.system
+    if isinstance(system, list):
+        system = "\n\n".join(p.text for p in system)
+    choice: str | dict[str, Any] | None = None
+    if body.tool_choice is not None:
+        t = body.tool_choice.type
+        if t == "tool":
+            if not body.tool_choice.name:
+                raise BadRequest(
+                    "tool_choice.name is required for type 'tool'", field="tool_choice"
+                )
+            choice = {"name": body.tool_choice.name}
+        else:
+            choice = {"auto": "auto", "any": "required", "none": "none"}[t]
+    user = (body.metadata or {}).get("user_id")
+    return ChatRequest(
+        messages=messages,
+        system=system or None,
+        model=None if body.model in AUTO_MODELS else body.model,
+        task_type=task,
+        max_tokens=body.max_tokens,
+        temperature=body.temperature,
+        top_p=body.top_p,
+        stop=list(body.stop_sequences or ()),
+        stream=body.stream,
+        tools=[Tool(t.name, t.description, t.input_schema) for t in body.tools or ()],
+        tool_choice=choice,
+        user=str(user) if user is not None else None,
+    )
+
+
+# -- inbound: the answer a client receives ------------------------------------------------
+def message_json(done: Completed, message_id: str) -> dict[str, Any]:
+    """A ``message`` object."""
+    r = done.result
+    content: list[dict[str, Any]] = []
+    if r.content or not r.tool_calls:
+        content.append({"type": "text", "text": r.content})
+    content += [
+        {"type": "tool_use", "id": c.id, "name": c.name, "input": arguments_or_empty(c.arguments)}
+        for c in r.tool_calls
+    ]
+    return {
+        "id": message_id,
+        "type": "message",
+        "role": "assistant",
+        "model": done.model,
+        "content": content,
+        "stop_reason": STOP_REASON_OF[r.finish_reason],
+        "stop_sequence": None,
+        "usage": {
+            "input_tokens": r.usage.prompt_tokens,
+            "output_tokens": r.usage.completion_tokens,
+        },
+    }
+
+
+_TEXT_DELTA = b'event: content_block_delta\ndata: {"type":"content_block_delta","index":'
+
+
+class EventEncoder:
+    """Neutral events → Anthropic's event sequence: message_start, content blocks
+    (start, deltas, stop), message_delta, message_stop."""
+
+    def __init__(self, streaming: Streaming, message_id: str, input_estimate: int) -> None:
+        self.headers: dict[str, str] = {}
+        self.streaming = streaming
+        self.message_id = message_id
+        self.input_estimate = input_estimate
+        self.block = -1  # index of the open content block
+        self.open_kind: str | None = None
+        self.tool_blocks: dict[int, int] = {}  # tool call index -> block index
+        self.reason: FinishReason = "stop"
+
+    def open(self) -> bytes:
+        return named(
+            b"message_start",
+            {
+                "type": "message_start",
+                "message": {
+                    "id": self.message_id,
+                    "type": "message",
+                    "role": "assistant",
+                    "model": self.streaming.model,
+                    "content": [],
+                    "stop_reason": None,
+                    "stop_sequence": None,
+                    "usage": {"input_tokens": self.input_estimate, "output_tokens": 1},
+                },
+            },
+        )
+
+    def _start(self, kind: str, content_block: dict[str, Any]) -> bytes:
+        out = b""
+        if self.open_kind is not None:
+            out = named(b"content_block_stop", {"type": "content_block_stop", "index": self.block})
+        self.block += 1
+        self.open_kind = kind
+        return out + named(
+            b"content_block_start",
+            {"type": "content_block_start", "index": self.block, "content_block": content_block},
+        )
+
+    def event(self, event: StreamEvent) -> bytes:
+        if type(event) is TextDelta:
+            out = b""
+            if self.open_kind != "text":
+                out = self._start("text", {"type": "text", "text": ""})
+                if self.block == 0:
+                    out += named(b"ping", {"type": "ping"})
+            return (
+                out
+                + _TEXT_DELTA
+                + str(self.block).encode()
+                + b',"delta":{"type":"text_delta","text":'
+                + orjson.dumps(event.text)
+                + b"}}\n\n"
+            )
+        if isinstance(event, ToolCallDelta):
+            out = b""
+            if event.index not in self.tool_blocks:
+                out = self._start(
+                    "tool",
+                    {
+                        "type": "tool_use",
+                        "id": event.id or f"toolu_{self.block + 1}",
+                        "name": event.name or "",
+                        "input": {},
+                    },
+                )
+                self.tool_blocks[event.index] = self.block
+            if event.arguments:
+                out += named(
+                    b"content_block_delta",
+                    {
+                        "type": "content_block_delta",
+                        "index": self.tool_blocks[event.index],
+                        "delta": {"type": "input_json_delta", "partial_json": event.arguments},
+                    },
+                )
+            return out
+        if isinstance(event, Finish):
+            self.reason = event.reason
+        return b""
+
+    def error(self, body: dict[str, Any]) -> bytes:
+        return named(b"error", body)
+
+    def close(self) -> bytes:
+        out = b""
+        if self.open_kind is None:
+            self.block = 0
+            out = named(
+                b"content_block_start",
+                {
+                    "type": "content_block_start",
+                    "index": 0,
+                    "content_block": {"type": "text", "text": ""},
+                },
+            )
+        usage = self.streaming.usage
+        return (
+            out
+            + named(b"content_block_stop", {"type": "content_block_stop", "index": self.block})
+            + named(
+                b"message_delta",
+                {
+                    "type": "message_delta",
+                    "delta": {"stop_reason": STOP_REASON_OF[self.reason], "stop_sequence": None},
+                    "usage": {
+                        "input_tokens": usage.prompt_tokens,
+                        "output_tokens": usage.completion_tokens,
+                    },
+                },
+            )
+            + named(b"message_stop", {"type": "message_stop"})
+        )
+
+
+# -- outbound: what Switchyard sends Anthropic ------------------------------------------
+def messages_of(messages: list[Message]) -> list[dict[str, Any]]:
+    """Anthropic wants alternating turns, tool results inside user turns."""
+    out: list[dict[str, Any]] = []
+    for m in messages:
+        if m.role == "tool":
+            role = "user"
+            blocks: list[dict[str, Any]] = [
+                {"type": "tool_result", "tool_use_id": m.tool_call_id, "content": m.content}
+            ]
+        elif m.tool_calls:
+            role = "assistant"
+            blocks = [{"type": "text", "text": m.content}] if m.content else []
+            blocks += [
+                {
+                    "type": "tool_use",
+                    "id": c.id,
+                    "name": c.name,
+                    "input": arguments_object(c.arguments),
+                }
+                for c in m.tool_calls
+            ]
+        else:
+            role = m.role
+            blocks = [{"type": "text", "text": m.content}]
+        if out and out[-1]["role"] == role:
+            out[-1]["content"].extend(blocks)
+        else:
+            out.append({"role": role, "content": blocks})
+    # Plain single text blocks read better upstream as strings.
+    for turn in out:
+        c = turn["content"]
+        if len(c) == 1 and c[0]["type"] == "text":
+            turn["content"] = c[0]["text"]
+    return out
+
+
+def request_body(req: ChatRequest, model_name: str, max_tokens: int) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "model": model_name,
+        "max_tokens": max_tokens,
+        "messages": messages_of(req.messages),
+    }
+    if req.system:
+        body["system"] = req.system
+    if req.temperature is not None:
+        # Anthropic's range is 0..1; OpenAI's is 0..2.
+        body["temperature"] = min(req.temperature, 1.0)
+    if req.top_p is not None:
+        body["top_p"] = req.top_p
+    if req.stop:
+        body["stop_sequences"] = req.stop
+    if req.tools:
+        # Tools stay even when none may be called: a conversation holding
+        # tool_use blocks must declare them.
+        body["tools"] = [
+            {"name": t.name, "description": t.description, "input_schema": t.parameters}
+            for t in req.tools
+        ]
+        choice = req.tool_choice
+        if choice == "none":
+            body["tool_choice"] = {"type": "none"}
+        elif choice == "required":
+            body["tool_choice"] = {"type": "any"}
+        elif isinstance(choice, dict):
+            body["tool_choice"] = {"type": "tool", "name": choice["name"]}
+        elif choice == "auto":
+            body["tool_choice"] = {"type": "auto"}
+    if req.user:
+        body["metadata"] = {"user_id": req.user}
+    return body
+
+
+# -- outbound: what Anthropic answers ---------------------------------------------------
+def result_of(data: Any, model_name: str, provider: str) -> ChatResult:
+    """A ``message`` object → the neutral result."""
+    try:
+        text: list[str] = []
+        calls: list[ToolCall] = []
+        for block in data["content"]:
+            if block["type"] == "text":
+                text.append(block["text"])
+            elif block["type"] == "tool_use":
+                calls.append(
+                    ToolCall(block["id"], block["name"], orjson.dumps(block["input"]).decode())
+                )
+        usage = data.get("usage") or {}
+        return ChatResult(
+            content="".join(text),
+            finish_reason=STOP_REASONS.get(data.get("stop_reason") or "", "stop"),
+            usage=Usage(_prompt_tokens(usage), int(usage.get("output_tokens") or 0)),
+            upstream_model=str(data.get("model") or model_name),
+            tool_calls=calls,
+            upstream_id=data.get("id"),
+        )
+    except (KeyError, TypeError, AttributeError) as exc:
+        raise UpstreamProtocolError(
+            f"unexpected message shape: missing {exc}", provider=provider
+        ) from None
+
+
+class EventDecoder:
+    """Anthropic's SSE lines → neutral events; ``done`` once ``message_stop`` was read."""
+
+    def __init__(self, provider: str) -> None:
+        self.provider = provider
+        self.prompt_tokens = 0
+        self.output_tokens = 0
+        self.reason: FinishReason = "stop"
+        self.tool_index: dict[int, int] = {}  # content block index -> tool call index
+        self.done = False
+
+    def feed(self, line: bytes) -> list[StreamEvent]:
+        if not line.startswith(b"data:"):
+            return []  # "event:" lines repeat the type that the data carries
+        try:
+            event = orjson.loads(line[5:])
+        except orjson.JSONDecodeError:
+            raise UpstreamProtocolError(
+                "a stream event is not JSON", provider=self.provider
+            ) from None
+        kind = event.get("type")
+        if kind == "content_block_delta":
+            delta = event["delta"]
+            if delta.get("type") == "text_delta":
+                return [TextDelta(delta["text"])]
+            if delta.get("type") == "input_json_delta":
+                idx = self.tool_index.get(event.get("index", 0), 0)
+                return [ToolCallDelta(idx, None, None, delta.get("partial_json", ""))]
+        elif kind == "content_block_start":
+            block = event.get("content_block") or {}
+            if block.get("type") == "tool_use":
+                idx = len(self.tool_index)
+                self.tool_index[event.get("index", 0)] = idx
+                return [ToolCallDelta(idx, block.get("id"), block.get("name"), "")]
+            if block.get("type") == "text" and block.get("text"):
+                return [TextDelta(block["text"])]
+        elif kind == "message_start":
+            u = (event.get("message") or {}).get("usage") or {}
+            self.prompt_tokens = _prompt_tokens(u)
+            self.output_tokens = int(u.get("output_tokens") or 0)
+        elif kind == "message_delta":
+            stop = (event.get("delta") or {}).get("stop_reason")
+            if stop:
+                self.reason = STOP_REASONS.get(stop, "stop")
+            u = event.get("usage") or {}
+            if "output_tokens" in u:
+                self.output_tokens = int(u["output_tokens"])
+            if u.get("input_tokens"):
+                self.prompt_tokens = int(u["input_tokens"])
+        elif kind == "message_stop":
+            self.done = True
+            return [Finish(self.reason, Usage(self.prompt_tokens, self.output_tokens))]
+        elif kind == "error":
+            err = event.get("error") or {}
+            etype = err.get("type")
+            raise UpstreamStatusError(
+                f"error in stream: {etype}: {str(err.get('message', ''))[:300]}",
+                provider=self.provider,
+                upstream_status=ERROR_STATUS.get(str(etype), 500),
+                upstream_type=etype,
+            )
+        return []
+
+    def incomplete(self) -> UpstreamProtocolError:
+        return UpstreamProtocolError("the stream ended before message_stop", provider=self.provider)
+
+
+def error_of(body: bytes) -> tuple[str | None, str]:
+    """The error type and message of an error body: ``{"type": "error", "error": {...}}``."""
+    data = error_json(body)
+    if isinstance(data, str):
+        return None, data
+    err = data.get("error")
+    if isinstance(err, dict):
+        return err.get("type"), str(err.get("message", ""))
+    return None, body[:300].decode("utf-8", "replace")
+
+
+def model_ids(data: Any, provider: str) -> list[str]:
+    """``GET /v1/models`` → the model ids."""
+    try:
+        return sorted(str(m["id"]) for m in data["data"])
+    except (KeyError, TypeError):
+        raise UpstreamProtocolError("unexpected model list shape", provider=provider) from None

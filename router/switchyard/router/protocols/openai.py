@@ -1,0 +1,443 @@
+"""OpenAI's chat-completions protocol, both ways.
+
+Inbound: the OpenAI-compatible surface (``POST /v1/chat/completions``), so the official
+openai SDK works unchanged, streaming included. Outbound: OpenAI itself, Azure OpenAI
+and vLLM (``baseUrl`` as the openai SDK takes it, e.g. ``https://api.openai.com/v1``).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Literal
+
+import orjson
+from pydantic import BaseModel, ConfigDict, Field
+
+from switchyard.router.core.chat import (
+    ChatRequest,
+    ChatResult,
+    Finish,
+    FinishReason,
+    Message,
+    StreamEvent,
+    TextDelta,
+    Tool,
+    ToolCall,
+    ToolCallDelta,
+    Usage,
+)
+from switchyard.router.errors import BadRequest, UpstreamProtocolError, UpstreamStatusError
+from switchyard.router.protocols.shared import error_json, function_tools
+from switchyard.router.protocols.sse import data_only
+
+if TYPE_CHECKING:
+    from switchyard.router.core.accounting import Completed
+    from switchyard.router.core.streaming import Streaming
+
+#: OpenAI's ``finish_reason`` → the neutral one. The neutral names are OpenAI's, so the
+#: other direction is the identity.
+FINISH: dict[str, FinishReason] = {
+    "stop": "stop",
+    "length": "length",
+    "tool_calls": "tool_calls",
+    "function_call": "tool_calls",
+    "content_filter": "content_filter",
+}
+
+#: Model names that let the router choose (the task then comes from X-Switchyard-Task).
+AUTO_MODELS = frozenset({"auto", "switchyard", "switchyard-auto"})
+
+
+def finish_reason(value: Any) -> FinishReason:
+    return FINISH.get(value, "stop") if isinstance(value, str) else "stop"
+
+
+def usage_json(u: Usage) -> dict[str, int]:
+    return {
+        "prompt_tokens": u.prompt_tokens,
+        "completion_tokens": u.completion_tokens,
+        "total_tokens": u.total_tokens,
+    }
+
+
+# -- inbound: the request a client sends ------------------------------------------------
+class _Loose(BaseModel):
+    model_config = ConfigDict(extra="ignore", strict=True)
+
+
+class ContentPart(_Loose):
+    type: str
+    text: str | None = None
+
+
+class FunctionCall(_Loose):
+    name: str
+    arguments: str = "{}"
+
+
+class ToolCallIn(_Loose):
+    id: str
+    type: Literal["function"] = "function"
+    function: FunctionCall
+
+
+class ChatMessage(_Loose):
+    role: Literal["system", "developer", "user", "assistant", "tool"]
+    content: str | list[ContentPart] | None = None
+    tool_calls: list[ToolCallIn] | None = None
+    tool_call_id: str | None = None
+
+
+class FunctionDef(_Loose):
+    name: str = Field(min_length=1, max_length=64)
+    description: str = ""
+    parameters: dict[str, Any] = Field(default_factory=lambda: {"type": "object", "properties": {}})
+
+
+class ToolDef(_Loose):
+    type: Literal["function"]
+    function: FunctionDef
+
+
+class StreamOptions(_Loose):
+    include_usage: bool = False
+
+
+class ChatBody(_Loose):
+    model: str = Field(min_length=1, max_length=253)
+    messages: list[ChatMessage] = Field(min_length=1, max_length=10_000)
+    max_tokens: int | None = Field(default=None, ge=1, le=1_000_000)
+    max_completion_tokens: int | None = Field(default=None, ge=1, le=1_000_000)
+    temperature: float | None = Field(default=None, ge=0, le=2)
+    top_p: float | None = Field(default=None, ge=0, le=1)
+    stop: str | list[str] | None = None
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    tools: list[ToolDef] | None = Field(default=None, max_length=128)
+    tool_choice: str | dict[str, Any] | None = None
+    n: int | None = Field(default=None, ge=1, le=1)
+    user: str | None = None
+
+
+def _text(content: str | list[ContentPart] | None, where: str) -> str:
+    if content is None or isinstance(content, str):
+        return content or ""
+    out = []
+    for i, part in enumerate(content):
+        if part.type != "text" or part.text is None:
+            raise BadRequest(
+                f"{where}.content[{i}]: content of type {part.type!r} is not supported; send text",
+                field=f"{where}.content[{i}].type",
+            )
+        out.append(part.text)
+    return "".join(out)
+
+
+def to_chat_request(body: ChatBody, task: str | None) -> ChatRequest:
+    system: list[str] = []
+    messages: list[Message] = []
+    for i, m in enumerate(body.messages):
+        where = f"messages[{i}]"
+        text = _text(m.content, where)
+        if m.role in ("system", "developer"):
+            system.append(text)
+        elif m.role == "tool":
+            if not m.tool_call_id:
+                raise BadRequest(f"{where}.tool_call_id is required", field=f"{where}.tool_call_id")
+            messages.append(Message("tool", text, tool_call_id=m.tool_call_id))
+        else:
+            calls = [
+                ToolCall(c.id, c.function.name, c.function.arguments) for c in m.tool_calls or ()
+            ]
+            role: Literal["user", "assistant"] = "assistant" if m.role == "assistant" else "user"
+            messages.append(Message(role, text, tool_calls=calls))
+    if not messages:
+        raise BadRequest("messages: at least one user message is required", field="messages")
+    if not any(m.content.strip() or m.tool_calls for m in messages):
+        raise BadRequest("messages: the prompt is empty", field="messages")
+    choice: str | dict[str, Any] | None = None
+    if isinstance(body.tool_choice, dict):
+        fn = body.tool_choice.get("function")
+        name = fn.get("name") if isinstance(fn, dict) else None
+        if not isinstance(name, str) or not name:
+            raise BadRequest("tool_choice.function.name is required", field="tool_choice")
+        choice = {"name": name}
+    elif body.tool_choice is not None:
+        if body.tool_choice not in ("auto", "none", "required"):
+            raise BadRequest(
+                "tool_choice must be 'auto', 'none', 'required' or a function", field="tool_choice"
+            )
+        choice = body.tool_choice
+    stop = [body.stop] if isinstance(body.stop, str) else list(body.stop or ())
+    return ChatRequest(
+        messages=messages,
+        system="\n\n".join(system) or None,
+        model=None if body.model in AUTO_MODELS else body.model,
+        task_type=task,
+        max_tokens=body.max_completion_tokens or body.max_tokens,
+        temperature=body.temperature,
+        top_p=body.top_p,
+        stop=stop,
+        stream=body.stream,
+        tools=[
+            Tool(t.function.name, t.function.description, t.function.parameters)
+            for t in body.tools or ()
+        ],
+        tool_choice=choice,
+        user=body.user,
+    )
+
+
+# -- inbound: the answer a client receives ------------------------------------------------
+def completion_json(done: Completed, completion_id: str, created: int) -> dict[str, Any]:
+    """A ``chat.completion`` object."""
+    r = done.result
+    message: dict[str, Any] = {"role": "assistant", "content": r.content, "refusal": None}
+    if r.tool_calls:
+        message["content"] = r.content or None
+        message["tool_calls"] = [
+            {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
+            for c in r.tool_calls
+        ]
+    return {
+        "id": completion_id,
+        "object": "chat.completion",
+        "created": created,
+        "model": done.model,
+        "choices": [
+            {"index": 0, "message": message, "logprobs": None, "finish_reason": r.finish_reason}
+        ],
+        "usage": usage_json(r.usage),
+        "system_fingerprint": None,
+    }
+
+
+class ChunkEncoder:
+    """Neutral events → ``chat.completion.chunk`` events, then ``data: [DONE]``."""
+
+    def __init__(
+        self,
+        streaming: Streaming,
+        completion_id: str,
+        created: int,
+        include_usage: bool,
+        headers: dict[str, str],
+    ) -> None:
+        self.streaming = streaming
+        self.include_usage = include_usage
+        self.headers = headers
+        self.reason: FinishReason = "stop"
+        self.head = {
+            "id": completion_id,
+            "object": "chat.completion.chunk",
+            "created": created,
+            "model": streaming.model,
+            "system_fingerprint": None,
+        }
+        # Text deltas are most of a stream: splice them into pre-encoded bytes.
+        text_head = self.chunk({"content": ""})
+        cut = text_head.index(b'"content":""') + len(b'"content":')
+        self.text_prefix, self.text_suffix = text_head[:cut], text_head[cut + 2 :]
+
+    def chunk(self, delta: dict[str, Any], finish: str | None = None) -> bytes:
+        return data_only(
+            self.head
+            | {"choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]}
+        )
+
+    def open(self) -> bytes:
+        return self.chunk({"role": "assistant", "content": ""})
+
+    def event(self, event: StreamEvent) -> bytes:
+        if type(event) is TextDelta:
+            return self.text_prefix + orjson.dumps(event.text) + self.text_suffix
+        if isinstance(event, ToolCallDelta):
+            call: dict[str, Any] = {"index": event.index}
+            if event.id is not None:
+                call["id"] = event.id
+                call["type"] = "function"
+                call["function"] = {"name": event.name or "", "arguments": event.arguments}
+            else:
+                call["function"] = {"arguments": event.arguments}
+            return self.chunk({"tool_calls": [call]})
+        if isinstance(event, Finish):
+            self.reason = event.reason
+        return b""
+
+    def error(self, body: dict[str, Any]) -> bytes:
+        return data_only(body)
+
+    def close(self) -> bytes:
+        out = self.chunk({}, self.reason)
+        if self.include_usage:
+            out += data_only(self.head | {"choices": [], "usage": usage_json(self.streaming.usage)})
+        return out + b"data: [DONE]\n\n"
+
+
+# -- outbound: what Switchyard sends an OpenAI-protocol provider ---------------------------
+def messages_of(req: ChatRequest) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    if req.system:
+        out.append({"role": "system", "content": req.system})
+    for m in req.messages:
+        if m.role == "tool":
+            out.append({"role": "tool", "tool_call_id": m.tool_call_id, "content": m.content})
+        elif m.tool_calls:
+            out.append(
+                {
+                    "role": "assistant",
+                    "content": m.content or None,
+                    "tool_calls": [
+                        {
+                            "id": c.id,
+                            "type": "function",
+                            "function": {"name": c.name, "arguments": c.arguments},
+                        }
+                        for c in m.tool_calls
+                    ],
+                }
+            )
+        else:
+            out.append({"role": m.role, "content": m.content})
+    return out
+
+
+def tool_choice(value: str | dict[str, Any] | None) -> Any:
+    if isinstance(value, dict):
+        return {"type": "function", "function": {"name": value["name"]}}
+    return value
+
+
+def request_body(
+    req: ChatRequest, model_name: str, max_tokens: int, max_tokens_field: str
+) -> dict[str, Any]:
+    """A chat-completions request body (``model`` included; Azure drops it)."""
+    body: dict[str, Any] = {
+        "model": model_name,
+        "messages": messages_of(req),
+        max_tokens_field: max_tokens,
+    }
+    if req.temperature is not None:
+        body["temperature"] = req.temperature
+    if req.top_p is not None:
+        body["top_p"] = req.top_p
+    if req.stop:
+        body["stop"] = req.stop
+    if req.tools:
+        body["tools"] = function_tools(req.tools)
+        if req.tool_choice is not None:
+            body["tool_choice"] = tool_choice(req.tool_choice)
+    if req.user:
+        body["user"] = req.user
+    return body
+
+
+# -- outbound: what such a provider answers -----------------------------------------------
+def result_of(data: Any, model_name: str, provider: str) -> ChatResult:
+    """A ``chat.completion`` object → the neutral result."""
+    try:
+        choice = data["choices"][0]
+        message = choice["message"]
+        usage = data.get("usage") or {}
+        calls = [
+            ToolCall(c["id"], c["function"]["name"], c["function"].get("arguments") or "{}")
+            for c in message.get("tool_calls") or ()
+        ]
+        return ChatResult(
+            content=message.get("content") or "",
+            finish_reason=finish_reason(choice.get("finish_reason")),
+            usage=Usage(
+                int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0)
+            ),
+            upstream_model=str(data.get("model") or model_name),
+            tool_calls=calls,
+            upstream_id=data.get("id"),
+        )
+    except (KeyError, IndexError, TypeError, AttributeError) as exc:
+        raise UpstreamProtocolError(
+            f"unexpected chat.completion shape: missing {exc}", provider=provider
+        ) from None
+
+
+_NOTHING: list[StreamEvent] = []
+
+
+class ChunkDecoder:
+    """A provider's SSE lines → neutral events; ``done`` once ``[DONE]`` was read."""
+
+    def __init__(self, provider: str) -> None:
+        self.provider = provider
+        self.reason: FinishReason | None = None
+        self.usage: Usage | None = None
+        self.done = False
+
+    def feed(self, line: bytes) -> list[StreamEvent]:
+        if not line.startswith(b"data:"):
+            return _NOTHING  # comments (": keep-alive") and other SSE fields
+        payload = line[5:].strip()
+        if payload == b"[DONE]":
+            self.done = True
+            return [Finish(self.reason or "stop", self.usage)]
+        try:
+            chunk = orjson.loads(payload)
+        except orjson.JSONDecodeError:
+            raise UpstreamProtocolError(
+                "a stream event is not JSON", provider=self.provider
+            ) from None
+        if "error" in chunk:
+            err = chunk["error"]
+            msg = err.get("message", "") if isinstance(err, dict) else str(err)
+            raise UpstreamStatusError(
+                f"error in stream: {str(msg)[:300]}", provider=self.provider, upstream_status=500
+            )
+        u = chunk.get("usage")
+        if u:
+            self.usage = Usage(
+                int(u.get("prompt_tokens") or 0), int(u.get("completion_tokens") or 0)
+            )
+        events: list[StreamEvent] = []
+        for choice in chunk.get("choices") or ():
+            delta = choice.get("delta") or {}
+            text = delta.get("content")
+            if text:
+                events.append(TextDelta(text))
+            for tc in delta.get("tool_calls") or ():
+                fn = tc.get("function") or {}
+                events.append(
+                    ToolCallDelta(
+                        index=int(tc.get("index") or 0),
+                        id=tc.get("id"),
+                        name=fn.get("name"),
+                        arguments=fn.get("arguments") or "",
+                    )
+                )
+            if choice.get("finish_reason"):
+                self.reason = finish_reason(choice["finish_reason"])
+        return events
+
+    def incomplete(self) -> UpstreamProtocolError:
+        return UpstreamProtocolError("the stream ended before [DONE]", provider=self.provider)
+
+
+def error_of(body: bytes) -> tuple[str | None, str]:
+    """The error type and message of an error body (OpenAI's or vLLM's shape)."""
+    data = error_json(body)
+    if isinstance(data, str):
+        return None, data
+    err = data.get("error")
+    if isinstance(err, dict):  # OpenAI: {"error": {"message", "type", "code"}}
+        code = err.get("code")
+        kind = code if isinstance(code, str) and code else err.get("type")
+        return (str(kind) if kind else None), str(err.get("message", ""))
+    if data.get("object") == "error":  # vLLM: {"object": "error", "message", "type"}
+        return data.get("type"), str(data.get("message", ""))
+    if isinstance(err, str):
+        return None, err
+    return None, body[:300].decode("utf-8", "replace")
+
+
+def model_ids(data: Any, provider: str) -> list[str]:
+    """``GET /models`` → the model ids."""
+    try:
+        return sorted(str(m["id"]) for m in data["data"])
+    except (KeyError, TypeError):
+        raise UpstreamProtocolError("unexpected model list shape", provider=provider) from None

@@ -1,0 +1,52 @@
+"""What more than one protocol shares: tool shapes, and error bodies that should be JSON."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from switchyard.router.core.chat import Tool
+
+
+def function_tools(tools: list[Tool]) -> list[dict[str, Any]]:
+    """Tools in OpenAI's shape, which Ollama shares."""
+    return [
+        {
+            "type": "function",
+            "function": {"name": t.name, "description": t.description, "parameters": t.parameters},
+        }
+        for t in tools
+    ]
+
+
+def arguments_object(text: str) -> Any:
+    """Tool-call arguments (JSON text) as the object protocols that carry objects want.
+
+    Arguments a model produced are usually, not always, a JSON object; anything else
+    is wrapped rather than lost.
+    """
+    try:
+        value = orjson.loads(text or "{}")
+    except orjson.JSONDecodeError:
+        return {"_raw": text}
+    return value if isinstance(value, dict) else {"_value": value}
+
+
+def arguments_or_empty(text: str) -> Any:
+    """Tool-call arguments for a client that expects an object: ``{}`` if not JSON."""
+    try:
+        return orjson.loads(text or "{}")
+    except orjson.JSONDecodeError:
+        return {}
+
+
+def error_json(body: bytes) -> dict[str, Any] | str:
+    """An error body as the JSON object it should be, else as text to quote."""
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return body.decode("utf-8", "replace").strip() or "(empty body)"
+    if not isinstance(data, dict):
+        return body[:300].decode("utf-8", "replace")
+    return data
