@@ -17,13 +17,19 @@ def cmd_operator(args: argparse.Namespace) -> int:
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    if args.kubeconfig:
-        os.environ["KUBECONFIG"] = args.kubeconfig
     if args.namespace:
         os.environ["SWITCHYARD_NAMESPACE"] = args.namespace
     import kopf
 
-    import switchyard.operator.main  # noqa: F401  (registers the handlers)
+    from switchyard.operator import main as handlers  # registers the handlers
+    from switchyard.router.kube.config import load
+    from switchyard.router.kube.errors import KubeConfigError
+
+    try:
+        handlers.configure(load(args.kubeconfig))
+    except KubeConfigError as exc:
+        print(f"switchyard operator: {exc}", file=sys.stderr)
+        return 2
 
     kopf.run(
         standalone=True,
@@ -39,7 +45,10 @@ def cmd_create_api_key(args: argparse.Namespace) -> int:
     """Create an API key as a labelled Secret and print the key, once."""
     import asyncio
 
-    from switchyard.router.table.kube import KubeAccess, KubeClient, KubeError
+    from switchyard.router.kube.client import KubeClient
+    from switchyard.router.kube.config import load
+    from switchyard.router.kube.errors import KubeConfigError, KubeError
+    from switchyard.router.kube.resources import SECRETS
 
     key = f"sy-{secrets.token_urlsafe(32)}"
     scopes = ",".join(args.scopes)
@@ -56,15 +65,15 @@ def cmd_create_api_key(args: argparse.Namespace) -> int:
     }
 
     async def create() -> None:
-        client = KubeClient(KubeAccess.discover(args.kubeconfig))
+        client = KubeClient(load(args.kubeconfig))
         try:
-            await client.request("POST", f"/api/v1/namespaces/{args.namespace}/secrets", body)
+            await client.create(SECRETS, body)
         finally:
             await client.close()
 
     try:
         asyncio.run(create())
-    except KubeError as exc:
+    except (KubeError, KubeConfigError) as exc:
         print(f"switchyard: {exc}", file=sys.stderr)
         return 1
     print(f"API key {args.namespace}/{args.name} ({scopes}); shown only now:\n{key}")

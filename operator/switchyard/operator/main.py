@@ -25,12 +25,26 @@ from switchyard.router.contract import (
     TEMPLATE,
     VERSION,
 )
-from switchyard.router.table.kube import KubeAccess
+from switchyard.router.kube.config import ClusterAccess, load, login
 
 log = logging.getLogger("switchyard.operator")
 
 _operator: Operator | None = None
 _tasks: list[asyncio.Task[None]] = []
+_access: ClusterAccess | None = None
+
+
+def configure(access: ClusterAccess) -> None:
+    """Use these credentials (the command line found them) instead of looking again."""
+    global _access
+    _access = access
+
+
+def access() -> ClusterAccess:
+    global _access
+    if _access is None:
+        _access = load()
+    return _access
 
 
 def current() -> Operator:
@@ -39,16 +53,24 @@ def current() -> Operator:
 
 
 @kopf.on.login()
-def login(**_: Any) -> kopf.ConnectionInfo:
-    access = KubeAccess.discover()
+async def credentials(**_: Any) -> kopf.ConnectionInfo:
+    """kopf asks again whenever the API server refuses what it holds or it expires:
+    token files are read and exec credential plugins run afresh each time."""
+    c = await login(access())
     return kopf.ConnectionInfo(
-        server=access.server,
-        ca_path=access.ca_file,
-        insecure=access.insecure,
-        token=access.bearer(),
-        certificate_path=access.cert_file,
-        private_key_path=access.key_file,
-        default_namespace=access.namespace,
+        server=c.server,
+        ca_path=c.ca_path,
+        ca_data=c.ca_data,
+        insecure=c.insecure,
+        username=c.username,
+        password=c.password,
+        token=c.token,
+        certificate_path=c.certificate_path,
+        certificate_data=c.certificate_data,
+        private_key_path=c.private_key_path,
+        private_key_data=c.private_key_data,
+        default_namespace=c.namespace,
+        expiration=c.expiration,
     )
 
 
@@ -65,7 +87,7 @@ async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     )
     settings.posting.level = logging.INFO
     settings.watching.server_timeout = 300
-    _operator = Operator(OperatorConfig.from_env(), KubeAccess.discover())
+    _operator = Operator(OperatorConfig.from_env(), access())
     await _operator.start()
     _tasks[:] = _operator.tasks
 

@@ -9,26 +9,28 @@ import hashlib
 import logging
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import quote
 
 import orjson
 import yaml
 
 from switchyard.operator.config import OperatorConfig
-from switchyard.router.contract import (
-    CHECKSUM_ANNOTATION,
-    GROUP,
-    MANAGED_BY_OPERATOR,
-    VERSION,
+from switchyard.router.contract import CHECKSUM_ANNOTATION, MANAGED_BY_OPERATOR
+from switchyard.router.kube.client import KubeClient
+from switchyard.router.kube.errors import KubeError
+from switchyard.router.kube.resources import (
+    CONFIGMAPS,
+    EVENTS,
+    LLM_MODELS,
+    LLM_PROVIDERS,
+    PROMPT_TEMPLATES,
+    SECRETS,
 )
 from switchyard.router.table import bundle
-from switchyard.router.table.kube import KubeClient, KubeError
 
 log = logging.getLogger("switchyard.operator")
 
 
-def _selector(labels: dict[str, str]) -> str:
-    return ",".join(f"{k}={v}" for k, v in labels.items())
+_BY_PLURAL = {r.plural: r for r in (LLM_PROVIDERS, LLM_MODELS, PROMPT_TEMPLATES)}
 
 
 def now(precise: bool = False) -> str:
@@ -72,34 +74,21 @@ class Publisher:
         self.keys_digest: str | None = None
         self.parts: set[str] = set()
 
-    def _cm_path(self, name: str = "") -> str:
-        base = f"/api/v1/namespaces/{self.config.namespace}/configmaps"
-        return f"{base}/{name}" if name else base
-
-    async def _upsert(self, kind_path: str, name: str, body: dict[str, Any]) -> None:
-        try:
-            await self.client.request("PUT", f"{kind_path}/{name}", body)
-        except KubeError as exc:
-            if exc.status != 404:
-                raise
-            await self.client.request("POST", kind_path, body)
-
     async def load_published(self) -> None:
         """Learn what is already published, so a restart does not rewrite it, and which
         part ConfigMaps exist, so the next table's write removes stale ones."""
+        ns = self.config.namespace
         try:
-            cm = await self.client.get(self._cm_path(self.config.configmap))
+            cm = await self.client.get(CONFIGMAPS, self.config.configmap, ns)
             self.published = (cm["metadata"].get("annotations") or {}).get(CHECKSUM_ANNOTATION)
         except KubeError as exc:
             if exc.status != 404:
                 raise
-        listing = await self.client.get(
-            self._cm_path() + "?labelSelector=" + quote(_selector(MANAGED_BY_OPERATOR))
-        )
+        items, _ = await self.client.list(CONFIGMAPS, ns, labels=dict(MANAGED_BY_OPERATOR))
         prefix = f"{self.config.configmap}-part-"
         self.parts = {
             item["metadata"]["name"]
-            for item in listing.get("items") or []
+            for item in items
             if item["metadata"]["name"].startswith(prefix)
         }
 
@@ -124,9 +113,8 @@ class Publisher:
         # Parts first, index last: a reader following the index never sees a
         # half-written table (and checks the parts' checksum anyway).
         for name, files in packed.parts.items():
-            await self._upsert(
-                self._cm_path(),
-                name,
+            await self.client.upsert(
+                CONFIGMAPS,
                 {
                     "apiVersion": "v1",
                     "kind": "ConfigMap",
@@ -134,9 +122,8 @@ class Publisher:
                     "binaryData": {k: base64.b64encode(v).decode() for k, v in files.items()},
                 },
             )
-        await self._upsert(
-            self._cm_path(),
-            self.config.configmap,
+        await self.client.upsert(
+            CONFIGMAPS,
             {
                 "apiVersion": "v1",
                 "kind": "ConfigMap",
@@ -147,7 +134,7 @@ class Publisher:
         )
         for stale in self.parts - set(packed.parts):
             try:
-                await self.client.request("DELETE", self._cm_path(stale))
+                await self.client.delete(CONFIGMAPS, stale, self.config.namespace)
             except KubeError as exc:
                 if exc.status != 404:
                     raise
@@ -164,10 +151,8 @@ class Publisher:
         digest = hashlib.sha256(orjson.dumps(keys, option=orjson.OPT_SORT_KEYS)).hexdigest()
         if digest == self.keys_digest:
             return False
-        path = f"/api/v1/namespaces/{self.config.namespace}/secrets"
-        await self._upsert(
-            path,
-            self.config.keys_secret,
+        await self.client.upsert(
+            SECRETS,
             {
                 "apiVersion": "v1",
                 "kind": "Secret",
@@ -208,9 +193,7 @@ class Publisher:
             "count": 1,
         }
         try:
-            await self.client.request(
-                "POST", f"/api/v1/namespaces/{meta['namespace']}/events", body
-            )
+            await self.client.create(EVENTS, body)
         except (KubeError, OSError) as exc:
             log.warning(
                 "posting event %s on %s/%s failed: %s",
@@ -224,11 +207,8 @@ class Publisher:
         self, plural: str, namespace: str, name: str, status: dict[str, Any]
     ) -> None:
         try:
-            await self.client.request(
-                "PATCH",
-                f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{plural}/{name}/status",
-                {"status": status},
-                content_type="application/merge-patch+json",
+            await self.client.merge_patch(
+                _BY_PLURAL[plural], name, namespace, {"status": status}, status=True
             )
         except KubeError as exc:
             if exc.status != 404:  # deleted meanwhile

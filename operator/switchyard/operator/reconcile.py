@@ -13,16 +13,18 @@ from switchyard.operator.config import OperatorConfig
 from switchyard.operator.probes import Prober, event_body
 from switchyard.operator.publish import Publisher, conditions
 from switchyard.operator.state import ClusterState, obj_of
-from switchyard.router.contract import (
-    API_KEY_LABEL,
-    GROUP,
-    KINDS,
-    MODEL,
-    PROVIDER,
-    TEMPLATE,
-    VERSION,
+from switchyard.router.contract import API_KEY_LABEL, KINDS, MODEL, PROVIDER
+from switchyard.router.kube.client import KubeClient
+from switchyard.router.kube.config import ClusterAccess
+from switchyard.router.kube.errors import KubeError
+from switchyard.router.kube.follow import follow
+from switchyard.router.kube.resources import (
+    CONFIGMAPS,
+    LLM_MODELS,
+    LLM_PROVIDERS,
+    PROMPT_TEMPLATES,
+    SECRETS,
 )
-from switchyard.router.table.kube import KubeAccess, KubeClient, KubeError, follow_object
 from switchyard.router.table.settings import parse_settings
 
 log = logging.getLogger("switchyard.operator")
@@ -31,9 +33,9 @@ _KINDS = {k.plural: k.kind for k in KINDS}
 
 
 class Operator:
-    def __init__(self, config: OperatorConfig, access: KubeAccess) -> None:
+    def __init__(self, config: OperatorConfig, access: ClusterAccess) -> None:
         self.config = config
-        self.client = KubeClient(access)
+        self.client = KubeClient(access, field_manager="switchyard-operator")
         self.state = ClusterState()
         self.publisher = Publisher(self.client, config)
         self.prober = Prober(self.state, self.publisher)
@@ -51,9 +53,10 @@ class Operator:
         loop = asyncio.get_running_loop()
         self.tasks = [
             loop.create_task(
-                follow_object(
+                follow(
                     self.client,
-                    f"/api/v1/namespaces/{self.config.namespace}/configmaps",
+                    CONFIGMAPS,
+                    self.config.namespace,
                     self.config.settings_configmap,
                     self._settings_changed,
                     self._stopping,
@@ -65,31 +68,21 @@ class Operator:
             loop.create_task(self._confirm_listing(), name="confirm"),
         ]
 
-    async def _list(self, path: str) -> list[dict[str, Any]]:
-        items: list[dict[str, Any]] = []
-        token = ""
-        while True:
-            sep = "&" if "?" in path else "?"
-            page = await self.client.get(f"{path}{sep}limit=500&continue={token}")
-            items += page.get("items") or []
-            token = (page.get("metadata") or {}).get("continue") or ""
-            if not token:
-                return items
-
     async def _initial_listing(self) -> None:
         started = time.monotonic()
-        for plural in (PROVIDER.plural, MODEL.plural, TEMPLATE.plural):
-            for item in await self._list(f"/apis/{GROUP}/{VERSION}/{plural}"):
+        for res in (LLM_PROVIDERS, LLM_MODELS, PROMPT_TEMPLATES):
+            plural = res.plural
+            for item in (await self.client.list(res))[0]:
                 self.state.record(plural, "ADDED", item)
                 meta = item.get("metadata") or {}
                 self.state.unconfirmed.add(
                     (plural, (meta.get("namespace", ""), meta.get("name", "")))
                 )
-        for item in await self._list(f"/api/v1/secrets?labelSelector={API_KEY_LABEL}"):
+        for item in (await self.client.list(SECRETS, labels={API_KEY_LABEL: None}))[0]:
             self.state.record_secret("ADDED", item, API_KEY_LABEL)
         for ns, name in sorted(self.state.referenced_secrets()):
             try:
-                secret = await self.client.get(f"/api/v1/namespaces/{ns}/secrets/{name}")
+                secret = await self.client.get(SECRETS, name, ns)
             except KubeError as exc:
                 if exc.status == 404:
                     continue
@@ -149,9 +142,7 @@ class Operator:
         if ref.get("name") and (o.namespace, ref["name"]) not in self.state.secrets:
             # The Secret may have been listed before this provider referenced it.
             try:
-                secret = await self.client.get(
-                    f"/api/v1/namespaces/{o.namespace}/secrets/{ref['name']}"
-                )
+                secret = await self.client.get(SECRETS, ref["name"], o.namespace)
                 self.state.record_secret("ADDED", secret, "")
             except KubeError as exc:
                 if exc.status != 404:

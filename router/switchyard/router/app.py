@@ -7,6 +7,7 @@ import logging
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -42,9 +43,11 @@ from switchyard.router.providers.registry import make_adapter
 from switchyard.router.storage.factory import make_store, open_until_ready
 from switchyard.router.storage.recorder import RecorderMetrics, UsageRecorder
 from switchyard.router.storage.spool import Spool
-from switchyard.router.table.kube import KubeAccess, KubeClient
 from switchyard.router.table.secrets import KeyRing
-from switchyard.router.table.source import ConfigMapSource, FileSource, SecretKeySource
+from switchyard.router.table.source import FileSource, Follower
+
+if TYPE_CHECKING:
+    from switchyard.router.kube.client import KubeClient
 
 log = logging.getLogger("switchyard.router")
 
@@ -140,32 +143,34 @@ def create_app(
 
     if provider_keys_dir is not None:
         gateway.keyring = KeyRing(provider_keys_dir)
+    follower: Follower
+    keys: Follower | None = None
     kube: KubeClient | None = None
-    if routing_configmap is not None or provider_keys_secret is not None:
-        kube = KubeClient(KubeAccess.discover(kubeconfig))
-        services.kube = kube
-    follower: FileSource | ConfigMapSource
-    if routing_configmap is not None:
-        assert kube is not None
-        ns, name = _namespaced(routing_configmap, "--routing-configmap")
-        follower = ConfigMapSource(kube, ns, name, install, on_result)
-    else:
+    if routing_configmap is None:
         assert config is not None
         follower = FileSource(config, install, on_result, reload_interval)
+    if routing_configmap is not None or provider_keys_secret is not None:
+        # Only a router that follows a cluster loads a Kubernetes client.
+        from switchyard.router.kube.client import KubeClient
+        from switchyard.router.kube.config import load as load_kubeconfig
+        from switchyard.router.table.api_source import ConfigMapSource, SecretKeySource
+
+        kube = services.kube = KubeClient(load_kubeconfig(kubeconfig))
+        if routing_configmap is not None:
+            ns, name = _namespaced(routing_configmap, "--routing-configmap")
+            follower = ConfigMapSource(kube, ns, name, install, on_result)
+        if provider_keys_secret is not None:
+
+            def new_keys(values: dict[str, str]) -> None:
+                gateway.keyring.values = values
+                gateway.keyring.source = f"secret {provider_keys_secret}"
+                if gateway.catalog is not None:  # resolve the keys again
+                    install(gateway.catalog.table, gateway.catalog.checksum)
+
+            ns, name = _namespaced(provider_keys_secret, "--provider-keys-secret")
+            keys = SecretKeySource(kube, ns, name, new_keys)
     follower.load_initial()
     services.table_source = follower.description
-    keys: SecretKeySource | None = None
-    if provider_keys_secret is not None:
-        assert kube is not None
-
-        def new_keys(values: dict[str, str]) -> None:
-            gateway.keyring.values = values
-            gateway.keyring.source = f"secret {provider_keys_secret}"
-            if gateway.catalog is not None:  # resolve the keys again
-                install(gateway.catalog.table, gateway.catalog.checksum)
-
-        ns, name = _namespaced(provider_keys_secret, "--provider-keys-secret")
-        keys = SecretKeySource(kube, ns, name, new_keys)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

@@ -15,6 +15,7 @@ import urllib.request
 from pathlib import Path
 
 from switchyard.router.errors import ConfigError
+from switchyard.router.kube.errors import KubeConfigError
 
 
 def _serve(app: object, host: str, port: int, log_level: str) -> None:
@@ -58,6 +59,9 @@ def cmd_router(args: argparse.Namespace) -> int:
         )
     except (ConfigError, ValueError) as exc:
         print(f"switchyard: the routing table is invalid: {exc}", file=sys.stderr)
+        return 2
+    except KubeConfigError as exc:
+        print(f"switchyard: cannot reach the cluster: {exc}", file=sys.stderr)
         return 2
     _tune_gc()
     _serve(app, args.host, args.port, args.log_level)

@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import time
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field
@@ -38,9 +38,11 @@ from switchyard.router.errors import (
 from switchyard.router.http.auth import authenticate
 from switchyard.router.http.body import read_json, validate
 from switchyard.router.http.services import services
-from switchyard.router.table.kube import KubeClient, KubeError
+from switchyard.router.kube.errors import KubeError
+from switchyard.router.kube.resources import LLM_PROVIDERS, SECRETS
 
-API = f"/apis/{API_VERSION}"
+if TYPE_CHECKING:
+    from switchyard.router.kube.client import KubeClient
 
 
 class _Strict(BaseModel):
@@ -70,8 +72,9 @@ def _kube_error(exc: KubeError, what: str) -> SwitchyardError:
     if exc.status == 409:
         return Conflict(f"{what} already exists")
     if exc.status in (400, 422):
-        # The API server's validation message names the field (CEL rules included).
-        return BadRequest(str(exc).split(": ", 2)[-1])
+        # The API server's validation message names the field (CEL rules included),
+        # after the object's name: 'LLMProvider.switchyard.dev "x" is invalid: spec...'.
+        return BadRequest(exc.detail.split(": ", 1)[-1] or str(exc))
     if exc.status == 404:
         return NotFound(f"{what} does not exist")
     return SwitchyardError(f"the Kubernetes API refused: {exc}")
@@ -114,9 +117,8 @@ async def create_provider(request: Request) -> Response:
     }
     # The provider first, then its key Secret owned by it (deleted with it); if
     # the Secret cannot be made, the provider is taken back.
-    providers = f"{API}/namespaces/{ns}/{PROVIDER.plural}"
     try:
-        created = await s.kube.request("POST", providers, provider)
+        created = await s.kube.create(LLM_PROVIDERS, provider)
     except KubeError as exc:
         raise _kube_error(exc, f"LLMProvider {ns}/{body.name}") from None
     if body.api_key:
@@ -140,10 +142,10 @@ async def create_provider(request: Request) -> Response:
             "stringData": {"apiKey": body.api_key},
         }
         try:
-            await s.kube.request("POST", f"/api/v1/namespaces/{ns}/secrets", secret)
+            await s.kube.create(SECRETS, secret)
         except KubeError as exc:
             with contextlib.suppress(KubeError):
-                await s.kube.request("DELETE", f"{providers}/{body.name}")
+                await s.kube.delete(LLM_PROVIDERS, body.name, ns)
             raise _kube_error(exc, f"Secret {ns}/{secret_name} for the provider's key") from None
     return Response(
         orjson.dumps(
@@ -163,20 +165,22 @@ async def operator_probe(
     kube: KubeClient, namespace: str, name: str, wait_seconds: float = 20.0
 ) -> dict[str, Any]:
     """Annotate the provider, then wait for the operator's status from that probe."""
-    path = f"{API}/namespaces/{namespace}/{PROVIDER.plural}/{name}"
     asked = datetime.now(UTC)
     try:
-        await kube.request(
-            "PATCH",
-            path,
+        await kube.merge_patch(
+            LLM_PROVIDERS,
+            name,
+            namespace,
             {"metadata": {"annotations": {PROBE_ANNOTATION: f"{time.time():.6f}"}}},
-            content_type="application/merge-patch+json",
         )
     except KubeError as exc:
         raise _kube_error(exc, f"provider {name!r}") from None
     deadline = time.monotonic() + wait_seconds
     while time.monotonic() < deadline:
-        status = (await kube.get(path)).get("status") or {}
+        try:
+            status = (await kube.get(LLM_PROVIDERS, name, namespace)).get("status") or {}
+        except KubeError as exc:
+            raise _kube_error(exc, f"provider {name!r}") from None
         checked = status.get("lastCheckTime")
         if checked and datetime.fromisoformat(checked.replace("Z", "+00:00")) >= asked:
             return {

@@ -14,7 +14,7 @@ from switchyard.router.metrics import Metrics
 from switchyard.router.storage.base import Store
 
 if TYPE_CHECKING:
-    from switchyard.router.table.kube import KubeClient
+    from switchyard.router.kube.client import KubeClient
 
 
 @dataclass(slots=True)

@@ -1,31 +1,25 @@
-"""Where the routing table comes from, and following it as it changes.
+"""The routing table from a file, or from a directory holding a packed table (a mounted
+ConfigMap), followed as it changes.
 
-- ``FileSource``: a file, or a directory holding a packed table (a mounted
-  ConfigMap). Polls ``stat`` (following symlinks), so edits and the kubelet's
-  atomic ``..data`` symlink swap are both seen.
-- ``ConfigMapSource``: a ConfigMap watched through the Kubernetes API.
-
-Either way a new version is validated whole and swapped in at once; a bad one
-is logged and counted and the last good table keeps serving.
+``FileSource`` polls ``stat`` (following symlinks), so edits and the kubelet's atomic
+``..data`` symlink swap are both seen. A new version is validated whole and swapped in
+at once; a bad one is logged and counted and the last good table keeps serving. (A
+ConfigMap followed through the Kubernetes API is ``api_source``.)
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import logging
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
-
-import orjson
+from typing import Protocol
 
 from switchyard.router.contract import RoutingTable
 from switchyard.router.errors import ConfigError
 from switchyard.router.table import bundle
-from switchyard.router.table.kube import KubeClient, follow_object
 from switchyard.router.table.loader import load_bytes
 
 log = logging.getLogger("switchyard.router.table")
@@ -35,6 +29,19 @@ TABLE_FILE = bundle.YAML_KEY
 
 Install = Callable[[RoutingTable, str], None]
 Report = Callable[[str, str | None], None]  # ("ok" | "invalid", error or None)
+
+
+class Follower(Protocol):
+    """Something followed in the background: a table source or the provider keys."""
+
+    description: str  # what is followed, for logs and /readyz
+
+    def load_initial(self) -> None:
+        """Before the event loop runs (a table file is read here)."""
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
 
 
 def table_path(path: str | Path) -> Path:
@@ -135,105 +142,3 @@ class FileSource:
         self._checksum = checksum
         log.info("routing table %s reloaded (sha256 %s)", self.path, checksum[:12])
         self._report("ok", None)
-
-
-def configmap_files(obj: dict[str, Any]) -> dict[str, bytes]:
-    files = {k: v.encode() for k, v in (obj.get("data") or {}).items()}
-    files.update({k: base64.b64decode(v) for k, v in (obj.get("binaryData") or {}).items()})
-    return files
-
-
-class _Followed:
-    """One object followed through the API by a background task."""
-
-    collection = ""
-
-    def __init__(self, client: KubeClient, namespace: str, name: str) -> None:
-        self.client = client
-        self.namespace = namespace
-        self.name = name
-        self._stop = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
-
-    async def _changed(self, obj: dict[str, Any] | None) -> None:
-        raise NotImplementedError
-
-    async def start(self) -> None:
-        path = f"/api/v1/namespaces/{self.namespace}/{self.collection}"
-        self._task = asyncio.get_running_loop().create_task(
-            follow_object(self.client, path, self.name, self._changed, self._stop)
-        )
-
-    async def stop(self) -> None:
-        self._stop.set()
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-
-
-class ConfigMapSource(_Followed):
-    """Follow ``namespace/name`` through the API: changes arrive within a second."""
-
-    collection = "configmaps"
-
-    def __init__(
-        self, client: KubeClient, namespace: str, name: str, install: Install, report: Report
-    ) -> None:
-        super().__init__(client, namespace, name)
-        self.description = f"configmap {namespace}/{name}"
-        self._install = install
-        self._report = report
-        self._checksum: str | None = None
-        self.loaded = asyncio.Event()
-
-    def load_initial(self) -> None:
-        """Nothing to do before the event loop runs; /readyz waits for the first table."""
-
-    async def _changed(self, obj: dict[str, Any] | None) -> None:
-        if obj is None:
-            log.warning("%s does not exist (yet); keeping the current table", self.description)
-            return
-        files = configmap_files(obj)
-        parts: dict[tuple[str, str], bytes] = {}
-        try:
-            if bundle.INDEX_KEY in files:
-                for p in orjson.loads(files[bundle.INDEX_KEY]).get("parts", []):
-                    cm = await self.client.get(
-                        f"/api/v1/namespaces/{self.namespace}/configmaps/{p['configMap']}"
-                    )
-                    parts[(p["configMap"], p["key"])] = configmap_files(cm).get(p["key"], b"")
-            raw = bundle.unpack(files, lambda cm, key: parts.get((cm, key)))
-            table, checksum = await asyncio.to_thread(load_bytes, raw, self.description)
-            if checksum != self._checksum:
-                self._install(table, checksum)
-                self._checksum = checksum
-                log.info("routing table from %s (sha256 %s)", self.description, checksum[:12])
-        except ConfigError as exc:
-            log.error("%s rejected, keeping the last good table: %s", self.description, exc)
-            self._report("invalid", str(exc))
-            return
-        except Exception as exc:
-            log.exception("%s could not be installed", self.description)
-            self._report("invalid", f"{type(exc).__name__}: {exc}")
-            return
-        self._report("ok", None)
-        self.loaded.set()
-
-
-class SecretKeySource(_Followed):
-    """Follow the provider-keys Secret through the API into the gateway's key ring."""
-
-    collection = "secrets"
-
-    def __init__(
-        self, client: KubeClient, namespace: str, name: str, apply: Callable[[dict[str, str]], None]
-    ) -> None:
-        super().__init__(client, namespace, name)
-        self._apply = apply
-
-    async def _changed(self, obj: dict[str, Any] | None) -> None:
-        data = (obj or {}).get("data") or {}
-        self._apply(
-            {k: base64.b64decode(v).decode("utf-8", "replace").strip() for k, v in data.items()}
-        )
