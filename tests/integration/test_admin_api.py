@@ -167,26 +167,69 @@ def test_metrics(gw: RouterServer, fakes: Fakes) -> None:
         )
     text = httpx.get(f"{gw.url}/metrics").text
     assert (
-        'switchyard_requests_total{api="openai",model="claude",'
+        'switchyard_requests_total{api="openai",model="claude",organization="default",'
         'provider="anthropic",status="200"} 1.0' in text
     )
-    assert 'switchyard_time_to_first_token_seconds_count{model="llama",provider="vllm"} 1.0' in text
     assert (
-        'switchyard_tokens_total{direction="prompt",model="claude",provider="anthropic"} 6.0'
-        in text
-    )
-    assert 'switchyard_cost_usd_total{model="claude",provider="anthropic"}' in text
-    assert (
-        'switchyard_upstream_errors_total{error="upstream_status_error",provider="openai"} 1.0'
-        in text
+        'switchyard_time_to_first_token_seconds_count{model="llama",organization="default",'
+        'provider="vllm"} 1.0' in text
     )
     assert (
-        'switchyard_requests_total{api="openai",model="gpt-4o-mini",provider="openai",'
-        'status="503"} 1.0' in text
+        'switchyard_tokens_total{direction="prompt",model="claude",organization="default",'
+        'provider="anthropic"} 6.0' in text
+    )
+    assert (
+        'switchyard_cost_usd_total{model="claude",organization="default",provider="anthropic"}'
+        in text
+    )
+    assert (
+        'switchyard_upstream_errors_total{error="upstream_status_error",organization="default",'
+        'provider="openai"} 1.0' in text
+    )
+    assert (
+        'switchyard_requests_total{api="openai",model="gpt-4o-mini",organization="default",'
+        'provider="openai",status="503"} 1.0' in text
     )
     assert "switchyard_request_duration_seconds_bucket" in text
     for secret in [*KEYS.values(), KEY]:
         assert secret not in text
+
+
+def test_two_organizations_providers_of_one_name_keep_their_own_series(
+    fakes: Fakes, router: Factory
+) -> None:
+    """Both organizations call a provider "vllm"; one of them fails, the other does not."""
+    gw = router(
+        table(
+            [
+                provider("vllm", "vllm", fakes.vllm.url),
+                provider("vllm", "vllm", "http://127.0.0.1:9", organization="other"),
+            ],
+            [
+                model("llama", "vllm", "meta-llama/Llama-3.1-8B-Instruct"),
+                model("llama", "vllm", "meta-llama/Llama-3.1-8B-Instruct", organization="other"),
+            ],
+        )
+    )
+    ours = openai.OpenAI(base_url=f"{gw.url}/v1", api_key=KEY, max_retries=0)
+    theirs = openai.OpenAI(base_url=f"{gw.url}/v1", api_key=OTHER_ORG_KEY, max_retries=0)
+    ours.chat.completions.create(model="llama", messages=[{"role": "user", "content": "a"}])
+    with pytest.raises(openai.APIStatusError):
+        theirs.chat.completions.create(model="llama", messages=[{"role": "user", "content": "a"}])
+    text = httpx.get(f"{gw.url}/metrics").text
+    assert (
+        'switchyard_requests_total{api="openai",model="llama",organization="default",'
+        'provider="vllm",status="200"} 1.0' in text
+    )
+    assert (
+        'switchyard_requests_total{api="openai",model="llama",organization="other",'
+        'provider="vllm",status="503"} 1.0' in text
+    )
+    assert (
+        'switchyard_upstream_errors_total{error="upstream_connect_error",organization="other",'
+        'provider="vllm"} 1.0' in text
+    )
+    assert 'upstream_errors_total{error="upstream_connect_error",organization="default"' not in text
 
 
 def test_openapi_document(gw: RouterServer) -> None:

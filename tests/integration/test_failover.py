@@ -175,7 +175,7 @@ def test_breaker_opens_half_opens_and_closes(fakes: Fakes, router: Factory) -> N
     assert state["openai"]["circuitBreaker"] == "open"
     assert state["openai"]["consecutiveFailures"] == 3
     metrics = httpx.get(f"{gw.url}/metrics").text
-    assert 'switchyard_breaker_state{provider="openai"} 1.0' in metrics
+    assert 'switchyard_breaker_state{organization="default",provider="openai"} 1.0' in metrics
     # Half-open after the cooldown: one trial; it fails, so open again.
     time.sleep(0.6)
     assert ask(gw).headers["x-switchyard-provider"] == "backup"

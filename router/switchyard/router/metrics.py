@@ -1,4 +1,13 @@
-"""Prometheus metrics of the router. Label values are names from the table, never secrets."""
+"""Prometheus metrics of the router. Label values are names from the table, never secrets.
+
+Every series that is per provider or per model also carries the ``organization`` (the
+namespace the provider belongs to): two organizations may both name a provider
+``openai``. Cardinality is bounded by the table, never by clients: organization,
+provider and model are names the table holds (a model a client made up is recorded
+as ""), ``api`` and ``direction`` are fixed sets, ``status`` is an HTTP status the router
+sends, and ``error`` is one of the router's error codes. A request refused before its
+key was checked (no organization yet) has ``organization=""``.
+"""
 
 from __future__ import annotations
 
@@ -15,63 +24,63 @@ class Metrics:
         self.requests = Counter(
             "switchyard_requests",
             "Completion requests by API, provider, model and HTTP status.",
-            ["api", "provider", "model", "status"],
+            ["api", "organization", "provider", "model", "status"],
             registry=r,
         )
         self.latency = Histogram(
             "switchyard_request_duration_seconds",
             "Time from request to the last byte of the answer.",
-            ["provider", "model"],
+            ["organization", "provider", "model"],
             buckets=_LATENCY_BUCKETS,
             registry=r,
         )
         self.ttft = Histogram(
             "switchyard_time_to_first_token_seconds",
             "Time from request to the first streamed token.",
-            ["provider", "model"],
+            ["organization", "provider", "model"],
             buckets=_LATENCY_BUCKETS,
             registry=r,
         )
         self.tokens = Counter(
             "switchyard_tokens",
             "Tokens by direction (prompt, completion).",
-            ["provider", "model", "direction"],
+            ["organization", "provider", "model", "direction"],
             registry=r,
         )
         self.cost = Counter(
             "switchyard_cost_usd",
             "Spend in US dollars.",
-            ["provider", "model"],
+            ["organization", "provider", "model"],
             registry=r,
         )
         self.cache_hits = Counter(
             "switchyard_cache_hits",
             "Completions answered from the response cache.",
-            ["provider", "model"],
+            ["organization", "provider", "model"],
             registry=r,
         )
         self.failovers = Counter(
             "switchyard_failovers",
             "Calls that failed and moved on to the next candidate.",
-            ["provider", "error"],
+            ["organization", "provider", "error"],
             registry=r,
         )
         self.upstream_errors = Counter(
             "switchyard_upstream_errors",
             "Failed provider calls by error class.",
-            ["provider", "error"],
+            ["organization", "provider", "error"],
             registry=r,
         )
         self.breaker_state = Gauge(
             "switchyard_breaker_state",
             "Circuit breaker per provider: 0 closed, 1 open, 2 half-open.",
-            ["provider"],
+            ["organization", "provider"],
             registry=r,
         )
         self.provider_healthy = Gauge(
             "switchyard_provider_health",
             "Last known health per provider: 1 healthy, 0.5 degraded, 0 unhealthy, -1 unknown.",
-            ["provider"],
+            ["organization", "provider"],
             registry=r,
         )
         self.table_reloads = Counter(

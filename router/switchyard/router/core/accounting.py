@@ -66,13 +66,13 @@ class Accountant:
         self.known_model = known_model
         self.recorder = recorder
         self.budgets = budgets
-        # Metric children per (api, provider, model): resolving labels costs more
-        # than the update itself.
-        self._children: dict[tuple[str, str, str], tuple[Any, ...]] = {}
+        # Metric children per (api, organization, provider, model): resolving labels
+        # costs more than the update itself.
+        self._children: dict[tuple[str, str, str, str], tuple[Any, ...]] = {}
 
-    def refused(self, api: str, status: int) -> None:
+    def refused(self, api: str, status: int, organization: str = "") -> None:
         """A completion request turned away before serving began (auth, validation)."""
-        self.metrics.requests.labels(api, "", "", str(status)).inc()
+        self.metrics.requests.labels(api, organization, "", "", str(status)).inc()
 
     def served(
         self,
@@ -85,7 +85,7 @@ class Accountant:
         stream: bool = False,
     ) -> None:
         requests, latency, ttft, prompt, completion, spend, hits = self._children_for(
-            info.api, done.provider, done.model
+            info.api, caller.organization, done.provider, done.model
         )
         requests.inc()
         latency.observe(done.latency_ms / 1000)
@@ -141,7 +141,9 @@ class Accountant:
             and self.known_model(caller.organization, req.model)
         ):
             model = req.model  # never a name the client made up: it would be stored and a label
-        self.metrics.requests.labels(info.api, provider or "", model or "", str(exc.status)).inc()
+        self.metrics.requests.labels(
+            info.api, caller.organization, provider or "", model or "", str(exc.status)
+        ).inc()
         latency = (time.perf_counter() - info.started) * 1000
         self._record(
             caller,
@@ -162,19 +164,19 @@ class Accountant:
             reservation=reservation,
         )
 
-    def _children_for(self, api: str, provider: str, model: str) -> tuple[Any, ...]:
-        key = (api, provider, model)
+    def _children_for(self, api: str, org: str, provider: str, model: str) -> tuple[Any, ...]:
+        key = (api, org, provider, model)
         children = self._children.get(key)
         if children is None:
             m = self.metrics
             children = self._children[key] = (
-                m.requests.labels(api, provider, model, "200"),
-                m.latency.labels(provider, model),
-                m.ttft.labels(provider, model),
-                m.tokens.labels(provider, model, "prompt"),
-                m.tokens.labels(provider, model, "completion"),
-                m.cost.labels(provider, model),
-                m.cache_hits.labels(provider, model),
+                m.requests.labels(api, org, provider, model, "200"),
+                m.latency.labels(org, provider, model),
+                m.ttft.labels(org, provider, model),
+                m.tokens.labels(org, provider, model, "prompt"),
+                m.tokens.labels(org, provider, model, "completion"),
+                m.cost.labels(org, provider, model),
+                m.cache_hits.labels(org, provider, model),
             )
         return children
 

@@ -221,7 +221,9 @@ class Gateway:
             if not error.retryable:
                 raise error
             if i + 1 < len(plan.routes):
-                self.metrics.failovers.labels(route.provider.name, error.code).inc()
+                self.metrics.failovers.labels(
+                    route.provider.organization, route.provider.name, error.code
+                ).inc()
         raise NoCandidateAvailable("every candidate failed", attempts)
 
     # -- health -------------------------------------------------------------
@@ -241,5 +243,7 @@ class Gateway:
             )
             result = await self._adapters[key][1].probe(model)
         state.last_probe = result
-        self.metrics.provider_healthy.labels(provider_name).set(_HEALTH_VALUE[result.status])
+        self.metrics.provider_healthy.labels(organization, provider_name).set(
+            _HEALTH_VALUE[result.status]
+        )
         return result

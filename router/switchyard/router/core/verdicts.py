@@ -17,6 +17,11 @@ from switchyard.router.metrics import Metrics
 log = logging.getLogger("switchyard.router")
 
 
+def _who(route: Route) -> tuple[str, str]:
+    """The organization and provider labels of a route's series."""
+    return route.provider.organization, route.provider.name
+
+
 class Verdicts:
     def __init__(self, metrics: Metrics) -> None:
         self.metrics = metrics
@@ -44,7 +49,7 @@ class Verdicts:
         breaker = route.state.breaker
         if breaker.state:
             breaker.record_success()
-            self.metrics.breaker_state.labels(route.provider.name).set(0)
+            self.metrics.breaker_state.labels(*_who(route)).set(0)
         else:
             breaker.record_success()
         route.state.limiter.reconcile(reserved, used)
@@ -64,11 +69,11 @@ class Verdicts:
             if retry_after is not None:
                 retry_after = min(retry_after, self.max_retry_after)
             state.breaker.record_failure(time.monotonic(), retry_after)
-            self.metrics.breaker_state.labels(route.provider.name).set(int(state.breaker.state))
+            self.metrics.breaker_state.labels(*_who(route)).set(int(state.breaker.state))
         else:
             state.breaker.release()
         state.limiter.reconcile(reserved, used)
-        self.metrics.upstream_errors.labels(route.provider.name, exc.code).inc()
+        self.metrics.upstream_errors.labels(*_who(route), exc.code).inc()
         attempts.append(
             Attempt(route.provider.name, route.name, exc.code, exc.upstream_status, exc.message)
         )

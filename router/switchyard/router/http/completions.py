@@ -77,13 +77,15 @@ def endpoint(model: type[B], surface: Surface[B]) -> Callable[[Request], Awaitab
     async def serve(request: Request) -> Response:
         s = services(request)
         info = RequestInfo(surface.api, request.headers.get("cache-control"))
+        organization = ""
         try:
             catalog = s.gateway.require_catalog()
             caller = authenticate(request, catalog, "completion")
+            organization = caller.organization
             body = validate(model, await read_json(request, catalog.settings.max_body_bytes))
             req = surface.to_request(body, request, catalog, caller)
         except SwitchyardError as exc:
-            s.accountant.refused(surface.api, exc.status)
+            s.accountant.refused(surface.api, exc.status, organization)
             raise
         if req.stream:
             streaming = await s.pipeline.stream(caller, req, info)

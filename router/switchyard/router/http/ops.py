@@ -37,5 +37,6 @@ async def readyz(request: Request) -> Response:
 async def metrics(request: Request) -> Response:
     s = services(request)
     for key, state in s.gateway.states.items():
-        s.metrics.breaker_state.labels(key.split("/", 1)[1]).set(int(state.breaker.state))
+        organization, provider = key.split("/", 1)
+        s.metrics.breaker_state.labels(organization, provider).set(int(state.breaker.state))
     return Response(generate_latest(s.metrics.registry), media_type=CONTENT_TYPE_LATEST)
