@@ -57,10 +57,16 @@ class FakeAPI:
     async def configmaps(self, request: web.Request) -> web.StreamResponse:
         if not self.authorized(request):
             return web.json_response(
-                {"kind": "Status", "apiVersion": "v1", "status": "Failure",
-                 "message": "Unauthorized", "reason": "Unauthorized", "code": 401},
+                {
+                    "kind": "Status",
+                    "apiVersion": "v1",
+                    "status": "Failure",
+                    "message": "Unauthorized",
+                    "reason": "Unauthorized",
+                    "code": 401,
+                },
                 status=401,
-            )  # fmt: skip
+            )
         name = request.query.get("fieldSelector", "").removeprefix("metadata.name=")
         if request.query.get("watch") != "true":
             self.lists += 1
@@ -191,8 +197,13 @@ def test_kopf_gets_the_plugins_token_and_its_expiry(tmp_path: Path) -> None:
 def test_a_failing_plugin_is_a_clear_error(tmp_path: Path) -> None:
     from switchyard.router.kube.errors import KubeConfigError
 
-    user = {"exec": {"apiVersion": "client.authentication.k8s.io/v1", "command": "no-such-plugin",
-                     "installHint": "install no-such-plugin"}}  # fmt: skip
+    user = {
+        "exec": {
+            "apiVersion": "client.authentication.k8s.io/v1",
+            "command": "no-such-plugin",
+            "installHint": "install no-such-plugin",
+        }
+    }
     path = write_kubeconfig(tmp_path / "kc", "https://10.0.0.1:6443", user)
     with pytest.raises(KubeConfigError, match=r"no-such-plugin.*install no-such-plugin"):
         asyncio.run(login(load(str(path))))
