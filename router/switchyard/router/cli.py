@@ -247,7 +247,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--port", type=int, default=8080)
     p.add_argument("--model-port", type=int, default=8014)
     _storage_args(p)
-    p.add_argument("--log-level", default="info")
+    p.add_argument(
+        "--log-level", default="warning", help="the router's log level (default: warnings only)"
+    )
     p.add_argument("--verbose", action="store_true", help="show the local model's log")
     p.set_defaults(func=cmd_up)
 
