@@ -1,1 +1,4 @@
-"""Storage: usage records, the response cache and spend counters, on PostgreSQL or SQLite."""
+"""Storage: usage records, the response cache and spend counters, on PostgreSQL or SQLite.
+
+May import ``metrics``, ``contract`` and ``errors``.
+"""

@@ -1,1 +1,5 @@
-"""The routing table: the one contract between the operator and the router."""
+"""The routing table's life: reading and validating a document, packing it into
+ConfigMaps, following a file or a ConfigMap as it changes, resolving key references.
+
+The schema itself is ``contract``. May import ``kube``, ``contract`` and ``errors``.
+"""
