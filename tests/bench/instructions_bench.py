@@ -1,0 +1,154 @@
+"""Instructions per request, counted by callgrind: repeatable where CPU time is not.
+
+    ./dev bench instructions [--against REF] [--requests N]
+
+Runs the router under ``valgrind --tool=callgrind`` in front of the fast fake upstream,
+switches counting on only around N sequential requests (after a warm-up), and prints
+the instructions per non-streaming request and per 20-chunk stream. On a shared,
+noisy machine the same code gives the same count to within about 0.1%, so a change's
+cost shows even when wall-clock figures swing by 15%. ``--against REF`` measures a
+checkout of REF (a git worktree in a temporary folder) in the same run and prints the
+ratio.
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import http.client
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parents[1]
+sys.path.insert(0, str(ROOT))
+
+from tests.bench.run_bench import KEY, NONSTREAM, STREAM, free_port, table_doc, wait_http  # noqa: E402
+
+
+def _env_for(tree: Path) -> tuple[dict[str, str], str]:
+    """How to run the router of a checkout: its own source on the path, its CLI module."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    if (tree / "router" / "switchyard" / "cli.py").exists():
+        env["PYTHONPATH"] = os.pathsep.join([str(tree / "router"), str(tree / "operator")])
+        return env, "switchyard.cli"
+    env["PYTHONPATH"] = str(tree)  # an older checkout: one package at the root
+    return env, "switchyard.router.cli"
+
+
+def _control(*args: str) -> None:
+    subprocess.run(["callgrind_control", *args], capture_output=True, check=False)
+
+
+def measure(tree: Path, requests: int) -> tuple[float, float]:
+    env, module = _env_for(tree)
+    work = Path(tempfile.mkdtemp(prefix="switchyard-instr-"))
+    up, gw = free_port(), free_port()
+    upstream = subprocess.Popen(
+        [sys.executable, str(HERE / "fake_upstream.py")],
+        env=dict(os.environ, FAKE_PORT=str(up), FAKE_CHUNKS="20"),
+        stdout=subprocess.DEVNULL,
+    )
+    (work / "table.yaml").write_text(yaml.safe_dump(table_doc(f"http://127.0.0.1:{up}/v1")))
+    router = subprocess.Popen(
+        [
+            "valgrind", "--tool=callgrind", "--instr-atstart=no",
+            f"--callgrind-out-file={work}/callgrind.%p",
+            sys.executable, "-m", module, "router", "--config", str(work / "table.yaml"),
+            "--port", str(gw), "--log-level", "warning", "--state-dir", str(work / "state"),
+            "--no-usage",
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    conn = http.client.HTTPConnection("127.0.0.1", gw, timeout=300)
+
+    def send(body: dict[str, object], count: int) -> None:
+        raw = json.dumps(body)
+        headers = {"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"}
+        for _ in range(count):
+            conn.request("POST", "/v1/chat/completions", raw, headers)
+            resp = conn.getresponse()
+            resp.read()
+            if resp.status != 200:
+                raise RuntimeError(f"the router answered {resp.status}")
+
+    def per_request(body: dict[str, object]) -> float:
+        send(body, 50)  # warm-up, not counted
+        pid = str(router.pid)
+        _control("-z", pid)
+        _control("-i", "on", pid)
+        send(body, requests)
+        _control("-i", "off", pid)
+        before = set(glob.glob(f"{work}/callgrind.*"))
+        _control("-d", pid)
+        total = None
+        deadline = time.monotonic() + 60
+        while total is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+            for path in set(glob.glob(f"{work}/callgrind.*")) - before:
+                for line in Path(path).read_text().splitlines():
+                    if line.startswith("totals:"):  # the dump's last line
+                        total = int(line.split()[1])
+        if not total:
+            raise RuntimeError("callgrind wrote no count")
+        return total / requests
+
+    try:
+        wait_http(f"http://127.0.0.1:{gw}/readyz", 600)
+        return per_request(NONSTREAM), per_request(STREAM)
+    finally:
+        conn.close()
+        router.terminate()
+        upstream.terminate()
+        router.wait(120)
+        upstream.wait(10)
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--against", metavar="REF", help="also measure this git revision")
+    parser.add_argument("--requests", type=int, default=300, help="counted requests per load")
+    args = parser.parse_args()
+    if shutil.which("valgrind") is None:
+        print("bench: valgrind is needed (Debian: apt-get install valgrind)", file=sys.stderr)
+        return 2
+    trees = [("this tree", ROOT)]
+    worktree = None
+    if args.against:
+        worktree = Path(tempfile.mkdtemp(prefix="switchyard-ref-")) / "ref"
+        subprocess.run(
+            ["git", "worktree", "add", "--detach", "--quiet", str(worktree), args.against],
+            cwd=ROOT,
+            check=True,
+        )
+        trees.insert(0, (args.against, worktree))
+    try:
+        results = [(label, *measure(tree, args.requests)) for label, tree in trees]
+    finally:
+        if worktree is not None:
+            subprocess.run(["git", "worktree", "remove", "--force", str(worktree)], cwd=ROOT)
+    print(f"\ninstructions per request, callgrind, {args.requests} sequential requests each")
+    print(f"{'':<14}{'non-streaming':>16}{'20-chunk stream':>18}")
+    for label, ns, st in results:
+        print(f"{label[:14]:<14}{ns / 1e6:>14.3f} M{st / 1e6:>16.3f} M")
+    if len(results) == 2:
+        (_, ns0, st0), (_, ns1, st1) = results
+        print(f"{'ratio':<14}{ns1 / ns0:>16.3f}{st1 / st0:>18.3f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
