@@ -18,7 +18,7 @@ from switchyard.router.errors import ConfigError
 from switchyard.router.kube.errors import KubeConfigError
 
 
-def _serve(app: object, host: str, port: int, log_level: str) -> None:
+def _serve(app: object, host: str, port: int, log_level: str, shutdown_timeout: int = 30) -> None:
     import uvicorn
 
     uvicorn.run(
@@ -30,7 +30,9 @@ def _serve(app: object, host: str, port: int, log_level: str) -> None:
         log_level=log_level,
         access_log=False,
         proxy_headers=False,
-        timeout_graceful_shutdown=30,
+        # On SIGTERM: stop accepting, let requests and streams in flight finish (for up
+        # to this long), then the app's shutdown writes the usage records it holds.
+        timeout_graceful_shutdown=shutdown_timeout,
     )
 
 
@@ -64,7 +66,7 @@ def cmd_router(args: argparse.Namespace) -> int:
         print(f"switchyard: cannot reach the cluster: {exc}", file=sys.stderr)
         return 2
     _tune_gc()
-    _serve(app, args.host, args.port, args.log_level)
+    _serve(app, args.host, args.port, args.log_level, args.shutdown_timeout)
     return 0
 
 
@@ -238,6 +240,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8080)
     p.add_argument("--reload-interval", type=float, default=1.0, help="seconds between checks")
+    p.add_argument(
+        "--shutdown-timeout",
+        type=int,
+        default=30,
+        help="seconds to finish requests and streams in flight after SIGTERM",
+    )
     _storage_args(p)
     p.add_argument("--log-level", default="info")
     p.set_defaults(func=cmd_router)
