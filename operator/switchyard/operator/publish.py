@@ -72,7 +72,37 @@ class Publisher:
         self.config = config
         self.published: str | None = None  # checksum of what is in the ConfigMap
         self.keys_digest: str | None = None
+        #: What everything published belongs to, so that the cluster's garbage collector
+        #: removes it with its owner: the settings ConfigMap (a Helm release's), if any.
+        self.owner: dict[str, Any] | None = None
         self.parts: set[str] = set()
+
+    def own(self, obj: dict[str, Any]) -> bool:
+        """Make ``obj`` (the settings ConfigMap) the owner of what is published; True
+        when that is new, and everything is written again to carry it."""
+        meta = obj.get("metadata") or {}
+        owner = {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "name": meta.get("name", ""),
+            "uid": meta.get("uid", ""),
+        }
+        if not owner["uid"] or owner == self.owner:
+            return False
+        self.owner = owner
+        self.published = self.keys_digest = None
+        return True
+
+    def _metadata(self, name: str, **extra: Any) -> dict[str, Any]:
+        meta: dict[str, Any] = {
+            "name": name,
+            "namespace": self.config.namespace,
+            "labels": MANAGED_BY_OPERATOR,
+            **extra,
+        }
+        if self.owner is not None:
+            meta["ownerReferences"] = [self.owner]
+        return meta
 
     async def load_published(self) -> None:
         """Learn what is already published, so a restart does not rewrite it, and which
@@ -103,12 +133,7 @@ class Publisher:
             return False
 
         def meta(name: str) -> dict[str, Any]:
-            return {
-                "name": name,
-                "namespace": self.config.namespace,
-                "labels": MANAGED_BY_OPERATOR,
-                "annotations": {CHECKSUM_ANNOTATION: packed.checksum},
-            }
+            return self._metadata(name, annotations={CHECKSUM_ANNOTATION: packed.checksum})
 
         # Parts first, index last: a reader following the index never sees a
         # half-written table (and checks the parts' checksum anyway).
@@ -157,11 +182,7 @@ class Publisher:
                 "apiVersion": "v1",
                 "kind": "Secret",
                 "type": "Opaque",
-                "metadata": {
-                    "name": self.config.keys_secret,
-                    "namespace": self.config.namespace,
-                    "labels": MANAGED_BY_OPERATOR,
-                },
+                "metadata": self._metadata(self.config.keys_secret),
                 "data": {k: base64.b64encode(v.encode()).decode() for k, v in sorted(keys.items())},
             },
         )

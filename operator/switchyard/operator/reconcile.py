@@ -105,7 +105,14 @@ class Operator:
             log.info("forgot %d objects deleted while the operator started", dropped)
 
     async def _settings_changed(self, obj: dict[str, Any] | None) -> None:
-        """The settings ConfigMap: ``settings.yaml`` with routing, cache and budgets."""
+        """The settings ConfigMap: ``settings.yaml`` with routing, cache and budgets.
+
+        It also owns what the operator publishes (a Helm release's uninstall then takes
+        that with it); its deletion changes no owner, so nothing is written again
+        without one while a release is being removed.
+        """
+        if obj is not None and self.publisher.own(obj):
+            self.state.dirty.set()
         text = ((obj or {}).get("data") or {}).get("settings.yaml", "")
         try:
             settings = parse_settings(text)

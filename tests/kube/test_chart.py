@@ -1,0 +1,208 @@
+"""The Helm chart, against a real API server: lint, and every rendering of a matrix of
+values accepted by ``kubectl apply --dry-run=server``; values that cannot work refused."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.kube.controlplane import ControlPlane
+from tests.kube.fixtures import KUBE_TEST_TIMEOUT
+
+ROOT = Path(__file__).resolve().parents[2]
+CHART = ROOT / "helm" / "switchyard"
+#: The Prometheus Operator's own ServiceMonitor CRD, from its Go module.
+PROMETHEUS_OPERATOR = "github.com/prometheus-operator/prometheus-operator@v0.85.0"
+
+pytestmark = pytest.mark.timeout(KUBE_TEST_TIMEOUT)
+
+MATRIX: dict[str, list[str]] = {
+    "defaults": [],
+    "sqlite, one replica": ["postgresql.enabled=false", "router.replicas=1"],
+    "own database": [
+        "postgresql.enabled=false",
+        "database.existingSecret=my-db",
+        "router.replicas=3",
+    ],
+    "autoscaled": ["router.autoscaling.enabled=true", "router.podDisruptionBudget.enabled=false"],
+    "in-cluster models": [
+        "ollama.enabled=true",
+        "vllm.enabled=true",
+        "ollama.gpu.enabled=true",
+        "vllm.nodeSelector.gpu=nvidia",
+    ],
+    "air-gapped ollama, no volumes": [
+        "ollama.enabled=true",
+        "ollama.persistence.enabled=false",
+        "ollama.models[0].name=smollm2",
+        "ollama.models[0].gguf=/opt/models/smollm2.gguf",
+        "postgresql.persistence.enabled=false",
+    ],
+    "private mirror": [
+        "global.imageRegistry=mirror.example:5000",
+        "global.imagePullSecrets[0].name=mirror",
+        "router.image.tag=1.2.3",
+    ],
+    "monitored, settings": [
+        "metrics.serviceMonitor.enabled=true",
+        "settings.routing.maxAttempts=2",
+        "settings.cache.ttlSeconds=60",
+        "router.persistence.enabled=true",
+    ],
+    "other names": ["fullnameOverride=llm-gateway", "publish.routingConfigMap=table"],
+}
+
+
+def helm(cp: ControlPlane, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run(
+        [str(cp.bin_dir / "helm"), f"--kubeconfig={cp.kubeconfig}", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        env=dict(os.environ, HELM_CACHE_HOME="/tmp/helm-cache", HELM_CONFIG_HOME="/tmp/helm"),
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(f"helm {' '.join(args)} failed:\n{proc.stderr}")
+    return proc
+
+
+def _sets(values: list[str]) -> list[str]:
+    """--set for each value; --set-json for those whose value is JSON."""
+    return [a for v in values for a in ("--set-json" if "=[" in v else "--set", v)]
+
+
+def test_the_charts_crds_are_the_projects() -> None:
+    top = sorted(p.name for p in (ROOT / "crds").glob("*.yaml"))
+    assert sorted(p.name for p in (CHART / "crds").glob("*.yaml")) == top
+    for name in top:
+        assert (CHART / "crds" / name).read_bytes() == (ROOT / "crds" / name).read_bytes(), name
+
+
+def test_lint(control_plane: ControlPlane) -> None:
+    out = helm(control_plane, "lint", "--strict", str(CHART))
+    assert "0 chart(s) failed" in out.stdout
+
+
+@pytest.fixture(scope="module")
+def crds(control_plane: ControlPlane) -> None:
+    """Switchyard's CRDs, and the Prometheus Operator's ServiceMonitor."""
+    control_plane.kubectl("apply", "--server-side", "-f", str(ROOT / "crds"))
+    found = subprocess.run(
+        ["go", "mod", "download", "-json", PROMETHEUS_OPERATOR],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+        env=dict(
+            os.environ,
+            GOWORK="off",
+            GOTOOLCHAIN="local",
+            GOFLAGS="-mod=mod",
+            GOMODCACHE=str(
+                Path(os.environ.get("SWITCHYARD_CACHE", Path.home() / ".cache" / "switchyard"))
+                / "go"
+                / "mod"
+            ),
+        ),
+    )
+    if found.returncode != 0:
+        pytest.skip(f"the ServiceMonitor CRD could not be fetched: {found.stderr[-300:]}")
+    crd = (
+        Path(json.loads(found.stdout)["Dir"])
+        / "example/prometheus-operator-crd/monitoring.coreos.com_servicemonitors.yaml"
+    )
+    control_plane.kubectl("apply", "--server-side", "-f", str(crd))
+    for name in ("llmproviders.switchyard.dev", "servicemonitors.monitoring.coreos.com"):
+        control_plane.kubectl("wait", "--for=condition=Established", f"crd/{name}")
+
+
+@pytest.mark.parametrize("case", list(MATRIX))
+def test_every_rendering_is_accepted_by_the_api_server(
+    control_plane: ControlPlane, crds: None, namespace: str, case: str
+) -> None:
+    rendered = helm(
+        control_plane,
+        "template",
+        "sy",
+        str(CHART),
+        "--namespace",
+        namespace,
+        *_sets(MATRIX[case]),
+    ).stdout
+    kinds = [d["kind"] for d in yaml.safe_load_all(rendered) if d]
+    assert {"Deployment", "Service", "ServiceAccount", "ClusterRole"} <= set(kinds)
+    applied = control_plane.kubectl(
+        "apply", "--dry-run=server", "-n", namespace, "-f", "-", input=rendered, check=False
+    )
+    assert applied.returncode == 0, applied.stderr
+    assert applied.stdout.count("(server dry run)") == len(kinds)
+
+
+def test_the_rendered_router_is_what_was_asked(control_plane: ControlPlane) -> None:
+    docs = list(
+        yaml.safe_load_all(
+            helm(
+                control_plane,
+                "template",
+                "sy",
+                str(CHART),
+                "--namespace",
+                "gw",
+                *_sets(["global.imageRegistry=mirror.example:5000", "router.replicas=3"]),
+            ).stdout
+        )
+    )
+    router = next(
+        d for d in docs if d and d["kind"] == "Deployment" and "router" in d["metadata"]["name"]
+    )
+    spec = router["spec"]["template"]["spec"]
+    container = spec["containers"][0]
+    assert router["spec"]["replicas"] == 3
+    assert container["image"] == "mirror.example:5000/switchyard-dev/switchyard-router:0.1.0"
+    assert "--routing-configmap=gw/switchyard-routing" in container["args"]
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    assert container["lifecycle"]["preStop"]["sleep"]["seconds"] == 5
+    assert container["env"][0]["valueFrom"]["secretKeyRef"] == {
+        "name": "sy-switchyard-database",
+        "key": "url",
+    }
+    operator = next(
+        d for d in docs if d and d["kind"] == "Deployment" and "operator" in d["metadata"]["name"]
+    )
+    assert operator["spec"]["replicas"] == 1 and operator["spec"]["strategy"]["type"] == "Recreate"
+    roles = {d["metadata"]["name"]: d for d in docs if d and d["kind"] == "Role"}
+    secrets_rule = next(
+        r for r in roles["sy-switchyard-router"]["rules"] if "secrets" in r["resources"]
+    )
+    assert secrets_rule["resourceNames"] == ["switchyard-provider-keys"]
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        (["postgresql.enabled=false"], "holds for one replica only"),
+        (["postgresql.enabled=false", "router.autoscaling.enabled=true"], "one replica only"),
+        (["database.existingSecret=db"], "not both"),
+        (["router.replicas=0"], "minimum"),
+        (["router.image.pullPolicy=Sometimes"], "pullPolicy"),
+        (["routr.replicas=2"], "additional properties 'routr' not allowed"),
+        (["ollama.enabled=true", 'ollama.models=[{"name": "m"}]'], "ollama/models/0"),
+        (
+            ["ollama.enabled=true", 'ollama.models=[{"name": "m", "pull": "m", "gguf": "/m"}]'],
+            "ollama/models/0",
+        ),
+    ],
+)
+def test_values_that_cannot_work_are_refused(
+    control_plane: ControlPlane, values: list[str], message: str
+) -> None:
+    out = helm(control_plane, "template", "sy", str(CHART), *_sets(values), check=False)
+    assert out.returncode != 0
+    assert message in out.stderr, out.stderr
