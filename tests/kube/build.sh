@@ -11,7 +11,8 @@
 # a warm machine does nothing. Go's module and build caches live under
 # ${SWITCHYARD_CACHE}/go so they survive with it.
 #
-# SWITCHYARD_KUBE_BINARIES limits what is built (default: "kube-apiserver etcd helm").
+# SWITCHYARD_KUBE_BINARIES limits what is built (default: "kube-apiserver etcd helm";
+# a node adds kubelet, kube-proxy, kube-scheduler and kube-controller-manager).
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -74,15 +75,16 @@ build() { # <name> <module dir> <package> <ldflags>
 
 for b in $wanted; do
     case "$b" in
-    kube-apiserver)
-        # Without these the server reports v0.0.0-master, which breaks Helm's
-        # kubeVersion checks. Same keys as kubernetes' hack/lib/version.sh.
+    kube-apiserver | kubelet | kube-proxy | kube-scheduler | kube-controller-manager)
+        # Without these the binaries report v0.0.0-master, which breaks Helm's
+        # kubeVersion checks and the node's version skew checks. Same keys as
+        # kubernetes' hack/lib/version.sh.
         fl="-s -w"
         for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
             fl+=" -X $pkg.gitVersion=$k8s_version -X $pkg.gitMajor=1 -X $pkg.gitMinor=$k8s_minor"
             fl+=" -X $pkg.gitTreeState=clean -X $pkg.buildDate=1970-01-01T00:00:00Z"
         done
-        build kube-apiserver apiserver k8s.io/kubernetes/cmd/kube-apiserver "$fl"
+        build "$b" apiserver "k8s.io/kubernetes/cmd/$b" "$fl"
         ;;
     etcd)
         # etcd's version is a constant in go.etcd.io/etcd/api/v3/version.
@@ -106,5 +108,5 @@ for b in $wanted; do
     esac
 done
 
-printf 'kube-apiserver %s\netcd %s\nhelm %s\n' "$k8s_version" "$etcd_version" "$helm_version" >"$out/versions.txt"
+printf 'kubernetes %s\netcd %s\nhelm %s\n' "$k8s_version" "$etcd_version" "$helm_version" >"$out/versions.txt"
 echo "$bin"

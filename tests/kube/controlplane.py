@@ -57,16 +57,27 @@ class ControlPlaneError(RuntimeError):
     """The control plane could not be built or started."""
 
 
-def ensure_binaries(timeout: float = 3600.0) -> Path:
-    """Run build.sh (a no-op when the pinned binaries exist) and return the bin dir."""
+#: What a node adds to the control plane's binaries (see tests/node).
+NODE_BINARIES = ("kubelet", "kube-proxy", "kube-scheduler", "kube-controller-manager")
+
+
+def ensure_binaries(timeout: float = 3600.0, *, node: bool = False) -> Path:
+    """Run build.sh (a no-op when the pinned binaries exist) and return the bin dir;
+    ``node`` builds a node's binaries too."""
     if shutil.which("go") is None and not _has_prebuilt():
         raise ControlPlaneError("go is not on PATH and the kube binaries are not built")
+    env = dict(os.environ)
+    if node:
+        env["SWITCHYARD_KUBE_BINARIES"] = " ".join(
+            ("kube-apiserver", "etcd", "helm", *NODE_BINARIES)
+        )
     proc = subprocess.run(
         ["bash", str(BUILD_SCRIPT)],
         capture_output=True,
         text=True,
         timeout=timeout,
         check=False,
+        env=env,
     )
     if proc.returncode != 0:
         raise ControlPlaneError(f"build.sh failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
@@ -128,8 +139,16 @@ class ControlPlane:
         users: Sequence[User] = (),
         workdir: Path | None = None,
         start_timeout: float = 60.0,
+        address: str = "127.0.0.1",
+        for_nodes: bool = False,
     ) -> None:
+        """``address``: where kube-apiserver listens and what it advertises. With
+        ``for_nodes`` it also serves a node (see tests/node): the Node authorizer and
+        NodeRestriction, ServiceAccount admission, and the ``kubernetes`` Service's
+        endpoints (which needs a non-loopback ``address``)."""
         self.bin_dir = bin_dir
+        self.address = address
+        self.for_nodes = for_nodes
         self.extra_apiserver_flags = tuple(extra_apiserver_flags)
         self.admin = User("switchyard-admin", ("system:masters",))
         self.user = User("switchyard-user")
@@ -147,7 +166,7 @@ class ControlPlane:
 
     @property
     def url(self) -> str:
-        return f"https://127.0.0.1:{self.apiserver_port}"
+        return f"https://{self.address}:{self.apiserver_port}"
 
     @property
     def kubeconfig(self) -> Path:
@@ -254,25 +273,34 @@ class ControlPlane:
 
     def _start_apiserver(self) -> None:
         w = self.workdir
+        if self.for_nodes:
+            # Pods get service-account tokens, kubelets only what their pods need.
+            mode = [
+                "--authorization-mode=Node,RBAC",
+                "--enable-admission-plugins=NodeRestriction",
+                "--kubelet-preferred-address-types=InternalIP",
+            ]
+        else:
+            mode = ["--authorization-mode=RBAC", "--disable-admission-plugins=ServiceAccount"]
+        if self.address.startswith("127."):
+            # 1.37 refuses a loopback advertise address with the default (lease)
+            # endpoint reconciler; the "kubernetes" Service then has no endpoints,
+            # which only pods would need.
+            mode.append("--endpoint-reconciler-type=none")
         self._spawn(
             "kube-apiserver",
             [
                 str(self.bin_dir / "kube-apiserver"),
                 f"--etcd-servers=http://127.0.0.1:{self.etcd_port}",
-                "--bind-address=127.0.0.1",
-                "--advertise-address=127.0.0.1",
-                # 1.37 refuses a loopback advertise address with the default
-                # (lease) endpoint reconciler; nothing here needs the
-                # "kubernetes" Service endpoints anyway.
-                "--endpoint-reconciler-type=none",
+                f"--bind-address={self.address}",
+                f"--advertise-address={self.address}",
                 f"--secure-port={self.apiserver_port}",
                 f"--cert-dir={w / 'pki'}",
-                f"--service-account-issuer=https://127.0.0.1:{self.apiserver_port}/",
+                f"--service-account-issuer=https://{self.address}:{self.apiserver_port}/",
                 f"--service-account-key-file={w / 'sa.key'}",
                 f"--service-account-signing-key-file={w / 'sa.key'}",
                 "--service-cluster-ip-range=10.0.0.0/24",
-                "--authorization-mode=RBAC",
-                "--disable-admission-plugins=ServiceAccount",
+                *mode,
                 "--allow-privileged=true",
                 f"--token-auth-file={w / 'tokens.csv'}",
                 *self.extra_apiserver_flags,
