@@ -52,10 +52,12 @@ ENV PATH=/opt/switchyard/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     HOME=/tmp \
     SWITCHYARD_STATE_DIR=/var/lib/switchyard
-# The state directory (SQLite file, usage spool) is the one place the router writes;
-# in a cluster it is a volume.
-RUN mkdir -p /var/lib/switchyard && chown 10001:10001 /var/lib/switchyard
-# A numeric user, so that runAsNonRoot can check it without an /etc/passwd entry.
+# A user of its own (kopf, and getpass, look the user up by its id). The state directory
+# (SQLite file, usage spool) is the one place the router writes; in a cluster a volume.
+RUN useradd --uid 10001 --user-group --no-create-home --home-dir /var/lib/switchyard \
+        --shell /usr/sbin/nologin switchyard \
+ && mkdir -p /var/lib/switchyard && chown 10001:10001 /var/lib/switchyard
+# Numeric, so that runAsNonRoot can check it.
 USER 10001:10001
 WORKDIR /var/lib/switchyard
 ENTRYPOINT ["switchyard"]

@@ -9,6 +9,7 @@ router's serving code.
 from __future__ import annotations
 
 import importlib
+import logging
 import sys
 
 #: command -> (the module whose ``main(argv)`` runs it, one line of help)
@@ -27,6 +28,19 @@ COMMANDS: dict[str, tuple[str, str]] = {
 
 #: What to install when a half's extra dependencies are missing.
 _EXTRAS = {"kopf": "switchyard[operator]", "xllamacpp": "switchyard[local]"}
+
+
+#: Libraries whose routine lines (one per Kubernetes API request) would drown ours.
+_QUIET = ("httpx2", "httpcore2", "httpx", "httpcore")
+
+
+def setup_logging(level: str) -> None:
+    """The log format and level both halves use."""
+    logging.basicConfig(
+        level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    for name in _QUIET:
+        logging.getLogger(name).setLevel(max(logging.WARNING, logging.getLogger().level))
 
 
 def usage() -> str:

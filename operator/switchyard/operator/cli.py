@@ -4,19 +4,17 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import logging
 import os
 import secrets
 import sys
 
+from switchyard.cli import setup_logging
 from switchyard.router.contract import API_KEY_LABEL, SCOPES
 
 
 def cmd_operator(args: argparse.Namespace) -> int:
     """Run the kopf operator, cluster-wide (a namespace is an organization)."""
-    logging.basicConfig(
-        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    setup_logging(args.log_level)
     if args.namespace:
         os.environ["SWITCHYARD_NAMESPACE"] = args.namespace
     import kopf

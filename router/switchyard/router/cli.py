@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import gc
 import hashlib
-import logging
 import os
 import secrets
 import subprocess
@@ -14,6 +13,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+from switchyard.cli import setup_logging
 from switchyard.router.errors import ConfigError
 from switchyard.router.kube.errors import KubeConfigError
 
@@ -36,16 +36,10 @@ def _serve(app: object, host: str, port: int, log_level: str, shutdown_timeout: 
     )
 
 
-def _setup_logging(level: str) -> None:
-    logging.basicConfig(
-        level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-
-
 def cmd_router(args: argparse.Namespace) -> int:
     from switchyard.router.app import create_app
 
-    _setup_logging(args.log_level)
+    setup_logging(args.log_level)
     try:
         app = create_app(
             args.config,
@@ -133,7 +127,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     from switchyard.router.app import create_app
     from switchyard.router.embedded import dev_key, write_table
 
-    _setup_logging(args.log_level)
+    setup_logging(args.log_level)
     state = Path(args.state_dir).expanduser()
     state.mkdir(parents=True, exist_ok=True)
     key = dev_key(state)

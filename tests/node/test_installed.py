@@ -1,0 +1,315 @@
+"""Switchyard installed with Helm on a real node, used as a platform team would use it.
+
+One release for the module, in the order a team meets it: install; an LLMProvider for
+the in-cluster model server applied by hand turns Ready and serves through the router's
+Service, its usage landing in the bundled PostgreSQL; the in-cluster Ollama answers; no
+pod reaches anything outside; a router pod deleted and a ``helm upgrade`` under load;
+``helm rollback``; the operator restarted; ``helm uninstall`` leaving only the CRDs.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from collections.abc import Iterator
+
+import httpx
+import openai
+import pytest
+
+from tests.node.cluster import NodeCluster
+from tests.node.conftest import NODE_TEST_TIMEOUT
+from tests.node.load import SteadyLoad
+from tests.node.release import (
+    CHART,
+    FULL,
+    NS,
+    RELEASE,
+    ROOT,
+    Release,
+    api_key,
+    chart_values,
+    deploy_fast_model,
+    helm,
+    kubectl_json,
+    ready_pods,
+    serves,
+    wait_for,
+)
+
+ORG = "team-a"
+EXAMPLE = ROOT / "examples" / "in-cluster-provider.yaml"
+
+pytestmark = pytest.mark.timeout(NODE_TEST_TIMEOUT)
+
+
+@pytest.fixture(scope="module")
+def release(
+    node_cluster: NodeCluster, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Release]:
+    values = tmp_path_factory.mktemp("helm") / "values.json"
+    values.write_text(json.dumps(chart_values(node_cluster.images), indent=2))
+    started = time.monotonic()
+    out = helm(
+        node_cluster, "install", RELEASE, str(CHART), "--namespace", NS, "--create-namespace",
+        "-f", str(values), "--wait", "--timeout=10m", timeout=700,
+    )  # fmt: skip
+    elapsed = time.monotonic() - started
+    assert f"http://{FULL}-router.{NS}.svc:80" in out.stdout  # NOTES.txt
+    url = f"http://{node_cluster.service_ip(NS, f'{FULL}-router')}:80"
+    print(f"\nhelm install --wait: {elapsed:.1f} s")
+    try:
+        yield Release(node_cluster, values, url, elapsed)
+    finally:
+        subprocess.run(
+            [str(node_cluster.bin_dir / "helm"), f"--kubeconfig={node_cluster.kubeconfig}",
+             "uninstall", RELEASE, "--namespace", NS, "--wait", "--ignore-not-found"],
+            capture_output=True, timeout=300, check=False,
+        )  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def team(release: Release) -> str:
+    """An organization of its own (a namespace) and its API key."""
+    release.cluster.kubectl("create", "namespace", ORG, check=False)
+    return api_key(release.cluster, ORG, "ci", "completion,usage:read")
+
+
+@pytest.fixture(scope="module")
+def ops_key(release: Release) -> str:
+    """An API key of the release's own namespace: the organization of the chart's models."""
+    return api_key(release.cluster, NS, "ops", "completion,usage:read")
+
+
+def test_install_brings_every_part_up(release: Release, ops_key: str) -> None:
+    cluster = release.cluster
+    for component in ("operator", "router", "postgresql", "ollama", "vllm"):
+        assert ready_pods(cluster, NS, component), component
+    assert len(ready_pods(cluster, NS, "router")) == 2
+    for provider in (f"{FULL}-ollama", f"{FULL}-vllm"):
+        cluster.kubectl(
+            "-n", NS, "wait", "--for=condition=Ready", f"llmprovider/{provider}", "--timeout=180s",
+            timeout=200,
+        )  # fmt: skip
+    assert httpx.get(f"{release.url}/readyz", timeout=10).json()["status"] == "ready"
+    models = wait_for(
+        "the chart's models to be served",
+        lambda: (
+            {
+                m["id"]
+                for m in httpx.get(
+                    f"{release.url}/v1/models",
+                    headers={"Authorization": f"Bearer {ops_key}"},
+                    timeout=10,
+                ).json()["data"]
+            }
+            >= {"smollm2", "smollm2-llamacpp"}
+        ),
+    )
+    assert models
+
+
+def test_a_provider_applied_by_hand_turns_ready_and_serves(release: Release, team: str) -> None:
+    """The README's example: examples/in-cluster-provider.yaml, applied as it is."""
+    cluster = release.cluster
+    started = time.monotonic()
+    cluster.kubectl("apply", "-f", str(EXAMPLE))
+    cluster.kubectl(
+        "-n", ORG, "wait", "--for=condition=Ready", "llmprovider/in-cluster", "--timeout=120s",
+        timeout=130,
+    )  # fmt: skip
+    wait_for("the model to be served", lambda: serves(team, release.url, "tiny"), seconds=120)
+    print(f"\nkubectl apply -> served: {time.monotonic() - started:.2f} s")
+    client = openai.OpenAI(base_url=f"{release.url}/v1", api_key=team, max_retries=0)
+    raw = client.chat.completions.with_raw_response.create(
+        model="tiny", messages=[{"role": "user", "content": "Say hello."}], max_tokens=16
+    )
+    completion = raw.parse()
+    assert completion.choices[0].message.content
+    assert raw.headers["x-switchyard-provider"] == "in-cluster"
+    record = raw.headers["x-switchyard-request-id"]
+    # The usage record is in the bundled PostgreSQL, in the caller's organization.
+    postgres = ready_pods(cluster, NS, "postgresql")[0]
+    query = (
+        "SELECT organization, provider, model, status, prompt_tokens > 0 "
+        f"FROM llm_requests WHERE id = '{record}'"
+    )
+    row = wait_for(
+        "the usage record in PostgreSQL",
+        lambda: cluster.kubectl(
+            "-n", NS, "exec", postgres, "--", "psql", "-U", "switchyard", "-d", "switchyard",
+            "-At", "-c", query,
+        ).stdout.strip(),
+        seconds=30,
+    )  # fmt: skip
+    assert row == f"{ORG}|in-cluster|tiny|ok|t"
+
+
+def test_the_in_cluster_ollama_answers(release: Release, ops_key: str) -> None:
+    client = openai.OpenAI(base_url=f"{release.url}/v1", api_key=ops_key, max_retries=0)
+    raw = client.chat.completions.with_raw_response.create(
+        model="smollm2", messages=[{"role": "user", "content": "Say hello."}], max_tokens=16
+    )
+    assert raw.parse().choices[0].message.content
+    assert raw.headers["x-switchyard-provider"] == f"{FULL}-ollama"
+    stream = client.chat.completions.create(
+        model="smollm2",
+        messages=[{"role": "user", "content": "Count to three."}],
+        max_tokens=16,
+        stream=True,
+    )
+    assert "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
+
+
+def test_no_pod_reaches_anything_outside_the_cluster(release: Release) -> None:
+    pod = ready_pods(release.cluster, NS, "router")[0]
+    probe = """
+import socket, sys
+try:
+    socket.getaddrinfo("pypi.org", 443)
+    sys.exit("resolved pypi.org")
+except OSError:
+    pass
+for host in ("192.0.2.1", "1.1.1.1"):
+    try:
+        socket.create_connection((host, 80), timeout=2).close()
+        sys.exit("reached " + host)
+    except OSError:
+        pass
+socket.create_connection(("switchyard-postgresql.switchyard.svc", 5432), timeout=5).close()
+print("inside only")
+"""
+    out = release.cluster.kubectl("-n", NS, "exec", pod, "--", "python3", "-c", probe, timeout=60)
+    assert out.stdout.strip() == "inside only"
+
+
+@pytest.fixture(scope="module")
+def fast_model(release: Release, team: str) -> str:
+    """A fast fake OpenAI server in the organization's namespace, for steady load."""
+    deploy_fast_model(release.cluster, ORG, "fast")
+    wait_for("the fast model", lambda: serves(team, release.url, "fast"), seconds=120)
+    return "fast"
+
+
+def test_a_router_pod_deleted_under_load(release: Release, team: str, fast_model: str) -> None:
+    cluster = release.cluster
+    with SteadyLoad(release.url, team, fast_model, rate=25) as load:
+        time.sleep(4)
+        victim = ready_pods(cluster, NS, "router")[0]
+        cluster.kubectl("-n", NS, "delete", "pod", victim, "--wait=false")
+        wait_for(
+            "a replacement router",
+            lambda: len([p for p in ready_pods(cluster, NS, "router") if p != victim]) == 2,
+            seconds=120,
+        )
+        time.sleep(4)
+    result = load.stop()
+    print(f"\nrouter pod deleted under load: {result.summary()}")
+    assert result.ok > 100
+    assert result.failed == 0, result.summary()
+
+
+def test_helm_upgrade_under_load_fails_nothing(
+    release: Release, team: str, fast_model: str
+) -> None:
+    cluster = release.cluster
+    before = ready_pods(cluster, NS, "router")
+    with SteadyLoad(release.url, team, fast_model, rate=25) as load:
+        time.sleep(3)
+        release.helm(
+            "upgrade", RELEASE, str(CHART), "--namespace", NS, "-f", str(release.values),
+            "--set", "router.logLevel=warning", "--wait", "--timeout=5m",
+        )  # fmt: skip
+        time.sleep(3)
+    result = load.stop()
+    print(f"\nhelm upgrade under load: {result.summary()}")
+    after = ready_pods(cluster, NS, "router")
+    assert not set(before) & set(after)  # every router was replaced
+    assert result.ok > 50
+    assert result.failed == 0, result.summary()
+    args = kubectl_json(cluster, "-n", NS, "get", "deployment", f"{FULL}-router")
+    assert "--log-level=warning" in args["spec"]["template"]["spec"]["containers"][0]["args"]
+
+
+def test_helm_rollback(release: Release, team: str, fast_model: str) -> None:
+    cluster = release.cluster
+    release.helm("rollback", RELEASE, "1", "--namespace", NS, "--wait", "--timeout=5m")
+    deployment = kubectl_json(cluster, "-n", NS, "get", "deployment", f"{FULL}-router")
+    assert "--log-level=info" in deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+    history = json.loads(release.helm("history", RELEASE, "--namespace", NS, "-o", "json").stdout)
+    assert [h["revision"] for h in history] == [1, 2, 3]
+    assert "Rollback to 1" in history[-1]["description"]
+    wait_for("serving after the rollback", lambda: serves(team, release.url, fast_model))
+
+
+def test_a_restarted_operator_keeps_the_table(release: Release, team: str, fast_model: str) -> None:
+    cluster = release.cluster
+    table = kubectl_json(cluster, "-n", NS, "get", "configmap", "switchyard-routing")
+    checksum = table["metadata"]["annotations"]["switchyard.dev/checksum"]
+    owners = table["metadata"]["ownerReferences"]
+    assert [o["name"] for o in owners] == ["switchyard-settings"]
+    old = ready_pods(cluster, NS, "operator")
+    with SteadyLoad(release.url, team, fast_model, rate=10) as load:
+        cluster.kubectl("-n", NS, "delete", "pod", *old)
+        wait_for(
+            "a new operator",
+            lambda: [p for p in ready_pods(cluster, NS, "operator") if p not in old],
+            seconds=120,
+        )
+        time.sleep(8)  # it lists everything and compiles
+    result = load.stop()
+    print(f"\noperator restarted under load: {result.summary()}")
+    after = kubectl_json(cluster, "-n", NS, "get", "configmap", "switchyard-routing")
+    assert after["metadata"]["annotations"]["switchyard.dev/checksum"] == checksum
+    assert after["metadata"]["resourceVersion"] == table["metadata"]["resourceVersion"]
+    assert result.failed == 0, result.summary()
+
+
+def test_uninstall_leaves_only_the_crds(release: Release) -> None:
+    cluster = release.cluster
+    release.helm("uninstall", RELEASE, "--namespace", NS, "--wait", "--timeout=5m")
+    kinds = ",".join(
+        [
+            "deployments",
+            "statefulsets",
+            "services",
+            "configmaps",
+            "secrets",
+            "pvc",
+            "serviceaccounts",
+            "roles",
+            "rolebindings",
+            "llmproviders",
+            "llmmodels",
+        ]
+    )
+
+    def left() -> list[str]:
+        items = kubectl_json(cluster, "-n", NS, "get", kinds)["items"]
+        ours = []
+        for item in items:
+            name, labels = item["metadata"]["name"], item["metadata"].get("labels") or {}
+            if (item["kind"], name) in {
+                ("ConfigMap", "kube-root-ca.crt"),
+                ("ServiceAccount", "default"),
+            }:
+                continue
+            if labels.get("switchyard.dev/api-key") == "true":
+                continue  # the test's own API key, not the release's
+            ours.append(f"{item['kind']}/{name}")
+        pods = kubectl_json(cluster, "-n", NS, "get", "pods")["items"]
+        return ours + [f"Pod/{p['metadata']['name']}" for p in pods]
+
+    wait_for("the release's objects to go", lambda: left() == [], seconds=120)
+    cluster_wide = kubectl_json(
+        cluster, "get", "clusterroles,clusterrolebindings,persistentvolumeclaims",
+        "-A", "-l", f"app.kubernetes.io/instance={RELEASE}",
+    )["items"]  # fmt: skip
+    assert cluster_wide == []
+    crds = {c["metadata"]["name"] for c in kubectl_json(cluster, "get", "crds")["items"]}
+    assert {
+        "llmproviders.switchyard.dev",
+        "llmmodels.switchyard.dev",
+        "prompttemplates.switchyard.dev",
+    } <= crds
