@@ -55,6 +55,7 @@ MATRIX: dict[str, list[str]] = {
         "router.persistence.enabled=true",
     ],
     "other names": ["fullnameOverride=llm-gateway", "publish.routingConfigMap=table"],
+    "the README's kind values": [f"-f={ROOT / 'examples' / 'values-kind.yaml'}"],
 }
 
 
@@ -73,8 +74,11 @@ def helm(cp: ControlPlane, *args: str, check: bool = True) -> subprocess.Complet
 
 
 def _sets(values: list[str]) -> list[str]:
-    """--set for each value; --set-json for those whose value is JSON."""
-    return [a for v in values for a in ("--set-json" if "=[" in v else "--set", v)]
+    """--set for each value; --set-json for those whose value is JSON; -f=FILE as it is."""
+    out: list[str] = []
+    for v in values:
+        out += [v] if v.startswith("-f=") else ["--set-json" if "=[" in v else "--set", v]
+    return out
 
 
 def test_the_charts_crds_are_the_projects() -> None:
