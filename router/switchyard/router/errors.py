@@ -7,14 +7,19 @@
     ├── Forbidden (403)
     ├── NotFound (404)
     ├── Conflict (409)                 it exists already (cluster mode)
-    ├── ClientDisconnected (499)       the client left mid-stream (usage only)
+    ├── RequestTimeout (408)           the client did not send its request in time
+    ├── HeadersTooLarge (431)          the request's head exceeds the server's limit
+    ├── ClientDisconnected (499)       the client left mid-request (usage and logs only)
     ├── BudgetExceeded (429)           a local limit refused the request
+    │   └── TooManyInFlight            the API key has too many requests open
+    ├── InternalError (500)            the router itself failed; never a provider's fault
     ├── UpstreamError (502)            one provider failed; carries its status
     │   ├── UpstreamConnectError       could not connect (retryable)
     │   ├── UpstreamTimeout            connect / first-token / total timeout
     │   ├── UpstreamStatusError        the provider answered 4xx/5xx
     │   └── UpstreamProtocolError      the provider's answer made no sense
     ├── NoCandidateAvailable (503)     every candidate failed or none fit
+    ├── TooManyConnections (503)       the server holds as many connections as it may
     ├── StorageUnavailable (503)       usage storage cannot answer a query
     └── NotInCluster (501)             needs a router that follows a cluster
 
@@ -40,6 +45,10 @@ class SwitchyardError(Exception):
 
     def details(self) -> dict[str, Any]:
         """Extra JSON members for the error body (never anything secret)."""
+        return {}
+
+    def headers(self) -> dict[str, str]:
+        """Extra HTTP headers for the error response."""
         return {}
 
 
@@ -73,8 +82,18 @@ class Conflict(SwitchyardError):
     code = "conflict"
 
 
+class RequestTimeout(SwitchyardError):
+    status = 408
+    code = "request_timeout"
+
+
+class HeadersTooLarge(SwitchyardError):
+    status = 431
+    code = "request_header_fields_too_large"
+
+
 class ClientDisconnected(SwitchyardError):
-    """Not an answer (the client is gone): how a stream it left is recorded."""
+    """Not an answer (the client is gone): how a request it left is recorded."""
 
     status = 499
     code = "client_disconnected"
@@ -93,6 +112,32 @@ class NotInCluster(SwitchyardError):
 class BudgetExceeded(SwitchyardError):
     status = 429
     code = "budget_exceeded"
+
+
+class TooManyInFlight(BudgetExceeded):
+    code = "too_many_in_flight"
+
+    def __init__(self, message: str, retry_after: int = 1) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after)}
+
+
+class TooManyConnections(SwitchyardError):
+    status = 503
+    code = "too_many_connections"
+
+
+class InternalError(SwitchyardError):
+    """The router failed on its own (a bug, or a limit it should have checked first).
+
+    Never counted against a provider: nothing it answered caused it.
+    """
+
+    status = 500
+    code = "internal_error"
 
 
 class UpstreamError(SwitchyardError):

@@ -22,13 +22,14 @@ from switchyard.router.core.catalog import Catalog, Route, compile_table, provid
 from switchyard.router.core.chat import ChatRequest, ChatResult, StreamEvent
 from switchyard.router.core.cost import Cost, cost_of
 from switchyard.router.core.health import ProviderStates
-from switchyard.router.core.live_stream import LiveStream, close_events, unreadable
+from switchyard.router.core.live_stream import LiveStream, close_events, own_failure
 from switchyard.router.core.selection import Plan, plan
 from switchyard.router.core.verdicts import Verdicts
 from switchyard.router.errors import (
     Attempt,
     NoCandidateAvailable,
     NotFound,
+    SwitchyardError,
     UpstreamError,
     UpstreamProtocolError,
 )
@@ -209,11 +210,12 @@ class Gateway:
                 value = await call(route, max_tokens)
             except UpstreamError as exc:
                 error = exc
-            except Exception as exc:
-                error = unreadable(route, exc)
-            except BaseException:
-                # Cancelled (the client left): no verdict on the provider.
+            except BaseException as exc:
+                # Cancelled (the client left), or the router's own failure: the provider
+                # answered nothing that caused it, so no verdict on the provider.
                 verdicts.abandoned(route, reserved)
+                if isinstance(exc, Exception) and not isinstance(exc, SwitchyardError):
+                    raise own_failure(route, exc) from exc
                 raise
             else:
                 return _Answered(route, value, reserved, attempts, started)

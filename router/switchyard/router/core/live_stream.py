@@ -17,17 +17,18 @@ from switchyard.router.core.chat import (
 )
 from switchyard.router.core.cost import Cost, cost_of
 from switchyard.router.core.verdicts import Verdicts
-from switchyard.router.errors import Attempt, UpstreamError, UpstreamProtocolError
+from switchyard.router.errors import Attempt, InternalError, SwitchyardError, UpstreamError
 
 log = logging.getLogger("switchyard.router")
 
 
-def unreadable(route: Route, exc: Exception) -> UpstreamProtocolError:
-    """An adapter failed on something other than a typed upstream error."""
-    log.warning("unreadable answer from %s", route.provider_key, exc_info=exc)
-    return UpstreamProtocolError(
-        f"unreadable answer ({type(exc).__name__})", provider=route.provider.name
-    )
+def own_failure(route: Route, exc: Exception) -> InternalError:
+    """An error raised inside the router while it called a provider: logged here, once.
+
+    The provider is not blamed: it answered nothing that caused this.
+    """
+    log.error("the router failed calling provider %s", route.provider_key, exc_info=exc)
+    return InternalError("the router failed while calling the provider; see the router's log")
 
 
 async def close_events(events: AsyncIterator[StreamEvent]) -> None:
@@ -96,10 +97,10 @@ class LiveStream:
                     event = await anext(self._events)
                 except StopAsyncIteration:
                     break
-                except UpstreamError:
+                except SwitchyardError:
                     raise
                 except Exception as exc:
-                    raise unreadable(self.route, exc) from exc
+                    raise own_failure(self.route, exc) from exc
         except UpstreamError as exc:
             error = exc
             raise

@@ -1,4 +1,8 @@
-"""Read and validate request bodies: size limit, JSON, then a pydantic model."""
+"""Read and validate request bodies: size limit, JSON, nesting depth, then a pydantic model.
+
+The limits here are the ones every later stage can honour: a body that passes them can
+be validated, hashed for the cache, encoded for any provider and stored.
+"""
 
 from __future__ import annotations
 
@@ -6,11 +10,18 @@ from typing import Any, TypeVar
 
 import orjson
 from pydantic import BaseModel, ValidationError
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 
-from switchyard.router.errors import BadRequest, PayloadTooLarge
+from switchyard.router.errors import BadRequest, ClientDisconnected, PayloadTooLarge
 
 M = TypeVar("M", bound=BaseModel)
+
+#: How deeply JSON objects and arrays may nest in a request. Deep enough for any real
+#: tool schema (pydantic's nested models reach 20); far below what encoding a provider
+#: request allows (orjson stops at 255) and what the parser accepts (1,024).
+MAX_DEPTH = 64
+
+_CONTAINERS = (dict, list)
 
 
 async def read_json(request: Request, limit: int) -> Any:
@@ -24,20 +35,64 @@ async def read_json(request: Request, limit: int) -> Any:
             raise PayloadTooLarge(f"request body is {declared} bytes; the limit is {limit}")
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise PayloadTooLarge(f"request body exceeds the limit of {limit} bytes")
-        chunks.append(chunk)
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise PayloadTooLarge(f"request body exceeds the limit of {limit} bytes")
+            chunks.append(chunk)
+    except ClientDisconnect:
+        raise ClientDisconnected(f"the client left after {size} bytes of its body") from None
     raw = b"".join(chunks)
     if not raw:
         raise BadRequest("request body is empty; send a JSON object")
     try:
-        return orjson.loads(raw)
+        data = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise BadRequest(
             f"request body is not valid JSON: {exc.msg} at position {exc.pos}"
         ) from None
+    if _deeper_than(data, MAX_DEPTH):
+        where = _json_path(_deep_path(data, MAX_DEPTH)[:6])
+        raise BadRequest(
+            f"{where}: JSON nests more than {MAX_DEPTH} levels deep", field=where or None
+        )
+    return data
+
+
+def _deeper_than(value: Any, limit: int) -> bool:
+    """Whether objects and arrays nest more than ``limit`` levels; level by level, no recursion."""
+    level = [value] if isinstance(value, _CONTAINERS) else []
+    depth = 0
+    while level:
+        depth += 1
+        if depth > limit:
+            return True
+        below: list[Any] = []
+        for v in level:
+            for child in v.values() if type(v) is dict else v:
+                if isinstance(child, _CONTAINERS):
+                    below.append(child)
+        level = below
+    return False
+
+
+def _deep_path(value: Any, limit: int) -> tuple[int | str, ...]:
+    """The path to a container more than ``limit`` levels deep (only asked when one is)."""
+    stack: list[tuple[Any, tuple[int | str, ...]]] = [(value, ())]
+    while stack:
+        v, path = stack.pop()
+        if len(path) >= limit:
+            return path
+        items = v.items() if type(v) is dict else enumerate(v)
+        stack.extend((c, (*path, k)) for k, c in items if isinstance(c, _CONTAINERS))
+    return ()
+
+
+def _json_path(parts: tuple[int | str, ...]) -> str:
+    return "".join(
+        f"[{p}]" if isinstance(p, int) else f".{p}" if i else p for i, p in enumerate(parts)
+    )
 
 
 def _field(loc: tuple[int | str, ...]) -> str:

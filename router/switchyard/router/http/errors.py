@@ -22,7 +22,9 @@ _ANTHROPIC_TYPES = {
     401: "authentication_error",
     403: "permission_error",
     404: "not_found_error",
+    408: "invalid_request_error",
     413: "request_too_large",
+    431: "request_too_large",
     429: "rate_limit_error",
     500: "api_error",
     502: "api_error",
@@ -59,7 +61,7 @@ def error_body(exc: SwitchyardError, flavor: Flavor) -> dict[str, Any]:
 
 
 def error_response(exc: SwitchyardError, flavor: Flavor = "native") -> Response:
-    headers = {}
+    headers = exc.headers()
     if exc.status == 401:
         headers["WWW-Authenticate"] = 'Bearer realm="switchyard"'
     return Response(

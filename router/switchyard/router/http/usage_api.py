@@ -15,25 +15,39 @@ from switchyard.router.http.services import services
 from switchyard.router.storage.base import GROUP_BY, GroupBy, StoreUnavailable, UsageRow
 
 MAX_RANGE = timedelta(days=3660)
+#: The instants a query may name: no usage predates 1970, and every bucket of a range
+#: ending before 9999 (a day, a month later) is still a date Python and the stores hold.
+EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
+LATEST = datetime(9999, 1, 1, tzinfo=UTC)
 
 
 def parse_bound(value: str, field: str, *, end: bool) -> datetime:
-    """A date (``2026-11-01``) or an ISO datetime; naive times are UTC.
+    """A date (``2026-11-01``) or an ISO datetime, as UTC; naive times are UTC.
 
     A date as ``endDate`` includes that whole day.
     """
     try:
         if len(value) == 10:
             d = date.fromisoformat(value)
-            day = datetime.combine(d, time.min, UTC)
-            return day + timedelta(days=1) if end else day
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+            at = datetime.combine(d, time.min, UTC)
+            if end:
+                at += timedelta(days=1)
+        else:
+            parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+            at = (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).astimezone(UTC)
     except ValueError:
         raise BadRequest(
             f"{field}: {value!r} is not a date (YYYY-MM-DD) or an ISO 8601 date-time",
             field=field,
         ) from None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+    except OverflowError:  # past year 9999 or before year 1 once in UTC
+        at = EARLIEST - timedelta(days=1)
+    if not EARLIEST <= at <= LATEST:
+        raise BadRequest(
+            f"{field}: {value!r} is out of range; dates run from 1970-01-01 to 9998-12-31",
+            field=field,
+        )
+    return at
 
 
 def _row(r: UsageRow) -> dict[str, Any]:
@@ -67,7 +81,7 @@ async def usage(request: Request) -> Response:
     start = (
         parse_bound(q["startDate"], "startDate", end=False)
         if "startDate" in q
-        else end - timedelta(days=30)
+        else max(EARLIEST, end - timedelta(days=30))
     )
     if start >= end:
         raise BadRequest("endDate: must be after startDate", field="endDate")

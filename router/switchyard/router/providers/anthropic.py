@@ -24,10 +24,11 @@ class AnthropicAdapter(HTTPAdapter):
         return wire.error_of(body)
 
     async def complete(self, req: ChatRequest, model_name: str, max_tokens: int) -> ChatResult:
-        data = await self.post_json(
-            f"{self.base_url}/v1/messages", wire.request_body(req, model_name, max_tokens)
+        return await self.post_json(
+            f"{self.base_url}/v1/messages",
+            wire.request_body(req, model_name, max_tokens),
+            lambda data: wire.result_of(data, model_name, self.provider.name),
         )
-        return wire.result_of(data, model_name, self.provider.name)
 
     def stream(
         self, req: ChatRequest, model_name: str, max_tokens: int
@@ -39,5 +40,7 @@ class AnthropicAdapter(HTTPAdapter):
         )
 
     async def list_models(self) -> list[str]:
-        data = await self.get_json(f"{self.base_url}/v1/models?limit=1000")
-        return wire.model_ids(data, self.provider.name)
+        return await self.get_json(
+            f"{self.base_url}/v1/models?limit=1000",
+            lambda data: wire.model_ids(data, self.provider.name),
+        )

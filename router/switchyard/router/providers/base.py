@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import abc
 import email.utils
+import logging
 import time
-from collections.abc import AsyncIterator
-from typing import Any, Protocol
+from collections.abc import AsyncIterator, Callable
+from typing import Any, Protocol, TypeVar
 
 import aiohttp
 import orjson
@@ -21,6 +22,7 @@ from switchyard.router.contract import Provider
 from switchyard.router.core.adapter import ProbeResult
 from switchyard.router.core.chat import ChatRequest, ChatResult, StreamEvent
 from switchyard.router.errors import (
+    InternalError,
     UpstreamConnectError,
     UpstreamError,
     UpstreamProtocolError,
@@ -28,7 +30,11 @@ from switchyard.router.errors import (
     UpstreamTimeout,
 )
 
+log = logging.getLogger("switchyard.router")
+
 _MAX_ERROR_TEXT = 300
+
+T = TypeVar("T")
 
 
 def parse_retry_after(value: str | None) -> float | None:
@@ -150,11 +156,32 @@ class HTTPAdapter(abc.ABC):
     def _name(self) -> str:
         return self.provider.name
 
-    async def post_json(self, url: str, body: dict[str, Any]) -> Any:
-        """POST and return the decoded JSON of a 2xx answer; raise typed errors otherwise."""
+    def encode(self, body: dict[str, Any]) -> bytes:
+        """The request body's bytes; failing here is the router's fault, not the provider's."""
+        try:
+            return orjson.dumps(body)
+        except (orjson.JSONEncodeError, TypeError, ValueError) as exc:
+            raise InternalError(
+                f"cannot encode the request for provider {self._name()!r}: {exc}"
+            ) from exc
+
+    def unreadable(self, exc: Exception, status: int | None = None) -> UpstreamProtocolError:
+        """The provider answered something the protocol's reader could not make sense of."""
+        if not isinstance(exc, orjson.JSONDecodeError):
+            log.warning("unreadable answer from provider %s", self._name(), exc_info=exc)
+        what = "is not JSON" if isinstance(exc, orjson.JSONDecodeError) else "makes no sense"
+        return UpstreamProtocolError(
+            f"the provider's answer {what} ({type(exc).__name__})",
+            provider=self._name(),
+            upstream_status=status,
+        )
+
+    async def post_json(self, url: str, body: dict[str, Any], read: Callable[[Any], T]) -> T:
+        """POST and ``read`` the JSON of a 2xx answer; raise typed errors otherwise."""
+        data = self.encode(body)
         try:
             async with self.session.post(
-                url, data=orjson.dumps(body), headers=self.headers(), timeout=self._call_timeout
+                url, data=data, headers=self.headers(), timeout=self._call_timeout
             ) as resp:
                 raw = await resp.read()
                 if resp.status >= 400:
@@ -168,13 +195,13 @@ class HTTPAdapter(abc.ABC):
         except aiohttp.ClientError as exc:
             raise self.connection_error(exc) from None
         try:
-            return orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            raise UpstreamProtocolError(
-                "the provider's answer is not JSON", provider=self._name(), upstream_status=200
-            ) from None
+            return read(orjson.loads(raw))
+        except UpstreamError:
+            raise
+        except Exception as exc:
+            raise self.unreadable(exc, 200) from None
 
-    async def get_json(self, url: str) -> Any:
+    async def get_json(self, url: str, read: Callable[[Any], T]) -> T:
         try:
             async with self.session.get(
                 url, headers=self.headers(), timeout=self._probe_timeout
@@ -182,15 +209,18 @@ class HTTPAdapter(abc.ABC):
                 raw = await resp.read()
                 if resp.status >= 400:
                     raise self.status_error(resp.status, resp.headers, raw)
-                return orjson.loads(raw)
         except UpstreamError:
             raise
         except TimeoutError:
             raise UpstreamTimeout("no answer in time", provider=self._name()) from None
         except aiohttp.ClientError as exc:
             raise self.connection_error(exc) from None
-        except orjson.JSONDecodeError:
-            raise UpstreamProtocolError("answer is not JSON", provider=self._name()) from None
+        try:
+            return read(orjson.loads(raw))
+        except UpstreamError:
+            raise
+        except Exception as exc:
+            raise self.unreadable(exc, 200) from None
 
     async def open_stream(self, url: str, body: dict[str, Any]) -> aiohttp.ClientResponse:
         """POST a streaming request and return the response once its headers say 2xx.
@@ -198,9 +228,10 @@ class HTTPAdapter(abc.ABC):
         The first-token timeout is aiohttp's read timeout: no byte for that long,
         before or after the headers, ends the call. The total timeout bounds all.
         """
+        data = self.encode(body)
         try:
             resp = await self.session.post(
-                url, data=orjson.dumps(body), headers=self.headers(), timeout=self._stream_timeout
+                url, data=data, headers=self.headers(), timeout=self._stream_timeout
             )
             if resp.status >= 400:
                 raw = await resp.read()
@@ -222,7 +253,13 @@ class HTTPAdapter(abc.ABC):
         """POST a streaming request and decode its lines into neutral events."""
         resp = await self.open_stream(url, body)
         async for line in self.lines(resp):
-            for event in decoder.feed(line):
+            try:
+                events = decoder.feed(line)
+            except UpstreamError:
+                raise
+            except Exception as exc:
+                raise self.unreadable(exc, 200) from None
+            for event in events:
                 yield event
             if decoder.done:
                 return

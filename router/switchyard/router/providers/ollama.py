@@ -23,8 +23,11 @@ class OllamaAdapter(HTTPAdapter):
     async def complete(self, req: ChatRequest, model_name: str, max_tokens: int) -> ChatResult:
         body = wire.request_body(req, model_name, max_tokens)
         body["stream"] = False
-        data = await self.post_json(f"{self.base_url}/api/chat", body)
-        return wire.result_of(data, model_name, self.provider.name)
+        return await self.post_json(
+            f"{self.base_url}/api/chat",
+            body,
+            lambda data: wire.result_of(data, model_name, self.provider.name),
+        )
 
     def stream(
         self, req: ChatRequest, model_name: str, max_tokens: int
@@ -36,8 +39,8 @@ class OllamaAdapter(HTTPAdapter):
         )
 
     async def list_models(self) -> list[str]:
-        return wire.model_names(
-            await self.get_json(f"{self.base_url}/api/tags"), self.provider.name
+        return await self.get_json(
+            f"{self.base_url}/api/tags", lambda data: wire.model_names(data, self.provider.name)
         )
 
     async def probe(self, model_name: str | None) -> ProbeResult:

@@ -36,10 +36,11 @@ class OpenAIAdapter(HTTPAdapter):
         return wire.request_body(req, model_name, max_tokens, self.max_tokens_field)
 
     async def complete(self, req: ChatRequest, model_name: str, max_tokens: int) -> ChatResult:
-        data = await self.post_json(
-            self.chat_url(model_name), self.body(req, model_name, max_tokens)
+        return await self.post_json(
+            self.chat_url(model_name),
+            self.body(req, model_name, max_tokens),
+            lambda data: wire.result_of(data, model_name, self.provider.name),
         )
-        return wire.result_of(data, model_name, self.provider.name)
 
     def stream(
         self, req: ChatRequest, model_name: str, max_tokens: int
@@ -52,7 +53,9 @@ class OpenAIAdapter(HTTPAdapter):
         )
 
     async def list_models(self) -> list[str]:
-        return wire.model_ids(await self.get_json(self.models_url()), self.provider.name)
+        return await self.get_json(
+            self.models_url(), lambda data: wire.model_ids(data, self.provider.name)
+        )
 
 
 class VLLMAdapter(OpenAIAdapter):

@@ -1,0 +1,252 @@
+"""Hostile input from a holder of one ordinary key: refused early, never blamed on providers.
+
+Each test is one way an attacker (or a broken client) tried to make the router spend,
+count, leak or crash, sent through real HTTP.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import re
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.conftest import Factory
+from tests.integration.conftest import KEYS, Fakes
+from tests.support.servers import RouterServer
+from tests.support.tables import KEY, api_keys, model, provider, sha, table
+
+AUTH = {"Authorization": f"Bearer {KEY}"}
+#: A second completion key of the same organization: what the attacker's neighbours hold.
+NEIGHBOUR_KEY = "sy-test-neighbour-key"
+NEIGHBOUR = {"Authorization": f"Bearer {NEIGHBOUR_KEY}"}
+
+
+def nested(levels: int) -> dict[str, Any]:
+    """A JSON schema ``levels`` objects deep, as a tool's parameters."""
+    schema: dict[str, Any] = {"type": "string"}
+    for _ in range(levels):
+        schema = {"type": "object", "properties": {"a": schema}}
+    return schema
+
+
+def deep_tool(levels: int) -> list[dict[str, Any]]:
+    return [
+        {
+            "type": "function",
+            "function": {"name": "f", "description": "d", "parameters": nested(levels)},
+        }
+    ]
+
+
+@pytest.fixture
+def pair(fakes: Fakes, router: Factory) -> RouterServer:
+    """Model "chat" on OpenAI, with vLLM behind it; breakers open after three failures."""
+    neighbour = {"name": "neighbour", "sha256": sha(NEIGHBOUR_KEY), "scopes": ["completion"]}
+    doc = table(
+        [
+            provider("openai", "openai", fakes.openai.url, key_env="SY_TEST_OPENAI_KEY"),
+            provider("vllm", "vllm", fakes.vllm.url, priority=20),
+            provider("claude", "anthropic", fakes.anthropic.url, key_env="SY_TEST_ANTHROPIC_KEY"),
+        ],
+        [
+            model("chat", "openai", "gpt-4o-mini"),
+            model("chat", "vllm", "meta-llama/Llama-3.1-8B-Instruct"),
+            model("claude", "claude", "claude-haiku-4-5"),
+        ],
+        routing={"breaker": {"failureThreshold": 3, "cooldownSeconds": 300}},
+    )
+    doc["apiKeys"] = [*api_keys(), neighbour]
+    assert KEYS  # the fakes' keys are in the environment
+    return router(doc)
+
+
+def breakers(gw: RouterServer) -> dict[str, str]:
+    r = httpx.get(f"{gw.url}/api/v1/llm/providers", headers=AUTH)
+    r.raise_for_status()
+    return {p["name"]: p["circuitBreaker"] for p in r.json()["providers"]}
+
+
+def provider_calls(fakes: Fakes) -> int:
+    return fakes.openai.completions + fakes.vllm.completions + fakes.anthropic.completions
+
+
+# -- 1. local errors never open a provider's breaker --------------------------
+
+
+@pytest.mark.parametrize("levels", [40, 150, 400])
+@pytest.mark.parametrize("stream", [False, True])
+@pytest.mark.parametrize("temperature", [None, 0])
+def test_deep_tool_schema_is_refused_before_any_provider(
+    pair: RouterServer, fakes: Fakes, levels: int, stream: bool, temperature: int | None
+) -> None:
+    body: dict[str, Any] = {
+        "model": "chat",
+        "messages": [{"role": "user", "content": "hi"}],
+        "tools": deep_tool(levels),
+        "stream": stream,
+    }
+    if temperature is not None:
+        body["temperature"] = temperature  # the cache keys this request
+    for _ in range(5):
+        r = httpx.post(f"{pair.url}/v1/chat/completions", headers=AUTH, json=body)
+        assert r.status_code == 400, r.text
+        err = r.json()["error"]
+        assert err["field"] == "tools[0].function.parameters.properties.a"
+        assert "more than 64 levels deep" in err["message"]
+    assert provider_calls(fakes) == 0
+    assert breakers(pair) == {"claude": "closed", "openai": "closed", "vllm": "closed"}
+    ok = httpx.post(
+        f"{pair.url}/v1/chat/completions",
+        headers=NEIGHBOUR,
+        json={"model": "chat", "messages": [{"role": "user", "content": "hi"}]},
+    )
+    assert ok.status_code == 200, ok.text
+    assert ok.headers["x-switchyard-provider"] == "openai"
+
+
+def test_a_request_63_levels_deep_is_served(pair: RouterServer, fakes: Fakes) -> None:
+    # The body, tools, tools[0] and function, then 59 objects of schema: 63 levels, one
+    # below the limit. What is accepted must also encode for the provider.
+    body = {
+        "model": "chat",
+        "messages": [{"role": "user", "content": "hi"}],
+        "tools": deep_tool(29),
+    }
+    r = httpx.post(f"{pair.url}/v1/chat/completions", headers=AUTH, json=body)
+    assert r.status_code == 200, r.text
+    sent = fakes.openai.requests[-1].body
+    assert sent["tools"][0]["function"]["parameters"] == nested(29)
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_deep_tool_use_input_on_the_messages_api(
+    pair: RouterServer, fakes: Fakes, stream: bool
+) -> None:
+    deep: Any = "x"
+    for _ in range(300):
+        deep = {"k": deep}
+    body = {
+        "model": "claude",
+        "max_tokens": 64,
+        "stream": stream,
+        "messages": [
+            {"role": "user", "content": "call it"},
+            {
+                "role": "assistant",
+                "content": [{"type": "tool_use", "id": "toolu_1", "name": "f", "input": deep}],
+            },
+            {
+                "role": "user",
+                "content": [{"type": "tool_result", "tool_use_id": "toolu_1", "content": "ok"}],
+            },
+        ],
+    }
+    r = httpx.post(f"{pair.url}/v1/messages", headers=AUTH, json=body)
+    assert r.status_code == 400, r.text
+    assert r.json()["type"] == "error"
+    assert r.json()["error"]["field"] == "messages[1].content[0].input.k"
+    assert provider_calls(fakes) == 0
+
+
+def test_deep_json_is_refused_on_every_json_endpoint(pair: RouterServer) -> None:
+    deep: Any = []
+    for _ in range(100):
+        deep = [deep]
+    for path in (
+        "/api/v1/llm/completion",
+        "/v1/chat/completions",
+        "/v1/messages",
+        "/api/v1/llm/templates/render",
+    ):
+        r = httpx.post(f"{pair.url}{path}", headers=AUTH, json={"deep": deep})
+        assert r.status_code == 400, (path, r.text)
+        assert "more than 64 levels deep" in r.text, path
+
+
+def test_the_routers_own_failure_is_a_500_and_no_providers_fault(
+    pair: RouterServer,
+    fakes: Fakes,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A bug while preparing the provider request is counted and logged once, as ours."""
+    from switchyard.router.protocols import openai as wire
+
+    def broken(*args: Any, **kwargs: Any) -> dict[str, Any]:
+        raise RuntimeError("a bug in the router")
+
+    monkeypatch.setattr(wire, "request_body", broken)
+    body = {"model": "chat", "messages": [{"role": "user", "content": "hi"}]}
+    with caplog.at_level(logging.INFO):
+        for stream in (False, True, False, True, False):
+            r = httpx.post(
+                f"{pair.url}/v1/chat/completions", headers=AUTH, json=body | {"stream": stream}
+            )
+            assert r.status_code == 500, r.text
+            assert r.json()["error"]["code"] == "internal_error"
+    assert provider_calls(fakes) == 0
+    assert breakers(pair) == {"claude": "closed", "openai": "closed", "vllm": "closed"}
+    errors = [rec for rec in caplog.records if rec.levelno >= logging.ERROR]
+    assert len(errors) == 5 and all(rec.exc_info for rec in errors), errors
+    metrics = httpx.get(f"{pair.url}/metrics").text
+    assert re.search(
+        r'switchyard_requests_total\{api="openai",model="chat",organization="default",'
+        r'provider="",status="500"\} 5\.0',
+        metrics,
+    ), metrics
+    monkeypatch.undo()
+    ok = httpx.post(f"{pair.url}/v1/chat/completions", headers=NEIGHBOUR, json=body)
+    assert ok.status_code == 200 and ok.headers["x-switchyard-provider"] == "openai"
+
+
+# -- 3. dates the store cannot represent -----------------------------------
+
+
+@pytest.mark.parametrize(
+    ("query", "field"),
+    [
+        ("endDate=9999-12-31", "endDate"),
+        ("endDate=0001-01-01", "endDate"),
+        ("startDate=0001-01-01T00:00:00%2B23:59", "startDate"),
+        ("startDate=9999-12-31T23:59:59-23:59", "startDate"),
+        ("startDate=1969-12-31", "startDate"),
+    ],
+)
+def test_usage_dates_out_of_range_are_400(pair: RouterServer, query: str, field: str) -> None:
+    r = httpx.get(f"{pair.url}/api/v1/llm/usage?{query}", headers=AUTH)
+    assert r.status_code == 400, r.text
+    assert r.json()["error"]["field"] == field
+    assert "out of range" in r.json()["error"]["message"]
+
+
+def test_usage_dates_at_the_edges_are_served(pair: RouterServer) -> None:
+    for query in (
+        "startDate=1970-01-01&endDate=1970-02-01",
+        "endDate=1970-01-01",
+        "startDate=9998-12-01&endDate=9998-12-31",
+    ):
+        r = httpx.get(f"{pair.url}/api/v1/llm/usage?{query}&groupBy=month", headers=AUTH)
+        assert r.status_code == 200, (query, r.text)
+
+
+# -- 5. request ids ---------------------------------------------------------
+
+
+def test_request_ids_are_random_uuids(pair: RouterServer) -> None:
+    body = {"model": "chat", "messages": [{"role": "user", "content": "hi"}]}
+    ids = [
+        httpx.post(f"{pair.url}/v1/chat/completions", headers=AUTH, json=body).headers[
+            "x-switchyard-request-id"
+        ]
+        for _ in range(20)
+    ]
+    pattern = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
+    assert all(pattern.match(i) for i in ids), ids
+    values = sorted(int(i.replace("-", ""), 16) for i in ids)
+    # Consecutive ids of a counter differ by the traffic in between; random ones by
+    # around 2**128 / 20 each.
+    assert min(b - a for a, b in itertools.pairwise(values)) > 2**64
