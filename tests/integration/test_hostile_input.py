@@ -9,14 +9,19 @@ from __future__ import annotations
 import itertools
 import logging
 import re
+import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
 import pytest
 
+from switchyard.router.server import ServerLimits
 from tests.conftest import Factory
+from tests.fakes import Fault
 from tests.integration.conftest import KEYS, Fakes
-from tests.support.servers import RouterServer
+from tests.support.raw_http import Raw
+from tests.support.servers import RouterServer, free_port
 from tests.support.tables import KEY, api_keys, model, provider, sha, table
 
 AUTH = {"Authorization": f"Bearer {KEY}"}
@@ -250,3 +255,222 @@ def test_request_ids_are_random_uuids(pair: RouterServer) -> None:
     # Consecutive ids of a counter differ by the traffic in between; random ones by
     # around 2**128 / 20 each.
     assert min(b - a for a, b in itertools.pairwise(values)) > 2**64
+
+
+# -- 2. header size ---------------------------------------------------------
+
+
+def test_a_header_over_the_limit_is_431(pair: RouterServer) -> None:
+    for path, shape in (("/healthz", "error"), ("/v1/messages", "type")):
+        with Raw(pair.url) as c:
+            c.send(f"GET {path} HTTP/1.1\r\nHost: x\r\nX-Big: {'a' * 64 * 1024}\r\n\r\n".encode())
+            a = c.answer()
+            assert a is not None and a.status == 431, a
+            assert a.headers["content-type"] == "application/json"
+            assert shape in a.json()
+            assert "16384 bytes" in a.body.decode()
+            assert c.closed()
+
+
+def test_an_unfinished_header_is_cut_off_at_the_limit(pair: RouterServer) -> None:
+    with Raw(pair.url) as c:
+        c.send(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 20_000)
+        a = c.answer()  # answered before the header ends
+        assert a is not None and a.status == 431
+        assert a.json()["error"]["code"] == "request_header_fields_too_large"
+        assert c.closed()
+
+
+def test_many_small_headers_count_together(pair: RouterServer) -> None:
+    many = "".join(f"X-H{i}: v\r\n" for i in range(2000))
+    with Raw(pair.url) as c:
+        c.send(f"GET /healthz HTTP/1.1\r\nHost: x\r\n{many}\r\n".encode())
+        a = c.answer()
+        assert a is not None and a.status == 431
+
+
+def test_headers_under_the_limit_are_served(pair: RouterServer) -> None:
+    r = httpx.get(f"{pair.url}/healthz", headers={"X-Big": "a" * 15_000})
+    assert r.status_code == 200
+
+
+# -- 4. deadlines and caps -----------------------------------------------------
+
+
+FAST = ServerLimits(max_connections=6, header_timeout=1.0, body_timeout=1.0)
+
+
+@pytest.fixture
+def strict(fakes: Fakes, router: Factory) -> RouterServer:
+    doc = table(
+        [provider("vllm", "vllm", fakes.vllm.url)],
+        [model("chat", "vllm", "meta-llama/Llama-3.1-8B-Instruct")],
+        routing={"maxInFlightPerKey": 2},
+    )
+    doc["apiKeys"] = [
+        *api_keys(),
+        {"name": "neighbour", "sha256": sha(NEIGHBOUR_KEY), "scopes": ["completion"]},
+    ]
+    return router(doc, FAST)
+
+
+def refused(gw: RouterServer, reason: str) -> float:
+    text = httpx.get(f"{gw.url}/metrics").text
+    m = re.search(rf'switchyard_connections_refused_total\{{reason="{reason}"\}} (\S+)', text)
+    return float(m.group(1)) if m else 0.0
+
+
+def test_headers_trickled_a_byte_at_a_time_get_408(strict: RouterServer) -> None:
+    with Raw(strict.url) as c:
+        started = time.monotonic()
+        finished = c.trickle(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: " + b"a" * 100, 0.1, 5)
+        assert not finished  # cut off: a deadline for the whole head, not for each byte
+        a = c.answer(3)
+        assert a is not None and a.status == 408, a
+        assert a.json()["error"]["code"] == "request_timeout"
+        assert time.monotonic() - started < 3
+    assert refused(strict, "header_timeout") == 1
+
+
+def test_a_silent_connection_is_closed(strict: RouterServer) -> None:
+    with Raw(strict.url) as c:
+        started = time.monotonic()
+        assert c.closed(5)
+        assert c.answer(0.1) is None  # nothing was asked, so nothing is answered
+        assert 0.9 < time.monotonic() - started < 3
+
+
+def test_a_body_trickled_a_byte_at_a_time_gets_408(
+    strict: RouterServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    body = b'{"model": "chat", "messages": [{"role": "user", "content": "hi"}]}'
+    head = (
+        f"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {KEY}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+    ).encode()
+    with caplog.at_level(logging.INFO), Raw(strict.url) as c:
+        c.send(head)
+        started = time.monotonic()
+        assert not c.trickle(body, 0.1, 5)
+        a = c.answer(3)
+        assert a is not None and a.status == 408, a
+        assert "body did not arrive within 1s" in a.json()["error"]["message"]
+        assert time.monotonic() - started < 3
+    assert refused(strict, "body_timeout") == 1
+    time.sleep(0.2)
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING], caplog.records
+
+
+def test_connections_beyond_the_cap_get_503(strict: RouterServer) -> None:
+    held = [Raw(strict.url) for _ in range(6)]
+    for c in held:
+        c.send(b"GET /healthz HTTP/1.1\r\n")  # a head begun, never finished
+    try:
+        with Raw(strict.url) as extra:
+            a = extra.answer(3)
+            assert a is not None and a.status == 503, a
+            assert a.json()["error"]["code"] == "too_many_connections"
+            assert extra.closed()
+    finally:
+        for c in held:
+            c.close()
+    deadline = time.monotonic() + 5
+    while httpx.get(f"{strict.url}/healthz").status_code != 200:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    assert refused(strict, "too_many_connections") >= 1
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_one_key_may_hold_only_its_share_in_flight(
+    strict: RouterServer, fakes: Fakes, stream: bool
+) -> None:
+    fakes.vllm.push(Fault.stall(1.0), Fault.stall(1.0))
+    body = {"model": "chat", "messages": [{"role": "user", "content": "hi"}], "stream": stream}
+
+    def ask(headers: dict[str, str]) -> httpx.Response:
+        return httpx.post(
+            f"{strict.url}/v1/chat/completions", headers=headers, json=body, timeout=10
+        )
+
+    with ThreadPoolExecutor(2) as pool:
+        slow = [pool.submit(ask, AUTH) for _ in range(2)]
+        deadline = time.monotonic() + 5
+        while fakes.vllm.completions < 2:
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        third = ask(AUTH)
+        assert third.status_code == 429, third.text
+        assert third.headers["retry-after"] == "1"
+        assert third.json()["error"]["code"] == "too_many_in_flight"
+        neighbour = ask(NEIGHBOUR)  # the organization's other keys are not held back
+        assert neighbour.status_code == 200, neighbour.text
+        assert all(f.result().status_code == 200 for f in slow)
+    # Finished requests, streams included, give their places back.
+    again = [ask(AUTH) for _ in range(3)]
+    assert all(r.status_code == 200 for r in again), [r.text for r in again]
+    text = httpx.get(f"{strict.url}/metrics").text
+    assert 'switchyard_in_flight_refused_total{organization="default"} 1.0' in text
+
+
+# -- 6. error shapes and noise -------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "head",
+    [
+        b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n",
+        b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-A: a\rb\r\n\r\n",
+        b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-A: a\x00b\r\n\r\n",
+        b"GET /healthz HTTP/1.1\r\nHo st: x\r\n\r\n",
+        b"BREW /healthz HTCPCP/1.0\r\n\r\n",
+    ],
+)
+def test_what_the_parser_rejects_gets_the_json_shape(pair: RouterServer, head: bytes) -> None:
+    with Raw(pair.url) as c:
+        c.send(head)
+        a = c.answer()
+        assert a is not None and a.status == 400, a
+        assert a.headers["content-type"] == "application/json"
+        err = a.json()["error"]
+        assert err["code"] == "invalid_request"
+        assert err["message"].startswith("malformed HTTP request: ")
+        assert c.closed()
+
+
+def test_a_client_leaving_mid_body_is_logged_at_info(
+    pair: RouterServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.INFO):
+        with Raw(pair.url) as c:
+            c.send(
+                f"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
+                f'Authorization: Bearer {KEY}\r\nContent-Length: 1000\r\n\r\n{{"model"'.encode()
+            )
+            time.sleep(0.2)
+        deadline = time.monotonic() + 5
+        while not [r for r in caplog.records if "client left" in r.getMessage()]:
+            assert time.monotonic() < deadline, caplog.records
+            time.sleep(0.05)
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING or r.exc_info]
+
+
+def test_errors_name_the_provider_not_its_address(fakes: Fakes, router: Factory) -> None:
+    port = free_port()  # nothing listens there
+    gw = router(
+        table(
+            [provider("local", "vllm", f"http://127.0.0.1:{port}/v1")],
+            [model("chat", "local", "m")],
+        )
+    )
+    body = {"model": "chat", "messages": [{"role": "user", "content": "hi"}]}
+    for stream in (False, True):
+        r = httpx.post(
+            f"{gw.url}/v1/chat/completions", headers=AUTH, json=body | {"stream": stream}
+        )
+        assert r.status_code == 503, r.text
+        assert str(port) not in r.text and "127.0.0.1" not in r.text
+        assert "cannot connect to provider 'local'" in r.text
+    # Who runs the router sees where: the provider's status names the address.
+    probe = httpx.post(f"{gw.url}/api/v1/llm/providers/local/health-check", headers=AUTH)
+    assert f"127.0.0.1:{port}" in probe.json()["message"]

@@ -17,6 +17,8 @@ import uvicorn
 import yaml
 
 from switchyard.router.app import create_app
+from switchyard.router.server import ServerLimits
+from switchyard.router.server import config as server_config
 
 
 def free_port() -> int:
@@ -34,7 +36,7 @@ def write_table(path: Path, doc: dict[str, Any]) -> None:
 
 
 class RouterServer:
-    """The real app under uvicorn (uvloop, httptools) in a thread."""
+    """The real app under the router's own server configuration, in a thread."""
 
     def __init__(
         self,
@@ -42,6 +44,7 @@ class RouterServer:
         reload_interval: float = 0.1,
         database_url: str | None = None,
         state_dir: Path | None = None,
+        limits: ServerLimits | None = None,
     ) -> None:
         self.table_path = table_path
         state = state_dir or table_path.with_name(table_path.stem + "-state")
@@ -56,16 +59,7 @@ class RouterServer:
         )
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        config = uvicorn.Config(
-            self.app,
-            host="127.0.0.1",
-            port=self.port,
-            loop="uvloop",
-            http="httptools",
-            log_level="warning",
-            access_log=False,
-            lifespan="on",
-        )
+        config = server_config(self.app, "127.0.0.1", self.port, limits=limits, log_level="warning")
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 

@@ -23,6 +23,8 @@ from switchyard.router.core.gateway import Gateway
 from switchyard.router.core.pipeline import Pipeline
 from switchyard.router.errors import (
     BadRequest,
+    ClientDisconnected,
+    InternalError,
     NotFound,
     SwitchyardError,
 )
@@ -37,7 +39,7 @@ from switchyard.router.http import (
     usage_api,
 )
 from switchyard.router.http.errors import error_response, flavor_of
-from switchyard.router.http.services import Services
+from switchyard.router.http.services import Services, services
 from switchyard.router.metrics import Metrics
 from switchyard.router.providers.registry import make_adapter
 from switchyard.router.storage.factory import make_store, open_until_ready
@@ -54,6 +56,11 @@ log = logging.getLogger("switchyard.router")
 
 async def _switchyard_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, SwitchyardError)
+    if isinstance(exc, InternalError):
+        services(request).metrics.internal_errors.inc()
+    elif isinstance(exc, ClientDisconnected):
+        # Nobody reads the answer; the log says why the request ended.
+        log.info("%s %s: %s", request.method, request.url.path, exc.message)
     return error_response(exc, flavor_of(request.url.path))
 
 
@@ -70,8 +77,10 @@ async def _http_error(request: Request, exc: Exception) -> Response:
 
 
 async def _crash(request: Request, exc: Exception) -> Response:
-    log.exception("unhandled error on %s", request.url.path)
-    err = SwitchyardError("internal error; see the router's log")
+    """The one place an unexpected error is logged (``server`` keeps uvicorn from repeating it)."""
+    log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    services(request).metrics.internal_errors.inc()
+    err = InternalError("internal error; see the router's log")
     return error_response(err, flavor_of(request.url.path))
 
 

@@ -12,28 +12,27 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 from switchyard.cli import setup_logging
 from switchyard.router.errors import ConfigError
 from switchyard.router.kube.errors import KubeConfigError
 
 
-def _serve(app: object, host: str, port: int, log_level: str, shutdown_timeout: int = 30) -> None:
+def _serve(
+    app: object, host: str, port: int, log_level: str, args: argparse.Namespace, **kw: int
+) -> None:
     import uvicorn
 
-    uvicorn.run(
-        app,  # type: ignore[arg-type]
-        host=host,
-        port=port,
-        loop="uvloop",
-        http="httptools",
-        log_level=log_level,
-        access_log=False,
-        proxy_headers=False,
-        # On SIGTERM: stop accepting, let requests and streams in flight finish (for up
-        # to this long), then the app's shutdown writes the usage records it holds.
-        timeout_graceful_shutdown=shutdown_timeout,
+    from switchyard.router.server import ServerLimits, config
+
+    limits = ServerLimits(
+        max_connections=args.max_connections,
+        max_header_bytes=args.max_header_bytes,
+        header_timeout=args.header_timeout,
+        body_timeout=args.body_timeout,
     )
+    uvicorn.Server(config(app, host, port, limits=limits, log_level=log_level, **kw)).run()
 
 
 def cmd_router(args: argparse.Namespace) -> int:
@@ -60,7 +59,7 @@ def cmd_router(args: argparse.Namespace) -> int:
         print(f"switchyard: cannot reach the cluster: {exc}", file=sys.stderr)
         return 2
     _tune_gc()
-    _serve(app, args.host, args.port, args.log_level, args.shutdown_timeout)
+    _serve(app, args.host, args.port, args.log_level, args, shutdown_timeout=args.shutdown_timeout)
     return 0
 
 
@@ -177,7 +176,7 @@ Ctrl-C stops both.
 """,
             flush=True,
         )
-        _serve(app, args.host, args.port, args.log_level)
+        _serve(app, args.host, args.port, args.log_level, args)
     finally:
         model.terminate()
         try:
@@ -206,6 +205,46 @@ def _storage_args(p: argparse.ArgumentParser) -> None:
         "--no-usage",
         action="store_true",
         help="keep no usage records (budgets then count only what this process spends)",
+    )
+
+
+def _positive(kind: type[int] | type[float]) -> Any:
+    def parse(text: str) -> int | float:
+        value = kind(text)
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"must be above 0, got {text}")
+        return value
+
+    parse.__name__ = kind.__name__
+    return parse
+
+
+def _limit_args(p: argparse.ArgumentParser) -> None:
+    """What one client connection may hold (see ``switchyard.router.server``)."""
+    g = p.add_argument_group("connection limits")
+    g.add_argument(
+        "--max-connections",
+        type=_positive(int),
+        default=4096,
+        help="client connections held at once; beyond it: 503 and close (default 4096)",
+    )
+    g.add_argument(
+        "--max-header-bytes",
+        type=_positive(int),
+        default=16 * 1024,
+        help="size of a request line and headers; beyond it: 431 (default 16384)",
+    )
+    g.add_argument(
+        "--header-timeout",
+        type=_positive(float),
+        default=10.0,
+        help="seconds for a request's headers to arrive; then 408 (default 10)",
+    )
+    g.add_argument(
+        "--body-timeout",
+        type=_positive(float),
+        default=60.0,
+        help="seconds for a request's body to arrive after its headers; then 408 (default 60)",
     )
 
 
@@ -241,6 +280,7 @@ def main(argv: list[str] | None = None) -> int:
         help="seconds to finish requests and streams in flight after SIGTERM",
     )
     _storage_args(p)
+    _limit_args(p)
     p.add_argument("--log-level", default="info")
     p.set_defaults(func=cmd_router)
 
@@ -253,6 +293,7 @@ def main(argv: list[str] | None = None) -> int:
         "--log-level", default="warning", help="the router's log level (default: warnings only)"
     )
     p.add_argument("--verbose", action="store_true", help="show the local model's log")
+    _limit_args(p)
     p.set_defaults(func=cmd_up)
 
     p = sub.add_parser("check", help="validate a routing table and exit")

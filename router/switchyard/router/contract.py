@@ -305,6 +305,12 @@ class RoutingSettings(_Model):
     default_max_tokens: int = Field(default=1024, ge=1, le=8192)
     max_body_bytes: int = Field(default=4 * 1024 * 1024, ge=1024, le=64 * 1024 * 1024)
     max_retry_after_seconds: float = Field(default=60.0, ge=0, le=3600)
+    max_in_flight_per_key: int = Field(
+        default=256,
+        ge=0,
+        le=1_000_000,
+        description="Completions one API key may have open per router; 0: no limit",
+    )
     breaker: Breaker = Breaker()
 
     @model_validator(mode="after")

@@ -145,7 +145,9 @@ class UpstreamError(SwitchyardError):
 
     ``upstream_status`` is the provider's HTTP status when it answered;
     ``retryable`` says whether another candidate should be tried;
-    ``retry_after`` is the provider's Retry-After in seconds, when given.
+    ``retry_after`` is the provider's Retry-After in seconds, when given;
+    ``detail`` is what the router's log and the provider's status say, when it holds
+    more than tenants may see (the provider's address).
     """
 
     status = 502
@@ -160,12 +162,14 @@ class UpstreamError(SwitchyardError):
         upstream_status: int | None = None,
         retry_after: float | None = None,
         upstream_type: str | None = None,
+        detail: str | None = None,
     ) -> None:
         super().__init__(message)
         self.provider = provider
         self.upstream_status = upstream_status
         self.retry_after = retry_after
         self.upstream_type = upstream_type
+        self.detail = detail or message
 
 
 class UpstreamConnectError(UpstreamError):

@@ -94,3 +94,26 @@ class Metrics:
             "Models in the current routing table, enabled or not.",
             registry=r,
         )
+        self.connections_open = Gauge(
+            "switchyard_open_connections",
+            "Client connections the server holds now.",
+            registry=r,
+        )
+        self.connections_refused = Counter(
+            "switchyard_connections_refused",
+            "Connections the server answered and closed itself, by reason: too_many_connections, "
+            "headers_too_large, header_timeout, body_timeout, malformed.",
+            ["reason"],
+            registry=r,
+        )
+        self.in_flight_refused = Counter(
+            "switchyard_in_flight_refused",
+            "Completion requests refused because their API key had too many in flight.",
+            ["organization"],
+            registry=r,
+        )
+        self.internal_errors = Counter(
+            "switchyard_internal_errors",
+            "Requests the router failed on its own (500), whatever the endpoint.",
+            registry=r,
+        )

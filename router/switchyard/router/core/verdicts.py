@@ -77,7 +77,7 @@ class Verdicts:
         attempts.append(
             Attempt(route.provider.name, route.name, exc.code, exc.upstream_status, exc.message)
         )
-        log.info("provider %s failed: %s", route.provider_key, exc.message)
+        log.info("provider %s failed: %s", route.provider_key, exc.detail)
 
     def abandoned(self, route: Route, reserved: int, used: int = 0) -> None:
         """The caller left (or was cancelled): no verdict on the provider."""

@@ -22,8 +22,9 @@ from switchyard.router.core.accounting import Completed, RequestInfo
 from switchyard.router.core.caller import Caller
 from switchyard.router.core.catalog import Catalog
 from switchyard.router.core.chat import ChatRequest
+from switchyard.router.core.inflight import Slot
 from switchyard.router.core.streaming import Streaming
-from switchyard.router.errors import BadRequest, SwitchyardError
+from switchyard.router.errors import BadRequest, SwitchyardError, TooManyInFlight
 from switchyard.router.http.auth import authenticate
 from switchyard.router.http.body import read_json, validate
 from switchyard.router.http.errors import Flavor, error_body
@@ -78,25 +79,42 @@ def endpoint(model: type[B], surface: Surface[B]) -> Callable[[Request], Awaitab
         s = services(request)
         info = RequestInfo(surface.api, request.headers.get("cache-control"))
         organization = ""
+        slot: Slot | None = None
         try:
             catalog = s.gateway.require_catalog()
             caller = authenticate(request, catalog, "completion")
             organization = caller.organization
+            slot = s.in_flight.acquire(caller, catalog.settings.max_in_flight_per_key)
             body = validate(model, await read_json(request, catalog.settings.max_body_bytes))
             req = surface.to_request(body, request, catalog, caller)
         except SwitchyardError as exc:
+            if slot is not None:
+                slot.release()
+            elif isinstance(exc, TooManyInFlight):
+                s.metrics.in_flight_refused.labels(organization).inc()
             s.accountant.refused(surface.api, exc.status, organization)
             raise
-        if req.stream:
-            streaming = await s.pipeline.stream(caller, req, info)
-            encoder = surface.encoder(body, streaming, info)
-            return StreamingResponse(
-                _sse(streaming, encoder, surface.flavor),
-                media_type="text/event-stream",
-                headers=SSE_HEADERS | encoder.headers | {REQUEST_ID: info.id},
-                background=BackgroundTask(streaming.close),
-            )
-        done = await s.pipeline.complete(caller, req, info)
+        try:
+            if req.stream:
+                streaming = await s.pipeline.stream(caller, req, info)
+                encoder = surface.encoder(body, streaming, info)
+                held = slot
+
+                async def finish() -> None:
+                    held.release()
+                    await streaming.close()
+
+                slot = None  # the stream holds it until its last byte
+                return StreamingResponse(
+                    _sse(streaming, encoder, surface.flavor, held),
+                    media_type="text/event-stream",
+                    headers=SSE_HEADERS | encoder.headers | {REQUEST_ID: info.id},
+                    background=BackgroundTask(finish),
+                )
+            done = await s.pipeline.complete(caller, req, info)
+        finally:
+            if slot is not None:
+                slot.release()
         payload, headers = surface.respond(body, done, info)
         return Response(
             orjson.dumps(payload),
@@ -108,17 +126,21 @@ def endpoint(model: type[B], surface: Surface[B]) -> Callable[[Request], Awaitab
 
 
 async def _sse(
-    streaming: Streaming, encoder: StreamEncoder, flavor: Flavor
+    streaming: Streaming, encoder: StreamEncoder, flavor: Flavor, slot: Slot
 ) -> AsyncIterator[bytes]:
-    head = encoder.open()
-    if head:
-        yield head
+    """The stream's bytes; its in-flight slot is free once the last is written."""
     try:
-        async for event in streaming.events():
-            out = encoder.event(event)
-            if out:
-                yield out
-    except SwitchyardError as exc:
-        yield encoder.error(error_body(exc, flavor))
-        return
-    yield encoder.close()
+        head = encoder.open()
+        if head:
+            yield head
+        try:
+            async for event in streaming.events():
+                out = encoder.event(event)
+                if out:
+                    yield out
+        except SwitchyardError as exc:
+            yield encoder.error(error_body(exc, flavor))
+            return
+        yield encoder.close()
+    finally:
+        slot.release()

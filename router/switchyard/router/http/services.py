@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from starlette.requests import Request
 
 from switchyard.router.core.accounting import Accountant
 from switchyard.router.core.gateway import Gateway
+from switchyard.router.core.inflight import InFlight
 from switchyard.router.core.pipeline import Pipeline
 from switchyard.router.metrics import Metrics
 from switchyard.router.storage.base import Store
@@ -29,6 +30,7 @@ class Services:
     table_error: str | None = None
     table_loads: int = 0  # load attempts so far, good or bad
     kube: KubeClient | None = None  # set when the router follows a cluster
+    in_flight: InFlight = field(default_factory=InFlight)  # completions open, by API key
 
 
 def services(request: Request) -> Services:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import abc
 import email.utils
 import logging
+import os
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any, Protocol, TypeVar
@@ -112,7 +113,7 @@ class HTTPAdapter(abc.ABC):
         try:
             models = await self.list_models()
         except UpstreamError as exc:
-            return ProbeResult("unhealthy", None, time.time(), exc.message)
+            return ProbeResult("unhealthy", None, time.time(), exc.detail)
         latency = (time.monotonic() - started) * 1000
         if model_name is not None and models and model_name not in models:
             return ProbeResult(
@@ -297,14 +298,27 @@ class HTTPAdapter(abc.ABC):
         )
 
     def connection_error(self, exc: BaseException) -> UpstreamError:
+        """The error for a failed exchange: tenants see what went wrong, never where.
+
+        The provider's address (and the exception's own text, which may hold it)
+        goes to ``detail``: the router's log and the provider's status.
+        """
+        where = self.provider.display_url
         if isinstance(exc, aiohttp.ClientConnectorError):
+            # The OS error's own text can quote the address ("Connect call failed (...)").
+            errno = exc.os_error.errno
+            reason = os.strerror(errno) if errno else type(exc.os_error).__name__
             return UpstreamConnectError(
-                f"cannot connect to {self.provider.display_url}: "
-                f"{exc.os_error.strerror or exc.os_error}",
+                f"cannot connect to provider {self._name()!r}: {reason}",
                 provider=self._name(),
+                detail=f"cannot connect to {where}: {exc.os_error.strerror or exc.os_error}",
             )
         if isinstance(exc, (aiohttp.ServerDisconnectedError, aiohttp.ClientPayloadError)):
             return UpstreamConnectError(
                 "the provider closed the connection mid-answer", provider=self._name()
             )
-        return UpstreamConnectError(f"{type(exc).__name__}: {exc}", provider=self._name())
+        return UpstreamConnectError(
+            f"the exchange with provider {self._name()!r} failed ({type(exc).__name__})",
+            provider=self._name(),
+            detail=f"{where}: {type(exc).__name__}: {exc}",
+        )

@@ -1,0 +1,282 @@
+"""The HTTP server: uvicorn's httptools protocol, bounded in what one connection may hold.
+
+Before the app sees a request, the server has already spent a file descriptor and
+memory on it, and no API key is needed to make it spend them. So each connection is
+bounded, and each bound is answered in the router's JSON error shape:
+
+- ``max_connections``: a connection beyond it gets 503 at once and is closed;
+- ``max_header_bytes``: a request line and headers larger than this get 431. They are
+  counted as they arrive, so an unfinished 48 MB header holds no more than the limit;
+- ``header_timeout``: a request's head must be complete this many seconds after its
+  first byte (after the connection opened, for its first request), else 408; a
+  connection that sent nothing is closed without an answer;
+- ``body_timeout``: its body must be complete this many seconds after the head, else
+  408. A deadline for the whole, not for each byte: a body trickled a byte at a
+  time is still cut off.
+
+Whatever the HTTP parser rejects (a bad Content-Length, a control character in a
+header) gets a JSON 400 naming the parser's complaint, instead of uvicorn's plain text.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import httptools
+import orjson
+import uvicorn
+from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
+
+from switchyard.router.errors import (
+    BadRequest,
+    HeadersTooLarge,
+    InternalError,
+    RequestTimeout,
+    SwitchyardError,
+    TooManyConnections,
+)
+from switchyard.router.http.errors import error_body, flavor_of
+from switchyard.router.metrics import Metrics
+
+log = logging.getLogger("switchyard.router")
+
+#: How often the deadlines of all connections are checked. One timer for the server,
+#: not one per request: a deadline is a float on the connection, checked here.
+TICK_SECONDS = 0.25
+
+
+@dataclass(frozen=True, slots=True)
+class ServerLimits:
+    """What one router process lets its clients hold; see the module's docstring."""
+
+    max_connections: int = 4096
+    max_header_bytes: int = 16 * 1024
+    header_timeout: float = 10.0
+    body_timeout: float = 60.0
+
+
+class _Answered(Exception):
+    """Raised inside a parser callback to stop parsing once the server has answered."""
+
+
+class LimitedProtocol(HttpToolsProtocol):
+    """One connection. ``limits`` and ``metrics`` are set per server by ``protocol_for``."""
+
+    limits: ClassVar[ServerLimits] = ServerLimits()
+    metrics: ClassVar[Metrics | None] = None
+    _sweeping: ClassVar[bool] = False
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._answered = False
+        self._in_head = True
+        self._head_bytes = 0  # bytes of the current request's head received so far
+        self._deadline = 0.0  # loop time; 0: none
+        self._deadline_for = ""  # "head" or "body"
+
+    # -- the connection ---------------------------------------------------
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        if self.metrics is not None:
+            self.metrics.connections_open.inc()
+        cls = type(self)
+        if not cls._sweeping:
+            cls._sweeping = True
+            self.loop.call_later(TICK_SECONDS, cls._sweep, self.loop, self.connections)
+        if len(self.connections) > self.limits.max_connections:
+            self._answer(
+                TooManyConnections(
+                    f"the server holds {self.limits.max_connections} connections, its limit; "
+                    "retry shortly"
+                ),
+                "too_many_connections",
+            )
+            return
+        self._deadline = self.loop.time() + self.limits.header_timeout
+        self._deadline_for = "head"
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.metrics is not None:
+            self.metrics.connections_open.dec()
+        self._deadline = 0.0
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        if self._answered:
+            return
+        self._unset_keepalive_if_required()
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            # No protocol upgrades here: the request is served as plain HTTP/1.1, and
+            # the parser, stopped at the upgrade, reads nothing more on this connection.
+            if self.cycle is not None:
+                self.cycle.keep_alive = False
+        except httptools.HttpParserError as exc:
+            if self._answered:
+                return
+            cause = exc.__context__
+            if isinstance(exc, httptools.HttpParserCallbackError) and cause is not None:
+                log.error("the HTTP server failed on a request", exc_info=cause)
+                self._answer(InternalError("the server failed reading the request"), "malformed")
+            else:
+                self._answer(BadRequest(f"malformed HTTP request: {exc}"), "malformed")
+            return
+        if self._in_head and not self._answered:
+            self._head_bytes += len(data)
+            if self._head_bytes > self.limits.max_header_bytes:
+                self._answer(self._too_large(), "headers_too_large")
+
+    # -- parser callbacks -------------------------------------------------
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._in_head = True
+        self._head_bytes = 0
+        if self._deadline_for != "head":
+            self._deadline = self.loop.time() + self.limits.header_timeout
+            self._deadline_for = "head"
+
+    def on_headers_complete(self) -> None:
+        self._in_head = False
+        size = len(self.url) + sum(len(n) + len(v) + 4 for n, v in self.headers)
+        if size > self.limits.max_header_bytes:
+            self._answer(self._too_large(), "headers_too_large")
+            raise _Answered
+        self._deadline = self.loop.time() + self.limits.body_timeout
+        self._deadline_for = "body"
+        super().on_headers_complete()
+
+    def on_message_complete(self) -> None:
+        self._deadline = 0.0
+        self._deadline_for = ""
+        super().on_message_complete()
+
+    # -- limits -------------------------------------------------------------
+    def _too_large(self) -> HeadersTooLarge:
+        return HeadersTooLarge(
+            f"the request line and headers exceed {self.limits.max_header_bytes} bytes"
+        )
+
+    @classmethod
+    def _sweep(cls, loop: asyncio.AbstractEventLoop, connections: set[Any]) -> None:
+        now = loop.time()
+        for conn in list(connections):
+            if isinstance(conn, LimitedProtocol) and 0 < conn._deadline <= now:
+                conn._deadline_passed()
+        loop.call_later(TICK_SECONDS, cls._sweep, loop, connections)
+
+    def _deadline_passed(self) -> None:
+        self._deadline = 0.0
+        if self._deadline_for == "head":
+            if self._head_bytes == 0 and getattr(self, "url", b"") == b"":
+                # Nothing of a request arrived: an idle connection, closed quietly.
+                if self.metrics is not None:
+                    self.metrics.connections_refused.labels("header_timeout").inc()
+                self._answered = True
+                self.transport.close()
+                return
+            seconds = self.limits.header_timeout
+            self._answer(
+                RequestTimeout(f"the request's headers did not arrive within {seconds:g}s"),
+                "header_timeout",
+            )
+        else:
+            seconds = self.limits.body_timeout
+            self._answer(
+                RequestTimeout(f"the request's body did not arrive within {seconds:g}s"),
+                "body_timeout",
+                current=True,
+            )
+
+    def _answer(self, error: SwitchyardError, reason: str, *, current: bool = False) -> None:
+        """Answer ``error`` (when the connection may still carry an answer) and close.
+
+        ``current``: the error is about the request the app is serving (its body), so
+        the answer is due if the app has not started its own.
+        """
+        self._answered = True
+        self._deadline = 0.0
+        if self.metrics is not None:
+            self.metrics.connections_refused.labels(reason).inc()
+        log.debug("closing a connection from %s: %s", self.client, error.message)
+        cycle = self.cycle
+        busy = cycle is not None and not cycle.response_complete
+        if not busy or (current and cycle is not None and not cycle.response_started):
+            path = getattr(self, "url", b"").partition(b"?")[0].decode("latin-1")
+            body = orjson.dumps(error_body(error, flavor_of(path)))
+            head = [STATUS_LINE[error.status]]
+            for name, value in self.server_state.default_headers:
+                head += [name, b": ", value, b"\r\n"]
+            for name_s, value_s in error.headers().items():
+                head += [name_s.encode(), b": ", value_s.encode(), b"\r\n"]
+            head += [
+                b"content-type: application/json\r\n",
+                b"content-length: %d\r\n" % len(body),
+                b"connection: close\r\n\r\n",
+                body,
+            ]
+            self.transport.write(b"".join(head))
+        if cycle is not None and busy:
+            # The app is reading this request: it sees the client gone, and whatever it
+            # answers now goes nowhere.
+            cycle.disconnected = True
+            cycle.message_event.set()
+        self.transport.close()
+
+
+def protocol_for(limits: ServerLimits, metrics: Metrics | None) -> type[LimitedProtocol]:
+    """A protocol class bound to one server's limits and metrics."""
+    return type(
+        "SwitchyardProtocol",
+        (LimitedProtocol,),
+        {"limits": limits, "metrics": metrics, "_sweeping": False},
+    )
+
+
+class _OneLog:
+    """Keep an error the app already answered and logged from being logged again.
+
+    Starlette answers an unhandled exception with the router's JSON 500 (and the
+    router logs it) and then re-raises it for the server, which would log it again.
+    """
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        try:
+            await self.app(scope, receive, send)
+        except Exception:
+            if scope["type"] != "http":
+                raise
+
+
+def config(
+    app: Any,
+    host: str,
+    port: int,
+    *,
+    limits: ServerLimits | None = None,
+    log_level: str = "info",
+    shutdown_timeout: int = 30,
+) -> uvicorn.Config:
+    """The uvicorn configuration every router runs with (tests included)."""
+    services = getattr(getattr(app, "state", None), "services", None)
+    metrics = getattr(services, "metrics", None)
+    return uvicorn.Config(
+        _OneLog(app),
+        host=host,
+        port=port,
+        loop="uvloop",
+        http=protocol_for(limits or ServerLimits(), metrics),
+        log_level=log_level,
+        access_log=False,
+        proxy_headers=False,
+        lifespan="on",
+        # On SIGTERM: stop accepting, let requests and streams in flight finish (for up
+        # to this long), then the app's shutdown writes the usage records it holds.
+        timeout_graceful_shutdown=shutdown_timeout,
+    )
