@@ -158,7 +158,13 @@ def test_the_rendered_router_is_what_was_asked(control_plane: ControlPlane) -> N
                 str(CHART),
                 "--namespace",
                 "gw",
-                *_sets(["global.imageRegistry=mirror.example:5000", "router.replicas=3"]),
+                *_sets(
+                    [
+                        "global.imageRegistry=mirror.example:5000",
+                        "router.replicas=3",
+                        "router.limits.headerTimeoutSeconds=3",
+                    ]
+                ),
             ).stdout
         )
     )
@@ -170,6 +176,12 @@ def test_the_rendered_router_is_what_was_asked(control_plane: ControlPlane) -> N
     assert router["spec"]["replicas"] == 3
     assert container["image"] == "mirror.example:5000/switchyard-dev/switchyard-router:0.1.0"
     assert "--routing-configmap=gw/switchyard-routing" in container["args"]
+    assert {
+        "--max-connections=4096",
+        "--max-header-bytes=16384",
+        "--header-timeout=3",
+        "--body-timeout=60",
+    } <= set(container["args"])
     assert container["securityContext"]["readOnlyRootFilesystem"] is True
     assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
     assert container["lifecycle"]["preStop"]["sleep"]["seconds"] == 5
@@ -195,6 +207,8 @@ def test_the_rendered_router_is_what_was_asked(control_plane: ControlPlane) -> N
         (["postgresql.enabled=false", "router.autoscaling.enabled=true"], "one replica only"),
         (["database.existingSecret=db"], "not both"),
         (["router.replicas=0"], "minimum"),
+        (["router.limits.maxHeaderBytes=100"], "minimum"),
+        (["router.limits.headerTimeoutSeconds=0"], "exclusiveMinimum"),
         (["router.image.pullPolicy=Sometimes"], "pullPolicy"),
         (["routr.replicas=2"], "additional properties 'routr' not allowed"),
         (["ollama.enabled=true", 'ollama.models=[{"name": "m"}]'], "ollama/models/0"),
