@@ -44,7 +44,7 @@ OPENAI_BAD: list[tuple[dict[str, Any], str]] = [
     ({"model": "llama", "messages": MSG, "tool_choice": "sometimes"}, "tool_choice"),
     (
         {"model": "llama", "messages": MSG, "tool_choice": {"type": "function", "function": "f"}},
-        "tool_choice",
+        "tool_choice.function",
     ),
 ]
 
@@ -93,7 +93,7 @@ ANTHROPIC_BAD: list[tuple[dict[str, Any], str]] = [
     ),
     (
         {"model": "llama", "max_tokens": 5, "messages": MSG, "tool_choice": {"type": "tool"}},
-        "tool_choice",
+        "tool_choice.name",
     ),
 ]
 

@@ -73,7 +73,10 @@ async def _http_error(request: Request, exc: Exception) -> Response:
         err = BadRequest(f"{exc.detail}")
         err.status = exc.status_code
         err.code = "method_not_allowed" if exc.status_code == 405 else "http_error"
-    return error_response(err, flavor)
+    response = error_response(err, flavor)
+    # 405 carries Allow, naming the methods the path serves.
+    response.headers.update(exc.headers or {})
+    return response
 
 
 async def _crash(request: Request, exc: Exception) -> Response:

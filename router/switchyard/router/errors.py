@@ -21,7 +21,7 @@
     ├── NoCandidateAvailable (503)     every candidate failed or none fit
     ├── TooManyConnections (503)       the server holds as many connections as it may
     ├── StorageUnavailable (503)       usage storage cannot answer a query
-    └── NotInCluster (501)             needs a router that follows a cluster
+    └── NotInCluster (405)             a method only a router in a cluster serves
 
 Each maps to an HTTP response in one place: ``switchyard.router.http.errors``.
 """
@@ -105,8 +105,17 @@ class StorageUnavailable(SwitchyardError):
 
 
 class NotInCluster(SwitchyardError):
-    status = 501
+    """A method this router does not serve outside a cluster: 405, with what it does."""
+
+    status = 405
     code = "not_in_cluster"
+
+    def __init__(self, message: str, *, allow: str) -> None:
+        super().__init__(message)
+        self.allow = allow
+
+    def headers(self) -> dict[str, str]:
+        return {"Allow": self.allow}
 
 
 class BudgetExceeded(SwitchyardError):

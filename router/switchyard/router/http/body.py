@@ -95,14 +95,35 @@ def _json_path(parts: tuple[int | str, ...]) -> str:
     )
 
 
-def _field(loc: tuple[int | str, ...]) -> str:
+def _field(loc: tuple[int | str, ...], data: Any) -> str:
+    """The path of a pydantic error in the client's terms.
+
+    pydantic's locations also hold the names of union branches and discriminator
+    tags; walking the data alongside keeps only what the client sent, plus the last
+    part (a missing field's name).
+    """
     out = ""
-    for part in loc:
+    node = data
+    for i, part in enumerate(loc):
         if isinstance(part, int):
-            out += f"[{part}]"
-        elif not (part.startswith("function-") or part in ("str", "list[str]", "list", "dict")):
-            out += f".{part}" if out else part
+            if isinstance(node, list) and 0 <= part < len(node):
+                out += f"[{part}]"
+                node = node[part]
+            continue
+        if isinstance(node, dict) and part in node:
+            node = node[part]
+        elif i < len(loc) - 1 or not isinstance(node, dict) or _branch(part):
+            continue
+        out += f".{part}" if out else part
     return out
+
+
+_TYPES = {"str", "int", "float", "bool", "dict", "list", "none"}
+
+
+def _branch(part: str) -> bool:
+    """A union branch or validator in an error location: ``str``, ``list[str]``, ``Tool``."""
+    return part in _TYPES or "[" in part or part[:1].isupper() or part.startswith("function-")
 
 
 def validate(model: type[M], data: Any) -> M:
@@ -114,8 +135,16 @@ def validate(model: type[M], data: Any) -> M:
         # For a union, pydantic reports every branch; the deepest error is the one
         # that matches what the client sent.
         err = max(exc.errors(include_url=False), key=lambda e: len(e["loc"]))
-        name = _field(err["loc"])
+        name = _field(err["loc"], data)
         msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] in ("union_tag_invalid", "union_tag_not_found"):
+            # A discriminated union (a message's role, a block's type): name its tag field.
+            tag = str(err.get("ctx", {}).get("discriminator", "")).strip("'")
+            name = f"{name}.{tag}" if name else tag
+            if err["type"] == "union_tag_not_found":
+                msg = "is required"
+            else:
+                msg = f"must be one of {err['ctx']['expected_tags']}; got {err['ctx']['tag']!r}"
         if err["type"] == "missing":
             msg = "is required"
         elif err["type"] == "extra_forbidden":

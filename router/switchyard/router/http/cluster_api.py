@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import time
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field
@@ -40,6 +40,7 @@ from switchyard.router.http.body import read_json, validate
 from switchyard.router.http.services import services
 from switchyard.router.kube.errors import KubeError
 from switchyard.router.kube.resources import LLM_PROVIDERS, SECRETS
+from switchyard.router.protocols.shared import Integral
 
 if TYPE_CHECKING:
     from switchyard.router.kube.client import KubeClient
@@ -52,8 +53,8 @@ class _Strict(BaseModel):
 
 
 class RateLimitsBody(_Strict):
-    requests_per_minute: int | None = Field(default=None, ge=1)
-    tokens_per_minute: int | None = Field(default=None, ge=1)
+    requests_per_minute: Annotated[int, Field(ge=1, le=1_000_000_000), Integral] | None = None
+    tokens_per_minute: Annotated[int, Field(ge=1, le=1_000_000_000_000), Integral] | None = None
 
 
 class NewProvider(_Strict):
@@ -62,7 +63,7 @@ class NewProvider(_Strict):
     base_url: str | None = Field(default=None, max_length=2048, pattern=r"^https?://[^\s]+$")
     api_key: str | None = Field(default=None, min_length=1, max_length=4096)
     api_version: str | None = Field(default=None, max_length=64)
-    priority: int = Field(default=100, ge=0, le=1_000_000)
+    priority: Annotated[int, Field(ge=0, le=1_000_000), Integral] = 100
     is_default: bool = False
     is_enabled: bool = True
     rate_limits: RateLimitsBody | None = None
@@ -86,7 +87,8 @@ async def create_provider(request: Request) -> Response:
     caller = authenticate(request, catalog, "settings:write")
     if s.kube is None:
         raise NotInCluster(
-            "this router serves a routing-table file; add providers to the file instead"
+            "this router serves a routing-table file; add providers to the file instead",
+            allow="GET",
         )
     body = validate(NewProvider, await read_json(request, catalog.settings.max_body_bytes))
     ns = caller.organization

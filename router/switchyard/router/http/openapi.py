@@ -1,4 +1,9 @@
-"""The OpenAPI document of the router, built from the same pydantic models it validates with."""
+"""The OpenAPI document of the router, built from the same pydantic models it validates with.
+
+The document is exact both ways: a body it allows is served (or refused for what only
+the running router knows: a model or template that does not exist, a budget spent),
+and a body it forbids is refused with a 4xx. The fuzz test holds it to that.
+"""
 
 from __future__ import annotations
 
@@ -7,15 +12,38 @@ from typing import Any
 
 import orjson
 from pydantic import BaseModel
+from pydantic.json_schema import models_json_schema
 from starlette.requests import Request
 from starlette.responses import Response
 
 from switchyard.router.http.admin import RenderBody
+from switchyard.router.http.cluster_api import NewProvider
+from switchyard.router.http.services import services
 from switchyard.router.protocols.anthropic import MessagesBody
 from switchyard.router.protocols.native import CompletionBody
 from switchyard.router.protocols.openai import ChatBody
 
-_ERROR = {"$ref": "#/components/schemas/Error"}
+_MODELS: tuple[type[BaseModel], ...] = (
+    CompletionBody,
+    ChatBody,
+    MessagesBody,
+    RenderBody,
+    NewProvider,
+)
+
+#: What each status means, for every operation that can answer it.
+_STATUS = {
+    "400": "Invalid request; the error names the field",
+    "401": "Missing or unknown API key",
+    "403": "The key lacks the scope this operation needs",
+    "404": "The model, template or provider named does not exist",
+    "409": "It exists already",
+    "413": "The body is larger than the routing table's maxBodyBytes",
+    "429": "A budget is spent or the key has too many requests in flight (Retry-After)",
+    "502": "The provider failed",
+    "503": "No routing table is loaded yet, storage is away, or every candidate failed",
+    "504": "The provider did not answer in time",
+}
 
 
 def _version() -> str:
@@ -25,127 +53,207 @@ def _version() -> str:
         return "0+unknown"
 
 
-def _body(model: type[BaseModel]) -> dict[str, Any]:
-    return {
-        "required": True,
-        "content": {
-            "application/json": {"schema": {"$ref": f"#/components/schemas/{model.__name__}"}}
-        },
-    }
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
 
 
 def _op(
     summary: str,
     scope: str | None,
+    *,
     body: type[BaseModel] | None = None,
-    stream: bool = False,
+    statuses: str = "",
+    ok: str = "200",
+    ok_types: tuple[str, ...] = ("application/json",),
     params: list[dict[str, Any]] | None = None,
+    anthropic: bool = False,
 ) -> dict[str, Any]:
-    responses: dict[str, Any] = {
-        "200": {"description": "OK", "content": {"application/json": {}}},
-        "400": {
-            "description": "Invalid request; error.field names the problem",
-            "content": {"application/json": {"schema": _ERROR}},
-        },
-    }
-    if stream:
-        responses["200"]["content"]["text/event-stream"] = {}
+    """An operation; ``statuses`` lists the error statuses it may answer besides 401/403."""
+    error = {"application/json": {"schema": _ref("AnthropicError" if anthropic else "Error")}}
+    responses: dict[str, Any] = {ok: {"description": "OK", "content": {t: {} for t in ok_types}}}
     op: dict[str, Any] = {"summary": summary, "responses": responses}
+    codes = statuses.split()
     if scope is not None:
-        op["security"] = [{"bearer": []}]
+        op["security"] = [{"bearer": []}, {"apiKey": []}] if anthropic else [{"bearer": []}]
         op["description"] = f"Needs an API key with the scope `{scope}`."
-        responses["401"] = {
-            "description": "Missing or invalid API key",
-            "content": {"application/json": {"schema": _ERROR}},
-        }
-        responses["403"] = {
-            "description": f"The key lacks the scope {scope}",
-            "content": {"application/json": {"schema": _ERROR}},
-        }
+        codes = ["401", "403", "503", *codes]
     if body is not None:
-        op["requestBody"] = _body(body)
-        responses["413"] = {"description": "Body too large"}
-    if stream or (body is not None and scope == "completion"):
-        responses["503"] = {
-            "description": "Every candidate failed; error.attempts lists them",
-            "content": {"application/json": {"schema": _ERROR}},
+        op["requestBody"] = {
+            "required": True,
+            "content": {"application/json": {"schema": _ref(body.__name__)}},
         }
+        codes = ["400", "413", *codes]
+    for code in sorted(set(codes)):
+        responses[code] = {"description": _STATUS[code], "content": error}
     if params:
         op["parameters"] = params
     return op
 
 
-def build() -> dict[str, Any]:
-    schemas: dict[str, Any] = {}
-    for model in (CompletionBody, ChatBody, MessagesBody, RenderBody):
-        schema = model.model_json_schema(by_alias=True, ref_template="#/components/schemas/{model}")
-        schemas.update(schema.pop("$defs", {}))
-        schemas[model.__name__] = schema
+def _query(name: str, description: str, schema: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "name": name,
+        "in": "query",
+        "required": False,
+        "description": description,
+        "schema": schema,
+    }
+
+
+def _readyz() -> dict[str, Any]:
+    op = _op("Readiness: a routing table is loaded", None)
+    op["responses"]["503"] = {
+        "description": "No routing table is loaded yet; reason says why",
+        "content": {
+            "application/json": {
+                "schema": {
+                    "type": "object",
+                    "required": ["status", "reason"],
+                    "properties": {"status": {"const": "not ready"}, "reason": {"type": "string"}},
+                }
+            }
+        },
+    }
+    return op
+
+
+def build(*, in_cluster: bool) -> dict[str, Any]:
+    """The document; ``POST /api/v1/llm/providers`` is served only by a router in a cluster."""
+    # All at once, so two protocols' models of one name (UserMessage) stay apart.
+    _, top = models_json_schema(
+        [(m, "validation") for m in _MODELS],
+        by_alias=True,
+        ref_template="#/components/schemas/{model}",
+    )
+    schemas: dict[str, Any] = top["$defs"]
     schemas["Error"] = {
         "type": "object",
+        "required": ["error"],
         "properties": {
             "error": {
                 "type": "object",
+                "required": ["message", "code"],
                 "properties": {
                     "message": {"type": "string"},
                     "code": {"type": "string"},
+                    "type": {"type": "string"},
+                    "param": {"type": ["string", "null"]},
                     "field": {"type": "string"},
                     "attempts": {"type": "array"},
                 },
             }
         },
     }
+    schemas["AnthropicError"] = {
+        "type": "object",
+        "required": ["type", "error"],
+        "properties": {
+            "type": {"const": "error"},
+            "error": {
+                "type": "object",
+                "required": ["type", "message"],
+                "properties": {"type": {"type": "string"}, "message": {"type": "string"}},
+            },
+        },
+    }
+    completion = "404 429 502 503 504"
+    providers: dict[str, Any] = {
+        "get": _op("Providers with health and breaker state", "completion")
+    }
+    if in_cluster:
+        providers["post"] = _op(
+            "Create an LLMProvider (and its key Secret) in the caller's namespace",
+            "settings:write",
+            body=NewProvider,
+            statuses="409 502",
+            ok="201",
+        )
+    date = {"type": "string", "description": "YYYY-MM-DD or an ISO 8601 date-time"}
+    usage_params = [
+        _query("startDate", "From (default: 30 days before endDate)", date),
+        _query("endDate", "To; a date includes its whole day (default: now)", date),
+        _query(
+            "groupBy",
+            "How rows are grouped",
+            {"enum": ["day", "week", "month", "model", "task", "provider"], "default": "day"},
+        ),
+    ]
     name = [{"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}]
     return {
         "openapi": "3.1.0",
         "info": {"title": "Switchyard router", "version": _version()},
         "components": {
             "schemas": schemas,
-            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+            "securitySchemes": {
+                "bearer": {"type": "http", "scheme": "bearer"},
+                "apiKey": {"type": "apiKey", "in": "header", "name": "x-api-key"},
+            },
         },
         "paths": {
             "/api/v1/llm/completion": {
                 "post": _op(
                     "Complete a prompt, routed by task type (SSE with stream: true)",
                     "completion",
-                    CompletionBody,
-                    stream=True,
+                    body=CompletionBody,
+                    statuses=completion,
+                    ok_types=("application/json", "text/event-stream"),
                 )
             },
             "/v1/chat/completions": {
                 "post": _op(
-                    "OpenAI-compatible chat completion", "completion", ChatBody, stream=True
+                    "OpenAI-compatible chat completion",
+                    "completion",
+                    body=ChatBody,
+                    statuses=completion,
+                    ok_types=("application/json", "text/event-stream"),
                 )
             },
             "/v1/models": {"get": _op("OpenAI-compatible model list", "completion")},
             "/v1/messages": {
                 "post": _op(
-                    "Anthropic-compatible Messages API", "completion", MessagesBody, stream=True
+                    "Anthropic-compatible Messages API",
+                    "completion",
+                    body=MessagesBody,
+                    statuses=completion,
+                    ok_types=("application/json", "text/event-stream"),
+                    anthropic=True,
                 )
             },
-            "/api/v1/llm/providers": {
-                "get": _op("Providers with health and breaker state", "completion")
-            },
+            "/api/v1/llm/providers": providers,
             "/api/v1/llm/providers/{name}/health-check": {
-                "post": _op("Probe a provider now", "settings:write", params=name)
+                "post": _op("Probe a provider now", "settings:write", statuses="404", params=name)
+            },
+            "/api/v1/llm/usage": {
+                "get": _op(
+                    "Requests, tokens, cost, errors and latency of the caller's organization",
+                    "usage:read",
+                    statuses="400",
+                    params=usage_params,
+                )
             },
             "/api/v1/llm/templates": {"get": _op("Prompt templates", "completion")},
             "/api/v1/llm/templates/render": {
-                "post": _op("Render a template with variables", "completion", RenderBody)
+                "post": _op(
+                    "Render a template with variables",
+                    "completion",
+                    body=RenderBody,
+                    statuses="404",
+                )
             },
             "/healthz": {"get": _op("Liveness", None)},
-            "/readyz": {"get": _op("Readiness: a routing table is loaded", None)},
-            "/metrics": {"get": _op("Prometheus metrics", None)},
+            "/readyz": {"get": _readyz()},
+            "/metrics": {"get": _op("Prometheus metrics", None, ok_types=("text/plain",))},
             "/openapi.json": {"get": _op("This document", None)},
         },
     }
 
 
-_DOCUMENT: bytes | None = None
+_DOCUMENTS: dict[bool, bytes] = {}
 
 
 async def openapi(request: Request) -> Response:
-    global _DOCUMENT
-    if _DOCUMENT is None:
-        _DOCUMENT = orjson.dumps(build())
-    return Response(_DOCUMENT, media_type="application/json")
+    in_cluster = services(request).kube is not None
+    document = _DOCUMENTS.get(in_cluster)
+    if document is None:
+        document = _DOCUMENTS[in_cluster] = orjson.dumps(build(in_cluster=in_cluster))
+    return Response(document, media_type="application/json")

@@ -7,7 +7,7 @@ Anthropic's API (``baseUrl`` as the anthropic SDK takes it).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field
@@ -25,9 +25,10 @@ from switchyard.router.core.chat import (
     ToolCallDelta,
     Usage,
 )
-from switchyard.router.errors import BadRequest, UpstreamProtocolError, UpstreamStatusError
+from switchyard.router.errors import UpstreamProtocolError, UpstreamStatusError
 from switchyard.router.protocols.openai import AUTO_MODELS
 from switchyard.router.protocols.shared import (
+    Integral,
     arguments_object,
     arguments_or_empty,
     error_json,
@@ -86,19 +87,38 @@ class TextPart(_Loose):
     text: str
 
 
-class Block(_Loose):
-    type: str
-    text: str | None = None
+class ToolUseBlock(_Loose):
+    type: Literal["tool_use"]
     id: str | None = None
-    name: str | None = None
-    input: dict[str, Any] | None = None
-    tool_use_id: str | None = None
+    name: str = Field(min_length=1)
+    input: dict[str, Any] = Field(default_factory=dict)
+
+
+class ToolResultBlock(_Loose):
+    type: Literal["tool_result"]
+    tool_use_id: str = Field(min_length=1)
     content: str | list[TextPart] | None = None
 
 
-class AnthropicMessage(_Loose):
-    role: Literal["user", "assistant"]
-    content: str | list[Block]
+#: The blocks the neutral request can carry: text both ways, tool calls from the
+#: assistant, their results from the user.
+UserBlock = Annotated[TextPart | ToolResultBlock, Field(discriminator="type")]
+AssistantBlock = Annotated[TextPart | ToolUseBlock, Field(discriminator="type")]
+
+
+class UserMessage(_Loose):
+    role: Literal["user"]
+    content: Annotated[str, Field(min_length=1)] | Annotated[list[UserBlock], Field(min_length=1)]
+
+
+class AssistantMessage(_Loose):
+    role: Literal["assistant"]
+    content: (
+        Annotated[str, Field(min_length=1)] | Annotated[list[AssistantBlock], Field(min_length=1)]
+    )
+
+
+AnthropicMessage = Annotated[UserMessage | AssistantMessage, Field(discriminator="role")]
 
 
 class ToolDef(_Loose):
@@ -107,14 +127,21 @@ class ToolDef(_Loose):
     input_schema: dict[str, Any] = Field(default_factory=lambda: {"type": "object"})
 
 
-class ToolChoice(_Loose):
-    type: Literal["auto", "any", "tool", "none"]
-    name: str | None = None
+class ChoiceAuto(_Loose):
+    type: Literal["auto", "any", "none"]
+
+
+class ChoiceTool(_Loose):
+    type: Literal["tool"]
+    name: str = Field(min_length=1)
+
+
+ToolChoice = Annotated[ChoiceAuto | ChoiceTool, Field(discriminator="type")]
 
 
 class MessagesBody(_Loose):
     model: str = Field(min_length=1, max_length=253)
-    max_tokens: int = Field(ge=1, le=1_000_000)
+    max_tokens: Annotated[int, Field(ge=1, le=1_000_000), Integral]
     messages: list[AnthropicMessage] = Field(min_length=1, max_length=10_000)
     system: str | list[TextPart] | None = None
     temperature: float | None = Field(default=None, ge=0, le=1)
@@ -128,48 +155,32 @@ class MessagesBody(_Loose):
 
 def to_chat_request(body: MessagesBody, task: str | None) -> ChatRequest:
     messages: list[Message] = []
-    for i, m in enumerate(body.messages):
+    for m in body.messages:
         if isinstance(m.content, str):
             messages.append(Message(m.role, m.content))
             continue
         text: list[str] = []
         calls: list[ToolCall] = []
         for j, b in enumerate(m.content):
-            where = f"messages[{i}].content[{j}]"
-            if b.type == "text":
-                text.append(b.text or "")
-            elif b.type == "tool_use" and m.role == "assistant":
-                calls.append(
-                    ToolCall(
-                        b.id or f"toolu_{j}", b.name or "", orjson.dumps(b.input or {}).decode()
-                    )
-                )
-            elif b.type == "tool_result" and m.role == "user":
+            if isinstance(b, TextPart):
+                text.append(b.text)
+            elif isinstance(b, ToolUseBlock):
+                calls.append(ToolCall(b.id or f"toolu_{j}", b.name, orjson.dumps(b.input).decode()))
+            else:
                 result = b.content
                 if isinstance(result, list):
                     result = "".join(p.text for p in result)
                 messages.append(Message("tool", result or "", tool_call_id=b.tool_use_id))
-            else:
-                raise BadRequest(
-                    f"{where}: content blocks of type {b.type!r} are not supported here",
-                    field=f"{where}.type",
-                )
         if text or calls:
             messages.append(Message(m.role, "".join(text), tool_calls=calls))
     system = body.system
     if isinstance(system, list):
         system = "\n\n".join(p.text for p in system)
     choice: str | dict[str, Any] | None = None
-    if body.tool_choice is not None:
-        t = body.tool_choice.type
-        if t == "tool":
-            if not body.tool_choice.name:
-                raise BadRequest(
-                    "tool_choice.name is required for type 'tool'", field="tool_choice"
-                )
-            choice = {"name": body.tool_choice.name}
-        else:
-            choice = {"auto": "auto", "any": "required", "none": "none"}[t]
+    if isinstance(body.tool_choice, ChoiceTool):
+        choice = {"name": body.tool_choice.name}
+    elif body.tool_choice is not None:
+        choice = {"auto": "auto", "any": "required", "none": "none"}[body.tool_choice.type]
     user = (body.metadata or {}).get("user_id")
     return ChatRequest(
         messages=messages,

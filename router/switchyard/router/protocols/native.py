@@ -7,9 +7,9 @@ A streamed completion is server-sent events ``delta`` (and ``tool_call``) … th
 from __future__ import annotations
 
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, model_validator
 from pydantic.alias_generators import to_camel
 
 from switchyard.router.core.chat import (
@@ -23,6 +23,7 @@ from switchyard.router.core.chat import (
     Usage,
 )
 from switchyard.router.core.cost import Cost
+from switchyard.router.protocols.shared import Integral
 from switchyard.router.protocols.sse import named
 
 if TYPE_CHECKING:
@@ -33,9 +34,29 @@ if TYPE_CHECKING:
 TASK_PATTERN = r"^[A-Za-z0-9_.:-]+$"
 
 
+#: ``_prompt_or_template`` as JSON Schema, for the OpenAPI document.
+_PROMPT_OR_TEMPLATE: list[JsonValue] = [
+    {
+        "required": ["prompt"],
+        "properties": {
+            "prompt": {"type": "string", "pattern": r"\S"},
+            "template": {"type": "null"},
+        },
+    },
+    {
+        "required": ["template"],
+        "properties": {"template": {"type": "string"}, "prompt": {"type": "null"}},
+    },
+]
+
+
 class CompletionBody(BaseModel):
     model_config = ConfigDict(
-        alias_generator=to_camel, populate_by_name=True, extra="forbid", strict=True
+        alias_generator=to_camel,
+        populate_by_name=True,
+        extra="forbid",
+        strict=True,
+        json_schema_extra={"anyOf": _PROMPT_OR_TEMPLATE},
     )
 
     task_type: str = Field(min_length=1, max_length=64, pattern=TASK_PATTERN)
@@ -44,7 +65,7 @@ class CompletionBody(BaseModel):
     variables: dict[str, str] = Field(default_factory=dict)
     system: str | None = Field(default=None, max_length=2_000_000)
     model: str | None = Field(default=None, min_length=1, max_length=253)
-    max_tokens: int | None = Field(default=None, ge=1, le=8192)
+    max_tokens: Annotated[int, Field(ge=1, le=8192), Integral] | None = None
     temperature: float | None = Field(default=None, ge=0, le=2)
     stream: bool = False
 

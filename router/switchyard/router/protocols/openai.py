@@ -7,10 +7,11 @@ and vLLM (``baseUrl`` as the openai SDK takes it, e.g. ``https://api.openai.com/
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field
+from pydantic.config import JsonDict
 
 from switchyard.router.core.chat import (
     ChatRequest,
@@ -26,7 +27,7 @@ from switchyard.router.core.chat import (
     Usage,
 )
 from switchyard.router.errors import BadRequest, UpstreamProtocolError, UpstreamStatusError
-from switchyard.router.protocols.shared import error_json, function_tools
+from switchyard.router.protocols.shared import Integral, error_json, function_tools
 from switchyard.router.protocols.sse import data_only
 
 if TYPE_CHECKING:
@@ -65,12 +66,17 @@ class _Loose(BaseModel):
 
 
 class ContentPart(_Loose):
-    type: str
-    text: str | None = None
+    """Only text parts: the neutral request carries text."""
+
+    type: Literal["text"]
+    text: str
+
+
+Content = str | list[ContentPart]
 
 
 class FunctionCall(_Loose):
-    name: str
+    name: str = Field(min_length=1)
     arguments: str = "{}"
 
 
@@ -80,11 +86,61 @@ class ToolCallIn(_Loose):
     function: FunctionCall
 
 
-class ChatMessage(_Loose):
-    role: Literal["system", "developer", "user", "assistant", "tool"]
-    content: str | list[ContentPart] | None = None
+class SystemMessage(_Loose):
+    role: Literal["system", "developer"]
+    content: Content
+
+
+class UserMessage(_Loose):
+    role: Literal["user"]
+    content: Content
+
+
+class AssistantMessage(_Loose):
+    role: Literal["assistant"]
+    content: Content | None = None
     tool_calls: list[ToolCallIn] | None = None
-    tool_call_id: str | None = None
+
+
+class ToolMessage(_Loose):
+    role: Literal["tool"]
+    content: Content
+    tool_call_id: str = Field(min_length=1)
+
+
+ChatMessage = Annotated[
+    SystemMessage | UserMessage | AssistantMessage | ToolMessage, Field(discriminator="role")
+]
+
+_NOT_BLANK: JsonDict = {"type": "string", "pattern": r"\S"}
+#: What ``to_chat_request`` asks of the conversation, as JSON Schema: some message
+#: other than a system one that says something (text that is not blank, or tool calls).
+_SAYS_SOMETHING: JsonDict = {
+    "anyOf": [
+        {
+            "required": ["role", "content"],
+            "properties": {
+                "role": {"enum": ["user", "assistant", "tool"]},
+                "content": {
+                    "anyOf": [
+                        _NOT_BLANK,
+                        {
+                            "type": "array",
+                            "contains": {"required": ["text"], "properties": {"text": _NOT_BLANK}},
+                        },
+                    ]
+                },
+            },
+        },
+        {
+            "required": ["role", "tool_calls"],
+            "properties": {
+                "role": {"const": "assistant"},
+                "tool_calls": {"type": "array", "minItems": 1},
+            },
+        },
+    ]
+}
 
 
 class FunctionDef(_Loose):
@@ -98,74 +154,68 @@ class ToolDef(_Loose):
     function: FunctionDef
 
 
+class FunctionName(_Loose):
+    name: str = Field(min_length=1)
+
+
+class NamedToolChoice(_Loose):
+    type: Literal["function"] = "function"
+    function: FunctionName
+
+
 class StreamOptions(_Loose):
     include_usage: bool = False
 
 
 class ChatBody(_Loose):
     model: str = Field(min_length=1, max_length=253)
-    messages: list[ChatMessage] = Field(min_length=1, max_length=10_000)
-    max_tokens: int | None = Field(default=None, ge=1, le=1_000_000)
-    max_completion_tokens: int | None = Field(default=None, ge=1, le=1_000_000)
+    messages: list[ChatMessage] = Field(
+        min_length=1, max_length=10_000, json_schema_extra={"contains": _SAYS_SOMETHING}
+    )
+    max_tokens: Annotated[int, Field(ge=1, le=1_000_000), Integral] | None = None
+    max_completion_tokens: Annotated[int, Field(ge=1, le=1_000_000), Integral] | None = None
     temperature: float | None = Field(default=None, ge=0, le=2)
     top_p: float | None = Field(default=None, ge=0, le=1)
     stop: str | list[str] | None = None
     stream: bool = False
     stream_options: StreamOptions | None = None
     tools: list[ToolDef] | None = Field(default=None, max_length=128)
-    tool_choice: str | dict[str, Any] | None = None
-    n: int | None = Field(default=None, ge=1, le=1)
+    tool_choice: Literal["auto", "none", "required"] | NamedToolChoice | None = None
+    n: Annotated[int, Field(ge=1, le=1), Integral] | None = None
     user: str | None = None
 
 
-def _text(content: str | list[ContentPart] | None, where: str) -> str:
+def _text(content: Content | None) -> str:
     if content is None or isinstance(content, str):
         return content or ""
-    out = []
-    for i, part in enumerate(content):
-        if part.type != "text" or part.text is None:
-            raise BadRequest(
-                f"{where}.content[{i}]: content of type {part.type!r} is not supported; send text",
-                field=f"{where}.content[{i}].type",
-            )
-        out.append(part.text)
-    return "".join(out)
+    return "".join(part.text for part in content)
 
 
 def to_chat_request(body: ChatBody, task: str | None) -> ChatRequest:
     system: list[str] = []
     messages: list[Message] = []
-    for i, m in enumerate(body.messages):
-        where = f"messages[{i}]"
-        text = _text(m.content, where)
-        if m.role in ("system", "developer"):
+    for m in body.messages:
+        text = _text(m.content)
+        if isinstance(m, SystemMessage):
             system.append(text)
-        elif m.role == "tool":
-            if not m.tool_call_id:
-                raise BadRequest(f"{where}.tool_call_id is required", field=f"{where}.tool_call_id")
+        elif isinstance(m, ToolMessage):
             messages.append(Message("tool", text, tool_call_id=m.tool_call_id))
-        else:
+        elif isinstance(m, AssistantMessage):
             calls = [
                 ToolCall(c.id, c.function.name, c.function.arguments) for c in m.tool_calls or ()
             ]
-            role: Literal["user", "assistant"] = "assistant" if m.role == "assistant" else "user"
-            messages.append(Message(role, text, tool_calls=calls))
+            messages.append(Message("assistant", text, tool_calls=calls))
+        else:
+            messages.append(Message("user", text))
+    # The rule _SAYS_SOMETHING states in the OpenAPI document.
     if not messages:
         raise BadRequest("messages: at least one user message is required", field="messages")
     if not any(m.content.strip() or m.tool_calls for m in messages):
         raise BadRequest("messages: the prompt is empty", field="messages")
     choice: str | dict[str, Any] | None = None
-    if isinstance(body.tool_choice, dict):
-        fn = body.tool_choice.get("function")
-        name = fn.get("name") if isinstance(fn, dict) else None
-        if not isinstance(name, str) or not name:
-            raise BadRequest("tool_choice.function.name is required", field="tool_choice")
-        choice = {"name": name}
-    elif body.tool_choice is not None:
-        if body.tool_choice not in ("auto", "none", "required"):
-            raise BadRequest(
-                "tool_choice must be 'auto', 'none', 'required' or a function", field="tool_choice"
-            )
+    if isinstance(body.tool_choice, NamedToolChoice):
+        choice = {"name": body.tool_choice.function.name}
+    else:
         choice = body.tool_choice
     stop = [body.stop] if isinstance(body.stop, str) else list(body.stop or ())
     return ChatRequest(

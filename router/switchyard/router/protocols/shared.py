@@ -5,8 +5,19 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
+from pydantic import BeforeValidator
 
 from switchyard.router.core.chat import Tool
+
+
+def _integral(value: Any) -> Any:
+    return int(value) if type(value) is float and value.is_integer() else value
+
+
+#: Integers as JSON Schema counts them (``61.0`` is one), for request models that are
+#: otherwise strict: a string or a fraction is still refused. It goes after the field's
+#: bounds, ``Annotated[int, Field(ge=1), Integral]``, so the schema keeps them.
+Integral = BeforeValidator(_integral)
 
 
 def function_tools(tools: list[Tool]) -> list[dict[str, Any]]:
