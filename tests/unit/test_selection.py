@@ -159,5 +159,7 @@ def test_an_unspecified_max_tokens_is_checked_per_model() -> None:
 
 def test_a_request_too_big_for_every_model_is_the_clients_fault() -> None:
     catalog, _states = setup([model("m", "a", contextWindow=100, maxOutputTokens=50)])
-    with pytest.raises(BadRequest, match="maxOutputTokens"):
+    with pytest.raises(BadRequest, match=r"max_tokens: 60 is more than .* the most is 50"):
         select(catalog.org("default"), need(max_tokens=60), 0, 5)
+    with pytest.raises(BadRequest, match="context window; the largest is 100 tokens"):
+        select(catalog.org("default"), need(prompt_tokens=80, max_tokens=40), 0, 5)

@@ -70,6 +70,16 @@ DEFAULT_SETTINGS_CONFIGMAP = "switchyard-settings"
 # -- providers and keys ---------------------------------------------------------------
 ProviderType = Literal["anthropic", "openai", "azure_openai", "vllm", "ollama"]
 PROVIDER_TYPES: tuple[str, ...] = get_args(ProviderType)
+#: The wire protocol each provider type speaks: a request's fields are forwarded as sent
+#: to a provider of the protocol the client spoke.
+WireProtocol = Literal["openai", "anthropic", "ollama"]
+PROTOCOL_OF: dict[str, WireProtocol] = {
+    "openai": "openai",
+    "azure_openai": "openai",
+    "vllm": "openai",
+    "anthropic": "anthropic",
+    "ollama": "ollama",
+}
 HealthStatus = Literal["healthy", "degraded", "unhealthy", "unknown"]
 Scope = Literal["completion", "usage:read", "settings:write"]
 SCOPES: tuple[str, ...] = get_args(Scope)
@@ -305,6 +315,11 @@ class RoutingSettings(_Model):
     default_max_tokens: int = Field(default=1024, ge=1, le=8192)
     max_body_bytes: int = Field(default=4 * 1024 * 1024, ge=1024, le=64 * 1024 * 1024)
     max_retry_after_seconds: float = Field(default=60.0, ge=0, le=3600)
+    drop_unsupported_params: bool = Field(
+        default=False,
+        description="Drop request fields a candidate of another protocol cannot take, "
+        "instead of refusing the request (400)",
+    )
     max_in_flight_per_key: int = Field(
         default=256,
         ge=0,

@@ -68,6 +68,9 @@ def cache_key(organization: str, req: ChatRequest) -> str:
         "temperature": req.temperature,
         "top_p": req.top_p,
         "stop": req.stop,
+        # response_format, seed, ...: they change the answer. Dropped ones do not
+        # reach any provider, but a request that names them is kept apart all the same.
+        "params": req.params,
     }
     return hashlib.sha256(orjson.dumps(canonical, option=orjson.OPT_SORT_KEYS)).hexdigest()
 

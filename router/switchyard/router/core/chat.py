@@ -52,6 +52,13 @@ class ChatRequest:
     tools: list[Tool] = field(default_factory=list)
     tool_choice: str | dict[str, Any] | None = None  # "auto" | "none" | "required" | {"name": ...}
     user: str | None = None
+    #: The client's fields the neutral request does not model (``response_format``,
+    #: ``seed``, ``thinking``, ...), in the protocol it spoke: forwarded as sent to a
+    #: provider of that protocol. Another protocol's provider is a candidate only when
+    #: ``drop_params`` says they may be left out.
+    params: dict[str, Any] = field(default_factory=dict)
+    params_protocol: str | None = None
+    drop_params: bool = False
 
     def text_size(self) -> int:
         """UTF-8 bytes of everything the model reads: the basis of the token estimate."""

@@ -6,11 +6,14 @@ from collections import Counter
 from dataclasses import dataclass
 from decimal import Decimal
 
+from switchyard.router.contract import PROTOCOL_OF
 from switchyard.router.core.catalog import Catalog, OrgCatalog, Route
 from switchyard.router.core.chat import ChatRequest, estimate_tokens
 from switchyard.router.errors import BadRequest, NoCandidateAvailable, NotFound
 
 _MILLION = Decimal(1_000_000)
+#: The request header that lets fields another protocol has no place for be dropped.
+DROP_PARAMS_HEADER = "X-Switchyard-Drop-Unsupported-Params"
 
 
 def output_tokens(requested: int | None, default: int, model_max: int) -> int:
@@ -30,6 +33,11 @@ class Need:
     stream: bool
     tools: bool
     default_max_tokens: int = 1024
+    #: Fields to forward as sent, which only a provider of ``params_protocol`` takes
+    #: (unless ``drop_params``: then others are candidates and go without them).
+    params: tuple[str, ...] = ()
+    params_protocol: str | None = None
+    drop_params: bool = False
 
     def output_tokens(self, max_output_tokens: int) -> int:
         return output_tokens(self.max_tokens, self.default_max_tokens, max_output_tokens)
@@ -40,6 +48,7 @@ _REASONS = {
     "output": "maxTokens exceeds the model's maxOutputTokens",
     "stream": "the model does not support streaming",
     "tools": "the model does not support function calling",
+    "params": "the provider speaks another protocol, which has no place for some fields",
     "unavailable": "the provider is unhealthy, cooling down or has no usable API key",
     "budget": "the provider is out of its requests/tokens-per-minute budget",
 }
@@ -76,6 +85,13 @@ def select(org: OrgCatalog, need: Need, now: float, limit: int) -> list[Route]:
         if need.tools and not m.supports_function_calling:
             skipped["tools"] += 1
             continue
+        if (
+            need.params
+            and not need.drop_params
+            and PROTOCOL_OF[route.provider.provider_type] != need.params_protocol
+        ):
+            skipped["params"] += 1
+            continue
         state = route.state
         if not state.usable(now):
             skipped["unavailable"] += 1
@@ -88,10 +104,51 @@ def select(org: OrgCatalog, need: Need, now: float, limit: int) -> list[Route]:
             break
     if not chosen:
         detail = "; ".join(f"{n} skipped: {_REASONS[k]}" for k, n in sorted(skipped.items()))
-        if set(skipped) <= {"context", "output"}:
-            raise BadRequest(f"no model can take this request ({detail})", field="maxTokens")
+        if set(skipped) <= _CANNOT:
+            raise _cannot_serve(skipped, need, base, detail)
         raise NoCandidateAvailable(f"no candidate is available ({detail})")
     return chosen
+
+
+#: Why a model could never serve a request, whatever its provider's state: a client
+#: error (400), which retrying cannot mend. The other reasons pass (503).
+_CANNOT = {"context", "output", "stream", "tools", "params"}
+
+
+def _cannot_serve(skipped: Counter[str], need: Need, base: list[Route], detail: str) -> BadRequest:
+    """A 400 naming the request field no candidate can honour, with the limit it meets.
+
+    Field names are the neutral ones (``max_tokens``); each surface shows its own.
+    """
+    if "tools" in skipped:
+        return BadRequest(
+            f"tools: no model here supports function calling ({detail})", field="tools"
+        )
+    if "stream" in skipped:
+        return BadRequest(f"stream: no model here supports streaming ({detail})", field="stream")
+    if "params" in skipped:
+        name = need.params[0]
+        return BadRequest(
+            f"{name}: no candidate speaks the {need.params_protocol} protocol to take "
+            f"{', '.join(need.params)} as sent ({detail}); to send the request without them, "
+            f"set the header {DROP_PARAMS_HEADER}: true or the table's "
+            "routing.dropUnsupportedParams",
+            field=name,
+        )
+    largest = max(r.model.max_output_tokens for r in base)
+    if "output" in skipped and need.max_tokens is not None and need.max_tokens > largest:
+        return BadRequest(
+            f"max_tokens: {need.max_tokens} is more than any model here can produce; "
+            f"the most is {largest} (the largest maxOutputTokens)",
+            field="max_tokens",
+        )
+    window = max(r.model.context_window for r in base)
+    return BadRequest(
+        f"max_tokens: the prompt (about {need.prompt_tokens} tokens) and the output asked "
+        f"for do not fit any model's context window; the largest is {window} tokens "
+        f"({detail})",
+        field="max_tokens",
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,6 +182,9 @@ def plan(catalog: Catalog, organization: str, req: ChatRequest, now: float) -> P
         stream=req.stream,
         tools=bool(req.tools) and req.tool_choice != "none",
         default_max_tokens=catalog.settings.default_max_tokens,
+        params=tuple(req.params),
+        params_protocol=req.params_protocol,
+        drop_params=req.drop_params or catalog.settings.drop_unsupported_params,
     )
     routes = select(catalog.org(organization), need, now, catalog.settings.max_attempts)
     return Plan(catalog, routes, prompt_tokens)

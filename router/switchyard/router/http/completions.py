@@ -23,6 +23,7 @@ from switchyard.router.core.caller import Caller
 from switchyard.router.core.catalog import Catalog
 from switchyard.router.core.chat import ChatRequest
 from switchyard.router.core.inflight import Slot
+from switchyard.router.core.selection import DROP_PARAMS_HEADER
 from switchyard.router.core.streaming import Streaming
 from switchyard.router.errors import BadRequest, SwitchyardError, TooManyInFlight
 from switchyard.router.http.auth import authenticate
@@ -61,6 +62,15 @@ class Surface(Protocol[B_contra]):
         """How this stream's events are written."""
 
 
+def _flag(request: Request, header: str) -> bool:
+    value = request.headers.get(header)
+    if value is None or value == "false":
+        return False
+    if value == "true":
+        return True
+    raise BadRequest(f"{header}: 'true' or 'false', not {value!r}", field=header)
+
+
 def task_header(request: Request) -> str | None:
     """The task type of the OpenAI and Anthropic surfaces, under the native API's rules."""
     value = request.headers.get("x-switchyard-task")
@@ -87,6 +97,7 @@ def endpoint(model: type[B], surface: Surface[B]) -> Callable[[Request], Awaitab
             slot = s.in_flight.acquire(caller, catalog.settings.max_in_flight_per_key)
             body = validate(model, await read_json(request, catalog.settings.max_body_bytes))
             req = surface.to_request(body, request, catalog, caller)
+            req.drop_params = _flag(request, DROP_PARAMS_HEADER)
         except SwitchyardError as exc:
             if slot is not None:
                 slot.release()

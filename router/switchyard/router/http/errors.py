@@ -33,6 +33,23 @@ _ANTHROPIC_TYPES = {
 }
 
 
+#: The native API's names for the neutral (OpenAI and Anthropic) request fields that
+#: the router's core names in errors.
+_NATIVE_FIELDS = {"max_tokens": "maxTokens"}
+
+
+def _native(exc: SwitchyardError) -> tuple[str, str | None]:
+    """The message and field as the native API names them."""
+    name = _NATIVE_FIELDS.get(exc.field or "")
+    if name is None:
+        return exc.message, exc.field
+    prefix = f"{exc.field}:"
+    message = exc.message
+    if message.startswith(prefix):
+        message = f"{name}:{message.removeprefix(prefix)}"
+    return message, name
+
+
 def error_body(exc: SwitchyardError, flavor: Flavor) -> dict[str, Any]:
     status = exc.status
     if flavor == "anthropic":
@@ -45,14 +62,15 @@ def error_body(exc: SwitchyardError, flavor: Flavor) -> dict[str, Any]:
             err["field"] = exc.field
         err.update(exc.details())
         return {"type": "error", "error": err}
+    message, field = _native(exc) if flavor == "native" else (exc.message, exc.field)
     err = {
-        "message": exc.message,
+        "message": message,
         "type": exc.code,
         "code": exc.code,
-        "param": exc.field,
+        "param": field,
     }
-    if exc.field:
-        err["field"] = exc.field
+    if field:
+        err["field"] = field
     if isinstance(exc, UpstreamError):
         err["provider"] = exc.provider
         err["upstreamStatus"] = exc.upstream_status

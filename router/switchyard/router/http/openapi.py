@@ -16,11 +16,12 @@ from pydantic.json_schema import models_json_schema
 from starlette.requests import Request
 from starlette.responses import Response
 
+from switchyard.router.core.selection import DROP_PARAMS_HEADER
 from switchyard.router.http.admin import RenderBody
 from switchyard.router.http.cluster_api import NewProvider
 from switchyard.router.http.services import services
 from switchyard.router.protocols.anthropic import MessagesBody
-from switchyard.router.protocols.native import CompletionBody
+from switchyard.router.protocols.native import TASK_PATTERN, CompletionBody
 from switchyard.router.protocols.openai import ChatBody
 
 _MODELS: tuple[type[BaseModel], ...] = (
@@ -179,6 +180,23 @@ def build(*, in_cluster: bool) -> dict[str, Any]:
         ),
     ]
     name = [{"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}]
+    compat_headers = [
+        {
+            "name": "X-Switchyard-Task",
+            "in": "header",
+            "required": False,
+            "description": "The task type, for routing when the model is 'auto'",
+            "schema": {"type": "string", "pattern": TASK_PATTERN, "maxLength": 64},
+        },
+        {
+            "name": DROP_PARAMS_HEADER,
+            "in": "header",
+            "required": False,
+            "description": "Send the request to a provider of another protocol without the "
+            "fields that protocol has no place for, instead of refusing it (400)",
+            "schema": {"enum": ["true", "false"]},
+        },
+    ]
     return {
         "openapi": "3.1.0",
         "info": {"title": "Switchyard router", "version": _version()},
@@ -206,6 +224,7 @@ def build(*, in_cluster: bool) -> dict[str, Any]:
                     body=ChatBody,
                     statuses=completion,
                     ok_types=("application/json", "text/event-stream"),
+                    params=compat_headers,
                 )
             },
             "/v1/models": {"get": _op("OpenAI-compatible model list", "completion")},
@@ -217,6 +236,7 @@ def build(*, in_cluster: bool) -> dict[str, Any]:
                     statuses=completion,
                     ok_types=("application/json", "text/event-stream"),
                     anthropic=True,
+                    params=compat_headers,
                 )
             },
             "/api/v1/llm/providers": providers,

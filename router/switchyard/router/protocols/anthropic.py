@@ -140,6 +140,10 @@ ToolChoice = Annotated[ChoiceAuto | ChoiceTool, Field(discriminator="type")]
 
 
 class MessagesBody(_Loose):
+    """Fields it does not name are kept (``model_extra``) and forwarded as sent."""
+
+    model_config = ConfigDict(extra="allow", strict=True)
+
     model: str = Field(min_length=1, max_length=253)
     max_tokens: Annotated[int, Field(ge=1, le=1_000_000), Integral]
     messages: list[AnthropicMessage] = Field(min_length=1, max_length=10_000)
@@ -195,6 +199,8 @@ def to_chat_request(body: MessagesBody, task: str | None) -> ChatRequest:
         tools=[Tool(t.name, t.description, t.input_schema) for t in body.tools or ()],
         tool_choice=choice,
         user=str(user) if user is not None else None,
+        params=dict(body.model_extra or {}),
+        params_protocol="anthropic",
     )
 
 
@@ -416,6 +422,9 @@ def request_body(req: ChatRequest, model_name: str, max_tokens: int) -> dict[str
             body["tool_choice"] = {"type": "auto"}
     if req.user:
         body["metadata"] = {"user_id": req.user}
+    if req.params and req.params_protocol == "anthropic":
+        # The client's other fields (thinking, top_k, ...), as sent.
+        body = req.params | body
     return body
 
 

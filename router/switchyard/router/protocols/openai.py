@@ -168,6 +168,10 @@ class StreamOptions(_Loose):
 
 
 class ChatBody(_Loose):
+    """Fields it does not name are kept (``model_extra``) and forwarded as sent."""
+
+    model_config = ConfigDict(extra="allow", strict=True)
+
     model: str = Field(min_length=1, max_length=253)
     messages: list[ChatMessage] = Field(
         min_length=1, max_length=10_000, json_schema_extra={"contains": _SAYS_SOMETHING}
@@ -234,6 +238,8 @@ def to_chat_request(body: ChatBody, task: str | None) -> ChatRequest:
         ],
         tool_choice=choice,
         user=body.user,
+        params=dict(body.model_extra or {}),
+        params_protocol="openai",
     )
 
 
@@ -378,6 +384,9 @@ def request_body(
             body["tool_choice"] = tool_choice(req.tool_choice)
     if req.user:
         body["user"] = req.user
+    if req.params and req.params_protocol == "openai":
+        # The client's other fields, as sent; what the router set above stays.
+        body = req.params | body
     return body
 
 

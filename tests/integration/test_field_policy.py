@@ -1,0 +1,201 @@
+"""The field policy: a field Switchyard does not model is forwarded as sent to a provider
+of the protocol the client spoke, and never dropped silently on the way to another.
+
+Asserted on what reached the fake providers, field by field, through the official SDKs.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import anthropic
+import openai
+import pytest
+
+from tests.conftest import Factory
+from tests.integration.conftest import Fakes, five_models, five_providers
+from tests.support.servers import RouterServer
+from tests.support.tables import KEY, table
+
+USER = [{"role": "user", "content": "Weather in Paris?"}]
+DROP = {"X-Switchyard-Drop-Unsupported-Params": "true"}
+#: Structured output, sampling and the rest the neutral request has no field for, as
+#: the openai SDK sends them; plus one no SDK knows yet.
+OPENAI_FIELDS: dict[str, Any] = {
+    "response_format": {
+        "type": "json_schema",
+        "json_schema": {
+            "name": "weather",
+            "strict": True,
+            "schema": {
+                "type": "object",
+                "properties": {"city": {"type": "string"}, "celsius": {"type": "number"}},
+                "required": ["city", "celsius"],
+                "additionalProperties": False,
+            },
+        },
+    },
+    "seed": 7,
+    "presence_penalty": 0.5,
+    "frequency_penalty": 0.25,
+    "logit_bias": {"50256": -100},
+    "logprobs": True,
+    "top_logprobs": 2,
+    "metadata": {"team": "search"},
+    "reasoning_effort": "low",
+    "service_tier": "auto",
+    "store": False,
+}
+
+
+def oai(gw: RouterServer) -> openai.OpenAI:
+    return openai.OpenAI(base_url=f"{gw.url}/v1", api_key=KEY, max_retries=0)
+
+
+def claude(gw: RouterServer) -> anthropic.Anthropic:
+    return anthropic.Anthropic(base_url=gw.url, api_key=KEY, max_retries=0)
+
+
+def sent(fake: Any) -> dict[str, Any]:
+    body = fake.requests[-1].body
+    assert isinstance(body, dict)
+    return body
+
+
+@pytest.mark.parametrize(
+    ("name", "fake"), [("gpt-4o-mini", "openai"), ("azure-gpt", "azure"), ("llama", "vllm")]
+)
+@pytest.mark.parametrize("stream", [False, True])
+def test_openai_fields_reach_openai_protocol_providers_as_sent(
+    gateway: RouterServer, fakes: Fakes, name: str, fake: str, stream: bool
+) -> None:
+    client = oai(gateway)
+    kwargs: dict[str, Any] = {
+        "model": name,
+        "messages": USER,
+        "extra_body": {"future_field": {"nested": [1, 2]}},
+        **OPENAI_FIELDS,
+    }
+    if stream:
+        with client.chat.completions.create(stream=True, **kwargs) as chunks:
+            assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    else:
+        assert client.chat.completions.create(**kwargs).choices[0].message.content
+    body = sent(getattr(fakes, fake))
+    for field, value in OPENAI_FIELDS.items():
+        assert body[field] == value, field
+    assert body["future_field"] == {"nested": [1, 2]}
+    # What the router sets is its own: the upstream model name, streaming usage.
+    assert body.get("model", "gpt-4o-mini-deploy") != name or fake == "openai"
+    if stream:
+        assert body["stream_options"] == {"include_usage": True}
+
+
+def test_anthropic_fields_reach_anthropic_as_sent(gateway: RouterServer, fakes: Fakes) -> None:
+    msg = claude(gateway).messages.create(
+        model="claude",
+        max_tokens=2048,
+        messages=[{"role": "user", "content": "Think, then answer."}],
+        thinking={"type": "enabled", "budget_tokens": 1024},
+        service_tier="auto",
+        extra_body={"top_k": 5, "future_field": True},
+    )
+    assert msg.content
+    body = sent(fakes.anthropic)
+    assert body["thinking"] == {"type": "enabled", "budget_tokens": 1024}
+    assert body["top_k"] == 5
+    assert body["service_tier"] == "auto"
+    assert body["future_field"] is True
+    assert body["model"] == "claude-haiku-4-5"
+
+
+def test_a_field_another_protocol_has_no_place_for_is_a_400_naming_it(
+    gateway: RouterServer, fakes: Fakes
+) -> None:
+    with pytest.raises(openai.BadRequestError) as err:
+        oai(gateway).chat.completions.create(model="claude", messages=USER, seed=7)  # type: ignore[arg-type]
+    body = err.value.body
+    assert isinstance(body, dict)
+    assert body["param"] == "seed"
+    assert "X-Switchyard-Drop-Unsupported-Params" in body["message"]
+    assert fakes.anthropic.completions == 0
+
+    with pytest.raises(anthropic.BadRequestError) as aerr:
+        claude(gateway).messages.create(
+            model="ollama-llama",
+            max_tokens=64,
+            messages=USER,
+            extra_body={"top_k": 5},
+        )
+    abody = aerr.value.body
+    assert isinstance(abody, dict) and abody["error"]["field"] == "top_k"
+    assert fakes.ollama.completions == 0
+
+
+def test_the_header_drops_them_and_the_provider_never_sees_them(
+    gateway: RouterServer, fakes: Fakes
+) -> None:
+    resp = oai(gateway).chat.completions.create(
+        model="claude",
+        messages=USER,  # type: ignore[arg-type]
+        seed=7,
+        presence_penalty=0.5,
+        extra_headers=DROP,
+    )
+    assert resp.choices[0].message.content
+    body = sent(fakes.anthropic)
+    assert "seed" not in body and "presence_penalty" not in body
+
+
+def test_the_table_can_drop_them_for_everyone(fakes: Fakes, router: Factory) -> None:
+    gw = router(
+        table(five_providers(fakes), five_models(), routing={"dropUnsupportedParams": True})
+    )
+    msg = claude(gw).messages.create(
+        model="llama",
+        max_tokens=64,
+        messages=USER,
+        extra_body={"top_k": 5},
+    )
+    assert msg.content
+    assert "top_k" not in sent(fakes.vllm)
+
+
+def test_a_group_of_both_protocols_serves_them_on_the_one_that_takes_them(
+    fakes: Fakes, router: Factory
+) -> None:
+    """Model "chat" on Anthropic first, OpenAI second: a request with response_format
+    goes to OpenAI, the one that can honour it, without a failed attempt."""
+    providers = [p for p in five_providers(fakes) if p["name"] in ("anthropic", "openai")]
+    providers[0]["priority"], providers[1]["priority"] = 1, 2  # anthropic first
+    gw = router(
+        table(
+            providers,
+            [
+                {**m, "name": "chat"}
+                for m in five_models()
+                if m["provider"] in ("anthropic", "openai")
+            ],
+        )
+    )
+    resp = oai(gw).chat.completions.create(
+        model="chat",
+        messages=USER,  # type: ignore[arg-type]
+        response_format={"type": "json_object"},
+    )
+    assert resp.choices[0].message.content
+    assert fakes.anthropic.completions == 0
+    assert sent(fakes.openai)["response_format"] == {"type": "json_object"}
+
+
+def test_a_cached_answer_is_kept_apart_by_the_fields(gateway: RouterServer, fakes: Fakes) -> None:
+    client = oai(gateway)
+    for fmt in ({"type": "json_object"}, {"type": "json_object"}, {"type": "text"}):
+        client.chat.completions.create(
+            model="gpt-4o-mini",
+            messages=USER,  # type: ignore[arg-type]
+            temperature=0,
+            response_format=fmt,  # type: ignore[arg-type]
+        )
+    # The second is answered from the cache; the third asks for another format.
+    assert fakes.openai.completions == 2
