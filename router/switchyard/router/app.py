@@ -32,13 +32,14 @@ from switchyard.router.http import (
     admin,
     anthropic_api,
     cluster_api,
+    models_api,
     native,
     openai_api,
     openapi,
     ops,
     usage_api,
 )
-from switchyard.router.http.errors import error_response, flavor_of
+from switchyard.router.http.errors import error_response, flavor_for
 from switchyard.router.http.services import Services, services
 from switchyard.router.metrics import Metrics
 from switchyard.router.providers.registry import make_adapter
@@ -61,12 +62,12 @@ async def _switchyard_error(request: Request, exc: Exception) -> Response:
     elif isinstance(exc, ClientDisconnected):
         # Nobody reads the answer; the log says why the request ended.
         log.info("%s %s: %s", request.method, request.url.path, exc.message)
-    return error_response(exc, flavor_of(request.url.path))
+    return error_response(exc, flavor_for(request.url.path, request.headers))
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
-    flavor = flavor_of(request.url.path)
+    flavor = flavor_for(request.url.path, request.headers)
     if exc.status_code == 404:
         err: SwitchyardError = NotFound(f"no such endpoint: {request.url.path}")
     else:
@@ -84,7 +85,7 @@ async def _crash(request: Request, exc: Exception) -> Response:
     log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
     services(request).metrics.internal_errors.inc()
     err = InternalError("internal error; see the router's log")
-    return error_response(err, flavor_of(request.url.path))
+    return error_response(err, flavor_for(request.url.path, request.headers))
 
 
 def _namespaced(value: str, flag: str) -> tuple[str, str]:
@@ -213,7 +214,8 @@ def create_app(
     routes = [
         Route("/api/v1/llm/completion", native.completion, methods=["POST"]),
         Route("/v1/chat/completions", openai_api.chat_completions, methods=["POST"]),
-        Route("/v1/models", openai_api.list_models, methods=["GET"]),
+        Route("/v1/models", models_api.list_models, methods=["GET"]),
+        Route("/v1/models/{model_id:path}", models_api.get_model, methods=["GET"]),
         Route("/v1/messages", anthropic_api.messages, methods=["POST"]),
         Route("/api/v1/llm/providers", admin.list_providers, methods=["GET"]),
         Route("/api/v1/llm/providers", cluster_api.create_provider, methods=["POST"]),

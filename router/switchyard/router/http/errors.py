@@ -7,6 +7,7 @@ openai SDK reads ``error.message``); the Anthropic-compatible API answers
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, Literal
 
 import orjson
@@ -88,6 +89,14 @@ def error_response(exc: SwitchyardError, flavor: Flavor = "native") -> Response:
         media_type="application/json",
         headers=headers,
     )
+
+
+def flavor_for(path: str, headers: Mapping[str, str]) -> Flavor:
+    """The error shape for a request: by path, and on the model list (which both SDKs
+    read) by whether the client sent ``anthropic-version``."""
+    if path.startswith("/v1/models") and "anthropic-version" in headers:
+        return "anthropic"
+    return flavor_of(path)
 
 
 def flavor_of(path: str) -> Flavor:

@@ -1,4 +1,4 @@
-"""OpenAI-compatible surface: ``POST /v1/chat/completions`` and ``GET /v1/models``.
+"""OpenAI-compatible surface: ``POST /v1/chat/completions`` (the model list: ``models_api``).
 
 The ``model`` is a model name from the table, or ``auto`` to let the router choose
 (the task type then comes from the ``X-Switchyard-Task`` header). The shapes are in
@@ -10,19 +10,15 @@ from __future__ import annotations
 import time
 from typing import Any
 
-import orjson
 from starlette.requests import Request
-from starlette.responses import Response
 
 from switchyard.router.core.accounting import Completed, RequestInfo
 from switchyard.router.core.caller import Caller
 from switchyard.router.core.catalog import Catalog
 from switchyard.router.core.chat import ChatRequest
 from switchyard.router.core.streaming import Streaming
-from switchyard.router.http.auth import authenticate
 from switchyard.router.http.completions import endpoint, task_header
 from switchyard.router.http.errors import Flavor
-from switchyard.router.http.services import services
 from switchyard.router.protocols import openai as wire
 from switchyard.router.protocols.sse import StreamEncoder
 
@@ -68,16 +64,3 @@ class OpenAISurface:
 
 
 chat_completions = endpoint(wire.ChatBody, OpenAISurface())
-
-
-async def list_models(request: Request) -> Response:
-    s = services(request)
-    catalog = s.gateway.require_catalog()
-    caller = authenticate(request, catalog, "completion")
-    org = catalog.org(caller.organization)
-    created = int(s.started_at)
-    data = [
-        {"id": name, "object": "model", "created": created, "owned_by": routes[0].provider.name}
-        for name, routes in sorted(org.by_name.items())
-    ]
-    return Response(orjson.dumps({"object": "list", "data": data}), media_type="application/json")

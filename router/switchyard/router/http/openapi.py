@@ -227,7 +227,26 @@ def build(*, in_cluster: bool) -> dict[str, Any]:
                     params=compat_headers,
                 )
             },
-            "/v1/models": {"get": _op("OpenAI-compatible model list", "completion")},
+            "/v1/models": {
+                "get": _op(
+                    "The caller's models (Anthropic's shape with anthropic-version)", "completion"
+                )
+            },
+            "/v1/models/{model_id}": {
+                "get": _op(
+                    "One model (Anthropic's shape with anthropic-version)",
+                    "completion",
+                    statuses="404",
+                    params=[
+                        {
+                            "name": "model_id",
+                            "in": "path",
+                            "required": True,
+                            "schema": {"type": "string"},
+                        }
+                    ],
+                )
+            },
             "/v1/messages": {
                 "post": _op(
                     "Anthropic-compatible Messages API",

@@ -1,0 +1,69 @@
+"""``GET /v1/models`` and ``GET /v1/models/{id}``: the caller's models, in OpenAI's shape,
+or in Anthropic's when the request carries ``anthropic-version`` (as the anthropic SDK's
+``models.list()`` and ``models.retrieve()`` send it)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+
+from switchyard.router.core.catalog import Route
+from switchyard.router.errors import NotFound
+from switchyard.router.http.auth import authenticate
+from switchyard.router.http.services import services
+
+
+def _openai(name: str, routes: list[Route], created: int) -> dict[str, Any]:
+    return {"id": name, "object": "model", "created": created, "owned_by": routes[0].provider.name}
+
+
+def _anthropic(name: str, routes: list[Route], created: int) -> dict[str, Any]:
+    return {
+        "type": "model",
+        "id": name,
+        "display_name": routes[0].model.display_name or name,
+        "created_at": datetime.fromtimestamp(created, UTC).isoformat().replace("+00:00", "Z"),
+    }
+
+
+def _json(data: dict[str, Any]) -> Response:
+    return Response(orjson.dumps(data), media_type="application/json")
+
+
+async def list_models(request: Request) -> Response:
+    s = services(request)
+    catalog = s.gateway.require_catalog()
+    caller = authenticate(request, catalog, "completion")
+    models = sorted(catalog.org(caller.organization).by_name.items())
+    created = int(s.started_at)
+    if "anthropic-version" in request.headers:
+        data = [_anthropic(name, routes, created) for name, routes in models]
+        return _json(
+            {
+                "data": data,
+                "has_more": False,
+                "first_id": data[0]["id"] if data else None,
+                "last_id": data[-1]["id"] if data else None,
+            }
+        )
+    return _json(
+        {"object": "list", "data": [_openai(name, routes, created) for name, routes in models]}
+    )
+
+
+async def get_model(request: Request) -> Response:
+    s = services(request)
+    catalog = s.gateway.require_catalog()
+    caller = authenticate(request, catalog, "completion")
+    name = request.path_params["model_id"]
+    routes = catalog.org(caller.organization).by_name.get(name)
+    if not routes:
+        raise NotFound(f"model {name!r} does not exist", field="model")
+    created = int(s.started_at)
+    if "anthropic-version" in request.headers:
+        return _json(_anthropic(name, routes, created))
+    return _json(_openai(name, routes, created))
