@@ -125,10 +125,10 @@ def test_a_field_another_protocol_has_no_place_for_is_a_400_naming_it(
             model="ollama-llama",
             max_tokens=64,
             messages=USER,
-            extra_body={"top_k": 5},
+            extra_body={"top_k": 5, "thinking": {"type": "enabled", "budget_tokens": 1024}},
         )
     abody = aerr.value.body
-    assert isinstance(abody, dict) and abody["error"]["field"] == "top_k"
+    assert isinstance(abody, dict) and abody["error"]["field"] == "thinking"
     assert fakes.ollama.completions == 0
 
 
@@ -199,3 +199,77 @@ def test_a_cached_answer_is_kept_apart_by_the_fields(gateway: RouterServer, fake
         )
     # The second is answered from the cache; the third asks for another format.
     assert fakes.openai.completions == 2
+
+
+SCHEMA = OPENAI_FIELDS["response_format"]["json_schema"]["schema"]
+
+
+@pytest.mark.parametrize(
+    ("response_format", "format_sent"),
+    [
+        (OPENAI_FIELDS["response_format"], SCHEMA),
+        ({"type": "json_object"}, "json"),
+    ],
+)
+def test_structured_output_reaches_ollama_as_its_format(
+    gateway: RouterServer, fakes: Fakes, response_format: dict[str, Any], format_sent: Any
+) -> None:
+    resp = oai(gateway).chat.completions.create(
+        model="ollama-llama",
+        messages=USER,  # type: ignore[arg-type]
+        response_format=response_format,  # type: ignore[arg-type]
+        seed=7,
+        presence_penalty=0.5,
+    )
+    assert resp.choices[0].message.content
+    body = sent(fakes.ollama)
+    assert body["format"] == format_sent
+    assert body["options"]["seed"] == 7 and body["options"]["presence_penalty"] == 0.5
+    assert "response_format" not in body and "seed" not in body
+
+
+def test_what_ollama_has_no_place_for_is_still_refused(gateway: RouterServer, fakes: Fakes) -> None:
+    with pytest.raises(openai.BadRequestError) as err:
+        oai(gateway).chat.completions.create(
+            model="ollama-llama",
+            messages=USER,  # type: ignore[arg-type]
+            response_format={"type": "json_object"},
+            logprobs=True,
+        )
+    body = err.value.body
+    assert isinstance(body, dict) and body["param"] == "logprobs"
+    assert fakes.ollama.completions == 0
+
+
+def test_anthropic_top_k_reaches_ollama_as_its_option(gateway: RouterServer, fakes: Fakes) -> None:
+    claude(gateway).messages.create(
+        model="ollama-llama",
+        max_tokens=64,
+        messages=USER,  # type: ignore[arg-type]
+        extra_body={"top_k": 5},
+    )
+    assert sent(fakes.ollama)["options"]["top_k"] == 5
+
+
+@pytest.mark.parametrize(
+    ("response_format", "field"),
+    [
+        ({"type": "xml"}, "response_format.type"),
+        ({"type": "json_schema"}, "response_format.json_schema.name"),
+        (
+            {"type": "json_schema", "json_schema": {"name": "n", "schema": 5}},
+            "response_format.json_schema.schema",
+        ),
+    ],
+)
+def test_a_malformed_response_format_is_a_400_naming_its_part(
+    gateway: RouterServer, response_format: dict[str, Any], field: str
+) -> None:
+    with pytest.raises(openai.BadRequestError) as err:
+        oai(gateway).chat.completions.create(
+            model="ollama-llama",
+            messages=USER,  # type: ignore[arg-type]
+            response_format=response_format,  # type: ignore[arg-type]
+        )
+    body = err.value.body
+    assert isinstance(body, dict) and body["param"] == field

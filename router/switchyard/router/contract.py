@@ -80,6 +80,14 @@ PROTOCOL_OF: dict[str, WireProtocol] = {
     "anthropic": "anthropic",
     "ollama": "ollama",
 }
+#: Fields forwarded as sent within a protocol that also have a counterpart in another:
+#: (the client's protocol, the provider's) -> the fields translated on the way.
+TRANSLATED: dict[tuple[str, str], frozenset[str]] = {
+    ("openai", "ollama"): frozenset(
+        {"response_format", "seed", "presence_penalty", "frequency_penalty"}
+    ),
+    ("anthropic", "ollama"): frozenset({"top_k"}),
+}
 HealthStatus = Literal["healthy", "degraded", "unhealthy", "unknown"]
 Scope = Literal["completion", "usage:read", "settings:write"]
 SCOPES: tuple[str, ...] = get_args(Scope)

@@ -6,7 +6,7 @@ from collections import Counter
 from dataclasses import dataclass
 from decimal import Decimal
 
-from switchyard.router.contract import PROTOCOL_OF
+from switchyard.router.contract import PROTOCOL_OF, TRANSLATED
 from switchyard.router.core.catalog import Catalog, OrgCatalog, Route
 from switchyard.router.core.chat import ChatRequest, estimate_tokens
 from switchyard.router.errors import BadRequest, NoCandidateAvailable, NotFound
@@ -85,11 +85,7 @@ def select(org: OrgCatalog, need: Need, now: float, limit: int) -> list[Route]:
         if need.tools and not m.supports_function_calling:
             skipped["tools"] += 1
             continue
-        if (
-            need.params
-            and not need.drop_params
-            and PROTOCOL_OF[route.provider.provider_type] != need.params_protocol
-        ):
+        if need.params and not need.drop_params and _untaken(need, route):
             skipped["params"] += 1
             continue
         state = route.state
@@ -110,6 +106,15 @@ def select(org: OrgCatalog, need: Need, now: float, limit: int) -> list[Route]:
     return chosen
 
 
+def _untaken(need: Need, route: Route) -> list[str]:
+    """The request's fields ``route``'s protocol can neither take as sent nor translate."""
+    protocol = PROTOCOL_OF[route.provider.provider_type]
+    if protocol == need.params_protocol:
+        return []
+    translated = TRANSLATED.get((need.params_protocol or "", protocol), frozenset())
+    return [p for p in need.params if p not in translated]
+
+
 #: Why a model could never serve a request, whatever its provider's state: a client
 #: error (400), which retrying cannot mend. The other reasons pass (503).
 _CANNOT = {"context", "output", "stream", "tools", "params"}
@@ -127,10 +132,12 @@ def _cannot_serve(skipped: Counter[str], need: Need, base: list[Route], detail: 
     if "stream" in skipped:
         return BadRequest(f"stream: no model here supports streaming ({detail})", field="stream")
     if "params" in skipped:
-        name = need.params[0]
+        untaken = [p for p in need.params if all(p in _untaken(need, r) for r in base)]
+        name = (untaken or list(need.params))[0]
         return BadRequest(
-            f"{name}: no candidate speaks the {need.params_protocol} protocol to take "
-            f"{', '.join(need.params)} as sent ({detail}); to send the request without them, "
+            f"{name}: no candidate here can take {', '.join(untaken or need.params)} "
+            f"(fields of the {need.params_protocol} protocol) ({detail}); "
+            "to send the request without them, "
             f"set the header {DROP_PARAMS_HEADER}: true or the table's "
             "routing.dropUnsupportedParams",
             field=name,

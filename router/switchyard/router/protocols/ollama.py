@@ -49,7 +49,28 @@ def request_body(req: ChatRequest, model_name: str, max_tokens: int) -> dict[str
     body: dict[str, Any] = {"model": model_name, "messages": messages, "options": options}
     if req.tools and req.tool_choice != "none":
         body["tools"] = function_tools(req.tools)
+    _translate(req, body, options)
     return body
+
+
+def _translate(req: ChatRequest, body: dict[str, Any], options: dict[str, Any]) -> None:
+    """Other protocols' fields Ollama has a place for (``contract.TRANSLATED``)."""
+    params = req.params
+    if not params:
+        return
+    if req.params_protocol == "openai":
+        fmt = params.get("response_format")
+        if isinstance(fmt, dict):
+            # Checked by protocols.openai when the request came in.
+            if fmt["type"] == "json_object":
+                body["format"] = "json"
+            elif fmt["type"] == "json_schema":
+                body["format"] = fmt["json_schema"].get("schema") or "json"
+        for name in ("seed", "presence_penalty", "frequency_penalty"):
+            if name in params:
+                options[name] = params[name]
+    elif req.params_protocol == "anthropic" and "top_k" in params:
+        options["top_k"] = params["top_k"]
 
 
 def _calls(message: dict[str, Any], start: int = 0) -> list[ToolCall]:

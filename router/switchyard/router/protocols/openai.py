@@ -238,9 +238,36 @@ def to_chat_request(body: ChatBody, task: str | None) -> ChatRequest:
         ],
         tool_choice=choice,
         user=body.user,
-        params=dict(body.model_extra or {}),
+        params=_params(body),
         params_protocol="openai",
     )
+
+
+def _params(body: ChatBody) -> dict[str, Any]:
+    """The fields forwarded as sent; ``response_format`` checked, as others translate it."""
+    params = dict(body.model_extra or {})
+    fmt = params.get("response_format")
+    if fmt is None:
+        return params
+    kind = fmt.get("type") if isinstance(fmt, dict) else None
+    if kind not in ("text", "json_object", "json_schema"):
+        raise BadRequest(
+            "response_format.type: 'text', 'json_object' or 'json_schema'",
+            field="response_format.type",
+        )
+    if kind == "json_schema":
+        spec = fmt.get("json_schema")
+        if not isinstance(spec, dict) or not isinstance(spec.get("name"), str):
+            raise BadRequest(
+                "response_format.json_schema.name is required",
+                field="response_format.json_schema.name",
+            )
+        if not isinstance(spec.get("schema", {}), dict):
+            raise BadRequest(
+                "response_format.json_schema.schema: must be a JSON Schema object",
+                field="response_format.json_schema.schema",
+            )
+    return params
 
 
 # -- inbound: the answer a client receives ------------------------------------------------
