@@ -67,6 +67,7 @@ class FakeAnthropic(FakeServer):
 
     def add_routes(self, app: web.Application) -> None:
         app.router.add_post("/v1/messages", self.messages)
+        app.router.add_post("/v1/messages/count_tokens", self.count_tokens)
         app.router.add_get("/v1/models", self.list_models)
         app.router.add_get("/v1/models/{model}", self.get_model)
 
@@ -293,6 +294,22 @@ class FakeAnthropic(FakeServer):
             stream=body.get("stream") is True,
             script=lambda: self.script(mid, model, plan, fault),
             payload=lambda: self.message(mid, model, plan),
+        )
+
+    async def count_tokens(self, request: web.Request) -> web.StreamResponse:
+        """``{"input_tokens": N}``; like Anthropic, without ``max_tokens`` in the body."""
+        denied = self.check_auth(request)
+        if denied is not None:
+            return denied
+        body = self.body(request)
+        if not isinstance(body, dict) or "model" not in body or "messages" not in body:
+            return self.error(400, "model and messages: Field required")
+        if "max_tokens" in body:
+            return self.error(400, "max_tokens: Extra inputs are not permitted")
+        if body["model"] not in self.models:
+            return self.error(404, f"model: {body['model']}")
+        return web.json_response(
+            {"input_tokens": prompt_tokens(body["messages"], body.get("system"))}
         )
 
     # ------------------------------------------------------------- models

@@ -217,6 +217,7 @@ def create_app(
         Route("/v1/models", models_api.list_models, methods=["GET"]),
         Route("/v1/models/{model_id:path}", models_api.get_model, methods=["GET"]),
         Route("/v1/messages", anthropic_api.messages, methods=["POST"]),
+        Route("/v1/messages/count_tokens", anthropic_api.count_tokens, methods=["POST"]),
         Route("/api/v1/llm/providers", admin.list_providers, methods=["GET"]),
         Route("/api/v1/llm/providers", cluster_api.create_provider, methods=["POST"]),
         Route("/api/v1/llm/providers/{name}/health-check", admin.health_check, methods=["POST"]),

@@ -49,6 +49,10 @@ class Adapter(Protocol):
     async def list_models(self) -> list[str]:
         """The model names the provider serves, where its API can say."""
 
+    async def count_tokens(self, req: ChatRequest, model_name: str) -> int | None:
+        """The prompt tokens of ``req`` as the provider counts them; None when its
+        protocol has no way to ask."""
+
     async def probe(self, model_name: str | None) -> ProbeResult:
         """A tiny real request that tells whether the provider answers."""
 

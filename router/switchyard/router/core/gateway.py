@@ -54,6 +54,15 @@ class Served:
     attempts: list[Attempt]
 
 
+@dataclass(slots=True, frozen=True)
+class Counted:
+    """A request's prompt tokens: counted by ``route``'s provider, or estimated."""
+
+    tokens: int
+    exact: bool
+    route: Route
+
+
 @dataclass(slots=True)
 class _Answered(Generic[T]):
     """The candidate that answered, what it answered, and what it took to get there."""
@@ -227,6 +236,21 @@ class Gateway:
                     route.provider.organization, route.provider.name, error.code
                 ).inc()
         raise NoCandidateAvailable("every candidate failed", attempts)
+
+    async def count_tokens(self, caller: Caller, req: ChatRequest) -> Counted:
+        """Asked of the first candidate whose provider can count; else the estimate the
+        router plans with (UTF-8 bytes / 3, on the high side). Nothing is spent, so no
+        breaker or budget is touched."""
+        plan = self.plan(caller, req)
+        for route in plan.routes:
+            try:
+                tokens = await route.adapter.count_tokens(req, route.model.model_name)
+            except UpstreamError as exc:
+                log.info("provider %s could not count tokens: %s", route.provider_key, exc.detail)
+                continue
+            if tokens is not None:
+                return Counted(tokens, exact=True, route=route)
+        return Counted(plan.prompt_tokens, exact=False, route=plan.routes[0])
 
     # -- health -------------------------------------------------------------
     async def probe(self, organization: str, provider_name: str) -> ProbeResult:

@@ -4,15 +4,20 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
 from starlette.requests import Request
+from starlette.responses import Response
 
 from switchyard.router.core.accounting import Completed, RequestInfo
 from switchyard.router.core.caller import Caller
 from switchyard.router.core.catalog import Catalog
 from switchyard.router.core.chat import ChatRequest, estimate_tokens
 from switchyard.router.core.streaming import Streaming
+from switchyard.router.http.auth import authenticate
+from switchyard.router.http.body import read_json, validate
 from switchyard.router.http.completions import endpoint, task_header
 from switchyard.router.http.errors import Flavor
+from switchyard.router.http.services import services
 from switchyard.router.protocols import anthropic as wire
 from switchyard.router.protocols.sse import StreamEncoder
 
@@ -42,3 +47,24 @@ class AnthropicSurface:
 
 
 messages = endpoint(wire.MessagesBody, AnthropicSurface())
+
+
+async def count_tokens(request: Request) -> Response:
+    """Counted by an Anthropic provider of the model, else estimated; the header
+    ``x-switchyard-token-count`` says which."""
+    s = services(request)
+    catalog = s.gateway.require_catalog()
+    caller = authenticate(request, catalog, "completion")
+    body = validate(wire.CountTokensBody, await read_json(request, catalog.settings.max_body_bytes))
+    req = wire.to_chat_request(body, task_header(request))
+    req.drop_params = True  # nothing is generated: every candidate may count
+    counted = await s.gateway.count_tokens(caller, req)
+    return Response(
+        orjson.dumps({"input_tokens": counted.tokens}),
+        media_type="application/json",
+        headers={
+            "x-switchyard-token-count": "exact" if counted.exact else "estimated",
+            "x-switchyard-provider": counted.route.provider.name,
+            "x-switchyard-model": counted.route.model.name,
+        },
+    )

@@ -20,7 +20,7 @@ from switchyard.router.core.selection import DROP_PARAMS_HEADER
 from switchyard.router.http.admin import RenderBody
 from switchyard.router.http.cluster_api import NewProvider
 from switchyard.router.http.services import services
-from switchyard.router.protocols.anthropic import MessagesBody
+from switchyard.router.protocols.anthropic import CountTokensBody, MessagesBody
 from switchyard.router.protocols.native import TASK_PATTERN, CompletionBody
 from switchyard.router.protocols.openai import ChatBody
 
@@ -28,6 +28,7 @@ _MODELS: tuple[type[BaseModel], ...] = (
     CompletionBody,
     ChatBody,
     MessagesBody,
+    CountTokensBody,
     RenderBody,
     NewProvider,
 )
@@ -256,6 +257,17 @@ def build(*, in_cluster: bool) -> dict[str, Any]:
                     ok_types=("application/json", "text/event-stream"),
                     anthropic=True,
                     params=compat_headers,
+                )
+            },
+            "/v1/messages/count_tokens": {
+                "post": _op(
+                    "Anthropic-compatible token count: by an Anthropic provider of the "
+                    "model, else estimated (x-switchyard-token-count says which)",
+                    "completion",
+                    body=CountTokensBody,
+                    statuses="404 503",
+                    anthropic=True,
+                    params=compat_headers[:1],
                 )
             },
             "/api/v1/llm/providers": providers,

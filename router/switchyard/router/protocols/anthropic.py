@@ -157,6 +157,12 @@ class MessagesBody(_Loose):
     metadata: dict[str, Any] | None = None
 
 
+class CountTokensBody(MessagesBody):
+    """``POST /v1/messages/count_tokens``: a Messages body without ``max_tokens``."""
+
+    max_tokens: Annotated[int, Field(ge=1, le=1_000_000), Integral] | None = None  # type: ignore[assignment]
+
+
 def to_chat_request(body: MessagesBody, task: str | None) -> ChatRequest:
     messages: list[Message] = []
     for m in body.messages:
@@ -429,6 +435,14 @@ def request_body(req: ChatRequest, model_name: str, max_tokens: int) -> dict[str
 
 
 # -- outbound: what Anthropic answers ---------------------------------------------------
+def input_tokens(data: Any, provider: str) -> int:
+    """``count_tokens``' answer: ``{"input_tokens": N}``."""
+    value = data.get("input_tokens") if isinstance(data, dict) else None
+    if not isinstance(value, int) or value < 0:
+        raise UpstreamProtocolError("count_tokens answered no input_tokens", provider=provider)
+    return value
+
+
 def result_of(data: Any, model_name: str, provider: str) -> ChatResult:
     """A ``message`` object → the neutral result."""
     try:

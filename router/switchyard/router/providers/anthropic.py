@@ -39,6 +39,15 @@ class AnthropicAdapter(HTTPAdapter):
             f"{self.base_url}/v1/messages", body, wire.EventDecoder(self.provider.name)
         )
 
+    async def count_tokens(self, req: ChatRequest, model_name: str) -> int | None:
+        body = wire.request_body(req, model_name, 1)
+        del body["max_tokens"]  # count_tokens refuses it
+        return await self.post_json(
+            f"{self.base_url}/v1/messages/count_tokens",
+            body,
+            lambda data: wire.input_tokens(data, self.provider.name),
+        )
+
     async def list_models(self) -> list[str]:
         return await self.get_json(
             f"{self.base_url}/v1/models?limit=1000",

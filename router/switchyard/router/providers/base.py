@@ -107,6 +107,10 @@ class HTTPAdapter(abc.ABC):
     async def list_models(self) -> list[str]:
         """The model names the provider serves, where its API can say."""
 
+    async def count_tokens(self, req: ChatRequest, model_name: str) -> int | None:
+        """None: only protocols with a counting endpoint override this."""
+        return None
+
     async def probe(self, model_name: str | None) -> ProbeResult:
         """A tiny real request: list models, which every supported API answers cheaply."""
         started = time.monotonic()
