@@ -37,6 +37,7 @@ from switchyard.router.http import (
     openai_api,
     openapi,
     ops,
+    responses_api,
     usage_api,
 )
 from switchyard.router.http.errors import error_response, flavor_for
@@ -217,6 +218,7 @@ def create_app(
         Route("/v1/models", models_api.list_models, methods=["GET"]),
         Route("/v1/models/{model_id:path}", models_api.get_model, methods=["GET"]),
         Route("/v1/messages", anthropic_api.messages, methods=["POST"]),
+        Route("/v1/responses", responses_api.responses, methods=["POST"]),
         Route("/v1/messages/count_tokens", anthropic_api.count_tokens, methods=["POST"]),
         Route("/api/v1/llm/providers", admin.list_providers, methods=["GET"]),
         Route("/api/v1/llm/providers", cluster_api.create_provider, methods=["POST"]),

@@ -23,12 +23,14 @@ from switchyard.router.http.services import services
 from switchyard.router.protocols.anthropic import CountTokensBody, MessagesBody
 from switchyard.router.protocols.native import TASK_PATTERN, CompletionBody
 from switchyard.router.protocols.openai import ChatBody
+from switchyard.router.protocols.responses import ResponsesBody
 
 _MODELS: tuple[type[BaseModel], ...] = (
     CompletionBody,
     ChatBody,
     MessagesBody,
     CountTokensBody,
+    ResponsesBody,
     RenderBody,
     NewProvider,
 )
@@ -256,6 +258,16 @@ def build(*, in_cluster: bool) -> dict[str, Any]:
                     statuses=completion,
                     ok_types=("application/json", "text/event-stream"),
                     anthropic=True,
+                    params=compat_headers,
+                )
+            },
+            "/v1/responses": {
+                "post": _op(
+                    "OpenAI-compatible Responses API (not stored; SSE with stream: true)",
+                    "completion",
+                    body=ResponsesBody,
+                    statuses=completion,
+                    ok_types=("application/json", "text/event-stream"),
                     params=compat_headers,
                 )
             },
