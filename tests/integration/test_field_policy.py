@@ -273,3 +273,76 @@ def test_a_malformed_response_format_is_a_400_naming_its_part(
         )
     body = err.value.body
     assert isinstance(body, dict) and body["param"] == field
+
+
+STRICT_TOOL = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "The weather in a city",
+        "parameters": {
+            "type": "object",
+            "properties": {"city": {"type": "string"}},
+            "required": ["city"],
+            "additionalProperties": False,
+        },
+        "strict": True,
+    },
+}
+
+
+def test_a_tools_strict_flag_reaches_openai_and_not_ollama(
+    gateway: RouterServer, fakes: Fakes
+) -> None:
+    for name in ("gpt-4o-mini", "ollama-llama"):
+        oai(gateway).chat.completions.create(
+            model=name,
+            messages=USER,  # type: ignore[arg-type]
+            tools=[STRICT_TOOL],  # type: ignore[list-item]
+        )
+    assert sent(fakes.openai)["tools"][0]["function"]["strict"] is True
+    assert "strict" not in sent(fakes.ollama)["tools"][0]["function"]
+    oai(gateway).responses.create(
+        model="gpt-4o-mini",
+        input="Weather in Paris?",
+        tools=[{**STRICT_TOOL["function"], "type": "function"}],  # type: ignore[list-item]
+    )
+    assert sent(fakes.openai)["tools"][0]["function"]["strict"] is True
+
+
+@pytest.mark.parametrize(
+    ("tool_choice", "expected"),
+    [
+        (None, {"type": "auto", "disable_parallel_tool_use": True}),
+        (
+            {"type": "function", "function": {"name": "get_weather"}},
+            {"type": "tool", "name": "get_weather", "disable_parallel_tool_use": True},
+        ),
+    ],
+)
+def test_parallel_tool_calls_false_is_anthropics_disable_parallel_tool_use(
+    gateway: RouterServer, fakes: Fakes, tool_choice: Any, expected: dict[str, Any]
+) -> None:
+    extra = {} if tool_choice is None else {"tool_choice": tool_choice}
+    oai(gateway).chat.completions.create(
+        model="claude",
+        messages=USER,  # type: ignore[arg-type]
+        tools=[STRICT_TOOL],  # type: ignore[list-item]
+        parallel_tool_calls=False,
+        **extra,
+    )
+    body = sent(fakes.anthropic)
+    assert body["tool_choice"] == expected
+    assert "parallel_tool_calls" not in body
+
+
+def test_the_responses_api_names_its_own_field(gateway: RouterServer) -> None:
+    with pytest.raises(openai.BadRequestError) as err:
+        oai(gateway).responses.create(
+            model="claude",
+            input="Where is Paris?",
+            text={"format": {"type": "json_object"}},
+        )
+    body = err.value.body
+    assert isinstance(body, dict) and body["param"] == "text.format"
+    assert "response_format" not in body["message"]

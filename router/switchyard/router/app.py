@@ -63,6 +63,11 @@ async def _switchyard_error(request: Request, exc: Exception) -> Response:
     elif isinstance(exc, ClientDisconnected):
         # Nobody reads the answer; the log says why the request ended.
         log.info("%s %s: %s", request.method, request.url.path, exc.message)
+    else:
+        # Refusals are the client's business, but an operator asked why needs a line.
+        log.info(
+            "%s %s: %d %s: %s", request.method, request.url.path, exc.status, exc.code, exc.message
+        )
     return error_response(exc, flavor_for(request.url.path, request.headers))
 
 

@@ -87,6 +87,7 @@ TRANSLATED: dict[tuple[str, str], frozenset[str]] = {
         {"response_format", "seed", "presence_penalty", "frequency_penalty"}
     ),
     ("anthropic", "ollama"): frozenset({"top_k"}),
+    ("openai", "anthropic"): frozenset({"parallel_tool_calls"}),
 }
 HealthStatus = Literal["healthy", "degraded", "unhealthy", "unknown"]
 Scope = Literal["completion", "usage:read", "settings:write"]

@@ -36,6 +36,7 @@ class Tool:
     name: str
     description: str
     parameters: dict[str, Any]  # JSON Schema
+    strict: bool | None = None  # OpenAI's: arguments must follow the schema exactly
 
 
 @dataclass(slots=True)

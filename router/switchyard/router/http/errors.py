@@ -7,6 +7,7 @@ openai SDK reads ``error.message``); the Anthropic-compatible API answers
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any, Literal
 
@@ -15,7 +16,9 @@ from starlette.responses import Response
 
 from switchyard.router.errors import SwitchyardError, UpstreamError
 
-Flavor = Literal["native", "openai", "anthropic"]
+#: The error shape a client gets: the native API's, OpenAI's (also the Responses API's,
+#: whose field names differ), Anthropic's.
+Flavor = Literal["native", "openai", "responses", "anthropic"]
 
 #: Anthropic's error types, by status, so its SDK raises the matching class.
 _ANTHROPIC_TYPES = {
@@ -34,21 +37,24 @@ _ANTHROPIC_TYPES = {
 }
 
 
-#: The native API's names for the neutral (OpenAI and Anthropic) request fields that
-#: the router's core names in errors.
-_NATIVE_FIELDS = {"max_tokens": "maxTokens"}
+#: How surfaces other than the chat protocols name the neutral request fields that the
+#: router's core names in errors.
+_FIELD_NAMES: dict[Flavor, dict[str, str]] = {
+    "native": {"max_tokens": "maxTokens"},
+    "responses": {
+        "max_tokens": "max_output_tokens",
+        "response_format": "text.format",
+        "reasoning_effort": "reasoning.effort",
+    },
+}
 
 
-def _native(exc: SwitchyardError) -> tuple[str, str | None]:
-    """The message and field as the native API names them."""
-    name = _NATIVE_FIELDS.get(exc.field or "")
+def _renamed(exc: SwitchyardError, flavor: Flavor) -> tuple[str, str | None]:
+    """The message and field as ``flavor``'s API names them."""
+    name = _FIELD_NAMES.get(flavor, {}).get(exc.field or "")
     if name is None:
         return exc.message, exc.field
-    prefix = f"{exc.field}:"
-    message = exc.message
-    if message.startswith(prefix):
-        message = f"{name}:{message.removeprefix(prefix)}"
-    return message, name
+    return re.sub(rf"\b{re.escape(exc.field or '')}\b", name, exc.message), name
 
 
 def error_body(exc: SwitchyardError, flavor: Flavor) -> dict[str, Any]:
@@ -63,7 +69,7 @@ def error_body(exc: SwitchyardError, flavor: Flavor) -> dict[str, Any]:
             err["field"] = exc.field
         err.update(exc.details())
         return {"type": "error", "error": err}
-    message, field = _native(exc) if flavor == "native" else (exc.message, exc.field)
+    message, field = _renamed(exc, flavor)
     err = {
         "message": message,
         "type": exc.code,
@@ -102,6 +108,8 @@ def flavor_for(path: str, headers: Mapping[str, str]) -> Flavor:
 def flavor_of(path: str) -> Flavor:
     if path.startswith("/v1/messages"):
         return "anthropic"
+    if path.startswith("/v1/responses"):
+        return "responses"
     if path.startswith("/v1/"):
         return "openai"
     return "native"

@@ -32,7 +32,7 @@ def _served_by(provider: str, model: str, cache_hit: bool) -> dict[str, str]:
 
 class ResponsesSurface:
     api = "responses"
-    flavor: Flavor = "openai"
+    flavor: Flavor = "responses"
 
     def to_request(
         self, body: wire.ResponsesBody, request: Request, catalog: Catalog, caller: Caller

@@ -426,6 +426,11 @@ def request_body(req: ChatRequest, model_name: str, max_tokens: int) -> dict[str
             body["tool_choice"] = {"type": "tool", "name": choice["name"]}
         elif choice == "auto":
             body["tool_choice"] = {"type": "auto"}
+        if req.params_protocol == "openai" and req.params.get("parallel_tool_calls") is False:
+            # OpenAI's parallel_tool_calls: false is Anthropic's disable_parallel_tool_use.
+            tool_choice = body.setdefault("tool_choice", {"type": "auto"})
+            if tool_choice["type"] != "none":
+                tool_choice["disable_parallel_tool_use"] = True
     if req.user:
         body["metadata"] = {"user_id": req.user}
     if req.params and req.params_protocol == "anthropic":

@@ -147,6 +147,7 @@ class FunctionDef(_Loose):
     name: str = Field(min_length=1, max_length=64)
     description: str = ""
     parameters: dict[str, Any] = Field(default_factory=lambda: {"type": "object", "properties": {}})
+    strict: bool | None = None
 
 
 class ToolDef(_Loose):
@@ -233,7 +234,7 @@ def to_chat_request(body: ChatBody, task: str | None) -> ChatRequest:
         stop=stop,
         stream=body.stream,
         tools=[
-            Tool(t.function.name, t.function.description, t.function.parameters)
+            Tool(t.function.name, t.function.description, t.function.parameters, t.function.strict)
             for t in body.tools or ()
         ],
         tool_choice=choice,
@@ -406,7 +407,7 @@ def request_body(
     if req.stop:
         body["stop"] = req.stop
     if req.tools:
-        body["tools"] = function_tools(req.tools)
+        body["tools"] = function_tools(req.tools, strict=True)
         if req.tool_choice is not None:
             body["tool_choice"] = tool_choice(req.tool_choice)
     if req.user:

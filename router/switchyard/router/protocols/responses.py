@@ -219,7 +219,12 @@ def to_chat_request(body: ResponsesBody, task: str | None) -> ChatRequest:
         top_p=body.top_p,
         stream=body.stream,
         tools=[
-            Tool(t.name, t.description or "", t.parameters or {"type": "object", "properties": {}})
+            Tool(
+                t.name,
+                t.description or "",
+                t.parameters or {"type": "object", "properties": {}},
+                t.strict,
+            )
             for t in body.tools or ()
         ],
         tool_choice=choice,

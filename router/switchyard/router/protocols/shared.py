@@ -20,15 +20,20 @@ def _integral(value: Any) -> Any:
 Integral = BeforeValidator(_integral)
 
 
-def function_tools(tools: list[Tool]) -> list[dict[str, Any]]:
-    """Tools in OpenAI's shape, which Ollama shares."""
-    return [
-        {
-            "type": "function",
-            "function": {"name": t.name, "description": t.description, "parameters": t.parameters},
+def function_tools(tools: list[Tool], *, strict: bool = False) -> list[dict[str, Any]]:
+    """Tools in OpenAI's shape, which Ollama shares; ``strict`` carries each tool's own
+    (OpenAI's protocol has it, Ollama's does not)."""
+    out = []
+    for t in tools:
+        fn: dict[str, Any] = {
+            "name": t.name,
+            "description": t.description,
+            "parameters": t.parameters,
         }
-        for t in tools
-    ]
+        if strict and t.strict is not None:
+            fn["strict"] = t.strict
+        out.append({"type": "function", "function": fn})
+    return out
 
 
 def arguments_object(text: str) -> Any:
