@@ -24,28 +24,32 @@ WEATHER = {
 }
 
 
+def plain_table(fakes: Fakes, **routing: object) -> dict[str, object]:
+    """Model "plain" on vLLM and Anthropic: no function calling, at most 4096 tokens out."""
+    return table(
+        [
+            provider("vllm", "vllm", fakes.vllm.url),
+            provider("claude", "anthropic", fakes.anthropic.url, key_env="SY_TEST_ANTHROPIC_KEY"),
+        ],
+        [
+            model(
+                "plain", "vllm", "meta-llama/Llama-3.1-8B-Instruct", supportsFunctionCalling=False
+            ),
+            model("plain", "claude", "claude-haiku-4-5", supportsFunctionCalling=False),
+        ],
+        routing=routing or None,
+    )
+
+
 @pytest.fixture
 def plain(fakes: Fakes, router: Factory) -> RouterServer:
-    """Model "plain" on vLLM and Anthropic: no function calling, at most 4096 tokens out."""
-    return router(
-        table(
-            [
-                provider("vllm", "vllm", fakes.vllm.url),
-                provider(
-                    "claude", "anthropic", fakes.anthropic.url, key_env="SY_TEST_ANTHROPIC_KEY"
-                ),
-            ],
-            [
-                model(
-                    "plain",
-                    "vllm",
-                    "meta-llama/Llama-3.1-8B-Instruct",
-                    supportsFunctionCalling=False,
-                ),
-                model("plain", "claude", "claude-haiku-4-5", supportsFunctionCalling=False),
-            ],
-        )
-    )
+    return router(plain_table(fakes))
+
+
+@pytest.fixture
+def unclamped(fakes: Fakes, router: Factory) -> RouterServer:
+    """The same, with clamping off: a model that cannot give what is asked is skipped."""
+    return router(plain_table(fakes, clampMaxTokens=False))
 
 
 def provider_calls(fakes: Fakes) -> int:
@@ -77,10 +81,38 @@ def test_tools_to_models_without_function_calling_are_a_400_the_sdk_does_not_ret
     assert refused == [1.0]
 
 
-def test_more_output_than_any_model_gives_names_max_tokens_and_the_limit(
+def test_more_output_than_a_model_gives_is_clamped_and_said(
     plain: RouterServer, fakes: Fakes
 ) -> None:
+    """LiteLLM's default for anthropic/ models is 128000; the model gives 4096."""
     client = anthropic.Anthropic(base_url=plain.url, api_key=KEY)
+    with client.messages.stream(
+        model="plain", max_tokens=128_000, messages=[{"role": "user", "content": "Hi"}]
+    ) as stream:
+        stream.until_done()
+        header = stream.response.headers["x-switchyard-max-tokens"]
+    assert header == "4096; requested=128000"
+    sent = (fakes.vllm.requests or fakes.anthropic.requests)[-1].body
+    assert sent.get("max_tokens", sent.get("max_completion_tokens")) == 4096
+    r = httpx.post(
+        f"{plain.url}/api/v1/llm/completion",
+        headers=AUTH,
+        json={"taskType": "chat", "model": "plain", "prompt": "Hi", "maxTokens": 5000},
+    )
+    assert r.status_code == 200, r.text
+    assert r.headers["x-switchyard-max-tokens"] == "4096; requested=5000"
+    r = httpx.post(
+        f"{plain.url}/api/v1/llm/completion",
+        headers=AUTH,
+        json={"taskType": "chat", "model": "plain", "prompt": "Hi", "maxTokens": 100},
+    )
+    assert "x-switchyard-max-tokens" not in r.headers
+
+
+def test_with_clamping_off_more_output_than_any_model_gives_names_max_tokens_and_the_limit(
+    unclamped: RouterServer, fakes: Fakes
+) -> None:
+    client = anthropic.Anthropic(base_url=unclamped.url, api_key=KEY)
     # LiteLLM's default for anthropic/ models; streamed, as the SDK insists for it.
     with (
         pytest.raises(anthropic.BadRequestError) as err,
@@ -98,8 +130,9 @@ def test_more_output_than_any_model_gives_names_max_tokens_and_the_limit(
 
 
 def test_the_openai_surface_names_max_tokens_and_the_native_one_max_tokens_camel(
-    plain: RouterServer,
+    unclamped: RouterServer,
 ) -> None:
+    plain = unclamped
     r = httpx.post(
         f"{plain.url}/v1/chat/completions",
         headers=AUTH,

@@ -209,7 +209,8 @@ def test_oversize_chunked_body_is_refused_while_reading(gw: RouterServer) -> Non
     assert r.status_code == 413
 
 
-def test_max_tokens_beyond_every_model_is_a_400(fakes: Fakes, router: Factory) -> None:
+@pytest.mark.parametrize("clamp", [True, False])
+def test_max_tokens_beyond_every_model(fakes: Fakes, router: Factory, clamp: bool) -> None:
     gw = router(
         table(
             [provider("v", "vllm", fakes.vllm.url)],
@@ -222,11 +223,18 @@ def test_max_tokens_beyond_every_model_is_a_400(fakes: Fakes, router: Factory) -
                     maxOutputTokens=512,
                 )
             ],
+            routing={"clampMaxTokens": clamp},
         )
     )
     r = post(gw, {"taskType": "t", "prompt": "x", "maxTokens": 1000})
-    assert r.status_code == 400
-    assert "maxOutputTokens" in r.json()["error"]["message"]
+    if clamp:  # asked for what the model gives, and told so
+        assert r.status_code == 200, r.text
+        assert r.headers["x-switchyard-max-tokens"] == "512; requested=1000"
+        assert fakes.vllm.requests[-1].body["max_tokens"] == 512
+    else:
+        assert r.status_code == 400
+        assert "maxOutputTokens" in r.json()["error"]["message"]
+    # A prompt that leaves no room in the window is refused either way.
     r = post(gw, {"taskType": "t", "prompt": "word " * 2000, "maxTokens": 500})
     assert r.status_code == 400
     assert "context window" in r.json()["error"]["message"]

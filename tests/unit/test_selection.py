@@ -163,3 +163,15 @@ def test_a_request_too_big_for_every_model_is_the_clients_fault() -> None:
         select(catalog.org("default"), need(max_tokens=60), 0, 5)
     with pytest.raises(BadRequest, match="context window; the largest is 100 tokens"):
         select(catalog.org("default"), need(prompt_tokens=80, max_tokens=40), 0, 5)
+
+
+def test_clamping_keeps_a_model_that_gives_less_than_asked() -> None:
+    catalog, _states = setup([model("m", "a", contextWindow=1000, maxOutputTokens=300)])
+    org = catalog.org("default")
+    # More output than the model gives: kept, asked for its 300.
+    assert names(select(org, need(max_tokens=600, clamp=True), 0, 5)) == ["a/m"]
+    # 800 prompt tokens leave 200 of the window: kept, asked for 200.
+    assert names(select(org, need(prompt_tokens=800, max_tokens=300, clamp=True), 0, 5)) == ["a/m"]
+    # No room at all: skipped, and the request is the client's error.
+    with pytest.raises(BadRequest, match="context window"):
+        select(org, need(prompt_tokens=1000, max_tokens=300, clamp=True), 0, 5)

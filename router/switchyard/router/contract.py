@@ -324,6 +324,11 @@ class RoutingSettings(_Model):
     default_max_tokens: int = Field(default=1024, ge=1, le=8192)
     max_body_bytes: int = Field(default=4 * 1024 * 1024, ge=1024, le=64 * 1024 * 1024)
     max_retry_after_seconds: float = Field(default=60.0, ge=0, le=3600)
+    clamp_max_tokens: bool = Field(
+        default=True,
+        description="Ask a model for at most the output it allows (and the context left) "
+        "when a request asks for more, instead of skipping it",
+    )
     drop_unsupported_params: bool = Field(
         default=False,
         description="Drop request fields a candidate of another protocol cannot take, "

@@ -48,6 +48,8 @@ class Completed:
     ttft_ms: float
     cache_hit: bool
     attempts: list[Attempt]
+    #: The output cap the provider was asked for (None: from the cache).
+    max_tokens: int | None = None
 
 
 #: Is ``name`` a model of ``organization``'s table? Only such names become labels.

@@ -52,6 +52,7 @@ class Served:
     cost: Cost
     latency_ms: float
     attempts: list[Attempt]
+    max_tokens: int  # the output cap the provider was asked for
 
 
 @dataclass(slots=True, frozen=True)
@@ -172,6 +173,7 @@ class Gateway:
             cost=cost_of(answered.route, result.usage),
             latency_ms=(time.perf_counter() - answered.started) * 1000,
             attempts=answered.attempts,
+            max_tokens=answered.reserved - plan.prompt_tokens,
         )
 
     async def open_stream(self, plan: Plan, req: ChatRequest) -> LiveStream:

@@ -80,6 +80,7 @@ class Pipeline:
             served.latency_ms,
             False,
             served.attempts,
+            served.max_tokens,
         )
         self.accountant.served(caller, req, info, done, opening.reservation)
         if opening.cache_as is not None and self.cache is not None:

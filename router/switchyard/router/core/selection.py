@@ -38,6 +38,8 @@ class Need:
     params: tuple[str, ...] = ()
     params_protocol: str | None = None
     drop_params: bool = False
+    #: Ask a model for what it allows when more is asked (the table's clampMaxTokens).
+    clamp: bool = False
 
     def output_tokens(self, max_output_tokens: int) -> int:
         return output_tokens(self.max_tokens, self.default_max_tokens, max_output_tokens)
@@ -72,13 +74,19 @@ def select(org: OrgCatalog, need: Need, now: float, limit: int) -> list[Route]:
     skipped: Counter[str] = Counter()
     for route in base:
         m = route.model
-        if need.max_tokens is not None and need.max_tokens > m.max_output_tokens:
-            skipped["output"] += 1
-            continue
-        total = need.prompt_tokens + need.output_tokens(m.max_output_tokens)
+        out = need.output_tokens(m.max_output_tokens)
+        if out > m.max_output_tokens:
+            if not need.clamp:
+                skipped["output"] += 1
+                continue
+            out = m.max_output_tokens
+        total = need.prompt_tokens + out
         if total > m.context_window:
-            skipped["context"] += 1
-            continue
+            room = m.context_window - need.prompt_tokens
+            if not need.clamp or room < 1:
+                skipped["context"] += 1
+                continue
+            total = m.context_window
         if need.stream and not m.supports_streaming:
             skipped["stream"] += 1
             continue
@@ -167,9 +175,15 @@ class Plan:
     prompt_tokens: int
 
     def max_tokens(self, req: ChatRequest, route: Route) -> int:
-        """The completion budget of a call to ``route``."""
-        default = self.catalog.settings.default_max_tokens
-        return output_tokens(req.max_tokens, default, route.model.max_output_tokens)
+        """The completion budget of a call to ``route``: what was asked (or the default),
+        clamped to what the model allows and the context the prompt leaves, unless the
+        table turns clamping off (then ``select`` has skipped such models)."""
+        settings = self.catalog.settings
+        m = route.model
+        out = output_tokens(req.max_tokens, settings.default_max_tokens, m.max_output_tokens)
+        if settings.clamp_max_tokens:
+            out = min(out, m.max_output_tokens, m.context_window - self.prompt_tokens)
+        return out
 
     def estimated_cost(self, req: ChatRequest) -> Decimal:
         """The most the primary candidate could charge for this request, in USD."""
@@ -192,6 +206,7 @@ def plan(catalog: Catalog, organization: str, req: ChatRequest, now: float) -> P
         params=tuple(req.params),
         params_protocol=req.params_protocol,
         drop_params=req.drop_params or catalog.settings.drop_unsupported_params,
+        clamp=catalog.settings.clamp_max_tokens,
     )
     routes = select(catalog.org(organization), need, now, catalog.settings.max_attempts)
     return Plan(catalog, routes, prompt_tokens)

@@ -111,6 +111,12 @@ class Streaming:
     def cache_hit(self) -> bool:
         return self.cached is not None
 
+    @property
+    def max_tokens(self) -> int | None:
+        """The output cap the provider was asked for (None: from the cache)."""
+        live = self.live
+        return None if live is None else live.reserved - live.prompt_tokens_estimate
+
     async def events(self) -> AsyncIterator[StreamEvent]:
         if self.cached is not None:
             async for event in self._replay(self.cached):

@@ -119,7 +119,10 @@ def endpoint(model: type[B], surface: Surface[B]) -> Callable[[Request], Awaitab
                 return StreamingResponse(
                     _sse(streaming, encoder, surface.flavor, held),
                     media_type="text/event-stream",
-                    headers=SSE_HEADERS | encoder.headers | {REQUEST_ID: info.id},
+                    headers=SSE_HEADERS
+                    | encoder.headers
+                    | _clamped(req, streaming.max_tokens)
+                    | {REQUEST_ID: info.id},
                     background=BackgroundTask(finish),
                 )
             done = await s.pipeline.complete(caller, req, info)
@@ -130,10 +133,21 @@ def endpoint(model: type[B], surface: Surface[B]) -> Callable[[Request], Awaitab
         return Response(
             orjson.dumps(payload),
             media_type="application/json",
-            headers=headers | {REQUEST_ID: info.id},
+            headers=headers | _clamped(req, done.max_tokens) | {REQUEST_ID: info.id},
         )
 
     return serve
+
+
+#: Set when the provider was asked for less output than the request: the model's
+#: maxOutputTokens, or the context the prompt leaves (routing.clampMaxTokens).
+MAX_TOKENS_HEADER = "x-switchyard-max-tokens"
+
+
+def _clamped(req: ChatRequest, used: int | None) -> dict[str, str]:
+    if used is None or req.max_tokens is None or used >= req.max_tokens:
+        return {}
+    return {MAX_TOKENS_HEADER: f"{used}; requested={req.max_tokens}"}
 
 
 async def _sse(
