@@ -346,3 +346,39 @@ def test_the_responses_api_names_its_own_field(gateway: RouterServer) -> None:
     body = err.value.body
     assert isinstance(body, dict) and body["param"] == "text.format"
     assert "response_format" not in body["message"]
+
+
+@pytest.mark.parametrize("name", ["gpt-4o-mini", "ollama-llama"])
+@pytest.mark.parametrize("stream", [False, True])
+def test_anthropic_clients_see_tool_ids_in_anthropics_shape_and_can_answer_them(
+    gateway: RouterServer, fakes: Fakes, name: str, stream: bool
+) -> None:
+    tool = {
+        "name": "get_weather",
+        "description": "The weather in a city",
+        "input_schema": {"type": "object", "properties": {"city": {"type": "string"}}},
+    }
+    asked = [{"role": "user", "content": "What is the weather in Paris?"}]
+    c = claude(gateway)
+    if stream:
+        with c.messages.stream(model=name, max_tokens=64, messages=asked, tools=[tool]) as s:  # type: ignore[arg-type,list-item]
+            msg = s.get_final_message()
+    else:
+        msg = c.messages.create(model=name, max_tokens=64, messages=asked, tools=[tool])  # type: ignore[arg-type,list-item]
+    uses = [b for b in msg.content if b.type == "tool_use"]
+    assert len(uses) == 1
+    assert uses[0].id.startswith("toolu_"), uses[0].id
+    follow = c.messages.create(
+        model=name,
+        max_tokens=64,
+        tools=[tool],  # type: ignore[list-item]
+        messages=[
+            *asked,  # type: ignore[list-item]
+            {"role": "assistant", "content": [b.model_dump() for b in msg.content]},
+            {
+                "role": "user",
+                "content": [{"type": "tool_result", "tool_use_id": uses[0].id, "content": "18C"}],
+            },
+        ],
+    )
+    assert follow.content

@@ -8,6 +8,7 @@ becomes a neutral request; neutral events become each surface's stream.
 from __future__ import annotations
 
 import json
+import re
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -65,6 +66,21 @@ def decode(decoder: Decoder, name: str) -> list[StreamEvent]:
 
 
 # -- what providers answer → neutral results ----------------------------------------------
+
+
+class _RandomCallId:
+    """Equal to any id Switchyard gives an Ollama tool call: ``call_`` and 24 hex digits,
+    random so ids stay unique across a conversation's turns."""
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, str) and re.fullmatch(r"call_[0-9a-f]{24}", other) is not None
+
+    def __repr__(self) -> str:
+        return "call_<random>"
+
+
+OLLAMA_ID = _RandomCallId()
+
 RESULTS = [
     (
         openai.result_of,
@@ -144,7 +160,9 @@ RESULTS = [
             "llama3.2",
             tool_calls=[
                 ToolCall(
-                    "call_0", "get_current_weather", '{"format":"celsius","location":"Paris, FR"}'
+                    OLLAMA_ID,  # type: ignore[arg-type]
+                    "get_current_weather",
+                    '{"format":"celsius","location":"Paris, FR"}',
                 )
             ],
         ),
@@ -210,7 +228,7 @@ STREAMS = [
         ollama.LineDecoder,
         "ollama/stream-tools.ndjson",
         [
-            ToolCallDelta(0, "call_0", "get_temperature", '{"city":"Toronto"}'),
+            ToolCallDelta(0, OLLAMA_ID, "get_temperature", '{"city":"Toronto"}'),  # type: ignore[arg-type]
             Finish("tool_calls", Usage(40, 20)),
         ],
     ),

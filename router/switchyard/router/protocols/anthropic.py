@@ -7,6 +7,8 @@ Anthropic's API (``baseUrl`` as the anthropic SDK takes it).
 
 from __future__ import annotations
 
+import re
+import uuid
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import orjson
@@ -75,6 +77,26 @@ def _prompt_tokens(u: dict[str, Any]) -> int:
         + int(u.get("cache_read_input_tokens") or 0)
         + int(u.get("cache_creation_input_tokens") or 0)
     )
+
+
+_NOT_IN_IDS = re.compile(r"[^A-Za-z0-9_-]")
+
+
+def tool_use_id(call_id: str | None) -> str:
+    """A tool call's id as Anthropic shapes them: ``toolu_`` and letters, digits, ``_``,
+    ``-``. Another provider's id (``call_…``) keeps its text after the prefix, so a
+    call and its result, mapped alike, still match."""
+    if not call_id:
+        return f"toolu_{uuid.uuid4().hex[:24]}"
+    if call_id.startswith("toolu_") and not _NOT_IN_IDS.search(call_id):
+        return call_id
+    return "toolu_" + _NOT_IN_IDS.sub("_", call_id.removeprefix("toolu_"))
+
+
+def _upstream_id(call_id: str | None) -> str:
+    """A history's tool call id as Anthropic accepts it (its pattern, nothing more), so a
+    call and its result, mapped alike, still match."""
+    return _NOT_IN_IDS.sub("_", call_id) if call_id else tool_use_id(None)
 
 
 # -- inbound: the request a client sends ------------------------------------------------
@@ -171,11 +193,13 @@ def to_chat_request(body: MessagesBody, task: str | None) -> ChatRequest:
             continue
         text: list[str] = []
         calls: list[ToolCall] = []
-        for j, b in enumerate(m.content):
+        for b in m.content:
             if isinstance(b, TextPart):
                 text.append(b.text)
             elif isinstance(b, ToolUseBlock):
-                calls.append(ToolCall(b.id or f"toolu_{j}", b.name, orjson.dumps(b.input).decode()))
+                calls.append(
+                    ToolCall(b.id or tool_use_id(None), b.name, orjson.dumps(b.input).decode())
+                )
             else:
                 result = b.content
                 if isinstance(result, list):
@@ -218,7 +242,12 @@ def message_json(done: Completed, message_id: str) -> dict[str, Any]:
     if r.content or not r.tool_calls:
         content.append({"type": "text", "text": r.content})
     content += [
-        {"type": "tool_use", "id": c.id, "name": c.name, "input": arguments_or_empty(c.arguments)}
+        {
+            "type": "tool_use",
+            "id": tool_use_id(c.id),
+            "name": c.name,
+            "input": arguments_or_empty(c.arguments),
+        }
         for c in r.tool_calls
     ]
     return {
@@ -304,7 +333,7 @@ class EventEncoder:
                     "tool",
                     {
                         "type": "tool_use",
-                        "id": event.id or f"toolu_{self.block + 1}",
+                        "id": tool_use_id(event.id),
                         "name": event.name or "",
                         "input": {},
                     },
@@ -366,7 +395,11 @@ def messages_of(messages: list[Message]) -> list[dict[str, Any]]:
         if m.role == "tool":
             role = "user"
             blocks: list[dict[str, Any]] = [
-                {"type": "tool_result", "tool_use_id": m.tool_call_id, "content": m.content}
+                {
+                    "type": "tool_result",
+                    "tool_use_id": _upstream_id(m.tool_call_id),
+                    "content": m.content,
+                }
             ]
         elif m.tool_calls:
             role = "assistant"
@@ -374,7 +407,7 @@ def messages_of(messages: list[Message]) -> list[dict[str, Any]]:
             blocks += [
                 {
                     "type": "tool_use",
-                    "id": c.id,
+                    "id": _upstream_id(c.id),
                     "name": c.name,
                     "input": arguments_object(c.arguments),
                 }

@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 import orjson
@@ -73,11 +74,12 @@ def _translate(req: ChatRequest, body: dict[str, Any], options: dict[str, Any]) 
         options["top_k"] = params["top_k"]
 
 
-def _calls(message: dict[str, Any], start: int = 0) -> list[ToolCall]:
-    """Ollama gives tool calls no ids; they are numbered in the order they come."""
+def _calls(message: dict[str, Any]) -> list[ToolCall]:
+    """Ollama gives tool calls no ids; each gets a random one, so ids stay unique across
+    the turns of a conversation that may go on at another provider."""
     return [
         ToolCall(
-            f"call_{start + i}",
+            f"call_{uuid.uuid4().hex[:24]}",
             c["function"]["name"],
             orjson.dumps(c["function"].get("arguments") or {}).decode(),
         )
@@ -137,7 +139,7 @@ class LineDecoder:
         text = message.get("content")
         if text:
             events.append(TextDelta(text))
-        for call in _calls(message, self.calls):
+        for call in _calls(message):
             events.append(ToolCallDelta(self.calls, call.id, call.name, call.arguments))
             self.calls += 1
         if obj.get("done"):
