@@ -135,16 +135,36 @@ def test_a_field_another_protocol_has_no_place_for_is_a_400_naming_it(
 def test_the_header_drops_them_and_the_provider_never_sees_them(
     gateway: RouterServer, fakes: Fakes
 ) -> None:
-    resp = oai(gateway).chat.completions.create(
+    raw = oai(gateway).chat.completions.with_raw_response.create(
         model="claude",
         messages=USER,  # type: ignore[arg-type]
         seed=7,
         presence_penalty=0.5,
         extra_headers=DROP,
+        extra_body={"we\r\nird": 1},
     )
-    assert resp.choices[0].message.content
+    assert raw.parse().choices[0].message.content
     body = sent(fakes.anthropic)
     assert "seed" not in body and "presence_penalty" not in body
+    # Dropped as asked, and said so; a key unfit for a header is only counted.
+    said = raw.headers["x-switchyard-dropped-params"].split(", ")
+    assert sorted(said) == ["1 more", "presence_penalty", "seed"]
+    # Streamed, the same; and nothing is said when nothing was dropped.
+    with oai(gateway).chat.completions.with_streaming_response.create(
+        model="claude",
+        messages=USER,
+        seed=7,
+        stream=True,
+        extra_headers=DROP,  # type: ignore[arg-type]
+    ) as streamed:
+        assert streamed.headers["x-switchyard-dropped-params"] == "seed"
+    plain = oai(gateway).chat.completions.with_raw_response.create(
+        model="gpt-4o-mini",
+        messages=USER,
+        seed=7,
+        extra_headers=DROP,  # type: ignore[arg-type]
+    )
+    assert "x-switchyard-dropped-params" not in plain.headers
 
 
 def test_the_table_can_drop_them_for_everyone(fakes: Fakes, router: Factory) -> None:

@@ -18,6 +18,7 @@ from starlette.background import BackgroundTask
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
+from switchyard.router.contract import PROTOCOL_OF, TRANSLATED
 from switchyard.router.core.accounting import Completed, RequestInfo
 from switchyard.router.core.caller import Caller
 from switchyard.router.core.catalog import Catalog
@@ -122,6 +123,7 @@ def endpoint(model: type[B], surface: Surface[B]) -> Callable[[Request], Awaitab
                     headers=SSE_HEADERS
                     | encoder.headers
                     | _clamped(req, streaming.max_tokens)
+                    | _dropped(req, catalog, organization, streaming.provider)
                     | {REQUEST_ID: info.id},
                     background=BackgroundTask(finish),
                 )
@@ -133,7 +135,10 @@ def endpoint(model: type[B], surface: Surface[B]) -> Callable[[Request], Awaitab
         return Response(
             orjson.dumps(payload),
             media_type="application/json",
-            headers=headers | _clamped(req, done.max_tokens) | {REQUEST_ID: info.id},
+            headers=headers
+            | _clamped(req, done.max_tokens)
+            | _dropped(req, catalog, organization, done.provider)
+            | {REQUEST_ID: info.id},
         )
 
     return serve
@@ -142,6 +147,35 @@ def endpoint(model: type[B], surface: Surface[B]) -> Callable[[Request], Awaitab
 #: Set when the provider was asked for less output than the request: the model's
 #: maxOutputTokens, or the context the prompt leaves (routing.clampMaxTokens).
 MAX_TOKENS_HEADER = "x-switchyard-max-tokens"
+
+
+#: The fields the client asked to drop (X-Switchyard-Drop-Unsupported-Params) that the
+#: provider which answered did not get: nothing is dropped without a word.
+DROPPED_HEADER = "x-switchyard-dropped-params"
+
+
+def _dropped(
+    req: ChatRequest, catalog: Catalog, organization: str, provider_name: str
+) -> dict[str, str]:
+    if not req.params or not provider_name:
+        return {}
+    provider = catalog.org(organization).providers.get(provider_name)
+    if provider is None:
+        return {}
+    protocol = PROTOCOL_OF[provider.provider_type]
+    if protocol == req.params_protocol:
+        return {}
+    translated = TRANSLATED.get((req.params_protocol or "", protocol), frozenset())
+    dropped = [p for p in req.params if p not in translated]
+    if not dropped:
+        return {}
+    # Field names are the client's JSON keys: only plain ones go into a header.
+    named = [p for p in dropped if _PLAIN_NAME.match(p)]
+    others = len(dropped) - len(named)
+    return {DROPPED_HEADER: ", ".join([*named, *([f"{others} more"] if others else [])])}
+
+
+_PLAIN_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 
 
 def _clamped(req: ChatRequest, used: int | None) -> dict[str, str]:
