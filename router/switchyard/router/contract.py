@@ -14,6 +14,7 @@ document by hand to run the router without a cluster. Field names are the brief'
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Annotated, Any, Literal, get_args
@@ -89,6 +90,17 @@ TRANSLATED: dict[tuple[str, str], frozenset[str]] = {
     ("anthropic", "ollama"): frozenset({"top_k"}),
     ("openai", "anthropic"): frozenset({"parallel_tool_calls"}),
 }
+
+
+def untranslated(params: Iterable[str], client: str | None, provider: str) -> list[str]:
+    """The client's fields a provider of ``provider``'s protocol can neither take as
+    sent nor have translated."""
+    if provider == client:
+        return []
+    translated = TRANSLATED.get((client or "", provider), frozenset())
+    return [p for p in params if p not in translated]
+
+
 HealthStatus = Literal["healthy", "degraded", "unhealthy", "unknown"]
 Scope = Literal["completion", "usage:read", "settings:write"]
 SCOPES: tuple[str, ...] = get_args(Scope)

@@ -6,7 +6,7 @@ from collections import Counter
 from dataclasses import dataclass
 from decimal import Decimal
 
-from switchyard.router.contract import PROTOCOL_OF, TRANSLATED
+from switchyard.router.contract import PROTOCOL_OF, untranslated
 from switchyard.router.core.catalog import Catalog, OrgCatalog, Route
 from switchyard.router.core.chat import ChatRequest, estimate_tokens
 from switchyard.router.errors import BadRequest, NoCandidateAvailable, NotFound
@@ -116,11 +116,9 @@ def select(org: OrgCatalog, need: Need, now: float, limit: int) -> list[Route]:
 
 def _untaken(need: Need, route: Route) -> list[str]:
     """The request's fields ``route``'s protocol can neither take as sent nor translate."""
-    protocol = PROTOCOL_OF[route.provider.provider_type]
-    if protocol == need.params_protocol:
-        return []
-    translated = TRANSLATED.get((need.params_protocol or "", protocol), frozenset())
-    return [p for p in need.params if p not in translated]
+    return untranslated(
+        need.params, need.params_protocol, PROTOCOL_OF[route.provider.provider_type]
+    )
 
 
 #: Why a model could never serve a request, whatever its provider's state: a client

@@ -18,7 +18,7 @@ from starlette.background import BackgroundTask
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
-from switchyard.router.contract import PROTOCOL_OF, TRANSLATED
+from switchyard.router.contract import PROTOCOL_OF, untranslated
 from switchyard.router.core.accounting import Completed, RequestInfo
 from switchyard.router.core.caller import Caller
 from switchyard.router.core.catalog import Catalog
@@ -149,6 +149,15 @@ def endpoint(model: type[B], surface: Surface[B]) -> Callable[[Request], Awaitab
 MAX_TOKENS_HEADER = "x-switchyard-max-tokens"
 
 
+def served_by(provider: str, model: str, cache_hit: bool) -> dict[str, str]:
+    """Which provider and table model answered, and whether from the cache."""
+    return {
+        "x-switchyard-provider": provider,
+        "x-switchyard-model": model,
+        "x-switchyard-cache": "hit" if cache_hit else "miss",
+    }
+
+
 #: The fields the client asked to drop (X-Switchyard-Drop-Unsupported-Params) that the
 #: provider which answered did not get: nothing is dropped without a word.
 DROPPED_HEADER = "x-switchyard-dropped-params"
@@ -162,11 +171,7 @@ def _dropped(
     provider = catalog.org(organization).providers.get(provider_name)
     if provider is None:
         return {}
-    protocol = PROTOCOL_OF[provider.provider_type]
-    if protocol == req.params_protocol:
-        return {}
-    translated = TRANSLATED.get((req.params_protocol or "", protocol), frozenset())
-    dropped = [p for p in req.params if p not in translated]
+    dropped = untranslated(req.params, req.params_protocol, PROTOCOL_OF[provider.provider_type])
     if not dropped:
         return {}
     # Field names are the client's JSON keys: only plain ones go into a header.

@@ -17,7 +17,7 @@ from switchyard.router.core.caller import Caller
 from switchyard.router.core.catalog import Catalog
 from switchyard.router.core.chat import ChatRequest
 from switchyard.router.core.streaming import Streaming
-from switchyard.router.http.completions import endpoint, task_header
+from switchyard.router.http.completions import endpoint, served_by, task_header
 from switchyard.router.http.errors import Flavor
 from switchyard.router.protocols import openai as wire
 from switchyard.router.protocols.sse import StreamEncoder
@@ -25,14 +25,6 @@ from switchyard.router.protocols.sse import StreamEncoder
 
 def _id(info: RequestInfo) -> str:
     return f"chatcmpl-{info.id.replace('-', '')}"
-
-
-def _served_by(provider: str, model: str, cache_hit: bool) -> dict[str, str]:
-    return {
-        "x-switchyard-provider": provider,
-        "x-switchyard-model": model,
-        "x-switchyard-cache": "hit" if cache_hit else "miss",
-    }
 
 
 class OpenAISurface:
@@ -47,7 +39,7 @@ class OpenAISurface:
     def respond(
         self, body: wire.ChatBody, done: Completed, info: RequestInfo
     ) -> tuple[dict[str, Any], dict[str, str]]:
-        headers = _served_by(done.provider, done.model, done.cache_hit)
+        headers = served_by(done.provider, done.model, done.cache_hit)
         headers["x-switchyard-cost-usd"] = format(done.cost.total.normalize(), "f")
         return wire.completion_json(done, _id(info), int(time.time())), headers
 
@@ -59,7 +51,7 @@ class OpenAISurface:
             _id(info),
             int(time.time()),
             include_usage=bool(body.stream_options and body.stream_options.include_usage),
-            headers=_served_by(streaming.provider, streaming.model, streaming.cache_hit),
+            headers=served_by(streaming.provider, streaming.model, streaming.cache_hit),
         )
 
 

@@ -12,7 +12,7 @@ from switchyard.router.core.caller import Caller
 from switchyard.router.core.catalog import Catalog
 from switchyard.router.core.chat import ChatRequest
 from switchyard.router.core.streaming import Streaming
-from switchyard.router.http.completions import endpoint, task_header
+from switchyard.router.http.completions import endpoint, served_by, task_header
 from switchyard.router.http.errors import Flavor
 from switchyard.router.protocols import responses as wire
 from switchyard.router.protocols.sse import StreamEncoder
@@ -20,14 +20,6 @@ from switchyard.router.protocols.sse import StreamEncoder
 
 def _id(info: RequestInfo) -> str:
     return f"resp_{info.id.replace('-', '')}"
-
-
-def _served_by(provider: str, model: str, cache_hit: bool) -> dict[str, str]:
-    return {
-        "x-switchyard-provider": provider,
-        "x-switchyard-model": model,
-        "x-switchyard-cache": "hit" if cache_hit else "miss",
-    }
 
 
 class ResponsesSurface:
@@ -42,7 +34,7 @@ class ResponsesSurface:
     def respond(
         self, body: wire.ResponsesBody, done: Completed, info: RequestInfo
     ) -> tuple[dict[str, Any], dict[str, str]]:
-        headers = _served_by(done.provider, done.model, done.cache_hit)
+        headers = served_by(done.provider, done.model, done.cache_hit)
         return wire.response_json(body, done, _id(info)), headers
 
     def encoder(
@@ -52,7 +44,7 @@ class ResponsesSurface:
             body,
             streaming,
             _id(info),
-            _served_by(streaming.provider, streaming.model, streaming.cache_hit),
+            served_by(streaming.provider, streaming.model, streaming.cache_hit),
         )
 
 
