@@ -20,6 +20,7 @@ from switchyard.router.core.accounting import Accountant
 from switchyard.router.core.budgets import BudgetGuard
 from switchyard.router.core.cache import ResponseCache
 from switchyard.router.core.gateway import Gateway
+from switchyard.router.core.kept_responses import KeptResponses
 from switchyard.router.core.pipeline import Pipeline
 from switchyard.router.errors import (
     BadRequest,
@@ -134,6 +135,7 @@ def create_app(
         store, spool, RecorderMetrics(metrics.registry), on_stored=budgets.stored
     )
     cache = ResponseCache(store, CacheSettings())
+    kept = KeptResponses(store)
 
     def known_model(organization: str, name: str) -> bool:
         catalog = gateway.catalog
@@ -147,6 +149,7 @@ def create_app(
         accountant=accountant,
         metrics=metrics,
         store=store,
+        responses=kept,
         started_at=time.time(),
     )
 
@@ -196,6 +199,7 @@ def create_app(
         opening = await open_until_ready(store)
         recorder.start()
         cache.start()
+        kept.start()
         budgets.start()
         if keys is not None:
             await keys.start()
@@ -211,6 +215,7 @@ def create_app(
                 await kube.close()
             await budgets.close()
             await cache.close()
+            await kept.close()
             await recorder.close()
             if opening is not None:
                 opening.cancel()
@@ -224,6 +229,14 @@ def create_app(
         Route("/v1/models/{model_id:path}", models_api.get_model, methods=["GET"]),
         Route("/v1/messages", anthropic_api.messages, methods=["POST"]),
         Route("/v1/responses", responses_api.responses, methods=["POST"]),
+        Route(
+            "/v1/responses/{response_id}", responses_api.kept_response, methods=["GET", "DELETE"]
+        ),
+        Route(
+            "/v1/responses/{response_id}/input_items",
+            responses_api.input_items,
+            methods=["GET"],
+        ),
         Route("/v1/messages/count_tokens", anthropic_api.count_tokens, methods=["POST"]),
         Route("/api/v1/llm/providers", admin.list_providers, methods=["GET"]),
         Route("/api/v1/llm/providers", cluster_api.create_provider, methods=["POST"]),

@@ -352,6 +352,13 @@ class RoutingSettings(_Model):
         le=1_000_000,
         description="Completions one API key may have open per router; 0: no limit",
     )
+    stored_response_days: int = Field(
+        default=30,
+        ge=0,
+        le=3650,
+        description="How long Responses API answers are kept (store) for retrieval and "
+        "previous_response_id; 0: none are kept",
+    )
     breaker: Breaker = Breaker()
 
     @model_validator(mode="after")

@@ -9,13 +9,11 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from switchyard.router.core.accounting import Completed, RequestInfo
-from switchyard.router.core.caller import Caller
-from switchyard.router.core.catalog import Catalog
 from switchyard.router.core.chat import ChatRequest, estimate_tokens
 from switchyard.router.core.streaming import Streaming
 from switchyard.router.http.auth import authenticate
 from switchyard.router.http.body import read_json, validate
-from switchyard.router.http.completions import endpoint, task_header
+from switchyard.router.http.completions import Call, endpoint, task_header
 from switchyard.router.http.errors import Flavor
 from switchyard.router.http.services import services
 from switchyard.router.protocols import anthropic as wire
@@ -30,20 +28,21 @@ class AnthropicSurface:
     api = "anthropic"
     flavor: Flavor = "anthropic"
 
-    def to_request(
-        self, body: wire.MessagesBody, request: Request, catalog: Catalog, caller: Caller
-    ) -> ChatRequest:
-        return wire.to_chat_request(body, task_header(request))
+    async def to_request(self, body: wire.MessagesBody, call: Call) -> ChatRequest:
+        return wire.to_chat_request(body, task_header(call.request))
 
-    def respond(
-        self, body: wire.MessagesBody, done: Completed, info: RequestInfo
+    async def respond(
+        self, body: wire.MessagesBody, done: Completed, call: Call
     ) -> tuple[dict[str, Any], dict[str, str]]:
-        return wire.message_json(done, _id(info)), {}
+        return wire.message_json(done, _id(call.info)), {}
 
-    def encoder(
-        self, body: wire.MessagesBody, streaming: Streaming, info: RequestInfo
-    ) -> StreamEncoder:
-        return wire.EventEncoder(streaming, _id(info), estimate_tokens(streaming.req.text_size()))
+    def encoder(self, body: wire.MessagesBody, streaming: Streaming, call: Call) -> StreamEncoder:
+        return wire.EventEncoder(
+            streaming, _id(call.info), estimate_tokens(streaming.req.text_size())
+        )
+
+    async def finish(self, body: wire.MessagesBody, encoder: StreamEncoder, call: Call) -> None:
+        return None
 
 
 messages = endpoint(wire.MessagesBody, AnthropicSurface())

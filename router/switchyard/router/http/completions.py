@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
 import orjson
@@ -44,23 +45,34 @@ B = TypeVar("B", bound=BaseModel)
 B_contra = TypeVar("B_contra", bound=BaseModel, contravariant=True)
 
 
+@dataclass(slots=True)
+class Call:
+    """One request to a surface: what its methods may need beyond the body."""
+
+    request: Request
+    catalog: Catalog
+    caller: Caller
+    info: RequestInfo
+
+
 class Surface(Protocol[B_contra]):
     """How one API's requests become neutral ones and its answers go back."""
 
     api: str  # what metrics and usage records call it
     flavor: Flavor  # the shape of its error bodies
 
-    def to_request(
-        self, body: B_contra, request: Request, catalog: Catalog, caller: Caller
-    ) -> ChatRequest: ...
+    async def to_request(self, body: B_contra, call: Call) -> ChatRequest: ...
 
-    def respond(
-        self, body: B_contra, done: Completed, info: RequestInfo
+    async def respond(
+        self, body: B_contra, done: Completed, call: Call
     ) -> tuple[dict[str, Any], dict[str, str]]:
         """The JSON answer and its extra headers."""
 
-    def encoder(self, body: B_contra, streaming: Streaming, info: RequestInfo) -> StreamEncoder:
+    def encoder(self, body: B_contra, streaming: Streaming, call: Call) -> StreamEncoder:
         """How this stream's events are written."""
+
+    async def finish(self, body: B_contra, encoder: StreamEncoder, call: Call) -> None:
+        """Once the stream's last event is written, before it is sent."""
 
 
 def _flag(request: Request, header: str) -> bool:
@@ -97,7 +109,8 @@ def endpoint(model: type[B], surface: Surface[B]) -> Callable[[Request], Awaitab
             organization = caller.organization
             slot = s.in_flight.acquire(caller, catalog.settings.max_in_flight_per_key)
             body = validate(model, await read_json(request, catalog.settings.max_body_bytes))
-            req = surface.to_request(body, request, catalog, caller)
+            call = Call(request, catalog, caller, info)
+            req = await surface.to_request(body, call)
             req.drop_params = _flag(request, DROP_PARAMS_HEADER)
         except SwitchyardError as exc:
             if slot is not None:
@@ -109,7 +122,7 @@ def endpoint(model: type[B], surface: Surface[B]) -> Callable[[Request], Awaitab
         try:
             if req.stream:
                 streaming = await s.pipeline.stream(caller, req, info)
-                encoder = surface.encoder(body, streaming, info)
+                encoder = surface.encoder(body, streaming, call)
                 held = slot
 
                 async def finish() -> None:
@@ -118,7 +131,13 @@ def endpoint(model: type[B], surface: Surface[B]) -> Callable[[Request], Awaitab
 
                 slot = None  # the stream holds it until its last byte
                 return StreamingResponse(
-                    _sse(streaming, encoder, surface.flavor, held),
+                    _sse(
+                        streaming,
+                        encoder,
+                        surface.flavor,
+                        held,
+                        lambda: surface.finish(body, encoder, call),
+                    ),
                     media_type="text/event-stream",
                     headers=SSE_HEADERS
                     | encoder.headers
@@ -131,7 +150,7 @@ def endpoint(model: type[B], surface: Surface[B]) -> Callable[[Request], Awaitab
         finally:
             if slot is not None:
                 slot.release()
-        payload, headers = surface.respond(body, done, info)
+        payload, headers = await surface.respond(body, done, call)
         return Response(
             orjson.dumps(payload),
             media_type="application/json",
@@ -190,7 +209,11 @@ def _clamped(req: ChatRequest, used: int | None) -> dict[str, str]:
 
 
 async def _sse(
-    streaming: Streaming, encoder: StreamEncoder, flavor: Flavor, slot: Slot
+    streaming: Streaming,
+    encoder: StreamEncoder,
+    flavor: Flavor,
+    slot: Slot,
+    finish: Callable[[], Awaitable[None]],
 ) -> AsyncIterator[bytes]:
     """The stream's bytes; its in-flight slot is free once the last is written."""
     try:
@@ -205,6 +228,8 @@ async def _sse(
         except SwitchyardError as exc:
             yield encoder.error(error_body(exc, flavor))
             return
-        yield encoder.close()
+        tail = encoder.close()
+        await finish()
+        yield tail
     finally:
         slot.release()

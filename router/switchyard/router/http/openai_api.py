@@ -10,14 +10,10 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from starlette.requests import Request
-
 from switchyard.router.core.accounting import Completed, RequestInfo
-from switchyard.router.core.caller import Caller
-from switchyard.router.core.catalog import Catalog
 from switchyard.router.core.chat import ChatRequest
 from switchyard.router.core.streaming import Streaming
-from switchyard.router.http.completions import endpoint, served_by, task_header
+from switchyard.router.http.completions import Call, endpoint, served_by, task_header
 from switchyard.router.http.errors import Flavor
 from switchyard.router.protocols import openai as wire
 from switchyard.router.protocols.sse import StreamEncoder
@@ -31,28 +27,27 @@ class OpenAISurface:
     api = "openai"
     flavor: Flavor = "openai"
 
-    def to_request(
-        self, body: wire.ChatBody, request: Request, catalog: Catalog, caller: Caller
-    ) -> ChatRequest:
-        return wire.to_chat_request(body, task_header(request))
+    async def to_request(self, body: wire.ChatBody, call: Call) -> ChatRequest:
+        return wire.to_chat_request(body, task_header(call.request))
 
-    def respond(
-        self, body: wire.ChatBody, done: Completed, info: RequestInfo
+    async def respond(
+        self, body: wire.ChatBody, done: Completed, call: Call
     ) -> tuple[dict[str, Any], dict[str, str]]:
         headers = served_by(done.provider, done.model, done.cache_hit)
         headers["x-switchyard-cost-usd"] = format(done.cost.total.normalize(), "f")
-        return wire.completion_json(done, _id(info), int(time.time())), headers
+        return wire.completion_json(done, _id(call.info), int(time.time())), headers
 
-    def encoder(
-        self, body: wire.ChatBody, streaming: Streaming, info: RequestInfo
-    ) -> StreamEncoder:
+    def encoder(self, body: wire.ChatBody, streaming: Streaming, call: Call) -> StreamEncoder:
         return wire.ChunkEncoder(
             streaming,
-            _id(info),
+            _id(call.info),
             int(time.time()),
             include_usage=bool(body.stream_options and body.stream_options.include_usage),
             headers=served_by(streaming.provider, streaming.model, streaming.cache_hit),
         )
+
+    async def finish(self, body: wire.ChatBody, encoder: StreamEncoder, call: Call) -> None:
+        return None
 
 
 chat_completions = endpoint(wire.ChatBody, OpenAISurface())

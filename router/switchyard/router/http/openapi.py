@@ -123,6 +123,9 @@ def _readyz() -> dict[str, Any]:
 
 def build(*, in_cluster: bool) -> dict[str, Any]:
     """The document; ``POST /api/v1/llm/providers`` is served only by a router in a cluster."""
+    response_id = [
+        {"name": "response_id", "in": "path", "required": True, "schema": {"type": "string"}}
+    ]
     # All at once, so two protocols' models of one name (UserMessage) stay apart.
     _, top = models_json_schema(
         [(m, "validation") for m in _MODELS],
@@ -263,12 +266,46 @@ def build(*, in_cluster: bool) -> dict[str, Any]:
             },
             "/v1/responses": {
                 "post": _op(
-                    "OpenAI-compatible Responses API (not stored; SSE with stream: true)",
+                    "OpenAI-compatible Responses API (kept unless store: false; SSE with "
+                    "stream: true)",
                     "completion",
                     body=ResponsesBody,
                     statuses=completion,
                     ok_types=("application/json", "text/event-stream"),
                     params=compat_headers,
+                )
+            },
+            "/v1/responses/{response_id}": {
+                "get": _op(
+                    "A kept Responses API answer", "completion", statuses="404", params=response_id
+                ),
+                "delete": _op(
+                    "Forget a kept Responses API answer",
+                    "completion",
+                    statuses="404",
+                    params=response_id,
+                ),
+            },
+            "/v1/responses/{response_id}/input_items": {
+                "get": _op(
+                    "The items a kept answer's model was given, earlier turns included",
+                    "completion",
+                    statuses="400 404",
+                    params=[
+                        *response_id,
+                        _query("order", "asc or desc (default)", {"enum": ["asc", "desc"]}),
+                        _query(
+                            "limit",
+                            "Items per page, 1 to 100 (default 20)",
+                            {"type": "integer", "minimum": 1, "maximum": 100},
+                        ),
+                        _query("after", "The id of the item before the page", {"type": "string"}),
+                        _query(
+                            "include",
+                            "Accepted and ignored",
+                            {"type": "array", "items": {"type": "string"}},
+                        ),
+                    ],
                 )
             },
             "/v1/messages/count_tokens": {

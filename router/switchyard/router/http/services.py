@@ -10,6 +10,7 @@ from starlette.requests import Request
 from switchyard.router.core.accounting import Accountant
 from switchyard.router.core.gateway import Gateway
 from switchyard.router.core.inflight import InFlight
+from switchyard.router.core.kept_responses import KeptResponses
 from switchyard.router.core.pipeline import Pipeline
 from switchyard.router.metrics import Metrics
 from switchyard.router.storage.base import Store
@@ -25,6 +26,7 @@ class Services:
     accountant: Accountant
     metrics: Metrics
     store: Store
+    responses: KeptResponses
     started_at: float
     table_source: str = ""
     table_error: str | None = None

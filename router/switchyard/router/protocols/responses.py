@@ -4,8 +4,9 @@ OpenAI Agents SDK and of the Vercel AI SDK's OpenAI provider.
 No provider speaks it, so a request becomes the neutral one like any other surface's
 (text and function-call items, instructions, function tools, ``text.format`` as the
 chat protocol's ``response_format``) and the answer is written back as a ``response``
-object or its streaming event sequence. Responses are not stored: ``store`` is
-answered ``false`` and ``previous_response_id`` is refused.
+object or its streaming event sequence. Answers are kept (``store``) by
+``core.kept_responses``; ``continue_from`` puts a kept conversation before a request's
+own input (``previous_response_id``).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import time
 import uuid
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 from pydantic.config import JsonDict
 
 from switchyard.router.core.chat import (
@@ -144,7 +145,7 @@ class ResponsesBody(BaseModel):
     reasoning: Reasoning | None = None
     stream: bool = False
     store: bool | None = None
-    previous_response_id: None = None
+    previous_response_id: str | None = Field(default=None, min_length=1, max_length=128)
     metadata: dict[str, str] | None = None
     user: str | None = None
     #: Shape and caching hints that change nothing generated here.
@@ -155,6 +156,47 @@ class ResponsesBody(BaseModel):
     service_tier: str | None = None
 
 
+_ITEMS: TypeAdapter[list[InputItem]] = TypeAdapter(list[InputItem])
+
+
+def items_of(body: ResponsesBody) -> list[InputItem]:
+    """The request's input as items (text is one user message)."""
+    if isinstance(body.input, str):
+        return [MessageItem(role="user", content=body.input)]
+    return body.input
+
+
+def continue_from(body: ResponsesBody, earlier: list[dict[str, Any]]) -> None:
+    """Put a kept conversation (its input and output items) before the request's own."""
+    try:
+        before = _ITEMS.validate_python(earlier)
+    except ValidationError as exc:  # written by an older version, or by hand
+        raise BadRequest(
+            "previous_response_id: that response cannot be continued here",
+            field="previous_response_id",
+        ) from exc
+    body.input = before + items_of(body)
+
+
+_PREFIX = {"message": "msg", "function_call": "fc", "function_call_output": "fco"}
+
+
+def kept_items(items: list[InputItem]) -> list[dict[str, Any]]:
+    """The items the model was given, as a kept answer holds them: each with an id, as
+    ``GET /v1/responses/{id}/input_items`` lists them."""
+    out: list[dict[str, Any]] = []
+    for item in items:
+        data = item.model_dump(exclude_none=True)
+        data.setdefault("type", "message")
+        data["id"] = new_id(_PREFIX[data["type"]])
+        if isinstance(item, MessageItem):
+            kind = "output_text" if item.role == "assistant" else "input_text"
+            data["content"] = [{"type": kind, "text": _text(item.content)}]
+            data["status"] = "completed"
+        out.append(data)
+    return out
+
+
 def _text(content: str | list[TextPart]) -> str:
     return content if isinstance(content, str) else "".join(p.text for p in content)
 
@@ -162,12 +204,7 @@ def _text(content: str | list[TextPart]) -> str:
 def to_chat_request(body: ResponsesBody, task: str | None) -> ChatRequest:
     system = [body.instructions] if body.instructions else []
     messages: list[Message] = []
-    items = (
-        [MessageItem(role="user", content=body.input)]
-        if isinstance(body.input, str)
-        else body.input
-    )
-    for item in items:
+    for item in items_of(body):
         if isinstance(item, MessageItem):
             text = _text(item.content)
             if item.role == "user" or item.role == "assistant":
@@ -249,7 +286,9 @@ def _usage(u: Usage) -> dict[str, Any]:
     }
 
 
-def _envelope(body: ResponsesBody, response_id: str, created: int, model: str) -> dict[str, Any]:
+def _envelope(
+    body: ResponsesBody, response_id: str, created: int, model: str, store: bool
+) -> dict[str, Any]:
     """A ``response`` object without its outcome (status, output, usage)."""
     fmt = body.text.format if body.text and body.text.format else None
     return {
@@ -268,10 +307,10 @@ def _envelope(body: ResponsesBody, response_id: str, created: int, model: str) -
         "parallel_tool_calls": True
         if body.parallel_tool_calls is None
         else body.parallel_tool_calls,
-        "previous_response_id": None,
+        "previous_response_id": body.previous_response_id,
         "reasoning": {"effort": body.reasoning.effort if body.reasoning else None, "summary": None},
         "service_tier": "default",
-        "store": False,
+        "store": store,
         "temperature": 1.0 if body.temperature is None else body.temperature,
         "text": {
             "format": fmt.model_dump(by_alias=True, exclude_none=True) if fmt else {"type": "text"}
@@ -322,9 +361,11 @@ def _finish(obj: dict[str, Any], reason: str, usage: Usage) -> dict[str, Any]:
     return obj
 
 
-def response_json(body: ResponsesBody, done: Completed, response_id: str) -> dict[str, Any]:
+def response_json(
+    body: ResponsesBody, done: Completed, response_id: str, store: bool
+) -> dict[str, Any]:
     r = done.result
-    obj = _envelope(body, response_id, int(time.time()), done.model)
+    obj = _envelope(body, response_id, int(time.time()), done.model, store)
     output: list[dict[str, Any]] = []
     if r.content or not r.tool_calls:
         output.append(_message(new_id("msg"), r.content, "completed"))
@@ -339,11 +380,17 @@ class EventEncoder:
     done, ``response.completed``. Every event carries a ``sequence_number``."""
 
     def __init__(
-        self, body: ResponsesBody, streaming: Streaming, response_id: str, headers: dict[str, str]
+        self,
+        body: ResponsesBody,
+        streaming: Streaming,
+        response_id: str,
+        headers: dict[str, str],
+        store: bool,
     ) -> None:
         self.streaming = streaming
         self.headers = headers
-        self.obj = _envelope(body, response_id, int(time.time()), streaming.model)
+        self.obj = _envelope(body, response_id, int(time.time()), streaming.model, store)
+        self.finished = False
         self.seq = 0
         self.output: list[dict[str, Any]] = []  # finished items
         self.text: list[str] | None = None  # the open message's text
@@ -461,6 +508,35 @@ class EventEncoder:
     def close(self) -> bytes:
         out = self._close_item()
         self.obj["output"] = self.output
+        self.finished = True
         return out + self._emit(
             "response.completed", {"response": _finish(self.obj, self.reason, self.streaming.usage)}
         )
+
+
+def item_page(items: list[dict[str, Any]], query: dict[str, str]) -> dict[str, Any]:
+    """One page of a kept answer's input items, in OpenAI's list shape."""
+    unknown = sorted(set(query) - {"order", "limit", "after", "include"})
+    if unknown:
+        raise BadRequest(f"unknown query parameter: {unknown[0]}", field=unknown[0])
+    order = query.get("order", "desc")
+    if order not in ("asc", "desc"):
+        raise BadRequest("order: 'asc' or 'desc'", field="order")
+    raw = query.get("limit", "20")
+    if not raw.isdigit() or not 1 <= int(raw) <= 100:
+        raise BadRequest("limit: a whole number from 1 to 100", field="limit")
+    ordered = items if order == "asc" else items[::-1]
+    after = query.get("after")
+    if after is not None:
+        at = next((i for i, item in enumerate(ordered) if item.get("id") == after), None)
+        if at is None:
+            raise BadRequest(f"after: no item {after!r} in this response", field="after")
+        ordered = ordered[at + 1 :]
+    page = ordered[: int(raw)]
+    return {
+        "object": "list",
+        "data": page,
+        "first_id": page[0]["id"] if page else None,
+        "last_id": page[-1]["id"] if page else None,
+        "has_more": len(ordered) > len(page),
+    }

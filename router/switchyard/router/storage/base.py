@@ -40,6 +40,19 @@ class CacheEntry:
 
 
 @dataclass(slots=True)
+class StoredResponse:
+    """A Responses API answer kept for ``GET /v1/responses/{id}`` and for requests that
+    continue it (``previous_response_id``)."""
+
+    id: str
+    organization: str
+    response: dict[str, Any]  # the response object as the client got it
+    input_items: list[dict[str, Any]]  # what the model was given, earlier turns included
+    created_at: datetime
+    expires_at: datetime
+
+
+@dataclass(slots=True)
 class SpendKey:
     scope: Literal["organization", "apiKey"]
     subject: str  # organization, or organization/key name
@@ -100,6 +113,21 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     async def cache_purge(self, now: datetime) -> int: ...
+
+    @abc.abstractmethod
+    async def response_put(self, kept: StoredResponse) -> None: ...
+
+    @abc.abstractmethod
+    async def response_get(
+        self, organization: str, id: str, now: datetime
+    ) -> StoredResponse | None:
+        """The organization's unexpired response with this id; another's is not found."""
+
+    @abc.abstractmethod
+    async def response_delete(self, organization: str, id: str) -> bool: ...
+
+    @abc.abstractmethod
+    async def response_purge(self, now: datetime) -> int: ...
 
     @abc.abstractmethod
     async def spend(self, subjects: Sequence[tuple[str, str]], day: date, month: date) -> Spend:

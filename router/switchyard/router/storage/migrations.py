@@ -148,4 +148,30 @@ CREATE TABLE llm_spend (
 );
 """,
     ),
+    Migration(
+        2,
+        "responses kept for GET /v1/responses/{id} and previous_response_id",
+        postgres="""
+CREATE TABLE llm_responses (
+    id text PRIMARY KEY,
+    organization text NOT NULL,
+    response jsonb NOT NULL,
+    input_items jsonb NOT NULL,
+    created_at timestamptz NOT NULL,
+    expires_at timestamptz NOT NULL
+);
+CREATE INDEX llm_responses_expires ON llm_responses (expires_at);
+""",
+        sqlite="""
+CREATE TABLE llm_responses (
+    id TEXT PRIMARY KEY,
+    organization TEXT NOT NULL,
+    response TEXT NOT NULL,
+    input_items TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    expires_at REAL NOT NULL
+);
+CREATE INDEX llm_responses_expires ON llm_responses (expires_at);
+""",
+    ),
 ]

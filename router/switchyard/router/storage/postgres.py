@@ -13,7 +13,13 @@ from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
 from switchyard.router.storage import histogram
-from switchyard.router.storage.base import CacheEntry, Spend, Store, StoreUnavailable
+from switchyard.router.storage.base import (
+    CacheEntry,
+    Spend,
+    Store,
+    StoredResponse,
+    StoreUnavailable,
+)
 from switchyard.router.storage.migrations import MIGRATIONS
 from switchyard.router.storage.records import COLUMNS, UsageRecord, record_from_row
 from switchyard.router.storage.rollup import Rollup
@@ -296,6 +302,48 @@ class PostgresStore(Store):
             cur = await conn.execute(
                 "DELETE FROM llm_response_cache WHERE expires_at <= %s", (now,)
             )
+            return cur.rowcount
+
+    async def response_put(self, kept: StoredResponse) -> None:
+        async with self.pool.connection() as conn:
+            await conn.execute(
+                "INSERT INTO llm_responses (id, organization, response, input_items, "
+                "created_at, expires_at) VALUES (%s, %s, %s, %s, %s, %s)",
+                (
+                    kept.id,
+                    kept.organization,
+                    Jsonb(kept.response),
+                    Jsonb(kept.input_items),
+                    kept.created_at,
+                    kept.expires_at,
+                ),
+            )
+
+    async def response_get(
+        self, organization: str, id: str, now: datetime
+    ) -> StoredResponse | None:
+        async with self.pool.connection() as conn:
+            cur = await conn.execute(
+                "SELECT response, input_items, created_at, expires_at FROM llm_responses "
+                "WHERE id = %s AND organization = %s AND expires_at > %s",
+                (id, organization, now),
+            )
+            row = await cur.fetchone()
+        if row is None:
+            return None
+        return StoredResponse(id, organization, row[0], row[1], row[2], row[3])
+
+    async def response_delete(self, organization: str, id: str) -> bool:
+        async with self.pool.connection() as conn:
+            cur = await conn.execute(
+                "DELETE FROM llm_responses WHERE id = %s AND organization = %s",
+                (id, organization),
+            )
+            return cur.rowcount > 0
+
+    async def response_purge(self, now: datetime) -> int:
+        async with self.pool.connection() as conn:
+            cur = await conn.execute("DELETE FROM llm_responses WHERE expires_at <= %s", (now,))
             return cur.rowcount
 
     async def spend(self, subjects: Sequence[tuple[str, str]], day: date, month: date) -> Spend:

@@ -19,7 +19,13 @@ from pathlib import Path
 from typing import TypeVar
 
 from switchyard.router.storage import histogram
-from switchyard.router.storage.base import CacheEntry, Spend, Store, StoreUnavailable
+from switchyard.router.storage.base import (
+    CacheEntry,
+    Spend,
+    Store,
+    StoredResponse,
+    StoreUnavailable,
+)
 from switchyard.router.storage.migrations import MIGRATIONS
 from switchyard.router.storage.records import UsageRecord, record_from_row, to_rows
 from switchyard.router.storage.rollup import Rollup
@@ -346,6 +352,62 @@ class SQLiteStore(Store):
                 conn.execute(
                     "DELETE FROM llm_response_cache WHERE expires_at <= ?", (ts(now),)
                 ).rowcount
+            )
+        )
+
+    async def response_put(self, kept: StoredResponse) -> None:
+        await self._run(
+            lambda conn: conn.execute(
+                "INSERT INTO llm_responses (id, organization, response, input_items, "
+                "created_at, expires_at) VALUES (?, ?, ?, ?, ?, ?)",
+                (
+                    kept.id,
+                    kept.organization,
+                    json.dumps(kept.response),
+                    json.dumps(kept.input_items),
+                    ts(kept.created_at),
+                    ts(kept.expires_at),
+                ),
+            )
+        )
+
+    async def response_get(
+        self, organization: str, id: str, now: datetime
+    ) -> StoredResponse | None:
+        def get(conn: sqlite3.Connection) -> StoredResponse | None:
+            row = conn.execute(
+                "SELECT response, input_items, created_at, expires_at FROM llm_responses "
+                "WHERE id = ? AND organization = ? AND expires_at > ?",
+                (id, organization, ts(now)),
+            ).fetchone()
+            if row is None:
+                return None
+            return StoredResponse(
+                id,
+                organization,
+                json.loads(row[0]),
+                json.loads(row[1]),
+                datetime.fromtimestamp(row[2], UTC),
+                datetime.fromtimestamp(row[3], UTC),
+            )
+
+        return await self._run(get)
+
+    async def response_delete(self, organization: str, id: str) -> bool:
+        return await self._run(
+            lambda conn: (
+                conn.execute(
+                    "DELETE FROM llm_responses WHERE id = ? AND organization = ?",
+                    (id, organization),
+                ).rowcount
+                > 0
+            )
+        )
+
+    async def response_purge(self, now: datetime) -> int:
+        return await self._run(
+            lambda conn: (
+                conn.execute("DELETE FROM llm_responses WHERE expires_at <= ?", (ts(now),)).rowcount
             )
         )
 
