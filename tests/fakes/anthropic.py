@@ -10,7 +10,15 @@ from typing import Any, ClassVar
 
 from aiohttp import web
 
-from .content import Plan, ToolSpec, build_plan, choose_tool, prompt_tokens, text_of
+from .content import (
+    Plan,
+    ToolSpec,
+    build_plan,
+    choose_tool,
+    prompt_tokens,
+    structured_reply,
+    text_of,
+)
 from .faults import Fault
 from .openai import _seconds
 from .server import FakeServer, StreamScript, respond, sse
@@ -174,8 +182,13 @@ class FakeAnthropic(FakeServer):
             last_user_text=text_of(content) if is_plain_user_turn else None,
         )
         stops = [s for s in body.get("stop_sequences") or [] if isinstance(s, str)]
+        reply = self.reply
+        config = body.get("output_config")
+        fmt = config.get("format") if isinstance(config, dict) else None
+        if reply is None and isinstance(fmt, dict) and isinstance(fmt.get("schema"), dict):
+            reply = structured_reply(fmt["schema"], text_of(last_user.get("content")))
         return build_plan(
-            reply=self.reply,
+            reply=reply,
             last_user_text=text_of(last_user.get("content")),
             prompt_tokens=prompt_tokens(messages, body.get("system")),
             max_tokens=int(body["max_tokens"]),

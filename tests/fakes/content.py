@@ -134,6 +134,27 @@ def _fake_value(prop: str, schema: Mapping[str, Any], prompt: str) -> Any:
     return None
 
 
+def _instance(schema: Mapping[str, Any], prompt: str, depth: int = 0) -> Any:
+    """A value the schema accepts: every required property (all when none are listed)."""
+    if schema.get("type") == "object" or "properties" in schema:
+        props = schema.get("properties") or {}
+        required = schema.get("required")
+        names = required if isinstance(required, list) else list(props)
+        if depth > 8:
+            return {}
+        return {n: _instance(props.get(n) or {}, prompt, depth + 1) for n in names}
+    if schema.get("type") == "array" and isinstance(schema.get("items"), dict) and depth <= 8:
+        return [_instance(schema["items"], prompt, depth + 1)]
+    return _fake_value("", schema, prompt)
+
+
+def structured_reply(schema: Mapping[str, Any] | None, prompt: str) -> str:
+    """What a model constrained to a JSON schema answers (JSON mode: ``schema`` None)."""
+    if schema is None:
+        return json.dumps({"answer": f"Echo: {prompt}"})
+    return json.dumps(_instance(schema, prompt))
+
+
 def make_tool_call(tool: ToolSpec, prompt: str, id_prefix: str) -> ToolCall:
     props = tool.schema.get("properties") or {}
     required = tool.schema.get("required")

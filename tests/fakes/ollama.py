@@ -13,7 +13,15 @@ from typing import Any, ClassVar
 
 from aiohttp import web
 
-from .content import Plan, ToolSpec, build_plan, choose_tool, prompt_tokens, text_of
+from .content import (
+    Plan,
+    ToolSpec,
+    build_plan,
+    choose_tool,
+    prompt_tokens,
+    structured_reply,
+    text_of,
+)
 from .faults import Fault
 from .openai import _seconds
 from .server import FakeServer, StreamScript, ndjson, respond
@@ -98,8 +106,14 @@ class FakeOllama(FakeServer):
         stop = options.get("stop")
         stops = [stop] if isinstance(stop, str) else [s for s in stop or [] if isinstance(s, str)]
         num_predict = options.get("num_predict")
+        reply = self.reply
+        fmt = body.get("format")
+        if reply is None and (fmt == "json" or isinstance(fmt, dict)):
+            reply = structured_reply(
+                fmt if isinstance(fmt, dict) else None, text_of(last_user.get("content"))
+            )
         return build_plan(
-            reply=self.reply,
+            reply=reply,
             last_user_text=text_of(last_user.get("content")),
             prompt_tokens=prompt_tokens(messages),
             max_tokens=num_predict if isinstance(num_predict, int) and num_predict >= 0 else None,

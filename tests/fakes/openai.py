@@ -16,6 +16,7 @@ from .content import (
     choose_tool,
     new_id,
     prompt_tokens,
+    structured_reply,
     text_of,
 )
 from .faults import Fault
@@ -234,8 +235,16 @@ class FakeOpenAI(FakeServer):
         stop = body.get("stop")
         stops = [stop] if isinstance(stop, str) else [s for s in stop or [] if isinstance(s, str)]
         max_tokens = body.get("max_completion_tokens", body.get("max_tokens"))
+        reply = self.reply
+        fmt = body.get("response_format")
+        if reply is None and isinstance(fmt, dict) and fmt.get("type") != "text":
+            spec = fmt.get("json_schema") if fmt.get("type") == "json_schema" else None
+            schema = spec.get("schema") if isinstance(spec, dict) else None
+            reply = structured_reply(
+                schema if isinstance(schema, dict) else None, text_of(last_user.get("content"))
+            )
         return build_plan(
-            reply=self.reply,
+            reply=reply,
             last_user_text=text_of(last_user.get("content")),
             prompt_tokens=prompt_tokens(messages),
             max_tokens=max_tokens if isinstance(max_tokens, int) else None,

@@ -11,6 +11,7 @@ from typing import Any
 import anthropic
 import openai
 import pytest
+from pydantic import BaseModel
 
 from tests.conftest import Factory
 from tests.integration.conftest import Fakes, five_models, five_providers
@@ -402,3 +403,71 @@ def test_anthropic_clients_see_tool_ids_in_anthropics_shape_and_can_answer_them(
         ],
     )
     assert follow.content
+
+
+class Weather(BaseModel):
+    city: str
+    celsius: float
+
+
+def test_openai_structured_output_reaches_anthropic_as_output_config(
+    gateway: RouterServer, fakes: Fakes
+) -> None:
+    """The openai SDK's own helper, with a pydantic model, against a Claude model."""
+    done = oai(gateway).chat.completions.parse(
+        model="claude",
+        messages=USER,
+        response_format=Weather,  # type: ignore[arg-type]
+    )
+    parsed = done.choices[0].message.parsed
+    assert isinstance(parsed, Weather) and parsed.city == "Paris"
+    body = sent(fakes.anthropic)
+    fmt = body["output_config"]["format"]
+    assert fmt["type"] == "json_schema"
+    assert fmt["schema"]["properties"].keys() == {"city", "celsius"}
+    assert "response_format" not in body
+
+
+@pytest.mark.parametrize(("name", "fake"), [("gpt-4o-mini", "openai"), ("ollama-llama", "ollama")])
+def test_anthropic_structured_output_reaches_other_protocols(
+    gateway: RouterServer, fakes: Fakes, name: str, fake: str
+) -> None:
+    """The anthropic SDK's own helper against an OpenAI and an Ollama model."""
+    done = claude(gateway).messages.parse(
+        model=name,
+        max_tokens=200,
+        messages=USER,
+        output_format=Weather,  # type: ignore[arg-type]
+    )
+    assert isinstance(done.parsed_output, Weather) and done.parsed_output.city == "Paris"
+    body = sent(getattr(fakes, fake))
+    schema = (
+        body["response_format"]["json_schema"]["schema"] if fake == "openai" else body["format"]
+    )
+    assert schema["properties"].keys() == {"city", "celsius"}
+    assert "output_config" not in body
+
+
+def test_json_mode_has_no_anthropic_counterpart(gateway: RouterServer, fakes: Fakes) -> None:
+    with pytest.raises(openai.BadRequestError) as err:
+        oai(gateway).chat.completions.create(
+            model="claude",
+            messages=USER,  # type: ignore[arg-type]
+            response_format={"type": "json_object"},
+        )
+    assert err.value.body["param"] == "response_format"  # type: ignore[index]
+    assert fakes.anthropic.completions == 0
+
+
+def test_output_config_with_more_than_a_format_stays_with_anthropic(
+    gateway: RouterServer, fakes: Fakes
+) -> None:
+    with pytest.raises(anthropic.BadRequestError) as err:
+        claude(gateway).messages.create(
+            model="gpt-4o-mini",
+            max_tokens=100,
+            messages=USER,  # type: ignore[arg-type]
+            output_config={"effort": "low"},
+        )
+    assert "output_config" in err.value.message
+    assert fakes.openai.completions == 0

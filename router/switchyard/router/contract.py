@@ -14,7 +14,7 @@ document by hand to run the router without a cluster. Field names are the brief'
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Annotated, Any, Literal, get_args
@@ -87,18 +87,58 @@ TRANSLATED: dict[tuple[str, str], frozenset[str]] = {
     ("openai", "ollama"): frozenset(
         {"response_format", "seed", "presence_penalty", "frequency_penalty"}
     ),
-    ("anthropic", "ollama"): frozenset({"top_k"}),
-    ("openai", "anthropic"): frozenset({"parallel_tool_calls"}),
+    ("openai", "anthropic"): frozenset({"parallel_tool_calls", "response_format"}),
+    ("anthropic", "openai"): frozenset({"output_config"}),
+    ("anthropic", "ollama"): frozenset({"top_k", "output_config"}),
 }
 
 
-def untranslated(params: Iterable[str], client: str | None, provider: str) -> list[str]:
+def _schema_or_text(value: Any) -> bool:
+    """OpenAI's ``response_format`` that Anthropic's structured output can state: a JSON
+    schema (JSON mode, ``json_object``, has no counterpart there)."""
+    if not isinstance(value, dict):
+        return False
+    spec = value.get("json_schema")
+    return value.get("type") == "text" or (
+        value.get("type") == "json_schema"
+        and isinstance(spec, dict)
+        and isinstance(spec.get("schema"), dict)
+    )
+
+
+def _format_only(value: Any) -> bool:
+    """Anthropic's ``output_config`` holding only a JSON schema ``format`` (its other
+    members, such as ``effort``, have no counterpart elsewhere)."""
+    if not isinstance(value, dict) or set(value) != {"format"}:
+        return False
+    fmt = value["format"]
+    return (
+        isinstance(fmt, dict)
+        and fmt.get("type") == "json_schema"
+        and isinstance(fmt.get("schema"), dict)
+    )
+
+
+#: Translated fields whose counterpart holds only some of their values.
+_WHEN: dict[tuple[str, str, str], Callable[[Any], bool]] = {
+    ("openai", "anthropic", "response_format"): _schema_or_text,
+    ("anthropic", "openai", "output_config"): _format_only,
+    ("anthropic", "ollama", "output_config"): _format_only,
+}
+
+
+def untranslated(params: Mapping[str, Any], client: str | None, provider: str) -> list[str]:
     """The client's fields a provider of ``provider``'s protocol can neither take as
     sent nor have translated."""
     if provider == client:
         return []
     translated = TRANSLATED.get((client or "", provider), frozenset())
-    return [p for p in params if p not in translated]
+    out: list[str] = []
+    for name, value in params.items():
+        when = _WHEN.get((client or "", provider, name))
+        if name not in translated or (when is not None and not when(value)):
+            out.append(name)
+    return out
 
 
 HealthStatus = Literal["healthy", "degraded", "unhealthy", "unknown"]

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from decimal import Decimal
+from typing import Any
 
 from switchyard.router.contract import PROTOCOL_OF, untranslated
 from switchyard.router.core.catalog import Catalog, OrgCatalog, Route
@@ -35,7 +37,7 @@ class Need:
     default_max_tokens: int = 1024
     #: Fields to forward as sent, which only a provider of ``params_protocol`` takes
     #: (unless ``drop_params``: then others are candidates and go without them).
-    params: tuple[str, ...] = ()
+    params: Mapping[str, Any] = field(default_factory=dict)
     params_protocol: str | None = None
     drop_params: bool = False
     #: Ask a model for what it allows when more is asked (the table's clampMaxTokens).
@@ -201,7 +203,7 @@ def plan(catalog: Catalog, organization: str, req: ChatRequest, now: float) -> P
         stream=req.stream,
         tools=bool(req.tools) and req.tool_choice != "none",
         default_max_tokens=catalog.settings.default_max_tokens,
-        params=tuple(req.params),
+        params=req.params,
         params_protocol=req.params_protocol,
         drop_params=req.drop_params or catalog.settings.drop_unsupported_params,
         clamp=catalog.settings.clamp_max_tokens,

@@ -466,6 +466,13 @@ def request_body(req: ChatRequest, model_name: str, max_tokens: int) -> dict[str
                 tool_choice["disable_parallel_tool_use"] = True
     if req.user:
         body["metadata"] = {"user_id": req.user}
+    if req.params_protocol == "openai":
+        fmt = req.params.get("response_format")
+        if isinstance(fmt, dict) and fmt.get("type") == "json_schema":
+            # OpenAI's structured output is Anthropic's output_config.format; the answer
+            # is the JSON as text on both (contract.TRANSLATED holds which ones qualify).
+            schema = fmt["json_schema"]["schema"]
+            body["output_config"] = {"format": {"type": "json_schema", "schema": schema}}
     if req.params and req.params_protocol == "anthropic":
         # The client's other fields (thinking, top_k, ...), as sent.
         body = req.params | body

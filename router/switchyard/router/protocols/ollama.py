@@ -22,7 +22,12 @@ from switchyard.router.core.chat import (
     Usage,
 )
 from switchyard.router.errors import UpstreamProtocolError, UpstreamStatusError
-from switchyard.router.protocols.shared import arguments_object, error_json, function_tools
+from switchyard.router.protocols.shared import (
+    arguments_object,
+    error_json,
+    function_tools,
+    output_schema,
+)
 
 #: Ollama's ``done_reason`` → the neutral one (a reply with tool calls is "tool_calls").
 DONE_REASONS: dict[str, FinishReason] = {"stop": "stop", "length": "length", "load": "stop"}
@@ -70,8 +75,12 @@ def _translate(req: ChatRequest, body: dict[str, Any], options: dict[str, Any]) 
         for name in ("seed", "presence_penalty", "frequency_penalty"):
             if name in params:
                 options[name] = params[name]
-    elif req.params_protocol == "anthropic" and "top_k" in params:
-        options["top_k"] = params["top_k"]
+    elif req.params_protocol == "anthropic":
+        if "top_k" in params:
+            options["top_k"] = params["top_k"]
+        schema = output_schema(params)
+        if schema is not None:
+            body["format"] = schema
 
 
 def _calls(message: dict[str, Any]) -> list[ToolCall]:

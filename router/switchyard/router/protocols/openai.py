@@ -27,7 +27,7 @@ from switchyard.router.core.chat import (
     Usage,
 )
 from switchyard.router.errors import BadRequest, UpstreamProtocolError, UpstreamStatusError
-from switchyard.router.protocols.shared import Integral, error_json, function_tools
+from switchyard.router.protocols.shared import Integral, error_json, function_tools, output_schema
 from switchyard.router.protocols.sse import data_only
 
 if TYPE_CHECKING:
@@ -415,6 +415,13 @@ def request_body(
     if req.params and req.params_protocol == "openai":
         # The client's other fields, as sent; what the router set above stays.
         body = req.params | body
+    elif req.params_protocol == "anthropic":
+        schema = output_schema(req.params)
+        if schema is not None:
+            body["response_format"] = {
+                "type": "json_schema",
+                "json_schema": {"name": "output", "schema": schema},
+            }
     return body
 
 

@@ -66,3 +66,13 @@ def error_json(body: bytes) -> dict[str, Any] | str:
     if not isinstance(data, dict):
         return body[:300].decode("utf-8", "replace")
     return data
+
+
+def output_schema(params: dict[str, Any]) -> dict[str, Any] | None:
+    """The JSON schema of Anthropic's ``output_config.format``, when there is one."""
+    config = params.get("output_config")
+    fmt = config.get("format") if isinstance(config, dict) else None
+    if isinstance(fmt, dict) and fmt.get("type") == "json_schema":
+        schema = fmt.get("schema")
+        return schema if isinstance(schema, dict) else None
+    return None
