@@ -151,8 +151,10 @@ class FakeAzureOpenAI(FakeOpenAI):
     def model_name(self, request: web.Request, body: dict[str, Any]) -> str:
         return request.match_info["deployment"]
 
-    def completion(self, cid: str, model: str, plan: Any) -> dict[str, Any]:
-        out = super().completion(cid, model, plan)
+    def completion(
+        self, cid: str, model: str, plan: Any, body: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        out = super().completion(cid, model, plan, body)
         out.pop("service_tier", None)
         out["prompt_filter_results"] = _prompt_filter_results()
         return out
@@ -173,8 +175,9 @@ class FakeAzureOpenAI(FakeOpenAI):
         delta: dict[str, Any],
         finish: str | None,
         with_usage: bool,
+        logprobs: Any = None,
     ) -> dict[str, Any]:
-        out = super().chunk(cid, created, model, delta, finish, with_usage)
+        out = super().chunk(cid, created, model, delta, finish, with_usage, logprobs)
         out.pop("service_tier", None)
         return out
 

@@ -22,6 +22,23 @@ from .content import (
 from .faults import Fault
 from .server import FakeServer, StreamScript, respond, sse
 
+
+def _logprobs(pieces: list[str] | tuple[str, ...], body: dict[str, Any] | None) -> Any:
+    """OpenAI's ``choices[].logprobs`` for ``pieces``, when the request asked for them."""
+    if not body or body.get("logprobs") is not True:
+        return None
+    top = body.get("top_logprobs") or 0
+    content = []
+    for i, piece in enumerate(pieces):
+        entry = {"token": piece, "logprob": -0.25 * (i % 4), "bytes": list(piece.encode())}
+        entry["top_logprobs"] = [
+            {"token": piece if k == 0 else f"alt{k}", "logprob": -0.25 * k, "bytes": None}
+            for k in range(top)
+        ]
+        content.append(entry)
+    return {"content": content, "refusal": None}
+
+
 _FINISH = {"stop": "stop", "stop_sequence": "stop", "length": "length", "tool_use": "tool_calls"}
 
 
@@ -286,7 +303,9 @@ class FakeOpenAI(FakeServer):
             ]
         return msg
 
-    def completion(self, cid: str, model: str, plan: Plan) -> dict[str, Any]:
+    def completion(
+        self, cid: str, model: str, plan: Plan, body: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
         return {
             "id": cid,
             "object": "chat.completion",
@@ -297,7 +316,7 @@ class FakeOpenAI(FakeServer):
                     {
                         "index": 0,
                         "message": self.message(plan),
-                        "logprobs": None,
+                        "logprobs": _logprobs(plan.chunks, body) if not plan.tool_call else None,
                         "finish_reason": _FINISH[plan.finish],
                     }
                 )
@@ -318,6 +337,7 @@ class FakeOpenAI(FakeServer):
         delta: dict[str, Any],
         finish: str | None,
         with_usage: bool,
+        logprobs: Any = None,
     ) -> dict[str, Any]:
         out: dict[str, Any] = {
             "id": cid,
@@ -328,7 +348,7 @@ class FakeOpenAI(FakeServer):
             "system_fingerprint": self.system_fingerprint,
             "choices": [
                 self.decorate_chunk_choice(
-                    {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
+                    {"index": 0, "delta": delta, "logprobs": logprobs, "finish_reason": finish}
                 )
             ],
         }
@@ -359,6 +379,7 @@ class FakeOpenAI(FakeServer):
         created = int(time.time())
         opts = body.get("stream_options")
         with_usage = isinstance(opts, dict) and opts.get("include_usage") is True
+        logprobs: list[dict[str, Any] | None] = []
         if plan.tool_call:
             first: dict[str, Any] = {
                 "role": "assistant",
@@ -380,6 +401,8 @@ class FakeOpenAI(FakeServer):
         else:
             first = {"role": "assistant", "content": "", "refusal": None}
             content = [{"content": piece} for piece in plan.chunks]
+            if _logprobs([], body) is not None:
+                logprobs = [_logprobs([piece], body) for piece in plan.chunks]
         head = [
             *self.stream_preamble(cid, created, model),
             sse(self.chunk(cid, created, model, first, None, with_usage)),
@@ -403,7 +426,20 @@ class FakeOpenAI(FakeServer):
         tail.append(sse("[DONE]"))
         return StreamScript(
             head=head,
-            content=[sse(self.chunk(cid, created, model, d, None, with_usage)) for d in content],
+            content=[
+                sse(
+                    self.chunk(
+                        cid,
+                        created,
+                        model,
+                        d,
+                        None,
+                        with_usage,
+                        logprobs[i] if i < len(logprobs) else None,
+                    )
+                )
+                for i, d in enumerate(content)
+            ],
             tail=tail,
             error=self.stream_error_frames(fault.message if fault else None),
             content_type="text/event-stream; charset=utf-8",
@@ -430,7 +466,7 @@ class FakeOpenAI(FakeServer):
             fault,
             stream=body.get("stream") is True,
             script=lambda: self.script(cid, model, plan, body, fault),
-            payload=lambda: self.completion(cid, model, plan),
+            payload=lambda: self.completion(cid, model, plan, body),
         )
 
     # ------------------------------------------------------------- models

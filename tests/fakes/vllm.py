@@ -123,8 +123,10 @@ class FakeVLLM(FakeOpenAI):
         msg["reasoning_content"] = None
         return msg
 
-    def completion(self, cid: str, model: str, plan: Plan) -> dict[str, Any]:
-        out = super().completion(cid, model, plan)
+    def completion(
+        self, cid: str, model: str, plan: Plan, body: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        out = super().completion(cid, model, plan, body)
         out["service_tier"] = None
         out["prompt_logprobs"] = None
         out["kv_transfer_params"] = None
@@ -141,8 +143,9 @@ class FakeVLLM(FakeOpenAI):
         delta: dict[str, Any],
         finish: str | None,
         with_usage: bool,
+        logprobs: Any = None,
     ) -> dict[str, Any]:
-        out = super().chunk(cid, created, model, delta, finish, with_usage)
+        out = super().chunk(cid, created, model, delta, finish, with_usage, logprobs)
         out.pop("service_tier", None)
         out.pop("system_fingerprint", None)
         return out

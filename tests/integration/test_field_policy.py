@@ -471,3 +471,31 @@ def test_output_config_with_more_than_a_format_stays_with_anthropic(
         )
     assert "output_config" in err.value.message
     assert fakes.openai.completions == 0
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_logprobs_come_back_as_the_provider_gave_them(
+    gateway: RouterServer, fakes: Fakes, stream: bool
+) -> None:
+    c = oai(gateway)
+    asked: dict[str, Any] = {
+        "model": "gpt-4o-mini",
+        "messages": USER,
+        "logprobs": True,
+        "top_logprobs": 2,
+    }
+    if stream:
+        pieces = [
+            ch.choices[0].logprobs
+            for ch in c.chat.completions.create(**asked, stream=True)
+            if ch.choices and ch.choices[0].delta.content
+        ]
+        tokens = [p.content[0] for p in pieces if p is not None and p.content]
+        assert len(tokens) == len(pieces) > 1
+    else:
+        done = c.chat.completions.create(**asked)
+        lp = done.choices[0].logprobs
+        assert lp is not None and lp.content
+        tokens = lp.content
+    assert "".join(t.token for t in tokens) == "Echo: Weather in Paris?"
+    assert all(len(t.top_logprobs) == 2 for t in tokens)

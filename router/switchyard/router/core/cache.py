@@ -93,6 +93,7 @@ def _serialize(result: ChatResult, model: str, provider: str) -> dict[str, Any]:
         "usage": [result.usage.prompt_tokens, result.usage.completion_tokens],
         "tool_calls": [[c.id, c.name, c.arguments] for c in result.tool_calls],
         "upstream_model": result.upstream_model,
+        "logprobs": result.logprobs,
         "model": model,
         "provider": provider,
     }
@@ -106,6 +107,7 @@ def _deserialize(entry: CacheEntry) -> Cached:
         usage=Usage(*r["usage"]),
         upstream_model=r["upstream_model"],
         tool_calls=[ToolCall(*c) for c in r["tool_calls"]],
+        logprobs=r.get("logprobs"),
     )
     return Cached(result, r["model"], r["provider"], entry.cost, entry.expires_at)
 

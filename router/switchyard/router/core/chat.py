@@ -91,11 +91,15 @@ class ChatResult:
     upstream_model: str
     tool_calls: list[ToolCall] = field(default_factory=list)
     upstream_id: str | None = None
+    #: The provider's token log probabilities as its protocol wrote them (OpenAI's
+    #: ``choices[0].logprobs``), for a client of that protocol; None when not asked.
+    logprobs: Any = None
 
 
 @dataclass(slots=True)
 class TextDelta:
     text: str
+    logprobs: Any = None  # as ChatResult.logprobs, for this piece
 
 
 @dataclass(slots=True)

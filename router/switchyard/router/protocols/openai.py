@@ -288,7 +288,12 @@ def completion_json(done: Completed, completion_id: str, created: int) -> dict[s
         "created": created,
         "model": done.model,
         "choices": [
-            {"index": 0, "message": message, "logprobs": None, "finish_reason": r.finish_reason}
+            {
+                "index": 0,
+                "message": message,
+                "logprobs": r.logprobs,
+                "finish_reason": r.finish_reason,
+            }
         ],
         "usage": usage_json(r.usage),
         "system_fingerprint": None,
@@ -333,7 +338,21 @@ class ChunkEncoder:
 
     def event(self, event: StreamEvent) -> bytes:
         if type(event) is TextDelta:
-            return self.text_prefix + orjson.dumps(event.text) + self.text_suffix
+            if event.logprobs is None:
+                return self.text_prefix + orjson.dumps(event.text) + self.text_suffix
+            return data_only(
+                self.head
+                | {
+                    "choices": [
+                        {
+                            "index": 0,
+                            "delta": {"content": event.text},
+                            "logprobs": event.logprobs,
+                            "finish_reason": None,
+                        }
+                    ]
+                }
+            )
         if isinstance(event, ToolCallDelta):
             call: dict[str, Any] = {"index": event.index}
             if event.id is not None:
@@ -445,6 +464,7 @@ def result_of(data: Any, model_name: str, provider: str) -> ChatResult:
             upstream_model=str(data.get("model") or model_name),
             tool_calls=calls,
             upstream_id=data.get("id"),
+            logprobs=choice.get("logprobs"),
         )
     except (KeyError, IndexError, TypeError, AttributeError) as exc:
         raise UpstreamProtocolError(
@@ -493,7 +513,7 @@ class ChunkDecoder:
             delta = choice.get("delta") or {}
             text = delta.get("content")
             if text:
-                events.append(TextDelta(text))
+                events.append(TextDelta(text, choice.get("logprobs")))
             for tc in delta.get("tool_calls") or ():
                 fn = tc.get("function") or {}
                 events.append(
