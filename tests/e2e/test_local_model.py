@@ -6,7 +6,9 @@ import anthropic
 import httpx
 import openai
 import pytest
+from pydantic import BaseModel
 
+from switchyard.router.local_model import CAPABILITIES
 from tests.conftest import Factory
 from tests.support.servers import LocalModel, RouterServer
 from tests.support.tables import KEY, model, provider, table
@@ -108,3 +110,49 @@ def test_health_check_sees_the_model(gw: RouterServer) -> None:
     )
     assert r.json()["status"] == "healthy"
     assert "smollm2-135m" in r.json()["models"]
+
+
+class City(BaseModel):
+    name: str
+    country: str
+
+
+def test_structured_output_and_logprobs_through_the_sdk(
+    local_model: LocalModel, router: Factory
+) -> None:
+    """What the local model declares (local_model.CAPABILITIES) is what it does."""
+    declared = model("smollm2", "local", "smollm2-135m", contextWindow=8192, maxOutputTokens=2048)
+    declared.update(CAPABILITIES)
+    gw = router(table([provider("local", "vllm", local_model.url)], [declared]))
+    client = openai.OpenAI(base_url=f"{gw.url}/v1", api_key=KEY, max_retries=0)
+    done = client.chat.completions.parse(
+        model="smollm2",
+        messages=[{"role": "user", "content": "Name a city in France."}],
+        response_format=City,
+        max_tokens=60,
+        temperature=0,
+    )
+    assert isinstance(done.choices[0].message.parsed, City)
+    probed = client.chat.completions.create(
+        model="smollm2",
+        messages=[{"role": "user", "content": "Hi"}],
+        logprobs=True,
+        top_logprobs=2,
+        max_tokens=4,
+        temperature=0,
+    )
+    lp = probed.choices[0].logprobs
+    assert lp is not None and lp.content and len(lp.content[0].top_logprobs) == 2
+    with pytest.raises(openai.BadRequestError) as err:
+        client.chat.completions.create(
+            model="smollm2",
+            messages=[{"role": "user", "content": "Weather in Paris?"}],
+            tools=[
+                {
+                    "type": "function",
+                    "function": {"name": "weather", "parameters": {"type": "object"}},
+                }
+            ],
+            max_tokens=8,
+        )
+    assert err.value.body["param"] == "tools"  # type: ignore[index]

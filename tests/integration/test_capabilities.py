@@ -7,8 +7,10 @@ import anthropic
 import httpx
 import openai
 import pytest
+from pydantic import BaseModel
 
 from tests.conftest import Factory
+from tests.fakes.faults import Fault
 from tests.integration.conftest import Fakes
 from tests.support.servers import RouterServer
 from tests.support.tables import KEY, model, provider, table
@@ -24,18 +26,24 @@ WEATHER = {
 }
 
 
+INCAPABLE = {
+    "supportsFunctionCalling": False,
+    "supportsStructuredOutput": False,
+    "supportsLogprobs": False,
+}
+
+
 def plain_table(fakes: Fakes, **routing: object) -> dict[str, object]:
-    """Model "plain" on vLLM and Anthropic: no function calling, at most 4096 tokens out."""
+    """Model "plain" on vLLM and Anthropic: no function calling, structured output or log
+    probabilities, at most 4096 tokens out."""
     return table(
         [
             provider("vllm", "vllm", fakes.vllm.url),
             provider("claude", "anthropic", fakes.anthropic.url, key_env="SY_TEST_ANTHROPIC_KEY"),
         ],
         [
-            model(
-                "plain", "vllm", "meta-llama/Llama-3.1-8B-Instruct", supportsFunctionCalling=False
-            ),
-            model("plain", "claude", "claude-haiku-4-5", supportsFunctionCalling=False),
+            model("plain", "vllm", "meta-llama/Llama-3.1-8B-Instruct", **INCAPABLE),
+            model("plain", "claude", "claude-haiku-4-5", **INCAPABLE),
         ],
         routing=routing or None,
     )
@@ -170,3 +178,97 @@ def test_a_capable_model_that_is_down_is_still_a_503(fakes: Fakes, router: Facto
     )
     assert r.status_code == 503, r.text
     assert r.json()["error"]["code"] == "no_candidate_available"
+
+
+class City(BaseModel):
+    name: str
+
+
+def test_structured_output_and_logprobs_need_a_model_that_declares_them(
+    plain: RouterServer, fakes: Fakes
+) -> None:
+    """Each SDK's own structured-output helper, refused by name, without a retry."""
+    oai = openai.OpenAI(base_url=f"{plain.url}/v1", api_key=KEY)
+    with pytest.raises(openai.BadRequestError) as err:
+        oai.chat.completions.parse(
+            model="plain",
+            messages=[{"role": "user", "content": "Capital of France?"}],
+            response_format=City,
+        )
+    assert err.value.body["param"] == "response_format"  # type: ignore[index]
+    assert "structured output" in err.value.body["message"]  # type: ignore[index]
+    with pytest.raises(openai.BadRequestError) as err:
+        oai.chat.completions.create(
+            model="plain",
+            messages=[{"role": "user", "content": "Hi"}],
+            logprobs=True,
+            top_logprobs=2,
+        )
+    assert err.value.body["param"] == "logprobs"  # type: ignore[index]
+    with pytest.raises(openai.BadRequestError) as err:
+        oai.responses.parse(model="plain", input="Capital of France?", text_format=City)
+    assert err.value.body["param"] == "text.format"  # type: ignore[index]
+    claude = anthropic.Anthropic(base_url=plain.url, api_key=KEY)
+    with pytest.raises(anthropic.BadRequestError) as aerr:
+        claude.messages.parse(
+            model="plain",
+            max_tokens=100,
+            messages=[{"role": "user", "content": "Capital of France?"}],
+            output_format=City,
+        )
+    assert "output_config.format" in aerr.value.message
+    assert provider_calls(fakes) == 0
+
+
+def test_a_model_declaring_structured_output_takes_it(fakes: Fakes, router: Factory) -> None:
+    """In a group, the request goes to the member that declares it, without a failed try."""
+    gw = router(
+        table(
+            [
+                provider("vllm", "vllm", fakes.vllm.url, priority=1),
+                provider("openai", "openai", fakes.openai.url, key_env="SY_TEST_OPENAI_KEY"),
+            ],
+            [
+                model("chat", "vllm", "meta-llama/Llama-3.1-8B-Instruct", **INCAPABLE),
+                model("chat", "openai", "gpt-4o-mini"),
+            ],
+        )
+    )
+    oai = openai.OpenAI(base_url=f"{gw.url}/v1", api_key=KEY, max_retries=0)
+    done = oai.chat.completions.parse(
+        model="chat",
+        messages=[{"role": "user", "content": "Which city is in France?"}],
+        response_format=City,
+    )
+    assert isinstance(done.choices[0].message.parsed, City)
+    assert (fakes.vllm.completions, fakes.openai.completions) == (0, 1)
+    listed = {m.id: m for m in oai.models.list()}
+    assert listed["chat"].capabilities == {  # type: ignore[attr-defined]
+        "function_calling": True,
+        "structured_output": True,
+        "logprobs": True,
+        "streaming": True,
+    }
+    assert listed["chat"].context_window == 32000  # type: ignore[attr-defined]
+
+
+def test_a_503_says_when_the_breaker_lets_requests_through_again(
+    fakes: Fakes, router: Factory
+) -> None:
+    gw = router(
+        table(
+            [provider("vllm", "vllm", fakes.vllm.url)],
+            [model("chat", "vllm", "meta-llama/Llama-3.1-8B-Instruct")],
+            routing={"maxAttempts": 1, "breaker": {"failureThreshold": 1, "cooldownSeconds": 20}},
+        )
+    )
+    fakes.vllm.push(Fault.error(500))
+    body = {"model": "chat", "messages": [{"role": "user", "content": "Hi"}]}
+    first = httpx.post(f"{gw.url}/v1/chat/completions", headers=AUTH, json=body)
+    assert first.status_code == 503, first.text
+    assert first.json()["error"]["attempts"][0]["status"] == 500
+    assert 18 <= int(first.headers["Retry-After"]) <= 20  # the failure opened it
+    r = httpx.post(f"{gw.url}/v1/chat/completions", headers=AUTH, json=body)
+    assert r.status_code == 503, r.text
+    assert r.json()["error"]["code"] == "no_candidate_available"
+    assert 18 <= int(r.headers["Retry-After"]) <= 20

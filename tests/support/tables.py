@@ -65,6 +65,8 @@ def model(
         "inputPricePer1MTokens": "1.00",
         "outputPricePer1MTokens": "2.00",
         "supportsFunctionCalling": True,
+        "supportsStructuredOutput": True,
+        "supportsLogprobs": True,
     }
     m.update(extra)
     return m

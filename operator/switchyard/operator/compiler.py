@@ -47,6 +47,8 @@ _MODEL_FIELDS = (
     "maxOutputTokens",
     "supportsFunctionCalling",
     "supportsStreaming",
+    "supportsStructuredOutput",
+    "supportsLogprobs",
     "inputPricePer1MTokens",
     "outputPricePer1MTokens",
     "avgLatencyMs",

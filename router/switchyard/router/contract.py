@@ -288,6 +288,14 @@ class Model(_Model):
     max_output_tokens: int = Field(ge=1, le=10_000_000)
     supports_function_calling: bool = False
     supports_streaming: bool = True
+    supports_structured_output: bool = Field(
+        default=False,
+        description="JSON mode or a JSON schema (response_format, output_config.format, "
+        "text.format) is honoured",
+    )
+    supports_logprobs: bool = Field(
+        default=False, description="Token log probabilities (logprobs, top_logprobs)"
+    )
     input_price_per_1m_tokens: Annotated[DecimalString, Field(alias="inputPricePer1MTokens")] = "0"
     output_price_per_1m_tokens: Annotated[DecimalString, Field(alias="outputPricePer1MTokens")] = (
         "0"

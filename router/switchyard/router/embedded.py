@@ -10,7 +10,7 @@ from pathlib import Path
 import yaml
 
 from switchyard.router.contract import API_VERSION, KIND
-from switchyard.router.local_model import CONTEXT_WINDOW, MODEL_ALIAS
+from switchyard.router.local_model import CAPABILITIES, CONTEXT_WINDOW, MODEL_ALIAS
 
 
 def dev_key(state: Path) -> str:
@@ -49,6 +49,7 @@ def write_table(state: Path, key: str, model_port: int) -> Path:
                 "inputPricePer1MTokens": "0",
                 "outputPricePer1MTokens": "0",
                 "bestFor": ["documentation", "general"],
+                **CAPABILITIES,
             }
         ],
         "templates": [

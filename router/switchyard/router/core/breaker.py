@@ -55,6 +55,15 @@ class CircuitBreaker:
             return now - self._opened_at >= self._cooldown
         return not self._trial_in_flight
 
+    def ready_in(self, now: float) -> float:
+        """Seconds until a request could be sent (0: now)."""
+        wait = self._resume_at - now
+        if self.state is BreakerState.OPEN:
+            wait = max(wait, self._cooldown - (now - self._opened_at))
+        elif self.state is BreakerState.HALF_OPEN and self._trial_in_flight:
+            wait = max(wait, 1.0)  # the trial's answer decides; ask again soon
+        return max(wait, 0.0)
+
     def try_acquire(self, now: float) -> bool:
         """Claim the right to send one request now."""
         if now < self._resume_at:

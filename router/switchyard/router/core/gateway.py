@@ -237,7 +237,9 @@ class Gateway:
                 self.metrics.failovers.labels(
                     route.provider.organization, route.provider.name, error.code
                 ).inc()
-        raise NoCandidateAvailable("every candidate failed", attempts)
+        raise NoCandidateAvailable(
+            "every candidate failed", attempts, retry_after=verdicts.ready_in(plan.routes)
+        )
 
     async def count_tokens(self, caller: Caller, req: ChatRequest) -> Counted:
         """Asked of the first candidate whose provider can count; else the estimate the

@@ -38,6 +38,12 @@ class Bucket:
     def give(self, amount: float) -> None:
         self._level = min(self._capacity, self._level + amount)
 
+    def ready_in(self, amount: float, now: float) -> float:
+        """Seconds until ``amount`` (at most the capacity) is there."""
+        self._refill(now)
+        short = min(amount, self._capacity) - self._level
+        return max(short / self._rate, 0.0)
+
     @property
     def level(self) -> float:
         return self._level
@@ -54,6 +60,15 @@ class RateLimiter:
         if self.requests is not None and not self.requests.has(1, now):
             return False
         return self.tokens is None or self.tokens.has(tokens, now)
+
+    def ready_in(self, tokens: int, now: float) -> float:
+        """Seconds until one request of ``tokens`` fits both budgets."""
+        wait = 0.0
+        if self.requests is not None:
+            wait = self.requests.ready_in(1, now)
+        if self.tokens is not None:
+            wait = max(wait, self.tokens.ready_in(tokens, now))
+        return wait
 
     def try_acquire(self, tokens: int, now: float) -> bool:
         if self.requests is not None and not self.requests.take(1, now):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -34,6 +35,9 @@ class Need:
     max_tokens: int | None  # as requested; None: the table's default, capped per model
     stream: bool
     tools: bool
+    #: JSON mode or a JSON schema, and token log probabilities (``wants``).
+    structured: bool = False
+    logprobs: bool = False
     default_max_tokens: int = 1024
     #: Fields to forward as sent, which only a provider of ``params_protocol`` takes
     #: (unless ``drop_params``: then others are candidates and go without them).
@@ -52,6 +56,8 @@ _REASONS = {
     "output": "maxTokens exceeds the model's maxOutputTokens",
     "stream": "the model does not support streaming",
     "tools": "the model does not support function calling",
+    "structured": "the model does not support structured output (supportsStructuredOutput)",
+    "logprobs": "the model does not support log probabilities (supportsLogprobs)",
     "params": "the provider speaks another protocol, which has no place for some fields",
     "unavailable": "the provider is unhealthy, cooling down or has no usable API key",
     "budget": "the provider is out of its requests/tokens-per-minute budget",
@@ -74,6 +80,7 @@ def select(org: OrgCatalog, need: Need, now: float, limit: int) -> list[Route]:
 
     chosen: list[Route] = []
     skipped: Counter[str] = Counter()
+    soonest = math.inf  # seconds until a skipped provider may be tried again
     for route in base:
         m = route.model
         out = need.output_tokens(m.max_output_tokens)
@@ -95,15 +102,24 @@ def select(org: OrgCatalog, need: Need, now: float, limit: int) -> list[Route]:
         if need.tools and not m.supports_function_calling:
             skipped["tools"] += 1
             continue
+        if need.structured and not m.supports_structured_output:
+            skipped["structured"] += 1
+            continue
+        if need.logprobs and not m.supports_logprobs:
+            skipped["logprobs"] += 1
+            continue
         if need.params and not need.drop_params and _untaken(need, route):
             skipped["params"] += 1
             continue
         state = route.state
         if not state.usable(now):
             skipped["unavailable"] += 1
+            if state.key_problem is None:
+                soonest = min(soonest, state.breaker.ready_in(now))
             continue
         if not state.limiter.has_budget(total, now):
             skipped["budget"] += 1
+            soonest = min(soonest, state.limiter.ready_in(total, now))
             continue
         chosen.append(route)
         if len(chosen) >= limit:
@@ -112,7 +128,10 @@ def select(org: OrgCatalog, need: Need, now: float, limit: int) -> list[Route]:
         detail = "; ".join(f"{n} skipped: {_REASONS[k]}" for k, n in sorted(skipped.items()))
         if set(skipped) <= _CANNOT:
             raise _cannot_serve(skipped, need, base, detail)
-        raise NoCandidateAvailable(f"no candidate is available ({detail})")
+        raise NoCandidateAvailable(
+            f"no candidate is available ({detail})",
+            retry_after=soonest if soonest < math.inf else None,
+        )
     return chosen
 
 
@@ -125,7 +144,7 @@ def _untaken(need: Need, route: Route) -> list[str]:
 
 #: Why a model could never serve a request, whatever its provider's state: a client
 #: error (400), which retrying cannot mend. The other reasons pass (503).
-_CANNOT = {"context", "output", "stream", "tools", "params"}
+_CANNOT = {"context", "output", "stream", "tools", "structured", "logprobs", "params"}
 
 
 def _cannot_serve(skipped: Counter[str], need: Need, base: list[Route], detail: str) -> BadRequest:
@@ -139,6 +158,16 @@ def _cannot_serve(skipped: Counter[str], need: Need, base: list[Route], detail: 
         )
     if "stream" in skipped:
         return BadRequest(f"stream: no model here supports streaming ({detail})", field="stream")
+    if "structured" in skipped:
+        name = _structured_field(need)
+        return BadRequest(
+            f"{name}: no model here supports structured output ({detail})", field=name
+        )
+    if "logprobs" in skipped:
+        name = "logprobs" if "logprobs" in need.params else "top_logprobs"
+        return BadRequest(
+            f"{name}: no model here supports log probabilities ({detail})", field=name
+        )
     if "params" in skipped:
         untaken = [p for p in need.params if all(p in _untaken(need, r) for r in base)]
         name = (untaken or list(need.params))[0]
@@ -192,9 +221,29 @@ class Plan:
         return (route.input_price * self.prompt_tokens + route.output_price * out) / _MILLION
 
 
+def wants(params: Mapping[str, Any], protocol: str | None) -> tuple[bool, bool]:
+    """Whether a request's fields ask for structured output, and for log probabilities."""
+    if not params:
+        return False, False
+    if protocol == "openai":
+        fmt = params.get("response_format")
+        structured = isinstance(fmt, dict) and fmt.get("type") in ("json_object", "json_schema")
+        logprobs = params.get("logprobs") is True or bool(params.get("top_logprobs"))
+        return structured, logprobs
+    if protocol == "anthropic":
+        config = params.get("output_config")
+        return isinstance(config, dict) and config.get("format") is not None, False
+    return False, False
+
+
+def _structured_field(need: Need) -> str:
+    return "output_config.format" if need.params_protocol == "anthropic" else "response_format"
+
+
 def plan(catalog: Catalog, organization: str, req: ChatRequest, now: float) -> Plan:
     """Choose the candidates for ``req``; raises when none fits."""
     prompt_tokens = estimate_tokens(req.text_size())
+    structured, logprobs = wants(req.params, req.params_protocol)
     need = Need(
         model=req.model,
         task_type=req.task_type,
@@ -202,6 +251,8 @@ def plan(catalog: Catalog, organization: str, req: ChatRequest, now: float) -> P
         max_tokens=req.max_tokens,
         stream=req.stream,
         tools=bool(req.tools) and req.tool_choice != "none",
+        structured=structured,
+        logprobs=logprobs,
         default_max_tokens=catalog.settings.default_max_tokens,
         params=req.params,
         params_protocol=req.params_protocol,

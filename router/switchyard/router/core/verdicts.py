@@ -45,6 +45,14 @@ class Verdicts:
             return False
         return True
 
+    @staticmethod
+    def ready_in(routes: list[Route]) -> float | None:
+        """Seconds until the first of ``routes``' providers may be tried again; None when
+        one may be tried now (the next request may well succeed)."""
+        now = time.monotonic()
+        wait = min(r.state.breaker.ready_in(now) for r in routes) if routes else 0.0
+        return wait or None
+
     def succeeded(self, route: Route, reserved: int, used: int) -> None:
         breaker = route.state.breaker
         if breaker.state:

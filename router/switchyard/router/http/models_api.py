@@ -1,6 +1,7 @@
-"""``GET /v1/models`` and ``GET /v1/models/{id}``: the caller's models, in OpenAI's shape,
-or in Anthropic's when the request carries ``anthropic-version`` (as the anthropic SDK's
-``models.list()`` and ``models.retrieve()`` send it)."""
+"""``GET /v1/models`` and ``GET /v1/models/{id}``: the caller's models, in OpenAI's shape
+(with their context window, output cap and capabilities), or in Anthropic's when the
+request carries ``anthropic-version`` (as the anthropic SDK's ``models.list()`` and
+``models.retrieve()`` send it)."""
 
 from __future__ import annotations
 
@@ -18,7 +19,23 @@ from switchyard.router.http.services import services
 
 
 def _openai(name: str, routes: list[Route], created: int) -> dict[str, Any]:
-    return {"id": name, "object": "model", "created": created, "owned_by": routes[0].provider.name}
+    """OpenAI's model object, with what routing knows of the name (the best of its
+    models, as a request goes to one that can serve it)."""
+    models = [r.model for r in routes]
+    return {
+        "id": name,
+        "object": "model",
+        "created": created,
+        "owned_by": routes[0].provider.name,
+        "context_window": max(m.context_window for m in models),
+        "max_output_tokens": max(m.max_output_tokens for m in models),
+        "capabilities": {
+            "function_calling": any(m.supports_function_calling for m in models),
+            "structured_output": any(m.supports_structured_output for m in models),
+            "logprobs": any(m.supports_logprobs for m in models),
+            "streaming": any(m.supports_streaming for m in models),
+        },
+    }
 
 
 def _anthropic(name: str, routes: list[Route], created: int) -> dict[str, Any]:
