@@ -70,6 +70,8 @@ class FakeServer:
         self.models: list[str] = list(models) if models else list(self.default_models)
         self.reply = reply
         self.chunk_delay = chunk_delay
+        #: Streams whose caller (the router) hung up before the end.
+        self.streams_abandoned = 0
         self.port = 0
         self._lock = threading.Lock()
         self._requests: list[RecordedRequest] = []
@@ -110,6 +112,7 @@ class FakeServer:
             self._queue.clear()
             self._default = None
             self._completions = 0
+            self.streams_abandoned = 0
 
     def start(self) -> Self:
         if self._thread is not None:
@@ -317,22 +320,25 @@ class FakeServer:
         breaks_at = -1
         if fault is not None and fault.kind in ("cut", "stream_error"):
             breaks_at = min(max(fault.after_chunks, 0), len(script.content))
-        for index, frame in enumerate([*script.content, None]):
-            if index == breaks_at and fault is not None:
-                if fault.kind == "cut":
-                    self.hang_up(request)
-                for err in script.error:
-                    await resp.write(err)
-                await resp.write_eof()
-                return resp
-            if frame is None:
-                break
-            await resp.write(frame)
-            if self.chunk_delay:
-                await asyncio.sleep(self.chunk_delay)
-        for frame in script.tail:
-            await resp.write(frame)
-        await resp.write_eof()
+        try:
+            for index, frame in enumerate([*script.content, None]):
+                if index == breaks_at and fault is not None:
+                    if fault.kind == "cut":
+                        self.hang_up(request)
+                    for err in script.error:
+                        await resp.write(err)
+                    await resp.write_eof()
+                    return resp
+                if frame is None:
+                    break
+                await resp.write(frame)
+                if self.chunk_delay:
+                    await asyncio.sleep(self.chunk_delay)
+            for frame in script.tail:
+                await resp.write(frame)
+            await resp.write_eof()
+        except ConnectionResetError:
+            self.streams_abandoned += 1
         return resp
 
 

@@ -7,6 +7,7 @@ import socket
 import time
 
 import httpx
+import pytest
 
 from tests.conftest import Factory
 from tests.fakes import Fault
@@ -47,6 +48,10 @@ def ask(gw: RouterServer, **extra: object) -> httpx.Response:
 def breaker(gw: RouterServer, name: str) -> dict:
     providers = httpx.get(f"{gw.url}/api/v1/llm/providers", headers=AUTH).json()["providers"]
     return {p["name"]: p for p in providers}[name]
+
+
+def metrics(gw: RouterServer) -> str:
+    return httpx.get(f"{gw.url}/metrics").text
 
 
 def leave_mid_stream(gw: RouterServer) -> None:
@@ -146,3 +151,42 @@ def test_rejected_credentials_are_not_quoted_to_tenants(fakes: Fakes, router: Fa
     assert attempt["status"] == 401
     assert "rejected Switchyard's credentials" in attempt["message"]
     assert "456" not in r.text  # the end of the wrong key, which OpenAI quotes back
+
+
+@pytest.mark.parametrize("surface", ["openai", "anthropic"])
+def test_a_client_leaving_mid_stream_hangs_up_on_the_provider_and_is_recorded(
+    fakes: Fakes, router: Factory, surface: str
+) -> None:
+    """Relayed or not, a stream the client left stops costing: the provider is hung up
+    on at its next chunk, the request is recorded as the client's leaving (499), and
+    the key's in-flight slot is free again."""
+    gw = pair(fakes, router)
+    fakes.openai.chunk_delay = 0.1
+    words = " ".join(f"w{i}" for i in range(40))
+    path, extra = (
+        ("/v1/chat/completions", {})
+        if surface == "openai"
+        else ("/v1/messages", {"max_tokens": 200})
+    )
+    body = json.dumps(
+        {"model": "chat", "stream": True, "messages": [{"role": "user", "content": words}]} | extra
+    )
+    try:
+        with socket.create_connection(("127.0.0.1", gw.port)) as s:
+            s.sendall(
+                f"POST {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {KEY}\r\n"
+                f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+                f"{body}".encode()
+            )
+            assert b"200 OK" in s.recv(4096)
+        deadline = time.monotonic() + 3
+        while time.monotonic() < deadline and not fakes.openai.streams_abandoned:
+            time.sleep(0.05)
+        assert fakes.openai.streams_abandoned == 1
+    finally:
+        fakes.openai.chunk_delay = 0.0
+    deadline = time.monotonic() + 3
+    while time.monotonic() < deadline and 'status="499"' not in metrics(gw):
+        time.sleep(0.05)
+    assert 'status="499"' in metrics(gw)
+    assert sum(gw.services.in_flight._counts.values()) == 0

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -29,6 +30,7 @@ import httptools
 import orjson
 import uvicorn
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
+from uvicorn.protocols.utils import ClientDisconnected
 
 from switchyard.router.errors import (
     BadRequest,
@@ -148,6 +150,9 @@ class LimitedProtocol(HttpToolsProtocol):
         self._deadline = self.loop.time() + self.limits.body_timeout
         self._deadline_for = "body"
         super().on_headers_complete()
+        cycle = self.cycle
+        if cycle is not None:
+            cycle.send = _raising_when_gone(cycle)  # type: ignore[method-assign,assignment]
 
     def on_message_complete(self) -> None:
         self._deadline = 0.0
@@ -225,6 +230,21 @@ class LimitedProtocol(HttpToolsProtocol):
             cycle.disconnected = True
             cycle.message_event.set()
         self.transport.close()
+
+
+def _raising_when_gone(cycle: Any) -> Callable[[Any], Awaitable[None]]:
+    """``cycle.send``, raising ``ClientDisconnected`` (an ``OSError``) for a streamed
+    body chunk once the client has left, as ASGI 2.4 has it, so a stream learns of it
+    at its next chunk without a task watching ``receive`` (see ``http.event_stream``).
+    Other messages keep uvicorn's silence."""
+    send = cycle.send
+
+    async def send_or_raise(message: Any) -> None:
+        if cycle.disconnected and message.get("more_body"):
+            raise ClientDisconnected("the client closed the connection")
+        await send(message)
+
+    return send_or_raise
 
 
 def protocol_for(limits: ServerLimits, metrics: Metrics | None) -> type[LimitedProtocol]:

@@ -60,6 +60,9 @@ class ChatRequest:
     params: dict[str, Any] = field(default_factory=dict)
     params_protocol: str | None = None
     drop_params: bool = False
+    #: A stream that may be relayed as the provider sent it: the client's protocol,
+    #: set by its surface. A provider of that protocol then sends ``Relayed`` events.
+    relay: str | None = None
 
     def text_size(self) -> int:
         """UTF-8 bytes of everything the model reads: the basis of the token estimate."""
@@ -120,7 +123,19 @@ class Finish:
     usage: Usage | None
 
 
-StreamEvent = TextDelta | ToolCallDelta | Finish
+@dataclass(slots=True)
+class Relayed:
+    """Server-sent events as the provider wrote them (whole events), for a client of the
+    provider's protocol; the relay reads only what accounting needs (``Finish``).
+    ``usage``: where in ``data`` the usage event is that the router asked for itself,
+    which a client that did not ask for it does not get."""
+
+    data: bytes
+    usage: tuple[int, int] | None = None
+    text_bytes: int = 0  # about how much text the events hold (for a usage estimate)
+
+
+StreamEvent = TextDelta | ToolCallDelta | Finish | Relayed
 
 
 def estimate_tokens(utf8_bytes: int) -> int:

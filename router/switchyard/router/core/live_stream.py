@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 from switchyard.router.core.catalog import Route
 from switchyard.router.core.chat import (
     Finish,
+    Relayed,
     StreamEvent,
     TextDelta,
     ToolCallDelta,
@@ -75,6 +76,8 @@ class LiveStream:
         self.finished = False  # the provider said it was done
         self._settled = False
         self._text_bytes = 0
+        #: The provider's events go to the client as sent (``Relayed``).
+        self.relayed = type(first) is Relayed
 
     async def events(self) -> AsyncIterator[StreamEvent]:
         """Every event; the last is ``Finish`` with real usage. Upstream errors propagate."""
@@ -84,7 +87,9 @@ class LiveStream:
             event = self._first
             self._first = None
             while event is not None:
-                if type(event) is TextDelta:
+                if type(event) is Relayed:
+                    self._text_bytes += event.text_bytes
+                elif type(event) is TextDelta:
                     self._text_bytes += len(event.text)
                 elif type(event) is ToolCallDelta:
                     self._text_bytes += len(event.arguments)

@@ -112,6 +112,11 @@ class Streaming:
         return self.cached is not None
 
     @property
+    def relayed(self) -> bool:
+        """The provider's events are relayed as sent (see ``chat.Relayed``)."""
+        return self.live is not None and self.live.relayed
+
+    @property
     def max_tokens(self) -> int | None:
         """The output cap the provider was asked for (None: from the cache)."""
         live = self.live

@@ -9,15 +9,14 @@ its protocol translates (see ``switchyard.router.protocols``).
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
 import orjson
 from pydantic import BaseModel
-from starlette.background import BackgroundTask
 from starlette.requests import Request
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import Response
 
 from switchyard.router.contract import PROTOCOL_OF, untranslated
 from switchyard.router.core.accounting import Completed, RequestInfo
@@ -31,6 +30,7 @@ from switchyard.router.errors import BadRequest, SwitchyardError, TooManyInFligh
 from switchyard.router.http.auth import authenticate
 from switchyard.router.http.body import read_json, validate
 from switchyard.router.http.errors import Flavor, error_body
+from switchyard.router.http.event_stream import EventStream
 from switchyard.router.http.services import services
 from switchyard.router.protocols.native import TASK_PATTERN
 from switchyard.router.protocols.sse import StreamEncoder
@@ -130,7 +130,7 @@ def endpoint(model: type[B], surface: Surface[B]) -> Callable[[Request], Awaitab
                     await streaming.close()
 
                 slot = None  # the stream holds it until its last byte
-                return StreamingResponse(
+                return EventStream(
                     _sse(
                         streaming,
                         encoder,
@@ -138,13 +138,12 @@ def endpoint(model: type[B], surface: Surface[B]) -> Callable[[Request], Awaitab
                         held,
                         lambda: surface.finish(body, encoder, call),
                     ),
-                    media_type="text/event-stream",
-                    headers=SSE_HEADERS
+                    SSE_HEADERS
                     | encoder.headers
                     | _clamped(req, streaming.max_tokens)
                     | _dropped(req, catalog, organization, streaming.provider)
                     | {REQUEST_ID: info.id},
-                    background=BackgroundTask(finish),
+                    finish,
                 )
             done = await s.pipeline.complete(caller, req, info)
         finally:
@@ -214,7 +213,7 @@ async def _sse(
     flavor: Flavor,
     slot: Slot,
     finish: Callable[[], Awaitable[None]],
-) -> AsyncIterator[bytes]:
+) -> AsyncGenerator[bytes, None]:
     """The stream's bytes; its in-flight slot is free once the last is written."""
     try:
         head = encoder.open()
@@ -230,6 +229,7 @@ async def _sse(
             return
         tail = encoder.close()
         await finish()
-        yield tail
+        if tail:
+            yield tail
     finally:
         slot.release()

@@ -28,7 +28,9 @@ class OpenAISurface:
     flavor: Flavor = "openai"
 
     async def to_request(self, body: wire.ChatBody, call: Call) -> ChatRequest:
-        return wire.to_chat_request(body, task_header(call.request))
+        req = wire.to_chat_request(body, task_header(call.request))
+        req.relay = "openai"  # an OpenAI-protocol provider's stream goes through as sent
+        return req
 
     async def respond(
         self, body: wire.ChatBody, done: Completed, call: Call

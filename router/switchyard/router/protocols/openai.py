@@ -19,6 +19,7 @@ from switchyard.router.core.chat import (
     Finish,
     FinishReason,
     Message,
+    Relayed,
     StreamEvent,
     TextDelta,
     Tool,
@@ -26,9 +27,14 @@ from switchyard.router.core.chat import (
     ToolCallDelta,
     Usage,
 )
-from switchyard.router.errors import BadRequest, UpstreamProtocolError, UpstreamStatusError
+from switchyard.router.errors import (
+    BadRequest,
+    UpstreamError,
+    UpstreamProtocolError,
+    UpstreamStatusError,
+)
 from switchyard.router.protocols.shared import Integral, error_json, function_tools, output_schema
-from switchyard.router.protocols.sse import data_only
+from switchyard.router.protocols.sse import Renamer, WholeEvents, data_only
 
 if TYPE_CHECKING:
     from switchyard.router.core.accounting import Completed
@@ -315,6 +321,9 @@ class ChunkEncoder:
         self.include_usage = include_usage
         self.headers = headers
         self.reason: FinishReason = "stop"
+        #: The provider's own events, relayed (same protocol): only id and model change.
+        self.relayed = streaming.relayed
+        self.rename = Renamer(completion_id, streaming.model)
         self.head = {
             "id": completion_id,
             "object": "chat.completion.chunk",
@@ -334,9 +343,17 @@ class ChunkEncoder:
         )
 
     def open(self) -> bytes:
+        if self.relayed:
+            return b""
         return self.chunk({"role": "assistant", "content": ""})
 
     def event(self, event: StreamEvent) -> bytes:
+        if type(event) is Relayed:
+            data = event.data
+            if event.usage is not None and not self.include_usage:
+                a, b = event.usage  # the router asked for it; the client did not
+                data = data[:a] + data[b:]
+            return self.rename(data, stream_ids)
         if type(event) is TextDelta:
             if event.logprobs is None:
                 return self.text_prefix + orjson.dumps(event.text) + self.text_suffix
@@ -370,6 +387,8 @@ class ChunkEncoder:
         return data_only(body)
 
     def close(self) -> bytes:
+        if self.relayed:
+            return b""  # the provider's [DONE] was relayed
         out = self.chunk({}, self.reason)
         if self.include_usage:
             out += data_only(self.head | {"choices": [], "usage": usage_json(self.streaming.usage)})
@@ -530,6 +549,112 @@ class ChunkDecoder:
 
     def incomplete(self) -> UpstreamProtocolError:
         return UpstreamProtocolError("the stream ended before [DONE]", provider=self.provider)
+
+
+#: What only the stream's last events (or an error) hold, written compactly or with
+#: spaces; a block without any of them is content, relayed unread. Inside a JSON string
+#: a quote is escaped, so text cannot look like these.
+_TAIL_MARKS = (
+    b'"finish_reason":"',
+    b'"finish_reason": "',
+    b'"usage":{',
+    b'"usage": {',
+    b"[DONE]",
+    b'"error"',
+)
+
+
+def _first_mark(data: bytes) -> int:
+    """Where the first of ``_TAIL_MARKS`` is in ``data``; -1: none is."""
+    found = [i for i in (data.find(m) for m in _TAIL_MARKS) if i >= 0]
+    return min(found) if found else -1
+
+
+def _usage_only(event: bytes) -> bool:
+    """The usage event ``stream_options.include_usage`` asks for: no choices."""
+    return (b'"choices":[]' in event or b'"choices": []' in event) and (
+        b'"usage":{' in event or b'"usage": {' in event
+    )
+
+
+class ChunkRelay:
+    """A provider's SSE bytes → ``Relayed`` blocks as sent, for an OpenAI-protocol client.
+
+    Content passes unread; the events that end a stream (finish reason, usage,
+    ``[DONE]``) or report an error are read one by one through ``ChunkDecoder``, so
+    accounting, the breaker and error handling see what they always did.
+    """
+
+    def __init__(self, provider: str) -> None:
+        self.decoder = ChunkDecoder(provider)
+        self.events = WholeEvents()
+        self.envelope = 0  # bytes of a content event around its text, once measured
+        #: An error the provider reported mid-stream, raised after what came before it.
+        self.failure: UpstreamError | None = None
+
+    @property
+    def done(self) -> bool:
+        return self.decoder.done
+
+    def feed(self, block: bytes) -> list[StreamEvent]:
+        whole = self.events.take(block)
+        if not whole:
+            return _NOTHING
+        at = _first_mark(whole)
+        if at < 0:
+            return [Relayed(whole, text_bytes=self._text_bytes(whole))]
+        # The content before the event holding the first mark passes unread.
+        start = whole.rfind(b"\n\n", 0, at)
+        pos = 0 if start < 0 else start + 2
+        text = self._text_bytes(whole[:pos]) if pos else 0
+        usage: tuple[int, int] | None = None
+        finish: list[StreamEvent] = []
+        for event in whole[pos:].split(b"\n\n")[:-1]:
+            size = len(event) + 2
+            if _first_mark(event) < 0:
+                text += self._text_bytes(event + b"\n\n")
+            else:
+                try:
+                    for line in event.split(b"\n"):
+                        if line:
+                            finish += [e for e in self.decoder.feed(line) if type(e) is Finish]
+                except UpstreamError as exc:
+                    self.failure = exc
+                    return [Relayed(whole[:pos], text_bytes=text)] if pos else _NOTHING
+                if _usage_only(event):
+                    usage = (pos, pos + size)
+            pos += size
+            if finish:
+                break  # [DONE]: nothing after it counts
+        return [Relayed(whole[:pos], usage=usage, text_bytes=text), *finish]
+
+    def _text_bytes(self, events: bytes) -> int:
+        """About how much text ``events`` hold, for a provider that reports no usage."""
+        if not self.envelope:
+            first = events[: events.find(b"\n\n")]
+            try:
+                choices = orjson.loads(first[5:]).get("choices") or [{}]
+                text = (choices[0].get("delta") or {}).get("content") or ""
+            except (orjson.JSONDecodeError, AttributeError, IndexError):
+                return len(events) // 8
+            self.envelope = max(len(first) + 2 - len(text.encode()), 1)
+        return max(len(events) - events.count(b"\n\n") * self.envelope, 0)
+
+    def incomplete(self) -> UpstreamProtocolError:
+        return self.decoder.incomplete()
+
+
+def stream_ids(data: bytes) -> tuple[str, str] | None:
+    """The id and model of the first event in ``data`` that names both."""
+    for line in data.split(b"\n"):
+        if line.startswith(b"data: {"):
+            try:
+                chunk = orjson.loads(line[6:])
+            except orjson.JSONDecodeError:
+                continue
+            if isinstance(chunk, dict) and chunk.get("id") and chunk.get("model"):
+                return str(chunk["id"]), str(chunk["model"])
+    return None
 
 
 def error_of(body: bytes) -> tuple[str | None, str]:

@@ -56,12 +56,22 @@ def parse_retry_after(value: str | None) -> float | None:
 class StreamDecoder(Protocol):
     """A protocol's stream, line by line (see ``switchyard.router.protocols``)."""
 
-    done: bool  # the protocol's end-of-stream marker was read
+    @property
+    def done(self) -> bool:
+        """The protocol's end-of-stream marker was read."""
 
     def feed(self, line: bytes) -> list[StreamEvent]: ...
 
     def incomplete(self) -> UpstreamError:
         """The error for a stream that ended before its end marker."""
+
+
+class StreamRelay(StreamDecoder, Protocol):
+    """A protocol's stream passed on as sent, block by block (``chat.Relayed``)."""
+
+    #: An error the provider reported mid-stream, to raise once what came before it
+    #: was passed on.
+    failure: UpstreamError | None
 
 
 class HTTPAdapter(abc.ABC):
@@ -269,6 +279,35 @@ class HTTPAdapter(abc.ABC):
             if decoder.done:
                 return
         raise decoder.incomplete()
+
+    async def relay_events(
+        self, url: str, body: dict[str, Any], relay: StreamRelay
+    ) -> AsyncIterator[StreamEvent]:
+        """POST a streaming request and pass its bytes on as they arrive, whole events
+        at a time (``relay`` reads only what accounting needs)."""
+        resp = await self.open_stream(url, body)
+        content = resp.content
+        try:
+            while block := await content.readany():
+                try:
+                    events = relay.feed(block)
+                except UpstreamError:
+                    raise
+                except Exception as exc:
+                    raise self.unreadable(exc, 200) from None
+                for event in events:
+                    yield event
+                if relay.failure is not None:
+                    raise relay.failure
+                if relay.done:
+                    return
+        except TimeoutError:
+            raise UpstreamTimeout("the stream stalled", provider=self._name()) from None
+        except aiohttp.ClientError as exc:
+            raise self.connection_error(exc) from None
+        finally:
+            resp.release()
+        raise relay.incomplete()
 
     async def lines(self, resp: aiohttp.ClientResponse) -> AsyncIterator[bytes]:
         """The body's non-empty lines; timeouts as set by ``open_stream``."""

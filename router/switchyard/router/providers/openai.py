@@ -48,6 +48,10 @@ class OpenAIAdapter(HTTPAdapter):
         body = self.body(req, model_name, max_tokens)
         body["stream"] = True
         body["stream_options"] = {"include_usage": True}
+        if req.relay == "openai":
+            return self.relay_events(
+                self.chat_url(model_name), body, wire.ChunkRelay(self.provider.name)
+            )
         return self.stream_events(
             self.chat_url(model_name), body, wire.ChunkDecoder(self.provider.name)
         )

@@ -1,0 +1,44 @@
+"""A server-sent event stream as an ASGI response, with no task per stream.
+
+Starlette's ``StreamingResponse`` learns that a client left through an anyio task
+group that waits on ``receive`` beside the writer: on this path that costs more than
+relaying the stream itself. The router's server instead raises ``ClientDisconnected``
+(an ``OSError``) from ``send`` for a streamed chunk once the client has gone (see
+``server._raising_when_gone``), so the stream stops at its next chunk: the provider is
+hung up on and the stream settled at once, as the client left mid-answer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
+
+from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
+
+
+class EventStream(Response):
+    media_type = "text/event-stream"
+
+    def __init__(
+        self,
+        chunks: AsyncGenerator[bytes, None],
+        headers: Mapping[str, str],
+        on_close: Callable[[], Awaitable[None]],
+    ) -> None:
+        self.chunks = chunks
+        self.on_close = on_close
+        self.status_code = 200
+        self.background = None
+        self.init_headers(headers)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
+            async for chunk in self.chunks:
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+        except OSError:
+            pass  # the client left: what is still to come goes nowhere
+        finally:
+            await self.chunks.aclose()
+            await self.on_close()
