@@ -31,7 +31,15 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests.bench.run_bench import KEY, NONSTREAM, STREAM, free_port, table_doc, wait_http  # noqa: E402
+from tests.bench.run_bench import (  # noqa: E402
+    KEY,
+    MESSAGES_STREAM,
+    NONSTREAM,
+    STREAM,
+    free_port,
+    table_doc,
+    wait_http,
+)
 
 
 def _env_for(tree: Path) -> tuple[dict[str, str], str]:
@@ -48,7 +56,7 @@ def _control(*args: str) -> None:
     subprocess.run(["callgrind_control", *args], capture_output=True, check=False)
 
 
-def measure(tree: Path, requests: int) -> tuple[float, float]:
+def measure(tree: Path, requests: int) -> tuple[float, float, float]:
     env, module = _env_for(tree)
     work = Path(tempfile.mkdtemp(prefix="switchyard-instr-"))
     up, gw = free_port(), free_port()
@@ -72,22 +80,22 @@ def measure(tree: Path, requests: int) -> tuple[float, float]:
     )  # fmt: skip
     conn = http.client.HTTPConnection("127.0.0.1", gw, timeout=300)
 
-    def send(body: dict[str, object], count: int) -> None:
+    def send(body: dict[str, object], count: int, path: str) -> None:
         raw = json.dumps(body)
         headers = {"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"}
         for _ in range(count):
-            conn.request("POST", "/v1/chat/completions", raw, headers)
+            conn.request("POST", path, raw, headers)
             resp = conn.getresponse()
             resp.read()
             if resp.status != 200:
                 raise RuntimeError(f"the router answered {resp.status}")
 
-    def per_request(body: dict[str, object]) -> float:
-        send(body, 50)  # warm-up, not counted
+    def per_request(body: dict[str, object], path: str = "/v1/chat/completions") -> float:
+        send(body, 50, path)  # warm-up, not counted
         pid = str(router.pid)
         _control("-z", pid)
         _control("-i", "on", pid)
-        send(body, requests)
+        send(body, requests, path)
         _control("-i", "off", pid)
         before = set(glob.glob(f"{work}/callgrind.*"))
         _control("-d", pid)
@@ -105,7 +113,11 @@ def measure(tree: Path, requests: int) -> tuple[float, float]:
 
     try:
         wait_http(f"http://127.0.0.1:{gw}/readyz", 600)
-        return per_request(NONSTREAM), per_request(STREAM)
+        return (
+            per_request(NONSTREAM),
+            per_request(STREAM),
+            per_request(MESSAGES_STREAM, "/v1/messages"),
+        )
     finally:
         conn.close()
         router.terminate()
@@ -141,12 +153,12 @@ def main() -> int:
         if worktree is not None:
             subprocess.run(["git", "worktree", "remove", "--force", str(worktree)], cwd=ROOT)
     print(f"\ninstructions per request, callgrind, {args.requests} sequential requests each")
-    print(f"{'':<14}{'non-streaming':>16}{'20-chunk stream':>18}")
-    for label, ns, st in results:
-        print(f"{label[:14]:<14}{ns / 1e6:>14.3f} M{st / 1e6:>16.3f} M")
+    print(f"{'':<14}{'non-streaming':>16}{'20-chunk stream':>18}{'Anthropic client':>18}")
+    for label, ns, st, an in results:
+        print(f"{label[:14]:<14}{ns / 1e6:>14.3f} M{st / 1e6:>16.3f} M{an / 1e6:>16.3f} M")
     if len(results) == 2:
-        (_, ns0, st0), (_, ns1, st1) = results
-        print(f"{'ratio':<14}{ns1 / ns0:>16.3f}{st1 / st0:>18.3f}")
+        (_, ns0, st0, an0), (_, ns1, st1, an1) = results
+        print(f"{'ratio':<14}{ns1 / ns0:>16.3f}{st1 / st0:>18.3f}{an1 / an0:>18.3f}")
     return 0
 
 

@@ -715,6 +715,7 @@ class _Streamed:
     latency_ms = 20.0
     ttft_ms = 5.0
     cache_hit = False
+    relayed = False
 
 
 EVENTS: list[StreamEvent] = [
@@ -815,3 +816,69 @@ def test_native_clients_receive_deltas_then_done() -> None:
     done = events[-1][1]
     assert done["finishReason"] == "tool_calls" and done["usage"]["totalTokens"] == 42
     assert done["performance"] == {"latencyMs": 20.0, "timeToFirstTokenMs": 5.0}
+
+
+# -- relayed streams ------------------------------------------------------------------
+def _chunk(text: str | None = None, finish: str | None = None) -> bytes:
+    delta = {} if text is None else {"content": text}
+    data = {
+        "id": "chatcmpl-up",
+        "object": "chat.completion.chunk",
+        "model": "gpt-4o-mini-2024-07-18",
+        "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+    }
+    return b"data: " + orjson.dumps(data) + b"\n\n"
+
+
+_USAGE = (
+    b'data: {"id":"chatcmpl-up","choices":[],"usage":{"prompt_tokens":7,"completion_tokens":3}}\n\n'
+)
+
+
+def test_a_relay_passes_content_unread_and_reads_the_end() -> None:
+    from switchyard.router.core.chat import Relayed
+    from switchyard.router.protocols.openai import relay
+
+    r = relay("p")
+    stream = b"".join(
+        [_chunk("Hel"), _chunk("lo"), _chunk(' "finish_reason":"x'), _chunk(None, "length")]
+    )
+    stream += _USAGE + b"data: [DONE]\n\n"
+    cut = len(_chunk("Hel")) + 5  # a block ends inside an event
+    first = r.feed(stream[:cut])
+    assert [type(e) for e in first] == [Relayed] and first[0].data == _chunk("Hel")  # type: ignore[union-attr]
+    rest = r.feed(stream[cut:])
+    relayed, finish = rest
+    assert isinstance(relayed, Relayed) and isinstance(finish, Finish)
+    assert first[0].data + relayed.data == stream  # type: ignore[union-attr]
+    assert finish.reason == "length" and finish.usage == Usage(7, 3)
+    assert relayed.usage is not None
+    a, b = relayed.usage
+    assert relayed.data[a:b] == _USAGE
+    assert r.done
+
+
+def test_a_relay_passes_what_came_before_an_error_then_raises_it() -> None:
+    from switchyard.router.protocols.openai import relay
+
+    r = relay("p")
+    error = b'data: {"error":{"message":"overloaded","type":"server_error"}}\n\n'
+    out = r.feed(_chunk("Hi") + error)
+    assert len(out) == 1 and out[0].data == _chunk("Hi")  # type: ignore[union-attr]
+    assert r.failure is not None and "overloaded" in r.failure.message
+
+
+def test_a_relay_estimates_text_for_a_provider_that_reports_no_usage() -> None:
+    from switchyard.router.protocols.openai import relay
+
+    r = relay("p")
+    out = r.feed(b"".join(_chunk("word ") for _ in range(10)))
+    assert out[0].text_bytes == 50  # type: ignore[union-attr]
+
+
+def test_crlf_streams_are_relayed_as_lf() -> None:
+    from switchyard.router.protocols.openai import relay
+
+    r = relay("p")
+    out = r.feed(_chunk("a").replace(b"\n", b"\r\n"))
+    assert out[0].data == _chunk("a")  # type: ignore[union-attr]

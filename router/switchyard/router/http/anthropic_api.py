@@ -29,7 +29,9 @@ class AnthropicSurface:
     flavor: Flavor = "anthropic"
 
     async def to_request(self, body: wire.MessagesBody, call: Call) -> ChatRequest:
-        return wire.to_chat_request(body, task_header(call.request))
+        req = wire.to_chat_request(body, task_header(call.request))
+        req.relay = "anthropic"  # an Anthropic provider's stream goes through as sent
+        return req
 
     async def respond(
         self, body: wire.MessagesBody, done: Completed, call: Call

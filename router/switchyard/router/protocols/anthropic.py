@@ -20,6 +20,7 @@ from switchyard.router.core.chat import (
     Finish,
     FinishReason,
     Message,
+    Relayed,
     StreamEvent,
     TextDelta,
     Tool,
@@ -35,7 +36,7 @@ from switchyard.router.protocols.shared import (
     arguments_or_empty,
     error_json,
 )
-from switchyard.router.protocols.sse import named
+from switchyard.router.protocols.sse import EventRelay, Renamer, named
 
 if TYPE_CHECKING:
     from switchyard.router.core.accounting import Completed
@@ -275,6 +276,9 @@ class EventEncoder:
     def __init__(self, streaming: Streaming, message_id: str, input_estimate: int) -> None:
         self.headers: dict[str, str] = {}
         self.streaming = streaming
+        #: The provider's own events, relayed (same protocol): only id and model change.
+        self.relayed = streaming.relayed
+        self.rename = Renamer(message_id, streaming.model)
         self.message_id = message_id
         self.input_estimate = input_estimate
         self.block = -1  # index of the open content block
@@ -283,6 +287,8 @@ class EventEncoder:
         self.reason: FinishReason = "stop"
 
     def open(self) -> bytes:
+        if self.relayed:
+            return b""
         return named(
             b"message_start",
             {
@@ -312,6 +318,8 @@ class EventEncoder:
         )
 
     def event(self, event: StreamEvent) -> bytes:
+        if type(event) is Relayed:
+            return self.rename(event.data, stream_ids)
         if type(event) is TextDelta:
             out = b""
             if self.open_kind != "text":
@@ -357,6 +365,8 @@ class EventEncoder:
         return named(b"error", body)
 
     def close(self) -> bytes:
+        if self.relayed:
+            return b""  # the provider's message_stop was relayed
         out = b""
         if self.open_kind is None:
             self.block = 0
@@ -580,6 +590,41 @@ class EventDecoder:
 
     def incomplete(self) -> UpstreamProtocolError:
         return UpstreamProtocolError("the stream ended before message_stop", provider=self.provider)
+
+
+#: The events a relay reads (see ``sse.EventRelay``): usage and the end, or an error.
+_RELAY_MARKS = tuple(
+    f'"type":{sep}"{kind}"'.encode()
+    for kind in ("message_start", "message_delta", "message_stop", "error")
+    for sep in ("", " ")
+)
+
+
+def _delta_text(event: Any) -> str:
+    delta = event.get("delta") or {}
+    return str(delta.get("text") or delta.get("partial_json") or "")
+
+
+def relay(provider: str) -> EventRelay:
+    """A provider's SSE bytes → ``Relayed`` blocks as sent, for an Anthropic client."""
+    return EventRelay(EventDecoder(provider), _RELAY_MARKS, lambda _event: False, _delta_text)
+
+
+def stream_ids(data: bytes) -> tuple[str, str] | None:
+    """The message id and model that ``message_start`` names, if ``data`` holds it."""
+    at = data.find(b"message_start")
+    if at < 0:
+        return None
+    for line in data[at:].split(b"\n"):
+        if line.startswith(b"data:"):
+            try:
+                message = orjson.loads(line[5:]).get("message") or {}
+            except (orjson.JSONDecodeError, AttributeError):
+                return None
+            if message.get("id") and message.get("model"):
+                return str(message["id"]), str(message["model"])
+            return None
+    return None
 
 
 def error_of(body: bytes) -> tuple[str | None, str]:

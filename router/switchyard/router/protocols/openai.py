@@ -29,12 +29,11 @@ from switchyard.router.core.chat import (
 )
 from switchyard.router.errors import (
     BadRequest,
-    UpstreamError,
     UpstreamProtocolError,
     UpstreamStatusError,
 )
 from switchyard.router.protocols.shared import Integral, error_json, function_tools, output_schema
-from switchyard.router.protocols.sse import Renamer, WholeEvents, data_only
+from switchyard.router.protocols.sse import EventRelay, Renamer, data_only
 
 if TYPE_CHECKING:
     from switchyard.router.core.accounting import Completed
@@ -564,12 +563,6 @@ _TAIL_MARKS = (
 )
 
 
-def _first_mark(data: bytes) -> int:
-    """Where the first of ``_TAIL_MARKS`` is in ``data``; -1: none is."""
-    found = [i for i in (data.find(m) for m in _TAIL_MARKS) if i >= 0]
-    return min(found) if found else -1
-
-
 def _usage_only(event: bytes) -> bool:
     """The usage event ``stream_options.include_usage`` asks for: no choices."""
     return (b'"choices":[]' in event or b'"choices": []' in event) and (
@@ -577,71 +570,15 @@ def _usage_only(event: bytes) -> bool:
     )
 
 
-class ChunkRelay:
-    """A provider's SSE bytes → ``Relayed`` blocks as sent, for an OpenAI-protocol client.
+def _delta_text(event: Any) -> str:
+    choices = event.get("choices") or [{}]
+    return str((choices[0].get("delta") or {}).get("content") or "")
 
-    Content passes unread; the events that end a stream (finish reason, usage,
-    ``[DONE]``) or report an error are read one by one through ``ChunkDecoder``, so
-    accounting, the breaker and error handling see what they always did.
-    """
 
-    def __init__(self, provider: str) -> None:
-        self.decoder = ChunkDecoder(provider)
-        self.events = WholeEvents()
-        self.envelope = 0  # bytes of a content event around its text, once measured
-        #: An error the provider reported mid-stream, raised after what came before it.
-        self.failure: UpstreamError | None = None
-
-    @property
-    def done(self) -> bool:
-        return self.decoder.done
-
-    def feed(self, block: bytes) -> list[StreamEvent]:
-        whole = self.events.take(block)
-        if not whole:
-            return _NOTHING
-        at = _first_mark(whole)
-        if at < 0:
-            return [Relayed(whole, text_bytes=self._text_bytes(whole))]
-        # The content before the event holding the first mark passes unread.
-        start = whole.rfind(b"\n\n", 0, at)
-        pos = 0 if start < 0 else start + 2
-        text = self._text_bytes(whole[:pos]) if pos else 0
-        usage: tuple[int, int] | None = None
-        finish: list[StreamEvent] = []
-        for event in whole[pos:].split(b"\n\n")[:-1]:
-            size = len(event) + 2
-            if _first_mark(event) < 0:
-                text += self._text_bytes(event + b"\n\n")
-            else:
-                try:
-                    for line in event.split(b"\n"):
-                        if line:
-                            finish += [e for e in self.decoder.feed(line) if type(e) is Finish]
-                except UpstreamError as exc:
-                    self.failure = exc
-                    return [Relayed(whole[:pos], text_bytes=text)] if pos else _NOTHING
-                if _usage_only(event):
-                    usage = (pos, pos + size)
-            pos += size
-            if finish:
-                break  # [DONE]: nothing after it counts
-        return [Relayed(whole[:pos], usage=usage, text_bytes=text), *finish]
-
-    def _text_bytes(self, events: bytes) -> int:
-        """About how much text ``events`` hold, for a provider that reports no usage."""
-        if not self.envelope:
-            first = events[: events.find(b"\n\n")]
-            try:
-                choices = orjson.loads(first[5:]).get("choices") or [{}]
-                text = (choices[0].get("delta") or {}).get("content") or ""
-            except (orjson.JSONDecodeError, AttributeError, IndexError):
-                return len(events) // 8
-            self.envelope = max(len(first) + 2 - len(text.encode()), 1)
-        return max(len(events) - events.count(b"\n\n") * self.envelope, 0)
-
-    def incomplete(self) -> UpstreamProtocolError:
-        return self.decoder.incomplete()
+def relay(provider: str) -> EventRelay:
+    """A provider's SSE bytes → ``Relayed`` blocks as sent, for an OpenAI-protocol
+    client; the events that end a stream or report an error go through ``ChunkDecoder``."""
+    return EventRelay(ChunkDecoder(provider), _TAIL_MARKS, _usage_only, _delta_text)
 
 
 def stream_ids(data: bytes) -> tuple[str, str] | None:

@@ -1,4 +1,5 @@
-"""Server-sent events, as the surfaces write them to clients."""
+"""Server-sent events: as the surfaces write them to clients, and relayed as a provider
+of the client's own protocol wrote them."""
 
 from __future__ import annotations
 
@@ -7,7 +8,8 @@ from typing import Any, Protocol
 
 import orjson
 
-from switchyard.router.core.chat import StreamEvent
+from switchyard.router.core.chat import Finish, Relayed, StreamEvent
+from switchyard.router.errors import UpstreamError
 
 
 class StreamEncoder(Protocol):
@@ -89,3 +91,106 @@ class Renamer:
         for theirs_b, ours_b in swaps:
             data = data.replace(theirs_b, ours_b)
         return data
+
+
+class LineDecoder(Protocol):
+    """A protocol's stream decoder, fed one line at a time."""
+
+    @property
+    def done(self) -> bool: ...
+
+    def feed(self, line: bytes) -> list[StreamEvent]: ...
+
+    def incomplete(self) -> UpstreamError: ...
+
+
+_NOTHING: list[StreamEvent] = []
+
+
+class EventRelay:
+    """A provider's SSE bytes → ``Relayed`` blocks as sent, for a client of its protocol.
+
+    Content passes unread. Only the events that hold one of ``marks`` (what ends a
+    stream, or reports an error) are read, one by one through the protocol's decoder,
+    so accounting, the breaker and error handling see what they always did. A mark is
+    written with quotes, which text inside a JSON string cannot show unescaped.
+    ``usage_only`` says which event is the usage the router asked for itself;
+    ``text_of`` reads an event's text, to estimate output for a provider that reports
+    no usage.
+    """
+
+    def __init__(
+        self,
+        decoder: LineDecoder,
+        marks: tuple[bytes, ...],
+        usage_only: Callable[[bytes], bool],
+        text_of: Callable[[Any], str],
+    ) -> None:
+        self.decoder = decoder
+        self.marks = marks
+        self.usage_only = usage_only
+        self.text_of = text_of
+        self.events = WholeEvents()
+        self.envelope = 0  # bytes of a content event around its text, once measured
+        #: An error the provider reported mid-stream, raised after what came before it.
+        self.failure: UpstreamError | None = None
+
+    @property
+    def done(self) -> bool:
+        return self.decoder.done
+
+    def incomplete(self) -> UpstreamError:
+        return self.decoder.incomplete()
+
+    def _first_mark(self, data: bytes) -> int:
+        found = [i for i in (data.find(m) for m in self.marks) if i >= 0]
+        return min(found) if found else -1
+
+    def feed(self, block: bytes) -> list[StreamEvent]:
+        whole = self.events.take(block)
+        if not whole:
+            return _NOTHING
+        at = self._first_mark(whole)
+        if at < 0:
+            return [Relayed(whole, text_bytes=self._text_bytes(whole))]
+        # The content before the event holding the first mark passes unread.
+        start = whole.rfind(b"\n\n", 0, at)
+        pos = 0 if start < 0 else start + 2
+        text = self._text_bytes(whole[:pos]) if pos else 0
+        usage: tuple[int, int] | None = None
+        finish: list[StreamEvent] = []
+        for event in whole[pos:].split(b"\n\n")[:-1]:
+            size = len(event) + 2
+            if self._first_mark(event) < 0:
+                text += self._text_bytes(event + b"\n\n")
+            else:
+                try:
+                    for line in event.split(b"\n"):
+                        if line:
+                            finish += [e for e in self.decoder.feed(line) if type(e) is Finish]
+                except UpstreamError as exc:
+                    self.failure = exc
+                    return [Relayed(whole[:pos], text_bytes=text)] if pos else _NOTHING
+                if self.usage_only(event):
+                    usage = (pos, pos + size)
+            pos += size
+            if finish:
+                break  # the end marker: nothing after it counts
+        return [Relayed(whole[:pos], usage=usage, text_bytes=text), *finish]
+
+    def _text_bytes(self, events: bytes) -> int:
+        """About how much text ``events`` hold: their size less each event's envelope,
+        measured once on the first event with text."""
+        if not self.envelope:
+            for event in events.split(b"\n\n")[:-1]:
+                data = event[event.find(b"data:") + 5 :]
+                try:
+                    text = self.text_of(orjson.loads(data))
+                except (orjson.JSONDecodeError, AttributeError, IndexError, TypeError):
+                    continue
+                if text:
+                    self.envelope = max(len(event) + 2 - len(text.encode()), 1)
+                    break
+            else:
+                return 0
+        return max(len(events) - events.count(b"\n\n") * self.envelope, 0)

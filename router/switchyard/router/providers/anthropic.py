@@ -35,6 +35,10 @@ class AnthropicAdapter(HTTPAdapter):
     ) -> AsyncIterator[StreamEvent]:
         body = wire.request_body(req, model_name, max_tokens)
         body["stream"] = True
+        if req.relay == "anthropic":
+            return self.relay_events(
+                f"{self.base_url}/v1/messages", body, wire.relay(self.provider.name)
+            )
         return self.stream_events(
             f"{self.base_url}/v1/messages", body, wire.EventDecoder(self.provider.name)
         )

@@ -30,6 +30,7 @@ from switchyard.router.errors import (
     UpstreamStatusError,
     UpstreamTimeout,
 )
+from switchyard.router.protocols.sse import EventRelay
 
 log = logging.getLogger("switchyard.router")
 
@@ -64,14 +65,6 @@ class StreamDecoder(Protocol):
 
     def incomplete(self) -> UpstreamError:
         """The error for a stream that ended before its end marker."""
-
-
-class StreamRelay(StreamDecoder, Protocol):
-    """A protocol's stream passed on as sent, block by block (``chat.Relayed``)."""
-
-    #: An error the provider reported mid-stream, to raise once what came before it
-    #: was passed on.
-    failure: UpstreamError | None
 
 
 class HTTPAdapter(abc.ABC):
@@ -281,7 +274,7 @@ class HTTPAdapter(abc.ABC):
         raise decoder.incomplete()
 
     async def relay_events(
-        self, url: str, body: dict[str, Any], relay: StreamRelay
+        self, url: str, body: dict[str, Any], relay: EventRelay
     ) -> AsyncIterator[StreamEvent]:
         """POST a streaming request and pass its bytes on as they arrive, whole events
         at a time (``relay`` reads only what accounting needs)."""

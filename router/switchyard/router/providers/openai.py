@@ -50,7 +50,7 @@ class OpenAIAdapter(HTTPAdapter):
         body["stream_options"] = {"include_usage": True}
         if req.relay == "openai":
             return self.relay_events(
-                self.chat_url(model_name), body, wire.ChunkRelay(self.provider.name)
+                self.chat_url(model_name), body, wire.relay(self.provider.name)
             )
         return self.stream_events(
             self.chat_url(model_name), body, wire.ChunkDecoder(self.provider.name)
