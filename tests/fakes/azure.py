@@ -55,6 +55,7 @@ class FakeAzureOpenAI(FakeOpenAI):
 
     def add_routes(self, app: web.Application) -> None:
         app.router.add_post("/openai/deployments/{deployment}/chat/completions", self.chat)
+        app.router.add_post("/openai/deployments/{deployment}/embeddings", self.embeddings)
         app.router.add_get("/openai/models", self.list_models)
         app.router.add_get("/openai/deployments", self.list_deployments)
 
@@ -149,7 +150,7 @@ class FakeAzureOpenAI(FakeOpenAI):
         return None
 
     def model_name(self, request: web.Request, body: dict[str, Any]) -> str:
-        return request.match_info["deployment"]
+        return str(request.match_info["deployment"])
 
     def completion(
         self, cid: str, model: str, plan: Any, body: dict[str, Any] | None = None

@@ -15,7 +15,9 @@ Rules (the router's tests may rely on them):
 
 from __future__ import annotations
 
+import hashlib
 import json
+import math
 import re
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
@@ -217,3 +219,11 @@ def build_plan(
         chunks = chunks[: max(max_tokens, 0)]
         finish, hit = "length", None
     return Plan(chunks=tuple(chunks), finish=finish, prompt_tokens=prompt_tokens, stop_sequence=hit)
+
+
+def fake_vector(text: str, dimensions: int = 8) -> list[float]:
+    """A deterministic unit vector for ``text``: the same text, the same vector."""
+    seed = hashlib.sha256(text.encode()).digest()
+    raw = [(seed[i % len(seed)] - 127.5) / 127.5 for i in range(dimensions)]
+    norm = math.sqrt(sum(x * x for x in raw)) or 1.0
+    return [x / norm for x in raw]

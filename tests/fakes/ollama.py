@@ -18,6 +18,7 @@ from .content import (
     ToolSpec,
     build_plan,
     choose_tool,
+    fake_vector,
     prompt_tokens,
     structured_reply,
     text_of,
@@ -54,6 +55,7 @@ class FakeOllama(FakeServer):
 
     def add_routes(self, app: web.Application) -> None:
         app.router.add_post("/api/chat", self.chat)
+        app.router.add_post("/api/embed", self.embed)
         app.router.add_get("/api/tags", self.tags)
         app.router.add_get("/api/version", self.get_version)
         app.router.add_post("/api/show", self.show)
@@ -243,6 +245,35 @@ class FakeOllama(FakeServer):
             "parameter_size": "3.2B",
             "quantization_level": "Q4_K_M",
         }
+
+    async def embed(self, request: web.Request) -> web.StreamResponse:
+        fault = self.next_fault()
+        early = await self.apply_fault(request, fault)
+        if early is not None:
+            return early
+        body = self.body(request)
+        if not isinstance(body, dict) or not isinstance(body.get("model"), str):
+            return web.json_response({"error": "model is required"}, status=400)
+        name = self.resolve(body["model"])
+        if name is None:
+            return web.json_response(
+                {"error": f'model "{body["model"]}" not found, try pulling it first'},
+                status=404,
+            )
+        raw = body.get("input")
+        texts = [raw] if isinstance(raw, str) else raw
+        if not isinstance(texts, list) or not all(isinstance(t, str) for t in texts):
+            return web.json_response({"error": "invalid input type"}, status=400)
+        dims = body.get("dimensions") or 8
+        return web.json_response(
+            {
+                "model": name,
+                "embeddings": [fake_vector(t, dims) for t in texts],
+                "total_duration": 14143917,
+                "load_duration": 1019500,
+                "prompt_eval_count": sum(max(len(t.split()), 1) for t in texts),
+            }
+        )
 
     async def tags(self, request: web.Request) -> web.StreamResponse:
         models = [

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import base64
 import math
+import struct
 import time
 from collections.abc import Mapping
 from typing import Any, ClassVar
@@ -14,6 +16,7 @@ from .content import (
     ToolSpec,
     build_plan,
     choose_tool,
+    fake_vector,
     new_id,
     prompt_tokens,
     structured_reply,
@@ -59,6 +62,7 @@ class FakeOpenAI(FakeServer):
 
     def add_routes(self, app: web.Application) -> None:
         app.router.add_post("/v1/chat/completions", self.chat)
+        app.router.add_post("/v1/embeddings", self.embeddings)
         app.router.add_get("/v1/models", self.list_models)
         app.router.add_get("/v1/models/{model}", self.get_model)
 
@@ -467,6 +471,47 @@ class FakeOpenAI(FakeServer):
             stream=body.get("stream") is True,
             script=lambda: self.script(cid, model, plan, body, fault),
             payload=lambda: self.completion(cid, model, plan, body),
+        )
+
+    # ------------------------------------------------------------ embeddings
+    async def embeddings(self, request: web.Request) -> web.StreamResponse:
+        fault = self.next_fault()
+        early = await self.apply_fault(request, fault)
+        if early is not None:
+            return early
+        denied = self.check_auth(request)
+        if denied is not None:
+            return denied
+        body = self.body(request)
+        if not isinstance(body, dict) or "input" not in body:
+            return self.error(
+                400, openai_error("'input' is a required property", "invalid_request_error")
+            )
+        raw: Any = body["input"]
+        items: list[Any] = [raw] if isinstance(raw, str) else list(raw)
+        if items and isinstance(items[0], int):
+            items = [items]  # one token array
+        texts = [x if isinstance(x, str) else " ".join(str(i) for i in x) for x in items]
+        dims = body.get("dimensions") or 8
+        vectors = [fake_vector(t, dims) for t in texts]
+        data = [
+            {
+                "object": "embedding",
+                "index": i,
+                "embedding": base64.b64encode(struct.pack(f"<{len(v)}f", *v)).decode()
+                if body.get("encoding_format") == "base64"
+                else v,
+            }
+            for i, v in enumerate(vectors)
+        ]
+        tokens = sum(max(len(t.split()), 1) for t in texts)
+        return web.json_response(
+            {
+                "object": "list",
+                "data": data,
+                "model": self.model_name(request, body) if "model" in body else "deployment",
+                "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+            }
         )
 
     # ------------------------------------------------------------- models

@@ -45,6 +45,7 @@ _MODEL_FIELDS = (
     "displayName",
     "contextWindow",
     "maxOutputTokens",
+    "modelType",
     "supportsFunctionCalling",
     "supportsStreaming",
     "supportsStructuredOutput",

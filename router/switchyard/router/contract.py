@@ -147,6 +147,8 @@ SCOPES: tuple[str, ...] = get_args(Scope)
 
 #: Provider types whose API is OpenAI's chat-completions protocol.
 OPENAI_COMPATIBLE: frozenset[str] = frozenset({"openai", "azure_openai", "vllm"})
+#: Provider types with an embeddings API (OpenAI's /embeddings, Ollama's /api/embed).
+EMBEDDING_TYPES: frozenset[str] = frozenset({"openai", "azure_openai", "vllm", "ollama"})
 #: Types that need no baseUrl because the provider has one public endpoint.
 DEFAULT_BASE_URLS: dict[str, str] = {
     "openai": "https://api.openai.com/v1",
@@ -286,6 +288,10 @@ class Model(_Model):
     display_name: str | None = None
     context_window: int = Field(ge=1, le=100_000_000)
     max_output_tokens: int = Field(ge=1, le=10_000_000)
+    model_type: Literal["chat", "embedding"] = Field(
+        default="chat",
+        description="chat: completions and messages; embedding: POST /v1/embeddings only",
+    )
     supports_function_calling: bool = False
     supports_streaming: bool = True
     supports_structured_output: bool = Field(

@@ -12,11 +12,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, Protocol
 
 from switchyard.router.core.budgets import BudgetGuard, Reservation
 from switchyard.router.core.caller import Caller
-from switchyard.router.core.chat import ChatRequest, ChatResult, Usage
+from switchyard.router.core.chat import ChatResult, Usage
 from switchyard.router.core.cost import ZERO, Cost
 from switchyard.router.errors import Attempt, NoCandidateAvailable, SwitchyardError
 from switchyard.router.metrics import Metrics
@@ -56,6 +56,16 @@ class Completed:
 KnownModel = Callable[[str, str], bool]
 
 
+class Asked(Protocol):
+    """What accounting reads of a request: a completion's or an embedding's."""
+
+    @property
+    def model(self) -> str | None: ...
+
+    @property
+    def task_type(self) -> str | None: ...
+
+
 class Accountant:
     def __init__(
         self,
@@ -79,7 +89,7 @@ class Accountant:
     def served(
         self,
         caller: Caller,
-        req: ChatRequest,
+        req: Asked,
         info: RequestInfo,
         done: Completed,
         reservation: Reservation | None,
@@ -122,7 +132,7 @@ class Accountant:
     def failed(
         self,
         caller: Caller,
-        req: ChatRequest,
+        req: Asked,
         info: RequestInfo,
         exc: SwitchyardError,
         reservation: Reservation | None,
@@ -185,7 +195,7 @@ class Accountant:
     def _record(
         self,
         caller: Caller,
-        req: ChatRequest,
+        req: Asked,
         info: RequestInfo,
         *,
         provider: str | None,

@@ -14,6 +14,7 @@ from typing import Protocol
 
 from switchyard.router.contract import HealthStatus, Provider
 from switchyard.router.core.chat import ChatRequest, ChatResult, StreamEvent
+from switchyard.router.core.embedding import EmbeddingRequest, EmbeddingResult
 
 
 @dataclass(slots=True)
@@ -28,7 +29,7 @@ class ProbeResult:
 
 
 class Adapter(Protocol):
-    """complete · stream · list models · probe, for one provider."""
+    """complete · stream · embed · list models · probe, for one provider."""
 
     #: The provider as the table describes it now; an edit that does not change how it
     #: is reached replaces this and keeps the adapter (and its connection pool).
@@ -45,6 +46,9 @@ class Adapter(Protocol):
         self, req: ChatRequest, model_name: str, max_tokens: int
     ) -> AsyncIterator[StreamEvent]:
         """A streaming completion; the last event is ``Finish``."""
+
+    async def embed(self, req: EmbeddingRequest, model_name: str) -> EmbeddingResult:
+        """Embeddings of ``req``'s input; raises ``UpstreamError``s."""
 
     async def list_models(self) -> list[str]:
         """The model names the provider serves, where its API can say."""

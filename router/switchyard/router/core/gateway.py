@@ -21,9 +21,10 @@ from switchyard.router.core.caller import Caller
 from switchyard.router.core.catalog import Catalog, Route, compile_table, provider_key
 from switchyard.router.core.chat import ChatRequest, ChatResult, StreamEvent
 from switchyard.router.core.cost import Cost, cost_of
+from switchyard.router.core.embedding import EmbeddingRequest, EmbeddingResult
 from switchyard.router.core.health import ProviderStates
 from switchyard.router.core.live_stream import LiveStream, close_events, own_failure
-from switchyard.router.core.selection import Plan, plan
+from switchyard.router.core.selection import Plan, plan, plan_embedding
 from switchyard.router.core.verdicts import Verdicts
 from switchyard.router.errors import (
     Attempt,
@@ -205,8 +206,30 @@ class Gateway:
             attempts=answered.attempts,
         )
 
+    def plan_embedding(self, caller: Caller, req: EmbeddingRequest) -> Plan:
+        return plan_embedding(self.require_catalog(), caller.organization, req, time.monotonic())
+
+    async def embed(self, plan: Plan, req: EmbeddingRequest) -> tuple[EmbeddingResult, Served]:
+        """Embeddings by the first candidate that answers; ``Served`` for accounting."""
+
+        def call(route: Route, _max_tokens: int) -> Awaitable[EmbeddingResult]:
+            return route.adapter.embed(req, route.model.model_name)
+
+        answered = await self._failover(plan, None, call)
+        result = answered.value
+        self.verdicts.succeeded(answered.route, answered.reserved, result.usage.total_tokens)
+        served = Served(
+            result=ChatResult("", "stop", result.usage, result.upstream_model),
+            route=answered.route,
+            cost=cost_of(answered.route, result.usage),
+            latency_ms=(time.perf_counter() - answered.started) * 1000,
+            attempts=answered.attempts,
+            max_tokens=0,
+        )
+        return result, served
+
     async def _failover(
-        self, plan: Plan, req: ChatRequest, call: Callable[[Route, int], Awaitable[T]]
+        self, plan: Plan, req: ChatRequest | None, call: Callable[[Route, int], Awaitable[T]]
     ) -> _Answered[T]:
         """Try the candidates in order until one answers; a refused request stops early."""
         started = time.perf_counter()

@@ -17,6 +17,7 @@ from switchyard.router.core.cache import Cached, ResponseCache, cache_key, polic
 from switchyard.router.core.caller import Caller
 from switchyard.router.core.chat import ChatRequest
 from switchyard.router.core.cost import ZERO
+from switchyard.router.core.embedding import EmbeddingRequest, EmbeddingResult
 from switchyard.router.core.gateway import Gateway
 from switchyard.router.core.selection import Plan
 from switchyard.router.core.streaming import Streaming
@@ -116,6 +117,35 @@ class Pipeline:
             cache=self.cache if opening.cache_as is not None else None,
             cache_as=opening.cache_as,
         )
+
+    async def embed(
+        self, caller: Caller, req: EmbeddingRequest, info: RequestInfo
+    ) -> tuple[EmbeddingResult, Completed]:
+        """Embeddings: selection, budgets, failover and accounting as for completions
+        (no cache: the answers are large, and cheap to make again)."""
+        reservation = None
+        try:
+            plan = self.gateway.plan_embedding(caller, req)
+            if self.budgets is not None:
+                reservation = self.budgets.reserve(caller, plan.estimated_cost(None))
+            result, served = await self.gateway.embed(plan, req)
+        except SwitchyardError as exc:
+            self.accountant.failed(caller, req, info, exc, reservation)
+            raise
+        done = Completed(
+            served.result,
+            served.route.model.name,
+            served.route.provider.name,
+            served.cost,
+            Decimal(0),
+            served.latency_ms,
+            served.latency_ms,
+            False,
+            served.attempts,
+            0,
+        )
+        self.accountant.served(caller, req, info, done, reservation)
+        return result, done
 
     async def _open(self, caller: Caller, req: ChatRequest, info: RequestInfo) -> _Opening:
         """Answer from the cache if it may, else choose the candidates and reserve the cost."""

@@ -12,6 +12,7 @@ from typing import Any
 from switchyard.router.contract import PROTOCOL_OF, untranslated
 from switchyard.router.core.catalog import Catalog, OrgCatalog, Route
 from switchyard.router.core.chat import ChatRequest, estimate_tokens
+from switchyard.router.core.embedding import EmbeddingRequest
 from switchyard.router.errors import BadRequest, NoCandidateAvailable, NotFound
 
 _MILLION = Decimal(1_000_000)
@@ -38,6 +39,8 @@ class Need:
     #: JSON mode or a JSON schema, and token log probabilities (``wants``).
     structured: bool = False
     logprobs: bool = False
+    #: An embeddings request: only embedding models, and no output.
+    embedding: bool = False
     default_max_tokens: int = 1024
     #: Fields to forward as sent, which only a provider of ``params_protocol`` takes
     #: (unless ``drop_params``: then others are candidates and go without them).
@@ -55,6 +58,7 @@ _REASONS = {
     "context": "the prompt and maxTokens do not fit the context window",
     "output": "maxTokens exceeds the model's maxOutputTokens",
     "stream": "the model does not support streaming",
+    "kind": "the model is of the other type (modelType: chat or embedding)",
     "tools": "the model does not support function calling",
     "structured": "the model does not support structured output (supportsStructuredOutput)",
     "logprobs": "the model does not support log probabilities (supportsLogprobs)",
@@ -83,7 +87,10 @@ def select(org: OrgCatalog, need: Need, now: float, limit: int) -> list[Route]:
     soonest = math.inf  # seconds until a skipped provider may be tried again
     for route in base:
         m = route.model
-        out = need.output_tokens(m.max_output_tokens)
+        if (m.model_type == "embedding") != need.embedding:
+            skipped["kind"] += 1
+            continue
+        out = 0 if need.embedding else need.output_tokens(m.max_output_tokens)
         if out > m.max_output_tokens:
             if not need.clamp:
                 skipped["output"] += 1
@@ -144,7 +151,7 @@ def _untaken(need: Need, route: Route) -> list[str]:
 
 #: Why a model could never serve a request, whatever its provider's state: a client
 #: error (400), which retrying cannot mend. The other reasons pass (503).
-_CANNOT = {"context", "output", "stream", "tools", "structured", "logprobs", "params"}
+_CANNOT = {"kind", "context", "output", "stream", "tools", "structured", "logprobs", "params"}
 
 
 def _cannot_serve(skipped: Counter[str], need: Need, base: list[Route], detail: str) -> BadRequest:
@@ -152,6 +159,18 @@ def _cannot_serve(skipped: Counter[str], need: Need, base: list[Route], detail: 
 
     Field names are the neutral ones (``max_tokens``); each surface shows its own.
     """
+    if "kind" in skipped and skipped["kind"] == sum(skipped.values()):
+        if need.embedding:
+            return BadRequest(
+                "model: no embedding model here (an LLMModel with modelType: embedding) "
+                f"({detail})",
+                field="model",
+            )
+        return BadRequest(
+            "model: only embedding models here; they serve POST /v1/embeddings, not "
+            f"completions ({detail})",
+            field="model",
+        )
     if "tools" in skipped:
         return BadRequest(
             f"tools: no model here supports function calling ({detail})", field="tools"
@@ -179,6 +198,13 @@ def _cannot_serve(skipped: Counter[str], need: Need, base: list[Route], detail: 
             "routing.dropUnsupportedParams",
             field=name,
         )
+    if need.embedding:
+        window = max(r.model.context_window for r in base if r.model.model_type == "embedding")
+        return BadRequest(
+            f"input: about {need.prompt_tokens} tokens, more than any embedding model here "
+            f"takes; the largest contextWindow is {window} ({detail})",
+            field="input",
+        )
     largest = max(r.model.max_output_tokens for r in base)
     if "output" in skipped and need.max_tokens is not None and need.max_tokens > largest:
         return BadRequest(
@@ -203,10 +229,13 @@ class Plan:
     routes: list[Route]
     prompt_tokens: int
 
-    def max_tokens(self, req: ChatRequest, route: Route) -> int:
+    def max_tokens(self, req: ChatRequest | None, route: Route) -> int:
         """The completion budget of a call to ``route``: what was asked (or the default),
         clamped to what the model allows and the context the prompt leaves, unless the
-        table turns clamping off (then ``select`` has skipped such models)."""
+        table turns clamping off (then ``select`` has skipped such models). An
+        embeddings request (``req`` None) produces none."""
+        if req is None:
+            return 0
         settings = self.catalog.settings
         m = route.model
         out = output_tokens(req.max_tokens, settings.default_max_tokens, m.max_output_tokens)
@@ -214,7 +243,7 @@ class Plan:
             out = min(out, m.max_output_tokens, m.context_window - self.prompt_tokens)
         return out
 
-    def estimated_cost(self, req: ChatRequest) -> Decimal:
+    def estimated_cost(self, req: ChatRequest | None) -> Decimal:
         """The most the primary candidate could charge for this request, in USD."""
         route = self.routes[0]
         out = self.max_tokens(req, route)
@@ -258,6 +287,33 @@ def plan(catalog: Catalog, organization: str, req: ChatRequest, now: float) -> P
         params_protocol=req.params_protocol,
         drop_params=req.drop_params or catalog.settings.drop_unsupported_params,
         clamp=catalog.settings.clamp_max_tokens,
+    )
+    routes = select(catalog.org(organization), need, now, catalog.settings.max_attempts)
+    return Plan(catalog, routes, prompt_tokens)
+
+
+#: The embedding fields Ollama has a place for (``user`` is not sent, as for chat).
+EMBEDDING_TRANSLATED = frozenset({"encoding_format", "dimensions", "user"})
+
+
+def plan_embedding(catalog: Catalog, organization: str, req: EmbeddingRequest, now: float) -> Plan:
+    """Choose the embedding models for ``req``; raises when none fits."""
+    prompt_tokens = estimate_tokens(req.text_size())
+    # What only OpenAI's protocol takes: fields beyond those Ollama has a place for, and
+    # token ids as input.
+    others = {k: v for k, v in req.params.items() if k not in EMBEDDING_TRANSLATED}
+    if req.texts is None:
+        others["input"] = req.input
+    need = Need(
+        model=req.model,
+        task_type=req.task_type,
+        prompt_tokens=prompt_tokens,
+        max_tokens=None,
+        stream=False,
+        tools=False,
+        embedding=True,
+        params=others,
+        params_protocol="openai",
     )
     routes = select(catalog.org(organization), need, now, catalog.settings.max_attempts)
     return Plan(catalog, routes, prompt_tokens)

@@ -27,6 +27,7 @@ def _openai(name: str, routes: list[Route], created: int) -> dict[str, Any]:
         "object": "model",
         "created": created,
         "owned_by": routes[0].provider.name,
+        "model_type": "embedding" if all(m.model_type == "embedding" for m in models) else "chat",
         "context_window": max(m.context_window for m in models),
         "max_output_tokens": max(m.max_output_tokens for m in models),
         "capabilities": {

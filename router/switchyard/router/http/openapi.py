@@ -21,6 +21,7 @@ from switchyard.router.http.admin import RenderBody
 from switchyard.router.http.cluster_api import NewProvider
 from switchyard.router.http.services import services
 from switchyard.router.protocols.anthropic import CountTokensBody, MessagesBody
+from switchyard.router.protocols.embeddings import EmbeddingsBody
 from switchyard.router.protocols.native import TASK_PATTERN, CompletionBody
 from switchyard.router.protocols.openai import ChatBody
 from switchyard.router.protocols.responses import ResponsesBody
@@ -31,6 +32,7 @@ _MODELS: tuple[type[BaseModel], ...] = (
     MessagesBody,
     CountTokensBody,
     ResponsesBody,
+    EmbeddingsBody,
     RenderBody,
     NewProvider,
 )
@@ -306,6 +308,15 @@ def build(*, in_cluster: bool) -> dict[str, Any]:
                             {"type": "array", "items": {"type": "string"}},
                         ),
                     ],
+                )
+            },
+            "/v1/embeddings": {
+                "post": _op(
+                    "OpenAI-compatible embeddings, by embedding models (modelType: embedding)",
+                    "completion",
+                    body=EmbeddingsBody,
+                    statuses=completion,
+                    params=compat_headers[:1],
                 )
             },
             "/v1/messages/count_tokens": {

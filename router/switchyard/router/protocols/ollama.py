@@ -21,6 +21,7 @@ from switchyard.router.core.chat import (
     ToolCallDelta,
     Usage,
 )
+from switchyard.router.core.embedding import EmbeddingRequest, EmbeddingResult
 from switchyard.router.errors import UpstreamProtocolError, UpstreamStatusError
 from switchyard.router.protocols.shared import (
     arguments_object,
@@ -172,3 +173,26 @@ def model_names(data: Any, provider: str) -> list[str]:
         return sorted(str(m["name"]) for m in data["models"])
     except (KeyError, TypeError):
         raise UpstreamProtocolError("unexpected /api/tags shape", provider=provider) from None
+
+
+# -- embeddings: /api/embed ---------------------------------------------------------------
+def embed_body(req: EmbeddingRequest, model_name: str) -> dict[str, Any]:
+    """Texts only (selection keeps token ids away); an input too long for the model is
+    an error, as on OpenAI's API, not cut short."""
+    texts = req.texts
+    assert texts is not None
+    body: dict[str, Any] = {"model": model_name, "input": texts, "truncate": False}
+    if "dimensions" in req.params:
+        body["dimensions"] = req.params["dimensions"]
+    return body
+
+
+def embedding_result(data: Any, model_name: str, provider: str) -> EmbeddingResult:
+    try:
+        vectors = [[float(x) for x in v] for v in data["embeddings"]]
+        prompt = int(data.get("prompt_eval_count") or 0)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise UpstreamProtocolError(
+            f"unexpected /api/embed answer: {exc}", provider=provider
+        ) from None
+    return EmbeddingResult(Usage(prompt, 0), str(data.get("model") or model_name), vectors=vectors)

@@ -22,7 +22,9 @@ import orjson
 from switchyard.router.contract import Provider
 from switchyard.router.core.adapter import ProbeResult
 from switchyard.router.core.chat import ChatRequest, ChatResult, StreamEvent
+from switchyard.router.core.embedding import EmbeddingRequest, EmbeddingResult
 from switchyard.router.errors import (
+    BadRequest,
     InternalError,
     UpstreamConnectError,
     UpstreamError,
@@ -183,6 +185,11 @@ class HTTPAdapter(abc.ABC):
             provider=self._name(),
             upstream_status=status,
         )
+
+    async def embed(self, req: EmbeddingRequest, model_name: str) -> EmbeddingResult:
+        """Protocols without an embeddings API: selection never sends such requests here
+        (``contract.EMBEDDING_TYPES``)."""
+        raise BadRequest(f"provider {self._name()!r} has no embeddings API", field="model")
 
     async def post_json(self, url: str, body: dict[str, Any], read: Callable[[Any], T]) -> T:
         """POST and ``read`` the JSON of a 2xx answer; raise typed errors otherwise."""

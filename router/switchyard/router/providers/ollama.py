@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator
 
 from switchyard.router.core.adapter import ProbeResult
 from switchyard.router.core.chat import ChatRequest, ChatResult, StreamEvent
+from switchyard.router.core.embedding import EmbeddingRequest, EmbeddingResult
 from switchyard.router.protocols import ollama as wire
 from switchyard.router.providers.base import HTTPAdapter
 
@@ -36,6 +37,13 @@ class OllamaAdapter(HTTPAdapter):
         body["stream"] = True
         return self.stream_events(
             f"{self.base_url}/api/chat", body, wire.LineDecoder(self.provider.name)
+        )
+
+    async def embed(self, req: EmbeddingRequest, model_name: str) -> EmbeddingResult:
+        return await self.post_json(
+            f"{self.base_url}/api/embed",
+            wire.embed_body(req, model_name),
+            lambda data: wire.embedding_result(data, model_name, self.provider.name),
         )
 
     async def list_models(self) -> list[str]:

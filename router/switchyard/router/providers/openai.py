@@ -7,6 +7,8 @@ from typing import Any
 
 from switchyard.router.core.adapter import ProbeResult
 from switchyard.router.core.chat import ChatRequest, ChatResult, StreamEvent
+from switchyard.router.core.embedding import EmbeddingRequest, EmbeddingResult
+from switchyard.router.protocols import embeddings
 from switchyard.router.protocols import openai as wire
 from switchyard.router.providers.base import HTTPAdapter
 
@@ -56,6 +58,19 @@ class OpenAIAdapter(HTTPAdapter):
             self.chat_url(model_name), body, wire.ChunkDecoder(self.provider.name)
         )
 
+    def embeddings_url(self, model_name: str) -> str:
+        return f"{self.base_url}/embeddings"
+
+    async def embed(self, req: EmbeddingRequest, model_name: str) -> EmbeddingResult:
+        return await self.post_json(
+            self.embeddings_url(model_name),
+            self.embeddings_body(req, model_name),
+            lambda data: embeddings.result_of(data, model_name, self.provider.name),
+        )
+
+    def embeddings_body(self, req: EmbeddingRequest, model_name: str) -> dict[str, Any]:
+        return embeddings.request_body(req, model_name)
+
     async def list_models(self) -> list[str]:
         return await self.get_json(
             self.models_url(), lambda data: wire.model_ids(data, self.provider.name)
@@ -95,6 +110,17 @@ class AzureOpenAIAdapter(OpenAIAdapter):
 
     def models_url(self) -> str:
         return f"{self.base_url}/openai/models?api-version={self.api_version}"
+
+    def embeddings_url(self, model_name: str) -> str:
+        return (
+            f"{self.base_url}/openai/deployments/{model_name}/embeddings"
+            f"?api-version={self.api_version}"
+        )
+
+    def embeddings_body(self, req: EmbeddingRequest, model_name: str) -> dict[str, Any]:
+        body = super().embeddings_body(req, model_name)
+        del body["model"]  # the deployment in the URL names it
+        return body
 
     async def probe(self, model_name: str | None) -> ProbeResult:
         # /openai/models lists the resource's base models, not its deployments.

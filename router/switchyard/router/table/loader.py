@@ -11,7 +11,7 @@ import orjson
 import yaml
 from pydantic import ValidationError
 
-from switchyard.router.contract import CLOUD_TYPES, RoutingTable
+from switchyard.router.contract import CLOUD_TYPES, EMBEDDING_TYPES, RoutingTable
 from switchyard.router.errors import ConfigError
 
 #: libyaml's safe loader when PyYAML was built with it: several times faster.
@@ -86,6 +86,13 @@ def check_references(table: RoutingTable) -> None:
                 f"models[{i}].name",
             )
         seen_models.add(key3)
+        kind = providers[(m.organization, m.provider)]
+        if m.model_type == "embedding" and kind not in EMBEDDING_TYPES:
+            raise ConfigError(
+                f"providerType {kind} has no embeddings API (embedding models: "
+                f"{', '.join(sorted(EMBEDDING_TYPES))})",
+                f"models[{i}].modelType",
+            )
     model_names = {(m.organization, m.name) for m in table.models}
     templates: set[tuple[str, str]] = set()
     for i, t in enumerate(table.templates):
