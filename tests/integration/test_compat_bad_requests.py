@@ -35,11 +35,25 @@ OPENAI_BAD: list[tuple[dict[str, Any], str]] = [
             "messages": [
                 {
                     "role": "user",
-                    "content": [{"type": "image_url", "image_url": {"url": "http://x/y.png"}}],
+                    "content": [
+                        {"type": "input_audio", "input_audio": {"data": "AA==", "format": "wav"}}
+                    ],
                 }
             ],
         },
         "messages[0].content[0].type",
+    ),
+    (
+        {
+            "model": "llama",
+            "messages": [
+                {
+                    "role": "user",
+                    "content": [{"type": "image_url", "image_url": {"url": "ftp://x/y.png"}}],
+                }
+            ],
+        },
+        "messages[0].content[0].image_url.url",
     ),
     ({"model": "llama", "messages": MSG, "tool_choice": "sometimes"}, "tool_choice"),
     (
@@ -82,14 +96,36 @@ ANTHROPIC_BAD: list[tuple[dict[str, Any], str]] = [
                     "role": "user",
                     "content": [
                         {
-                            "type": "image",
-                            "source": {"type": "base64", "media_type": "image/png", "data": "AA=="},
+                            "type": "document",
+                            "source": {
+                                "type": "base64",
+                                "media_type": "application/pdf",
+                                "data": "AA==",
+                            },
                         }
                     ],
                 }
             ],
         },
         "messages[0].content[0].type",
+    ),
+    (
+        {
+            "model": "llama",
+            "max_tokens": 5,
+            "messages": [
+                {
+                    "role": "user",
+                    "content": [
+                        {
+                            "type": "image",
+                            "source": {"type": "base64", "media_type": "image/bmp", "data": "AA=="},
+                        }
+                    ],
+                }
+            ],
+        },
+        "messages[0].content[0].source.media_type",
     ),
     (
         {"model": "llama", "max_tokens": 5, "messages": MSG, "tool_choice": {"type": "tool"}},

@@ -67,6 +67,7 @@ def model(
         "supportsFunctionCalling": True,
         "supportsStructuredOutput": True,
         "supportsLogprobs": True,
+        "supportsVision": True,
     }
     m.update(extra)
     return m

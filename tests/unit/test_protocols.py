@@ -532,7 +532,11 @@ def test_an_openai_client_request_becomes_neutral() -> None:
         ([{"role": "system", "content": "only a system prompt"}], "messages"),
         ([{"role": "user", "content": "   "}], "messages"),
         ([{"role": "tool", "content": "x"}], "messages[0].tool_call_id"),
-        ([{"role": "user", "content": [{"type": "image_url"}]}], "messages[0].content[0].type"),
+        ([{"role": "user", "content": [{"type": "input_audio"}]}], "messages[0].content[0].type"),
+        (
+            [{"role": "user", "content": [{"type": "image_url"}]}],
+            "messages[0].content[0].image_url",
+        ),
         ([{"role": "user", "content": [{"type": "text"}]}], "messages[0].content[0].text"),
         ([{"role": "robot", "content": "hi"}], "messages[0].role"),
         (

@@ -50,6 +50,7 @@ _MODEL_FIELDS = (
     "supportsStreaming",
     "supportsStructuredOutput",
     "supportsLogprobs",
+    "supportsVision",
     "inputPricePer1MTokens",
     "outputPricePer1MTokens",
     "avgLatencyMs",

@@ -302,6 +302,7 @@ class Model(_Model):
     supports_logprobs: bool = Field(
         default=False, description="Token log probabilities (logprobs, top_logprobs)"
     )
+    supports_vision: bool = Field(default=False, description="Images in user messages")
     input_price_per_1m_tokens: Annotated[DecimalString, Field(alias="inputPricePer1MTokens")] = "0"
     output_price_per_1m_tokens: Annotated[DecimalString, Field(alias="outputPricePer1MTokens")] = (
         "0"

@@ -59,9 +59,17 @@ def cache_key(organization: str, req: ChatRequest) -> str:
         "task": None if req.model else req.task_type,
         "system": req.system,
         "messages": [
-            [m.role, m.content, [[c.id, c.name, c.arguments] for c in m.tool_calls], m.tool_call_id]
+            [
+                m.role,
+                m.content,
+                [[c.id, c.name, c.arguments] for c in m.tool_calls],
+                m.tool_call_id,
+                [[i.media_type, i.data, i.url] for i in m.images],
+            ]
             for m in req.messages
         ],
+        # What a provider of the client's protocol gets as sent (cache_control, ...).
+        "raw": [req.raw_messages, req.raw_system],
         "tools": [[t.name, t.description, t.parameters] for t in req.tools],
         "tool_choice": req.tool_choice,
         "max_tokens": req.max_tokens,

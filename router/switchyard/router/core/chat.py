@@ -21,14 +21,34 @@ class ToolCall:
     arguments: str  # JSON text, as the model produced it
 
 
+@dataclass(slots=True, frozen=True)
+class Image:
+    """An image in a user turn: base64 ``data`` of ``media_type``, or a ``url``."""
+
+    media_type: str
+    data: str | None = None
+    url: str | None = None
+
+    @property
+    def data_url(self) -> str:
+        """As OpenAI's protocol takes it: the URL, or the data as a ``data:`` URL."""
+        return self.url or f"data:{self.media_type};base64,{self.data}"
+
+
+#: What an image counts for in the prompt estimate, in UTF-8 bytes (about 1,600 tokens:
+#: a large image on Anthropic's and OpenAI's reckoning).
+IMAGE_BYTES = 4800
+
+
 @dataclass(slots=True)
 class Message:
-    """One turn. ``content`` is text; tool calls and tool results ride alongside."""
+    """One turn. ``content`` is text; images, tool calls and tool results ride alongside."""
 
     role: Role
     content: str
     tool_calls: list[ToolCall] = field(default_factory=list)
     tool_call_id: str | None = None  # for role "tool": which call this answers
+    images: list[Image] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -63,12 +83,21 @@ class ChatRequest:
     #: A stream that may be relayed as the provider sent it: the client's protocol,
     #: set by its surface. A provider of that protocol then sends ``Relayed`` events.
     relay: str | None = None
+    #: The conversation as the client wrote it (``messages``, and Anthropic's
+    #: ``system``), in ``params_protocol``: what a provider of that protocol gets, so
+    #: fields inside content blocks (``cache_control``, thinking blocks, image detail)
+    #: reach it as sent. Other providers get the neutral messages.
+    raw_messages: list[Any] | None = None
+    raw_system: Any = None
+    #: Only its tokens are counted (``count_tokens``): any chat model may count it,
+    #: whatever the request would need of one to be answered.
+    count_only: bool = False
 
     def text_size(self) -> int:
         """UTF-8 bytes of everything the model reads: the basis of the token estimate."""
         n = len(self.system.encode()) if self.system else 0
         for m in self.messages:
-            n += len(m.content.encode()) + 16
+            n += len(m.content.encode()) + 16 + IMAGE_BYTES * len(m.images)
             for c in m.tool_calls:
                 n += len(c.name) + len(c.arguments)
         for t in self.tools:

@@ -41,6 +41,9 @@ class Need:
     logprobs: bool = False
     #: An embeddings request: only embedding models, and no output.
     embedding: bool = False
+    #: Images in the conversation, and whether any is a URL (Ollama takes data only).
+    vision: bool = False
+    image_urls: bool = False
     default_max_tokens: int = 1024
     #: Fields to forward as sent, which only a provider of ``params_protocol`` takes
     #: (unless ``drop_params``: then others are candidates and go without them).
@@ -62,6 +65,8 @@ _REASONS = {
     "tools": "the model does not support function calling",
     "structured": "the model does not support structured output (supportsStructuredOutput)",
     "logprobs": "the model does not support log probabilities (supportsLogprobs)",
+    "vision": "the model does not take images (supportsVision)",
+    "image_url": "Ollama takes images as data, not URLs",
     "params": "the provider speaks another protocol, which has no place for some fields",
     "unavailable": "the provider is unhealthy, cooling down or has no usable API key",
     "budget": "the provider is out of its requests/tokens-per-minute budget",
@@ -115,6 +120,12 @@ def select(org: OrgCatalog, need: Need, now: float, limit: int) -> list[Route]:
         if need.logprobs and not m.supports_logprobs:
             skipped["logprobs"] += 1
             continue
+        if need.vision and not m.supports_vision:
+            skipped["vision"] += 1
+            continue
+        if need.image_urls and route.provider.provider_type == "ollama":
+            skipped["image_url"] += 1
+            continue
         if need.params and not need.drop_params and _untaken(need, route):
             skipped["params"] += 1
             continue
@@ -151,7 +162,18 @@ def _untaken(need: Need, route: Route) -> list[str]:
 
 #: Why a model could never serve a request, whatever its provider's state: a client
 #: error (400), which retrying cannot mend. The other reasons pass (503).
-_CANNOT = {"kind", "context", "output", "stream", "tools", "structured", "logprobs", "params"}
+_CANNOT = {
+    "kind",
+    "context",
+    "output",
+    "stream",
+    "tools",
+    "structured",
+    "logprobs",
+    "vision",
+    "image_url",
+    "params",
+}
 
 
 def _cannot_serve(skipped: Counter[str], need: Need, base: list[Route], detail: str) -> BadRequest:
@@ -181,6 +203,10 @@ def _cannot_serve(skipped: Counter[str], need: Need, base: list[Route], detail: 
         name = _structured_field(need)
         return BadRequest(
             f"{name}: no model here supports structured output ({detail})", field=name
+        )
+    if "vision" in skipped or "image_url" in skipped:
+        return BadRequest(
+            f"messages: no model here can take these images ({detail})", field="messages"
         )
     if "logprobs" in skipped:
         name = "logprobs" if "logprobs" in need.params else "top_logprobs"
@@ -273,15 +299,19 @@ def plan(catalog: Catalog, organization: str, req: ChatRequest, now: float) -> P
     """Choose the candidates for ``req``; raises when none fits."""
     prompt_tokens = estimate_tokens(req.text_size())
     structured, logprobs = wants(req.params, req.params_protocol)
+    images = [i for m in req.messages for i in m.images]
+    needs = not req.count_only  # a count needs nothing of the model beyond its window
     need = Need(
         model=req.model,
         task_type=req.task_type,
         prompt_tokens=prompt_tokens,
         max_tokens=req.max_tokens,
-        stream=req.stream,
-        tools=bool(req.tools) and req.tool_choice != "none",
-        structured=structured,
-        logprobs=logprobs,
+        stream=req.stream and needs,
+        tools=bool(req.tools) and req.tool_choice != "none" and needs,
+        structured=structured and needs,
+        logprobs=logprobs and needs,
+        vision=bool(images) and needs,
+        image_urls=any(i.url for i in images) and needs,
         default_max_tokens=catalog.settings.default_max_tokens,
         params=req.params,
         params_protocol=req.params_protocol,

@@ -31,6 +31,8 @@ class AnthropicSurface:
     async def to_request(self, body: wire.MessagesBody, call: Call) -> ChatRequest:
         req = wire.to_chat_request(body, task_header(call.request))
         req.relay = "anthropic"  # an Anthropic provider's stream goes through as sent
+        req.raw_messages = call.raw["messages"]  # and such a provider gets them as sent
+        req.raw_system = call.raw.get("system")
         return req
 
     async def respond(
@@ -56,9 +58,12 @@ async def count_tokens(request: Request) -> Response:
     s = services(request)
     catalog = s.gateway.require_catalog()
     caller = authenticate(request, catalog, "completion")
-    body = validate(wire.CountTokensBody, await read_json(request, catalog.settings.max_body_bytes))
+    data = await read_json(request, catalog.settings.max_body_bytes)
+    body = validate(wire.CountTokensBody, data)
     req = wire.to_chat_request(body, task_header(request))
+    req.raw_messages, req.raw_system = data["messages"], data.get("system")
     req.drop_params = True  # nothing is generated: every candidate may count
+    req.count_only = True
     counted = await s.gateway.count_tokens(caller, req)
     return Response(
         orjson.dumps({"input_tokens": counted.tokens}),

@@ -53,6 +53,7 @@ class Call:
     catalog: Catalog
     caller: Caller
     info: RequestInfo
+    raw: Any  # the body as JSON data, before validation
 
 
 class Surface(Protocol[B_contra]):
@@ -108,8 +109,9 @@ def endpoint(model: type[B], surface: Surface[B]) -> Callable[[Request], Awaitab
             caller = authenticate(request, catalog, "completion")
             organization = caller.organization
             slot = s.in_flight.acquire(caller, catalog.settings.max_in_flight_per_key)
-            body = validate(model, await read_json(request, catalog.settings.max_body_bytes))
-            call = Call(request, catalog, caller, info)
+            data = await read_json(request, catalog.settings.max_body_bytes)
+            body = validate(model, data)
+            call = Call(request, catalog, caller, info, data)
             req = await surface.to_request(body, call)
             req.drop_params = _flag(request, DROP_PARAMS_HEADER)
         except SwitchyardError as exc:

@@ -30,6 +30,7 @@ class OpenAISurface:
     async def to_request(self, body: wire.ChatBody, call: Call) -> ChatRequest:
         req = wire.to_chat_request(body, task_header(call.request))
         req.relay = "openai"  # an OpenAI-protocol provider's stream goes through as sent
+        req.raw_messages = call.raw["messages"]  # and such a provider gets them as sent
         return req
 
     async def respond(

@@ -19,6 +19,7 @@ from switchyard.router.core.chat import (
     ChatResult,
     Finish,
     FinishReason,
+    Image,
     Message,
     Relayed,
     StreamEvent,
@@ -123,10 +124,43 @@ class ToolResultBlock(_Loose):
     content: str | list[TextPart] | None = None
 
 
-#: The blocks the neutral request can carry: text both ways, tool calls from the
-#: assistant, their results from the user.
-UserBlock = Annotated[TextPart | ToolResultBlock, Field(discriminator="type")]
-AssistantBlock = Annotated[TextPart | ToolUseBlock, Field(discriminator="type")]
+class Base64Source(_Loose):
+    type: Literal["base64"]
+    media_type: Literal["image/jpeg", "image/png", "image/gif", "image/webp"]
+    data: str = Field(min_length=1)
+
+
+class URLSource(_Loose):
+    type: Literal["url"]
+    url: str = Field(min_length=1, pattern=r"^https?://")
+
+
+class ImageBlock(_Loose):
+    type: Literal["image"]
+    source: Annotated[Base64Source | URLSource, Field(discriminator="type")]
+
+
+class ThinkingBlock(_Loose):
+    """The model's own reasoning, which a conversation hands back to Anthropic as it
+    came; other providers have no use for it and do not get it."""
+
+    type: Literal["thinking"]
+    thinking: str
+    signature: str = ""
+
+
+class RedactedThinkingBlock(_Loose):
+    type: Literal["redacted_thinking"]
+    data: str
+
+
+#: The blocks the neutral request can carry: text both ways, images from the user, tool
+#: calls from the assistant, their results from the user; thinking blocks go back to
+#: Anthropic as sent.
+UserBlock = Annotated[TextPart | ImageBlock | ToolResultBlock, Field(discriminator="type")]
+AssistantBlock = Annotated[
+    TextPart | ToolUseBlock | ThinkingBlock | RedactedThinkingBlock, Field(discriminator="type")
+]
 
 
 class UserMessage(_Loose):
@@ -194,9 +228,19 @@ def to_chat_request(body: MessagesBody, task: str | None) -> ChatRequest:
             continue
         text: list[str] = []
         calls: list[ToolCall] = []
+        images: list[Image] = []
         for b in m.content:
             if isinstance(b, TextPart):
                 text.append(b.text)
+            elif isinstance(b, ImageBlock):
+                src = b.source
+                images.append(
+                    Image(src.media_type, data=src.data)
+                    if isinstance(src, Base64Source)
+                    else Image("", url=src.url)
+                )
+            elif isinstance(b, ThinkingBlock | RedactedThinkingBlock):
+                continue
             elif isinstance(b, ToolUseBlock):
                 calls.append(
                     ToolCall(b.id or tool_use_id(None), b.name, orjson.dumps(b.input).decode())
@@ -206,8 +250,8 @@ def to_chat_request(body: MessagesBody, task: str | None) -> ChatRequest:
                 if isinstance(result, list):
                     result = "".join(p.text for p in result)
                 messages.append(Message("tool", result or "", tool_call_id=b.tool_use_id))
-        if text or calls:
-            messages.append(Message(m.role, "".join(text), tool_calls=calls))
+        if text or calls or images:
+            messages.append(Message(m.role, "".join(text), tool_calls=calls, images=images))
     system = body.system
     if isinstance(system, list):
         system = "\n\n".join(p.text for p in system)
@@ -425,7 +469,10 @@ def messages_of(messages: list[Message]) -> list[dict[str, Any]]:
             ]
         else:
             role = m.role
-            blocks = [{"type": "text", "text": m.content}]
+            # Images first, as Anthropic advises, then the text.
+            blocks = [_image_block(i) for i in m.images]
+            if m.content or not blocks:
+                blocks.append({"type": "text", "text": m.content})
         if out and out[-1]["role"] == role:
             out[-1]["content"].extend(blocks)
         else:
@@ -438,13 +485,26 @@ def messages_of(messages: list[Message]) -> list[dict[str, Any]]:
     return out
 
 
+def _image_block(image: Image) -> dict[str, Any]:
+    if image.url:
+        return {"type": "image", "source": {"type": "url", "url": image.url}}
+    return {
+        "type": "image",
+        "source": {"type": "base64", "media_type": image.media_type, "data": image.data},
+    }
+
+
 def request_body(req: ChatRequest, model_name: str, max_tokens: int) -> dict[str, Any]:
+    raw = req.raw_messages is not None and req.params_protocol == "anthropic"
     body: dict[str, Any] = {
         "model": model_name,
         "max_tokens": max_tokens,
-        "messages": messages_of(req.messages),
+        # The client's own conversation when it spoke this protocol (see ChatRequest).
+        "messages": req.raw_messages if raw else messages_of(req.messages),
     }
-    if req.system:
+    if raw and req.raw_system is not None:
+        body["system"] = req.raw_system
+    elif req.system:
         body["system"] = req.system
     if req.temperature is not None:
         # Anthropic's range is 0..1; OpenAI's is 0..2.

@@ -45,6 +45,9 @@ def request_body(req: ChatRequest, model_name: str, max_tokens: int) -> dict[str
                 {"function": {"name": c.name, "arguments": arguments_object(c.arguments)}}
                 for c in m.tool_calls
             ]
+        if m.images:
+            # Base64 only: selection keeps image URLs away from Ollama.
+            msg["images"] = [i.data for i in m.images if i.data]
         messages.append(msg)
     options: dict[str, Any] = {"num_predict": max_tokens}
     if req.temperature is not None:

@@ -18,6 +18,7 @@ from switchyard.router.core.chat import (
     ChatResult,
     Finish,
     FinishReason,
+    Image,
     Message,
     Relayed,
     StreamEvent,
@@ -71,12 +72,22 @@ class _Loose(BaseModel):
 
 
 class ContentPart(_Loose):
-    """Only text parts: the neutral request carries text."""
-
     type: Literal["text"]
     text: str
 
 
+class ImageURL(_Loose):
+    url: str = Field(pattern=r"^(https?://.+|data:image/[A-Za-z0-9.+-]+;base64,.+)$")
+    detail: Literal["auto", "low", "high"] | None = None
+
+
+class ImagePart(_Loose):
+    type: Literal["image_url"]
+    image_url: ImageURL
+
+
+#: What a user turn may hold: text and images (other parts are refused by name).
+UserPart = Annotated[ContentPart | ImagePart, Field(discriminator="type")]
 Content = str | list[ContentPart]
 
 
@@ -98,7 +109,7 @@ class SystemMessage(_Loose):
 
 class UserMessage(_Loose):
     role: Literal["user"]
-    content: Content
+    content: str | list[UserPart]
 
 
 class AssistantMessage(_Loose):
@@ -131,7 +142,15 @@ _SAYS_SOMETHING: JsonDict = {
                         _NOT_BLANK,
                         {
                             "type": "array",
-                            "contains": {"required": ["text"], "properties": {"text": _NOT_BLANK}},
+                            "contains": {
+                                "anyOf": [
+                                    {"required": ["text"], "properties": {"text": _NOT_BLANK}},
+                                    {
+                                        "required": ["type"],
+                                        "properties": {"type": {"const": "image_url"}},
+                                    },
+                                ]
+                            },
                         },
                     ]
                 },
@@ -195,16 +214,41 @@ class ChatBody(_Loose):
     user: str | None = None
 
 
-def _text(content: Content | None) -> str:
+def _text(content: str | list[ContentPart] | list[UserPart] | None) -> str:
     if content is None or isinstance(content, str):
         return content or ""
-    return "".join(part.text for part in content)
+    return "".join(part.text for part in content if isinstance(part, ContentPart))
+
+
+def image_of(url: str, where: str) -> Image:
+    """An image as a ``data:`` URL or an http(s) URL; anything else is refused at ``where``."""
+    if url.startswith("data:"):
+        head, sep, data = url.partition(",")
+        media = head[5:].removesuffix(";base64")
+        if sep and head.endswith(";base64") and media.startswith("image/") and data:
+            return Image(media, data=data)
+        raise BadRequest(
+            f"{where}: a data URL must be data:image/<type>;base64,<data>", field=where
+        )
+    if url.startswith(("https://", "http://")):
+        return Image("", url=url)
+    raise BadRequest(f"{where}: an http(s) or data: URL", field=where)
+
+
+def _images(content: str | list[UserPart], i: int) -> list[Image]:
+    if isinstance(content, str):
+        return []
+    return [
+        image_of(p.image_url.url, f"messages[{i}].content[{j}].image_url.url")
+        for j, p in enumerate(content)
+        if isinstance(p, ImagePart)
+    ]
 
 
 def to_chat_request(body: ChatBody, task: str | None) -> ChatRequest:
     system: list[str] = []
     messages: list[Message] = []
-    for m in body.messages:
+    for i, m in enumerate(body.messages):
         text = _text(m.content)
         if isinstance(m, SystemMessage):
             system.append(text)
@@ -216,11 +260,11 @@ def to_chat_request(body: ChatBody, task: str | None) -> ChatRequest:
             ]
             messages.append(Message("assistant", text, tool_calls=calls))
         else:
-            messages.append(Message("user", text))
+            messages.append(Message("user", text, images=_images(m.content, i)))
     # The rule _SAYS_SOMETHING states in the OpenAPI document.
     if not messages:
         raise BadRequest("messages: at least one user message is required", field="messages")
-    if not any(m.content.strip() or m.tool_calls for m in messages):
+    if not any(m.content.strip() or m.tool_calls or m.images for m in messages):
         raise BadRequest("messages: the prompt is empty", field="messages")
     choice: str | dict[str, Any] | None = None
     if isinstance(body.tool_choice, NamedToolChoice):
@@ -417,6 +461,10 @@ def messages_of(req: ChatRequest) -> list[dict[str, Any]]:
                     ],
                 }
             )
+        elif m.images:
+            parts: list[dict[str, Any]] = [{"type": "text", "text": m.content}] if m.content else []
+            parts += [{"type": "image_url", "image_url": {"url": i.data_url}} for i in m.images]
+            out.append({"role": m.role, "content": parts})
         else:
             out.append({"role": m.role, "content": m.content})
     return out
@@ -434,7 +482,10 @@ def request_body(
     """A chat-completions request body (``model`` included; Azure drops it)."""
     body: dict[str, Any] = {
         "model": model_name,
-        "messages": messages_of(req),
+        # The client's own conversation when it spoke this protocol (see ChatRequest).
+        "messages": req.raw_messages
+        if req.raw_messages is not None and req.params_protocol == "openai"
+        else messages_of(req),
         max_tokens_field: max_tokens,
     }
     if req.temperature is not None:
