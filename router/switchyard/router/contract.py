@@ -127,14 +127,28 @@ _WHEN: dict[tuple[str, str, str], Callable[[Any], bool]] = {
 }
 
 
+#: Fields set to the value that asks for nothing (the protocol's own default), which
+#: any provider honours by doing nothing: the SDKs send some of them unasked.
+_ASKS_NOTHING: dict[tuple[str, str], tuple[Any, ...]] = {
+    ("openai", "store"): (False,),
+    ("openai", "logprobs"): (False,),
+    ("openai", "n"): (1,),
+    ("openai", "parallel_tool_calls"): (True,),
+    ("anthropic", "thread"): (False,),
+}
+
+
 def untranslated(params: Mapping[str, Any], client: str | None, provider: str) -> list[str]:
     """The client's fields a provider of ``provider``'s protocol can neither take as
-    sent nor have translated."""
+    sent nor have translated. A field that is null, or set to the value that asks for
+    nothing, is honoured anywhere."""
     if provider == client:
         return []
     translated = TRANSLATED.get((client or "", provider), frozenset())
     out: list[str] = []
     for name, value in params.items():
+        if value is None or value in _ASKS_NOTHING.get((client or "", name), ()):
+            continue
         when = _WHEN.get((client or "", provider, name))
         if name not in translated or (when is not None and not when(value)):
             out.append(name)

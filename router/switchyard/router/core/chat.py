@@ -92,6 +92,9 @@ class ChatRequest:
     #: Only its tokens are counted (``count_tokens``): any chat model may count it,
     #: whatever the request would need of one to be answered.
     count_only: bool = False
+    #: The surface keeps the whole answer (a message thread): a stream is read in full
+    #: (``Streaming.result``) rather than relayed.
+    collect: bool = False
 
     def text_size(self) -> int:
         """UTF-8 bytes of everything the model reads: the basis of the token estimate."""

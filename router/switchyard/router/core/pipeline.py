@@ -100,7 +100,7 @@ class Pipeline:
         if opening.cached is not None:
             return Streaming.from_cache(self.accountant, caller, req, info, opening.cached)
         assert opening.plan is not None
-        if opening.cache_as is not None:
+        if opening.cache_as is not None or req.collect:
             req.relay = None  # the answer is kept: its text must be read
         try:
             live = await self.gateway.open_stream(opening.plan, req)

@@ -68,6 +68,9 @@ class Streaming:
         self.cache: ResponseCache | None = None
         self.cache_as: str | None = None
         self._accounted = False
+        #: The whole answer once the stream ended, when it was read in full (cached or
+        #: collected; see ``ChatRequest.collect``).
+        self.result: ChatResult | None = None
         self.usage = Usage()
         self.cost: Cost = ZERO
         self.latency_ms = 0.0
@@ -124,6 +127,7 @@ class Streaming:
 
     async def events(self) -> AsyncIterator[StreamEvent]:
         if self.cached is not None:
+            self.result = self.cached
             async for event in self._replay(self.cached):
                 yield event
             return
@@ -131,7 +135,7 @@ class Streaming:
         live = self.live
         text: list[str] = []
         calls: dict[int, list[str]] = {}
-        keep = self.cache_as is not None
+        keep = self.cache_as is not None or self.req.collect
         finish: Finish | None = None
         try:
             async for event in live.events():
@@ -167,6 +171,8 @@ class Streaming:
             upstream_model=self.model,
             tool_calls=[ToolCall(c[0], c[1], c[2]) for _, c in sorted(calls.items())],
         )
+        if keep:
+            self.result = result
         done = Completed(
             result,
             self.model,

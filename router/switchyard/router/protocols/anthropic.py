@@ -12,7 +12,7 @@ import uuid
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from switchyard.router.core.chat import (
     ChatRequest,
@@ -29,7 +29,7 @@ from switchyard.router.core.chat import (
     ToolCallDelta,
     Usage,
 )
-from switchyard.router.errors import UpstreamProtocolError, UpstreamStatusError
+from switchyard.router.errors import BadRequest, UpstreamProtocolError, UpstreamStatusError
 from switchyard.router.protocols.openai import AUTO_MODELS
 from switchyard.router.protocols.shared import (
     Integral,
@@ -196,6 +196,38 @@ class ChoiceTool(_Loose):
 ToolChoice = Annotated[ChoiceAuto | ChoiceTool, Field(discriminator="type")]
 
 
+class ThreadCreate(_Loose):
+    type: Literal["create"]
+
+
+class ThreadContinue(_Loose):
+    type: Literal["continue"]
+    previous_message_id: str = Field(min_length=1, max_length=128)
+
+
+#: A message thread (beta ``message-threads-2026-08-12``): the conversation held under
+#: each answer's id, so the next request sends only its new turn. Switchyard holds it
+#: (``core.kept_responses``) for every provider, so a thread survives failover.
+Thread = Annotated[ThreadCreate | ThreadContinue, Field(discriminator="type")]
+_MESSAGES: TypeAdapter[list[AnthropicMessage]] = TypeAdapter(list[AnthropicMessage])
+
+
+def continue_thread(
+    body: MessagesBody, earlier: list[Any], reply: list[Any], new: list[Any]
+) -> list[Any]:
+    """The whole conversation of a continued thread: what was held, the answer it got,
+    then the request's own turn. ``body.messages`` becomes it; it is returned as JSON."""
+    whole = [*earlier, {"role": "assistant", "content": reply}, *new]
+    try:
+        body.messages = _MESSAGES.validate_python(whole)
+    except ValidationError as exc:  # held by an older version, or not a thread
+        raise BadRequest(
+            "thread.previous_message_id: that message cannot be continued here",
+            field="thread.previous_message_id",
+        ) from exc
+    return whole
+
+
 class MessagesBody(_Loose):
     """Fields it does not name are kept (``model_extra``) and forwarded as sent."""
 
@@ -212,6 +244,7 @@ class MessagesBody(_Loose):
     tools: list[ToolDef] | None = Field(default=None, max_length=128)
     tool_choice: ToolChoice | None = None
     metadata: dict[str, Any] | None = None
+    thread: Thread | None = None
 
 
 class CountTokensBody(MessagesBody):
@@ -280,9 +313,8 @@ def to_chat_request(body: MessagesBody, task: str | None) -> ChatRequest:
 
 
 # -- inbound: the answer a client receives ------------------------------------------------
-def message_json(done: Completed, message_id: str) -> dict[str, Any]:
-    """A ``message`` object."""
-    r = done.result
+def content_blocks(r: ChatResult) -> list[dict[str, Any]]:
+    """An answer's ``content``: its text, then its tool calls."""
     content: list[dict[str, Any]] = []
     if r.content or not r.tool_calls:
         content.append({"type": "text", "text": r.content})
@@ -295,6 +327,13 @@ def message_json(done: Completed, message_id: str) -> dict[str, Any]:
         }
         for c in r.tool_calls
     ]
+    return content
+
+
+def message_json(done: Completed, message_id: str) -> dict[str, Any]:
+    """A ``message`` object."""
+    r = done.result
+    content = content_blocks(r)
     return {
         "id": message_id,
         "type": "message",
