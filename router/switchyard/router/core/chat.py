@@ -167,7 +167,17 @@ class Relayed:
     text_bytes: int = 0  # about how much text the events hold (for a usage estimate)
 
 
-StreamEvent = TextDelta | ToolCallDelta | Finish | Relayed
+class Flush:
+    """What arrived so far may go to the client together: the adapters say so after
+    each read from the provider, so a stream is written one read at a time, not one
+    event at a time (see ``http.completions._sse``). ``FLUSH`` is the one instance."""
+
+    __slots__ = ()
+
+
+FLUSH = Flush()
+
+StreamEvent = TextDelta | ToolCallDelta | Finish | Relayed | Flush
 
 
 def estimate_tokens(utf8_bytes: int) -> int:

@@ -22,7 +22,7 @@ from switchyard.router.contract import PROTOCOL_OF, untranslated
 from switchyard.router.core.accounting import Completed, RequestInfo
 from switchyard.router.core.caller import Caller
 from switchyard.router.core.catalog import Catalog
-from switchyard.router.core.chat import ChatRequest
+from switchyard.router.core.chat import ChatRequest, Flush
 from switchyard.router.core.inflight import Slot
 from switchyard.router.core.selection import DROP_PARAMS_HEADER
 from switchyard.router.core.streaming import Streaming
@@ -221,17 +221,25 @@ async def _sse(
         head = encoder.open()
         if head:
             yield head
+        # A provider's read at a time (``chat.Flush``): one write, not one per event.
+        pending: list[bytes] = []
         try:
             async for event in streaming.events():
+                if type(event) is Flush:
+                    if pending:
+                        yield b"".join(pending)
+                        pending.clear()
+                    continue
                 out = encoder.event(event)
                 if out:
-                    yield out
+                    pending.append(out)
         except SwitchyardError as exc:
-            yield encoder.error(error_body(exc, flavor))
+            pending.append(encoder.error(error_body(exc, flavor)))
+            yield b"".join(pending)
             return
-        tail = encoder.close()
+        pending.append(encoder.close())
         await finish()
-        if tail:
-            yield tail
+        if last := b"".join(pending):
+            yield last
     finally:
         slot.release()

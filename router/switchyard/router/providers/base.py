@@ -21,7 +21,7 @@ import orjson
 
 from switchyard.router.contract import Provider
 from switchyard.router.core.adapter import ProbeResult
-from switchyard.router.core.chat import ChatRequest, ChatResult, StreamEvent
+from switchyard.router.core.chat import FLUSH, ChatRequest, ChatResult, StreamEvent
 from switchyard.router.core.embedding import EmbeddingRequest, EmbeddingResult
 from switchyard.router.errors import (
     BadRequest,
@@ -265,19 +265,40 @@ class HTTPAdapter(abc.ABC):
     async def stream_events(
         self, url: str, body: dict[str, Any], decoder: StreamDecoder
     ) -> AsyncIterator[StreamEvent]:
-        """POST a streaming request and decode its lines into neutral events."""
+        """POST a streaming request and decode its lines into neutral events, each read's
+        events followed by ``FLUSH``."""
         resp = await self.open_stream(url, body)
-        async for line in self.lines(resp):
-            try:
-                events = decoder.feed(line)
-            except UpstreamError:
-                raise
-            except Exception as exc:
-                raise self.unreadable(exc, 200) from None
-            for event in events:
-                yield event
-            if decoder.done:
-                return
+        content = resp.content
+        rest = b""
+        try:
+            while block := await content.readany():
+                *lines, rest = (rest + block if rest else block).split(b"\n")
+                events: list[StreamEvent] = []
+                failure: UpstreamError | None = None
+                try:
+                    for line in lines:
+                        if line.strip():
+                            events += decoder.feed(line)
+                            if decoder.done:
+                                break
+                except UpstreamError as exc:
+                    failure = exc  # after what came before it
+                except Exception as exc:
+                    raise self.unreadable(exc, 200) from None
+                for event in events:
+                    yield event
+                if failure is not None:
+                    raise failure
+                if decoder.done:
+                    return
+                if events:
+                    yield FLUSH
+        except TimeoutError:
+            raise UpstreamTimeout("the stream stalled", provider=self._name()) from None
+        except aiohttp.ClientError as exc:
+            raise self.connection_error(exc) from None
+        finally:
+            resp.release()
         raise decoder.incomplete()
 
     async def relay_events(
@@ -301,6 +322,8 @@ class HTTPAdapter(abc.ABC):
                     raise relay.failure
                 if relay.done:
                     return
+                if events:
+                    yield FLUSH
         except TimeoutError:
             raise UpstreamTimeout("the stream stalled", provider=self._name()) from None
         except aiohttp.ClientError as exc:
@@ -308,20 +331,6 @@ class HTTPAdapter(abc.ABC):
         finally:
             resp.release()
         raise relay.incomplete()
-
-    async def lines(self, resp: aiohttp.ClientResponse) -> AsyncIterator[bytes]:
-        """The body's non-empty lines; timeouts as set by ``open_stream``."""
-        content = resp.content
-        try:
-            while line := await content.readline():
-                if line != b"\n" and line != b"\r\n":
-                    yield line
-        except TimeoutError:
-            raise UpstreamTimeout("the stream stalled", provider=self._name()) from None
-        except aiohttp.ClientError as exc:
-            raise self.connection_error(exc) from None
-        finally:
-            resp.release()
 
     def status_error(self, status: int, headers: Any, raw: bytes) -> UpstreamStatusError:
         err_type, message = self.error_type(status, raw)
