@@ -85,3 +85,22 @@ def test_an_anthropic_stream_says_the_providers_input_tokens_from_the_start(
     assert start["model"] == "claude"  # the table's name, not claude-haiku-4-5
     assert [e["type"] for e in evs][-1] == "message_stop"
     assert "event: ping" in r.text  # the provider's own keep-alive passes too
+
+
+def test_a_translated_anthropic_stream_states_no_estimate_only_what_was_reported(
+    gateway: RouterServer,
+) -> None:
+    """An Anthropic client of an OpenAI-protocol model: message_start holds nothing the
+    provider did not say (it says its usage at the end), and the SDK's final message
+    has the provider's count."""
+    import anthropic
+
+    client = anthropic.Anthropic(base_url=gateway.url, api_key=KEY, max_retries=0)
+    asked = {"model": "gpt-4o-mini", "max_tokens": 100, "messages": USER}
+    with client.messages.stream(**asked) as stream:  # type: ignore[arg-type]
+        first = next(iter(stream))
+        final = stream.get_final_message()
+    assert first.type == "message_start" and first.message.usage.input_tokens == 0
+    whole = client.messages.create(**asked)  # type: ignore[arg-type]
+    assert final.usage.input_tokens == whole.usage.input_tokens > 0
+    assert final.usage.output_tokens == whole.usage.output_tokens > 0

@@ -720,6 +720,7 @@ class _Streamed:
     ttft_ms = 5.0
     cache_hit = False
     relayed = False
+    cached = None
 
 
 EVENTS: list[StreamEvent] = [
@@ -777,7 +778,7 @@ def test_openai_clients_receive_chunks_then_usage_then_done() -> None:
 
 
 def test_anthropic_clients_receive_the_real_event_sequence() -> None:
-    enc = anthropic.EventEncoder(_Streamed(), "msg_1", 28)  # type: ignore[arg-type]
+    enc = anthropic.EventEncoder(_Streamed(), "msg_1")  # type: ignore[arg-type]
     events = sse(encode(enc))
     assert [name for name, _ in events] == [
         "message_start",
@@ -794,7 +795,8 @@ def test_anthropic_clients_receive_the_real_event_sequence() -> None:
         "message_stop",
     ]
     assert all(data["type"] == name for name, data in events)
-    assert events[0][1]["message"]["usage"] == {"input_tokens": 28, "output_tokens": 1}
+    # Nothing reported before the end: no estimate to contradict message_delta.
+    assert events[0][1]["message"]["usage"] == {"input_tokens": 0, "output_tokens": 0}
     assert events[6][1]["content_block"] == {
         "type": "tool_use",
         "id": "toolu_1",

@@ -9,7 +9,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from switchyard.router.core.accounting import Completed, RequestInfo
-from switchyard.router.core.chat import ChatRequest, estimate_tokens
+from switchyard.router.core.chat import ChatRequest
 from switchyard.router.core.streaming import Streaming
 from switchyard.router.errors import BadRequest
 from switchyard.router.http.auth import authenticate
@@ -59,9 +59,7 @@ class AnthropicSurface:
         return answer, {}
 
     def encoder(self, body: wire.MessagesBody, streaming: Streaming, call: Call) -> StreamEncoder:
-        return wire.EventEncoder(
-            streaming, _id(call.info), estimate_tokens(streaming.req.text_size())
-        )
+        return wire.EventEncoder(streaming, _id(call.info))
 
     async def finish(self, body: wire.MessagesBody, encoder: StreamEncoder, call: Call) -> None:
         assert isinstance(encoder, wire.EventEncoder)

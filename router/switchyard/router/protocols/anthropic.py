@@ -356,14 +356,13 @@ class EventEncoder:
     """Neutral events → Anthropic's event sequence: message_start, content blocks
     (start, deltas, stop), message_delta, message_stop."""
 
-    def __init__(self, streaming: Streaming, message_id: str, input_estimate: int) -> None:
+    def __init__(self, streaming: Streaming, message_id: str) -> None:
         self.headers: dict[str, str] = {}
         self.streaming = streaming
         #: The provider's own events, relayed (same protocol): only id and model change.
         self.relayed = streaming.relayed
         self.rename = Renamer(message_id, streaming.model)
         self.message_id = message_id
-        self.input_estimate = input_estimate
         self.block = -1  # index of the open content block
         self.open_kind: str | None = None
         self.tool_blocks: dict[int, int] = {}  # tool call index -> block index
@@ -384,10 +383,16 @@ class EventEncoder:
                     "content": [],
                     "stop_reason": None,
                     "stop_sequence": None,
-                    "usage": {"input_tokens": self.input_estimate, "output_tokens": 1},
+                    # What the provider reported so far: nothing until message_delta
+                    # (an answer from the cache knows it already). No estimate.
+                    "usage": {"input_tokens": self._known_input(), "output_tokens": 0},
                 },
             },
         )
+
+    def _known_input(self) -> int:
+        cached = self.streaming.cached
+        return cached.usage.prompt_tokens if cached is not None else 0
 
     def _start(self, kind: str, content_block: dict[str, Any]) -> bytes:
         out = b""
