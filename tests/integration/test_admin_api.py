@@ -259,3 +259,51 @@ def test_health_and_readiness(gw: RouterServer) -> None:
     assert httpx.get(f"{gw.url}/healthz").json() == {"status": "ok"}
     ready = httpx.get(f"{gw.url}/readyz").json()
     assert ready["status"] == "ready" and len(ready["table"]["checksum"]) == 64
+
+
+def test_the_probe_checks_every_declared_model(fakes: Fakes, router: Factory) -> None:
+    """A provider whose second model is missing is not reported healthy."""
+    gw = router(
+        table(
+            five_providers(fakes),
+            [
+                model("chat", "openai", "gpt-4o-mini"),
+                model("gone", "openai", "gpt-nonexistent"),
+                model("local", "ollama", "llama3.2"),  # served as llama3.2:latest
+            ],
+        )
+    )
+    r = httpx.post(f"{gw.url}/api/v1/llm/providers/openai/health-check", headers=AUTH).json()
+    assert r["status"] == "degraded" and r["missingModels"] == ["gpt-nonexistent"]
+    assert "gpt-nonexistent" in r["message"]
+    r = httpx.post(f"{gw.url}/api/v1/llm/providers/ollama/health-check", headers=AUTH).json()
+    assert r["status"] == "healthy" and r["missingModels"] == []
+
+
+def test_a_successful_probe_closes_the_breaker_and_the_listing_is_live(
+    fakes: Fakes, router: Factory
+) -> None:
+    gw = router(
+        table(
+            five_providers(fakes),
+            [model("chat", "openai", "gpt-4o-mini")],
+            routing={"maxAttempts": 1, "breaker": {"failureThreshold": 1, "cooldownSeconds": 300}},
+        )
+    )
+    probe = f"{gw.url}/api/v1/llm/providers/openai/health-check"
+    assert httpx.post(probe, headers=AUTH).json()["status"] == "healthy"
+    fakes.openai.push(Fault.error(500))
+    body = {"model": "chat", "messages": [{"role": "user", "content": "hi"}]}
+    assert httpx.post(f"{gw.url}/v1/chat/completions", headers=AUTH, json=body).status_code == 503
+
+    def listed() -> dict[str, object]:
+        providers = httpx.get(f"{gw.url}/api/v1/llm/providers", headers=AUTH).json()["providers"]
+        return {p["name"]: p for p in providers}["openai"]  # type: ignore[no-any-return]
+
+    # The last probe said healthy; the live state says otherwise.
+    assert listed()["circuitBreaker"] == "open" and listed()["healthStatus"] == "unhealthy"
+    assert listed()["lastHealthCheck"]["status"] == "healthy"  # type: ignore[index]
+    assert httpx.post(probe, headers=AUTH).json()["status"] == "healthy"
+    assert listed()["circuitBreaker"] == "closed" and listed()["healthStatus"] == "healthy"
+    r = httpx.post(f"{gw.url}/v1/chat/completions", headers=AUTH, json=body)
+    assert r.status_code == 200  # no need to wait out the 300 s cool-down

@@ -150,17 +150,14 @@ class Prober:
                 p, "unknown", failures, None, key_problem, [], (False, "ApiKeyMissing", key_problem)
             )
             return
-        model = next(
-            (
-                str(m.spec.get("modelName"))
-                for m in self.state.models.values()
-                if m.namespace == p.namespace
-                and (m.spec.get("providerRef") or {}).get("name") == p.name
-            ),
-            None,
-        )
+        models = [
+            str(m.spec.get("modelName"))
+            for m in self.state.models.values()
+            if m.namespace == p.namespace
+            and (m.spec.get("providerRef") or {}).get("name") == p.name
+        ]
         adapter = await self._adapter(key, provider, secret)
-        result: ProbeResult = await adapter.probe(model)
+        result: ProbeResult = await adapter.probe(models)
         if result.status == "unhealthy":
             failures += 1
             health = "unhealthy" if failures >= UNHEALTHY_AFTER else "degraded"

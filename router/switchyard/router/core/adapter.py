@@ -8,7 +8,7 @@ adapter, and an adapter never reaches into the core beyond the neutral types.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -26,6 +26,8 @@ class ProbeResult:
     checked_at: float
     message: str
     models: list[str] = field(default_factory=list)
+    #: Declared models the provider's listing does not hold.
+    missing: list[str] = field(default_factory=list)
 
 
 class Adapter(Protocol):
@@ -57,8 +59,9 @@ class Adapter(Protocol):
         """The prompt tokens of ``req`` as the provider counts them; None when its
         protocol has no way to ask."""
 
-    async def probe(self, model_name: str | None) -> ProbeResult:
-        """A tiny real request that tells whether the provider answers."""
+    async def probe(self, model_names: Sequence[str]) -> ProbeResult:
+        """One cheap real request (a model listing where the protocol has one) that
+        tells whether the provider answers and serves every model in ``model_names``."""
 
     async def close(self) -> None:
         """Close the connection pool."""

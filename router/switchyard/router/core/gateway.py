@@ -291,10 +291,12 @@ class Gateway:
         if state.key_problem:
             result = ProbeResult("unhealthy", None, time.time(), state.key_problem)
         else:
-            model = next(
-                (m.model_name for m in org.all_models if m.provider == provider_name), None
-            )
-            result = await self._adapters[key][1].probe(model)
+            names = [m.model_name for m in org.all_models if m.provider == provider_name]
+            result = await self._adapters[key][1].probe(names)
+            if result.status != "unhealthy" and state.breaker.state:
+                # It answers: an open breaker need not wait out its cool-down.
+                state.breaker.record_success()
+                self.metrics.breaker_state.labels(organization, provider_name).set(0)
         state.last_probe = result
         self.metrics.provider_healthy.labels(organization, provider_name).set(
             _HEALTH_VALUE[result.status]

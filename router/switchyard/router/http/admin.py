@@ -10,6 +10,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from switchyard.router.core.adapter import ProbeResult
+from switchyard.router.core.breaker import BreakerState
 from switchyard.router.core.catalog import provider_key
 from switchyard.router.core.templates import render, template_text, variables_of
 from switchyard.router.errors import NotFound
@@ -33,6 +34,7 @@ def _probe_json(p: ProbeResult | None) -> dict[str, Any] | None:
         "checkedAt": p.checked_at,
         "message": p.message,
         "models": p.models,
+        "missingModels": p.missing,
     }
 
 
@@ -54,7 +56,11 @@ async def list_providers(request: Request) -> Response:
                 "isDefault": p.is_default,
                 "isEnabled": p.is_enabled,
                 "rateLimits": p.rate_limits.model_dump(by_alias=True),
-                "healthStatus": probe.status if probe else p.health_status,
+                # Live: an open breaker or a key that cannot be read outweighs any
+                # probe, which may be older than the outage.
+                "healthStatus": "unhealthy"
+                if state.key_problem or state.breaker.state == BreakerState.OPEN
+                else (probe.status if probe else p.health_status),
                 "lastHealthCheck": _probe_json(probe),
                 "circuitBreaker": _BREAKER[int(state.breaker.state)],
                 "consecutiveFailures": state.breaker.consecutive_failures,

@@ -13,7 +13,7 @@ import email.utils
 import logging
 import os
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any, Protocol, TypeVar
 
 import aiohttp
@@ -116,19 +116,31 @@ class HTTPAdapter(abc.ABC):
         """None: only protocols with a counting endpoint override this."""
         return None
 
-    async def probe(self, model_name: str | None) -> ProbeResult:
-        """A tiny real request: list models, which every supported API answers cheaply."""
+    async def probe(self, model_names: Sequence[str]) -> ProbeResult:
+        """List models, which every supported API answers cheaply, and check that each
+        declared model is among them."""
         started = time.monotonic()
         try:
             models = await self.list_models()
         except UpstreamError as exc:
             return ProbeResult("unhealthy", None, time.time(), exc.detail)
         latency = (time.monotonic() - started) * 1000
-        if model_name is not None and models and model_name not in models:
+        missing = [m for m in dict.fromkeys(model_names) if models and not self.serves(models, m)]
+        if missing:
             return ProbeResult(
-                "degraded", latency, time.time(), f"model {model_name!r} is not served", models
+                "degraded",
+                latency,
+                time.time(),
+                f"not served: {', '.join(missing)}",
+                models,
+                missing,
             )
         return ProbeResult("healthy", latency, time.time(), "ok", models)
+
+    @staticmethod
+    def serves(models: list[str], name: str) -> bool:
+        """Whether the listing ``models`` holds the model the table calls ``name``."""
+        return name in models
 
     # -- plumbing -----------------------------------------------------------
     @property

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
-from switchyard.router.core.adapter import ProbeResult
 from switchyard.router.core.chat import ChatRequest, ChatResult, StreamEvent
 from switchyard.router.core.embedding import EmbeddingRequest, EmbeddingResult
 from switchyard.router.protocols import ollama as wire
@@ -51,12 +50,7 @@ class OllamaAdapter(HTTPAdapter):
             f"{self.base_url}/api/tags", lambda data: wire.model_names(data, self.provider.name)
         )
 
-    async def probe(self, model_name: str | None) -> ProbeResult:
+    @staticmethod
+    def serves(models: list[str], name: str) -> bool:
         # Ollama names carry a tag: "llama3.2" is served as "llama3.2:latest".
-        result = await super().probe(None)
-        if model_name and result.models:
-            names = set(result.models) | {m.removesuffix(":latest") for m in result.models}
-            if model_name not in names:
-                result.status = "degraded"
-                result.message = f"model {model_name!r} is not pulled"
-        return result
+        return name in models or f"{name}:latest" in models

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 from switchyard.router.core.adapter import ProbeResult
@@ -122,9 +122,9 @@ class AzureOpenAIAdapter(OpenAIAdapter):
         del body["model"]  # the deployment in the URL names it
         return body
 
-    async def probe(self, model_name: str | None) -> ProbeResult:
+    async def probe(self, model_names: Sequence[str]) -> ProbeResult:
         # /openai/models lists the resource's base models, not its deployments.
-        return await super().probe(None)
+        return await super().probe(())
 
     def body(self, req: ChatRequest, model_name: str, max_tokens: int) -> dict[str, Any]:
         body = super().body(req, model_name, max_tokens)
