@@ -190,3 +190,59 @@ def test_a_client_leaving_mid_stream_hangs_up_on_the_provider_and_is_recorded(
         time.sleep(0.05)
     assert 'status="499"' in metrics(gw)
     assert sum(gw.services.in_flight._counts.values()) == 0
+
+
+def test_a_missing_model_is_taken_out_alone_not_its_provider(fakes: Fakes, router: Factory) -> None:
+    """Ollama's 404 for a model it does not have is that model's failure: the provider's
+    other models keep serving, and a group fails over without blaming the provider."""
+    gw = router(
+        table(
+            [
+                provider("ollama", "ollama", fakes.ollama.url, priority=1),
+                provider("backup", "vllm", fakes.vllm.url, priority=2),
+            ],
+            [
+                model("good", "ollama", "llama3.2"),
+                model("bad", "ollama", "mistral-never-pulled"),
+                model("grouped", "ollama", "also-not-pulled"),
+                model("grouped", "backup", "meta-llama/Llama-3.1-8B-Instruct"),
+            ],
+            routing={"maxAttempts": 2, "breaker": {"failureThreshold": 3, "cooldownSeconds": 60}},
+        )
+    )
+
+    def ask_model(name: str) -> httpx.Response:
+        return httpx.post(
+            f"{gw.url}/v1/chat/completions",
+            headers=AUTH,
+            json={"model": name, "messages": [{"role": "user", "content": "hi"}]},
+        )
+
+    for _ in range(3):
+        r = ask_model("bad")
+        assert r.status_code == 503 and r.json()["error"]["attempts"][0]["status"] == 404
+    r = ask_model("bad")
+    assert r.status_code == 503 and "out for a while" in r.text
+    assert 50 <= int(r.headers["Retry-After"]) <= 60
+    assert ask_model("good").status_code == 200  # the provider serves on
+    ollama = breaker(gw, "ollama")
+    assert ollama["circuitBreaker"] == "closed" and ollama["modelsOut"] == ["bad"]
+    # In a group, the 404 fails over to the next candidate.
+    r = ask_model("grouped")
+    assert r.status_code == 200 and r.headers["x-switchyard-provider"] == "backup"
+
+
+def test_a_model_that_cannot_take_tools_fails_over_without_blaming_its_provider(
+    fakes: Fakes, router: Factory
+) -> None:
+    gw = pair(fakes, router, maxAttempts=2, breaker={"failureThreshold": 2, "cooldownSeconds": 60})
+    fakes.openai.push(
+        Fault.error(400, message="registry.ollama.ai/library/gemma:2b does not support tools")
+    )
+    r = ask(gw)
+    assert r.status_code == 200 and r.headers["x-switchyard-provider"] == "backup"
+    assert breaker(gw, "primary")["circuitBreaker"] == "closed"
+    # The client's own mistake is still its own: no failover, no blame.
+    fakes.openai.push(Fault.error(400, message="messages: invalid role"))
+    assert ask(gw).status_code == 400
+    assert breaker(gw, "primary")["circuitBreaker"] == "closed"

@@ -29,8 +29,9 @@ Each maps to an HTTP response in one place: ``switchyard.router.http.errors``.
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 
 class SwitchyardError(Exception):
@@ -163,6 +164,10 @@ class UpstreamError(SwitchyardError):
     status = 502
     code = "upstream_error"
     retryable = True
+    #: Whose failure it is: the provider's (its breaker counts it), one model's (that
+    #: model's breaker counts it; the provider's other models serve on), or this
+    #: request's (nobody's: it may suit another candidate, or be the client's error).
+    scope: Literal["provider", "model", "request"] = "provider"
 
     def __init__(
         self,
@@ -191,6 +196,21 @@ class UpstreamTimeout(UpstreamError):
     status = 504
 
 
+#: A provider's refusal that names what its model cannot do (Ollama: "… does not support
+#: tools"; vLLM: "… does not support …"; OpenAI: "… is not supported with this model").
+_MODEL_CANNOT = re.compile(
+    r"does not support (tools|function|images?|vision|structured|json)"
+    r"|not supported (with|by|for) this model|model_not_found|DeploymentNotFound",
+    re.IGNORECASE,
+)
+#: A prompt longer than the model's window (OpenAI context_length_exceeded, vLLM,
+#: Ollama, Anthropic "prompt is too long").
+_TOO_LONG = re.compile(
+    r"context.length|maximum context|context window|prompt is too long|too many tokens",
+    re.IGNORECASE,
+)
+
+
 class UpstreamStatusError(UpstreamError):
     code = "upstream_status_error"
 
@@ -210,10 +230,19 @@ class UpstreamStatusError(UpstreamError):
             retry_after=retry_after,
             upstream_type=upstream_type,
         )
-        # The client's own mistakes are not fixed by asking someone else.
-        self.retryable = upstream_status not in (400, 413, 422)
-        if not self.retryable:
-            self.status = upstream_status
+        if upstream_status == 404 or (
+            upstream_status in (400, 422) and _MODEL_CANNOT.search(message)
+        ):
+            # The model is not there (a mis-mapped name, a deployment removed) or cannot
+            # do what was asked: another model may, and the provider is not to blame.
+            self.scope = "model"
+        elif upstream_status in (400, 413, 422):
+            self.scope = "request"
+            # The client's own mistakes are not fixed by asking someone else, but a
+            # prompt too long for this model may fit another.
+            self.retryable = bool(_TOO_LONG.search(message))
+            if not self.retryable:
+                self.status = upstream_status
 
 
 class UpstreamProtocolError(UpstreamError):

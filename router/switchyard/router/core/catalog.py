@@ -23,6 +23,7 @@ from switchyard.router.contract import (
 
 if TYPE_CHECKING:
     from switchyard.router.core.adapter import Adapter
+    from switchyard.router.core.breaker import CircuitBreaker
     from switchyard.router.core.health import ProviderState
 
 
@@ -45,6 +46,7 @@ class Route:
     # Bound when the table is installed, so a request in flight keeps its
     # provider's state and connection pool even if a reload removes them.
     state: ProviderState = field(init=False)
+    model_breaker: CircuitBreaker = field(init=False)  # this model's alone, on this provider
     adapter: Adapter = field(init=False)
 
     @property

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from switchyard.router.core.adapter import ProbeResult
 from switchyard.router.core.breaker import CircuitBreaker
@@ -18,6 +18,9 @@ class ProviderState:
     limits: tuple[int | None, int | None]
     last_probe: ProbeResult | None = None
     key_problem: str | None = None  # the API key could not be resolved
+    #: One breaker per model the provider serves (by its upstream name), for failures
+    #: that are the model's alone (``UpstreamError.scope``): it is taken out on its own.
+    models: dict[str, CircuitBreaker] = field(default_factory=dict)
 
     def usable(self, now: float) -> bool:
         if self.key_problem is not None:
@@ -61,6 +64,21 @@ class ProviderStates:
                         state.limits = limits
                 state.key_problem = key_problems.get(key)
                 keep[key] = state
+        used: dict[str, set[str]] = {}
+        for oc in catalog.orgs.values():
             for route in oc.routes:
-                route.state = keep[route.provider_key]
+                state = keep[route.provider_key]
+                name = route.model.model_name
+                breaker = state.models.get(name)
+                if breaker is None:
+                    breaker = state.models[name] = CircuitBreaker(
+                        b.failure_threshold, b.cooldown_seconds
+                    )
+                else:
+                    breaker.configure(b.failure_threshold, b.cooldown_seconds)
+                route.state = state
+                route.model_breaker = breaker
+                used.setdefault(route.provider_key, set()).add(name)
+        for key, state in keep.items():
+            state.models = {n: br for n, br in state.models.items() if n in used.get(key, ())}
         self._states = keep

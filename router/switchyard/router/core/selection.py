@@ -70,6 +70,8 @@ _REASONS = {
     "params": "the provider speaks another protocol, which has no place for some fields",
     "unavailable": "the provider is unhealthy, cooling down or has no usable API key",
     "budget": "the provider is out of its requests/tokens-per-minute budget",
+    "model_out": "the model kept failing on its provider (not found, or cannot do what was "
+    "asked) and is out for a while",
 }
 
 
@@ -134,6 +136,10 @@ def select(org: OrgCatalog, need: Need, now: float, limit: int) -> list[Route]:
             skipped["unavailable"] += 1
             if state.key_problem is None:
                 soonest = min(soonest, state.breaker.ready_in(now))
+            continue
+        if not route.model_breaker.available(now):
+            skipped["model_out"] += 1
+            soonest = min(soonest, route.model_breaker.ready_in(now))
             continue
         if not state.limiter.has_budget(total, now):
             skipped["budget"] += 1

@@ -32,12 +32,25 @@ class Verdicts:
         """Take the breaker's permission and ``tokens`` of the rate budget, or say why not."""
         state = route.state
         now = time.monotonic()
+        if not route.model_breaker.try_acquire(now):
+            attempts.append(
+                Attempt(
+                    route.provider.name,
+                    route.name,
+                    "model_unavailable",
+                    None,
+                    "the model kept failing on this provider; it is out for a while",
+                )
+            )
+            return False
         if not state.breaker.try_acquire(now):
+            route.model_breaker.release()
             attempts.append(
                 Attempt(route.provider.name, route.name, "circuit_open", None, "breaker is open")
             )
             return False
         if not state.limiter.try_acquire(tokens, now):
+            route.model_breaker.release()
             state.breaker.release()
             attempts.append(
                 Attempt(route.provider.name, route.name, "rate_limited", None, "local budget spent")
@@ -54,6 +67,7 @@ class Verdicts:
         return wait or None
 
     def succeeded(self, route: Route, reserved: int, used: int) -> None:
+        route.model_breaker.record_success()
         breaker = route.state.breaker
         if breaker.state:
             breaker.record_success()
@@ -72,13 +86,26 @@ class Verdicts:
     ) -> None:
         """Count a provider's failure; a request the provider rightly refused is not one."""
         state = route.state
-        if exc.retryable:
+        if exc.scope == "provider" and exc.retryable:
+            route.model_breaker.release()
             retry_after = exc.retry_after
             if retry_after is not None:
                 retry_after = min(retry_after, self.max_retry_after)
             state.breaker.record_failure(time.monotonic(), retry_after)
             self.metrics.breaker_state.labels(*_who(route)).set(int(state.breaker.state))
+        elif exc.scope == "model":
+            # The provider answered: it is not to blame. The model is, on its own.
+            state.breaker.release()
+            route.model_breaker.record_failure(time.monotonic())
+            if route.model_breaker.state:
+                log.warning(
+                    "model %s on provider %s is out for a while: %s",
+                    route.model.model_name,
+                    route.provider_key,
+                    exc.message,
+                )
         else:
+            route.model_breaker.release()
             state.breaker.release()
         state.limiter.reconcile(reserved, used)
         self.metrics.upstream_errors.labels(*_who(route), exc.code).inc()
@@ -89,5 +116,6 @@ class Verdicts:
 
     def abandoned(self, route: Route, reserved: int, used: int = 0) -> None:
         """The caller left (or was cancelled): no verdict on the provider."""
+        route.model_breaker.release()
         route.state.breaker.release()
         route.state.limiter.reconcile(reserved, used)

@@ -66,6 +66,15 @@ async def list_providers(request: Request) -> Response:
                 "consecutiveFailures": state.breaker.consecutive_failures,
                 "apiKeyProblem": state.key_problem,
                 "models": sorted(m.name for m in org.all_models if m.provider == name),
+                # Models out on their own (not found, or unable to do what was asked),
+                # while the provider serves its others.
+                "modelsOut": sorted(
+                    m.name
+                    for m in org.all_models
+                    if m.provider == name
+                    and (b := state.models.get(m.model_name)) is not None
+                    and b.state == BreakerState.OPEN
+                ),
             }
         )
     return _json({"providers": out})
