@@ -286,13 +286,9 @@ class FakeAnthropic(FakeServer):
         )
 
     async def messages(self, request: web.Request) -> web.StreamResponse:
-        fault = self.next_fault()
-        early = await self.apply_fault(request, fault)
+        fault, early = await self.admit(request)
         if early is not None:
             return early
-        denied = self.check_auth(request)
-        if denied is not None:
-            return denied
         body = self.body(request)
         invalid = self.validate(request, body)
         if invalid is not None:

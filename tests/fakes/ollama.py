@@ -200,8 +200,7 @@ class FakeOllama(FakeServer):
         )
 
     async def chat(self, request: web.Request) -> web.StreamResponse:
-        fault = self.next_fault()
-        early = await self.apply_fault(request, fault)
+        fault, early = await self.admit(request)
         if early is not None:
             return early
         body = self.body(request)
@@ -247,8 +246,7 @@ class FakeOllama(FakeServer):
         }
 
     async def embed(self, request: web.Request) -> web.StreamResponse:
-        fault = self.next_fault()
-        early = await self.apply_fault(request, fault)
+        _, early = await self.admit(request)
         if early is not None:
             return early
         body = self.body(request)

@@ -450,13 +450,9 @@ class FakeOpenAI(FakeServer):
         )
 
     async def chat(self, request: web.Request) -> web.StreamResponse:
-        fault = self.next_fault()
-        early = await self.apply_fault(request, fault)
+        fault, early = await self.admit(request)
         if early is not None:
             return early
-        denied = self.check_auth(request)
-        if denied is not None:
-            return denied
         body = self.body(request)
         invalid = self.validate(request, body)
         if invalid is not None:
@@ -475,13 +471,9 @@ class FakeOpenAI(FakeServer):
 
     # ------------------------------------------------------------ embeddings
     async def embeddings(self, request: web.Request) -> web.StreamResponse:
-        fault = self.next_fault()
-        early = await self.apply_fault(request, fault)
+        _, early = await self.admit(request)
         if early is not None:
             return early
-        denied = self.check_auth(request)
-        if denied is not None:
-            return denied
         body = self.body(request)
         if not isinstance(body, dict) or "input" not in body:
             return self.error(

@@ -251,6 +251,18 @@ class FakeServer:
                 return self._queue.popleft()
             return self._default
 
+    def check_auth(self, request: web.Request) -> web.Response | None:
+        """The provider's answer to a missing or wrong key; None: the key is right.
+        Providers without keys (Ollama) accept every request."""
+        return None
+
+    async def admit(self, request: web.Request) -> tuple[Fault | None, web.StreamResponse | None]:
+        """Take the request's fault and check its key, as every endpoint does first:
+        the fault, and the answer already due (the fault's, or a refused key's)."""
+        fault = self.next_fault()
+        early = await self.apply_fault(request, fault)
+        return fault, early if early is not None else self.check_auth(request)
+
     async def apply_fault(
         self, request: web.Request, fault: Fault | None
     ) -> web.StreamResponse | None:
