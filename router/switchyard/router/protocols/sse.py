@@ -97,14 +97,61 @@ class LineDecoder(Protocol):
     """A protocol's stream decoder, fed one line at a time."""
 
     @property
-    def done(self) -> bool: ...
+    def done(self) -> bool:
+        """The protocol's end-of-stream marker was read."""
 
     def feed(self, line: bytes) -> list[StreamEvent]: ...
+
+    def incomplete(self) -> UpstreamError:
+        """The error for a stream that ended before its end marker."""
+
+
+class BlockReader(Protocol):
+    """A provider's stream, fed the bytes as they arrive (``LineReader`` or
+    ``EventRelay``). An error the provider reports mid-stream is kept in ``failure``,
+    to raise once the events before it are passed on."""
+
+    failure: UpstreamError | None
+
+    @property
+    def done(self) -> bool: ...
+
+    def feed(self, block: bytes) -> list[StreamEvent]: ...
 
     def incomplete(self) -> UpstreamError: ...
 
 
 _NOTHING: list[StreamEvent] = []
+
+
+class LineReader:
+    """A ``LineDecoder`` fed bytes as they arrive: whole lines go to it, a partial line
+    waits for the rest."""
+
+    def __init__(self, decoder: LineDecoder) -> None:
+        self.decoder = decoder
+        self.rest = b""
+        self.failure: UpstreamError | None = None
+
+    @property
+    def done(self) -> bool:
+        return self.decoder.done
+
+    def incomplete(self) -> UpstreamError:
+        return self.decoder.incomplete()
+
+    def feed(self, block: bytes) -> list[StreamEvent]:
+        *lines, self.rest = (self.rest + block if self.rest else block).split(b"\n")
+        events: list[StreamEvent] = []
+        try:
+            for line in lines:
+                if line.strip():
+                    events += self.decoder.feed(line)
+                    if self.decoder.done:
+                        break
+        except UpstreamError as exc:
+            self.failure = exc
+        return events
 
 
 class EventRelay:

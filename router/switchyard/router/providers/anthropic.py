@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator
 
 from switchyard.router.core.chat import ChatRequest, ChatResult, StreamEvent
 from switchyard.router.protocols import anthropic as wire
+from switchyard.router.protocols.sse import BlockReader, LineReader
 from switchyard.router.providers.base import HTTPAdapter
 
 
@@ -35,13 +36,12 @@ class AnthropicAdapter(HTTPAdapter):
     ) -> AsyncIterator[StreamEvent]:
         body = wire.request_body(req, model_name, max_tokens)
         body["stream"] = True
-        if req.relay == "anthropic":
-            return self.relay_events(
-                f"{self.base_url}/v1/messages", body, wire.relay(self.provider.name)
-            )
-        return self.stream_events(
-            f"{self.base_url}/v1/messages", body, wire.EventDecoder(self.provider.name)
+        reader: BlockReader = (
+            wire.relay(self.provider.name)
+            if req.relay == "anthropic"
+            else LineReader(wire.EventDecoder(self.provider.name))
         )
+        return self.stream_events(f"{self.base_url}/v1/messages", body, reader)
 
     async def count_tokens(self, req: ChatRequest, model_name: str) -> int | None:
         body = wire.request_body(req, model_name, 1)

@@ -14,7 +14,7 @@ import logging
 import os
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
-from typing import Any, Protocol, TypeVar
+from typing import Any, TypeVar
 
 import aiohttp
 import orjson
@@ -32,7 +32,7 @@ from switchyard.router.errors import (
     UpstreamStatusError,
     UpstreamTimeout,
 )
-from switchyard.router.protocols.sse import EventRelay
+from switchyard.router.protocols.sse import BlockReader
 
 log = logging.getLogger("switchyard.router")
 
@@ -54,19 +54,6 @@ def parse_retry_after(value: str | None) -> float | None:
     except (TypeError, ValueError):
         return None
     return max(0.0, when.timestamp() - time.time())
-
-
-class StreamDecoder(Protocol):
-    """A protocol's stream, line by line (see ``switchyard.router.protocols``)."""
-
-    @property
-    def done(self) -> bool:
-        """The protocol's end-of-stream marker was read."""
-
-    def feed(self, line: bytes) -> list[StreamEvent]: ...
-
-    def incomplete(self) -> UpstreamError:
-        """The error for a stream that ended before its end marker."""
 
 
 class HTTPAdapter(abc.ABC):
@@ -275,64 +262,26 @@ class HTTPAdapter(abc.ABC):
             raise self.connection_error(exc) from None
 
     async def stream_events(
-        self, url: str, body: dict[str, Any], decoder: StreamDecoder
+        self, url: str, body: dict[str, Any], reader: BlockReader
     ) -> AsyncIterator[StreamEvent]:
-        """POST a streaming request and decode its lines into neutral events, each read's
-        events followed by ``FLUSH``."""
-        resp = await self.open_stream(url, body)
-        content = resp.content
-        rest = b""
-        try:
-            while block := await content.readany():
-                *lines, rest = (rest + block if rest else block).split(b"\n")
-                events: list[StreamEvent] = []
-                failure: UpstreamError | None = None
-                try:
-                    for line in lines:
-                        if line.strip():
-                            events += decoder.feed(line)
-                            if decoder.done:
-                                break
-                except UpstreamError as exc:
-                    failure = exc  # after what came before it
-                except Exception as exc:
-                    raise self.unreadable(exc, 200) from None
-                for event in events:
-                    yield event
-                if failure is not None:
-                    raise failure
-                if decoder.done:
-                    return
-                if events:
-                    yield FLUSH
-        except TimeoutError:
-            raise UpstreamTimeout("the stream stalled", provider=self._name()) from None
-        except aiohttp.ClientError as exc:
-            raise self.connection_error(exc) from None
-        finally:
-            resp.release()
-        raise decoder.incomplete()
-
-    async def relay_events(
-        self, url: str, body: dict[str, Any], relay: EventRelay
-    ) -> AsyncIterator[StreamEvent]:
-        """POST a streaming request and pass its bytes on as they arrive, whole events
-        at a time (``relay`` reads only what accounting needs)."""
+        """POST a streaming request and read it as it arrives: each read's events (neutral
+        ones from a ``LineReader``, the provider's own from an ``EventRelay``), then
+        ``FLUSH``."""
         resp = await self.open_stream(url, body)
         content = resp.content
         try:
             while block := await content.readany():
                 try:
-                    events = relay.feed(block)
+                    events = reader.feed(block)
                 except UpstreamError:
                     raise
                 except Exception as exc:
                     raise self.unreadable(exc, 200) from None
                 for event in events:
                     yield event
-                if relay.failure is not None:
-                    raise relay.failure
-                if relay.done:
+                if reader.failure is not None:
+                    raise reader.failure
+                if reader.done:
                     return
                 if events:
                     yield FLUSH
@@ -342,7 +291,7 @@ class HTTPAdapter(abc.ABC):
             raise self.connection_error(exc) from None
         finally:
             resp.release()
-        raise relay.incomplete()
+        raise reader.incomplete()
 
     def status_error(self, status: int, headers: Any, raw: bytes) -> UpstreamStatusError:
         err_type, message = self.error_type(status, raw)

@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from switchyard.router.core.chat import ChatRequest, ChatResult, StreamEvent
 from switchyard.router.core.embedding import EmbeddingRequest, EmbeddingResult
 from switchyard.router.protocols import ollama as wire
+from switchyard.router.protocols.sse import LineReader
 from switchyard.router.providers.base import HTTPAdapter
 
 
@@ -35,7 +36,7 @@ class OllamaAdapter(HTTPAdapter):
         body = wire.request_body(req, model_name, max_tokens)
         body["stream"] = True
         return self.stream_events(
-            f"{self.base_url}/api/chat", body, wire.LineDecoder(self.provider.name)
+            f"{self.base_url}/api/chat", body, LineReader(wire.LineDecoder(self.provider.name))
         )
 
     async def embed(self, req: EmbeddingRequest, model_name: str) -> EmbeddingResult:

@@ -10,6 +10,7 @@ from switchyard.router.core.chat import ChatRequest, ChatResult, StreamEvent
 from switchyard.router.core.embedding import EmbeddingRequest, EmbeddingResult
 from switchyard.router.protocols import embeddings
 from switchyard.router.protocols import openai as wire
+from switchyard.router.protocols.sse import BlockReader, LineReader
 from switchyard.router.providers.base import HTTPAdapter
 
 
@@ -50,13 +51,12 @@ class OpenAIAdapter(HTTPAdapter):
         body = self.body(req, model_name, max_tokens)
         body["stream"] = True
         body["stream_options"] = {"include_usage": True}
-        if req.relay == "openai":
-            return self.relay_events(
-                self.chat_url(model_name), body, wire.relay(self.provider.name)
-            )
-        return self.stream_events(
-            self.chat_url(model_name), body, wire.ChunkDecoder(self.provider.name)
+        reader: BlockReader = (
+            wire.relay(self.provider.name)
+            if req.relay == "openai"
+            else LineReader(wire.ChunkDecoder(self.provider.name))
         )
+        return self.stream_events(self.chat_url(model_name), body, reader)
 
     def embeddings_url(self, model_name: str) -> str:
         return f"{self.base_url}/embeddings"
