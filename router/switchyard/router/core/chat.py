@@ -90,7 +90,7 @@ class ChatRequest:
     raw_messages: list[Any] | None = None
     raw_system: Any = None
     #: Only its tokens are counted (``count_tokens``): any chat model may count it,
-    #: whatever the request would need of one to be answered.
+    #: whatever fields or capabilities the request would need of one to be answered.
     count_only: bool = False
     #: The surface keeps the whole answer (a message thread): a stream is read in full
     #: (``Streaming.result``) rather than relayed.

@@ -18,7 +18,7 @@ from switchyard.router.core.caller import Caller
 from switchyard.router.core.chat import ChatRequest
 from switchyard.router.core.cost import ZERO
 from switchyard.router.core.embedding import EmbeddingRequest, EmbeddingResult
-from switchyard.router.core.gateway import Gateway
+from switchyard.router.core.gateway import Gateway, Served
 from switchyard.router.core.selection import Plan
 from switchyard.router.core.streaming import Streaming
 from switchyard.router.errors import SwitchyardError
@@ -32,6 +32,22 @@ class _Opening:
     plan: Plan | None = None
     reservation: Reservation | None = None
     cache_as: str | None = None  # the key to keep the answer under
+
+
+def _completed(served: Served) -> Completed:
+    """A provider's answer as it was served (not from the cache)."""
+    return Completed(
+        served.result,
+        served.route.model.name,
+        served.route.provider.name,
+        served.cost,
+        Decimal(0),
+        served.latency_ms,
+        served.latency_ms,
+        False,
+        served.attempts,
+        served.max_tokens,
+    )
 
 
 class Pipeline:
@@ -71,18 +87,7 @@ class Pipeline:
         except SwitchyardError as exc:
             self.accountant.failed(caller, req, info, exc, opening.reservation)
             raise
-        done = Completed(
-            served.result,
-            served.route.model.name,
-            served.route.provider.name,
-            served.cost,
-            Decimal(0),
-            served.latency_ms,
-            served.latency_ms,
-            False,
-            served.attempts,
-            served.max_tokens,
-        )
+        done = _completed(served)
         self.accountant.served(caller, req, info, done, opening.reservation)
         if opening.cache_as is not None and self.cache is not None:
             self.cache.put(
@@ -132,18 +137,7 @@ class Pipeline:
         except SwitchyardError as exc:
             self.accountant.failed(caller, req, info, exc, reservation)
             raise
-        done = Completed(
-            served.result,
-            served.route.model.name,
-            served.route.provider.name,
-            served.cost,
-            Decimal(0),
-            served.latency_ms,
-            served.latency_ms,
-            False,
-            served.attempts,
-            0,
-        )
+        done = _completed(served)
         self.accountant.served(caller, req, info, done, reservation)
         return result, done
 

@@ -321,7 +321,7 @@ def plan(catalog: Catalog, organization: str, req: ChatRequest, now: float) -> P
         default_max_tokens=catalog.settings.default_max_tokens,
         params=req.params,
         params_protocol=req.params_protocol,
-        drop_params=req.drop_params or catalog.settings.drop_unsupported_params,
+        drop_params=req.drop_params or req.count_only or catalog.settings.drop_unsupported_params,
         clamp=catalog.settings.clamp_max_tokens,
     )
     routes = select(catalog.org(organization), need, now, catalog.settings.max_attempts)

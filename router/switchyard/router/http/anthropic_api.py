@@ -96,8 +96,7 @@ async def count_tokens(request: Request) -> Response:
     body = validate(wire.CountTokensBody, data)
     req = wire.to_chat_request(body, task_header(request))
     req.raw_messages, req.raw_system = data["messages"], data.get("system")
-    req.drop_params = True  # nothing is generated: every candidate may count
-    req.count_only = True
+    req.count_only = True  # nothing is generated: every candidate may count
     counted = await s.gateway.count_tokens(caller, req)
     return Response(
         orjson.dumps({"input_tokens": counted.tokens}),

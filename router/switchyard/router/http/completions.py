@@ -96,36 +96,59 @@ def task_header(request: Request) -> str | None:
     return value
 
 
+@dataclass(slots=True)
+class Admission:
+    """A generating request (a completion, embeddings) until serving begins: it holds an
+    in-flight slot of its key, and a refusal before serving is counted here."""
+
+    api: str
+    organization: str = ""
+    slot: Slot | None = None
+
+    async def admit(self, request: Request, model: type[B]) -> tuple[Catalog, Caller, B, Any]:
+        """Authenticate, take a slot, read and validate the body: the table, the caller,
+        the body, and the body as JSON data."""
+        s = services(request)
+        catalog = s.gateway.require_catalog()
+        caller = authenticate(request, catalog, "completion")
+        self.organization = caller.organization
+        self.slot = s.in_flight.acquire(caller, catalog.settings.max_in_flight_per_key)
+        data = await read_json(request, catalog.settings.max_body_bytes)
+        return catalog, caller, validate(model, data), data
+
+    def refused(self, request: Request, exc: SwitchyardError) -> None:
+        s = services(request)
+        if self.slot is not None:
+            self.slot.release()
+            self.slot = None
+        elif isinstance(exc, TooManyInFlight):
+            s.metrics.in_flight_refused.labels(self.organization).inc()
+        s.accountant.refused(self.api, exc.status, self.organization)
+
+
 def endpoint(model: type[B], surface: Surface[B]) -> Callable[[Request], Awaitable[Response]]:
     """The Starlette endpoint serving ``surface``, whose bodies validate as ``model``."""
 
     async def serve(request: Request) -> Response:
         s = services(request)
         info = RequestInfo(surface.api, request.headers.get("cache-control"))
-        organization = ""
-        slot: Slot | None = None
+        admission = Admission(surface.api)
         try:
-            catalog = s.gateway.require_catalog()
-            caller = authenticate(request, catalog, "completion")
-            organization = caller.organization
-            slot = s.in_flight.acquire(caller, catalog.settings.max_in_flight_per_key)
-            data = await read_json(request, catalog.settings.max_body_bytes)
-            body = validate(model, data)
+            catalog, caller, body, data = await admission.admit(request, model)
             call = Call(request, catalog, caller, info, data)
             req = await surface.to_request(body, call)
             req.drop_params = _flag(request, DROP_PARAMS_HEADER)
         except SwitchyardError as exc:
-            if slot is not None:
-                slot.release()
-            elif isinstance(exc, TooManyInFlight):
-                s.metrics.in_flight_refused.labels(organization).inc()
-            s.accountant.refused(surface.api, exc.status, organization)
+            admission.refused(request, exc)
             raise
+        organization = caller.organization
+        held = admission.slot
+        assert held is not None  # admitted requests hold one
+        slot: Slot | None = held
         try:
             if req.stream:
                 streaming = await s.pipeline.stream(caller, req, info)
                 encoder = surface.encoder(body, streaming, call)
-                held = slot
 
                 async def finish() -> None:
                     held.release()

@@ -9,11 +9,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from switchyard.router.core.accounting import RequestInfo
-from switchyard.router.core.inflight import Slot
-from switchyard.router.errors import SwitchyardError, TooManyInFlight
-from switchyard.router.http.auth import authenticate
-from switchyard.router.http.body import read_json, validate
-from switchyard.router.http.completions import REQUEST_ID, served_by, task_header
+from switchyard.router.errors import SwitchyardError
+from switchyard.router.http.completions import REQUEST_ID, Admission, served_by, task_header
 from switchyard.router.http.services import services
 from switchyard.router.protocols import embeddings as wire
 
@@ -23,28 +20,18 @@ API = "embeddings"
 async def embeddings(request: Request) -> Response:
     s = services(request)
     info = RequestInfo(API, None)
-    organization = ""
-    slot: Slot | None = None
+    admission = Admission(API)
     try:
-        catalog = s.gateway.require_catalog()
-        caller = authenticate(request, catalog, "completion")
-        organization = caller.organization
-        slot = s.in_flight.acquire(caller, catalog.settings.max_in_flight_per_key)
-        body = validate(
-            wire.EmbeddingsBody, await read_json(request, catalog.settings.max_body_bytes)
-        )
+        _, caller, body, _ = await admission.admit(request, wire.EmbeddingsBody)
         req = wire.to_request(body, task_header(request))
     except SwitchyardError as exc:
-        if slot is not None:
-            slot.release()
-        elif isinstance(exc, TooManyInFlight):
-            s.metrics.in_flight_refused.labels(organization).inc()
-        s.accountant.refused(API, exc.status, organization)
+        admission.refused(request, exc)
         raise
     try:
         result, done = await s.pipeline.embed(caller, req, info)
     finally:
-        slot.release()
+        if admission.slot is not None:
+            admission.slot.release()
     headers = served_by(done.provider, done.model, False)
     headers["x-switchyard-cost-usd"] = format(done.cost.total.normalize(), "f")
     return Response(

@@ -390,7 +390,6 @@ class EventEncoder:
         self.streaming = streaming
         self.headers = headers
         self.obj = _envelope(body, response_id, int(time.time()), streaming.model, store)
-        self.finished = False
         self.seq = 0
         self.output: list[dict[str, Any]] = []  # finished items
         self.text: list[str] | None = None  # the open message's text
@@ -508,7 +507,6 @@ class EventEncoder:
     def close(self) -> bytes:
         out = self._close_item()
         self.obj["output"] = self.output
-        self.finished = True
         return out + self._emit(
             "response.completed", {"response": _finish(self.obj, self.reason, self.streaming.usage)}
         )
