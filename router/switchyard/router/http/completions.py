@@ -31,7 +31,7 @@ from switchyard.router.http.auth import authenticate
 from switchyard.router.http.body import read_json, validate
 from switchyard.router.http.errors import Flavor, error_body
 from switchyard.router.http.event_stream import EventStream
-from switchyard.router.http.services import services
+from switchyard.router.http.services import Services, services
 from switchyard.router.protocols.native import TASK_PATTERN
 from switchyard.router.protocols.sse import StreamEncoder
 
@@ -102,13 +102,14 @@ class Admission:
     in-flight slot of its key, and a refusal before serving is counted here."""
 
     api: str
+    services: Services
     organization: str = ""
     slot: Slot | None = None
 
     async def admit(self, request: Request, model: type[B]) -> tuple[Catalog, Caller, B, Any]:
         """Authenticate, take a slot, read and validate the body: the table, the caller,
         the body, and the body as JSON data."""
-        s = services(request)
+        s = self.services
         catalog = s.gateway.require_catalog()
         caller = authenticate(request, catalog, "completion")
         self.organization = caller.organization
@@ -116,8 +117,8 @@ class Admission:
         data = await read_json(request, catalog.settings.max_body_bytes)
         return catalog, caller, validate(model, data), data
 
-    def refused(self, request: Request, exc: SwitchyardError) -> None:
-        s = services(request)
+    def refused(self, exc: SwitchyardError) -> None:
+        s = self.services
         if self.slot is not None:
             self.slot.release()
             self.slot = None
@@ -132,14 +133,14 @@ def endpoint(model: type[B], surface: Surface[B]) -> Callable[[Request], Awaitab
     async def serve(request: Request) -> Response:
         s = services(request)
         info = RequestInfo(surface.api, request.headers.get("cache-control"))
-        admission = Admission(surface.api)
+        admission = Admission(surface.api, s)
         try:
             catalog, caller, body, data = await admission.admit(request, model)
             call = Call(request, catalog, caller, info, data)
             req = await surface.to_request(body, call)
             req.drop_params = _flag(request, DROP_PARAMS_HEADER)
         except SwitchyardError as exc:
-            admission.refused(request, exc)
+            admission.refused(exc)
             raise
         organization = caller.organization
         held = admission.slot

@@ -20,12 +20,12 @@ API = "embeddings"
 async def embeddings(request: Request) -> Response:
     s = services(request)
     info = RequestInfo(API, None)
-    admission = Admission(API)
+    admission = Admission(API, s)
     try:
         _, caller, body, _ = await admission.admit(request, wire.EmbeddingsBody)
         req = wire.to_request(body, task_header(request))
     except SwitchyardError as exc:
-        admission.refused(request, exc)
+        admission.refused(exc)
         raise
     try:
         result, done = await s.pipeline.embed(caller, req, info)
