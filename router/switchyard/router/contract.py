@@ -394,6 +394,33 @@ class Breaker(_Model):
     cooldown_seconds: float = Field(default=30.0, gt=0, le=3600)
 
 
+class StallSettings(_Model):
+    """When a call that has not answered is taken for stalled, and what then."""
+
+    multiplier: float = Field(
+        default=3.0,
+        ge=1.0,
+        le=100.0,
+        description="A call is stalled after this many times its route's recent p99 "
+        "latency (a stream's first event, a plain call's answer)",
+    )
+    floor_ms: int = Field(
+        default=250, ge=1, le=600_000, description="Never before this many milliseconds"
+    )
+    min_samples: int = Field(
+        default=20,
+        ge=1,
+        le=256,
+        description="Answers a route must have given before its deadline applies; until "
+        "then only the provider's fixed timeouts do",
+    )
+    hedge: bool = Field(
+        default=True,
+        description="Keep the stalled call running while the next candidate is asked, and "
+        "use whichever answers first; false: give the stalled call up",
+    )
+
+
 class RoutingSettings(_Model):
     """How candidates are ranked and how hard the router tries."""
 
@@ -429,6 +456,7 @@ class RoutingSettings(_Model):
         "previous_response_id; 0: none are kept",
     )
     breaker: Breaker = Breaker()
+    stall: StallSettings = StallSettings()
 
     @model_validator(mode="after")
     def _unique_rank(self) -> RoutingSettings:

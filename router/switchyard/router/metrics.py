@@ -65,6 +65,13 @@ class Metrics:
             ["organization", "provider", "error"],
             registry=r,
         )
+        self.stalls = Counter(
+            "switchyard_stalls",
+            "Calls that outlived their route's stall deadline (a few times its recent "
+            "p99) without answering; the next candidate was asked.",
+            ["organization", "provider"],
+            registry=r,
+        )
         self.upstream_errors = Counter(
             "switchyard_upstream_errors",
             "Failed provider calls by error class.",

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from switchyard.router.core.adapter import Adapter
     from switchyard.router.core.breaker import CircuitBreaker
     from switchyard.router.core.health import ProviderState
+    from switchyard.router.core.stall import RouteLatency
 
 
 def provider_key(p: Provider) -> str:
@@ -47,6 +48,7 @@ class Route:
     # provider's state and connection pool even if a reload removes them.
     state: ProviderState = field(init=False)
     model_breaker: CircuitBreaker = field(init=False)  # this model's alone, on this provider
+    latency: RouteLatency = field(init=False)  # this model's, on this provider
     adapter: Adapter = field(init=False)
 
     @property

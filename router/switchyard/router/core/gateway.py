@@ -13,7 +13,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import TypeVar
 
 from switchyard.router.contract import Provider, RoutingTable
 from switchyard.router.core.adapter import Adapter, AdapterFactory, ProbeResult
@@ -22,15 +22,15 @@ from switchyard.router.core.catalog import Catalog, Route, compile_table, provid
 from switchyard.router.core.chat import ChatRequest, ChatResult, StreamEvent
 from switchyard.router.core.cost import Cost, cost_of
 from switchyard.router.core.embedding import EmbeddingRequest, EmbeddingResult
+from switchyard.router.core.failover import Answered, Failover, Kind
 from switchyard.router.core.health import ProviderStates
-from switchyard.router.core.live_stream import LiveStream, close_events, own_failure
+from switchyard.router.core.live_stream import LiveStream, close_events
 from switchyard.router.core.selection import Plan, plan, plan_embedding
 from switchyard.router.core.verdicts import Verdicts
 from switchyard.router.errors import (
     Attempt,
     NoCandidateAvailable,
     NotFound,
-    SwitchyardError,
     UpstreamError,
     UpstreamProtocolError,
 )
@@ -63,17 +63,6 @@ class Counted:
     tokens: int
     exact: bool
     route: Route
-
-
-@dataclass(slots=True)
-class _Answered(Generic[T]):
-    """The candidate that answered, what it answered, and what it took to get there."""
-
-    route: Route
-    value: T
-    reserved: int  # tokens claimed from its rate budget
-    attempts: list[Attempt]  # the candidates that failed first
-    started: float
 
 
 #: What makes two adapters interchangeable: how they reach the provider. Priority,
@@ -193,7 +182,10 @@ class Gateway:
                 await close_events(events)
                 raise
 
-        answered = await self._failover(plan, req, first_event)
+        async def discard(value: tuple[AsyncIterator[StreamEvent], StreamEvent]) -> None:
+            await close_events(value[0])
+
+        answered = await self._failover(plan, req, first_event, "first_event", discard)
         events, first = answered.value
         return LiveStream(
             self.verdicts,
@@ -228,41 +220,15 @@ class Gateway:
         )
         return result, served
 
-    async def _failover(
-        self, plan: Plan, req: ChatRequest | None, call: Callable[[Route, int], Awaitable[T]]
-    ) -> _Answered[T]:
-        """Try the candidates in order until one answers; a refused request stops early."""
-        started = time.perf_counter()
-        attempts: list[Attempt] = []
-        verdicts = self.verdicts
-        for i, route in enumerate(plan.routes):
-            max_tokens = plan.max_tokens(req, route)
-            reserved = plan.prompt_tokens + max_tokens
-            if not verdicts.claim(route, reserved, attempts):
-                continue
-            try:
-                value = await call(route, max_tokens)
-            except UpstreamError as exc:
-                error = exc
-            except BaseException as exc:
-                # Cancelled (the client left), or the router's own failure: the provider
-                # answered nothing that caused it, so no verdict on the provider.
-                verdicts.abandoned(route, reserved)
-                if isinstance(exc, Exception) and not isinstance(exc, SwitchyardError):
-                    raise own_failure(route, exc) from exc
-                raise
-            else:
-                return _Answered(route, value, reserved, attempts, started)
-            verdicts.failed(route, error, attempts, reserved)
-            if not error.retryable:
-                raise error
-            if i + 1 < len(plan.routes):
-                self.metrics.failovers.labels(
-                    route.provider.organization, route.provider.name, error.code
-                ).inc()
-        raise NoCandidateAvailable(
-            "every candidate failed", attempts, retry_after=verdicts.ready_in(plan.routes)
-        )
+    def _failover(
+        self,
+        plan: Plan,
+        req: ChatRequest | None,
+        call: Callable[[Route, int], Awaitable[T]],
+        kind: Kind = "answer",
+        discard: Callable[[T], Awaitable[None]] | None = None,
+    ) -> Awaitable[Answered[T]]:
+        return Failover(self.verdicts, self.metrics, plan, req, call, kind, discard).run()
 
     async def count_tokens(self, caller: Caller, req: ChatRequest) -> Counted:
         """Asked of the first candidate whose provider can count; else the estimate the

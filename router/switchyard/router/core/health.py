@@ -9,6 +9,7 @@ from switchyard.router.core.adapter import ProbeResult
 from switchyard.router.core.breaker import CircuitBreaker
 from switchyard.router.core.catalog import Catalog, provider_key
 from switchyard.router.core.ratelimit import RateLimiter
+from switchyard.router.core.stall import RouteLatency
 
 
 @dataclass(slots=True)
@@ -21,6 +22,8 @@ class ProviderState:
     #: One breaker per model the provider serves (by its upstream name), for failures
     #: that are the model's alone (``UpstreamError.scope``): it is taken out on its own.
     models: dict[str, CircuitBreaker] = field(default_factory=dict)
+    #: How long each model's calls have been taking, for stall deadlines (``core.stall``).
+    latencies: dict[str, RouteLatency] = field(default_factory=dict)
 
     def usable(self, now: float) -> bool:
         if self.key_problem is not None:
@@ -78,7 +81,13 @@ class ProviderStates:
                     breaker.configure(b.failure_threshold, b.cooldown_seconds)
                 route.state = state
                 route.model_breaker = breaker
+                latency = state.latencies.get(name)
+                if latency is None:
+                    latency = state.latencies[name] = RouteLatency()
+                route.latency = latency
                 used.setdefault(route.provider_key, set()).add(name)
         for key, state in keep.items():
-            state.models = {n: br for n, br in state.models.items() if n in used.get(key, ())}
+            names = used.get(key, set())
+            state.models = {n: br for n, br in state.models.items() if n in names}
+            state.latencies = {n: lt for n, lt in state.latencies.items() if n in names}
         self._states = keep
