@@ -10,7 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-FaultKind = Literal["error", "stall", "cut", "reset", "stream_error"]
+FaultKind = Literal[
+    "error", "stall", "cut", "reset", "stream_error", "stall_mid", "malformed", "trickle"
+]
 
 
 @dataclass(frozen=True)
@@ -56,3 +58,20 @@ class Fault:
         """Streaming: after N content chunks emit the provider's in-stream error
         and end the stream. Non-streaming requests get the provider's 500 body."""
         return cls("stream_error", after_chunks=after_chunks)
+
+    @classmethod
+    def stall_mid(cls, after_chunks: int, seconds: float) -> Fault:
+        """Streaming: after N content chunks, send nothing for ``seconds``, then go on.
+        Non-streaming: send the headers and half the body, then the same pause."""
+        return cls("stall_mid", after_chunks=after_chunks, seconds=seconds)
+
+    @classmethod
+    def malformed(cls) -> Fault:
+        """A 200 whose body (or whose first streamed event) is broken JSON."""
+        return cls("malformed")
+
+    @classmethod
+    def trickle(cls, seconds: float) -> Fault:
+        """A slow but steady answer: a stream's chunks spread over ``seconds``, each gap
+        far under any first-token timeout; a plain answer sent after ``seconds``."""
+        return cls("trickle", seconds=seconds)

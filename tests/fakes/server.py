@@ -192,7 +192,8 @@ class FakeServer:
         self.add_routes(app)
         runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=0.5)
         await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
+        # The same port again after ``stop``: a provider that went away and came back.
+        site = web.TCPSite(runner, "127.0.0.1", self.port)
         await site.start()
         self._runner = runner
         self.port = int(runner.addresses[0][1])
@@ -309,13 +310,22 @@ class FakeServer:
         headers: Mapping[str, str] | None = None,
     ) -> web.StreamResponse:
         data = json.dumps(payload).encode()
-        if fault is not None and fault.kind == "cut":
+        if fault is not None and fault.kind == "malformed":
+            data = data[: len(data) // 2]
+        if fault is not None and fault.kind == "trickle":
+            await asyncio.sleep(fault.seconds)
+        if fault is not None and fault.kind in ("cut", "stall_mid"):
             resp = web.StreamResponse(status=status, headers=dict(headers or {}))
             resp.content_type = content_type
             resp.content_length = len(data)
             await resp.prepare(request)
             await resp.write(data[: len(data) // 2])
-            self.hang_up(request)
+            if fault.kind == "cut":
+                self.hang_up(request)
+            await asyncio.sleep(fault.seconds)
+            await resp.write(data[len(data) // 2 :])
+            await resp.write_eof()
+            return resp
         return web.Response(
             body=data, status=status, content_type=content_type, headers=dict(headers or {})
         )
@@ -327,13 +337,24 @@ class FakeServer:
         resp.headers["Content-Type"] = script.content_type
         resp.headers["Cache-Control"] = "no-cache"
         await resp.prepare(request)
+        if fault is not None and fault.kind == "malformed":
+            sse_format = script.content_type.startswith("text/event-stream")
+            await resp.write(b'data: {"broken\n\n' if sse_format else b'{"broken\n')
         for head_frame in script.head:
             await resp.write(head_frame)
-        breaks_at = -1
+        breaks_at = pauses_at = -1
+        delay = self.chunk_delay
+        content = list(script.content)
         if fault is not None and fault.kind in ("cut", "stream_error"):
-            breaks_at = min(max(fault.after_chunks, 0), len(script.content))
+            breaks_at = min(max(fault.after_chunks, 0), len(content))
+        elif fault is not None and fault.kind == "stall_mid":
+            pauses_at = min(max(fault.after_chunks, 0), len(content))
+        elif fault is not None and fault.kind == "trickle":
+            delay = fault.seconds / max(len(content), 1)
         try:
-            for index, frame in enumerate([*script.content, None]):
+            for index, frame in enumerate([*content, None]):
+                if index == pauses_at and fault is not None:
+                    await asyncio.sleep(fault.seconds)
                 if index == breaks_at and fault is not None:
                     if fault.kind == "cut":
                         self.hang_up(request)
@@ -344,8 +365,8 @@ class FakeServer:
                 if frame is None:
                     break
                 await resp.write(frame)
-                if self.chunk_delay:
-                    await asyncio.sleep(self.chunk_delay)
+                if delay:
+                    await asyncio.sleep(delay)
             for frame in script.tail:
                 await resp.write(frame)
             await resp.write_eof()

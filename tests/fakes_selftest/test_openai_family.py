@@ -234,6 +234,44 @@ def test_stall_and_default(fake_openai: FakeOpenAI) -> None:
         c.with_options(timeout=0.2).chat.completions.create(model="gpt-4o", messages=USER)  # type: ignore[arg-type]
 
 
+def test_pauses_garbage_and_trickles(fake_openai: FakeOpenAI) -> None:
+    c = client(fake_openai)
+    fake_openai.push(Fault.stall_mid(1, 0.4))
+    started = time.monotonic()
+    arrivals = [
+        time.monotonic() - started
+        for _ in c.chat.completions.create(model="gpt-4o", messages=USER, stream=True)  # type: ignore[arg-type]
+    ]
+    assert arrivals[1] < 0.3 and arrivals[-1] >= 0.4  # the pause comes mid-stream
+    fake_openai.push(Fault.stall_mid(0, 0.4))
+    started = time.monotonic()
+    assert c.chat.completions.create(model="gpt-4o", messages=USER).choices  # type: ignore[arg-type]
+    assert time.monotonic() - started >= 0.4
+    fake_openai.push(Fault.malformed(), Fault.malformed())
+    with pytest.raises(json.JSONDecodeError):
+        c.chat.completions.create(model="gpt-4o", messages=USER)  # type: ignore[arg-type]
+    with pytest.raises(json.JSONDecodeError):
+        list(c.chat.completions.create(model="gpt-4o", messages=USER, stream=True))  # type: ignore[arg-type]
+    fake_openai.push(Fault.trickle(0.5))
+    started = time.monotonic()
+    chunks = list(c.chat.completions.create(model="gpt-4o", messages=USER, stream=True))  # type: ignore[arg-type]
+    assert len(chunks) > 3 and time.monotonic() - started >= 0.45
+
+
+def test_the_same_port_after_a_restart() -> None:
+    fake = FakeOpenAI().start()
+    try:
+        port = fake.port
+        fake.stop()
+        with pytest.raises(openai.APIConnectionError):
+            client(fake).models.list()
+        fake.start()
+        assert fake.port == port
+        assert client(fake).models.list().data
+    finally:
+        fake.stop()
+
+
 def test_openai_models(fake_openai: FakeOpenAI) -> None:
     ids = [m.id for m in client(fake_openai).models.list()]
     assert ids == ["gpt-4o-mini", "gpt-4o"]

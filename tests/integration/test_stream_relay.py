@@ -9,9 +9,11 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.conftest import Factory
+from tests.fakes import Fault
 from tests.integration.conftest import Fakes
 from tests.support.servers import RouterServer
-from tests.support.tables import KEY
+from tests.support.tables import KEY, model, provider, table
 
 AUTH = {"Authorization": f"Bearer {KEY}"}
 USER = [{"role": "user", "content": "Tell me about Paris in a few words"}]
@@ -104,3 +106,30 @@ def test_a_translated_anthropic_stream_states_no_estimate_only_what_was_reported
     whole = client.messages.create(**asked)  # type: ignore[arg-type]
     assert final.usage.input_tokens == whole.usage.input_tokens > 0
     assert final.usage.output_tokens == whole.usage.output_tokens > 0
+
+
+def test_a_relayed_stream_never_passes_on_broken_json(fakes: Fakes, router: Factory) -> None:
+    gw = router(
+        table(
+            [
+                provider(
+                    "primary", "openai", fakes.openai.url, key_env="SY_TEST_OPENAI_KEY", priority=1
+                ),
+                provider("backup", "vllm", fakes.vllm.url, priority=2),
+            ],
+            [
+                model("chat", "primary", "gpt-4o-mini"),
+                model("chat", "backup", "meta-llama/Llama-3.1-8B-Instruct"),
+            ],
+        )
+    )
+    # Garbage before the first event: nothing was sent yet, so the backup answers.
+    fakes.openai.push(Fault.malformed())
+    r = openai_stream(gw, "chat")
+    assert r.headers["x-switchyard-provider"] == "backup"
+    assert "broken" not in r.text and r.text.rstrip().endswith("data: [DONE]")
+    # Every event the client got is JSON, and the stream says it ended in an error.
+    fakes.openai.push(Fault.stream_error(2))
+    r = openai_stream(gw, "chat")
+    assert r.headers["x-switchyard-provider"] == "primary"
+    assert events(r.text)[-1]["error"]

@@ -874,6 +874,20 @@ def test_a_relay_passes_what_came_before_an_error_then_raises_it() -> None:
     assert r.failure is not None and "overloaded" in r.failure.message
 
 
+def test_a_relay_stops_at_an_event_that_is_not_json() -> None:
+    from switchyard.router.protocols.openai import relay
+
+    r = relay("p")
+    out = r.feed(_chunk("Hi") + b'data: {"id": "chatcmpl-up", "choi\n\n' + _chunk("there"))
+    assert len(out) == 1 and out[0].data == _chunk("Hi")  # type: ignore[union-attr]
+    assert r.failure is not None and r.failure.code == "upstream_protocol_error"
+    r = relay("p")
+    assert r.feed(b"data: garbage\n\n") == [] and r.failure is not None
+    r = relay("p")
+    assert r.feed(b": keep-alive\n\n" + _chunk("ok"))[0].data.endswith(_chunk("ok"))  # type: ignore[union-attr]
+    assert r.failure is None
+
+
 def test_a_relay_estimates_text_for_a_provider_that_reports_no_usage() -> None:
     from switchyard.router.protocols.openai import relay
 

@@ -62,6 +62,31 @@ class WholeEvents:
         return data[: end + 2]
 
 
+def _first_broken(whole: bytes) -> int:
+    """Where the first event of ``whole`` whose data is not JSON begins; -1: none.
+
+    Relayed content is not parsed, but a provider's garbage must not reach the client
+    as if it were an answer (or commit a stream to a provider that sends it). Two
+    counts in C tell that every event's data ends as a JSON object does, or is
+    ``[DONE]``; only when they disagree is each event read.
+    """
+    events = whole.count(b"\n\n")
+    if whole.count(b"}\n\n") + whole.count(b"data: [DONE]\n\n") == events:
+        return -1
+    pos = 0
+    for event in whole.split(b"\n\n")[:-1]:
+        data = b"\n".join(
+            line[5:].strip() for line in event.split(b"\n") if line.startswith(b"data:")
+        )
+        if data and data != b"[DONE]":
+            try:
+                orjson.loads(data)
+            except orjson.JSONDecodeError:
+                return pos
+        pos += len(event) + 2
+    return -1
+
+
 class Renamer:
     """Rewrites a relayed stream's id and model to the router's, once it has read them
     from the stream's first event that names them (a cheap bytes replace after that).
@@ -197,6 +222,18 @@ class EventRelay:
         whole = self.events.take(block)
         if not whole:
             return _NOTHING
+        broken = _first_broken(whole)
+        if broken >= 0:
+            # Through the decoder, for the protocol's own error; what came before passes.
+            try:
+                for line in whole[broken:].split(b"\n"):
+                    if line.startswith(b"data:"):
+                        self.decoder.feed(line)
+            except UpstreamError as exc:
+                self.failure = exc
+            whole = whole[:broken]
+            if not whole:
+                return _NOTHING
         at = self._first_mark(whole)
         if at < 0:
             return [Relayed(whole, text_bytes=self._text_bytes(whole))]
