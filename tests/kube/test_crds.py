@@ -292,7 +292,7 @@ def test_printer_columns(cluster: ControlPlane, namespace: str) -> None:
     assert row[4] == "7"
 
     header, row = columns(cluster, namespace, "llmm")
-    assert header == ["NAME", "PROVIDER", "MODEL", "CONTEXT", "READY", "AGE"]
+    assert header == ["NAME", "PROVIDER", "MODEL", "CONTEXT", "READY", "SERVING", "AGE"]
     assert row[:4] == ["gpt-4o-mini", "openai", "gpt-4o-mini", "128000"]
     header, row = columns(cluster, namespace, "llmt")
     assert header == ["NAME", "TASK", "READY", "AGE"]

@@ -383,6 +383,58 @@ def test_models_waiting_for_a_provider_say_so(
     )
 
 
+def serving(st: dict[str, Any]) -> dict[str, Any]:
+    return next((c for c in st.get("conditions") or [] if c["type"] == "Serving"), {})
+
+
+def test_a_model_its_provider_does_not_serve_says_so_on_its_own_object(
+    control_plane: ControlPlane,
+    router: str,
+    namespace: str,
+    fakes: tuple[FakeOpenAI, FakeVLLM],
+) -> None:
+    cp = control_plane
+    vllm = "meta-llama/Llama-3.1-8B-Instruct"
+    applied = apply(
+        cp,
+        namespace,
+        provider("local", fakes[1].url, providerType="vllm"),
+        model("right", "local", vllm),
+        model("typo", "local", vllm + "-typo"),
+    )
+    assert applied.returncode == 0, applied.stderr
+    st = wait_for("a verdict", lambda: serving(status(cp, namespace, "llmm", "typo")) or None)
+    assert (st["status"], st["reason"]) == ("False", "ModelNotServed")
+    assert "-typo" in st["message"]
+    right = wait_for("a verdict", lambda: serving(status(cp, namespace, "llmm", "right")) or None)
+    assert (right["status"], right["reason"]) == ("True", "ProviderServesModel")
+    # The compiler's Ready condition and the probe's Serving condition live side by side.
+    both = wait_for(
+        "the compiler's verdict",
+        lambda: st if ready(st := status(cp, namespace, "llmm", "typo")) else None,
+    )
+    assert ready(both)["status"] == "True" and serving(both)["status"] == "False"
+    assert "ModelNotServed" in cp.kubectl("get", "events", "-n", namespace, "-o", "json").stdout
+    columns = cp.kubectl("get", "-n", namespace, "llmm", "typo").stdout.split("\n")
+    assert "SERVING" in columns[0] and "False" in columns[1]
+    # Fixed: the next probe says it is served.
+    fix = model("typo", "local", vllm)
+    assert apply(cp, namespace, fix).returncode == 0
+    cp.kubectl(
+        "annotate",
+        "-n",
+        namespace,
+        "llmp",
+        "local",
+        "--overwrite",
+        f"switchyard.dev/probe-requested-at={time.time()}",
+    )
+    wait_for(
+        "the model to be served",
+        lambda: serving(status(cp, namespace, "llmm", "typo")).get("status") == "True",
+    )
+
+
 def test_a_missing_secret_is_a_condition_not_a_crash(
     control_plane: ControlPlane,
     router: str,

@@ -113,7 +113,21 @@ async def provider_event(type: str | None, body: kopf.Body, **_: Any) -> None:
 
 @kopf.on.event(GROUP, VERSION, MODEL.plural)
 def model_event(type: str | None, body: kopf.Body, **_: Any) -> None:
-    current().state.record(MODEL.plural, type, body)
+    op = current()
+    meta = body.get("metadata") or {}
+    key = (meta.get("namespace", ""), meta.get("name", ""))
+    old = op.state.models.get(key)
+    op.state.record(MODEL.plural, type, body)
+    spec = body.get("spec") or {}
+    wanted = ((spec.get("providerRef") or {}).get("name"), spec.get("modelName"))
+    before = (
+        None
+        if old is None
+        else ((old.spec.get("providerRef") or {}).get("name"), old.spec.get("modelName"))
+    )
+    if type != "DELETED" and wanted[0] and wanted != before:
+        # Whether its provider serves it is the probe's to say, now rather than later.
+        op.prober.probe_now((key[0], str(wanted[0])))
 
 
 @kopf.on.event(GROUP, VERSION, TEMPLATE.plural)

@@ -19,7 +19,7 @@ from pydantic import ValidationError
 from switchyard.operator.compiler import secret_key_name
 from switchyard.operator.publish import Publisher, conditions, now
 from switchyard.operator.state import ClusterState, Key, Obj
-from switchyard.router.contract import API_VERSION, PROVIDER, Provider
+from switchyard.router.contract import API_VERSION, MODEL, PROVIDER, Provider
 from switchyard.router.core.adapter import Adapter, ProbeResult
 from switchyard.router.providers.registry import make_adapter
 
@@ -157,6 +157,7 @@ class Prober:
             and (m.spec.get("providerRef") or {}).get("name") == p.name
         ]
         adapter = await self._adapter(key, provider, secret)
+        probed = models
         result: ProbeResult = await adapter.probe(models)
         if result.status == "unhealthy":
             failures += 1
@@ -191,6 +192,54 @@ class Prober:
             else (False, "HealthCheckFailed", result.message)
         )
         await self._write(p, health, failures, result.latency_ms, result.message, models, ready)
+        await self._write_serving(p, health, result, probed)
+
+    async def _write_serving(
+        self, p: Obj, health: str, result: ProbeResult, probed: list[str]
+    ) -> None:
+        """Each of the provider's models: a Serving condition saying whether the provider
+        serves it, so that a mis-named model says so on its own object. A model that
+        arrived during the probe waits for the next one."""
+        for m in list(self.state.models.values()):
+            if m.namespace != p.namespace or (m.spec.get("providerRef") or {}).get("name") != (
+                p.name
+            ):
+                continue
+            name = str(m.spec.get("modelName"))
+            if name not in probed:
+                continue
+            if health == "unhealthy":
+                wanted = (False, "ProviderUnhealthy", f"provider {p.name}: {result.message}")
+            elif name in result.missing:
+                wanted = (
+                    False,
+                    "ModelNotServed",
+                    f"provider {p.name}'s model listing does not hold {name!r}; requests for "
+                    "it are sent to the other models of its group",
+                )
+            else:
+                wanted = (True, "ProviderServesModel", f"provider {p.name} answers for it")
+            current = {c.get("type"): c for c in m.status.get("conditions") or []}.get("Serving")
+            if current is not None and (
+                current.get("status") == ("True" if wanted[0] else "False")
+                and current.get("reason") == wanted[1]
+            ):
+                continue
+            status = {
+                "conditions": conditions(
+                    m.status.get("conditions"), {"Serving": wanted}, m.generation
+                )
+            }
+            if not wanted[0]:
+                await self.publisher.event(
+                    event_body(MODEL.kind, m), "Warning", wanted[1], wanted[2]
+                )
+            try:
+                await self.publisher.patch_status(MODEL.plural, m.namespace, m.name, status)
+            except Exception as exc:  # written again at the next probe
+                log.warning("cannot write the status of model %s/%s: %s", m.namespace, m.name, exc)
+                continue
+            m.status.update(status)
 
     async def _write(
         self,

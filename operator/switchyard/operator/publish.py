@@ -44,9 +44,10 @@ def now(precise: bool = False) -> str:
 def conditions(
     current: list[dict[str, Any]] | None, new: dict[str, tuple[bool, str, str]], generation: int
 ) -> list[dict[str, Any]]:
-    """Conditions with lastTransitionTime kept unless the status flips."""
+    """Conditions with lastTransitionTime kept unless the status flips; conditions of
+    other types (another writer's) are kept as they are."""
     old = {c.get("type"): c for c in current or []}
-    out = []
+    out = [c for t, c in old.items() if t not in new]
     for ctype, (ok, reason, message) in sorted(new.items()):
         status = "True" if ok else "False"
         prev = old.get(ctype)
@@ -63,7 +64,7 @@ def conditions(
                 "observedGeneration": generation,
             }
         )
-    return out
+    return sorted(out, key=lambda c: str(c.get("type")))
 
 
 class Publisher:
