@@ -187,7 +187,8 @@ class FakeServer:
 
     # ------------------------------------------------------------ machinery
     async def _astart(self) -> None:
-        app = web.Application(middlewares=[self._record])
+        # Providers take large prompts (Anthropic: 32 MB); aiohttp would stop at 1 MiB.
+        app = web.Application(middlewares=[self._record], client_max_size=32 * 1024 * 1024)
         app.on_response_prepare.append(self._on_prepare)
         self.add_routes(app)
         runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=0.5)
