@@ -721,6 +721,8 @@ class _Streamed:
     cache_hit = False
     relayed = False
     cached = None
+    broken = ()
+    continued_from = ()
 
 
 EVENTS: list[StreamEvent] = [

@@ -457,6 +457,12 @@ class RoutingSettings(_Model):
     )
     breaker: Breaker = Breaker()
     stall: StallSettings = StallSettings()
+    continue_streams: bool = Field(
+        default=False,
+        description="When a stream breaks after text was sent, continue it on another "
+        "candidate with the text so far as the answer's beginning (requests may say "
+        "otherwise with X-Switchyard-Continue-Streams)",
+    )
 
     @model_validator(mode="after")
     def _unique_rank(self) -> RoutingSettings:

@@ -50,6 +50,9 @@ class Completed:
     attempts: list[Attempt]
     #: The output cap the provider was asked for (None: from the cache).
     max_tokens: int | None = None
+    #: A stream that broke and was continued on another candidate; its record says
+    #: ``stream_continued`` as its error class, and counts every part's tokens and cost.
+    continued: bool = False
 
 
 #: Is ``name`` a model of ``organization``'s table? Only such names become labels.
@@ -123,7 +126,7 @@ class Accountant:
             ttft_ms=done.ttft_ms,
             status="ok",
             http_status=200,
-            error=None,
+            error="stream_continued" if done.continued else None,
             cache_hit=done.cache_hit,
             stream=stream,
             reservation=reservation,

@@ -95,6 +95,12 @@ class ChatRequest:
     #: The surface keeps the whole answer (a message thread): a stream is read in full
     #: (``Streaming.result``) rather than relayed.
     collect: bool = False
+    #: A stream that breaks after text was sent continues on another candidate (the
+    #: ``X-Switchyard-Continue-Streams`` header); None: as the table says.
+    continue_streams: bool | None = None
+    #: The last message is the assistant's answer so far, which the model is to continue
+    #: (a stream continued on another provider): each protocol asks for that its own way.
+    prefill: bool = False
 
     def text_size(self) -> int:
         """UTF-8 bytes of everything the model reads: the basis of the token estimate."""

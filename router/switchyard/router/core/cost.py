@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from decimal import Decimal
 
@@ -32,6 +33,14 @@ def _s(d: Decimal) -> str:
 
 
 ZERO = Cost(Decimal(0), Decimal(0))
+
+
+def cost_sum(costs: Iterable[Cost]) -> Cost:
+    """What several calls cost together (a stream continued on another provider)."""
+    total = ZERO
+    for c in costs:
+        total = Cost(total.input + c.input, total.output + c.output)
+    return total
 
 
 def cost_of(route: Route, usage: Usage) -> Cost:

@@ -21,6 +21,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Generic, Literal, TypeVar
 
+from switchyard.router.contract import StallSettings
 from switchyard.router.core.catalog import Route
 from switchyard.router.core.chat import ChatRequest
 from switchyard.router.core.live_stream import own_failure
@@ -69,6 +70,12 @@ def _window(route: Route, kind: Kind) -> LatencyWindow:
 def _cap(route: Route, kind: Kind) -> float:
     t = route.provider.timeouts
     return (t.first_token_ms if kind == "first_event" else t.total_ms) / 1000
+
+
+def gap_deadline(route: Route, settings: StallSettings) -> float | None:
+    """How long a stream that may be continued elsewhere can go without an event before
+    it is taken for stalled: its route's deadline for a first event."""
+    return _window(route, "first_event").deadline(settings, _cap(route, "first_event"))
 
 
 class Failover(Generic[T]):

@@ -12,17 +12,23 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TypeVar
 
 from switchyard.router.contract import Provider, RoutingTable
 from switchyard.router.core.adapter import Adapter, AdapterFactory, ProbeResult
 from switchyard.router.core.caller import Caller
 from switchyard.router.core.catalog import Catalog, Route, compile_table, provider_key
-from switchyard.router.core.chat import ChatRequest, ChatResult, StreamEvent
+from switchyard.router.core.chat import (
+    ChatRequest,
+    ChatResult,
+    Message,
+    StreamEvent,
+    estimate_tokens,
+)
 from switchyard.router.core.cost import Cost, cost_of
 from switchyard.router.core.embedding import EmbeddingRequest, EmbeddingResult
-from switchyard.router.core.failover import Answered, Failover, Kind
+from switchyard.router.core.failover import Answered, Failover, Kind, gap_deadline
 from switchyard.router.core.health import ProviderStates
 from switchyard.router.core.live_stream import LiveStream, close_events
 from switchyard.router.core.selection import Plan, plan, plan_embedding
@@ -166,8 +172,9 @@ class Gateway:
             max_tokens=answered.reserved - plan.prompt_tokens,
         )
 
-    async def open_stream(self, plan: Plan, req: ChatRequest) -> LiveStream:
-        """Fail over until one candidate produces its first event; then commit to it."""
+    async def open_stream(self, plan: Plan, req: ChatRequest, gap: bool = False) -> LiveStream:
+        """Fail over until one candidate produces its first event; then commit to it.
+        ``gap``: a stall mid-stream ends it (it may be continued elsewhere)."""
 
         async def first_event(
             route: Route, max_tokens: int
@@ -196,7 +203,30 @@ class Gateway:
             reserved=answered.reserved,
             prompt_tokens_estimate=plan.prompt_tokens,
             attempts=answered.attempts,
+            gap=gap_deadline(answered.route, plan.catalog.settings.stall) if gap else None,
         )
+
+    async def continue_stream(
+        self, plan: Plan, req: ChatRequest, broken: Route, text: str
+    ) -> LiveStream:
+        """A stream that broke after ``text`` was sent, continued by the other candidates
+        with that text as the beginning of their answer."""
+        size = len(text.encode())
+        asked = req.max_tokens
+        more = replace(
+            req,
+            messages=[*req.messages, Message("assistant", text)],
+            raw_messages=None,
+            raw_system=None,
+            relay=None,
+            prefill=True,
+            max_tokens=None if asked is None else max(1, asked - estimate_tokens(size)),
+        )
+        routes = [r for r in plan.routes if r is not broken]
+        if not routes:
+            raise NoCandidateAvailable("no other candidate to continue the stream")
+        rest = Plan(plan.catalog, routes, plan.prompt_tokens + estimate_tokens(size))
+        return await self.open_stream(rest, more, gap=True)
 
     def plan_embedding(self, caller: Caller, req: EmbeddingRequest) -> Plan:
         return plan_embedding(self.require_catalog(), caller.organization, req, time.monotonic())

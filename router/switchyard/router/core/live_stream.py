@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -18,7 +19,13 @@ from switchyard.router.core.chat import (
 )
 from switchyard.router.core.cost import Cost, cost_of
 from switchyard.router.core.verdicts import Verdicts
-from switchyard.router.errors import Attempt, InternalError, SwitchyardError, UpstreamError
+from switchyard.router.errors import (
+    Attempt,
+    InternalError,
+    SwitchyardError,
+    UpstreamError,
+    UpstreamTimeout,
+)
 
 log = logging.getLogger("switchyard.router")
 
@@ -60,6 +67,7 @@ class LiveStream:
         reserved: int,
         prompt_tokens_estimate: int,
         attempts: list[Attempt],
+        gap: float | None = None,
     ) -> None:
         self.verdicts = verdicts
         self.route = route
@@ -78,6 +86,9 @@ class LiveStream:
         self._text_bytes = 0
         #: The provider's events go to the client as sent (``Relayed``).
         self.relayed = type(first) is Relayed
+        #: Seconds without an event after which the stream is taken for stalled (a
+        #: stream that may continue elsewhere); None: the provider's fixed timeouts.
+        self.gap = gap
 
     async def events(self) -> AsyncIterator[StreamEvent]:
         """Every event; the last is ``Finish`` with real usage. Upstream errors propagate."""
@@ -99,7 +110,10 @@ class LiveStream:
                 if finish is not None:
                     break
                 try:
-                    event = await anext(self._events)
+                    if self.gap is None:
+                        event = await anext(self._events)
+                    else:
+                        event = await self._next_within(self.gap)
                 except StopAsyncIteration:
                     break
                 except SwitchyardError:
@@ -111,6 +125,15 @@ class LiveStream:
             raise
         finally:
             await self._settle(finish, error)
+
+    async def _next_within(self, gap: float) -> StreamEvent:
+        try:
+            async with asyncio.timeout(gap):
+                return await anext(self._events)
+        except TimeoutError:
+            raise UpstreamTimeout(
+                f"the stream stalled: nothing for {gap:.2f}s", provider=self.route.provider.name
+            ) from None
 
     async def close(self) -> None:
         """Settle a stream that was never iterated, or abandoned part way."""

@@ -8,6 +8,7 @@ usage record (through the ``Accountant``).
 from __future__ import annotations
 
 import time
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from decimal import Decimal
 
@@ -15,12 +16,14 @@ from switchyard.router.core.accounting import Accountant, Completed, RequestInfo
 from switchyard.router.core.budgets import BudgetGuard, Reservation
 from switchyard.router.core.cache import Cached, ResponseCache, cache_key, policy
 from switchyard.router.core.caller import Caller
+from switchyard.router.core.catalog import Route
 from switchyard.router.core.chat import ChatRequest
 from switchyard.router.core.cost import ZERO
 from switchyard.router.core.embedding import EmbeddingRequest, EmbeddingResult
 from switchyard.router.core.gateway import Gateway, Served
+from switchyard.router.core.live_stream import LiveStream
 from switchyard.router.core.selection import Plan
-from switchyard.router.core.streaming import Streaming
+from switchyard.router.core.streaming import Continuer, Streaming
 from switchyard.router.errors import SwitchyardError
 
 
@@ -104,14 +107,25 @@ class Pipeline:
         opening = await self._open(caller, req, info)
         if opening.cached is not None:
             return Streaming.from_cache(self.accountant, caller, req, info, opening.cached)
-        assert opening.plan is not None
-        if opening.cache_as is not None or req.collect:
-            req.relay = None  # the answer is kept: its text must be read
+        plan = opening.plan
+        assert plan is not None
+        continuing = req.continue_streams
+        if continuing is None:
+            continuing = plan.catalog.settings.continue_streams
+        continuing = continuing and len(plan.routes) > 1
+        if opening.cache_as is not None or req.collect or continuing:
+            req.relay = None  # the answer is kept, or may be continued: its text is read
         try:
-            live = await self.gateway.open_stream(opening.plan, req)
+            live = await self.gateway.open_stream(plan, req, gap=continuing)
         except SwitchyardError as exc:
             self.accountant.failed(caller, req, info, exc, opening.reservation)
             raise
+        continuer: Continuer | None = None
+        if continuing:
+
+            def continuer(route: Route, text: str) -> Awaitable[LiveStream]:
+                return self.gateway.continue_stream(plan, req, route, text)
+
         return Streaming.from_provider(
             self.accountant,
             caller,
@@ -121,6 +135,7 @@ class Pipeline:
             reservation=opening.reservation,
             cache=self.cache if opening.cache_as is not None else None,
             cache_as=opening.cache_as,
+            continuer=continuer,
         )
 
     async def embed(

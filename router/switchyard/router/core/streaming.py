@@ -6,14 +6,16 @@ a finished live stream that may be cached is kept for the next identical request
 
 from __future__ import annotations
 
+import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from decimal import Decimal
 
 from switchyard.router.core.accounting import Accountant, Completed, RequestInfo
 from switchyard.router.core.budgets import Reservation
 from switchyard.router.core.cache import Cached, ResponseCache
 from switchyard.router.core.caller import Caller
+from switchyard.router.core.catalog import Route
 from switchyard.router.core.chat import (
     ChatRequest,
     ChatResult,
@@ -24,9 +26,15 @@ from switchyard.router.core.chat import (
     ToolCallDelta,
     Usage,
 )
-from switchyard.router.core.cost import ZERO, Cost
+from switchyard.router.core.cost import ZERO, Cost, cost_sum
 from switchyard.router.core.live_stream import LiveStream
-from switchyard.router.errors import ClientDisconnected, SwitchyardError
+from switchyard.router.errors import Attempt, ClientDisconnected, SwitchyardError, UpstreamError
+
+#: Opens the continuation of a stream that broke on ``Route`` after the text given.
+Continuer = Callable[[Route, str], Awaitable[LiveStream]]
+
+
+log = logging.getLogger("switchyard.router")
 
 
 def _chunks(text: str, size: int = 16) -> list[str]:
@@ -75,6 +83,15 @@ class Streaming:
         self.cost: Cost = ZERO
         self.latency_ms = 0.0
         self.ttft_ms = (time.perf_counter() - info.started) * 1000
+        #: Continues the stream elsewhere if it breaks mid-way (None: it may not).
+        self.continuer: Continuer | None = None
+        #: The streams that broke and were continued, in order.
+        self.broken: list[LiveStream] = []
+
+    @property
+    def continued_from(self) -> list[str]:
+        """The providers whose part of the answer broke off, in order."""
+        return [b.route.provider.name for b in self.broken]
 
     @classmethod
     def from_provider(
@@ -88,12 +105,14 @@ class Streaming:
         reservation: Reservation | None,
         cache: ResponseCache | None,
         cache_as: str | None,
+        continuer: Continuer | None = None,
     ) -> Streaming:
         s = cls(accountant, caller, req, info, live.route.model.name, live.route.provider.name)
         s.live = live
         s.reservation = reservation
         s.cache = cache
         s.cache_as = cache_as
+        s.continuer = continuer
         return s
 
     @classmethod
@@ -132,24 +151,30 @@ class Streaming:
                 yield event
             return
         assert self.live is not None
-        live = self.live
         text: list[str] = []
         calls: dict[int, list[str]] = {}
-        keep = self.cache_as is not None or self.req.collect
+        keep = self.cache_as is not None or self.req.collect or self.continuer is not None
         finish: Finish | None = None
         try:
-            async for event in live.events():
-                if keep:
-                    if type(event) is TextDelta:
-                        text.append(event.text)
-                    elif isinstance(event, ToolCallDelta):
-                        entry = calls.setdefault(event.index, ["", "", ""])
-                        entry[0] = event.id or entry[0]
-                        entry[1] = event.name or entry[1]
-                        entry[2] += event.arguments
-                if isinstance(event, Finish):
-                    finish = event
-                yield event
+            while True:
+                live = self.live
+                try:
+                    async for event in live.events():
+                        if keep:
+                            if type(event) is TextDelta:
+                                text.append(event.text)
+                            elif isinstance(event, ToolCallDelta):
+                                entry = calls.setdefault(event.index, ["", "", ""])
+                                entry[0] = event.id or entry[0]
+                                entry[1] = event.name or entry[1]
+                                entry[2] += event.arguments
+                        if isinstance(event, Finish):
+                            finish = event
+                        yield event
+                    break
+                except UpstreamError as exc:
+                    if not await self._continue(exc, "".join(text), bool(calls)):
+                        raise
         except SwitchyardError as exc:
             self._accounted = True
             self._failed(exc)
@@ -160,10 +185,15 @@ class Streaming:
         if self._accounted:
             return
         self._accounted = True
-        self.usage = live.usage
-        self.cost = live.cost or ZERO
+        live = self.live
+        parts = [*self.broken, live]
+        self.usage = Usage(
+            sum(p.usage.prompt_tokens for p in parts),
+            sum(p.usage.completion_tokens for p in parts),
+        )
+        self.cost = cost_sum(p.cost or ZERO for p in parts)
         self.latency_ms = live.latency_ms
-        self.ttft_ms = live.ttft_ms
+        self.ttft_ms = self.broken[0].ttft_ms if self.broken else live.ttft_ms
         result = ChatResult(
             content="".join(text),
             finish_reason=finish.reason if finish else "stop",
@@ -182,7 +212,8 @@ class Streaming:
             self.latency_ms,
             self.ttft_ms,
             False,
-            live.attempts,
+            self._attempts(),
+            continued=bool(self.broken),
         )
         self.accountant.served(
             self.caller, self.req, self.info, done, self.reservation, stream=True
@@ -197,6 +228,47 @@ class Streaming:
                 self.cost.total,
             )
 
+    async def _continue(self, exc: UpstreamError, text: str, calls: bool) -> bool:
+        """Go on with another candidate after a break, when the stream may and can: text
+        was sent (so nothing before the first byte could serve), and no tool call was
+        begun (half a call's arguments cannot be continued)."""
+        live = self.live
+        if self.continuer is None or live is None or not text or calls or not exc.retryable:
+            return False
+        try:
+            following = await self.continuer(live.route, text)
+        except SwitchyardError as failure:
+            log.info("a stream could not be continued: %s", failure.message)
+            return False
+        log.info(
+            "a stream broke on provider %s (%s); continued on %s",
+            live.route.provider_key,
+            exc.code,
+            following.route.provider_key,
+        )
+        self.broken.append(live)
+        self.live = following
+        self.provider = following.route.provider.name
+        return True
+
+    def _attempts(self) -> list[Attempt]:
+        """The stream's attempts; a continued stream's breaks are marked among them."""
+        assert self.live is not None
+        out: list[Attempt] = []
+        for b in self.broken:
+            out += b.attempts
+            out.append(
+                Attempt(
+                    b.route.provider.name,
+                    b.route.name,
+                    "stream_continued",
+                    None,
+                    f"the stream broke after {b.usage.completion_tokens} tokens and was "
+                    "continued on the next candidate",
+                )
+            )
+        return out + self.live.attempts
+
     async def close(self) -> None:
         """Account for a stream the client left before its end (or before it began)."""
         if self._accounted or self.live is None:
@@ -207,6 +279,7 @@ class Streaming:
 
     def _failed(self, exc: SwitchyardError) -> None:
         assert self.live is not None
+        parts = [*self.broken, self.live]
         self.accountant.failed(
             self.caller,
             self.req,
@@ -215,8 +288,11 @@ class Streaming:
             self.reservation,
             provider=self.provider,
             model=self.model,
-            usage=self.live.usage,
-            cost=self.live.cost or ZERO,
+            usage=Usage(
+                sum(p.usage.prompt_tokens for p in parts),
+                sum(p.usage.completion_tokens for p in parts),
+            ),
+            cost=cost_sum(p.cost or ZERO for p in parts),
             stream=True,
         )
 

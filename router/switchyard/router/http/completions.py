@@ -77,8 +77,15 @@ class Surface(Protocol[B_contra]):
 
 
 def _flag(request: Request, header: str) -> bool:
+    return _choice(request, header) is True
+
+
+def _choice(request: Request, header: str) -> bool | None:
+    """A true/false header; None when absent."""
     value = request.headers.get(header)
-    if value is None or value == "false":
+    if value is None:
+        return None
+    if value == "false":
         return False
     if value == "true":
         return True
@@ -139,6 +146,7 @@ def endpoint(model: type[B], surface: Surface[B]) -> Callable[[Request], Awaitab
             call = Call(request, catalog, caller, info, data)
             req = await surface.to_request(body, call)
             req.drop_params = _flag(request, DROP_PARAMS_HEADER)
+            req.continue_streams = _choice(request, CONTINUE_HEADER)
         except SwitchyardError as exc:
             admission.refused(exc)
             raise
@@ -201,6 +209,10 @@ def served_by(provider: str, model: str, cache_hit: bool) -> dict[str, str]:
         "x-switchyard-cache": "hit" if cache_hit else "miss",
     }
 
+
+#: Whether a stream that breaks mid-way continues on another candidate (the table's
+#: ``routing.continueStreams`` otherwise).
+CONTINUE_HEADER = "x-switchyard-continue-streams"
 
 #: The fields the client asked to drop (X-Switchyard-Drop-Unsupported-Params) that the
 #: provider which answered did not get: nothing is dropped without a word.

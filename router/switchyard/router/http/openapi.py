@@ -19,6 +19,7 @@ from starlette.responses import Response
 from switchyard.router.core.selection import DROP_PARAMS_HEADER
 from switchyard.router.http.admin import RenderBody
 from switchyard.router.http.cluster_api import NewProvider
+from switchyard.router.http.completions import CONTINUE_HEADER
 from switchyard.router.http.services import services
 from switchyard.router.protocols.anthropic import CountTokensBody, MessagesBody
 from switchyard.router.protocols.embeddings import EmbeddingsBody
@@ -202,6 +203,14 @@ def build(*, in_cluster: bool) -> dict[str, Any]:
             "required": False,
             "description": "Send the request to a provider of another protocol without the "
             "fields that protocol has no place for, instead of refusing it (400)",
+            "schema": {"enum": ["true", "false"]},
+        },
+        {
+            "name": CONTINUE_HEADER,
+            "in": "header",
+            "required": False,
+            "description": "When the stream breaks after text was sent, continue it on "
+            "another candidate (the table's routing.continueStreams otherwise)",
             "schema": {"enum": ["true", "false"]},
         },
     ]

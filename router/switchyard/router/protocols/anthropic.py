@@ -467,20 +467,20 @@ class EventEncoder:
                 },
             )
         usage = self.streaming.usage
+        delta: dict[str, Any] = {
+            "type": "message_delta",
+            "delta": {"stop_reason": STOP_REASON_OF[self.reason], "stop_sequence": None},
+            "usage": {
+                "input_tokens": usage.prompt_tokens,
+                "output_tokens": usage.completion_tokens,
+            },
+        }
+        if self.streaming.broken:
+            delta["switchyard"] = {"continued_from": self.streaming.continued_from}
         return (
             out
             + named(b"content_block_stop", {"type": "content_block_stop", "index": self.block})
-            + named(
-                b"message_delta",
-                {
-                    "type": "message_delta",
-                    "delta": {"stop_reason": STOP_REASON_OF[self.reason], "stop_sequence": None},
-                    "usage": {
-                        "input_tokens": usage.prompt_tokens,
-                        "output_tokens": usage.completion_tokens,
-                    },
-                },
-            )
+            + named(b"message_delta", delta)
             + named(b"message_stop", {"type": "message_stop"})
         )
 
@@ -550,6 +550,12 @@ def request_body(req: ChatRequest, model_name: str, max_tokens: int) -> dict[str
         body["system"] = req.raw_system
     elif req.system:
         body["system"] = req.system
+    if req.prefill and body["messages"] and body["messages"][-1]["role"] == "assistant":
+        # The answer so far, continued by the model (prefill); Anthropic refuses a final
+        # assistant turn that ends in whitespace.
+        last = body["messages"][-1]
+        if isinstance(last.get("content"), str):
+            last["content"] = last["content"].rstrip()
     if req.temperature is not None:
         # Anthropic's range is 0..1; OpenAI's is 0..2.
         body["temperature"] = min(req.temperature, 1.0)

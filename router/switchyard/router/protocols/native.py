@@ -175,5 +175,6 @@ class EventEncoder:
                 "cost": cost_json(s.cost, s.saved),
                 "performance": performance_json(s.latency_ms, s.ttft_ms),
                 "cacheHit": s.cache_hit,
-            },
+            }
+            | ({"continuedFrom": s.continued_from} if s.broken else {}),
         )

@@ -433,6 +433,11 @@ class ChunkEncoder:
         if self.relayed:
             return b""  # the provider's [DONE] was relayed
         out = self.chunk({}, self.reason)
+        if self.streaming.broken:
+            # Marked for clients that care; the SDKs keep unknown fields as extras.
+            last = orjson.loads(out[6:])
+            last["switchyard"] = {"continued_from": self.streaming.continued_from}
+            out = data_only(last)
         if self.include_usage:
             out += data_only(self.head | {"choices": [], "usage": usage_json(self.streaming.usage)})
         return out + b"data: [DONE]\n\n"
@@ -474,6 +479,15 @@ def tool_choice(value: str | dict[str, Any] | None) -> Any:
     if isinstance(value, dict):
         return {"type": "function", "function": {"name": value["name"]}}
     return value
+
+
+#: Asked after the answer so far when a stream is continued on a provider whose API has
+#: no way to continue an assistant message.
+CONTINUE_INSTRUCTION = (
+    "Your previous answer was cut off. Continue it exactly where it stopped, as if "
+    "nothing had interrupted it: do not repeat any of it, and add nothing before the "
+    "continuation."
+)
 
 
 def request_body(

@@ -36,7 +36,14 @@ class OpenAIAdapter(HTTPAdapter):
         return wire.error_of(body)
 
     def body(self, req: ChatRequest, model_name: str, max_tokens: int) -> dict[str, Any]:
-        return wire.request_body(req, model_name, max_tokens, self.max_tokens_field)
+        body = wire.request_body(req, model_name, max_tokens, self.max_tokens_field)
+        if req.prefill:
+            self.continue_answer(body)
+        return body
+
+    def continue_answer(self, body: dict[str, Any]) -> None:
+        """OpenAI's API cannot continue an assistant message; it is asked to, in words."""
+        body["messages"].append({"role": "user", "content": wire.CONTINUE_INSTRUCTION})
 
     async def complete(self, req: ChatRequest, model_name: str, max_tokens: int) -> ChatResult:
         return await self.post_json(
@@ -81,6 +88,11 @@ class VLLMAdapter(OpenAIAdapter):
     """vLLM's OpenAI-compatible server (``baseUrl`` ends in ``/v1``)."""
 
     max_tokens_field = "max_tokens"
+
+    def continue_answer(self, body: dict[str, Any]) -> None:
+        """vLLM continues the last assistant message itself, in the chat template."""
+        body["continue_final_message"] = True
+        body["add_generation_prompt"] = False
 
 
 class AzureOpenAIAdapter(OpenAIAdapter):
