@@ -21,7 +21,7 @@ import openai
 import pytest
 from kopf.testing import KopfRunner
 
-from tests.fakes import FakeOpenAI, FakeVLLM
+from tests.fakes import FakeOpenAI, FakeVLLM, Fault
 from tests.kube.controlplane import ControlPlane, User
 from tests.kube.fixtures import KUBE_TEST_TIMEOUT
 from tests.support.servers import free_port
@@ -86,6 +86,13 @@ def bind(cp: ControlPlane, system: str) -> None:
             "clusterrolebinding",
             "switchyard-router-settings",
             "--clusterrole=switchyard-router-settings",
+            "switchyard-router",
+            None,
+        ),
+        (
+            "clusterrolebinding",
+            "switchyard-router-reports",
+            "--clusterrole=switchyard-router-reports",
             "switchyard-router",
             None,
         ),
@@ -433,6 +440,58 @@ def test_a_model_its_provider_does_not_serve_says_so_on_its_own_object(
         "the model to be served",
         lambda: serving(status(cp, namespace, "llmm", "typo")).get("status") == "True",
     )
+
+
+def test_a_model_the_router_takes_out_says_so_on_its_own_object(
+    control_plane: ControlPlane,
+    router: str,
+    namespace: str,
+    fakes: tuple[FakeOpenAI, FakeVLLM],
+) -> None:
+    cp = control_plane
+    vllm = "meta-llama/Llama-3.1-8B-Instruct"
+    assert (
+        apply(
+            cp,
+            namespace,
+            provider("toolless", fakes[1].url, providerType="vllm"),
+            model("llama", "toolless", vllm, supportsFunctionCalling=True),
+        ).returncode
+        == 0
+    )
+    wait_for(
+        "the probe's verdict",
+        lambda: serving(status(cp, namespace, "llmm", "llama")).get("status") == "True",
+    )
+    key = create_api_key(cp, namespace, "tools")
+    client = openai.OpenAI(base_url=f"{router}/v1", api_key=key, max_retries=0)
+    wait_for("the router to serve it", lambda: [m.id for m in client.models.list()] == ["llama"])
+    # The table says it takes tools; the server says otherwise, five times.
+    refusal = "this model does not support tools"
+    fakes[1].push(*[Fault.error(400, message=refusal) for _ in range(5)])
+    for _ in range(5):
+        with pytest.raises(openai.APIStatusError):
+            client.chat.completions.create(
+                model="llama",
+                messages=[{"role": "user", "content": "weather in Paris?"}],
+                tools=[
+                    {
+                        "type": "function",
+                        "function": {"name": "get_weather", "parameters": {"type": "object"}},
+                    }
+                ],
+            )
+    st = wait_for(
+        "the model to be out",
+        lambda: (
+            c
+            if (c := serving(status(cp, namespace, "llmm", "llama"))).get("status") == ("False")
+            else None
+        ),
+    )
+    assert st["reason"] == "ModelFailing" and refusal in st["message"]
+    seen = status(cp, namespace, "llmm", "llama")["router"]
+    assert seen["state"] == "out" and seen["retrySeconds"] > 0
 
 
 def test_a_missing_secret_is_a_condition_not_a_crash(

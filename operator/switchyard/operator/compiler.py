@@ -153,7 +153,13 @@ def compile_state(
         seen[(ns, name, provider)] = obj_name
         sources["models"].append(vkey)
         models.append(
-            {"name": name, "organization": ns, "provider": provider, **_pick(spec, _MODEL_FIELDS)}
+            {
+                "name": name,
+                "organization": ns,
+                "provider": provider,
+                "objectName": obj_name,
+                **_pick(spec, _MODEL_FIELDS),
+            }
         )
         verdicts[vkey] = Verdict(True, "Compiled", f"served as {name!r} by {provider!r}")
     model_names = {(m["organization"], m["name"]) for m in models}

@@ -125,8 +125,11 @@ def model_event(type: str | None, body: kopf.Body, **_: Any) -> None:
         if old is None
         else ((old.spec.get("providerRef") or {}).get("name"), old.spec.get("modelName"))
     )
-    if type != "DELETED" and wanted[0] and wanted != before:
-        # Whether its provider serves it is the probe's to say, now rather than later.
+    seen = (body.get("status") or {}).get("router")
+    seen_before = None if old is None else old.status.get("router")
+    if type != "DELETED" and wanted[0] and (wanted != before or seen != seen_before):
+        # Whether its provider serves it is the probe's to say (with what the routers
+        # saw of it), now rather than at the next interval.
         op.prober.probe_now((key[0], str(wanted[0])))
 
 

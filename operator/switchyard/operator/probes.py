@@ -208,8 +208,17 @@ class Prober:
             name = str(m.spec.get("modelName"))
             if name not in probed:
                 continue
+            seen = m.status.get("router") or {}
             if health == "unhealthy":
                 wanted = (False, "ProviderUnhealthy", f"provider {p.name}: {result.message}")
+            elif seen.get("state") == "out":
+                wanted = (
+                    False,
+                    "ModelFailing",
+                    f"router {seen.get('replica', '?')} took it out at {seen.get('at', '?')} "
+                    f"(tried again after {seen.get('retrySeconds', '?')} s): "
+                    f"{seen.get('message', '')}",
+                )
             elif name in result.missing:
                 wanted = (
                     False,

@@ -19,6 +19,7 @@ from switchyard.router.contract import CacheSettings, RoutingTable
 from switchyard.router.core.accounting import Accountant
 from switchyard.router.core.budgets import BudgetGuard
 from switchyard.router.core.cache import ResponseCache
+from switchyard.router.core.catalog import Route as CatalogRoute
 from switchyard.router.core.gateway import Gateway
 from switchyard.router.core.kept_responses import KeptResponses
 from switchyard.router.core.pipeline import Pipeline
@@ -54,6 +55,7 @@ from switchyard.router.table.source import FileSource, Follower
 
 if TYPE_CHECKING:
     from switchyard.router.kube.client import KubeClient
+    from switchyard.router.kube.model_reports import ModelReports
 
 log = logging.getLogger("switchyard.router")
 
@@ -169,6 +171,7 @@ def create_app(
     follower: Follower
     keys: Follower | None = None
     kube: KubeClient | None = None
+    reports: ModelReports | None = None
     if routing_configmap is None:
         assert config is not None
         follower = FileSource(config, install, on_result, reload_interval)
@@ -176,9 +179,18 @@ def create_app(
         # Only a router that follows a cluster loads a Kubernetes client.
         from switchyard.router.kube.client import KubeClient
         from switchyard.router.kube.config import load as load_kubeconfig
+        from switchyard.router.kube.model_reports import ModelReports
         from switchyard.router.table.api_source import ConfigMapSource, SecretKeySource
 
         kube = services.kube = KubeClient(load_kubeconfig(kubeconfig))
+        reports = ModelReports(kube)
+
+        def on_model(route: CatalogRoute, out: bool, message: str) -> None:
+            cooldown = gateway.require_catalog().settings.breaker.cooldown_seconds
+            m = route.model
+            reports.report(m.organization, m.object_name, out, message, cooldown)
+
+        gateway.verdicts.on_model = on_model
         if routing_configmap is not None:
             ns, name = _namespaced(routing_configmap, "--routing-configmap")
             follower = ConfigMapSource(kube, ns, name, install, on_result)
@@ -213,6 +225,9 @@ def create_app(
             if keys is not None:
                 await keys.stop()
             if kube is not None:
+                gateway.verdicts.on_model = None
+                if reports is not None:
+                    await reports.close()
                 await kube.close()
             await budgets.close()
             await cache.close()

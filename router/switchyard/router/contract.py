@@ -298,6 +298,11 @@ class Model(_Model):
     name: Name
     organization: Organization = "default"
     provider: Name
+    object_name: Name | None = Field(
+        default=None,
+        description="The LLMModel this entry was compiled from (in the organization's "
+        "namespace), where a router reports the model's own failures",
+    )
     model_name: Annotated[str, StringConstraints(min_length=1, max_length=256)]
     display_name: str | None = None
     context_window: int = Field(ge=1, le=100_000_000)

@@ -9,12 +9,18 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 
+from switchyard.router.core.breaker import BreakerState
 from switchyard.router.core.catalog import Route
 from switchyard.router.errors import Attempt, UpstreamError
 from switchyard.router.metrics import Metrics
 
 log = logging.getLogger("switchyard.router")
+
+#: Told when a model is taken out on its provider (True, with why) or serves again
+#: (False): a router that follows a cluster says so on the model's LLMModel.
+ModelWatcher = Callable[[Route, bool, str], None]
 
 
 def _who(route: Route) -> tuple[str, str]:
@@ -27,6 +33,7 @@ class Verdicts:
         self.metrics = metrics
         #: The table's cap on a provider's Retry-After, in seconds.
         self.max_retry_after = 60.0
+        self.on_model: ModelWatcher | None = None
 
     def claim(self, route: Route, tokens: int, attempts: list[Attempt]) -> bool:
         """Take the breaker's permission and ``tokens`` of the rate budget, or say why not."""
@@ -67,7 +74,15 @@ class Verdicts:
         return wait or None
 
     def succeeded(self, route: Route, reserved: int, used: int) -> None:
-        route.model_breaker.record_success()
+        if route.model_breaker.state:
+            route.model_breaker.record_success()
+            log.info(
+                "model %s on provider %s serves again", route.model.model_name, route.provider_key
+            )
+            if self.on_model is not None:
+                self.on_model(route, False, "it answered again")
+        else:
+            route.model_breaker.record_success()
         breaker = route.state.breaker
         if breaker.state:
             breaker.record_success()
@@ -96,14 +111,17 @@ class Verdicts:
         elif exc.scope == "model":
             # The provider answered: it is not to blame. The model is, on its own.
             state.breaker.release()
+            was = route.model_breaker.state
             route.model_breaker.record_failure(time.monotonic())
-            if route.model_breaker.state:
+            if route.model_breaker.state is BreakerState.OPEN and was is not BreakerState.OPEN:
                 log.warning(
                     "model %s on provider %s is out for a while: %s",
                     route.model.model_name,
                     route.provider_key,
                     exc.message,
                 )
+                if self.on_model is not None:
+                    self.on_model(route, True, exc.message)
         else:
             route.model_breaker.release()
             state.breaker.release()
