@@ -2,7 +2,8 @@
 in every way a provider breaks, under a steady open-loop load.
 
     ./dev bench chaos [--rate 100] [--fault-seconds 30] [--recovery-seconds 20]
-                      [--faults refused,http500,...] [--plot docs/img/chaos.png]
+                      [--faults refused,http500,...] [--continue-streams]
+                      [--plot bench-results/chaos.png]
 
 Three faithful fakes (OpenAI as the primary, vLLM, Anthropic) run in a process of
 their own; the router in another, with its default settings but for a 5 s breaker
@@ -102,7 +103,7 @@ def serve_fakes(conn: Connection) -> None:
     os._exit(0)
 
 
-def table(urls: dict[str, str]) -> dict[str, Any]:
+def table(urls: dict[str, str], continue_streams: bool) -> dict[str, Any]:
     key = {"env": "SY_CHAOS_PROVIDER_KEY"}
     common = {
         "name": "chat",
@@ -163,7 +164,10 @@ def table(urls: dict[str, str]) -> dict[str, Any]:
         # The response cache would answer repeats without any provider.
         "cache": {"enabled": False},
         # A short cooldown, so that traffic is back on the primary before the next fault.
-        "routing": {"breaker": {"failureThreshold": 5, "cooldownSeconds": 5}},
+        "routing": {
+            "breaker": {"failureThreshold": 5, "cooldownSeconds": 5},
+            "continueStreams": continue_streams,
+        },
     }
 
 
@@ -176,6 +180,7 @@ class Outcome:
     ok: bool
     provider: str | None
     broke_mid_stream: bool = False
+    continued: bool = False  # broke mid-way, and another provider finished it
     error: str | None = None
 
 
@@ -188,10 +193,13 @@ async def one(session: aiohttp.ClientSession, url: str, stream: bool, i: int, t0
     }
     started = time.perf_counter()
     sent = started - t0
+    got: list[bytes] = []
     try:
         async with session.post(url, json=body) as resp:
             provider = resp.headers.get("x-switchyard-provider")
-            raw = await resp.read()
+            async for block in resp.content.iter_any():
+                got.append(block)
+            raw = b"".join(got)
             latency = time.perf_counter() - started
             if resp.status != 200:
                 return Outcome(sent, latency, stream, False, provider, error=f"HTTP {resp.status}")
@@ -205,12 +213,20 @@ async def one(session: aiohttp.ClientSession, url: str, stream: bool, i: int, t0
                     complete,
                     provider,
                     broke_mid_stream=not complete,
+                    continued='"continued_from"' in text,
                     error=None if complete else "stream broke after its first byte",
                 )
             return Outcome(sent, latency, stream, True, provider)
     except (aiohttp.ClientError, TimeoutError) as exc:
+        # A stream that had sent something broke after its first byte.
         return Outcome(
-            sent, time.perf_counter() - started, stream, False, None, error=type(exc).__name__
+            sent,
+            time.perf_counter() - started,
+            stream,
+            False,
+            None,
+            broke_mid_stream=stream and bool(got),
+            error=type(exc).__name__,
         )
 
 
@@ -358,7 +374,8 @@ def report(phases: list[Phase], rate: float) -> list[dict[str, Any]]:
     )
     head = (
         f"{'fault':<18}{'plain ok':>11}{'+p50':>8}{'+p99':>8}{'streams ok':>12}"
-        f"{'failed<1st':>11}{'broke':>7}{'+p50':>8}{'+p99':>8}{'open at':>9}{'back in':>9}"
+        f"{'failed<1st':>11}{'broke':>7}{'cont.':>7}{'+p50':>8}{'+p99':>8}{'open at':>9}"
+        f"{'back in':>9}"
     )
     print(head)
     print("-" * len(head))
@@ -379,6 +396,7 @@ def report(phases: list[Phase], rate: float) -> list[dict[str, Any]]:
             "streams_ok": len(stream_ok),
             "failed_before_first_byte": sum(not o.ok and not o.broke_mid_stream for o in streams),
             "broke": sum(o.broke_mid_stream for o in streams),
+            "continued": sum(o.continued for o in streams),
             "stream_p50": (pct(stream_ok, 0.5) - s50) * 1000,
             "stream_p99": (pct(stream_ok, 0.99) - s99) * 1000,
             "opened": phase.opened,
@@ -389,13 +407,14 @@ def report(phases: list[Phase], rate: float) -> list[dict[str, Any]]:
             f"{phase.name:<18}{_share(row['plain_ok'], row['plain']):>11}"
             f"{row['plain_p50']:>7.0f} {row['plain_p99']:>7.0f} "
             f"{_share(row['streams_ok'], row['streams']):>11}"
-            f"{row['failed_before_first_byte']:>11}{row['broke']:>7}"
+            f"{row['failed_before_first_byte']:>11}{row['broke']:>7}{row['continued']:>7}"
             f"{row['stream_p50']:>7.0f} {row['stream_p99']:>7.0f} "
             f"{_seconds(phase.opened):>8}{_seconds(phase.returned):>9}"
         )
     print(
         "\n+p50/+p99: ms added to the baseline's, over the requests that succeeded; "
         "failed<1st: streams that failed before their first byte; broke: after it; "
+        "cont.: streams that broke and were finished by another provider; "
         "open at: the primary's breaker first seen open, after the fault began; "
         "back in: the first request the primary served after the fault was lifted."
     )
@@ -468,6 +487,11 @@ def main() -> int:
     ap.add_argument("--recovery-seconds", type=float, default=20.0)
     ap.add_argument("--faults", default=",".join(FAULTS), help="comma-separated, in order")
     ap.add_argument("--plot", type=Path, default=ROOT / "bench-results" / "chaos.png")
+    ap.add_argument(
+        "--continue-streams",
+        action="store_true",
+        help="routing.continueStreams: a stream that breaks mid-way goes on elsewhere",
+    )
     args = ap.parse_args()
     faults = [f for f in args.faults.split(",") if f]
     unknown = [f for f in faults if f not in FAULTS]
@@ -480,7 +504,7 @@ def main() -> int:
     fakes.start()
     urls = parent.recv()
     work = Path(tempfile.mkdtemp(prefix="sy-chaos-"))
-    (work / "table.yaml").write_text(yaml.safe_dump(table(urls)))
+    (work / "table.yaml").write_text(yaml.safe_dump(table(urls, args.continue_streams)))
     port = free_port()
     router = subprocess.Popen(
         [
@@ -506,6 +530,7 @@ def main() -> int:
         print(
             f"chaos: {len(faults)} faults x {args.fault_seconds:g} s, "
             f"{args.recovery_seconds:g} s to recover after each, at {args.rate:g} requests/s"
+            + (", streams continued when they break" if args.continue_streams else "")
         )
         phases, total = asyncio.run(
             driver.run(faults, args.baseline_seconds, args.fault_seconds, args.recovery_seconds)
