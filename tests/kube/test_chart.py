@@ -30,6 +30,8 @@ MATRIX: dict[str, list[str]] = {
         "router.replicas=3",
     ],
     "autoscaled": ["router.autoscaling.enabled=true", "router.podDisruptionBudget.enabled=false"],
+    "replicas sharing a bundled redis": ["router.replicas=3", "redis.enabled=true"],
+    "replicas sharing your redis": ["router.replicas=3", "sharedState.existingSecret=my-redis"],
     "in-cluster models": [
         "ollama.enabled=true",
         "vllm.enabled=true",
@@ -198,6 +200,24 @@ def test_the_rendered_router_is_what_was_asked(control_plane: ControlPlane) -> N
         r for r in roles["sy-switchyard-router"]["rules"] if "secrets" in r["resources"]
     )
     assert secrets_rule["resourceNames"] == ["switchyard-provider-keys"]
+    assert not any(e["name"] == "SWITCHYARD_REDIS_URL" for e in container["env"])
+
+
+def test_replicas_share_state_through_the_bundled_redis(control_plane: ControlPlane) -> None:
+    rendered = helm(
+        control_plane, "template", "sy", str(CHART), *_sets(["redis.enabled=true"])
+    ).stdout
+    docs = [d for d in yaml.safe_load_all(rendered) if d]
+    router = next(
+        d for d in docs if d["kind"] == "Deployment" and "router" in d["metadata"]["name"]
+    )
+    env = {e["name"]: e for e in router["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["SWITCHYARD_REDIS_URL"]["value"] == "redis://sy-switchyard-redis:6379/0"
+    service = next(
+        d for d in docs if d["kind"] == "Service" and d["metadata"]["name"].endswith("redis")
+    )
+    assert service["metadata"]["name"] == "sy-switchyard-redis"
+    assert service["spec"]["ports"][0]["port"] == 6379
 
 
 @pytest.mark.parametrize(
@@ -206,6 +226,7 @@ def test_the_rendered_router_is_what_was_asked(control_plane: ControlPlane) -> N
         (["postgresql.enabled=false"], "holds for one replica only"),
         (["postgresql.enabled=false", "router.autoscaling.enabled=true"], "one replica only"),
         (["database.existingSecret=db"], "not both"),
+        (["redis.enabled=true", "sharedState.existingSecret=r"], "not both"),
         (["router.replicas=0"], "minimum"),
         (["router.limits.maxHeaderBytes=100"], "minimum"),
         (["router.limits.headerTimeoutSeconds=0"], "exclusiveMinimum"),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from switchyard.router.core.verdicts import Verdicts
@@ -23,9 +24,9 @@ def test_a_watcher_hears_of_each_change_once() -> None:
     assert cannot.scope == "model"
     attempts: list[Any] = []
     for _ in range(2):
-        assert verdicts.claim(route, 10, attempts)
+        assert asyncio.run(verdicts.claim(route, 10, attempts))
         verdicts.failed(route, cannot, attempts, 10)
-    assert not verdicts.claim(route, 10, attempts)  # out, on its own
+    assert not asyncio.run(verdicts.claim(route, 10, attempts))  # out, on its own
     assert heard == [("llama", True, cannot.message)]
     verdicts.succeeded(route, 10, 5)
     verdicts.succeeded(route, 10, 5)

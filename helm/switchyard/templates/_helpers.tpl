@@ -59,6 +59,10 @@ imagePullSecrets:
 {{- if .Values.database.existingSecret }}{{ .Values.database.existingSecretKey }}{{ else }}url{{ end -}}
 {{- end }}
 
+{{- define "switchyard.redisUrl" -}}
+{{- if .Values.redis.enabled }}redis://{{ include "switchyard.fullname" . }}-redis:6379/0{{ end -}}
+{{- end }}
+
 {{/* The hardened security context of Switchyard's own containers. */}}
 {{- define "switchyard.containerSecurityContext" -}}
 allowPrivilegeEscalation: false

@@ -56,6 +56,7 @@ from switchyard.router.table.source import FileSource, Follower
 if TYPE_CHECKING:
     from switchyard.router.kube.client import KubeClient
     from switchyard.router.kube.model_reports import ModelReports
+    from switchyard.router.storage.shared_state import SharedState
 
 log = logging.getLogger("switchyard.router")
 
@@ -117,6 +118,7 @@ def create_app(
     sqlite_path: str | Path = "switchyard.db",
     spool_path: str | Path | None = None,
     record_usage: bool = True,
+    redis_url: str | None = None,
 ) -> Starlette:
     """An app serving a routing table; raises ConfigError if a table file is bad.
 
@@ -125,7 +127,8 @@ def create_app(
     the API). Provider keys the operator publishes come from a mounted
     directory or from a Secret watched through the API. Usage, the response
     cache and budgets live in PostgreSQL when ``database_url`` is given, else
-    in the SQLite file at ``sqlite_path``.
+    in the SQLite file at ``sqlite_path``. With ``redis_url``, providers' rate budgets
+    and breaker news are shared with every other router using the same Redis.
     """
     if (config is None) == (routing_configmap is None):
         raise ValueError("give exactly one of a table file (--config) or --routing-configmap")
@@ -144,6 +147,14 @@ def create_app(
         catalog = gateway.catalog
         return catalog is not None and name in catalog.org(organization).by_name
 
+    shared: SharedState | None = None
+    if redis_url:
+        from switchyard.router.storage.shared_state import SharedState
+
+        shared = SharedState(
+            redis_url, metrics, lambda news: gateway.verdicts.news(gateway.states, news)
+        )
+        gateway.verdicts.shared = shared
     accountant = Accountant(metrics, known_model, recorder if record_usage else None, budgets)
     pipeline = Pipeline(gateway, accountant, cache, budgets)
     services = Services(
@@ -214,6 +225,8 @@ def create_app(
         cache.start()
         kept.start()
         budgets.start()
+        if shared is not None:
+            await shared.start()
         if keys is not None:
             await keys.start()
         await follower.start()
@@ -229,6 +242,8 @@ def create_app(
                 if reports is not None:
                     await reports.close()
                 await kube.close()
+            if shared is not None:
+                await shared.close()
             await budgets.close()
             await cache.close()
             await kept.close()

@@ -51,6 +51,7 @@ def cmd_router(args: argparse.Namespace) -> int:
             sqlite_path=Path(args.state_dir).expanduser() / "switchyard.db",
             spool_path=Path(args.state_dir).expanduser() / "usage-spool.jsonl",
             record_usage=not args.no_usage,
+            redis_url=args.redis_url,
         )
     except (ConfigError, ValueError) as exc:
         print(f"switchyard: the routing table is invalid: {exc}", file=sys.stderr)
@@ -192,6 +193,13 @@ def _storage_args(p: argparse.ArgumentParser) -> None:
         default=os.environ.get("SWITCHYARD_DATABASE_URL"),
         help="PostgreSQL URL for usage, cache and budgets (env SWITCHYARD_DATABASE_URL); "
         "without it, an SQLite file in --state-dir",
+    )
+    p.add_argument(
+        "--redis-url",
+        default=os.environ.get("SWITCHYARD_REDIS_URL"),
+        help="Redis URL (redis://host:6379/0) to share providers' rate budgets and breakers "
+        "with every other router using it (env SWITCHYARD_REDIS_URL); without it, each "
+        "router process keeps its own",
     )
     p.add_argument(
         "--state-dir",

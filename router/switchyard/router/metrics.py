@@ -65,6 +65,12 @@ class Metrics:
             ["organization", "provider", "error"],
             registry=r,
         )
+        self.shared_state_up = Gauge(
+            "switchyard_shared_state_up",
+            "1 while the shared state (Redis: rate budgets, breaker news) is reachable; "
+            "0 while the router serves on its own process's state.",
+            registry=r,
+        )
         self.stalls = Counter(
             "switchyard_stalls",
             "Calls that outlived their route's stall deadline (a few times its recent "

@@ -94,6 +94,16 @@ class CircuitBreaker:
             self.state = BreakerState.OPEN
             self._opened_at = now
 
+    def force_open(self, now: float) -> None:
+        """Another replica's breaker for this provider opened: open this one too."""
+        self.state = BreakerState.OPEN
+        self._opened_at = now
+        self._trial_in_flight = False
+
+    def hold(self, until: float) -> None:
+        """Another replica was told to wait (Retry-After): wait as well."""
+        self._resume_at = max(self._resume_at, until)
+
     def release(self) -> None:
         """Give back a claimed trial that was never sent (e.g. rate-limited locally)."""
         self._trial_in_flight = False

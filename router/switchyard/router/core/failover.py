@@ -134,7 +134,7 @@ class Failover(Generic[T]):
             self._next += 1
             max_tokens = self.plan.max_tokens(self.req, route)
             reserved = self.plan.prompt_tokens + max_tokens
-            if not self.verdicts.claim(route, reserved, self.attempts):
+            if not await self.verdicts.claim(route, reserved, self.attempts):
                 continue
             deadline = None
             if self._next < len(routes):

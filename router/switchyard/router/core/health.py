@@ -57,13 +57,13 @@ class ProviderStates:
                 if state is None:
                     state = ProviderState(
                         breaker=CircuitBreaker(b.failure_threshold, b.cooldown_seconds),
-                        limiter=RateLimiter(limits[0], limits[1], now),
+                        limiter=RateLimiter(limits[0], limits[1], now, key),
                         limits=limits,
                     )
                 else:
                     state.breaker.configure(b.failure_threshold, b.cooldown_seconds)
                     if state.limits != limits:
-                        state.limiter = RateLimiter(limits[0], limits[1], now)
+                        state.limiter = RateLimiter(limits[0], limits[1], now, key)
                         state.limits = limits
                 state.key_problem = key_problems.get(key)
                 keep[key] = state

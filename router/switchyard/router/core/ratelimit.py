@@ -1,11 +1,15 @@
-"""Per-provider requests/minute and tokens/minute budgets, in this process.
+"""Per-provider requests/minute and tokens/minute budgets.
 
 Token buckets that refill continuously. A provider without budget is skipped,
 never waited on. Tokens are reserved from an estimate before a call and
-reconciled with the real usage after it.
+reconciled with the real usage after it. With shared state (``storage.shared_state``)
+the same budgets live in Redis, one for all replicas (``cells``); these buckets are
+then what a replica falls back on while Redis is away.
 """
 
 from __future__ import annotations
+
+from switchyard.router.storage.shared_state import Cell
 
 
 class Bucket:
@@ -50,11 +54,14 @@ class Bucket:
 
 
 class RateLimiter:
-    __slots__ = ("requests", "tokens")
+    __slots__ = ("request_cell", "requests", "token_cell", "tokens")
 
-    def __init__(self, rpm: int | None, tpm: int | None, now: float) -> None:
+    def __init__(self, rpm: int | None, tpm: int | None, now: float, key: str = "") -> None:
         self.requests = Bucket(rpm, now) if rpm else None
         self.tokens = Bucket(tpm, now) if tpm else None
+        #: The same budgets, shared by every replica (when the router has shared state).
+        self.request_cell = Cell(f"{key}:rpm", rpm) if rpm else None
+        self.token_cell = Cell(f"{key}:tpm", tpm) if tpm else None
 
     def has_budget(self, tokens: int, now: float) -> bool:
         if self.requests is not None and not self.requests.has(1, now):

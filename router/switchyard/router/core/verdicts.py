@@ -10,11 +10,15 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from typing import Any
 
 from switchyard.router.core.breaker import BreakerState
 from switchyard.router.core.catalog import Route
+from switchyard.router.core.health import ProviderStates
+from switchyard.router.core.ratelimit import RateLimiter
 from switchyard.router.errors import Attempt, UpstreamError
 from switchyard.router.metrics import Metrics
+from switchyard.router.storage.shared_state import Cell, SharedState
 
 log = logging.getLogger("switchyard.router")
 
@@ -34,8 +38,10 @@ class Verdicts:
         #: The table's cap on a provider's Retry-After, in seconds.
         self.max_retry_after = 60.0
         self.on_model: ModelWatcher | None = None
+        #: Budgets and breaker news shared by every replica (None: this process alone).
+        self.shared: SharedState | None = None
 
-    def claim(self, route: Route, tokens: int, attempts: list[Attempt]) -> bool:
+    async def claim(self, route: Route, tokens: int, attempts: list[Attempt]) -> bool:
         """Take the breaker's permission and ``tokens`` of the rate budget, or say why not."""
         state = route.state
         now = time.monotonic()
@@ -56,7 +62,14 @@ class Verdicts:
                 Attempt(route.provider.name, route.name, "circuit_open", None, "breaker is open")
             )
             return False
-        if not state.limiter.try_acquire(tokens, now):
+        limiter = state.limiter
+        shared = self.shared
+        taken = None
+        if shared is not None and shared.connected:
+            taken = await self._take_shared(limiter, tokens)
+        if taken is None:  # no shared state: this process's own budget
+            taken = limiter.try_acquire(tokens, now)
+        if not taken:
             route.model_breaker.release()
             state.breaker.release()
             attempts.append(
@@ -64,6 +77,24 @@ class Verdicts:
             )
             return False
         return True
+
+    async def _take_shared(self, limiter: RateLimiter, tokens: int) -> bool | None:
+        """Both budgets from the replicas' shared cells: None when Redis cannot say."""
+        shared = self.shared
+        if shared is None or not shared.connected:
+            return None
+        cells: list[Cell] = []
+        amounts: list[float] = []
+        if limiter.request_cell is not None:
+            cells.append(limiter.request_cell)
+            amounts.append(1)
+        if limiter.token_cell is not None:
+            cells.append(limiter.token_cell)
+            amounts.append(tokens)
+        if not cells:
+            return None
+        wait = await shared.take(cells, amounts)
+        return None if wait is None else wait == 0.0
 
     @staticmethod
     def ready_in(routes: list[Route]) -> float | None:
@@ -87,9 +118,11 @@ class Verdicts:
         if breaker.state:
             breaker.record_success()
             self.metrics.breaker_state.labels(*_who(route)).set(0)
+            if self.shared is not None:
+                self.shared.publish({"provider": route.provider_key, "closed": True})
         else:
             breaker.record_success()
-        route.state.limiter.reconcile(reserved, used)
+        self._reconcile(route, reserved, used)
 
     def failed(
         self,
@@ -106,8 +139,15 @@ class Verdicts:
             retry_after = exc.retry_after
             if retry_after is not None:
                 retry_after = min(retry_after, self.max_retry_after)
+            was = state.breaker.state
             state.breaker.record_failure(time.monotonic(), retry_after)
             self.metrics.breaker_state.labels(*_who(route)).set(int(state.breaker.state))
+            opened = state.breaker.state is BreakerState.OPEN and was is not BreakerState.OPEN
+            if self.shared is not None and (opened or retry_after):
+                # The other replicas hold the provider back too.
+                self.shared.publish(
+                    {"provider": route.provider_key, "open": opened, "resume_in": retry_after}
+                )
         elif exc.scope == "model":
             # The provider answered: it is not to blame. The model is, on its own.
             state.breaker.release()
@@ -125,15 +165,42 @@ class Verdicts:
         else:
             route.model_breaker.release()
             state.breaker.release()
-        state.limiter.reconcile(reserved, used)
+        self._reconcile(route, reserved, used)
         self.metrics.upstream_errors.labels(*_who(route), exc.code).inc()
         attempts.append(
             Attempt(route.provider.name, route.name, exc.code, exc.upstream_status, exc.message)
         )
         log.info("provider %s failed: %s", route.provider_key, exc.detail)
 
+    def news(self, states: ProviderStates, news: dict[str, Any]) -> None:
+        """Another replica's breaker opened or closed, or its provider asked to wait."""
+        try:
+            state = states.get(str(news["provider"]))
+        except KeyError:
+            return  # a provider this replica's table does not hold (yet)
+        now = time.monotonic()
+        breaker = state.breaker
+        if news.get("open") and breaker.state is not BreakerState.OPEN:
+            breaker.force_open(now)
+        resume_in = news.get("resume_in")
+        if isinstance(resume_in, (int, float)) and resume_in > 0:
+            breaker.hold(now + min(float(resume_in), self.max_retry_after))
+        if news.get("closed") and breaker.state:
+            breaker.record_success()
+        organization, _, name = str(news["provider"]).partition("/")
+        self.metrics.breaker_state.labels(organization, name).set(int(breaker.state))
+
+    def _reconcile(self, route: Route, reserved: int, used: int) -> None:
+        limiter = route.state.limiter
+        shared = self.shared
+        cell = limiter.token_cell
+        if shared is not None and shared.connected and cell is not None:
+            shared.give(cell, reserved - used)
+        else:
+            limiter.reconcile(reserved, used)
+
     def abandoned(self, route: Route, reserved: int, used: int = 0) -> None:
         """The caller left (or was cancelled): no verdict on the provider."""
         route.model_breaker.release()
         route.state.breaker.release()
-        route.state.limiter.reconcile(reserved, used)
+        self._reconcile(route, reserved, used)

@@ -1,0 +1,234 @@
+"""Three router processes, one Redis, one PostgreSQL: one truth about providers.
+
+Before shared state, each router process kept its own rate budgets and breakers: N
+replicas sent N times a provider's limit, and each rediscovered an outage on its own.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.fakes import Fault
+from tests.integration.conftest import Fakes, fresh_database
+from tests.support.postgres import PostgresServer
+from tests.support.redis import RedisServer
+from tests.support.servers import free_port, write_table
+from tests.support.tables import KEY, model, provider, table
+
+AUTH = {"Authorization": f"Bearer {KEY}"}
+
+
+@pytest.fixture
+def redis() -> Iterator[RedisServer]:
+    server = RedisServer().start()
+    yield server
+    server.stop()
+
+
+class RouterProcess:
+    """``switchyard router`` in a process of its own, as a replica runs."""
+
+    def __init__(self, table_path: Path, state: Path, redis_url: str, database_url: str) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        state.mkdir(parents=True, exist_ok=True)
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "switchyard.cli",
+                "router",
+                "--config",
+                str(table_path),
+                "--port",
+                str(self.port),
+                "--redis-url",
+                redis_url,
+                "--database-url",
+                database_url,
+                "--state-dir",
+                str(state),
+                "--log-level",
+                "warning",
+            ],
+            env=dict(os.environ),
+        )
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            if self.proc.poll() is not None:
+                raise RuntimeError("the router exited at start")
+            time.sleep(0.05)
+        raise RuntimeError("the router did not start")
+
+    def shared_up(self) -> bool:
+        text = httpx.get(f"{self.url}/metrics", timeout=2).text
+        return "switchyard_shared_state_up 1.0" in text
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(15)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
+@pytest.fixture
+def replicas(tmp_path: Path, redis: RedisServer, postgres: PostgresServer) -> Iterator[Any]:
+    started: list[RouterProcess] = []
+
+    def start(doc: dict[str, Any], n: int = 3) -> list[RouterProcess]:
+        path = tmp_path / "table.yaml"
+        write_table(path, doc)
+        database_url = fresh_database(postgres)
+        for i in range(n):
+            started.append(RouterProcess(path, tmp_path / f"r{i}", redis.url, database_url))
+        return started
+
+    yield start
+    for r in started:
+        r.stop()
+
+
+def ask(url: str, timeout: float = 10) -> httpx.Response:
+    return httpx.post(
+        f"{url}/v1/chat/completions",
+        headers=AUTH,
+        json={"model": "chat", "messages": [{"role": "user", "content": "hello"}]},
+        timeout=timeout,
+    )
+
+
+def load(routers: list[RouterProcess], seconds: float, clients: int, pause: float) -> Counter[int]:
+    """Many clients, round robin over the replicas, for ``seconds``: status counts."""
+    statuses: Counter[int] = Counter()
+    lock = threading.Lock()
+    end = time.monotonic() + seconds
+
+    def client(i: int) -> None:
+        n = i
+        with httpx.Client(headers=AUTH, timeout=10) as http:
+            while time.monotonic() < end:
+                r = http.post(
+                    f"{routers[n % len(routers)].url}/v1/chat/completions",
+                    json={"model": "chat", "messages": [{"role": "user", "content": "hi"}]},
+                )
+                with lock:
+                    statuses[r.status_code] += 1
+                n += 1
+                time.sleep(pause)
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return statuses
+
+
+@pytest.mark.timeout(240)
+def test_three_replicas_keep_one_rate_limit(fakes: Fakes, replicas: Any) -> None:
+    limited = provider(
+        "primary",
+        "openai",
+        fakes.openai.url,
+        key_env="SY_TEST_OPENAI_KEY",
+        rateLimits={"requestsPerMinute": 100},
+    )
+    routers = replicas(table([limited], [model("chat", "primary", "gpt-4o-mini")]))
+    before = fakes.openai.completions
+    seconds = 120.0
+    statuses = load(routers, seconds, clients=6, pause=0.1)
+    sent = fakes.openai.completions - before
+    # One process's budget of 100 a minute, full at the start, admits 100 + 100 a minute:
+    # three replicas together must admit the same, not three times it.
+    allowed = 100 + 100 * seconds / 60
+    print(
+        f"three replicas sent {sent} requests in {seconds:g} s; one process's budget: {allowed:g}"
+    )
+    assert statuses[200] == sent
+    assert 0.95 * allowed <= sent <= allowed + 1, (sent, statuses)
+    assert statuses[503] > 1000  # the rest were refused, not sent
+
+
+def test_a_breaker_one_replica_opens_is_seen_by_the_others_within_a_second(
+    fakes: Fakes, replicas: Any
+) -> None:
+    doc = table(
+        [
+            provider(
+                "primary", "openai", fakes.openai.url, key_env="SY_TEST_OPENAI_KEY", priority=1
+            ),
+            provider("backup", "vllm", fakes.vllm.url, priority=2),
+        ],
+        [
+            model("chat", "primary", "gpt-4o-mini"),
+            model("chat", "backup", "meta-llama/Llama-3.1-8B-Instruct"),
+        ],
+        routing={"breaker": {"failureThreshold": 2, "cooldownSeconds": 60}},
+    )
+    a, b, c = replicas(doc)
+    fakes.openai.push(Fault.error(500), Fault.error(500))
+    for _ in range(2):
+        assert ask(a.url).headers["x-switchyard-provider"] == "backup"
+    opened = time.monotonic()
+
+    def state(r: RouterProcess) -> str:
+        listing = httpx.get(f"{r.url}/api/v1/llm/providers", headers=AUTH).json()["providers"]
+        return str({p["name"]: p for p in listing}["primary"]["circuitBreaker"])
+
+    seen: dict[int, float] = {}
+    while len(seen) < 2 and time.monotonic() - opened < 5:
+        for r in (b, c):
+            if r.port not in seen and state(r) == "open":
+                seen[r.port] = time.monotonic() - opened
+        time.sleep(0.02)
+    assert len(seen) == 2 and max(seen.values()) < 1.0, seen
+    before = fakes.openai.completions
+    assert ask(b.url).headers["x-switchyard-provider"] == "backup"
+    assert fakes.openai.completions == before  # b never tried the broken provider
+
+
+def test_redis_killed_and_restarted_mid_load_fails_no_request(
+    fakes: Fakes, replicas: Any, redis: RedisServer
+) -> None:
+    limited = provider(
+        "primary",
+        "openai",
+        fakes.openai.url,
+        key_env="SY_TEST_OPENAI_KEY",
+        rateLimits={"requestsPerMinute": 1_000_000},
+    )
+    routers = replicas(table([limited], [model("chat", "primary", "gpt-4o-mini")]))
+    assert all(r.shared_up() for r in routers)
+    result: list[Counter[int]] = []
+    loader = threading.Thread(target=lambda: result.append(load(routers, 8, 4, 0.01)))
+    loader.start()
+    time.sleep(2)
+    redis.kill()
+    time.sleep(2)
+    assert not any(r.shared_up() for r in routers)  # they noticed, and served on
+    redis.start()
+    loader.join()
+    statuses = result[0]
+    assert set(statuses) == {200}, statuses
+    assert statuses[200] > 100
+    deadline = time.monotonic() + 10
+    while not all(r.shared_up() for r in routers):
+        assert time.monotonic() < deadline, "the replicas did not rejoin the shared state"
+        time.sleep(0.1)
