@@ -25,6 +25,9 @@ from typing import Any
 
 import orjson
 from redis import asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, RedisError
 
 from switchyard.router.metrics import Metrics
@@ -104,8 +107,14 @@ class SharedState:
         self.connected = False
         #: This process, so that its own news is not applied twice.
         self.origin = f"{time.time_ns():x}-{id(self):x}"
+        # A pooled connection that died with a restarted server is retried once on a new
+        # one; a server that does not answer is not waited for twice.
         self._redis = aioredis.from_url(
-            url, socket_timeout=timeout, socket_connect_timeout=timeout, retry_on_timeout=False
+            url,
+            socket_timeout=timeout,
+            socket_connect_timeout=timeout,
+            retry=Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)),
+            retry_on_error=[RedisConnectionError],
         )
         # Subscribed connections wait for news as long as it takes.
         self._news = aioredis.from_url(url, socket_connect_timeout=timeout)
