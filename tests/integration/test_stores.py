@@ -9,8 +9,10 @@ from pathlib import Path
 
 import psycopg
 
+from switchyard.router.core.retention import UsageRetention
 from switchyard.router.storage.base import CacheEntry, Store
 from switchyard.router.storage.factory import make_store
+from switchyard.router.storage.records import UsageRecord, new_id
 from tests.integration.conftest import fresh_database
 from tests.support.postgres import PostgresServer
 
@@ -51,3 +53,59 @@ def test_expired_cache_entries_are_purged(postgres: PostgresServer, tmp_path: Pa
         make_store(None, tmp_path / "db.sqlite"),
     ):
         assert asyncio.run(_purge(store)) == (1, True, True), store.kind
+
+
+def _record(org: str, at: datetime) -> UsageRecord:
+    return UsageRecord(
+        id=new_id(),
+        organization=org,
+        api_key="k",
+        api="openai",
+        provider="p",
+        model="m",
+        task_type=None,
+        prompt_tokens=10,
+        completion_tokens=5,
+        input_cost=Decimal("0.001"),
+        output_cost=Decimal("0.002"),
+        saved_cost=Decimal(0),
+        latency_ms=20.0,
+        ttft_ms=None,
+        status="ok",
+        http_status=200,
+        error_class=None,
+        cache_hit=False,
+        stream=False,
+        requested_at=at,
+        completed_at=at,
+    )
+
+
+async def _retain(store: Store) -> tuple[int, int, int, int]:
+    await store.open()
+    now = datetime.now(UTC)
+    old = [_record(org, now - timedelta(days=100, hours=i)) for i in range(7) for org in "ab"]
+    new = [_record(org, now - timedelta(days=1)) for org in "ab"]
+    await store.write_usage(old + new)
+    purged = await store.usage_purge(now - timedelta(days=90), batch=3)  # 3 + 3 + 1 per org
+    left = await store.usage_records("a", now - timedelta(days=400), now)
+    # The report still counts the purged days: it reads the daily rollups.
+    _, total = await store.usage_report(
+        "a",
+        datetime.combine((now - timedelta(days=200)).date(), datetime.min.time(), UTC),
+        datetime.combine(now.date(), datetime.min.time(), UTC),
+        "day",
+    )
+    again = await UsageRetention(store, days=90).purge()
+    await store.close()
+    return purged, len(left), total.requests, again
+
+
+def test_old_usage_records_are_deleted_and_reports_keep_their_days(
+    postgres: PostgresServer, tmp_path: Path
+) -> None:
+    for store in (
+        make_store(fresh_database(postgres), "unused"),
+        make_store(None, tmp_path / "usage.sqlite"),
+    ):
+        assert asyncio.run(_retain(store)) == (14, 1, 8, 0), store.kind

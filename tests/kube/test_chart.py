@@ -165,6 +165,7 @@ def test_the_rendered_router_is_what_was_asked(control_plane: ControlPlane) -> N
                         "global.imageRegistry=mirror.example:5000",
                         "router.replicas=3",
                         "router.limits.headerTimeoutSeconds=3",
+                        "router.usageRecordDays=90",
                     ]
                 ),
             ).stdout
@@ -183,6 +184,7 @@ def test_the_rendered_router_is_what_was_asked(control_plane: ControlPlane) -> N
         "--max-header-bytes=16384",
         "--header-timeout=3",
         "--body-timeout=60",
+        "--usage-record-days=90",
     } <= set(container["args"])
     assert container["securityContext"]["readOnlyRootFilesystem"] is True
     assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"

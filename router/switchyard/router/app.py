@@ -23,6 +23,7 @@ from switchyard.router.core.catalog import Route as CatalogRoute
 from switchyard.router.core.gateway import Gateway
 from switchyard.router.core.kept_responses import KeptResponses
 from switchyard.router.core.pipeline import Pipeline
+from switchyard.router.core.retention import UsageRetention
 from switchyard.router.errors import (
     BadRequest,
     ClientDisconnected,
@@ -119,6 +120,7 @@ def create_app(
     spool_path: str | Path | None = None,
     record_usage: bool = True,
     redis_url: str | None = None,
+    usage_record_days: int = 0,
 ) -> Starlette:
     """An app serving a routing table; raises ConfigError if a table file is bad.
 
@@ -142,6 +144,7 @@ def create_app(
     )
     cache = ResponseCache(store, CacheSettings())
     kept = KeptResponses(store)
+    retention = UsageRetention(store, usage_record_days)
 
     def known_model(organization: str, name: str) -> bool:
         catalog = gateway.catalog
@@ -224,6 +227,7 @@ def create_app(
         recorder.start()
         cache.start()
         kept.start()
+        retention.start()
         budgets.start()
         if shared is not None:
             await shared.start()
@@ -247,6 +251,7 @@ def create_app(
             await budgets.close()
             await cache.close()
             await kept.close()
+            await retention.close()
             await recorder.close()
             if opening is not None:
                 opening.cancel()

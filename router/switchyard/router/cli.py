@@ -52,6 +52,7 @@ def cmd_router(args: argparse.Namespace) -> int:
             spool_path=Path(args.state_dir).expanduser() / "usage-spool.jsonl",
             record_usage=not args.no_usage,
             redis_url=args.redis_url,
+            usage_record_days=args.usage_record_days,
         )
     except (ConfigError, ValueError) as exc:
         print(f"switchyard: the routing table is invalid: {exc}", file=sys.stderr)
@@ -193,6 +194,14 @@ def _storage_args(p: argparse.ArgumentParser) -> None:
         default=os.environ.get("SWITCHYARD_DATABASE_URL"),
         help="PostgreSQL URL for usage, cache and budgets (env SWITCHYARD_DATABASE_URL); "
         "without it, an SQLite file in --state-dir",
+    )
+    p.add_argument(
+        "--usage-record-days",
+        type=int,
+        default=int(os.environ.get("SWITCHYARD_USAGE_RECORD_DAYS", "0")),
+        help="delete usage records older than this many days, hourly (env "
+        "SWITCHYARD_USAGE_RECORD_DAYS; 0, the default: keep them all); reports and budgets "
+        "read daily rollups, which stay",
     )
     p.add_argument(
         "--redis-url",

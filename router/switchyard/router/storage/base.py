@@ -102,6 +102,13 @@ class Store(abc.ABC):
         """Records requested in [start, end)."""
 
     @abc.abstractmethod
+    async def usage_purge(self, before: datetime, batch: int = 5000) -> int:
+        """Delete the records requested before ``before``, ``batch`` at a time (each its
+        own short transaction), organization by organization along the index every query
+        uses. The daily rollups and spend counters stay: reports keep every whole day.
+        Returns how many went."""
+
+    @abc.abstractmethod
     async def cache_get(self, key: str, now: datetime) -> CacheEntry | None: ...
 
     @abc.abstractmethod

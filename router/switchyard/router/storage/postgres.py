@@ -333,6 +333,25 @@ class PostgresStore(Store):
             return None
         return StoredResponse(id, organization, row[0], row[1], row[2], row[3])
 
+    async def usage_purge(self, before: datetime, batch: int = 5000) -> int:
+        async with self.pool.connection() as conn:
+            cur = await conn.execute("SELECT DISTINCT organization FROM llm_usage_daily")
+            orgs = [r[0] for r in await cur.fetchall()]
+        purged = 0
+        for org in orgs:
+            while True:
+                async with self.pool.connection() as conn:
+                    cur = await conn.execute(
+                        "DELETE FROM llm_requests WHERE id IN (SELECT id FROM llm_requests "
+                        "WHERE organization = %s AND requested_at < %s LIMIT %s)",
+                        (org, before, batch),
+                    )
+                    n = cur.rowcount
+                purged += n
+                if n < batch:
+                    break
+        return purged
+
     async def response_delete(self, organization: str, id: str) -> bool:
         async with self.pool.connection() as conn:
             cur = await conn.execute(

@@ -261,6 +261,29 @@ class SQLiteStore(Store):
 
         return await self._run(read)
 
+    async def usage_purge(self, before: datetime, batch: int = 5000) -> int:
+        orgs = await self._run(
+            lambda conn: [
+                r[0] for r in conn.execute("SELECT DISTINCT organization FROM llm_usage_daily")
+            ]
+        )
+        purged = 0
+        for org in orgs:
+            while True:
+
+                def delete(conn: sqlite3.Connection, org: str = org) -> int:
+                    return conn.execute(
+                        "DELETE FROM llm_requests WHERE id IN (SELECT id FROM llm_requests "
+                        "WHERE organization = ? AND requested_at < ? LIMIT ?)",
+                        (org, ts(before), batch),
+                    ).rowcount
+
+                n = await self._run(delete)
+                purged += n
+                if n < batch:
+                    break
+        return purged
+
     @staticmethod
     def _add_rollup(conn: sqlite3.Connection, x: Rollup) -> None:
         row = conn.execute(
