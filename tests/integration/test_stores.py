@@ -13,6 +13,7 @@ from switchyard.router.core.retention import UsageRetention
 from switchyard.router.storage.base import CacheEntry, Store
 from switchyard.router.storage.factory import make_store
 from switchyard.router.storage.records import UsageRecord, new_id
+from switchyard.router.storage.rollup import Rollup, rollups_of
 from tests.integration.conftest import fresh_database
 from tests.support.postgres import PostgresServer
 
@@ -109,3 +110,54 @@ def test_old_usage_records_are_deleted_and_reports_keep_their_days(
         make_store(None, tmp_path / "usage.sqlite"),
     ):
         assert asyncio.run(_retain(store)) == (14, 1, 8, 0), store.kind
+
+
+async def _partial(store: Store) -> None:
+    await store.open()
+    now = datetime.now(UTC).replace(hour=12)
+    records = []
+    for i in range(300):
+        r = _record("o", now - timedelta(minutes=i))
+        records.append(
+            r._replace(
+                latency_ms=None if i % 17 == 0 else [0.05, 3.0, 250.0, 9000.0, 700_000.0][i % 5],
+                status="error" if i % 7 == 0 else "ok",
+                cache_hit=i % 3 == 0,
+                task_type=None if i % 2 else "chat",
+                model=f"m{i % 4}",
+                input_cost=Decimal(i) / 1000,
+            )
+        )
+    await store.write_usage(records)
+    lo, hi = now - timedelta(hours=6), now
+    by_sql = await store.usage_partial("o", lo, hi)
+    by_python = rollups_of(await store.usage_records("o", lo, hi))
+    await store.close()
+
+    def as_dict(rollups: list[Rollup]) -> dict[object, tuple[object, ...]]:
+        return {
+            r.key: (
+                r.requests,
+                r.errors,
+                r.cache_hits,
+                r.prompt_tokens,
+                r.completion_tokens,
+                r.cost,
+                r.saved_cost,
+                tuple(r.hist),
+            )
+            for r in rollups
+        }
+
+    assert as_dict(by_sql) == as_dict(by_python)
+    assert sum(r.requests for r in by_sql) == 300 - 1  # the 6 h range ends before the last
+
+
+def test_a_partial_day_is_summed_by_the_database_as_rollups_of_its_records(
+    postgres: PostgresServer, tmp_path: Path
+) -> None:
+    for store in (
+        make_store(fresh_database(postgres), "unused"),
+        make_store(None, tmp_path / "partial.sqlite"),
+    ):
+        asyncio.run(_partial(store))

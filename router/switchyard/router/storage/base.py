@@ -87,9 +87,16 @@ class Store(abc.ABC):
         first, last, edges = split_days(start, end)
         rollups = await self.usage_rollups(organization, first, last) if first < last else []
         for lo, hi in edges:
-            records = await self.usage_records(organization, lo, hi)
-            rollups += await asyncio.to_thread(rollups_of, records)  # maybe a day's worth
+            rollups += await self.usage_partial(organization, lo, hi)
         return report(rollups, group_by)
+
+    async def usage_partial(
+        self, organization: str, start: datetime, end: datetime
+    ) -> list[Rollup]:
+        """Rollups of the records requested in [start, end), a partial day: summed by
+        the database where it can (a day of a busy organization is many records)."""
+        records = await self.usage_records(organization, start, end)
+        return await asyncio.to_thread(rollups_of, records)
 
     @abc.abstractmethod
     async def usage_rollups(self, organization: str, first: date, last: date) -> list[Rollup]:

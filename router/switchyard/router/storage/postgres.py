@@ -22,7 +22,7 @@ from switchyard.router.storage.base import (
 )
 from switchyard.router.storage.migrations import MIGRATIONS
 from switchyard.router.storage.records import COLUMNS, UsageRecord, record_from_row
-from switchyard.router.storage.rollup import Rollup
+from switchyard.router.storage.rollup import Rollup, summed
 
 log = logging.getLogger("switchyard.router.storage")
 
@@ -332,6 +332,39 @@ class PostgresStore(Store):
         if row is None:
             return None
         return StoredResponse(id, organization, row[0], row[1], row[2], row[3])
+
+    async def usage_partial(
+        self, organization: str, start: datetime, end: datetime
+    ) -> list[Rollup]:
+        async with self.pool.connection() as conn:
+            cur = await conn.execute(
+                "SELECT (requested_at AT TIME ZONE 'UTC')::date, coalesce(provider, ''), "
+                "coalesce(model, ''), coalesce(task_type, ''), CASE WHEN latency_ms IS NULL "
+                "THEN -1 WHEN latency_ms <= %(low)s THEN 0 ELSE least(255, "
+                "floor((ln(latency_ms) - ln(%(low)s)) / %(step)s)::int) END, count(*), "
+                "count(*) FILTER (WHERE status <> 'ok'), count(*) FILTER (WHERE cache_hit), "
+                "sum(prompt_tokens), sum(completion_tokens), sum(total_cost), sum(saved_cost) "
+                "FROM llm_requests WHERE organization = %(org)s AND requested_at >= %(start)s "
+                "AND requested_at < %(end)s GROUP BY 1, 2, 3, 4, 5",
+                {
+                    "low": histogram.LOW_MS,
+                    "step": histogram.STEP,
+                    "org": organization,
+                    "start": start,
+                    "end": end,
+                },
+            )
+            rows = await cur.fetchall()
+        out: dict[tuple[date, str, str, str], Rollup] = {}
+        for row in rows:
+            day, provider, model, task, b = row[:5]
+            roll = out.get((day, provider, model, task))
+            if roll is None:
+                roll = out[(day, provider, model, task)] = Rollup(
+                    organization, day, provider, model, task
+                )
+            roll.merge(summed(row[5:], int(b), lambda v: Decimal(v or 0)))
+        return list(out.values())
 
     async def usage_purge(self, before: datetime, batch: int = 5000) -> int:
         async with self.pool.connection() as conn:

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
-from typing import Literal
+from typing import Any, Literal
 
 from switchyard.router.storage import histogram
 from switchyard.router.storage.records import UsageRecord
@@ -56,6 +56,24 @@ class Rollup:
         self.cost += o.cost
         self.saved_cost += o.saved_cost
         histogram.add_into(self.hist, o.hist)
+
+
+def summed(sums: Sequence[Any], bucket: int, money: Callable[[Any], Decimal]) -> Rollup:
+    """The counts of one row a database summed (requests, errors, cache hits, prompt and
+    completion tokens, cost, saved cost) of records in one latency ``bucket`` (-1: no
+    latency); the caller merges it into the rollup of its day and group."""
+    n, errors, hits, prompt, completion, cost, saved = sums
+    roll = Rollup("", date.min, "", "", "")
+    roll.requests = int(n)
+    roll.errors = int(errors or 0)
+    roll.cache_hits = int(hits or 0)
+    roll.prompt_tokens = int(prompt or 0)
+    roll.completion_tokens = int(completion or 0)
+    roll.cost = money(cost)
+    roll.saved_cost = money(saved)
+    if bucket >= 0:
+        roll.hist[bucket] = roll.requests
+    return roll
 
 
 def rollups_of(records: Iterable[UsageRecord]) -> list[Rollup]:

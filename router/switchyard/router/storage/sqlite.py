@@ -28,7 +28,7 @@ from switchyard.router.storage.base import (
 )
 from switchyard.router.storage.migrations import MIGRATIONS
 from switchyard.router.storage.records import UsageRecord, record_from_row, to_rows
-from switchyard.router.storage.rollup import Rollup
+from switchyard.router.storage.rollup import Rollup, summed
 
 T = TypeVar("T")
 NANO = Decimal(10) ** 9
@@ -72,6 +72,13 @@ def _pack(hist: list[int]) -> bytes:
 
 def _unpack(blob: bytes) -> list[int]:
     return array("q", blob).tolist()
+
+
+#: A record's latency bucket (``histogram.bucket``) in SQL; -1 for none.
+_BUCKET_SQL = (
+    "CASE WHEN latency_ms IS NULL THEN -1 WHEN latency_ms <= ? THEN 0 ELSE "
+    "min(255, CAST((ln(latency_ms) - ln(?)) / ? AS INTEGER)) END"
+)
 
 
 def nano(d: Decimal) -> int:
@@ -258,6 +265,38 @@ class SQLiteStore(Store):
                     (organization, ts(start), ts(end)),
                 )
             ]
+
+        return await self._run(read)
+
+    async def usage_partial(
+        self, organization: str, start: datetime, end: datetime
+    ) -> list[Rollup]:
+        def read(conn: sqlite3.Connection) -> list[Rollup]:
+            out: dict[tuple[str, str, str, str], Rollup] = {}
+            for row in conn.execute(
+                "SELECT date(requested_at, 'unixepoch'), coalesce(provider, ''), "
+                "coalesce(model, ''), coalesce(task_type, ''), " + _BUCKET_SQL + ", count(*), "
+                "sum(status != 'ok'), sum(cache_hit), sum(prompt_tokens), "
+                "sum(completion_tokens), sum(total_cost), sum(saved_cost) FROM llm_requests "
+                "WHERE organization = ? AND requested_at >= ? AND requested_at < ? "
+                "GROUP BY 1, 2, 3, 4, 5",
+                (
+                    histogram.LOW_MS,
+                    histogram.LOW_MS,
+                    histogram.STEP,
+                    organization,
+                    ts(start),
+                    ts(end),
+                ),
+            ):
+                day, provider, model, task, b = row[:5]
+                roll = out.get((day, provider, model, task))
+                if roll is None:
+                    roll = out[(day, provider, model, task)] = Rollup(
+                        organization, date.fromisoformat(day), provider, model, task
+                    )
+                roll.merge(summed(row[5:], b, usd))
+            return list(out.values())
 
         return await self._run(read)
 

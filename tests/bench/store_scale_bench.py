@@ -1,0 +1,251 @@
+"""Does the default store tax every request more as it grows? Router CPU per request
+and the usage query, against an empty store, with 1 and 10 million records, on SQLite
+and on PostgreSQL.
+
+    ./dev bench store-scale [--sizes 1000000,10000000] [--backends sqlite,postgres]
+
+The first million records are written through the store's own path (rows, daily
+rollups and spend counters in one transaction), spread over the last 90 days and four
+organizations, the router's own among them; beyond that the rows are copied in SQL
+with new ids (the rollups, which reports read for whole days, are not what grows). At
+each size a router process serves wrk (non-streaming, c=32) from the fast fake
+upstream, writing a usage record per request into that store, and
+``GET /api/v1/llm/usage?groupBy=model`` (the default 30 days) is timed over HTTP.
+Prints each figure and its ratio to the empty store's (goal: at most 1.10).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+
+import httpx
+import psycopg
+import yaml
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parents[1]))
+
+from switchyard.router.storage.base import Store  # noqa: E402
+from switchyard.router.storage.factory import make_store  # noqa: E402
+from switchyard.router.storage.records import COLUMNS, UsageRecord, new_id  # noqa: E402
+from tests.bench.run_bench import (  # noqa: E402
+    KEY,
+    NONSTREAM,
+    cpu_seconds,
+    free_port,
+    table_doc,
+    upstream_count,
+    wait_http,
+    wrk,
+)
+from tests.support.postgres import PostgresServer  # noqa: E402
+
+BATCH = 10_000
+ORGS = ("default", "team-a", "team-b", "team-c")
+
+
+async def fill(store: Store, start: int, count: int) -> None:
+    now = datetime.now(UTC)
+    span = 90 * 86400
+    models = ("gpt-5.4-mini", "claude-sonnet-5-5", "llama-3.1-8b", "gpt-5.4-nano")
+    tasks = ("chat", "summarize", "code_analysis")
+    for lo in range(start, start + count, BATCH):
+        batch = []
+        for i in range(lo, min(lo + BATCH, start + count)):
+            at = now - timedelta(seconds=(i * 7919) % span + 3600)
+            pt, ct = 200 + i % 900, 50 + i % 300
+            batch.append(
+                UsageRecord(
+                    new_id(),
+                    ORGS[i % 4],
+                    f"key{i % 20}",
+                    "openai",
+                    f"p{i % 3}",
+                    models[i % 4],
+                    tasks[i % 3],
+                    pt,
+                    ct,
+                    Decimal(pt) * Decimal("0.00000075"),
+                    Decimal(ct) * Decimal("0.0000045"),
+                    Decimal(0),
+                    50.0 + (i * 31) % 3000,
+                    None,
+                    "ok",
+                    200,
+                    None,
+                    i % 10 == 0,
+                    False,
+                    at,
+                    at,
+                )
+            )
+        await store.write_usage(batch)
+
+
+#: Written through the store; beyond this, rows are copied in SQL.
+THROUGH_STORE = 1_000_000
+_COPY = ", ".join(COLUMNS[1:])
+#: Copies of n rows with new ids, each requested up to an hour earlier than its original.
+_SQLITE_COPY = (
+    f"INSERT INTO llm_requests (id, {_COPY}) SELECT lower(hex(randomblob(16))), "
+    + _COPY.replace("requested_at", "requested_at - abs(random() % 3600)")
+    + " FROM llm_requests LIMIT {n}"
+)
+_PG_COPY = (
+    f"INSERT INTO llm_requests (id, {_COPY}) SELECT gen_random_uuid(), "
+    + _COPY.replace("requested_at", "requested_at - random() * interval '1 hour'")
+    + " FROM llm_requests LIMIT {n}"
+)
+
+
+async def grow(store: Store, have: int, more: int, sqlite: Path | None, pg: str | None) -> None:
+    through = max(0, min(have + more, THROUGH_STORE) - have)
+    if through:
+        await store.open()
+        await fill(store, have, through)
+        await store.close()
+    left = more - through
+    while left > 0:
+        n = min(left, max(have + through, 1))
+        if sqlite is not None:
+            with sqlite3.connect(sqlite) as conn:
+                conn.execute(_SQLITE_COPY.format(n=n))
+        elif pg is not None:
+            with psycopg.connect(pg) as conn:
+                conn.execute(_PG_COPY.format(n=n))  # type: ignore[arg-type]
+        left -= n
+        through += n
+
+
+def measure(work: Path, up_port: int, store_args: list[str], duration: int) -> tuple[float, float]:
+    """Router CPU ms per request, and the usage query's median ms."""
+    doc = table_doc(f"http://127.0.0.1:{up_port}/v1", scopes=("completion", "usage:read"))
+    table = work / "table.yaml"
+    table.write_text(yaml.safe_dump(doc))
+    port = free_port()
+    router = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "switchyard.cli",
+            "router",
+            "--config",
+            str(table),
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+            *store_args,
+        ]
+    )
+    try:
+        wait_http(f"http://127.0.0.1:{port}/readyz", 120)
+        url = f"http://127.0.0.1:{port}"
+        stats = f"http://127.0.0.1:{up_port}/stats"
+        wrk(f"{url}/v1/chat/completions", NONSTREAM, 32, 2, f"Bearer {KEY}")
+        n0, cpu0 = upstream_count(stats), cpu_seconds(router.pid)
+        wrk(f"{url}/v1/chat/completions", NONSTREAM, 32, duration, f"Bearer {KEY}")
+        cpu_ms = (cpu_seconds(router.pid) - cpu0) * 1000 / (upstream_count(stats) - n0)
+        took = []
+        with httpx.Client(headers={"Authorization": f"Bearer {KEY}"}, timeout=60) as http:
+            for _ in range(11):
+                t = time.perf_counter()
+                r = http.get(f"{url}/api/v1/llm/usage", params={"groupBy": "model"})
+                took.append((time.perf_counter() - t) * 1000)
+                r.raise_for_status()
+        return cpu_ms, statistics.median(took[1:])
+    finally:
+        router.terminate()
+        router.wait(20)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--sizes", default="1000000,10000000")
+    ap.add_argument("--backends", default="sqlite,postgres")
+    ap.add_argument("--duration", type=int, default=10)
+    args = ap.parse_args()
+    sizes = [int(s) for s in args.sizes.split(",")]
+    work = Path(tempfile.mkdtemp(prefix="switchyard-scale-"))
+    up_port = free_port()
+    upstream = subprocess.Popen(
+        [sys.executable, str(HERE / "fake_upstream.py")],
+        env=dict(os.environ, FAKE_PORT=str(up_port), FAKE_CHUNKS="20"),
+    )
+    rows: list[tuple[str, int, float, float, float]] = []
+    pg: PostgresServer | None = None
+    try:
+        wait_http(f"http://127.0.0.1:{up_port}/health")
+        for backend in args.backends.split(","):
+            if backend == "postgres":
+                pg = PostgresServer().start()
+                store_args = ["--database-url", pg.url, "--state-dir", str(work / "pg-state")]
+                store = make_store(pg.url, "unused")
+            else:
+                state = work / "sqlite-state"
+                state.mkdir()
+                store_args = ["--state-dir", str(state)]
+                store = make_store(None, state / "switchyard.db")
+            have = 0
+            for size in [0, *sizes]:
+                if size > have:
+                    started = time.perf_counter()
+
+                    asyncio.run(
+                        grow(
+                            store,
+                            have,
+                            size - have,
+                            None if pg is not None else work / "sqlite-state" / "switchyard.db",
+                            pg.url if pg is not None else None,
+                        )
+                    )
+                    print(
+                        f"  {backend}: {size:,} records ({time.perf_counter() - started:.0f} s "
+                        "to write)",
+                        flush=True,
+                    )
+                    have = size
+                cpu_ms, query_ms = measure(work, up_port, store_args, args.duration)
+                rows.append((backend, size, cpu_ms, query_ms, 0.0))
+                print(
+                    f"  {backend} at {size:,}: {cpu_ms:.3f} ms CPU per request, usage query "
+                    f"{query_ms:.1f} ms",
+                    flush=True,
+                )
+            if pg is not None:
+                pg.destroy()
+                pg = None
+    finally:
+        upstream.terminate()
+        upstream.wait(10)
+        if pg is not None:
+            pg.destroy()
+    print(
+        f"\n{'store':<10}{'records':>12}{'CPU ms/req':>12}{'ratio':>7}{'query ms':>10}{'ratio':>7}"
+    )
+    base: dict[str, tuple[float, float]] = {}
+    for backend, size, cpu_ms, query_ms, _ in rows:
+        if size == 0:
+            base[backend] = (cpu_ms, query_ms)
+        b = base[backend]
+        print(
+            f"{backend:<10}{size:>12,}{cpu_ms:>12.3f}{cpu_ms / b[0]:>7.2f}"
+            f"{query_ms:>10.1f}{query_ms / b[1]:>7.2f}"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
