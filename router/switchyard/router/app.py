@@ -121,6 +121,7 @@ def create_app(
     record_usage: bool = True,
     redis_url: str | None = None,
     usage_record_days: int = 0,
+    processes: int = 1,
 ) -> Starlette:
     """An app serving a routing table; raises ConfigError if a table file is bad.
 
@@ -136,6 +137,8 @@ def create_app(
         raise ValueError("give exactly one of a table file (--config) or --routing-configmap")
     metrics = Metrics()
     gateway = Gateway(metrics, make_adapter)
+    # One of several processes on this port (--workers): its own budgets are its share.
+    gateway.states.processes = processes
     store = make_store(database_url, sqlite_path)
     spool = Spool(spool_path or Path(sqlite_path).with_name("usage-spool.jsonl"))
     budgets = BudgetGuard(store)

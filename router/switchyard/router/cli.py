@@ -36,11 +36,30 @@ def _serve(
 
 
 def cmd_router(args: argparse.Namespace) -> int:
+    setup_logging(args.log_level)
+    if args.workers < 1:
+        print("switchyard: --workers must be at least 1", file=sys.stderr)
+        return 2
+    if args.workers > 1:
+        return _supervise(args)
+    app = _make_app(args, worker=None)
+    if isinstance(app, int):
+        return app
+    _tune_gc()
+    _serve(app, args.host, args.port, args.log_level, args, shutdown_timeout=args.shutdown_timeout)
+    return 0
+
+
+def _make_app(args: argparse.Namespace, worker: int | None) -> Any:
+    """The router's app, or the exit status when its table or cluster is unusable. A
+    worker (``--workers``) keeps its own spool file and 1/N of each provider's local
+    rate budget."""
     from switchyard.router.app import create_app
 
-    setup_logging(args.log_level)
+    state = Path(args.state_dir).expanduser()
+    spool = "usage-spool.jsonl" if worker is None else f"usage-spool-{worker}.jsonl"
     try:
-        app = create_app(
+        return create_app(
             args.config,
             routing_configmap=args.routing_configmap,
             provider_keys_dir=args.provider_keys_dir,
@@ -48,11 +67,12 @@ def cmd_router(args: argparse.Namespace) -> int:
             kubeconfig=args.kubeconfig,
             reload_interval=args.reload_interval,
             database_url=args.database_url,
-            sqlite_path=Path(args.state_dir).expanduser() / "switchyard.db",
-            spool_path=Path(args.state_dir).expanduser() / "usage-spool.jsonl",
+            sqlite_path=state / "switchyard.db",
+            spool_path=state / spool,
             record_usage=not args.no_usage,
             redis_url=args.redis_url,
             usage_record_days=args.usage_record_days,
+            processes=args.workers,
         )
     except (ConfigError, ValueError) as exc:
         print(f"switchyard: the routing table is invalid: {exc}", file=sys.stderr)
@@ -60,9 +80,88 @@ def cmd_router(args: argparse.Namespace) -> int:
     except KubeConfigError as exc:
         print(f"switchyard: cannot reach the cluster: {exc}", file=sys.stderr)
         return 2
+
+
+def _worker(args: argparse.Namespace, index: int, sock: Any) -> None:
+    """One of ``--workers`` processes: its own app, serving the socket the supervisor
+    bound."""
+    import uvicorn
+
+    from switchyard.router.server import ServerLimits, config
+
+    setup_logging(args.log_level)
+    app = _make_app(args, worker=index)
+    if isinstance(app, int):
+        sys.exit(app)
     _tune_gc()
-    _serve(app, args.host, args.port, args.log_level, args, shutdown_timeout=args.shutdown_timeout)
-    return 0
+    limits = ServerLimits(
+        max_connections=args.max_connections,
+        max_header_bytes=args.max_header_bytes,
+        header_timeout=args.header_timeout,
+        body_timeout=args.body_timeout,
+    )
+    cfg = config(
+        app,
+        args.host,
+        args.port,
+        limits=limits,
+        log_level=args.log_level,
+        shutdown_timeout=args.shutdown_timeout,
+    )
+    uvicorn.Server(cfg).run(sockets=[sock])
+
+
+def _supervise(args: argparse.Namespace) -> int:
+    """``--workers N``: bind once, run N worker processes on the one socket (the kernel
+    spreads connections among them), start a worker again if one dies, and pass
+    SIGTERM and SIGINT on so that each drains as a single router does."""
+    import multiprocessing
+    import signal
+    import socket
+
+    sock = socket.socket(socket.AF_INET6 if ":" in args.host else socket.AF_INET)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((args.host, args.port))
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    ctx = multiprocessing.get_context("spawn")
+    stopping = False
+
+    def start(index: int) -> Any:
+        proc = ctx.Process(target=_worker, args=(args, index, sock), name=f"router-{index}")
+        proc.start()
+        return proc
+
+    def stop(signum: int, _frame: Any) -> None:
+        nonlocal stopping
+        stopping = True
+        for proc in workers:
+            if proc.is_alive() and proc.pid is not None:
+                os.kill(proc.pid, signum)
+
+    workers = [start(i) for i in range(args.workers)]
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    print(f"switchyard: {args.workers} router workers on {args.host}:{args.port}", file=sys.stderr)
+    status = 0
+    while workers:
+        time.sleep(0.5)
+        for i, proc in enumerate(list(workers)):
+            if proc.is_alive():
+                continue
+            proc.join()
+            if stopping:
+                workers.remove(proc)
+            elif proc.exitcode == 2:  # the table or the cluster: starting again won't help
+                stopping, status = True, 2
+                stop(signal.SIGTERM, None)
+                workers.remove(proc)
+            else:
+                print(f"switchyard: worker {i} exited ({proc.exitcode}); starting it again",
+                      file=sys.stderr)  # fmt: skip
+                workers[i] = start(i)
+    sock.close()
+    return status
 
 
 def _tune_gc() -> None:
@@ -194,6 +293,13 @@ def _storage_args(p: argparse.ArgumentParser) -> None:
         default=os.environ.get("SWITCHYARD_DATABASE_URL"),
         help="PostgreSQL URL for usage, cache and budgets (env SWITCHYARD_DATABASE_URL); "
         "without it, an SQLite file in --state-dir",
+    )
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=int(os.environ.get("SWITCHYARD_WORKERS", "1")),
+        help="router processes serving one port (env SWITCHYARD_WORKERS); share providers' "
+        "budgets and breakers with --redis-url, or each takes 1/N of every rate budget",
     )
     p.add_argument(
         "--usage-record-days",

@@ -38,6 +38,10 @@ class ProviderStates:
 
     def __init__(self) -> None:
         self._states: dict[str, ProviderState] = {}
+        #: Router processes serving the same port (``--workers``): each process's own
+        #: rate budgets are this share of a provider's limits, so that together they
+        #: keep them (shared budgets on Redis, when there are, keep the whole limit).
+        self.processes = 1
 
     def get(self, key: str) -> ProviderState:
         return self._states[key]
@@ -57,13 +61,13 @@ class ProviderStates:
                 if state is None:
                     state = ProviderState(
                         breaker=CircuitBreaker(b.failure_threshold, b.cooldown_seconds),
-                        limiter=RateLimiter(limits[0], limits[1], now, key),
+                        limiter=RateLimiter(limits[0], limits[1], now, key, self.processes),
                         limits=limits,
                     )
                 else:
                     state.breaker.configure(b.failure_threshold, b.cooldown_seconds)
                     if state.limits != limits:
-                        state.limiter = RateLimiter(limits[0], limits[1], now, key)
+                        state.limiter = RateLimiter(limits[0], limits[1], now, key, self.processes)
                         state.limits = limits
                 state.key_problem = key_problems.get(key)
                 keep[key] = state

@@ -56,9 +56,12 @@ class Bucket:
 class RateLimiter:
     __slots__ = ("request_cell", "requests", "token_cell", "tokens")
 
-    def __init__(self, rpm: int | None, tpm: int | None, now: float, key: str = "") -> None:
-        self.requests = Bucket(rpm, now) if rpm else None
-        self.tokens = Bucket(tpm, now) if tpm else None
+    def __init__(
+        self, rpm: int | None, tpm: int | None, now: float, key: str = "", processes: int = 1
+    ) -> None:
+        # This process's own budgets: its share when several serve one port (--workers).
+        self.requests = Bucket(max(1, rpm // processes), now) if rpm else None
+        self.tokens = Bucket(max(1, tpm // processes), now) if tpm else None
         #: The same budgets, shared by every replica (when the router has shared state).
         self.request_cell = Cell(f"{key}:rpm", rpm) if rpm else None
         self.token_cell = Cell(f"{key}:tpm", tpm) if tpm else None
