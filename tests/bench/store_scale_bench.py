@@ -159,6 +159,16 @@ def measure(work: Path, up_port: int, store_args: list[str], duration: int) -> t
         cpu_ms = (cpu_seconds(router.pid) - cpu0) * 1000 / (upstream_count(stats) - n0)
         took = []
         with httpx.Client(headers={"Authorization": f"Bearer {KEY}"}, timeout=60) as http:
+            # The load's own records are written a moment after their answers: the query
+            # is timed once they are in, not against the writer catching up.
+            count = -1
+            for _ in range(120):
+                r = http.get(f"{url}/api/v1/llm/usage", params={"groupBy": "model"})
+                now_count = r.json()["totals"]["requests"]
+                if now_count == count:
+                    break
+                count = now_count
+                time.sleep(0.5)
             for _ in range(11):
                 t = time.perf_counter()
                 r = http.get(f"{url}/api/v1/llm/usage", params={"groupBy": "model"})
