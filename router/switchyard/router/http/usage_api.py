@@ -81,7 +81,8 @@ async def usage(request: Request) -> Response:
     start = (
         parse_bound(q["startDate"], "startDate", end=False)
         if "startDate" in q
-        else max(EARLIEST, end - timedelta(days=30))
+        # Whole UTC days: from midnight 30 days before the end.
+        else max(EARLIEST, datetime.combine((end - timedelta(days=30)).date(), time.min, UTC))
     )
     if start >= end:
         raise BadRequest("endDate: must be after startDate", field="endDate")

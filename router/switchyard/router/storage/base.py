@@ -6,7 +6,7 @@ import abc
 import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 from typing import Any, Literal
 
@@ -86,8 +86,14 @@ class Store(abc.ABC):
         """Whole days from the daily rollups; partial days at the edges from the records."""
         first, last, edges = split_days(start, end)
         rollups = await self.usage_rollups(organization, first, last) if first < last else []
+        now = datetime.now(UTC)
         for lo, hi in edges:
-            rollups += await self.usage_partial(organization, lo, hi)
+            if hi >= now and lo.time() == time.min:
+                # Today so far: today's rollup holds every record of it already.
+                day = lo.date()
+                rollups += await self.usage_rollups(organization, day, day + timedelta(days=1))
+            else:
+                rollups += await self.usage_partial(organization, lo, hi)
         return report(rollups, group_by)
 
     async def usage_partial(
