@@ -86,10 +86,11 @@ class Store(abc.ABC):
         """Whole days from the daily rollups; partial days at the edges from the records."""
         first, last, edges = split_days(start, end)
         rollups = await self.usage_rollups(organization, first, last) if first < last else []
-        now = datetime.now(UTC)
+        # A range that ends now (the caller's "now", a moment ago) takes today so far from
+        # today's rollup, which holds every record of it already.
+        recent = datetime.now(UTC) - timedelta(seconds=60)
         for lo, hi in edges:
-            if hi >= now and lo.time() == time.min:
-                # Today so far: today's rollup holds every record of it already.
+            if hi >= recent and lo.time() == time.min:
                 day = lo.date()
                 rollups += await self.usage_rollups(organization, day, day + timedelta(days=1))
             else:
