@@ -29,7 +29,6 @@ import hashlib
 import multiprocessing
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -45,7 +44,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests.bench.run_bench import KEY, free_port, wait_http  # noqa: E402
+from tests.bench.run_bench import KEY, free_port, router_process, wait_http  # noqa: E402
 from tests.fakes import FakeAnthropic, FakeOpenAI, FakeVLLM, Fault  # noqa: E402
 
 PROVIDER_KEY = "test-key"
@@ -506,21 +505,11 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="sy-chaos-"))
     (work / "table.yaml").write_text(yaml.safe_dump(table(urls, args.continue_streams)))
     port = free_port()
-    router = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "switchyard.cli",
-            "router",
-            "--config",
-            str(work / "table.yaml"),
-            "--port",
-            str(port),
-            "--log-level",
-            "warning",
-            "--state-dir",
-            str(work / "state"),
-        ],
+    router = router_process(
+        str(work / "table.yaml"),
+        port,
+        "--state-dir",
+        str(work / "state"),
         env=dict(os.environ, SY_CHAOS_PROVIDER_KEY=PROVIDER_KEY),
     )
     try:

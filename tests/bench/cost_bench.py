@@ -27,7 +27,6 @@ import asyncio
 import hashlib
 import os
 import random
-import subprocess
 import sys
 import tempfile
 import time
@@ -44,7 +43,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests.bench.run_bench import KEY, free_port, wait_http  # noqa: E402
+from tests.bench.run_bench import KEY, free_port, router_process, wait_http  # noqa: E402
 from tests.fakes import FakeAnthropic, FakeOpenAI, FakeVLLM  # noqa: E402
 
 PRICES = ROOT / "examples" / "prices.yaml"
@@ -334,21 +333,11 @@ def main() -> int:
     doc = table(price_file, {name: fake.url for name, fake in fakes.items()})
     (work / "table.yaml").write_text(yaml.safe_dump(doc))
     port = free_port()
-    router = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "switchyard.cli",
-            "router",
-            "--config",
-            str(work / "table.yaml"),
-            "--port",
-            str(port),
-            "--log-level",
-            "warning",
-            "--state-dir",
-            str(work / "state"),
-        ],
+    router = router_process(
+        str(work / "table.yaml"),
+        port,
+        "--state-dir",
+        str(work / "state"),
         env=dict(os.environ, SY_COST_PROVIDER_KEY=PROVIDER_KEY),
     )
     try:

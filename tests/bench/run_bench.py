@@ -109,6 +109,28 @@ def wrk(url: str, body: dict, conc: int, duration: int, auth: str | None) -> dic
     return {k: float(v) for k, v in fields.items() if k != "tag"}
 
 
+def router_process(
+    table: Path, port: int, *extra: str, env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
+    """``switchyard router`` serving ``table`` on ``port``, quiet but for warnings."""
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "switchyard.cli",
+            "router",
+            "--config",
+            str(table),
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+            *extra,
+        ],
+        env=env,
+    )
+
+
 def table_doc(upstream: str, scopes: tuple[str, ...] = ("completion",)) -> dict:
     return {
         "apiVersion": "switchyard.dev/v1alpha1",

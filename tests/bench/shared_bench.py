@@ -31,6 +31,7 @@ from tests.bench.run_bench import (  # noqa: E402
     NONSTREAM,
     cpu_seconds,
     free_port,
+    router_process,
     table_doc,
     upstream_count,
     wait_http,
@@ -44,22 +45,12 @@ def run(
 ) -> tuple[float, float, float]:
     """CPU ms per request, requests/s and p99 ms of one router under wrk."""
     port = free_port()
-    router = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "switchyard.cli",
-            "router",
-            "--config",
-            str(table),
-            "--port",
-            str(port),
-            "--log-level",
-            "warning",
-            "--state-dir",
-            str(work / f"state-{port}"),
-            *(["--redis-url", redis_url] if redis_url else []),
-        ],
+    router = router_process(
+        str(table),
+        port,
+        "--state-dir",
+        str(work / f"state-{port}"),
+        *(["--redis-url", redis_url] if redis_url else []),
     )
     try:
         wait_http(f"http://127.0.0.1:{port}/readyz")

@@ -44,6 +44,7 @@ from tests.bench.run_bench import (  # noqa: E402
     NONSTREAM,
     cpu_seconds,
     free_port,
+    router_process,
     table_doc,
     upstream_count,
     wait_http,
@@ -134,21 +135,7 @@ def measure(work: Path, up_port: int, store_args: list[str], duration: int) -> t
     table = work / "table.yaml"
     table.write_text(yaml.safe_dump(doc))
     port = free_port()
-    router = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "switchyard.cli",
-            "router",
-            "--config",
-            str(table),
-            "--port",
-            str(port),
-            "--log-level",
-            "warning",
-            *store_args,
-        ]
-    )
+    router = router_process(table, port, *store_args)
     try:
         wait_http(f"http://127.0.0.1:{port}/readyz", 120)
         url = f"http://127.0.0.1:{port}"

@@ -32,6 +32,7 @@ from tests.bench.run_bench import (  # noqa: E402
     KEY,
     NONSTREAM,
     free_port,
+    router_process,
     table_doc,
     wait_http,
     wrk,
@@ -46,24 +47,7 @@ def router_run(
     if pythonpath:
         env["PYTHONPATH"] = pythonpath
     state = work / f"state-{port}"
-    router = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "switchyard.cli",
-            "router",
-            "--config",
-            str(table),
-            "--port",
-            str(port),
-            "--log-level",
-            "warning",
-            "--state-dir",
-            str(state),
-            *extra,
-        ],
-        env=env,
-    )
+    router = router_process(str(table), port, "--state-dir", str(state), *extra, env=env)
     try:
         wait_http(f"http://127.0.0.1:{port}/readyz")
         url = f"http://127.0.0.1:{port}/v1/chat/completions"

@@ -186,12 +186,7 @@ class Streaming:
             return
         self._accounted = True
         live = self.live
-        parts = [*self.broken, live]
-        self.usage = Usage(
-            sum(p.usage.prompt_tokens for p in parts),
-            sum(p.usage.completion_tokens for p in parts),
-        )
-        self.cost = cost_sum(p.cost or ZERO for p in parts)
+        self.usage, self.cost = self._spent()
         self.latency_ms = live.latency_ms
         self.ttft_ms = self.broken[0].ttft_ms if self.broken else live.ttft_ms
         result = ChatResult(
@@ -251,6 +246,16 @@ class Streaming:
         self.provider = following.route.provider.name
         return True
 
+    def _spent(self) -> tuple[Usage, Cost]:
+        """What every part of the stream used and cost: the live one and any that broke."""
+        assert self.live is not None
+        parts = [*self.broken, self.live]
+        usage = Usage(
+            sum(p.usage.prompt_tokens for p in parts),
+            sum(p.usage.completion_tokens for p in parts),
+        )
+        return usage, cost_sum(p.cost or ZERO for p in parts)
+
     def _attempts(self) -> list[Attempt]:
         """The stream's attempts; a continued stream's breaks are marked among them."""
         assert self.live is not None
@@ -278,8 +283,7 @@ class Streaming:
         self._failed(ClientDisconnected("the client closed the connection mid-stream"))
 
     def _failed(self, exc: SwitchyardError) -> None:
-        assert self.live is not None
-        parts = [*self.broken, self.live]
+        usage, cost = self._spent()
         self.accountant.failed(
             self.caller,
             self.req,
@@ -288,11 +292,8 @@ class Streaming:
             self.reservation,
             provider=self.provider,
             model=self.model,
-            usage=Usage(
-                sum(p.usage.prompt_tokens for p in parts),
-                sum(p.usage.completion_tokens for p in parts),
-            ),
-            cost=cost_sum(p.cost or ZERO for p in parts),
+            usage=usage,
+            cost=cost,
             stream=True,
         )
 
