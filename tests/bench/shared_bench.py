@@ -1,13 +1,15 @@
-"""What shared rate budgets cost: router CPU per request with the provider's budgets kept
-in Redis (``--redis-url``), against the same budgets kept in the process.
+"""What shared budgets cost: router CPU per request with the provider's rate budgets and
+the organization's spending budget kept in Redis (``--redis-url``), against the same
+budgets kept in the process.
 
     ./dev bench shared [--duration 10] [--rounds 2] [--conc 32]
 
 One router process and the fast fake upstream; the provider has requests- and
-tokens-per-minute budgets far above the load, so every request takes from both and none
-is refused. The two configurations alternate, ``--rounds`` times each, in the same run;
-wrk drives non-streaming requests at ``--conc`` connections. Prints CPU per request
-(router process, utime + stime) for each, and the difference.
+tokens-per-minute budgets, and the organization a daily spending budget, far above the
+load, so every request takes from all three and none is refused. The two configurations
+alternate, ``--rounds`` times each, in the same run; wrk drives non-streaming requests
+at ``--conc`` connections. Prints CPU per request (router process, utime + stime) for
+each, and the difference.
 """
 
 from __future__ import annotations
@@ -88,6 +90,7 @@ def main() -> int:
         "requestsPerMinute": 100_000_000,
         "tokensPerMinute": 1_000_000_000,
     }
+    doc["budgets"] = [{"organization": "default", "dailyUsd": "1000000"}]
     table = work / "table.yaml"
     table.write_text(yaml.safe_dump(doc))
     results: dict[str, list[tuple[float, float, float]]] = {"in process": [], "on Redis": []}
@@ -103,7 +106,8 @@ def main() -> int:
         shutil.rmtree(work, ignore_errors=True)
     print(
         f"\nnon-streaming at c={args.conc}, {args.duration} s x {args.rounds} rounds each, "
-        "alternating; the provider's RPM and TPM budgets taken by every request\n"
+        "alternating; the provider's RPM and TPM budgets and a daily spending budget taken "
+        "by every request\n"
     )
     print(f"{'budgets':<12}{'CPU ms/req':>12}{'req/s':>10}{'p99 ms':>9}   runs (CPU ms/req)")
     medians = {}

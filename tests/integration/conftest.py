@@ -16,6 +16,7 @@ from tests.conftest import Factory
 from tests.fakes import FakeAnthropic, FakeAzureOpenAI, FakeOllama, FakeOpenAI, FakeVLLM
 from tests.fakes.server import FakeServer
 from tests.support.postgres import PostgresServer
+from tests.support.redis import RedisServer
 from tests.support.servers import RouterServer, write_table
 from tests.support.tables import model, provider, table
 
@@ -113,6 +114,14 @@ def postgres() -> Iterator[PostgresServer]:
     server = PostgresServer().start()
     yield server
     server.destroy()
+
+
+@pytest.fixture
+def redis() -> Iterator[RedisServer]:
+    """A Redis of the test's own, which it may kill and start again."""
+    server = RedisServer().start()
+    yield server
+    server.stop()
 
 
 def fresh_database(server: PostgresServer) -> str:

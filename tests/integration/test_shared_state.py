@@ -13,6 +13,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -27,13 +28,6 @@ from tests.support.servers import free_port, write_table
 from tests.support.tables import KEY, model, provider, table
 
 AUTH = {"Authorization": f"Bearer {KEY}"}
-
-
-@pytest.fixture
-def redis() -> Iterator[RedisServer]:
-    server = RedisServer().start()
-    yield server
-    server.stop()
 
 
 class RouterProcess:
@@ -164,6 +158,62 @@ def test_three_replicas_keep_one_rate_limit(fakes: Fakes, replicas: Any) -> None
     assert statuses[200] == sent
     assert 0.95 * allowed <= sent <= allowed + 1, (sent, statuses)
     assert statuses[503] > 1000  # the rest were refused, not sent
+
+
+def test_three_replicas_spend_no_more_than_a_budget(fakes: Fakes, replicas: Any) -> None:
+    # $1,000 per million tokens: each answer costs about 3 cents of a 1 dollar budget.
+    doc = table(
+        [provider("primary", "openai", fakes.openai.url, key_env="SY_TEST_OPENAI_KEY")],
+        [
+            model(
+                "chat",
+                "primary",
+                "gpt-4o-mini",
+                inputPricePer1MTokens="1000",
+                outputPricePer1MTokens="1000",
+            )
+        ],
+    )
+    doc["budgets"] = [{"organization": "default", "dailyUsd": "1.00"}]
+    doc["cache"] = {"enabled": False}
+    routers = replicas(doc)
+    costs: list[Decimal] = []
+    refusals: list[dict[str, Any]] = []
+    lock = threading.Lock()
+
+    def client(i: int) -> None:
+        with httpx.Client(headers=AUTH, timeout=10) as http:
+            for n in range(i, i + 40):
+                r = http.post(
+                    f"{routers[n % len(routers)].url}/api/v1/llm/completion",
+                    json={"taskType": "t", "prompt": "a b c d e f g h i j", "maxTokens": 20},
+                )
+                with lock:
+                    if r.status_code == 200:
+                        costs.append(Decimal(r.json()["cost"]["total"]))
+                    else:
+                        assert r.status_code == 429, r.text
+                        refusals.append(r.json()["error"])
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(9)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    spent = sum(costs, Decimal(0))
+    print(f"three replicas answered {len(costs)} requests for {spent} USD of a 1 USD budget")
+    # Together they spend what one process would: all of it, and not a cent more.
+    assert Decimal("0.90") <= spent <= Decimal("1.00"), (spent, len(costs))
+    assert refusals and {e["code"] for e in refusals} == {"budget_exceeded"}
+    assert fakes.openai.completions >= len(costs)
+    # The database, which every replica writes to, agrees.
+    deadline = time.monotonic() + 10
+    while True:
+        usage = httpx.get(f"{routers[0].url}/api/v1/llm/usage", headers=AUTH).json()
+        if Decimal(usage["totals"]["cost"]) == spent or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert Decimal(usage["totals"]["cost"]) == spent, usage["totals"]
 
 
 def test_a_breaker_one_replica_opens_is_seen_by_the_others_within_a_second(

@@ -130,8 +130,9 @@ def create_app(
     the API). Provider keys the operator publishes come from a mounted
     directory or from a Secret watched through the API. Usage, the response
     cache and budgets live in PostgreSQL when ``database_url`` is given, else
-    in the SQLite file at ``sqlite_path``. With ``redis_url``, providers' rate budgets
-    and breaker news are shared with every other router using the same Redis.
+    in the SQLite file at ``sqlite_path``. With ``redis_url``, providers' rate budgets,
+    spending in flight and breaker news are shared with every other router using the
+    same Redis.
     """
     if (config is None) == (routing_configmap is None):
         raise ValueError("give exactly one of a table file (--config) or --routing-configmap")
@@ -141,7 +142,15 @@ def create_app(
     gateway.states.processes = processes
     store = make_store(database_url, sqlite_path)
     spool = Spool(spool_path or Path(sqlite_path).with_name("usage-spool.jsonl"))
-    budgets = BudgetGuard(store)
+    shared: SharedState | None = None
+    if redis_url:
+        from switchyard.router.storage.shared_state import SharedState
+
+        shared = SharedState(
+            redis_url, metrics, lambda news: gateway.verdicts.news(gateway.states, news)
+        )
+        gateway.verdicts.shared = shared
+    budgets = BudgetGuard(store, shared=shared)
     recorder = UsageRecorder(
         store, spool, RecorderMetrics(metrics.registry), on_stored=budgets.stored
     )
@@ -153,14 +162,6 @@ def create_app(
         catalog = gateway.catalog
         return catalog is not None and name in catalog.org(organization).by_name
 
-    shared: SharedState | None = None
-    if redis_url:
-        from switchyard.router.storage.shared_state import SharedState
-
-        shared = SharedState(
-            redis_url, metrics, lambda news: gateway.verdicts.news(gateway.states, news)
-        )
-        gateway.verdicts.shared = shared
     accountant = Accountant(metrics, known_model, recorder if record_usage else None, budgets)
     pipeline = Pipeline(gateway, accountant, cache, budgets)
     services = Services(
@@ -231,9 +232,9 @@ def create_app(
         cache.start()
         kept.start()
         retention.start()
-        budgets.start()
         if shared is not None:
             await shared.start()
+        budgets.start()
         if keys is not None:
             await keys.start()
         await follower.start()

@@ -242,4 +242,5 @@ class Accountant:
             self.recorder.submit(record)
         # The estimate held for this request gives way to what it really cost.
         if reservation is not None and self.budgets is not None:
-            self.budgets.settle(reservation, record)
+            # Without a recorder no cost reaches the database's counters to wait for.
+            self.budgets.settle(reservation, record if self.recorder is not None else None)

@@ -4,19 +4,25 @@ Spend lives in the database's counters, which every replica's usage writer
 adds to; each replica reads them about once a second. Between reads, a
 replica adds what it has spent itself and what is in flight (reserved at the
 request's estimated cost, then settled at the real cost), so a replica never
-overshoots on its own and replicas together overshoot by at most about one
-refresh interval of spending.
+overshoots on its own.
+
+With shared state (Redis), what is in flight and what is not yet committed is
+held there for every replica and worker together (``redis_scripts``), so
+together they never overshoot either. While Redis is away each falls back to
+its own view, and replicas together may overshoot by about one refresh
+interval of spending.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime
-from decimal import Decimal
+from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 from typing import Any
 
 from switchyard.router.contract import Budget
@@ -24,6 +30,7 @@ from switchyard.router.core.caller import Caller
 from switchyard.router.errors import BudgetExceeded
 from switchyard.router.storage.base import Store
 from switchyard.router.storage.records import UsageRecord, utcnow
+from switchyard.router.storage.shared_state import SharedState
 
 log = logging.getLogger("switchyard.router.budgets")
 
@@ -41,6 +48,11 @@ class OverBudget(BudgetExceeded):
 class Reservation:
     subjects: list[tuple[str, str]]
     amount: Decimal
+    #: Held in the shared state too: its id there, and its windows' keys.
+    shared_id: str = ""
+    shared_keys: list[str] = field(default_factory=list)
+    #: What the tightest budget had left after this hold (USD).
+    headroom: Decimal = Decimal(0)
 
 
 @dataclass(slots=True)
@@ -50,6 +62,24 @@ class _Pending:
     day: date
     month: date
     stored_at: float | None = None  # monotonic time the store committed it
+    shared_id: str = ""
+    shared_keys: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class _Window:
+    subject: tuple[str, str]
+    period: str  # day | month
+    start: date
+    limit: str
+
+
+#: How long an estimate is held for a request in flight, and a cost kept for a record
+#: not yet committed, before the shared state lets them go (a replica that died).
+HOLD_SECONDS = 600
+#: A budget is close to its limit when fewer than this many estimates fit in what is left.
+NEAR_LIMIT = 64
+NANO = Decimal(1_000_000_000)
 
 
 _ADJECTIVE = {"day": "daily", "month": "monthly"}
@@ -60,15 +90,29 @@ def _usd(d: Decimal) -> str:
 
 
 class BudgetGuard:
-    def __init__(self, store: Store, refresh_interval: float = 1.0) -> None:
+    def __init__(
+        self,
+        store: Store,
+        refresh_interval: float = 1.0,
+        shared: SharedState | None = None,
+        hold_seconds: float = HOLD_SECONDS,
+    ) -> None:
         self.store = store
         self.refresh_interval = refresh_interval
+        self.shared = shared
+        self.hold_us = int(hold_seconds * 1_000_000)
         self._limits: dict[tuple[str, str], Budget] = {}
         self._db: dict[tuple[str, str, str, date], Decimal] = {}
         self._refreshed_at = float("-inf")
+        #: Redis's clock when the last read of the database began (None: not known).
+        self._read_at_us: int | None = None
+        self._first_read = asyncio.Event()
         self._reserved: dict[tuple[str, str], Decimal] = {}
         self._pending: dict[str, _Pending] = {}
+        #: The costs in ``_pending``, summed per (scope, subject, period, start).
+        self._pending_sums: dict[tuple[str, str, str, date], Decimal] = {}
         self._task: asyncio.Task[None] | None = None
+        self._ids = itertools.count()
 
     def configure(self, budgets: list[Budget]) -> None:
         limits = {}
@@ -77,6 +121,8 @@ class BudgetGuard:
                 limits[("organization", b.organization)] = b
             else:
                 limits[("apiKey", f"{b.organization}/{b.api_key}")] = b
+        if not limits.keys() <= self._limits.keys():
+            self._first_read.clear()  # the new subjects' spend is not read yet
         self._limits = limits
 
     def subjects(self, caller: Caller) -> list[tuple[str, str]]:
@@ -87,50 +133,75 @@ class BudgetGuard:
         return [s for s in candidates if s in self._limits]
 
     def spent(self, subject: tuple[str, str], period: str, start: date) -> Decimal:
-        total = self._db.get((subject[0], subject[1], period, start), Decimal(0))
-        for p in self._pending.values():
-            if subject in p.subjects and (p.day if period == "day" else p.month) == start:
-                total += p.cost
+        """This replica's own view: the database's last read, and what it has itself
+        spent since and holds in flight."""
+        window = (subject[0], subject[1], period, start)
+        total = self._db.get(window, Decimal(0)) + self._pending_sums.get(window, Decimal(0))
         return total + self._reserved.get(subject, Decimal(0))
 
-    def reserve(
-        self, caller: Caller, estimate: Decimal, now: datetime | None = None
-    ) -> Reservation:
-        subjects = self.subjects(caller)
-        if not subjects:
-            return Reservation([], Decimal(0))
-        now = now or utcnow()
+    def _windows(self, subjects: list[tuple[str, str]], now: datetime) -> list[_Window]:
         day, month = now.date(), now.date().replace(day=1)
+        windows = []
         for subject in subjects:
             budget = self._limits[subject]
             for period, limit, start in (
                 ("day", budget.daily_usd, day),
                 ("month", budget.monthly_usd, month),
             ):
-                if limit is None:
-                    continue
-                spent = self.spent(subject, period, start)
-                left = Decimal(limit) - spent
+                if limit is not None:
+                    windows.append(_Window(subject, period, start, limit))
+        return windows
+
+    async def reserve(
+        self, caller: Caller, estimate: Decimal, now: datetime | None = None
+    ) -> Reservation:
+        """Hold ``estimate`` against every budget the caller is under, or refuse."""
+        subjects = self.subjects(caller)
+        if not subjects:
+            return Reservation([], Decimal(0))
+        if not self._first_read.is_set():
+            await self._first_read.wait()  # a replica just started knows nothing yet
+        windows = self._windows(subjects, now or utcnow())
+        reservation = await self._hold_shared(subjects, windows, estimate)
+        if reservation is None:  # no shared state: this replica's own view
+            for w in windows:
+                spent = self.spent(w.subject, w.period, w.start)
+                left = Decimal(w.limit) - spent
                 if estimate > left or left <= 0:
-                    who = "organization" if subject[0] == "organization" else "API key"
-                    raise OverBudget(
-                        f"the {_ADJECTIVE[period]} budget of {who} {subject[1]!r} cannot "
-                        f"cover this request: {_usd(max(left, Decimal(0)))} USD left of "
-                        f"{limit}, and it could cost up to {_usd(estimate)} USD",
-                        {
-                            "scope": subject[0],
-                            "subject": subject[1],
-                            "period": period,
-                            "periodStart": start.isoformat(),
-                            "limitUsd": limit,
-                            "spentUsd": _usd(spent),
-                            "remainingUsd": _usd(max(left, Decimal(0))),
-                            "estimatedCostUsd": _usd(estimate),
-                        },
-                    )
+                    raise _refusal(w, spent, estimate)
+            reservation = Reservation(subjects, estimate)
         for subject in subjects:
             self._reserved[subject] = self._reserved.get(subject, Decimal(0)) + estimate
-        return Reservation(subjects, estimate)
+        return reservation
+
+    async def _hold_shared(
+        self, subjects: list[tuple[str, str]], windows: list[_Window], estimate: Decimal
+    ) -> Reservation | None:
+        """Hold the estimate in the shared state: None when it cannot say."""
+        shared = self.shared
+        read_at = self._read_at_us
+        if shared is None or not shared.connected or read_at is None or not windows:
+            return None
+        keys: list[str] = []
+        args: list[Any] = []
+        nanos = _nanos(estimate, ROUND_CEILING)
+        for w in windows:
+            base = self._key(shared, w)
+            keys += [base, f"{base}:exp"]
+            db = self._db.get((w.subject[0], w.subject[1], w.period, w.start), Decimal(0))
+            args += [_nanos(Decimal(w.limit), ROUND_FLOOR), _nanos(db), read_at, nanos]
+        hold_id = f"{shared.origin}-{next(self._ids)}"
+        reply = await shared.run("hold", keys, [hold_id, self.hold_us, *args])
+        if reply is None:
+            return None
+        held, index, amount = (int(x) for x in reply)
+        if not held:
+            raise _refusal(windows[index - 1], Decimal(amount) / NANO, estimate)
+        return Reservation(subjects, estimate, hold_id, keys, Decimal(amount) / NANO)
+
+    @staticmethod
+    def _key(shared: SharedState, w: _Window) -> str:
+        return f"{shared.prefix}:spend:{w.subject[0]}:{w.subject[1]}:{w.period}:{w.start}"
 
     def settle(self, reservation: Reservation, record: UsageRecord | None) -> None:
         """Release the reservation and count the real cost until the store has it."""
@@ -138,31 +209,80 @@ class BudgetGuard:
             self._reserved[subject] -= reservation.amount
             if not self._reserved[subject]:
                 del self._reserved[subject]
-        if record is not None and reservation.subjects and record.total_cost:
-            at = record.requested_at
-            self._pending[record.id] = _Pending(
-                reservation.subjects, record.total_cost, at.date(), at.date().replace(day=1)
+        cost = record.total_cost if record is not None else Decimal(0)
+        # Far from its limit, a budget loses nothing by holding the estimate until the
+        # database has the record (one script less per request); close to it, the
+        # difference could refuse someone, and the cost replaces the estimate at once.
+        if (
+            reservation.shared_keys
+            and self.shared is not None
+            and cost != reservation.amount
+            and (
+                not cost
+                or cost > reservation.amount
+                or reservation.headroom < NEAR_LIMIT * reservation.amount
             )
+        ):
+            self.shared.send(
+                "settle",
+                reservation.shared_keys,
+                [reservation.shared_id, self.hold_us, _nanos(cost)],
+            )
+        if record is not None and reservation.subjects and cost:
+            at = record.requested_at
+            pending = self._pending[record.id] = _Pending(
+                reservation.subjects,
+                cost,
+                at.date(),
+                at.date().replace(day=1),
+                shared_id=reservation.shared_id,
+                shared_keys=reservation.shared_keys,
+            )
+            self._add_pending(pending, cost)
+
+    def _add_pending(self, p: _Pending, amount: Decimal) -> None:
+        sums = self._pending_sums
+        for scope, subject in p.subjects:
+            for window in ((scope, subject, "day", p.day), (scope, subject, "month", p.month)):
+                total = sums.get(window, Decimal(0)) + amount
+                if total:
+                    sums[window] = total
+                else:
+                    del sums[window]
 
     def stored(self, records: list[UsageRecord], at: float) -> None:
+        committed: dict[tuple[str, ...], list[Any]] = {}
         for r in records:
             p = self._pending.get(r.id)
-            if p is not None:
+            if p is not None and p.stored_at is None:
                 p.stored_at = at
+                if p.shared_keys:
+                    committed.setdefault(tuple(p.shared_keys), []).extend(
+                        (p.shared_id, _nanos(p.cost))
+                    )
+        if committed and self.shared is not None:
+            for keys, args in committed.items():
+                self.shared.send("commit", keys, args)
 
     async def refresh(self) -> None:
+        """Read the database's spend counters."""
         if not self._limits:
             return
         started = time.monotonic()
+        # Redis's clock before the read: what is committed after it, the read may lack.
+        read_at = await self.shared.time_us() if self.shared is not None else None
         now = utcnow()
         spend = await self.store.spend(list(self._limits), now.date(), now.date().replace(day=1))
         self._db = spend.totals
+        self._read_at_us = read_at
         self._refreshed_at = started
         # What the store had committed before this read is now in the counters.
         for rid in [
             k for k, p in self._pending.items() if p.stored_at is not None and p.stored_at < started
         ]:
-            del self._pending[rid]
+            pending = self._pending.pop(rid)
+            self._add_pending(pending, -pending.cost)
+        self._first_read.set()
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run())
@@ -173,6 +293,7 @@ class BudgetGuard:
                 await self.refresh()
             except Exception as exc:
                 log.warning("reading spend failed, keeping the last view: %s", exc)
+                self._first_read.set()  # requests do not wait for a database that is away
             await asyncio.sleep(self.refresh_interval)
 
     async def close(self) -> None:
@@ -180,3 +301,27 @@ class BudgetGuard:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+
+
+def _nanos(usd: Decimal, rounding: str = ROUND_CEILING) -> int:
+    return int((usd * NANO).to_integral_value(rounding))
+
+
+def _refusal(w: _Window, spent: Decimal, estimate: Decimal) -> OverBudget:
+    left = Decimal(w.limit) - spent
+    who = "organization" if w.subject[0] == "organization" else "API key"
+    return OverBudget(
+        f"the {_ADJECTIVE[w.period]} budget of {who} {w.subject[1]!r} cannot "
+        f"cover this request: {_usd(max(left, Decimal(0)))} USD left of "
+        f"{w.limit}, and it could cost up to {_usd(estimate)} USD",
+        {
+            "scope": w.subject[0],
+            "subject": w.subject[1],
+            "period": w.period,
+            "periodStart": w.start.isoformat(),
+            "limitUsd": w.limit,
+            "spentUsd": _usd(spent),
+            "remainingUsd": _usd(max(left, Decimal(0))),
+            "estimatedCostUsd": _usd(estimate),
+        },
+    )

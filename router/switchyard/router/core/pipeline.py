@@ -147,7 +147,7 @@ class Pipeline:
         try:
             plan = self.gateway.plan_embedding(caller, req)
             if self.budgets is not None:
-                reservation = self.budgets.reserve(caller, plan.estimated_cost(None))
+                reservation = await self.budgets.reserve(caller, plan.estimated_cost(None))
             result, served = await self.gateway.embed(plan, req)
         except SwitchyardError as exc:
             self.accountant.failed(caller, req, info, exc, reservation)
@@ -173,7 +173,7 @@ class Pipeline:
         try:
             plan = self.gateway.plan(caller, req)
             if self.budgets is not None:
-                reservation = self.budgets.reserve(caller, plan.estimated_cost(req))
+                reservation = await self.budgets.reserve(caller, plan.estimated_cost(req))
         except SwitchyardError as exc:
             self.accountant.failed(caller, req, info, exc, reservation)
             raise

@@ -1,9 +1,11 @@
 """State every replica of the router shares, on Redis: rate budgets and breaker news.
 
-Rate budgets are GCRA cells in Redis, taken and given back by Lua scripts that run
-atomically on the server with the server's clock, so several replicas (and several
-worker processes) together send a provider no more than its limit. The claims of one
-event-loop turn go to Redis as one pipeline.
+Rate budgets are GCRA cells in Redis, and spending budgets hold what the database
+cannot show yet (requests in flight, costs not committed): both are kept by Lua scripts
+(``redis_scripts``) that run atomically on the server with the server's clock, so
+several replicas (and several worker processes) together send a provider no more than
+its limit and spend no more than a budget. The scripts of one event-loop turn go to
+Redis as one pipeline.
 
 Breaker news travels by pub/sub: a replica whose breaker opens (or whose Retry-After
 arrives) publishes it, and the others hold the provider back too, within a round trip.
@@ -31,51 +33,27 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, RedisError
 
 from switchyard.router.metrics import Metrics
+from switchyard.router.storage import redis_scripts as scripts
 
 log = logging.getLogger("switchyard.router")
 
-#: Take ``amount`` from every cell, or from none. ARGV, per key: the emission interval
-#: and the tolerance (µs), and the amount. Returns {1, 0}, or {0, µs to wait}.
-_TAKE = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-local next = {}
-for i = 1, #KEYS do
-  local interval = tonumber(ARGV[i * 3 - 2])
-  local tolerance = tonumber(ARGV[i * 3 - 1])
-  local cost = interval * tonumber(ARGV[i * 3])
-  if cost > tolerance then cost = tolerance end
-  local tat = tonumber(redis.call('GET', KEYS[i]) or now)
-  if tat < now then tat = now end
-  local new = tat + cost
-  if new - now > tolerance then
-    return {0, new - tolerance - now}
-  end
-  next[i] = new
-end
-for i = 1, #KEYS do
-  redis.call('SET', KEYS[i], string.format('%d', next[i]), 'PX',
-             math.floor((next[i] - now) / 1000) + 1000)
-end
-return {1, 0}
-"""
-
-#: Give back ``amount`` of one cell (a reservation larger than what was used).
-_GIVE = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-local tat = tonumber(redis.call('GET', KEYS[1]) or now)
-local new = tat - tonumber(ARGV[1]) * tonumber(ARGV[2])
-if new <= now then
-  redis.call('DEL', KEYS[1])
-else
-  redis.call('SET', KEYS[1], string.format('%d', new), 'PX',
-             math.floor((new - now) / 1000) + 1000)
-end
-return 1
-"""
-
 CHANNEL = "switchyard:breakers"
+
+_SCRIPTS = {
+    "take": scripts.TAKE,
+    "give": scripts.GIVE,
+    "hold": scripts.HOLD,
+    "settle": scripts.SETTLE,
+    "commit": scripts.COMMIT,
+}
+
+
+@dataclass(slots=True)
+class _Call:
+    script: str
+    keys: Sequence[str]
+    args: Sequence[Any]
+    reply: asyncio.Future[Any | None] | None  # None: nobody waits
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,9 +96,8 @@ class SharedState:
         )
         # Subscribed connections wait for news as long as it takes.
         self._news = aioredis.from_url(url, socket_connect_timeout=timeout)
-        self._take_sha = ""
-        self._give_sha = ""
-        self._queue: list[tuple[Sequence[Cell], Sequence[float], asyncio.Future[float | None]]] = []
+        self._shas: dict[str, str] = {}
+        self._queue: list[_Call] = []
         self._flushing = False
         self._tasks: list[asyncio.Task[None]] = []
         self._down_since: float | None = None
@@ -144,8 +121,8 @@ class SharedState:
 
     async def _connect(self) -> bool:
         try:
-            self._take_sha = await self._redis.script_load(_TAKE)
-            self._give_sha = await self._redis.script_load(_GIVE)
+            for name, source in _SCRIPTS.items():
+                self._shas[name] = await self._redis.script_load(source)
         except (RedisError, OSError) as exc:
             self._lost(exc)
             return False
@@ -179,31 +156,40 @@ class SharedState:
     def _safe_url(self) -> str:
         return self.url.split("@")[-1]
 
-    # -- budgets ------------------------------------------------------------------
-    def take(self, cells: Sequence[Cell], amounts: Sequence[float]) -> asyncio.Future[float | None]:
-        """Take ``amounts`` from ``cells`` together: 0.0 when taken, the seconds until
-        they would be there when not, None when Redis cannot say (use your own)."""
-        fut: asyncio.Future[float | None] = asyncio.get_running_loop().create_future()
+    # -- scripts, pipelined ----------------------------------------------------------
+    def run(
+        self, script: str, keys: Sequence[str], args: Sequence[Any]
+    ) -> asyncio.Future[Any | None]:
+        """Run one of the scripts in the next pipeline: its reply, or None when Redis
+        cannot answer (the caller serves on its own state)."""
+        fut: asyncio.Future[Any | None] = asyncio.get_running_loop().create_future()
         if not self.connected:
             fut.set_result(None)
             return fut
-        self._queue.append((cells, amounts, fut))
+        self._queue.append(_Call(script, keys, args, fut))
         if not self._flushing:
             self._flushing = True
             asyncio.get_running_loop().call_soon(self._flush_soon)
         return fut
 
-    def give(self, cell: Cell, amount: float) -> None:
-        """Give back what a call did not use; best effort."""
-        if not self.connected or amount <= 0:
-            return
-        interval = 60_000_000 // cell.per_minute
-        task = asyncio.get_running_loop().create_task(self._give(cell.key, interval, amount))
-        task.add_done_callback(_quiet)
+    def send(self, script: str, keys: Sequence[str], args: Sequence[Any]) -> None:
+        """Run a script whose reply nobody waits for, in the next pipeline; best effort."""
+        if self.connected:
+            self._queue.append(_Call(script, keys, args, None))
+            if not self._flushing:
+                self._flushing = True
+                asyncio.get_running_loop().call_soon(self._flush_soon)
 
-    async def _give(self, key: str, interval: int, amount: float) -> None:
-        with contextlib.suppress(RedisError, OSError):
-            await self._redis.evalsha(self._give_sha, 1, key, interval, amount)
+    async def time_us(self) -> int | None:
+        """Redis's clock, which every replica's scripts read: None when unreachable."""
+        if not self.connected:
+            return None
+        try:
+            seconds, micros = await self._redis.time()
+        except (RedisError, OSError) as exc:
+            self._lost(exc)
+            return None
+        return int(seconds) * 1_000_000 + int(micros)
 
     def _flush_soon(self) -> None:
         task = asyncio.get_running_loop().create_task(self._flush())
@@ -213,30 +199,39 @@ class SharedState:
         batch, self._queue = self._queue, []
         self._flushing = False
         pipe = self._redis.pipeline(transaction=False)
-        for cells, amounts, _ in batch:
-            args: list[Any] = []
-            for cell, amount in zip(cells, amounts, strict=True):
-                args += cell.args(amount)
-            pipe.evalsha(self._take_sha, len(cells), *[c.key for c in cells], *args)
+        for call in batch:
+            pipe.evalsha(self._shas[call.script], len(call.keys), *call.keys, *call.args)
         try:
             results = await pipe.execute(raise_on_error=False)
         except (RedisError, OSError) as exc:
             self._lost(exc)
             results = [exc] * len(batch)
         reload = False
-        for (_, _, fut), result in zip(batch, results, strict=True):
-            if fut.done():
-                continue
+        for call, result in zip(batch, results, strict=True):
             if isinstance(result, NoScriptError):
                 reload = True  # Redis restarted and forgot the scripts
-                fut.set_result(None)
-            elif isinstance(result, BaseException):
-                fut.set_result(None)
-            else:
-                taken, wait_us = result
-                fut.set_result(0.0 if int(taken) else int(wait_us) / 1_000_000)
+            if call.reply is not None and not call.reply.done():
+                call.reply.set_result(None if isinstance(result, BaseException) else result)
         if reload:
             await self._connect()
+
+    # -- rate budgets ---------------------------------------------------------------
+    async def take(self, cells: Sequence[Cell], amounts: Sequence[float]) -> float | None:
+        """Take ``amounts`` from ``cells`` together: 0.0 when taken, the seconds until
+        they would be there when not, None when Redis cannot say (use your own)."""
+        args: list[Any] = []
+        for cell, amount in zip(cells, amounts, strict=True):
+            args += cell.args(amount)
+        reply = await self.run("take", [c.key for c in cells], args)
+        if reply is None:
+            return None
+        taken, wait_us = reply
+        return 0.0 if int(taken) else int(wait_us) / 1_000_000
+
+    def give(self, cell: Cell, amount: float) -> None:
+        """Give back what a call did not use; best effort."""
+        if amount > 0:
+            self.send("give", [cell.key], [60_000_000 // cell.per_minute, amount])
 
     # -- breaker news ---------------------------------------------------------------
     def publish(self, news: dict[str, Any]) -> None:
