@@ -74,6 +74,13 @@ class RouterProcess:
         text = httpx.get(f"{self.url}/metrics", timeout=2).text
         return "switchyard_shared_state_up 1.0" in text
 
+    def processes(self) -> float:
+        """How many router processes this one counts on the shared state."""
+        for line in httpx.get(f"{self.url}/metrics", timeout=2).text.splitlines():
+            if line.startswith("switchyard_shared_state_processes "):
+                return float(line.split()[1])
+        return 0.0
+
     def stop(self) -> None:
         self.proc.terminate()
         try:
@@ -282,3 +289,31 @@ def test_redis_killed_and_restarted_mid_load_fails_no_request(
     while not all(r.shared_up() for r in routers):
         assert time.monotonic() < deadline, "the replicas did not rejoin the shared state"
         time.sleep(0.1)
+
+
+def test_while_redis_is_away_each_replica_keeps_its_share_of_a_limit(
+    fakes: Fakes, replicas: Any, redis: RedisServer
+) -> None:
+    limited = provider(
+        "primary",
+        "openai",
+        fakes.openai.url,
+        key_env="SY_TEST_OPENAI_KEY",
+        rateLimits={"requestsPerMinute": 60},
+    )
+    routers = replicas(table([limited], [model("chat", "primary", "gpt-4o-mini")]))
+    deadline = time.monotonic() + 10
+    while not all(r.processes() == 3 for r in routers):
+        assert time.monotonic() < deadline, [r.processes() for r in routers]
+        time.sleep(0.2)
+    redis.kill()
+    before = fakes.openai.completions
+    seconds = 6.0
+    statuses = load(routers, seconds, clients=6, pause=0.05)
+    sent = fakes.openai.completions - before
+    # Each replica keeps 20 of the 60 a minute: together, one process's budget
+    # (60 at once, then one a second), where each alone would send it all.
+    allowed = 60 + 60 * seconds / 60
+    print(f"three replicas without Redis sent {sent} in {seconds:g} s; one budget: {allowed:g}")
+    assert statuses[200] == sent
+    assert 0.8 * allowed <= sent <= allowed + 3, (sent, statuses)

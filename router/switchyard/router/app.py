@@ -147,7 +147,10 @@ def create_app(
         from switchyard.router.storage.shared_state import SharedState
 
         shared = SharedState(
-            redis_url, metrics, lambda news: gateway.verdicts.news(gateway.states, news)
+            redis_url,
+            metrics,
+            lambda news: gateway.verdicts.news(gateway.states, news),
+            on_processes=gateway.states.share,
         )
         gateway.verdicts.shared = shared
     budgets = BudgetGuard(store, shared=shared)

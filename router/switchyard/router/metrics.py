@@ -71,6 +71,12 @@ class Metrics:
             "0 while the router serves on its own process's state.",
             registry=r,
         )
+        self.shared_state_processes = Gauge(
+            "switchyard_shared_state_processes",
+            "Router processes (replicas times workers) sharing the state, as last counted; "
+            "while Redis is away each keeps this share of every provider's rate limit.",
+            registry=r,
+        )
         self.stalls = Counter(
             "switchyard_stalls",
             "Calls that outlived their route's stall deadline (a few times its recent "

@@ -38,10 +38,18 @@ class ProviderStates:
 
     def __init__(self) -> None:
         self._states: dict[str, ProviderState] = {}
-        #: Router processes serving the same port (``--workers``): each process's own
-        #: rate budgets are this share of a provider's limits, so that together they
-        #: keep them (shared budgets on Redis, when there are, keep the whole limit).
+        #: Router processes serving as one (``--workers`` at start, then replicas and
+        #: workers as counted on the shared state): each process's own rate budgets are
+        #: this share of a provider's limits, so that together they keep them (shared
+        #: budgets on Redis, while it answers, keep the whole limit).
         self.processes = 1
+
+    def share(self, processes: int) -> None:
+        """``processes`` serve as one (replicas and workers, counted on the shared
+        state): each keeps 1/``processes`` of every provider's rate limits."""
+        self.processes = max(processes, 1)
+        for state in self._states.values():
+            state.limiter.share(state.limits[0], state.limits[1], self.processes)
 
     def get(self, key: str) -> ProviderState:
         return self._states[key]

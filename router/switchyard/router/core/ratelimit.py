@@ -4,7 +4,8 @@ Token buckets that refill continuously. A provider without budget is skipped,
 never waited on. Tokens are reserved from an estimate before a call and
 reconciled with the real usage after it. With shared state (``storage.shared_state``)
 the same budgets live in Redis, one for all replicas (``cells``); these buckets are
-then what a replica falls back on while Redis is away.
+then what a replica falls back on while Redis is away, each holding its share of the
+limits (1/N of N processes, as last counted on Redis).
 """
 
 from __future__ import annotations
@@ -42,6 +43,12 @@ class Bucket:
     def give(self, amount: float) -> None:
         self._level = min(self._capacity, self._level + amount)
 
+    def resize(self, per_minute: int) -> None:
+        """A new share of the limit; never more at hand than the new size."""
+        self._capacity = float(per_minute)
+        self._rate = per_minute / 60.0
+        self._level = min(self._level, self._capacity)
+
     def ready_in(self, amount: float, now: float) -> float:
         """Seconds until ``amount`` (at most the capacity) is there."""
         self._refill(now)
@@ -65,6 +72,13 @@ class RateLimiter:
         #: The same budgets, shared by every replica (when the router has shared state).
         self.request_cell = Cell(f"{key}:rpm", rpm) if rpm else None
         self.token_cell = Cell(f"{key}:tpm", tpm) if tpm else None
+
+    def share(self, rpm: int | None, tpm: int | None, processes: int) -> None:
+        """Keep 1/``processes`` of the limits, the others keeping theirs."""
+        if self.requests is not None and rpm:
+            self.requests.resize(max(1, rpm // processes))
+        if self.tokens is not None and tpm:
+            self.tokens.resize(max(1, tpm // processes))
 
     def has_budget(self, tokens: int, now: float) -> bool:
         if self.requests is not None and not self.requests.has(1, now):

@@ -62,6 +62,16 @@ end
 return 1
 """
 
+#: This process is alive: count the processes that said so within ARGV[2] µs.
+BEAT = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+redis.call('ZADD', KEYS[1], now, ARGV[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - tonumber(ARGV[2]))
+redis.call('PEXPIRE', KEYS[1], 60000)
+return redis.call('ZCARD', KEYS[1])
+"""
+
 #: Microseconds per slot of committed spending, and how many slots are kept.
 SLOT_US = 50_000
 SLOTS_KEPT = 1200

@@ -40,6 +40,7 @@ log = logging.getLogger("switchyard.router")
 CHANNEL = "switchyard:breakers"
 
 _SCRIPTS = {
+    "beat": scripts.BEAT,
     "take": scripts.TAKE,
     "give": scripts.GIVE,
     "hold": scripts.HOLD,
@@ -77,11 +78,16 @@ class SharedState:
         *,
         timeout: float = 0.25,
         prefix: str = "switchyard",
+        on_processes: Callable[[int], None] | None = None,
     ) -> None:
         self.url = url
         self.metrics = metrics
         self.on_news = on_news
+        self.on_processes = on_processes
         self.prefix = prefix
+        #: Router processes sharing this state, as last counted (0: not yet).
+        self.processes = 0
+        self._processes_key = f"{prefix}:processes"
         self.connected = False
         #: This process, so that its own news is not applied twice.
         self.origin = f"{time.time_ns():x}-{id(self):x}"
@@ -109,13 +115,19 @@ class SharedState:
     async def start(self) -> None:
         await self._connect()
         loop = asyncio.get_running_loop()
-        self._tasks = [loop.create_task(self._listen(), name="shared-state-news")]
+        self._tasks = [
+            loop.create_task(self._listen(), name="shared-state-news"),
+            loop.create_task(self._beat(), name="shared-state-beat"),
+        ]
 
     async def close(self) -> None:
         for task in self._tasks:
             task.cancel()
             with contextlib.suppress(BaseException):
                 await task
+        if self.connected:  # the others count one process less at once
+            with contextlib.suppress(RedisError, OSError):
+                await self._redis.zrem(self._processes_key, self.origin)
         await self._redis.aclose()
         await self._news.aclose()
 
@@ -145,9 +157,10 @@ class SharedState:
         if self.connected or self._down_since is None:
             log.warning(
                 "shared state at %s is unreachable (%s): serving on this process's own "
-                "limits and breakers until it is back",
+                "breakers and its share (1/%d) of every rate limit until it is back",
                 self._safe_url(),
                 type(exc).__name__,
+                max(self.processes, 1),
             )
             self._down_since = time.monotonic()
         self.connected = False
@@ -232,6 +245,19 @@ class SharedState:
         """Give back what a call did not use; best effort."""
         if amount > 0:
             self.send("give", [cell.key], [60_000_000 // cell.per_minute, amount])
+
+    # -- processes --------------------------------------------------------------------
+    async def _beat(self) -> None:
+        """Say every second that this process is alive, and learn how many are: while
+        Redis is away, each keeps its share of every limit (``on_processes``)."""
+        while True:
+            count = await self.run("beat", [self._processes_key], [self.origin, 5_000_000])
+            if count is not None and int(count) != self.processes:
+                self.processes = int(count)
+                self.metrics.shared_state_processes.set(self.processes)
+                if self.on_processes is not None:
+                    self.on_processes(self.processes)
+            await asyncio.sleep(1.0)
 
     # -- breaker news ---------------------------------------------------------------
     def publish(self, news: dict[str, Any]) -> None:
