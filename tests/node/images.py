@@ -2,7 +2,8 @@
 
 Everything comes from the package registries: a Debian base made by ``mmdebstrap`` from
 Debian's packages; Switchyard's own images from the repository's ``Dockerfile`` by
-``buildah`` (the same file users build with Docker); PostgreSQL from Debian's packages;
+``buildah`` (the same file users build with Docker); PostgreSQL and Redis from Debian's
+packages;
 Ollama and CoreDNS built from the Go module proxy; the pod sandbox's pause binary from
 Kubernetes' own ``pause.c``. Each image is kept as a docker-archive under
 ``~/.cache/switchyard/images``, named by the hash of what it is built from, so a warm
@@ -233,6 +234,11 @@ class Images:
         key = _digest(self.base().ref, files=_tree(ctx))
         return self._from_base("localhost/switchyard-test/postgres", key, ctx)
 
+    def redis(self) -> Image:
+        ctx = HERE / "images" / "redis"
+        key = _digest(self.base().ref, files=_tree(ctx))
+        return self._from_base("localhost/switchyard-test/redis", key, ctx)
+
     def ollama(self) -> Image:
         src = HERE / "images" / "ollama"
         binary = _script(src / "build.sh")
@@ -291,6 +297,7 @@ class Images:
             "operator": self.switchyard("operator"),
             "local-model": self.switchyard("local-model"),
             "postgres": self.postgres(),
+            "redis": self.redis(),
             "ollama": self.ollama(),
         }
         prune({i.archive for i in images.values()} | {self.base().archive})

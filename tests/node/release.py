@@ -46,6 +46,8 @@ def chart_values(images: dict[str, Image]) -> dict[str, Any]:
             "persistence": {"storageClass": STORAGE_CLASS, "size": "1Gi"},
             "resources": small,
         },
+        # The router's two replicas share rate budgets, spending and breakers on it.
+        "redis": {"enabled": True, "image": image_values(images["redis"]), "resources": small},
         "ollama": {
             "enabled": True,
             "image": image_values(images["ollama"]),

@@ -1,9 +1,10 @@
 """Switchyard installed with Helm on a real node, used as a platform team would use it.
 
-One release for the module, in the order a team meets it: install; an LLMProvider for
-the in-cluster model server applied by hand turns Ready and serves through the router's
-Service, its usage landing in the bundled PostgreSQL; the in-cluster Ollama answers; no
-pod reaches anything outside; a router pod deleted and a ``helm upgrade`` under load;
+One release for the module, in the order a team meets it: install, the router's two
+replicas sharing state on the bundled Redis; an LLMProvider for the in-cluster model
+server applied by hand turns Ready and serves through the router's Service, its usage
+landing in the bundled PostgreSQL; the in-cluster Ollama answers; no pod reaches
+anything outside; a router pod deleted and a ``helm upgrade`` under load;
 ``helm rollback``; the operator restarted; ``helm uninstall`` leaving only the CRDs.
 """
 
@@ -84,7 +85,7 @@ def ops_key(release: Release) -> str:
 
 def test_install_brings_every_part_up(release: Release, ops_key: str) -> None:
     cluster = release.cluster
-    for component in ("operator", "router", "postgresql", "ollama", "vllm"):
+    for component in ("operator", "router", "postgresql", "redis", "ollama", "vllm"):
         assert ready_pods(cluster, NS, component), component
     assert len(ready_pods(cluster, NS, "router")) == 2
     for provider in (f"{FULL}-ollama", f"{FULL}-vllm"):
@@ -108,6 +109,30 @@ def test_install_brings_every_part_up(release: Release, ops_key: str) -> None:
         ),
     )
     assert models
+
+
+def test_the_router_replicas_share_state_on_the_bundled_redis(release: Release) -> None:
+    """redis.enabled: both replicas reach the chart's Redis and count each other."""
+    cluster = release.cluster
+
+    def metrics() -> list[str]:
+        pods = kubectl_json(
+            cluster, "-n", NS, "get", "pods", "-l", "app.kubernetes.io/component=router"
+        )["items"]
+        return [
+            httpx.get(f"http://{p['status']['podIP']}:8080/metrics", timeout=5).text
+            for p in pods
+            if p["metadata"].get("deletionTimestamp") is None
+        ]
+
+    def sharing() -> bool:
+        texts = metrics()
+        return len(texts) == 2 and all(
+            "switchyard_shared_state_up 1.0" in t and "switchyard_shared_state_processes 2.0" in t
+            for t in texts
+        )
+
+    wait_for("both router replicas to share state on the bundled Redis", sharing, seconds=30)
 
 
 def test_a_provider_applied_by_hand_turns_ready_and_serves(release: Release, team: str) -> None:
