@@ -113,9 +113,10 @@ _PG_COPY = (
 )
 
 
-async def grow(store: Store, have: int, more: int, sqlite: Path | None, pg: str | None) -> None:
+async def grow(have: int, more: int, sqlite: Path | None, pg: str | None) -> None:
     through = max(0, min(have + more, THROUGH_STORE) - have)
     if through:
+        store = make_store(pg, sqlite or "unused")
         await store.open()
         await fill(store, have, through)
         await store.close()
@@ -191,12 +192,10 @@ def main() -> int:
             if backend == "postgres":
                 pg = PostgresServer().start()
                 store_args = ["--database-url", pg.url, "--state-dir", str(work / "pg-state")]
-                store = make_store(pg.url, "unused")
             else:
                 state = work / "sqlite-state"
                 state.mkdir()
                 store_args = ["--state-dir", str(state)]
-                store = make_store(None, state / "switchyard.db")
             have = 0
             for size in [0, *sizes]:
                 if size > have:
@@ -204,7 +203,6 @@ def main() -> int:
 
                     asyncio.run(
                         grow(
-                            store,
                             have,
                             size - have,
                             None if pg is not None else work / "sqlite-state" / "switchyard.db",
