@@ -9,6 +9,7 @@ of the exact nearest-rank value.
 from __future__ import annotations
 
 import math
+import operator
 from collections.abc import Iterable
 
 BUCKETS = 256
@@ -35,9 +36,7 @@ def empty() -> list[int]:
 
 
 def add_into(total: list[int], other: Iterable[int]) -> None:
-    for i, n in enumerate(other):
-        if n:
-            total[i] += n
+    total[:] = map(operator.add, total, other)  # a report merges hundreds: keep it in C
 
 
 def percentile(hist: list[int], p: float) -> float | None:

@@ -122,14 +122,15 @@ def _group(r: Rollup, group_by: GroupBy) -> str:
 
 def report(rollups: Iterable[Rollup], group_by: GroupBy) -> tuple[list[UsageRow], UsageRow]:
     groups: dict[str, Rollup] = {}
-    total = Rollup("", date.min, "", "", "")
     for r in rollups:
         key = _group(r, group_by)
         g = groups.get(key)
         if g is None:
             g = groups[key] = Rollup("", r.day, "", "", "")
         g.merge(r)
-        total.merge(r)
+    total = Rollup("", date.min, "", "", "")
+    for g in groups.values():  # fewer merges than the rollups'
+        total.merge(g)
 
     def row(key: str, r: Rollup) -> UsageRow:
         return UsageRow(
