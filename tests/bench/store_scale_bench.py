@@ -3,6 +3,7 @@ and the usage query, against an empty store, with 1 and 10 million records, on S
 and on PostgreSQL.
 
     ./dev bench store-scale [--sizes 10000,1000000,10000000] [--backends sqlite,postgres]
+                            [--rounds 2] [--duration 10]
 
 The first million records are written through the store's own path (rows, daily
 rollups and spend counters in one transaction), spread over the last 90 days and four
@@ -10,11 +11,14 @@ organizations, the router's own among them; beyond that the rows are copied in S
 with new ids (the rollups, which reports read for whole days, are not what grows). At
 each size a router process serves wrk (non-streaming, c=32) from the fast fake
 upstream, writing a usage record per request into that store, and
-``GET /api/v1/llm/usage?groupBy=model`` (the default 30 days) is timed over HTTP.
-Prints each figure and its ratio to the empty store's (goal: at most 1.10), and to the
-smallest filled store's: the empty store's report covers one day (the load's own
-records), the filled ones' the thirty days asked, so the query's growth with size shows
-against the smallest filled store, whose records span the same 90 days.
+``GET /api/v1/llm/usage?groupBy=model`` (the default 30 days) is timed over HTTP; the
+same is measured by turns on an empty store beside it (``--rounds`` times each), so
+that each ratio compares runs made minutes apart at most, and the first row (no records)
+shows the noise. Prints each figure and its ratio to the empty store's (goal: at most
+1.10), and the query's ratio to the smallest filled store's: the empty store's report
+covers one day (the load's own records), the filled ones' the thirty days asked, so the
+query's growth with size shows against the smallest filled store, whose records span
+the same 90 days.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -171,11 +176,22 @@ def measure(work: Path, up_port: int, store_args: list[str], duration: int) -> t
         router.wait(20)
 
 
+@dataclass
+class Row:
+    backend: str
+    size: int
+    cpu: list[float] = field(default_factory=list)  # the filled store's runs
+    cpu_empty: list[float] = field(default_factory=list)  # the empty store's, between them
+    query: list[float] = field(default_factory=list)
+    query_empty: list[float] = field(default_factory=list)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--sizes", default="10000,1000000,10000000")
     ap.add_argument("--backends", default="sqlite,postgres")
     ap.add_argument("--duration", type=int, default=10)
+    ap.add_argument("--rounds", type=int, default=2)
     args = ap.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
     work = Path(tempfile.mkdtemp(prefix="switchyard-scale-"))
@@ -184,42 +200,49 @@ def main() -> int:
         [sys.executable, str(HERE / "fake_upstream.py")],
         env=dict(os.environ, FAKE_PORT=str(up_port), FAKE_CHUNKS="20"),
     )
-    rows: list[tuple[str, int, float, float, float]] = []
+    rows: list[Row] = []
     pg: PostgresServer | None = None
     try:
         wait_http(f"http://127.0.0.1:{up_port}/health")
         for backend in args.backends.split(","):
+            sqlite: Path | None = None
             if backend == "postgres":
                 pg = PostgresServer().start()
+                with psycopg.connect(pg.url, autocommit=True) as conn:
+                    conn.execute("CREATE DATABASE empty_store")
+                empty_url = pg.url.rsplit("/", 1)[0] + "/empty_store"
                 store_args = ["--database-url", pg.url, "--state-dir", str(work / "pg-state")]
+                empty_args = ["--database-url", empty_url, "--state-dir", str(work / "pg-empty")]
             else:
-                state = work / "sqlite-state"
-                state.mkdir()
-                store_args = ["--state-dir", str(state)]
+                for name in ("sqlite-state", "sqlite-empty"):
+                    (work / name).mkdir()
+                sqlite = work / "sqlite-state" / "switchyard.db"
+                store_args = ["--state-dir", str(work / "sqlite-state")]
+                empty_args = ["--state-dir", str(work / "sqlite-empty")]
             have = 0
             for size in [0, *sizes]:
                 if size > have:
                     started = time.perf_counter()
-
-                    asyncio.run(
-                        grow(
-                            have,
-                            size - have,
-                            None if pg is not None else work / "sqlite-state" / "switchyard.db",
-                            pg.url if pg is not None else None,
-                        )
-                    )
-                    print(
-                        f"  {backend}: {size:,} records ({time.perf_counter() - started:.0f} s "
-                        "to write)",
-                        flush=True,
-                    )
+                    asyncio.run(grow(have, size - have, sqlite, pg.url if pg else None))
+                    took = time.perf_counter() - started
+                    print(f"  {backend}: {size:,} records ({took:.0f} s to write)", flush=True)
                     have = size
-                cpu_ms, query_ms = measure(work, up_port, store_args, args.duration)
-                rows.append((backend, size, cpu_ms, query_ms, 0.0))
+                # An empty store beside it, run by turns: the machine's drift is in both.
+                row = Row(backend, size)
+                for _ in range(args.rounds):
+                    cpu, query = measure(work, up_port, empty_args, args.duration)
+                    row.cpu_empty.append(cpu)
+                    row.query_empty.append(query)
+                    cpu, query = measure(work, up_port, store_args, args.duration)
+                    row.cpu.append(cpu)
+                    row.query.append(query)
+                rows.append(row)
                 print(
-                    f"  {backend} at {size:,}: {cpu_ms:.3f} ms CPU per request, usage query "
-                    f"{query_ms:.1f} ms",
+                    f"  {backend} at {size:,}: CPU ms per request "
+                    f"{', '.join(f'{c:.3f}' for c in row.cpu)} (empty store "
+                    f"{', '.join(f'{c:.3f}' for c in row.cpu_empty)}), usage query ms "
+                    f"{', '.join(f'{q:.1f}' for q in row.query)} (empty store "
+                    f"{', '.join(f'{q:.1f}' for q in row.query_empty)})",
                     flush=True,
                 )
             if pg is not None:
@@ -230,22 +253,24 @@ def main() -> int:
         upstream.wait(10)
         if pg is not None:
             pg.destroy()
+    med = statistics.median
     print(
-        f"\n{'store':<10}{'records':>12}{'CPU ms/req':>12}{'ratio':>7}{'query ms':>10}{'ratio':>7}"
-        f"{'to smallest filled':>20}"
+        f"\nmedians of {args.rounds} runs each, the empty store's run by turns with the "
+        "filled one's\n"
     )
-    base: dict[str, tuple[float, float]] = {}
+    print(
+        f"{'store':<10}{'records':>12}{'CPU ms/req':>12}{'empty':>8}{'ratio':>7}"
+        f"{'query ms':>10}{'empty':>8}{'ratio':>7}{'to smallest filled':>20}"
+    )
     smallest: dict[str, float] = {}
-    for backend, size, cpu_ms, query_ms, _ in rows:
-        if size == 0:
-            base[backend] = (cpu_ms, query_ms)
-        elif backend not in smallest:
-            smallest[backend] = query_ms
-        b = base[backend]
-        filled = f"{query_ms / smallest[backend]:>20.2f}" if size else f"{'':>20}"
+    for r in rows:
+        if r.size and r.backend not in smallest:
+            smallest[r.backend] = med(r.query)
+        filled = f"{med(r.query) / smallest[r.backend]:>20.2f}" if r.size else f"{'':>20}"
         print(
-            f"{backend:<10}{size:>12,}{cpu_ms:>12.3f}{cpu_ms / b[0]:>7.2f}"
-            f"{query_ms:>10.1f}{query_ms / b[1]:>7.2f}{filled}"
+            f"{r.backend:<10}{r.size:>12,}{med(r.cpu):>12.3f}{med(r.cpu_empty):>8.3f}"
+            f"{med(r.cpu) / med(r.cpu_empty):>7.2f}{med(r.query):>10.1f}"
+            f"{med(r.query_empty):>8.1f}{med(r.query) / med(r.query_empty):>7.2f}{filled}"
         )
     return 0
 
