@@ -5,6 +5,7 @@ database since, and a dead replica's estimate is let go."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
@@ -166,3 +167,22 @@ def test_a_dead_replicas_estimate_is_let_go(redis: RedisServer, tmp_path: Path) 
         await b.reserve(CALLER, USD("0.60"))
 
     run(redis, tmp_path, scenario, hold_seconds=1.0)
+
+
+def test_a_replayed_hold_or_commit_counts_once(redis: RedisServer, tmp_path: Path) -> None:
+    """redis-py runs a pipeline again when its connection drops after sending it."""
+
+    async def scenario(a: BudgetGuard, b: BudgetGuard, commit: Commit) -> None:
+        a._ids = itertools.repeat(7)  # two holds of one id: the second is the replay
+        first = await a.reserve(CALLER, USD("0.40"))
+        await a.reserve(CALLER, USD("0.40"))
+        assert await refused(b, "0.61") == USD("0.40")
+        r = record("0.40")
+        a.settle(first, r)
+        await commit(r)
+        assert a.shared is not None
+        a.shared.send("commit", first.shared_keys, [first.shared_id, 400_000_000])
+        await asyncio.sleep(0.05)
+        assert await refused(b, "0.61") == USD("0.40")
+
+    run(redis, tmp_path, scenario)

@@ -8,8 +8,12 @@ overshoots on its own.
 
 With shared state (Redis), what is in flight and what is not yet committed is
 held there for every replica and worker together (``redis_scripts``), so
-together they never overshoot either. While Redis is away each falls back to
-its own view, and replicas together may overshoot by about one refresh
+together they do not overshoot either; where the views overlap (a cost committed
+within 50 ms of a read) a cost may count twice for a moment, which errs on the
+side of refusing. Redis keeps what is open for ``HOLD_SECONDS``: a request
+running longer loses its hold, and a replica whose database reads have failed
+for ``STALE_READ_SECONDS`` uses its own view. While Redis is away each falls
+back to its own view, and replicas together may overshoot by about one refresh
 interval of spending.
 """
 
@@ -77,6 +81,9 @@ class _Window:
 #: How long an estimate is held for a request in flight, and a cost kept for a record
 #: not yet committed, before the shared state lets them go (a replica that died).
 HOLD_SECONDS = 600
+#: A read of the database older than this is not combined with Redis's view (which
+#: keeps what is open for HOLD_SECONDS only): the replica's own view is used instead.
+STALE_READ_SECONDS = 30
 #: A budget is close to its limit when fewer than this many estimates fit in what is left.
 NEAR_LIMIT = 64
 NANO = Decimal(1_000_000_000)
@@ -182,6 +189,10 @@ class BudgetGuard:
         read_at = self._read_at_us
         if shared is None or not shared.connected or read_at is None or not windows:
             return None
+        if time.monotonic() - self._refreshed_at > STALE_READ_SECONDS:
+            # The database has not been read for a while (it is away, or slow): Redis
+            # keeps what is open for only so long, this replica's own view keeps all.
+            return None
         keys: list[str] = []
         args: list[Any] = []
         nanos = _nanos(estimate, ROUND_CEILING)
@@ -191,8 +202,13 @@ class BudgetGuard:
             db = self._db.get((w.subject[0], w.subject[1], w.period, w.start), Decimal(0))
             args += [_nanos(Decimal(w.limit), ROUND_FLOOR), _nanos(db), read_at, nanos]
         hold_id = f"{shared.origin}-{next(self._ids)}"
-        reply = await shared.run("hold", keys, [hold_id, self.hold_us, *args])
+        try:
+            reply = await shared.run("hold", keys, [hold_id, self.hold_us, *args])
+        except asyncio.CancelledError:
+            shared.send("settle", keys, [hold_id, self.hold_us, 0])  # it may have run
+            raise
         if reply is None:
+            shared.send("settle", keys, [hold_id, self.hold_us, 0])  # it may have run
             return None
         held, index, amount = (int(x) for x in reply)
         if not held:
@@ -269,10 +285,11 @@ class BudgetGuard:
         if not self._limits:
             return
         started = time.monotonic()
+        limits = self._limits
         # Redis's clock before the read: what is committed after it, the read may lack.
         read_at = await self.shared.time_us() if self.shared is not None else None
         now = utcnow()
-        spend = await self.store.spend(list(self._limits), now.date(), now.date().replace(day=1))
+        spend = await self.store.spend(list(limits), now.date(), now.date().replace(day=1))
         self._db = spend.totals
         self._read_at_us = read_at
         self._refreshed_at = started
@@ -282,7 +299,8 @@ class BudgetGuard:
         ]:
             pending = self._pending.pop(rid)
             self._add_pending(pending, -pending.cost)
-        self._first_read.set()
+        if limits is self._limits:  # else a subject added meanwhile is not read yet
+            self._first_read.set()
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run())

@@ -110,6 +110,8 @@ local id = ARGV[1]
 local hold = tonumber(ARGV[2])
 local windows = #KEYS / 2
 local least = nil
+-- A pipeline replayed after a lost connection must not hold the same estimate twice.
+if redis.call('HEXISTS', KEYS[1], 'i:' .. id) == 1 then return {1, 0, 0} end
 for i = 1, windows do
   local h, e = KEYS[2 * i - 1], KEYS[2 * i]
   for _, gone in ipairs(redis.call('ZRANGEBYSCORE', e, '-inf', now, 'LIMIT', 0, 100)) do
@@ -167,7 +169,8 @@ return 1
 )
 
 #: The database has committed these records: each one's held amount leaves ``open``, and
-#: its cost goes to this slot; slots older than anyone's read can be are forgotten.
+#: its cost goes to this slot (a record no longer held, let go or committed already, is
+#: not counted again); slots older than anyone's read can be are forgotten.
 #: ARGV: id, cost, id, cost, ...
 COMMIT = (
     _SPEND_COMMON
@@ -177,15 +180,16 @@ for i = 1, #KEYS / 2 do
   local h, e = KEYS[2 * i - 1], KEYS[2 * i]
   local committed = 0
   for j = 1, #ARGV, 2 do
-    drop(h, e, ARGV[j])
-    committed = committed + tonumber(ARGV[j + 1])
+    -- Only what was still open: a replayed commit is not counted twice.
+    if drop(h, e, ARGV[j]) ~= 0 then committed = committed + tonumber(ARGV[j + 1]) end
   end
   if committed ~= 0 then redis.call('HINCRBY', h, 'd:' .. slot, n(committed)) end
+  -- Slots exist from gc to gc + kept at most: forget those older than anyone's read.
   local oldest = slot - kept
   local gc = tonumber(redis.call('HGET', h, 'gc') or oldest)
   if gc < oldest then
     local old = {}
-    for s = math.max(gc, oldest - kept), oldest - 1 do old[#old + 1] = 'd:' .. s end
+    for s = gc, math.min(oldest - 1, gc + kept) do old[#old + 1] = 'd:' .. s end
     redis.call('HDEL', h, unpack(old))
   end
   redis.call('HSET', h, 'gc', oldest)

@@ -30,7 +30,7 @@ from redis import asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import NoScriptError, RedisError
+from redis.exceptions import NoScriptError, RedisError, ResponseError
 
 from switchyard.router.metrics import Metrics
 from switchyard.router.storage import redis_scripts as scripts
@@ -107,6 +107,9 @@ class SharedState:
         self._flushing = False
         self._tasks: list[asyncio.Task[None]] = []
         self._down_since: float | None = None
+        self._refused_logged = float("-inf")
+        self._lost_logged = float("-inf")
+        self._said_lost = False
 
     def key(self, name: str) -> str:
         return f"{self.prefix}:limit:{name}"
@@ -145,7 +148,8 @@ class SharedState:
         if not self.connected:
             self.connected = True
             self.metrics.shared_state_up.set(1)
-            if self._down_since is not None:
+            if self._down_since is not None and self._said_lost:
+                self._said_lost = False
                 log.warning(
                     "shared state at %s is back after %.1f s: limits and breakers are shared again",
                     self._safe_url(),
@@ -154,15 +158,21 @@ class SharedState:
             self._down_since = None
 
     def _lost(self, exc: BaseException) -> None:
-        if self.connected or self._down_since is None:
+        now = time.monotonic()
+        # Said once a minute at most: a Redis that keeps refusing (full) keeps coming back.
+        if (self.connected or self._down_since is None) and now - self._lost_logged > 60:
+            self._lost_logged = now
+            self._said_lost = True
+            reason = f"{exc}" if isinstance(exc, ResponseError) else type(exc).__name__
             log.warning(
                 "shared state at %s is unreachable (%s): serving on this process's own "
                 "breakers and its share (1/%d) of every rate limit until it is back",
                 self._safe_url(),
-                type(exc).__name__,
+                reason,
                 max(self.processes, 1),
             )
-            self._down_since = time.monotonic()
+        if self.connected or self._down_since is None:
+            self._down_since = now
         self.connected = False
         self.metrics.shared_state_up.set(0)
 
@@ -211,22 +221,41 @@ class SharedState:
     async def _flush(self) -> None:
         batch, self._queue = self._queue, []
         self._flushing = False
-        pipe = self._redis.pipeline(transaction=False)
-        for call in batch:
-            pipe.evalsha(self._shas[call.script], len(call.keys), *call.keys, *call.args)
         try:
-            results = await pipe.execute(raise_on_error=False)
-        except (RedisError, OSError) as exc:
-            self._lost(exc)
-            results = [exc] * len(batch)
-        reload = False
-        for call, result in zip(batch, results, strict=True):
-            if isinstance(result, NoScriptError):
-                reload = True  # Redis restarted and forgot the scripts
-            if call.reply is not None and not call.reply.done():
-                call.reply.set_result(None if isinstance(result, BaseException) else result)
-        if reload:
-            await self._connect()
+            pipe = self._redis.pipeline(transaction=False)
+            for call in batch:
+                pipe.evalsha(self._shas[call.script], len(call.keys), *call.keys, *call.args)
+            try:
+                results = await pipe.execute(raise_on_error=False)
+            except (RedisError, OSError) as exc:
+                self._lost(exc)
+                results = [exc] * len(batch)
+            reload = False
+            for call, result in zip(batch, results, strict=True):
+                if isinstance(result, NoScriptError):
+                    reload = True  # Redis restarted and forgot the scripts
+                elif isinstance(result, ResponseError):
+                    self._refused(call.script, result)
+                if call.reply is not None and not call.reply.done():
+                    call.reply.set_result(None if isinstance(result, BaseException) else result)
+            if reload:
+                await self._connect()
+        finally:
+            for call in batch:  # whatever happened, nobody waits for ever
+                if call.reply is not None and not call.reply.done():
+                    call.reply.set_result(None)
+
+    def _refused(self, script: str, error: ResponseError) -> None:
+        """A script Redis would not run. A full Redis (OOM, with noeviction) or a replica
+        (READONLY) cannot keep the state: serve on our own, as if it were away."""
+        message = str(error)
+        if message.startswith(("OOM", "READONLY")):
+            self._lost(error)
+            return
+        now = time.monotonic()
+        if now - self._refused_logged > 60:
+            self._refused_logged = now
+            log.warning("shared state refused script %s: %s", script, message)
 
     # -- rate budgets ---------------------------------------------------------------
     async def take(self, cells: Sequence[Cell], amounts: Sequence[float]) -> float | None:
@@ -256,7 +285,10 @@ class SharedState:
                 self.processes = int(count)
                 self.metrics.shared_state_processes.set(self.processes)
                 if self.on_processes is not None:
-                    self.on_processes(self.processes)
+                    try:
+                        self.on_processes(self.processes)
+                    except Exception:
+                        log.exception("applying the count of router processes failed")
             await asyncio.sleep(1.0)
 
     # -- breaker news ---------------------------------------------------------------
