@@ -104,6 +104,8 @@ class SharedState:
         self._news = aioredis.from_url(url, socket_connect_timeout=timeout)
         self._shas: dict[str, str] = {}
         self._queue: list[_Call] = []
+        #: Tokens to give back, by cell: [interval (µs), amount], sent with the next flush.
+        self._gives: dict[str, list[Any]] = {}
         self._flushing = False
         self._tasks: list[asyncio.Task[None]] = []
         self._down_since: float | None = None
@@ -221,6 +223,8 @@ class SharedState:
     async def _flush(self) -> None:
         batch, self._queue = self._queue, []
         self._flushing = False
+        gives, self._gives = self._gives, {}
+        batch += [_Call("give", [key], owed, None) for key, owed in gives.items()]
         try:
             pipe = self._redis.pipeline(transaction=False)
             for call in batch:
@@ -271,9 +275,22 @@ class SharedState:
         return 0.0 if int(taken) else int(wait_us) / 1_000_000
 
     def give(self, cell: Cell, amount: float) -> None:
-        """Give back what a call did not use; best effort."""
-        if amount > 0:
-            self.send("give", [cell.key], [60_000_000 // cell.per_minute, amount])
+        """Give back what a call did not use; best effort. Nobody waits for it: the gives
+        of the next 50 ms go together, one script per cell."""
+        if amount <= 0 or not self.connected:
+            return
+        owed = self._gives.get(cell.key)
+        if owed is None:
+            self._gives[cell.key] = [60_000_000 // cell.per_minute, amount]
+            if len(self._gives) == 1 and not self._flushing:
+                asyncio.get_running_loop().call_later(0.05, self._flush_gives)
+        else:
+            owed[1] += amount
+
+    def _flush_gives(self) -> None:
+        if self._gives and not self._flushing:
+            self._flushing = True
+            self._flush_soon()
 
     # -- processes --------------------------------------------------------------------
     async def _beat(self) -> None:
