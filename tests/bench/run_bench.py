@@ -109,6 +109,23 @@ def wrk(url: str, body: dict, conc: int, duration: int, auth: str | None) -> dic
     return {k: float(v) for k, v in fields.items() if k != "tag"}
 
 
+def cpu_per_request(
+    pid: int, url: str, stats_url: str, conc: int, duration: int
+) -> tuple[float, dict[str, float]]:
+    """Router ``pid``'s CPU ms per request served upstream under wrk (non-streaming,
+    ``conc`` connections, after a 2 s warm-up), and wrk's figures. Fails loudly when
+    the router failed requests."""
+    wrk(url, NONSTREAM, conc, 2, f"Bearer {KEY}")
+    n0, cpu0 = upstream_count(stats_url), cpu_seconds(pid)
+    result = wrk(url, NONSTREAM, conc, duration, f"Bearer {KEY}")
+    served = upstream_count(stats_url) - n0
+    cpu = cpu_seconds(pid) - cpu0
+    errors = sum(v for k, v in result.items() if k.startswith("errors_"))
+    if errors or not served:
+        raise SystemExit(f"the router failed {errors:.0f} requests ({served} served)")
+    return cpu * 1000 / served, result
+
+
 def router_process(
     table: Path, port: int, *extra: str, env: dict[str, str] | None = None
 ) -> subprocess.Popen[bytes]:

@@ -29,15 +29,11 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parents[1]))
 
 from tests.bench.run_bench import (  # noqa: E402
-    KEY,
-    NONSTREAM,
-    cpu_seconds,
+    cpu_per_request,
     free_port,
     router_process,
     table_doc,
-    upstream_count,
     wait_http,
-    wrk,
 )
 from tests.support.redis import RedisServer  # noqa: E402
 
@@ -56,17 +52,14 @@ def run(
     )
     try:
         wait_http(f"http://127.0.0.1:{port}/readyz")
-        url = f"http://127.0.0.1:{port}/v1/chat/completions"
-        stats = f"http://127.0.0.1:{up_port}/stats"
-        wrk(url, NONSTREAM, args.conc, 2, f"Bearer {KEY}")
-        before_n, before_cpu = upstream_count(stats), cpu_seconds(router.pid)
-        result = wrk(url, NONSTREAM, args.conc, args.duration, f"Bearer {KEY}")
-        served = upstream_count(stats) - before_n
-        cpu = cpu_seconds(router.pid) - before_cpu
-        errors = sum(v for k, v in result.items() if k.startswith("errors_"))
-        if errors or not served:
-            raise SystemExit(f"the router failed {errors:.0f} requests ({served} served)")
-        return cpu * 1000 / served, result["rps"], result["p99_ms"]
+        cpu_ms, result = cpu_per_request(
+            router.pid,
+            f"http://127.0.0.1:{port}/v1/chat/completions",
+            f"http://127.0.0.1:{up_port}/stats",
+            args.conc,
+            args.duration,
+        )
+        return cpu_ms, result["rps"], result["p99_ms"]
     finally:
         router.terminate()
         router.wait(10)

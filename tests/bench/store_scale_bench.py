@@ -49,14 +49,11 @@ from switchyard.router.storage.factory import make_store  # noqa: E402
 from switchyard.router.storage.records import COLUMNS, UsageRecord, new_id  # noqa: E402
 from tests.bench.run_bench import (  # noqa: E402
     KEY,
-    NONSTREAM,
-    cpu_seconds,
+    cpu_per_request,
     free_port,
     router_process,
     table_doc,
-    upstream_count,
     wait_http,
-    wrk,
 )
 from tests.support.postgres import PostgresServer  # noqa: E402
 
@@ -148,11 +145,13 @@ def measure(work: Path, up_port: int, store_args: list[str], duration: int) -> t
     try:
         wait_http(f"http://127.0.0.1:{port}/readyz", 120)
         url = f"http://127.0.0.1:{port}"
-        stats = f"http://127.0.0.1:{up_port}/stats"
-        wrk(f"{url}/v1/chat/completions", NONSTREAM, 32, 2, f"Bearer {KEY}")
-        n0, cpu0 = upstream_count(stats), cpu_seconds(router.pid)
-        wrk(f"{url}/v1/chat/completions", NONSTREAM, 32, duration, f"Bearer {KEY}")
-        cpu_ms = (cpu_seconds(router.pid) - cpu0) * 1000 / (upstream_count(stats) - n0)
+        cpu_ms, _ = cpu_per_request(
+            router.pid,
+            f"{url}/v1/chat/completions",
+            f"http://127.0.0.1:{up_port}/stats",
+            32,
+            duration,
+        )
         took = []
         with httpx.Client(headers={"Authorization": f"Bearer {KEY}"}, timeout=60) as http:
             # The load's own records are written a moment after their answers: the query
