@@ -20,7 +20,7 @@ from tests.integration.conftest import Fakes, fresh_database
 from tests.support.postgres import PostgresServer
 from tests.support.servers import RouterServer, free_port, write_table
 from tests.support.tables import KEY, model, provider, table
-from tests.support.usage_rows import read_rows
+from tests.support.usage_rows import read_rows, usage_record
 
 AUTH = {"Authorization": f"Bearer {KEY}"}
 REQUEST_ID = "x-switchyard-request-id"
@@ -153,32 +153,15 @@ def test_sigterm_under_load_flushes_every_record(
 
 
 def _record(i: int) -> UsageRecord:
-    from datetime import UTC, datetime
     from decimal import Decimal
 
-    now = datetime.now(UTC)
-    return UsageRecord(
+    return usage_record(
         id=f"00000000-0000-4000-8000-{i:012d}",
         organization="o",
-        api_key="k",
-        api="native",
-        provider="p",
-        model="m",
         task_type="t",
-        prompt_tokens=1,
         completion_tokens=2,
         input_cost=Decimal("0.000001"),
         output_cost=Decimal("0.000002"),
-        saved_cost=Decimal(0),
-        latency_ms=1.0,
-        ttft_ms=None,
-        status="ok",
-        http_status=200,
-        error_class=None,
-        cache_hit=False,
-        stream=False,
-        requested_at=now,
-        completed_at=now,
     )
 
 

@@ -8,7 +8,6 @@ import asyncio
 import itertools
 import time
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 
@@ -19,39 +18,17 @@ from switchyard.router.core.budgets import BudgetGuard, OverBudget
 from switchyard.router.core.caller import Caller
 from switchyard.router.metrics import Metrics
 from switchyard.router.storage.factory import make_store
-from switchyard.router.storage.records import UsageRecord, new_id
+from switchyard.router.storage.records import UsageRecord
 from switchyard.router.storage.shared_state import SharedState
 from tests.support.redis import RedisServer
+from tests.support.usage_rows import usage_record
 
 CALLER = Caller("test", "default", frozenset({"completions"}))
 USD = Decimal
 
 
 def record(cost: str) -> UsageRecord:
-    now = datetime.now(UTC)
-    return UsageRecord(
-        id=new_id(),
-        organization="default",
-        api_key="test",
-        api="native",
-        provider="p",
-        model="m",
-        task_type=None,
-        prompt_tokens=1,
-        completion_tokens=1,
-        input_cost=USD(0),
-        output_cost=USD(cost),
-        saved_cost=USD(0),
-        latency_ms=1.0,
-        ttft_ms=None,
-        status="ok",
-        http_status=200,
-        error_class=None,
-        cache_hit=False,
-        stream=False,
-        requested_at=now,
-        completed_at=now,
-    )
+    return usage_record(api_key="test", output_cost=USD(cost))
 
 
 Commit = Callable[[UsageRecord], Awaitable[None]]

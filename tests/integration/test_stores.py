@@ -12,10 +12,11 @@ import psycopg
 from switchyard.router.core.retention import UsageRetention
 from switchyard.router.storage.base import CacheEntry, Store
 from switchyard.router.storage.factory import make_store
-from switchyard.router.storage.records import UsageRecord, new_id
+from switchyard.router.storage.records import UsageRecord
 from switchyard.router.storage.rollup import Rollup, rollups_of
 from tests.integration.conftest import fresh_database
 from tests.support.postgres import PostgresServer
+from tests.support.usage_rows import usage_record
 
 
 def test_replicas_starting_together_migrate_once(postgres: PostgresServer) -> None:
@@ -57,28 +58,15 @@ def test_expired_cache_entries_are_purged(postgres: PostgresServer, tmp_path: Pa
 
 
 def _record(org: str, at: datetime) -> UsageRecord:
-    return UsageRecord(
-        id=new_id(),
+    return usage_record(
         organization=org,
-        api_key="k",
         api="openai",
-        provider="p",
-        model="m",
-        task_type=None,
         prompt_tokens=10,
         completion_tokens=5,
         input_cost=Decimal("0.001"),
         output_cost=Decimal("0.002"),
-        saved_cost=Decimal(0),
         latency_ms=20.0,
-        ttft_ms=None,
-        status="ok",
-        http_status=200,
-        error_class=None,
-        cache_hit=False,
-        stream=False,
         requested_at=at,
-        completed_at=at,
     )
 
 

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import sqlite3
 import time
+from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import psycopg
+
+from switchyard.router.storage.records import UsageRecord, new_id
 
 NANO = Decimal(10) ** 9
 
@@ -51,3 +54,33 @@ def wait_rows(
         if len(rows) >= count or time.monotonic() > deadline:
             return rows
         time.sleep(0.05)
+
+
+def usage_record(**fields: Any) -> UsageRecord:
+    """A usage record as the router writes one: a successful call, now, unless
+    ``fields`` say otherwise (``requested_at`` is also its ``completed_at``)."""
+    at = fields.pop("requested_at", None) or datetime.now(UTC)
+    defaults: dict[str, Any] = {
+        "id": new_id(),
+        "organization": "default",
+        "api_key": "k",
+        "api": "native",
+        "provider": "p",
+        "model": "m",
+        "task_type": None,
+        "prompt_tokens": 1,
+        "completion_tokens": 1,
+        "input_cost": Decimal(0),
+        "output_cost": Decimal(0),
+        "saved_cost": Decimal(0),
+        "latency_ms": 1.0,
+        "ttft_ms": None,
+        "status": "ok",
+        "http_status": 200,
+        "error_class": None,
+        "cache_hit": False,
+        "stream": False,
+        "requested_at": at,
+        "completed_at": at,
+    }
+    return UsageRecord(**(defaults | fields))
