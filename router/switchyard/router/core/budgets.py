@@ -71,11 +71,24 @@ class _Pending:
 
 
 @dataclass(frozen=True, slots=True)
+class _Limit:
+    """One of a budget's limits, converted once when the table is installed."""
+
+    period: str  # day | month
+    text: str  # as the table gives it
+    usd: Decimal
+    nanos: int  # for the shared state's scripts
+
+
+@dataclass(frozen=True, slots=True)
 class _Window:
     subject: tuple[str, str]
-    period: str  # day | month
     start: date
-    limit: str
+    limit: _Limit
+
+    @property
+    def period(self) -> str:
+        return self.limit.period
 
 
 #: How long an estimate is held for a request in flight, and a cost kept for a record
@@ -109,6 +122,7 @@ class BudgetGuard:
         self.shared = shared
         self.hold_us = int(hold_seconds * 1_000_000)
         self._limits: dict[tuple[str, str], Budget] = {}
+        self._periods: dict[tuple[str, str], list[_Limit]] = {}
         self._db: dict[tuple[str, str, str, date], Decimal] = {}
         self._refreshed_at = float("-inf")
         #: Redis's clock when the last read of the database began (None: not known).
@@ -131,6 +145,14 @@ class BudgetGuard:
         if not limits.keys() <= self._limits.keys():
             self._first_read.clear()  # the new subjects' spend is not read yet
         self._limits = limits
+        self._periods = {
+            subject: [
+                _Limit(period, text, Decimal(text), _nanos(Decimal(text), ROUND_FLOOR))
+                for period, text in (("day", b.daily_usd), ("month", b.monthly_usd))
+                if text is not None
+            ]
+            for subject, b in limits.items()
+        }
 
     def subjects(self, caller: Caller) -> list[tuple[str, str]]:
         candidates = [
@@ -147,17 +169,12 @@ class BudgetGuard:
         return total + self._reserved.get(subject, Decimal(0))
 
     def _windows(self, subjects: list[tuple[str, str]], now: datetime) -> list[_Window]:
-        day, month = now.date(), now.date().replace(day=1)
-        windows = []
-        for subject in subjects:
-            budget = self._limits[subject]
-            for period, limit, start in (
-                ("day", budget.daily_usd, day),
-                ("month", budget.monthly_usd, month),
-            ):
-                if limit is not None:
-                    windows.append(_Window(subject, period, start, limit))
-        return windows
+        starts = {"day": now.date(), "month": now.date().replace(day=1)}
+        return [
+            _Window(subject, starts[limit.period], limit)
+            for subject in subjects
+            for limit in self._periods[subject]
+        ]
 
     async def reserve(
         self, caller: Caller, estimate: Decimal, now: datetime | None = None
@@ -173,7 +190,7 @@ class BudgetGuard:
         if reservation is None:  # no shared state: this replica's own view
             for w in windows:
                 spent = self.spent(w.subject, w.period, w.start)
-                left = Decimal(w.limit) - spent
+                left = w.limit.usd - spent
                 if estimate > left or left <= 0:
                     raise _refusal(w, spent, estimate)
             reservation = Reservation(subjects, estimate)
@@ -200,7 +217,7 @@ class BudgetGuard:
             base = self._key(shared, w)
             keys += [base, f"{base}:exp"]
             db = self._db.get((w.subject[0], w.subject[1], w.period, w.start), Decimal(0))
-            args += [_nanos(Decimal(w.limit), ROUND_FLOOR), _nanos(db), read_at, nanos]
+            args += [w.limit.nanos, _nanos(db), read_at, nanos]
         hold_id = f"{shared.origin}-{next(self._ids)}"
         try:
             reply = await shared.run("hold", keys, [hold_id, self.hold_us, *args])
@@ -326,18 +343,18 @@ def _nanos(usd: Decimal, rounding: str = ROUND_CEILING) -> int:
 
 
 def _refusal(w: _Window, spent: Decimal, estimate: Decimal) -> OverBudget:
-    left = Decimal(w.limit) - spent
+    left = w.limit.usd - spent
     who = "organization" if w.subject[0] == "organization" else "API key"
     return OverBudget(
         f"the {_ADJECTIVE[w.period]} budget of {who} {w.subject[1]!r} cannot "
         f"cover this request: {_usd(max(left, Decimal(0)))} USD left of "
-        f"{w.limit}, and it could cost up to {_usd(estimate)} USD",
+        f"{w.limit.text}, and it could cost up to {_usd(estimate)} USD",
         {
             "scope": w.subject[0],
             "subject": w.subject[1],
             "period": w.period,
             "periodStart": w.start.isoformat(),
-            "limitUsd": w.limit,
+            "limitUsd": w.limit.text,
             "spentUsd": _usd(spent),
             "remainingUsd": _usd(max(left, Decimal(0))),
             "estimatedCostUsd": _usd(estimate),
