@@ -347,7 +347,7 @@ class SharedState:
                 self._lost(exc)
             finally:
                 with contextlib.suppress(BaseException):
-                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+                    await pubsub.aclose()  # type: ignore[no-untyped-call, unused-ignore]
             await asyncio.sleep(delay)
             delay = min(delay * 2, 2.0)
 
