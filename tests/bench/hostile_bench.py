@@ -1,7 +1,9 @@
 """Hostile-client benchmark: the router's memory and availability while it is attacked.
 
     ./dev bench hostile [--slow 2000] [--oversized 8] [--header-timeout 10]
+                        [--only connections|conversations] [--clients 8] [--seconds 10]
 
+Connections (``--only connections``):
 Against one router process with its default connection limits:
 - ``--slow`` clients open a connection each and send a request head one byte a second;
 - ``--oversized`` clients each send an unfinished header line of up to 48 MB;
@@ -10,6 +12,9 @@ Against one router process with its default connection limits:
 Prints the router's resident memory idle (the baseline, same run) and at its peak
 during the attack, how the attackers were answered and when, and the legitimate
 client's latency while it lasted.
+
+Kept conversations (``--only conversations``): see ``conversation_attack.py``; on the
+SQLite store and on PostgreSQL.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ import yaml
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parents[1]))
 
+from tests.bench import conversation_attack  # noqa: E402
 from tests.bench.run_bench import free_port, rss_mib, table_doc, wait_http  # noqa: E402
 
 OVERSIZED_BYTES = 48 * 1024 * 1024
@@ -139,7 +145,22 @@ def main() -> int:
     parser.add_argument("--slow", type=int, default=2000)
     parser.add_argument("--oversized", type=int, default=8)
     parser.add_argument("--header-timeout", type=float, default=10.0)
+    parser.add_argument("--only", choices=["connections", "conversations"])
+    parser.add_argument("--clients", type=int, default=8, help="conversation attackers")
+    parser.add_argument("--seconds", type=float, default=10.0, help="per conversation attack")
     args = parser.parse_args()
+    if args.only != "conversations":
+        connections(args)
+    if args.only != "connections":
+        stores = ["sqlite"]
+        if conversation_attack.postgres_available():
+            stores.append("postgres")
+        for store in stores:
+            print("\n".join(conversation_attack.run(store, args.seconds, args.clients)))
+    return 0
+
+
+def connections(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         (work / "table.yaml").write_text(yaml.safe_dump(table_doc("http://127.0.0.1:9/v1")))
@@ -202,7 +223,6 @@ def main() -> int:
         )
     if r.errors:
         print(f"client errors: {len(r.errors)} (the first: {r.errors[0]!r})")
-    return 0
 
 
 if __name__ == "__main__":

@@ -23,19 +23,32 @@ class Fault:
     message: str | None = None
     seconds: float = 0.0
     after_chunks: int = 0
+    retry_after_date: bool = False
 
     @classmethod
     def error(
-        cls, status: int, *, retry_after: float | None = None, message: str | None = None
+        cls,
+        status: int,
+        *,
+        retry_after: float | None = None,
+        message: str | None = None,
+        as_date: bool = False,
     ) -> Fault:
         """Answer with the provider's own error body for ``status``.
 
         ``retry_after`` (seconds) adds the provider's Retry-After header(s);
-        without it no Retry-After header is sent.
+        without it no Retry-After header is sent. ``as_date``: Retry-After is the
+        HTTP date that many seconds ahead (RFC 9110 allows either), alone.
         """
         if not 400 <= status <= 599:
             raise ValueError(f"error status must be 4xx/5xx, got {status}")
-        return cls("error", status=status, retry_after=retry_after, message=message)
+        return cls(
+            "error",
+            status=status,
+            retry_after=retry_after,
+            message=message,
+            retry_after_date=as_date,
+        )
 
     @classmethod
     def stall(cls, seconds: float) -> Fault:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import email.utils
 import json
 import socket
 import struct
@@ -277,7 +278,14 @@ class FakeServer:
         if fault.kind == "reset":
             self.abort(request)
         if fault.kind == "error":
-            return self.fault_error(request, fault.status, fault.message, fault.retry_after)
+            response = self.fault_error(request, fault.status, fault.message, fault.retry_after)
+            if fault.retry_after_date and fault.retry_after is not None:
+                for name in [n for n in response.headers if n.lower().startswith("retry-after")]:
+                    del response.headers[name]
+                response.headers["Retry-After"] = email.utils.formatdate(
+                    time.time() + fault.retry_after, usegmt=True
+                )
+            return response
         return None
 
     @staticmethod

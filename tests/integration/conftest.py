@@ -147,11 +147,18 @@ def stored_router(
     """Start routers on the test's store (SQLite in tmp_path, or a fresh PostgreSQL database)."""
     started: list[RouterServer] = []
 
-    def start(doc: dict[str, Any], state_dir: Path | None = None) -> RouterServer:
+    def start(
+        doc: dict[str, Any], state_dir: Path | None = None, replica_of: RouterServer | None = None
+    ) -> RouterServer:
+        """``replica_of``: share that router's store, as replicas do (on SQLite, its
+        file: the processes of one machine share it, as ``--workers`` do)."""
         path = tmp_path / f"table-{len(started)}.yaml"
         write_table(path, doc)
         server = RouterServer(
-            path, database_url=database_url, state_dir=state_dir or tmp_path / "state"
+            path,
+            database_url=database_url,
+            state_dir=state_dir or tmp_path / "state",
+            sqlite_path=replica_of.sqlite_path if replica_of else None,
         ).start()
         started.append(server)
         return server

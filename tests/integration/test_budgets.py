@@ -46,7 +46,10 @@ def ask(gw: RouterServer, max_tokens: int = 20) -> httpx.Response:
 
 
 def test_a_key_budget_refuses_what_it_cannot_pay_for(fakes: Fakes, stored_router: Start) -> None:
-    gw = stored_router(doc(fakes, [{"apiKey": "test", "dailyUsd": "0.10"}]))
+    # Each answer costs 0.025 USD (14 prompt and 11 completion tokens), and is estimated
+    # beforehand at up to 0.039 (about 19 prompt tokens and the 20 asked for): after four
+    # answers 0.02 is left, not enough for the fifth's estimate.
+    gw = stored_router(doc(fakes, [{"apiKey": "test", "dailyUsd": "0.12"}]))
     spent = Decimal(0)
     codes = []
     for _ in range(10):
@@ -56,9 +59,8 @@ def test_a_key_budget_refuses_what_it_cannot_pay_for(fakes: Fakes, stored_router
             spent += Decimal(r.json()["cost"]["total"])
         else:
             refusal = r.json()["error"]
-    assert 200 in codes and 429 in codes
-    assert codes == sorted(codes)  # once refused, refused until the day ends
-    assert spent <= Decimal("0.10")
+    assert codes == [200] * 4 + [429] * 6  # once refused, refused until the day ends
+    assert spent == Decimal("0.1")
     assert refusal["code"] == "budget_exceeded"
     budget = refusal["budget"]
     assert (budget["scope"], budget["subject"], budget["period"]) == (
@@ -66,10 +68,10 @@ def test_a_key_budget_refuses_what_it_cannot_pay_for(fakes: Fakes, stored_router
         "default/test",
         "day",
     )
-    assert Decimal(budget["remainingUsd"]) == (Decimal("0.10") - spent).quantize(
-        Decimal("0.000001")
-    )
-    assert "daily budget of API key 'default/test'" in refusal["message"]
+    # Refused with money left: the estimate is more than what remains.
+    assert Decimal(budget["remainingUsd"]) == Decimal("0.02")
+    assert Decimal(budget["estimatedCostUsd"]) > Decimal(budget["remainingUsd"])
+    assert "daily budget of API key 'default/test' cannot cover" in refusal["message"]
     # Nothing was sent upstream for the refused requests.
     assert fakes.openai.completions == codes.count(200)
 
@@ -94,11 +96,9 @@ def test_an_organization_budget_covers_all_its_keys(fakes: Fakes, stored_router:
 def test_budgets_hold_across_replicas(
     fakes: Fakes, stored_router: Start, database_url: str | None, tmp_path: Path
 ) -> None:
-    if database_url is None:
-        return  # replicas share a PostgreSQL database, not an SQLite file
     budgets = [{"apiKey": "test", "dailyUsd": "0.10"}]
     a = stored_router(doc(fakes, budgets))
-    b = stored_router(doc(fakes, budgets), state_dir=tmp_path / "state-b")
+    b = stored_router(doc(fakes, budgets), state_dir=tmp_path / "state-b", replica_of=a)
     while ask(a).status_code == 200:
         pass
     # b learns of a's spending from the shared counters within about a second.

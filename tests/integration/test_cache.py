@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 import time
 from collections.abc import Callable
 from decimal import Decimal
@@ -9,6 +10,7 @@ from typing import Any
 
 import httpx
 import openai
+import psycopg
 
 from tests.integration.conftest import Fakes
 from tests.support.servers import RouterServer
@@ -97,6 +99,9 @@ def test_per_task_settings(fakes: Fakes, stored_router: Start) -> None:
     gw = stored_router(doc(fakes, alwaysCacheTasks=["faq"], neverCacheTasks=["code"]))
     ask(gw, taskType="faq", temperature=0.9)
     assert ask(gw, taskType="faq", temperature=0.9)["cacheHit"]
+    # Cacheable alike, and the same but for the temperature: another answer.
+    assert not ask(gw, taskType="faq", temperature=0.5)["cacheHit"]
+    assert ask(gw, taskType="faq", temperature=0.5)["cacheHit"]
     ask(gw, taskType="code")
     assert not ask(gw, taskType="code")["cacheHit"]
 
@@ -154,18 +159,19 @@ def test_the_cache_expires_and_is_purged(
 def test_replicas_share_the_cache_through_the_database(
     fakes: Fakes, stored_router: Start, database_url: str | None, tmp_path: Any
 ) -> None:
-    if database_url is None:
-        return  # one SQLite file serves one router
     a = stored_router(doc(fakes))
-    b = stored_router(doc(fakes), state_dir=tmp_path / "state-b")
+    b = stored_router(doc(fakes), state_dir=tmp_path / "state-b", replica_of=a)
     ask(a)
     deadline = time.monotonic() + 5
     while not ask(b)["cacheHit"]:  # the write to the shared table is asynchronous
         assert time.monotonic() < deadline
         time.sleep(0.05)
-    import psycopg
-
     time.sleep(5.5)  # hit counts are flushed every few seconds
-    with psycopg.connect(database_url) as conn:
-        row = conn.execute("SELECT hit_count, last_hit_at FROM llm_response_cache").fetchone()
+    query = "SELECT hit_count, last_hit_at FROM llm_response_cache"
+    if database_url is None:
+        with sqlite3.connect(a.sqlite_path) as db:
+            row = db.execute(query).fetchone()
+    else:
+        with psycopg.connect(database_url) as conn:
+            row = conn.execute(query).fetchone()
     assert row is not None and row[0] >= 1 and row[1] is not None

@@ -126,6 +126,20 @@ def test_a_stall_mid_stream_is_continued_within_its_deadline(fakes: Fakes, route
         stream_text(gw, {"x-switchyard-continue-streams": "false"})
 
 
+def test_a_table_that_says_no_is_not_overridden_by_a_request(fakes: Fakes, router: Factory) -> None:
+    gw = pair(fakes, router, continueStreams=False)
+    with pytest.raises(openai.BadRequestError) as err:
+        stream_text(gw, CONTINUE)
+    assert err.value.body["param"] == "x-switchyard-continue-streams"  # type: ignore[index]
+    assert fakes.openai.completions == 0
+    # Saying no is always allowed; a table may leave the choice to requests.
+    assert stream_text(gw, {"x-switchyard-continue-streams": "false"})[0]
+    gw = pair(fakes, router, continueStreams={"default": False, "clientMayEnable": True})
+    fakes.openai.push(Fault.cut(3))
+    text, last = stream_text(gw, CONTINUE)
+    assert text.startswith("Echo: one") and last.model_extra["switchyard"]
+
+
 def test_without_it_a_cut_stream_ends_in_an_error(fakes: Fakes, router: Factory) -> None:
     gw = pair(fakes, router)
     fakes.openai.push(Fault.cut(3))

@@ -201,6 +201,26 @@ def test_retry_after_is_respected(fakes: Fakes, router: Factory) -> None:
     assert ask(gw).headers["x-switchyard-provider"] == "openai"
 
 
+def test_retry_after_as_an_http_date_is_respected(fakes: Fakes, router: Factory) -> None:
+    gw = group(fakes, router, "anthropic")
+    fakes.anthropic.push(Fault.error(429, retry_after=3, as_date=True))
+    assert ask(gw).headers["x-switchyard-provider"] == "backup"
+    time.sleep(0.5)  # the date is 2 to 3 s ahead (HTTP dates count whole seconds)
+    assert ask(gw).headers["x-switchyard-provider"] == "backup"
+    assert fakes.anthropic.completions == 1
+    time.sleep(2.7)
+    assert ask(gw).headers["x-switchyard-provider"] == "anthropic"
+
+
+def test_retry_after_is_capped_by_the_table(fakes: Fakes, router: Factory) -> None:
+    gw = group(fakes, router, "openai", maxRetryAfterSeconds=1)
+    fakes.openai.push(Fault.error(429, retry_after=3600))
+    assert ask(gw).headers["x-switchyard-provider"] == "backup"
+    assert ask(gw).headers["x-switchyard-provider"] == "backup"
+    time.sleep(1.1)  # held back for the table's cap, not the provider's hour
+    assert ask(gw).headers["x-switchyard-provider"] == "openai"
+
+
 def test_a_stream_cut_after_its_first_byte_ends_with_an_error(
     fakes: Fakes, router: Factory
 ) -> None:

@@ -499,3 +499,46 @@ def test_logprobs_come_back_as_the_provider_gave_them(
         tokens = lp.content
     assert "".join(t.token for t in tokens) == "Echo: Weather in Paris?"
     assert all(len(t.top_logprobs) == 2 for t in tokens)
+
+
+def test_anthropic_betas_reach_anthropic_and_are_fields_elsewhere(
+    gateway: RouterServer, fakes: Fakes
+) -> None:
+    """``anthropic-beta`` goes on to an Anthropic provider as sent; to another protocol a
+    beta that changes what is generated is refused by name, or dropped when asked, like
+    any body field. Hints and message threads (which Switchyard holds) pass anywhere."""
+    betas = ["context-1m-2025-08-07", "prompt-caching-2024-07-31"]
+    claude(gateway).beta.messages.create(model="claude", max_tokens=64, messages=USER, betas=betas)
+    assert fakes.anthropic.requests[-1].headers["anthropic-beta"] == ",".join(betas)
+    with pytest.raises(anthropic.BadRequestError) as err:
+        claude(gateway).beta.messages.create(
+            model="gpt-4o-mini", max_tokens=64, messages=USER, betas=betas
+        )
+    assert err.value.body["error"]["field"] == "anthropic-beta.context-1m-2025-08-07"  # type: ignore[index]
+    assert fakes.openai.completions == 0
+    raw = claude(gateway).beta.messages.with_raw_response.create(
+        model="gpt-4o-mini", max_tokens=64, messages=USER, betas=betas, extra_headers=DROP
+    )
+    assert raw.parse().content
+    assert raw.headers["x-switchyard-dropped-params"] == "anthropic-beta.context-1m-2025-08-07"
+    assert "anthropic-beta" not in fakes.openai.requests[-1].headers
+    # Hints alone go anywhere; the threads beta is Switchyard's own and goes nowhere.
+    claude(gateway).beta.messages.create(
+        model="gpt-4o-mini",
+        max_tokens=64,
+        messages=USER,
+        betas=["prompt-caching-2024-07-31", "message-threads-2026-08-12"],
+    )
+    claude(gateway).beta.messages.create(
+        model="claude", max_tokens=64, messages=USER, betas=["message-threads-2026-08-12"]
+    )
+    assert "anthropic-beta" not in fakes.anthropic.requests[-1].headers
+    # A header that names no beta is a 400 naming it.
+    with pytest.raises(anthropic.BadRequestError) as err:
+        claude(gateway).messages.create(
+            model="claude",
+            max_tokens=64,
+            messages=USER,
+            extra_headers={"anthropic-beta": "no such thing!"},
+        )
+    assert err.value.body["error"]["field"] == "anthropic-beta"  # type: ignore[index]

@@ -127,6 +127,24 @@ def test_a_request_63_levels_deep_is_served(pair: RouterServer, fakes: Fakes) ->
     assert sent["tools"][0]["function"]["parameters"] == nested(29)
 
 
+def test_exactly_64_levels_is_served_and_65_is_not(pair: RouterServer, fakes: Fakes) -> None:
+    # 63 levels of objects as above, then a list inside the innermost schema: 64. A list
+    # in that list: 65.
+    for enum, status in ((["x"], 200), ([["x"]], 400)):
+        tools = deep_tool(29)
+        inner = tools[0]["function"]["parameters"]
+        while "properties" in inner:
+            inner = inner["properties"]["a"]
+        inner["enum"] = enum
+        body = {"model": "chat", "messages": [{"role": "user", "content": "hi"}], "tools": tools}
+        r = httpx.post(f"{pair.url}/v1/chat/completions", headers=AUTH, json=body)
+        assert r.status_code == status, r.text
+        if status == 400:
+            assert "more than 64 levels deep" in r.json()["error"]["message"]
+        else:
+            assert fakes.openai.requests[-1].body["tools"] == tools
+
+
 @pytest.mark.parametrize("stream", [False, True])
 def test_deep_tool_use_input_on_the_messages_api(
     pair: RouterServer, fakes: Fakes, stream: bool

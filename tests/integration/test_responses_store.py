@@ -14,7 +14,7 @@ from openai.types.responses import ResponseFunctionToolCall
 from tests.integration.conftest import Fakes, five_models, five_providers
 from tests.integration.test_responses_api import WEATHER
 from tests.support.servers import RouterServer
-from tests.support.tables import KEY, OTHER_ORG_KEY, table
+from tests.support.tables import KEY, table
 
 Start = Callable[[dict[str, Any]], RouterServer]
 
@@ -110,21 +110,6 @@ def test_a_tool_loop_by_previous_response_id(stored: RouterServer, fakes: Fakes)
     assert [m["role"] for m in sent] == ["user", "assistant", "tool"]
     assert sent[1]["tool_calls"][0]["id"] == call.call_id
     assert sent[2] == {"role": "tool", "tool_call_id": call.call_id, "content": "18C"}
-
-
-def test_answers_are_private_to_their_organization(gateway: RouterServer) -> None:
-    made = client(gateway).responses.create(model="gpt-4o-mini", input="Ours")
-    other = client(gateway, OTHER_ORG_KEY)
-    with pytest.raises(openai.NotFoundError):
-        other.responses.retrieve(made.id)
-    with pytest.raises(openai.NotFoundError):
-        other.responses.input_items.list(made.id)
-    with pytest.raises(openai.NotFoundError):
-        other.responses.delete(made.id)
-    with pytest.raises(openai.NotFoundError) as err:
-        other.responses.create(model="gpt-4o-mini", input="hi", previous_response_id=made.id)
-    assert err.value.body["param"] == "previous_response_id"  # type: ignore[index]
-    assert client(gateway).responses.retrieve(made.id).id == made.id
 
 
 def test_store_false_keeps_nothing(gateway: RouterServer) -> None:

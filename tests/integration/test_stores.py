@@ -12,6 +12,7 @@ import psycopg
 from switchyard.router.core.retention import UsageRetention
 from switchyard.router.storage.base import CacheEntry, Store
 from switchyard.router.storage.factory import make_store
+from switchyard.router.storage.migrations import MIGRATIONS
 from switchyard.router.storage.records import UsageRecord
 from switchyard.router.storage.rollup import Rollup, rollups_of
 from tests.integration.conftest import fresh_database
@@ -30,7 +31,7 @@ def test_replicas_starting_together_migrate_once(postgres: PostgresServer) -> No
     asyncio.run(start_all())
     with psycopg.connect(url) as conn:
         rows = conn.execute("SELECT version FROM switchyard_migrations").fetchall()
-    assert rows == [(1,), (2,)]
+    assert rows == [(m.version,) for m in MIGRATIONS]
 
 
 async def _purge(store: Store) -> tuple[int, bool, bool]:

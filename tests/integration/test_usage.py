@@ -5,7 +5,7 @@ from __future__ import annotations
 import itertools
 from collections import defaultdict
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -214,5 +214,18 @@ def test_usage_is_scoped_to_the_callers_organization(
     mine = usage(gw).json()
     assert mine["organization"] == "default" and mine["totals"]["requests"] == 1
     assert usage(gw, key=READONLY_KEY).json()["totals"]["requests"] == 1
+    # Explicit ranges that are partial days are read from the records, not the rollups:
+    # those too are the caller's organization's only.
+    now = datetime.now(UTC)
+    for start, end in (
+        (now - timedelta(hours=1), now + timedelta(hours=1)),
+        (now.replace(hour=0, minute=0, second=0, microsecond=0), now + timedelta(minutes=5)),
+    ):
+        for group_by in ("day", "model", "provider"):
+            partial = usage(
+                gw, startDate=start.isoformat(), endDate=end.isoformat(), groupBy=group_by
+            ).json()
+            assert partial["totals"]["requests"] == 1, (start, end, group_by)
+            assert sum(g["requests"] for g in partial["groups"]) == 1
     # The other organization's key has no usage:read scope.
     assert usage(gw, key=OTHER_ORG_KEY).status_code == 403

@@ -45,16 +45,19 @@ class RouterServer:
         database_url: str | None = None,
         state_dir: Path | None = None,
         limits: ServerLimits | None = None,
+        sqlite_path: Path | None = None,
     ) -> None:
         self.table_path = table_path
         state = state_dir or table_path.with_name(table_path.stem + "-state")
         state.mkdir(exist_ok=True)
         self.state_dir = state
+        #: The SQLite store's file (another router's, for replicas sharing one).
+        self.sqlite_path = sqlite_path or state / "switchyard.db"
         self.app = create_app(
             table_path,
             reload_interval=reload_interval,
             database_url=database_url,
-            sqlite_path=state / "switchyard.db",
+            sqlite_path=self.sqlite_path,
             spool_path=state / "usage-spool.jsonl",
         )
         self.port = free_port()

@@ -20,8 +20,8 @@ from switchyard.router.core.accounting import Accountant
 from switchyard.router.core.budgets import BudgetGuard
 from switchyard.router.core.cache import ResponseCache
 from switchyard.router.core.catalog import Route as CatalogRoute
+from switchyard.router.core.conversations import Conversations
 from switchyard.router.core.gateway import Gateway
-from switchyard.router.core.kept_responses import KeptResponses
 from switchyard.router.core.pipeline import Pipeline
 from switchyard.router.core.retention import UsageRetention
 from switchyard.router.errors import (
@@ -158,7 +158,7 @@ def create_app(
         store, spool, RecorderMetrics(metrics.registry), on_stored=budgets.stored
     )
     cache = ResponseCache(store, CacheSettings())
-    kept = KeptResponses(store)
+    conversations = Conversations(store, metrics)
     retention = UsageRetention(store, usage_record_days)
 
     def known_model(organization: str, name: str) -> bool:
@@ -173,7 +173,7 @@ def create_app(
         accountant=accountant,
         metrics=metrics,
         store=store,
-        responses=kept,
+        conversations=conversations,
         started_at=time.time(),
     )
 
@@ -233,7 +233,7 @@ def create_app(
         opening = await open_until_ready(store)
         recorder.start()
         cache.start()
-        kept.start()
+        conversations.start()
         retention.start()
         if shared is not None:
             await shared.start()
@@ -257,7 +257,7 @@ def create_app(
                 await shared.close()
             await budgets.close()
             await cache.close()
-            await kept.close()
+            await conversations.close()
             await retention.close()
             await recorder.close()
             if opening is not None:

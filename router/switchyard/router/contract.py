@@ -426,6 +426,17 @@ class StallSettings(_Model):
     )
 
 
+class ContinueStreams(_Model):
+    """Whether a stream that breaks mid-way goes on on another candidate."""
+
+    default: bool = Field(default=False, description="For requests that do not say")
+    client_may_enable: bool = Field(
+        default=True,
+        description="A request may turn it on with X-Switchyard-Continue-Streams: true "
+        "(turning it off is always allowed)",
+    )
+
+
 class RoutingSettings(_Model):
     """How candidates are ranked and how hard the router tries."""
 
@@ -460,14 +471,31 @@ class RoutingSettings(_Model):
         description="How long Responses API answers are kept (store) for retrieval and "
         "previous_response_id; 0: none are kept",
     )
+    max_stored_conversation_bytes: int = Field(
+        default=8 * 1024 * 1024,
+        ge=1024,
+        le=256 * 1024 * 1024,
+        description="The most a kept conversation (Responses API answers with store, "
+        "message threads) may hold, in stored JSON bytes: a turn that would pass it is "
+        "refused (400) before anything is spent",
+    )
     breaker: Breaker = Breaker()
     stall: StallSettings = StallSettings()
-    continue_streams: bool = Field(
-        default=False,
+    continue_streams: ContinueStreams = Field(
+        default_factory=lambda: ContinueStreams(),
         description="When a stream breaks after text was sent, continue it on another "
-        "candidate with the text so far as the answer's beginning (requests may say "
-        "otherwise with X-Switchyard-Continue-Streams)",
+        "candidate with the text so far as the answer's beginning. true or false sets "
+        "it for every request, which may not ask otherwise; the object form lets "
+        "requests turn it on (X-Switchyard-Continue-Streams)",
     )
+
+    @field_validator("continue_streams", mode="before")
+    @classmethod
+    def _continue_streams(cls, value: Any) -> Any:
+        if isinstance(value, bool):
+            # A table that says yes or no has decided: requests may still say no.
+            return {"default": value, "clientMayEnable": value}
+        return value
 
     @model_validator(mode="after")
     def _unique_rank(self) -> RoutingSettings:

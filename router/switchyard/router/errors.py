@@ -21,6 +21,7 @@
     ├── NoCandidateAvailable (503)     every candidate failed or none fit
     ├── TooManyConnections (503)       the server holds as many connections as it may
     ├── StorageUnavailable (503)       usage storage cannot answer a query
+    ├── ConversationsBusy (503)        the router holds as many kept conversations as it may
     └── NotInCluster (405)             a method only a router in a cluster serves
 
 Each maps to an HTTP response in one place: ``switchyard.router.http.errors``.
@@ -104,6 +105,14 @@ class ClientDisconnected(SwitchyardError):
 class StorageUnavailable(SwitchyardError):
     status = 503
     code = "storage_unavailable"
+
+
+class ConversationsBusy(SwitchyardError):
+    status = 503
+    code = "conversations_busy"
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": "1"}
 
 
 class NotInCluster(SwitchyardError):

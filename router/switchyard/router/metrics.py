@@ -131,6 +131,28 @@ class Metrics:
             ["organization"],
             registry=r,
         )
+        self.hedged_calls = Counter(
+            "switchyard_hedged_calls",
+            "Calls that did not answer their request but were made, and may be billed: a "
+            "hedge that lost its race, or a stalled call given up, by outcome (hedged: it "
+            "answered and its usage is the provider's; cancelled: given up first, its usage "
+            "estimated). Each is a usage record of its own.",
+            ["organization", "provider", "outcome"],
+            registry=r,
+        )
+        self.hedges_refused = Counter(
+            "switchyard_hedges_refused",
+            "Stalled calls not hedged because the request's budgets could not cover a second call.",
+            ["organization"],
+            registry=r,
+        )
+        self.turns_not_kept = Counter(
+            "switchyard_conversation_turns_not_kept",
+            "Answers served but not kept for their conversation (store: true, message "
+            "threads) because the store could not take them, by reason: unavailable, refused.",
+            ["reason"],
+            registry=r,
+        )
         self.internal_errors = Counter(
             "switchyard_internal_errors",
             "Requests the router failed on its own (500), whatever the endpoint.",

@@ -79,6 +79,7 @@ def cache_key(organization: str, req: ChatRequest) -> str:
         # response_format, seed, ...: they change the answer. Dropped ones do not
         # reach any provider, but a request that names them is kept apart all the same.
         "params": req.params,
+        "betas": req.betas,
     }
     return hashlib.sha256(orjson.dumps(canonical, option=orjson.OPT_SORT_KEYS)).hexdigest()
 

@@ -10,3 +10,8 @@ class Caller:
     key_name: str
     organization: str
     scopes: frozenset[str]
+
+    @property
+    def key(self) -> tuple[str, str]:
+        """The API key as limits count it: (organization, key name)."""
+        return (self.organization, self.key_name)

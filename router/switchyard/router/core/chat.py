@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+import orjson
+
 Role = Literal["user", "assistant", "tool"]
 FinishReason = Literal["stop", "length", "tool_calls", "content_filter", "error"]
 
@@ -101,6 +103,21 @@ class ChatRequest:
     #: The last message is the assistant's answer so far, which the model is to continue
     #: (a stream continued on another provider): each protocol asks for that its own way.
     prefill: bool = False
+    #: UTF-8 bytes a provider of the client's protocol reads that the neutral messages
+    #: leave out (Anthropic's thinking blocks, handed back as they came).
+    hidden_bytes: int = 0
+    #: Anthropic's ``anthropic-beta`` features the client asked for: sent on to an
+    #: Anthropic provider; to another, each that changes what is generated is a field
+    #: of the client's protocol like any other (``asked``).
+    betas: list[str] = field(default_factory=list)
+
+    def asked(self) -> dict[str, Any]:
+        """The client's fields a provider of another protocol must take or drop: its
+        unmodelled body fields, and its betas as ``anthropic-beta.<name>``."""
+        if not self.betas:
+            return self.params
+        changing = [b for b in self.betas if b not in HINTS and b not in SERVED]
+        return self.params | {f"{BETA_FIELD}.{b}": True for b in changing}
 
     def text_size(self) -> int:
         """UTF-8 bytes of everything the model reads: the basis of the token estimate."""
@@ -110,8 +127,8 @@ class ChatRequest:
             for c in m.tool_calls:
                 n += len(c.name) + len(c.arguments)
         for t in self.tools:
-            n += len(t.name) + len(t.description) + 200
-        return n
+            n += len(t.name) + len(t.description) + len(orjson.dumps(t.parameters)) + 200
+        return n + self.hidden_bytes
 
 
 @dataclass(slots=True)
@@ -184,6 +201,23 @@ class Flush:
 FLUSH = Flush()
 
 StreamEvent = TextDelta | ToolCallDelta | Finish | Relayed | Flush
+
+
+#: The request header, and the prefix of the field each beta stands for.
+BETA_FIELD = "anthropic-beta"
+#: Betas that change nothing a provider of another protocol could get wrong: caching and
+#: counting hints, and message threads, which Switchyard holds itself (never sent on).
+HINTS = frozenset(
+    {
+        "prompt-caching-2024-07-31",
+        "extended-cache-ttl-2025-04-11",
+        "token-counting-2024-11-01",
+        "token-efficient-tools-2025-02-19",
+        "fine-grained-tool-streaming-2025-05-14",
+    }
+)
+#: Betas Switchyard serves itself, for every provider: not sent on.
+SERVED = frozenset({"message-threads-2026-08-12"})
 
 
 def estimate_tokens(utf8_bytes: int) -> int:

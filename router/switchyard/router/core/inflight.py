@@ -8,6 +8,8 @@ byte of a stream, or an error, whichever comes first.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from switchyard.router.core.caller import Caller
 from switchyard.router.errors import TooManyInFlight
 
@@ -15,17 +17,28 @@ from switchyard.router.errors import TooManyInFlight
 class Slot:
     """One request's place; ``release`` is safe to call more than once."""
 
-    __slots__ = ("_counts", "_key")
+    __slots__ = ("_counts", "_key", "_then")
 
     def __init__(self, counts: dict[tuple[str, str], int] | None, key: tuple[str, str]) -> None:
         self._counts = counts
         self._key = key
+        self._then: list[Callable[[], None]] | None = None
+
+    def also(self, release: Callable[[], None]) -> None:
+        """Release something else the request holds (memory it leased) with the slot."""
+        if self._then is None:
+            self._then = []
+        self._then.append(release)
 
     def release(self) -> None:
         counts = self._counts
         if counts is None:
             return
         self._counts = None
+        if self._then is not None:
+            for then in self._then:
+                then()
+            self._then = None
         left = counts[self._key] - 1
         if left:
             counts[self._key] = left

@@ -111,7 +111,7 @@ class Pipeline:
         assert plan is not None
         continuing = req.continue_streams
         if continuing is None:
-            continuing = plan.catalog.settings.continue_streams
+            continuing = plan.catalog.settings.continue_streams.default
         continuing = continuing and len(plan.routes) > 1
         if opening.cache_as is not None or req.collect or continuing:
             req.relay = None  # the answer is kept, or may be continued: its text is read

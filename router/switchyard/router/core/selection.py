@@ -275,9 +275,10 @@ class Plan:
             out = min(out, m.max_output_tokens, m.context_window - self.prompt_tokens)
         return out
 
-    def estimated_cost(self, req: ChatRequest | None) -> Decimal:
-        """The most the primary candidate could charge for this request, in USD."""
-        route = self.routes[0]
+    def estimated_cost(self, req: ChatRequest | None, route: Route | None = None) -> Decimal:
+        """The most a call to ``route`` (the primary candidate by default) could charge
+        for this request, in USD."""
+        route = route or self.routes[0]
         out = self.max_tokens(req, route)
         return (route.input_price * self.prompt_tokens + route.output_price * out) / _MILLION
 
@@ -319,7 +320,7 @@ def plan(catalog: Catalog, organization: str, req: ChatRequest, now: float) -> P
         vision=bool(images) and needs,
         image_urls=any(i.url for i in images) and needs,
         default_max_tokens=catalog.settings.default_max_tokens,
-        params=req.params,
+        params=req.asked(),
         params_protocol=req.params_protocol,
         drop_params=req.drop_params or req.count_only or catalog.settings.drop_unsupported_params,
         clamp=catalog.settings.clamp_max_tokens,

@@ -10,6 +10,7 @@ from starlette.responses import Response
 
 from switchyard.router.core.accounting import Completed, RequestInfo
 from switchyard.router.core.chat import ChatRequest
+from switchyard.router.core.conversations import Keeping, json_size
 from switchyard.router.core.streaming import Streaming
 from switchyard.router.errors import BadRequest
 from switchyard.router.http.auth import authenticate
@@ -30,32 +31,21 @@ class AnthropicSurface:
     flavor: Flavor = "anthropic"
 
     async def to_request(self, body: wire.MessagesBody, call: Call) -> ChatRequest:
-        if body.thread is not None and call.catalog.settings.stored_response_days == 0:
-            raise BadRequest(
-                "thread: this router holds no conversations (routing.storedResponseDays: 0)",
-                field="thread",
-            )
-        if isinstance(body.thread, wire.ThreadContinue):
-            kept = await services(call.request).responses.find(
-                call.caller.organization,
-                body.thread.previous_message_id,
-                field="thread.previous_message_id",
-            )
-            call.raw["messages"] = wire.continue_thread(
-                body, kept.input_items, kept.response.get("content", []), call.raw["messages"]
-            )
+        if body.thread is not None:
+            await _thread(body, call)
         req = wire.to_chat_request(body, task_header(call.request))
         req.relay = "anthropic"  # an Anthropic provider's stream goes through as sent
         req.raw_messages = call.raw["messages"]  # and such a provider gets them as sent
         req.raw_system = call.raw.get("system")
         req.collect = body.thread is not None
+        req.betas = wire.betas_of(call.request.headers.get("anthropic-beta"))
         return req
 
     async def respond(
         self, body: wire.MessagesBody, done: Completed, call: Call
     ) -> tuple[dict[str, Any], dict[str, str]]:
         answer = wire.message_json(done, _id(call.info))
-        await _keep(body, answer["id"], answer["content"], call)
+        await _keep(answer["id"], answer["content"], done.result.usage.total_tokens, call)
         return answer, {}
 
     def encoder(self, body: wire.MessagesBody, streaming: Streaming, call: Call) -> StreamEncoder:
@@ -65,21 +55,75 @@ class AnthropicSurface:
         assert isinstance(encoder, wire.EventEncoder)
         result = encoder.streaming.result
         if result is not None:
-            await _keep(body, encoder.message_id, wire.content_blocks(result), call)
+            await _keep(
+                encoder.message_id,
+                wire.content_blocks(result),
+                encoder.streaming.usage.total_tokens,
+                call,
+            )
 
 
-async def _keep(
-    body: wire.MessagesBody, message_id: str, content: list[dict[str, Any]], call: Call
-) -> None:
-    """Hold a thread's conversation under its answer's id, for the next turn to continue.
-    The router holds it, whichever provider answered, so a thread survives failover."""
-    if body.thread is None:
+_PREVIOUS = "thread.previous_message_id"
+
+
+async def _thread(body: wire.MessagesBody, call: Call) -> None:
+    """A message thread: a ``create`` is kept with its system prompt and tools; a
+    ``continue`` gets the conversation and what the thread holds put before its turn."""
+    settings = call.catalog.settings
+    if settings.stored_response_days == 0:
+        raise BadRequest(
+            "thread: this router holds no conversations (routing.storedResponseDays: 0)",
+            field="thread",
+        )
+    conversations = services(call.request).conversations
+    limit = settings.max_stored_conversation_bytes
+    own = call.raw["messages"]
+    if isinstance(body.thread, wire.ThreadCreate):
+        context = {
+            name: call.raw[name] for name in wire.THREAD_FIELDS if call.raw.get(name) is not None
+        }
+        conversations.check_size(None, json_size(own) + json_size(context), limit, "messages")
+        call.keeping = Keeping("thread", own, context=context or None)
         return
-    await services(call.request).responses.keep(
+    assert isinstance(body.thread, wire.ThreadContinue)
+    for name in wire.THREAD_FIELDS:
+        if call.raw.get(name) is not None:
+            raise BadRequest(
+                f"{name}: a thread keeps the {name} it was created with; a continuing turn "
+                "may not send it (start a new thread to change it)",
+                field=name,
+            )
+    organization = call.caller.organization
+    previous = await conversations.head(
+        organization, "thread", body.thread.previous_message_id, _PREVIOUS
+    )
+    conversations.check_size(previous, json_size(own), limit, _PREVIOUS)
+    call.keeping = Keeping("thread", own, previous=previous)
+    lease = conversations.lease(call.caller.key, previous.conversation_bytes, limit)
+    call.slot.also(lease.release)
+    earlier = await conversations.read(organization, previous, _PREVIOUS)
+    call.raw["messages"] = wire.continue_thread(
+        body, earlier.items, earlier.answers, earlier.context, own
+    )
+    if earlier.context and "system" in earlier.context:
+        call.raw["system"] = earlier.context["system"]
+
+
+async def _keep(message_id: str, content: list[dict[str, Any]], tokens: int, call: Call) -> None:
+    """Hold a thread's turn under its answer's id, for the next turn to continue. The
+    router holds it, whichever provider answered, so a thread survives failover."""
+    keeping = call.keeping
+    if keeping is None:
+        return
+    await services(call.request).conversations.keep(
         call.caller.organization,
+        "thread",
         {"id": message_id, "type": "message", "role": "assistant", "content": content},
-        call.raw["messages"],
-        call.catalog.settings.stored_response_days,
+        keeping.items,
+        context=keeping.context,
+        previous=keeping.previous,
+        tokens=tokens,
+        days=call.catalog.settings.stored_response_days,
     )
 
 
@@ -96,6 +140,7 @@ async def count_tokens(request: Request) -> Response:
     body = validate(wire.CountTokensBody, data)
     req = wire.to_chat_request(body, task_header(request))
     req.raw_messages, req.raw_system = data["messages"], data.get("system")
+    req.betas = wire.betas_of(request.headers.get("anthropic-beta"))
     req.count_only = True  # nothing is generated: every candidate may count
     counted = await s.gateway.count_tokens(caller, req)
     return Response(

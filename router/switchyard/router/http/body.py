@@ -111,6 +111,11 @@ def _field(loc: tuple[int | str, ...], data: Any) -> str:
                 node = node[part]
             continue
         if isinstance(node, dict) and part in node:
+            below = [p for p in loc[i + 1 :] if not (isinstance(p, str) and _branch(p))]
+            if below and not isinstance(node[part], dict | list):
+                # A tagged union's tag ("text") that is also a field's name: the path
+                # goes on inside the object, not into that field.
+                continue
             node = node[part]
         elif i < len(loc) - 1 or not isinstance(node, dict) or _branch(part):
             continue

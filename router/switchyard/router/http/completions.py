@@ -23,6 +23,7 @@ from switchyard.router.core.accounting import Completed, RequestInfo
 from switchyard.router.core.caller import Caller
 from switchyard.router.core.catalog import Catalog
 from switchyard.router.core.chat import ChatRequest, Flush
+from switchyard.router.core.conversations import Keeping
 from switchyard.router.core.inflight import Slot
 from switchyard.router.core.selection import DROP_PARAMS_HEADER
 from switchyard.router.core.streaming import Streaming
@@ -54,6 +55,9 @@ class Call:
     caller: Caller
     info: RequestInfo
     raw: Any  # the body as JSON data, before validation
+    slot: Slot  # the request's in-flight slot: what it holds is released with it
+    #: What the answer adds to a kept conversation (store, message threads).
+    keeping: Keeping | None = None
 
 
 class Surface(Protocol[B_contra]):
@@ -143,10 +147,11 @@ def endpoint(model: type[B], surface: Surface[B]) -> Callable[[Request], Awaitab
         admission = Admission(surface.api, s)
         try:
             catalog, caller, body, data = await admission.admit(request, model)
-            call = Call(request, catalog, caller, info, data)
+            assert admission.slot is not None
+            call = Call(request, catalog, caller, info, data, admission.slot)
             req = await surface.to_request(body, call)
             req.drop_params = _flag(request, DROP_PARAMS_HEADER)
-            req.continue_streams = _choice(request, CONTINUE_HEADER)
+            req.continue_streams = _continue_streams(request, catalog)
         except SwitchyardError as exc:
             admission.refused(exc)
             raise
@@ -214,6 +219,20 @@ def served_by(provider: str, model: str, cache_hit: bool) -> dict[str, str]:
 #: ``routing.continueStreams`` otherwise).
 CONTINUE_HEADER = "x-switchyard-continue-streams"
 
+
+def _continue_streams(request: Request, catalog: Catalog) -> bool | None:
+    """The request's own choice of stream continuation, where the table lets it choose."""
+    choice = _choice(request, CONTINUE_HEADER)
+    settings = catalog.settings.continue_streams
+    if choice and not settings.default and not settings.client_may_enable:
+        raise BadRequest(
+            f"{CONTINUE_HEADER}: this router's table does not let requests turn stream "
+            "continuation on (routing.continueStreams)",
+            field=CONTINUE_HEADER,
+        )
+    return choice
+
+
 #: The fields the client asked to drop (X-Switchyard-Drop-Unsupported-Params) that the
 #: provider which answered did not get: nothing is dropped without a word.
 DROPPED_HEADER = "x-switchyard-dropped-params"
@@ -222,12 +241,13 @@ DROPPED_HEADER = "x-switchyard-dropped-params"
 def _dropped(
     req: ChatRequest, catalog: Catalog, organization: str, provider_name: str
 ) -> dict[str, str]:
-    if not req.params or not provider_name:
+    asked = req.asked()
+    if not asked or not provider_name:
         return {}
     provider = catalog.org(organization).providers.get(provider_name)
     if provider is None:
         return {}
-    dropped = untranslated(req.params, req.params_protocol, PROTOCOL_OF[provider.provider_type])
+    dropped = untranslated(asked, req.params_protocol, PROTOCOL_OF[provider.provider_type])
     if not dropped:
         return {}
     # Field names are the client's JSON keys: only plain ones go into a header.

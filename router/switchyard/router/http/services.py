@@ -8,9 +8,9 @@ from typing import TYPE_CHECKING
 from starlette.requests import Request
 
 from switchyard.router.core.accounting import Accountant
+from switchyard.router.core.conversations import Conversations
 from switchyard.router.core.gateway import Gateway
 from switchyard.router.core.inflight import InFlight
-from switchyard.router.core.kept_responses import KeptResponses
 from switchyard.router.core.pipeline import Pipeline
 from switchyard.router.metrics import Metrics
 from switchyard.router.storage.base import Store
@@ -26,7 +26,7 @@ class Services:
     accountant: Accountant
     metrics: Metrics
     store: Store
-    responses: KeptResponses
+    conversations: Conversations
     started_at: float
     table_source: str = ""
     table_error: str | None = None

@@ -55,6 +55,7 @@ def _row(r: UsageRow) -> dict[str, Any]:
         "key": r.key,
         "requests": r.requests,
         "errors": r.errors,
+        "hedgedCalls": r.hedged,
         "cacheHits": r.cache_hits,
         "promptTokens": r.prompt_tokens,
         "completionTokens": r.completion_tokens,

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic.config import JsonDict
 
 from switchyard.router.core.chat import (
     ChatRequest,
@@ -82,6 +83,27 @@ def _prompt_tokens(u: dict[str, Any]) -> int:
 
 
 _NOT_IN_IDS = re.compile(r"[^A-Za-z0-9_-]")
+_BETA_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
+#: How many betas one request may name.
+MAX_BETAS = 32
+
+
+def betas_of(header: str | None) -> list[str]:
+    """The features an ``anthropic-beta`` header names (comma-separated, as the SDK
+    joins its ``betas``), each once."""
+    if not header:
+        return []
+    names = [b.strip() for b in header.split(",") if b.strip()]
+    if len(names) > MAX_BETAS:
+        raise BadRequest(
+            f"anthropic-beta: at most {MAX_BETAS} betas may be named", field="anthropic-beta"
+        )
+    for name in names:
+        if not _BETA_NAME.match(name):
+            raise BadRequest(
+                f"anthropic-beta: {name[:80]!r} is not a beta's name", field="anthropic-beta"
+            )
+    return list(dict.fromkeys(names))
 
 
 def tool_use_id(call_id: str | None) -> str:
@@ -106,41 +128,59 @@ class _Loose(BaseModel):
     model_config = ConfigDict(extra="ignore", strict=True)
 
 
-class TextPart(_Loose):
+class _Block(BaseModel):
+    """A message, a content block or an image source: fields Anthropic's API does not
+    know are refused by name, as Anthropic refuses them. They would otherwise be kept
+    in a thread and sent on, while counting for nothing."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class TextPart(_Block):
     type: Literal["text"]
     text: str
+    cache_control: dict[str, Any] | None = None
+    citations: list[Any] | None = None
 
 
-class ToolUseBlock(_Loose):
+class ToolUseBlock(_Block):
     type: Literal["tool_use"]
     id: str | None = None
     name: str = Field(min_length=1)
     input: dict[str, Any] = Field(default_factory=dict)
+    cache_control: dict[str, Any] | None = None
+    caller: dict[str, Any] | None = None
+    toolset_name: str | None = None
 
 
-class ToolResultBlock(_Loose):
+class ToolResultBlock(_Block):
     type: Literal["tool_result"]
     tool_use_id: str = Field(min_length=1)
     content: str | list[TextPart] | None = None
+    is_error: bool | None = None
+    cache_control: dict[str, Any] | None = None
+    toolset_name: str | None = None
 
 
-class Base64Source(_Loose):
+class Base64Source(_Block):
     type: Literal["base64"]
     media_type: Literal["image/jpeg", "image/png", "image/gif", "image/webp"]
     data: str = Field(min_length=1)
 
 
-class URLSource(_Loose):
+class URLSource(_Block):
     type: Literal["url"]
     url: str = Field(min_length=1, pattern=r"^https?://")
 
 
-class ImageBlock(_Loose):
+class ImageBlock(_Block):
     type: Literal["image"]
     source: Annotated[Base64Source | URLSource, Field(discriminator="type")]
+    cache_control: dict[str, Any] | None = None
+    transformations: dict[str, Any] | None = None
 
 
-class ThinkingBlock(_Loose):
+class ThinkingBlock(_Block):
     """The model's own reasoning, which a conversation hands back to Anthropic as it
     came; other providers have no use for it and do not get it."""
 
@@ -149,7 +189,7 @@ class ThinkingBlock(_Loose):
     signature: str = ""
 
 
-class RedactedThinkingBlock(_Loose):
+class RedactedThinkingBlock(_Block):
     type: Literal["redacted_thinking"]
     data: str
 
@@ -163,12 +203,12 @@ AssistantBlock = Annotated[
 ]
 
 
-class UserMessage(_Loose):
+class UserMessage(_Block):
     role: Literal["user"]
     content: Annotated[str, Field(min_length=1)] | Annotated[list[UserBlock], Field(min_length=1)]
 
 
-class AssistantMessage(_Loose):
+class AssistantMessage(_Block):
     role: Literal["assistant"]
     content: (
         Annotated[str, Field(min_length=1)] | Annotated[list[AssistantBlock], Field(min_length=1)]
@@ -206,20 +246,39 @@ class ThreadContinue(_Loose):
 
 
 #: A message thread (beta ``message-threads-2026-08-12``): the conversation held under
-#: each answer's id, so the next request sends only its new turn. Switchyard holds it
-#: (``core.kept_responses``) for every provider, so a thread survives failover.
+#: each answer's id, so the next request sends only its new turn; the system prompt and
+#: tools it was created with are held too (the SDK sends them only on ``create``).
+#: Switchyard holds it (``core.conversations``) for every provider, so a thread survives
+#: failover.
 Thread = Annotated[ThreadCreate | ThreadContinue, Field(discriminator="type")]
 _MESSAGES: TypeAdapter[list[AnthropicMessage]] = TypeAdapter(list[AnthropicMessage])
+_SYSTEM: TypeAdapter[str | list[TextPart] | None] = TypeAdapter(str | list[TextPart] | None)
+_TOOLS: TypeAdapter[list[ToolDef] | None] = TypeAdapter(list[ToolDef] | None)
+#: What a thread holds from the request that created it, and a ``continue`` may not send.
+THREAD_FIELDS = ("system", "tools")
 
 
 def continue_thread(
-    body: MessagesBody, earlier: list[Any], reply: list[Any], new: list[Any]
+    body: MessagesBody,
+    items: list[list[Any]],
+    answers: list[dict[str, Any]],
+    context: dict[str, Any] | None,
+    new: list[Any],
 ) -> list[Any]:
-    """The whole conversation of a continued thread: what was held, the answer it got,
-    then the request's own turn. ``body.messages`` becomes it; it is returned as JSON."""
-    whole = [*earlier, {"role": "assistant", "content": reply}, *new]
+    """The whole conversation of a continued thread: each held turn and the answer it
+    got, then the request's own turn; the system prompt and tools the thread holds.
+    ``body`` takes them; the conversation is returned as JSON."""
+    whole: list[Any] = []
+    for own, answer in zip(items, answers, strict=True):
+        whole += own
+        whole.append({"role": "assistant", "content": answer.get("content", [])})
+    whole += new
     try:
         body.messages = _MESSAGES.validate_python(whole)
+        for name in THREAD_FIELDS:
+            if context and name in context:
+                adapter = _SYSTEM if name == "system" else _TOOLS
+                setattr(body, name, adapter.validate_python(context[name]))
     except ValidationError as exc:  # held by an older version, or not a thread
         raise BadRequest(
             "thread.previous_message_id: that message cannot be continued here",
@@ -228,10 +287,23 @@ def continue_thread(
     return whole
 
 
+#: A continuing thread turn sends neither ``system`` nor ``tools`` (the thread holds
+#: them), as JSON Schema for the OpenAPI document.
+_CONTINUE_HOLDS: JsonDict = {
+    "if": {
+        "required": ["thread"],
+        "properties": {
+            "thread": {"required": ["type"], "properties": {"type": {"const": "continue"}}}
+        },
+    },
+    "then": {"properties": {name: {"type": "null"} for name in ("system", "tools")}},
+}
+
+
 class MessagesBody(_Loose):
     """Fields it does not name are kept (``model_extra``) and forwarded as sent."""
 
-    model_config = ConfigDict(extra="allow", strict=True)
+    model_config = ConfigDict(extra="allow", strict=True, json_schema_extra=_CONTINUE_HOLDS)
 
     model: str = Field(min_length=1, max_length=253)
     max_tokens: Annotated[int, Field(ge=1, le=1_000_000), Integral]
@@ -255,6 +327,7 @@ class CountTokensBody(MessagesBody):
 
 def to_chat_request(body: MessagesBody, task: str | None) -> ChatRequest:
     messages: list[Message] = []
+    hidden = 0
     for m in body.messages:
         if isinstance(m.content, str):
             messages.append(Message(m.role, m.content))
@@ -272,8 +345,10 @@ def to_chat_request(body: MessagesBody, task: str | None) -> ChatRequest:
                     if isinstance(src, Base64Source)
                     else Image("", url=src.url)
                 )
-            elif isinstance(b, ThinkingBlock | RedactedThinkingBlock):
-                continue
+            elif isinstance(b, ThinkingBlock):
+                hidden += len(b.thinking.encode()) + len(b.signature)
+            elif isinstance(b, RedactedThinkingBlock):
+                hidden += len(b.data)
             elif isinstance(b, ToolUseBlock):
                 calls.append(
                     ToolCall(b.id or tool_use_id(None), b.name, orjson.dumps(b.input).decode())
@@ -309,6 +384,7 @@ def to_chat_request(body: MessagesBody, task: str | None) -> ChatRequest:
         user=str(user) if user is not None else None,
         params=dict(body.model_extra or {}),
         params_protocol="anthropic",
+        hidden_bytes=hidden,
     )
 
 

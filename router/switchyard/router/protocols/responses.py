@@ -13,9 +13,17 @@ from __future__ import annotations
 
 import time
 import uuid
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    TypeAdapter,
+    ValidationError,
+)
 from pydantic.config import JsonDict
 
 from switchyard.router.core.chat import (
@@ -146,7 +154,15 @@ class ResponsesBody(BaseModel):
     stream: bool = False
     store: bool | None = None
     previous_response_id: str | None = Field(default=None, min_length=1, max_length=128)
-    metadata: dict[str, str] | None = None
+    #: As OpenAI's: at most 16 pairs, keys of at most 64 characters, values of 512. A
+    #: kept answer holds it, so what one request may make the router keep is bounded.
+    metadata: (
+        dict[
+            Annotated[str, StringConstraints(max_length=64)],
+            Annotated[str, StringConstraints(max_length=512)],
+        ]
+        | None
+    ) = Field(default=None, max_length=16)
     user: str | None = None
     #: Shape and caching hints that change nothing generated here.
     include: list[str] | None = None
@@ -176,6 +192,20 @@ def continue_from(body: ResponsesBody, earlier: list[dict[str, Any]]) -> None:
             field="previous_response_id",
         ) from exc
     body.input = before + items_of(body)
+
+
+def conversation_items(
+    items: list[list[dict[str, Any]]], answers: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """A kept conversation as one list of items: each turn's own input, then the output
+    of its answer (where ``answers`` has one: the last turn's is left out of a listing of
+    what a model was given)."""
+    out: list[dict[str, Any]] = []
+    for i, own in enumerate(items):
+        out += own
+        if i < len(answers):
+            out += answers[i].get("output", [])
+    return out
 
 
 _PREFIX = {"message": "msg", "function_call": "fc", "function_call_output": "fco"}
@@ -512,8 +542,16 @@ class EventEncoder:
         )
 
 
-def item_page(items: list[dict[str, Any]], query: dict[str, str]) -> dict[str, Any]:
-    """One page of a kept answer's input items, in OpenAI's list shape."""
+@dataclass(frozen=True, slots=True)
+class ItemQuery:
+    """A listing's parameters, checked before anything is read."""
+
+    ascending: bool
+    limit: int
+    after: str | None
+
+
+def item_query(query: dict[str, str]) -> ItemQuery:
     unknown = sorted(set(query) - {"order", "limit", "after", "include"})
     if unknown:
         raise BadRequest(f"unknown query parameter: {unknown[0]}", field=unknown[0])
@@ -523,14 +561,18 @@ def item_page(items: list[dict[str, Any]], query: dict[str, str]) -> dict[str, A
     raw = query.get("limit", "20")
     if not raw.isdigit() or not 1 <= int(raw) <= 100:
         raise BadRequest("limit: a whole number from 1 to 100", field="limit")
-    ordered = items if order == "asc" else items[::-1]
-    after = query.get("after")
-    if after is not None:
-        at = next((i for i, item in enumerate(ordered) if item.get("id") == after), None)
+    return ItemQuery(order == "asc", int(raw), query.get("after"))
+
+
+def item_page(items: list[dict[str, Any]], query: ItemQuery) -> dict[str, Any]:
+    """One page of a kept answer's input items, in OpenAI's list shape."""
+    ordered = items if query.ascending else items[::-1]
+    if query.after is not None:
+        at = next((i for i, item in enumerate(ordered) if item.get("id") == query.after), None)
         if at is None:
-            raise BadRequest(f"after: no item {after!r} in this response", field="after")
+            raise BadRequest(f"after: no item {query.after[:80]!r} in this response", field="after")
         ordered = ordered[at + 1 :]
-    page = ordered[: int(raw)]
+    page = ordered[: query.limit]
     return {
         "object": "list",
         "data": page,

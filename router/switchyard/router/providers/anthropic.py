@@ -4,7 +4,13 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
-from switchyard.router.core.chat import ChatRequest, ChatResult, StreamEvent
+from switchyard.router.core.chat import (
+    BETA_FIELD,
+    SERVED,
+    ChatRequest,
+    ChatResult,
+    StreamEvent,
+)
 from switchyard.router.protocols import anthropic as wire
 from switchyard.router.protocols.sse import BlockReader, LineReader
 from switchyard.router.providers.base import HTTPAdapter
@@ -24,11 +30,20 @@ class AnthropicAdapter(HTTPAdapter):
     def error_type(self, status: int, body: bytes) -> tuple[str | None, str]:
         return wire.error_of(body)
 
+    def _headers_for(self, req: ChatRequest) -> dict[str, str] | None:
+        """With the client's ``anthropic-beta`` features when it spoke this protocol
+        (those Switchyard serves itself stay behind); None: the adapter's own."""
+        if req.params_protocol != "anthropic" or not req.betas:
+            return None
+        betas = [b for b in req.betas if b not in SERVED]
+        return self.headers() | {BETA_FIELD: ",".join(betas)} if betas else None
+
     async def complete(self, req: ChatRequest, model_name: str, max_tokens: int) -> ChatResult:
         return await self.post_json(
             f"{self.base_url}/v1/messages",
             wire.request_body(req, model_name, max_tokens),
             lambda data: wire.result_of(data, model_name, self.provider.name),
+            self._headers_for(req),
         )
 
     def stream(
@@ -41,7 +56,9 @@ class AnthropicAdapter(HTTPAdapter):
             if req.relay == "anthropic"
             else LineReader(wire.EventDecoder(self.provider.name))
         )
-        return self.stream_events(f"{self.base_url}/v1/messages", body, reader)
+        return self.stream_events(
+            f"{self.base_url}/v1/messages", body, reader, self._headers_for(req)
+        )
 
     async def count_tokens(self, req: ChatRequest, model_name: str) -> int | None:
         body = wire.request_body(req, model_name, 1)
@@ -50,6 +67,7 @@ class AnthropicAdapter(HTTPAdapter):
             f"{self.base_url}/v1/messages/count_tokens",
             body,
             lambda data: wire.input_tokens(data, self.provider.name),
+            self._headers_for(req),
         )
 
     async def list_models(self) -> list[str]:

@@ -190,12 +190,19 @@ class HTTPAdapter(abc.ABC):
         (``contract.EMBEDDING_TYPES``)."""
         raise BadRequest(f"provider {self._name()!r} has no embeddings API", field="model")
 
-    async def post_json(self, url: str, body: dict[str, Any], read: Callable[[Any], T]) -> T:
-        """POST and ``read`` the JSON of a 2xx answer; raise typed errors otherwise."""
+    async def post_json(
+        self,
+        url: str,
+        body: dict[str, Any],
+        read: Callable[[Any], T],
+        headers: dict[str, str] | None = None,
+    ) -> T:
+        """POST and ``read`` the JSON of a 2xx answer; raise typed errors otherwise.
+        ``headers``: this request's, where they differ from ``headers()``."""
         data = self.encode(body)
         try:
             async with self.session.post(
-                url, data=data, headers=self.headers(), timeout=self._call_timeout
+                url, data=data, headers=headers or self.headers(), timeout=self._call_timeout
             ) as resp:
                 raw = await resp.read()
                 if resp.status >= 400:
@@ -236,7 +243,9 @@ class HTTPAdapter(abc.ABC):
         except Exception as exc:
             raise self.unreadable(exc, 200) from None
 
-    async def open_stream(self, url: str, body: dict[str, Any]) -> aiohttp.ClientResponse:
+    async def open_stream(
+        self, url: str, body: dict[str, Any], headers: dict[str, str] | None = None
+    ) -> aiohttp.ClientResponse:
         """POST a streaming request and return the response once its headers say 2xx.
 
         The first-token timeout is aiohttp's read timeout: no byte for that long,
@@ -245,7 +254,7 @@ class HTTPAdapter(abc.ABC):
         data = self.encode(body)
         try:
             resp = await self.session.post(
-                url, data=data, headers=self.headers(), timeout=self._stream_timeout
+                url, data=data, headers=headers or self.headers(), timeout=self._stream_timeout
             )
             if resp.status >= 400:
                 raw = await resp.read()
@@ -262,12 +271,16 @@ class HTTPAdapter(abc.ABC):
             raise self.connection_error(exc) from None
 
     async def stream_events(
-        self, url: str, body: dict[str, Any], reader: BlockReader
+        self,
+        url: str,
+        body: dict[str, Any],
+        reader: BlockReader,
+        headers: dict[str, str] | None = None,
     ) -> AsyncIterator[StreamEvent]:
         """POST a streaming request and read it as it arrives: each read's events (neutral
         ones from a ``LineReader``, the provider's own from an ``EventRelay``), then
         ``FLUSH``."""
-        resp = await self.open_stream(url, body)
+        resp = await self.open_stream(url, body, headers)
         content = resp.content
         try:
             while block := await content.readany():

@@ -24,8 +24,18 @@ from switchyard.router.storage.rollup import (
 __all__ = ["GROUP_BY", "GroupBy", "Rollup", "UsageRow"]
 
 
-class StoreUnavailable(Exception):
-    """The database cannot be reached or refused the write; try again later."""
+class StoreError(Exception):
+    """The store failed. Each store maps its driver's errors to these at its boundary, so
+    the rest of the router never sees a driver's exception."""
+
+
+class StoreUnavailable(StoreError):
+    """The database cannot be reached, or did not answer in time; try again later."""
+
+
+class StoreRefused(StoreError):
+    """The database answered but refused this data (a value it cannot hold, a
+    duplicate): trying again will not help."""
 
 
 @dataclass(slots=True)
@@ -39,17 +49,55 @@ class CacheEntry:
     hit_count: int = 0
 
 
+#: A kept conversation's kind: Responses API answers, or Anthropic message threads.
+TurnKind = Literal["response", "thread"]
+
+
 @dataclass(slots=True)
-class StoredResponse:
-    """A Responses API answer kept for ``GET /v1/responses/{id}`` and for requests that
-    continue it (``previous_response_id``)."""
+class Turn:
+    """One turn of a kept conversation, stored once: what this request added and the
+    answer it got, pointing back at the turn it continued. A conversation is its chain
+    of turns, so what is stored grows with the conversation, not with its square.
+
+    Content is JSON as bytes, written and read without being parsed by the store."""
 
     id: str
     organization: str
-    response: dict[str, Any]  # the response object as the client got it
-    input_items: list[dict[str, Any]]  # what the model was given, earlier turns included
+    kind: TurnKind
+    previous_id: str | None
+    depth: int  # turns before this one
+    answer: bytes  # the response object (or the thread's reply) as the client got it
+    items: bytes  # this turn's own input: a JSON array
+    context: bytes | None  # a thread's system prompt and tools, held from its create
+    #: The conversation through this turn: stored bytes and estimated tokens.
+    conversation_bytes: int
+    conversation_tokens: int
     created_at: datetime
     expires_at: datetime
+
+
+@dataclass(slots=True, frozen=True)
+class TurnHead:
+    """What is known of a turn before its conversation is read: enough to refuse a
+    continuation that would be too large without loading it."""
+
+    id: str
+    kind: TurnKind
+    depth: int
+    conversation_bytes: int
+    conversation_tokens: int
+
+
+@dataclass(slots=True, frozen=True)
+class StoredTurn:
+    """A turn as a chain read gives it; ``answer`` and ``items`` are None for a turn
+    whose content was deleted (it stays while later turns point at it)."""
+
+    id: str
+    depth: int
+    answer: bytes | None
+    items: bytes | None
+    context: bytes | None
 
 
 @dataclass(slots=True)
@@ -136,19 +184,36 @@ class Store(abc.ABC):
     async def cache_purge(self, now: datetime) -> int: ...
 
     @abc.abstractmethod
-    async def response_put(self, kept: StoredResponse) -> None: ...
+    async def turn_put(self, turn: Turn) -> None: ...
 
     @abc.abstractmethod
-    async def response_get(
-        self, organization: str, id: str, now: datetime
-    ) -> StoredResponse | None:
-        """The organization's unexpired response with this id; another's is not found."""
+    async def turn_head(
+        self, organization: str, kind: TurnKind, id: str, now: datetime
+    ) -> TurnHead | None:
+        """The organization's unexpired, undeleted turn of this kind with this id;
+        another organization's is not found."""
 
     @abc.abstractmethod
-    async def response_delete(self, organization: str, id: str) -> bool: ...
+    async def turn_answer(
+        self, organization: str, kind: TurnKind, id: str, now: datetime
+    ) -> bytes | None:
+        """Only the answer of such a turn: never its conversation."""
 
     @abc.abstractmethod
-    async def response_purge(self, now: datetime) -> int: ...
+    async def turn_chain(self, organization: str, id: str) -> list[StoredTurn]:
+        """The turns from the conversation's first to ``id``, in order; every one the
+        organization's. Turns that expired stay readable while a later turn points at
+        them (``turn_purge``)."""
+
+    @abc.abstractmethod
+    async def turn_delete(self, organization: str, kind: TurnKind, id: str) -> bool:
+        """Remove the turn's content; a turn that later turns point at stays as a
+        marker without content until they go. False when there was none to delete."""
+
+    @abc.abstractmethod
+    async def turn_purge(self, now: datetime, batch: int = 5000) -> int:
+        """Delete expired turns that no unexpired turn depends on: a conversation is
+        kept while any of its turns is, and goes once all of them have expired."""
 
     @abc.abstractmethod
     async def spend(self, subjects: Sequence[tuple[str, str]], day: date, month: date) -> Spend:

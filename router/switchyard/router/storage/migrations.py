@@ -174,4 +174,71 @@ CREATE TABLE llm_responses (
 CREATE INDEX llm_responses_expires ON llm_responses (expires_at);
 """,
     ),
+    Migration(
+        3,
+        "kept conversations as chains of turns, each stored once",
+        postgres="""
+CREATE TABLE llm_turns (
+    id text PRIMARY KEY,
+    organization text NOT NULL,
+    kind text NOT NULL,
+    previous_id text,
+    depth integer NOT NULL,
+    answer bytea,
+    items bytea,
+    context bytea,
+    conversation_bytes bigint NOT NULL,
+    conversation_tokens bigint NOT NULL,
+    created_at timestamptz NOT NULL,
+    expires_at timestamptz NOT NULL
+);
+CREATE INDEX llm_turns_previous ON llm_turns (previous_id) WHERE previous_id IS NOT NULL;
+CREATE INDEX llm_turns_expires ON llm_turns (expires_at);
+-- A response kept before held its whole conversation: it becomes a first turn.
+INSERT INTO llm_turns
+SELECT id, organization,
+       CASE WHEN response->>'object' = 'response' THEN 'response' ELSE 'thread' END,
+       NULL, 0, convert_to(response::text, 'UTF8'), convert_to(input_items::text, 'UTF8'),
+       NULL, octet_length(response::text) + octet_length(input_items::text), 0,
+       created_at, expires_at
+FROM llm_responses;
+DROP TABLE llm_responses;
+""",
+        sqlite="""
+CREATE TABLE llm_turns (
+    id TEXT PRIMARY KEY,
+    organization TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    previous_id TEXT,
+    depth INTEGER NOT NULL,
+    answer BLOB,
+    items BLOB,
+    context BLOB,
+    conversation_bytes INTEGER NOT NULL,
+    conversation_tokens INTEGER NOT NULL,
+    created_at REAL NOT NULL,
+    expires_at REAL NOT NULL
+);
+CREATE INDEX llm_turns_previous ON llm_turns (previous_id) WHERE previous_id IS NOT NULL;
+CREATE INDEX llm_turns_expires ON llm_turns (expires_at);
+INSERT INTO llm_turns
+SELECT id, organization,
+       CASE WHEN json_extract(response, '$.object') = 'response' THEN 'response' ELSE 'thread' END,
+       NULL, 0, CAST(response AS BLOB), CAST(input_items AS BLOB), NULL,
+       length(CAST(response AS BLOB)) + length(CAST(input_items AS BLOB)), 0,
+       created_at, expires_at
+FROM llm_responses;
+DROP TABLE llm_responses;
+""",
+    ),
+    Migration(
+        4,
+        "daily rollups count calls that did not answer their request apart",
+        postgres="""
+ALTER TABLE llm_usage_daily ADD COLUMN hedged bigint NOT NULL DEFAULT 0;
+""",
+        sqlite="""
+ALTER TABLE llm_usage_daily ADD COLUMN hedged INTEGER NOT NULL DEFAULT 0;
+""",
+    ),
 ]

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from datetime import date, datetime
 from decimal import Decimal
+from typing import Any
 
 import psycopg
+import psycopg_pool
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
@@ -17,12 +20,16 @@ from switchyard.router.storage.base import (
     CacheEntry,
     Spend,
     Store,
-    StoredResponse,
+    StoredTurn,
+    StoreRefused,
     StoreUnavailable,
+    Turn,
+    TurnHead,
+    TurnKind,
 )
 from switchyard.router.storage.migrations import MIGRATIONS
 from switchyard.router.storage.records import COLUMNS, UsageRecord, record_from_row
-from switchyard.router.storage.rollup import Rollup, summed
+from switchyard.router.storage.rollup import HEDGE_STATUSES, Rollup, summed
 
 log = logging.getLogger("switchyard.router.storage")
 
@@ -30,6 +37,7 @@ log = logging.getLogger("switchyard.router.storage")
 MIGRATION_LOCK = 0x5377_7943  # "SwyC"
 
 _COLUMNS = ", ".join(COLUMNS)
+_HEDGES = "(" + ", ".join(f"'{s}'" for s in HEDGE_STATUSES) + ")"
 
 
 # One statement moves the staged records that are new into llm_requests and
@@ -55,8 +63,10 @@ WITH ins AS (
            END AS bucket
     FROM ins
 ), g AS (
-    SELECT organization, day, p, m, t, count(*) AS n,
-           count(*) FILTER (WHERE status <> 'ok') AS errors,
+    SELECT organization, day, p, m, t,
+           count(*) FILTER (WHERE status NOT IN {_HEDGES}) AS n,
+           count(*) FILTER (WHERE status = 'error') AS errors,
+           count(*) FILTER (WHERE status IN {_HEDGES}) AS hedged,
            count(*) FILTER (WHERE cache_hit) AS hits,
            sum(prompt_tokens) AS pt, sum(completion_tokens) AS ct,
            sum(total_cost) AS cost, sum(saved_cost) AS saved
@@ -73,9 +83,10 @@ WITH ins AS (
     GROUP BY g.organization, g.day, g.p, g.m, g.t
 ), rolled AS (
     INSERT INTO llm_usage_daily AS d (organization, day, provider, model, task_type, requests,
-        errors, cache_hits, prompt_tokens, completion_tokens, cost, saved_cost, latency_hist)
+        errors, cache_hits, prompt_tokens, completion_tokens, cost, saved_cost, latency_hist,
+        hedged)
     SELECT g.organization, g.day, g.p, g.m, g.t, g.n, g.errors, g.hits, g.pt, g.ct, g.cost,
-           g.saved, hist.hist
+           g.saved, hist.hist, g.hedged
     FROM g JOIN hist USING (organization, day, p, m, t)
     ORDER BY 1, 2, 3, 4, 5
     ON CONFLICT (organization, day, provider, model, task_type) DO UPDATE SET
@@ -86,6 +97,7 @@ WITH ins AS (
         completion_tokens = d.completion_tokens + excluded.completion_tokens,
         cost = d.cost + excluded.cost,
         saved_cost = d.saved_cost + excluded.saved_cost,
+        hedged = d.hedged + excluded.hedged,
         latency_hist = (
             SELECT array_agg(x + y ORDER BY n)
             FROM unnest(d.latency_hist, excluded.latency_hist) WITH ORDINALITY AS u(x, y, n)
@@ -113,6 +125,15 @@ SELECT (SELECT count(*) FROM ins), (SELECT count(*) FROM rolled), (SELECT count(
 """
 
 
+def _text(exc: BaseException) -> str:
+    """An error's first line: PostgreSQL's own messages may go on to quote the data."""
+    return str(exc).split("\n", 1)[0]
+
+
+def _bytes(value: Any) -> bytes | None:
+    return None if value is None else bytes(value)
+
+
 class PostgresStore(Store):
     kind = "postgres"
 
@@ -138,7 +159,7 @@ class PostgresStore(Store):
             await self.pool.open(wait=True, timeout=30)
         except Exception as exc:
             raise StoreUnavailable(f"cannot connect to PostgreSQL: {exc}") from exc
-        async with self.pool.connection() as conn, conn.transaction():
+        async with self._connection() as conn, conn.transaction():
             await conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
             await conn.execute(
                 "CREATE TABLE IF NOT EXISTS switchyard_migrations "
@@ -160,66 +181,72 @@ class PostgresStore(Store):
     async def close(self) -> None:
         await self.pool.close()
 
+    @contextlib.asynccontextmanager
+    async def _connection(self) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+        """A pooled connection; every psycopg error inside becomes a ``StoreError``."""
+        try:
+            async with self.pool.connection() as conn:
+                yield conn
+        except (psycopg.DataError, psycopg.IntegrityError, psycopg.NotSupportedError) as exc:
+            raise StoreRefused(_text(exc)) from exc
+        except (psycopg.Error, psycopg_pool.PoolTimeout, psycopg_pool.PoolClosed) as exc:
+            raise StoreUnavailable(_text(exc)) from exc
+        except (TimeoutError, OSError) as exc:
+            raise StoreUnavailable(_text(exc) or type(exc).__name__) from exc
+
     async def write_usage(self, records: Sequence[UsageRecord]) -> int:
         if not records:
             return 0
-        try:
-            async with self.pool.connection() as conn, conn.transaction():
-                # COPY into a per-session staging table, then move the rows that are
-                # new: COPY adapts rows in C, where array parameters would not.
-                await conn.execute(
-                    "CREATE TEMP TABLE IF NOT EXISTS llm_requests_stage "
-                    "(LIKE llm_requests) ON COMMIT DELETE ROWS"
-                )
-                async with conn.cursor().copy(
-                    f"COPY llm_requests_stage ({_COLUMNS}) FROM STDIN"
-                ) as copy:
-                    for i, r in enumerate(records):
-                        if i % 256 == 255:
-                            await asyncio.sleep(0)  # let requests run between slices
-                        await copy.write_row(
-                            (
-                                r.id,
-                                r.organization,
-                                r.api_key,
-                                r.api,
-                                r.provider,
-                                r.model,
-                                r.task_type,
-                                r.prompt_tokens,
-                                r.completion_tokens,
-                                r.total_tokens,
-                                r.input_cost,
-                                r.output_cost,
-                                r.total_cost,
-                                r.saved_cost,
-                                r.latency_ms,
-                                r.ttft_ms,
-                                r.status,
-                                r.http_status,
-                                r.error_class,
-                                r.cache_hit,
-                                r.stream,
-                                r.requested_at,
-                                r.completed_at,
-                            )
+        async with self._connection() as conn, conn.transaction():
+            # COPY into a per-session staging table, then move the rows that are
+            # new: COPY adapts rows in C, where array parameters would not.
+            await conn.execute(
+                "CREATE TEMP TABLE IF NOT EXISTS llm_requests_stage "
+                "(LIKE llm_requests) ON COMMIT DELETE ROWS"
+            )
+            async with conn.cursor().copy(
+                f"COPY llm_requests_stage ({_COLUMNS}) FROM STDIN"
+            ) as copy:
+                for i, r in enumerate(records):
+                    if i % 256 == 255:
+                        await asyncio.sleep(0)  # let requests run between slices
+                    await copy.write_row(
+                        (
+                            r.id,
+                            r.organization,
+                            r.api_key,
+                            r.api,
+                            r.provider,
+                            r.model,
+                            r.task_type,
+                            r.prompt_tokens,
+                            r.completion_tokens,
+                            r.total_tokens,
+                            r.input_cost,
+                            r.output_cost,
+                            r.total_cost,
+                            r.saved_cost,
+                            r.latency_ms,
+                            r.ttft_ms,
+                            r.status,
+                            r.http_status,
+                            r.error_class,
+                            r.cache_hit,
+                            r.stream,
+                            r.requested_at,
+                            r.completed_at,
                         )
-                cur = await conn.execute(_MOVE_AND_ROLL_UP)
-                row = await cur.fetchone()
-                return int(row[0]) if row else 0
-        except (psycopg.OperationalError, psycopg.InterfaceError, TimeoutError) as exc:
-            raise StoreUnavailable(str(exc)) from exc
-        except Exception as exc:  # psycopg_pool.PoolTimeout and friends
-            if type(exc).__module__.startswith("psycopg_pool"):
-                raise StoreUnavailable(str(exc)) from exc
-            raise
+                    )
+            cur = await conn.execute(_MOVE_AND_ROLL_UP)
+            row = await cur.fetchone()
+            return int(row[0]) if row else 0
 
     async def usage_rollups(self, organization: str, first: date, last: date) -> list[Rollup]:
-        async with self.pool.connection() as conn:
+        async with self._connection() as conn:
             cur = await conn.execute(
                 "SELECT organization, day, provider, model, task_type, requests, errors, "
-                "cache_hits, prompt_tokens, completion_tokens, cost, saved_cost, latency_hist "
-                "FROM llm_usage_daily WHERE organization = %s AND day >= %s AND day < %s",
+                "cache_hits, prompt_tokens, completion_tokens, cost, saved_cost, latency_hist, "
+                "hedged FROM llm_usage_daily WHERE organization = %s AND day >= %s AND day < %s",
                 (organization, first, last),
                 binary=True,  # histograms: 256 integers a row, read in C rather than parsed
             )
@@ -239,6 +266,7 @@ class PostgresStore(Store):
                 Decimal(r[10]),
                 Decimal(r[11]),
                 list(r[12]),
+                int(r[13]),
             )
             for r in rows
         ]
@@ -246,7 +274,7 @@ class PostgresStore(Store):
     async def usage_records(
         self, organization: str, start: datetime, end: datetime
     ) -> list[UsageRecord]:
-        async with self.pool.connection() as conn:
+        async with self._connection() as conn:
             cur = await conn.execute(
                 f"SELECT {_COLUMNS} FROM llm_requests WHERE organization = %s "
                 "AND requested_at >= %s AND requested_at < %s",
@@ -256,7 +284,7 @@ class PostgresStore(Store):
         return [record_from_row(r, Decimal, lambda t: t) for r in rows]
 
     async def cache_get(self, key: str, now: datetime) -> CacheEntry | None:
-        async with self.pool.connection() as conn:
+        async with self._connection() as conn:
             cur = await conn.execute(
                 "SELECT organization, response, cost, created_at, expires_at, hit_count "
                 "FROM llm_response_cache WHERE cache_key = %s AND expires_at > %s",
@@ -268,7 +296,7 @@ class PostgresStore(Store):
         return CacheEntry(key, row[0], row[1], Decimal(row[2]), row[3], row[4], int(row[5]))
 
     async def cache_put(self, entry: CacheEntry) -> None:
-        async with self.pool.connection() as conn:
+        async with self._connection() as conn:
             await conn.execute(
                 "INSERT INTO llm_response_cache (cache_key, organization, response, cost, "
                 "created_at, expires_at) VALUES (%s, %s, %s, %s, %s, %s) "
@@ -289,7 +317,7 @@ class PostgresStore(Store):
         if not hits:
             return
         keys = sorted(hits)
-        async with self.pool.connection() as conn:
+        async with self._connection() as conn:
             await conn.execute(
                 "UPDATE llm_response_cache c SET hit_count = c.hit_count + h.n, "
                 "last_hit_at = greatest(c.last_hit_at, h.at) "
@@ -299,52 +327,25 @@ class PostgresStore(Store):
             )
 
     async def cache_purge(self, now: datetime) -> int:
-        async with self.pool.connection() as conn:
+        async with self._connection() as conn:
             cur = await conn.execute(
                 "DELETE FROM llm_response_cache WHERE expires_at <= %s", (now,)
             )
             return cur.rowcount
 
-    async def response_put(self, kept: StoredResponse) -> None:
-        async with self.pool.connection() as conn:
-            await conn.execute(
-                "INSERT INTO llm_responses (id, organization, response, input_items, "
-                "created_at, expires_at) VALUES (%s, %s, %s, %s, %s, %s)",
-                (
-                    kept.id,
-                    kept.organization,
-                    Jsonb(kept.response),
-                    Jsonb(kept.input_items),
-                    kept.created_at,
-                    kept.expires_at,
-                ),
-            )
-
-    async def response_get(
-        self, organization: str, id: str, now: datetime
-    ) -> StoredResponse | None:
-        async with self.pool.connection() as conn:
-            cur = await conn.execute(
-                "SELECT response, input_items, created_at, expires_at FROM llm_responses "
-                "WHERE id = %s AND organization = %s AND expires_at > %s",
-                (id, organization, now),
-            )
-            row = await cur.fetchone()
-        if row is None:
-            return None
-        return StoredResponse(id, organization, row[0], row[1], row[2], row[3])
-
     async def usage_partial(
         self, organization: str, start: datetime, end: datetime
     ) -> list[Rollup]:
-        async with self.pool.connection() as conn:
+        async with self._connection() as conn:
             cur = await conn.execute(
                 "SELECT (requested_at AT TIME ZONE 'UTC')::date, coalesce(provider, ''), "
                 "coalesce(model, ''), coalesce(task_type, ''), CASE WHEN latency_ms IS NULL "
                 "THEN -1 WHEN latency_ms <= %(low)s THEN 0 ELSE least(255, "
-                "floor((ln(latency_ms) - ln(%(low)s)) / %(step)s)::int) END, count(*), "
-                "count(*) FILTER (WHERE status <> 'ok'), count(*) FILTER (WHERE cache_hit), "
-                "sum(prompt_tokens), sum(completion_tokens), sum(total_cost), sum(saved_cost) "
+                "floor((ln(latency_ms) - ln(%(low)s)) / %(step)s)::int) END, "
+                f"count(*) FILTER (WHERE status NOT IN {_HEDGES}), "
+                "count(*) FILTER (WHERE status = 'error'), count(*) FILTER (WHERE cache_hit), "
+                "sum(prompt_tokens), sum(completion_tokens), sum(total_cost), sum(saved_cost), "
+                f"count(*) FILTER (WHERE status IN {_HEDGES}) "
                 "FROM llm_requests WHERE organization = %(org)s AND requested_at >= %(start)s "
                 "AND requested_at < %(end)s GROUP BY 1, 2, 3, 4, 5",
                 {
@@ -368,13 +369,13 @@ class PostgresStore(Store):
         return list(out.values())
 
     async def usage_purge(self, before: datetime, batch: int = 5000) -> int:
-        async with self.pool.connection() as conn:
+        async with self._connection() as conn:
             cur = await conn.execute("SELECT DISTINCT organization FROM llm_usage_daily")
             orgs = [r[0] for r in await cur.fetchall()]
         purged = 0
         for org in orgs:
             while True:
-                async with self.pool.connection() as conn:
+                async with self._connection() as conn:
                     cur = await conn.execute(
                         "DELETE FROM llm_requests WHERE id IN (SELECT id FROM llm_requests "
                         "WHERE organization = %s AND requested_at < %s LIMIT %s)",
@@ -386,23 +387,113 @@ class PostgresStore(Store):
                     break
         return purged
 
-    async def response_delete(self, organization: str, id: str) -> bool:
-        async with self.pool.connection() as conn:
+    async def turn_put(self, turn: Turn) -> None:
+        async with self._connection() as conn:
+            await conn.execute(
+                "INSERT INTO llm_turns (id, organization, kind, previous_id, depth, answer, "
+                "items, context, conversation_bytes, conversation_tokens, created_at, "
+                "expires_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+                (
+                    turn.id,
+                    turn.organization,
+                    turn.kind,
+                    turn.previous_id,
+                    turn.depth,
+                    turn.answer,
+                    turn.items,
+                    turn.context,
+                    turn.conversation_bytes,
+                    turn.conversation_tokens,
+                    turn.created_at,
+                    turn.expires_at,
+                ),
+            )
+
+    async def turn_head(
+        self, organization: str, kind: TurnKind, id: str, now: datetime
+    ) -> TurnHead | None:
+        async with self._connection() as conn:
             cur = await conn.execute(
-                "DELETE FROM llm_responses WHERE id = %s AND organization = %s",
-                (id, organization),
+                "SELECT depth, conversation_bytes, conversation_tokens FROM llm_turns "
+                "WHERE id = %s AND organization = %s AND kind = %s AND expires_at > %s "
+                "AND answer IS NOT NULL",
+                (id, organization, kind, now),
+            )
+            row = await cur.fetchone()
+        if row is None:
+            return None
+        return TurnHead(id, kind, int(row[0]), int(row[1]), int(row[2]))
+
+    async def turn_answer(
+        self, organization: str, kind: TurnKind, id: str, now: datetime
+    ) -> bytes | None:
+        async with self._connection() as conn:
+            cur = await conn.execute(
+                "SELECT answer FROM llm_turns WHERE id = %s AND organization = %s "
+                "AND kind = %s AND expires_at > %s AND answer IS NOT NULL",
+                (id, organization, kind, now),
+                binary=True,
+            )
+            row = await cur.fetchone()
+        return None if row is None else bytes(row[0])
+
+    async def turn_chain(self, organization: str, id: str) -> list[StoredTurn]:
+        async with self._connection() as conn:
+            cur = await conn.execute(
+                "WITH RECURSIVE chain AS ("
+                " SELECT id, previous_id, depth, answer, items, context FROM llm_turns"
+                " WHERE id = %(id)s AND organization = %(org)s"
+                " UNION ALL"
+                " SELECT t.id, t.previous_id, t.depth, t.answer, t.items, t.context"
+                " FROM llm_turns t JOIN chain c ON t.id = c.previous_id"
+                " WHERE t.organization = %(org)s"
+                ") SELECT id, depth, answer, items, context FROM chain ORDER BY depth",
+                {"id": id, "org": organization},
+                binary=True,
+            )
+            chain: list[StoredTurn] = []
+            async for r in cur:
+                chain.append(StoredTurn(r[0], int(r[1]), _bytes(r[2]), _bytes(r[3]), _bytes(r[4])))
+        return chain
+
+    async def turn_delete(self, organization: str, kind: TurnKind, id: str) -> bool:
+        async with self._connection() as conn, conn.transaction():
+            cur = await conn.execute(
+                "DELETE FROM llm_turns t WHERE id = %s AND organization = %s AND kind = %s "
+                "AND answer IS NOT NULL "
+                "AND NOT EXISTS (SELECT 1 FROM llm_turns c WHERE c.previous_id = t.id)",
+                (id, organization, kind),
+            )
+            if cur.rowcount:
+                return True
+            # Later turns point at it: its content goes, a marker stays until they do.
+            cur = await conn.execute(
+                "UPDATE llm_turns SET answer = NULL, items = NULL, context = NULL, "
+                "expires_at = least(expires_at, now()) "
+                "WHERE id = %s AND organization = %s AND kind = %s AND answer IS NOT NULL",
+                (id, organization, kind),
             )
             return cur.rowcount > 0
 
-    async def response_purge(self, now: datetime) -> int:
-        async with self.pool.connection() as conn:
-            cur = await conn.execute("DELETE FROM llm_responses WHERE expires_at <= %s", (now,))
-            return cur.rowcount
+    async def turn_purge(self, now: datetime, batch: int = 5000) -> int:
+        purged = 0
+        while True:
+            async with self._connection() as conn:
+                cur = await conn.execute(
+                    "DELETE FROM llm_turns WHERE id IN (SELECT t.id FROM llm_turns t "
+                    "WHERE t.expires_at <= %s AND NOT EXISTS "
+                    "(SELECT 1 FROM llm_turns c WHERE c.previous_id = t.id) LIMIT %s)",
+                    (now, batch),
+                )
+                n = cur.rowcount
+            purged += n
+            if n == 0:
+                return purged
 
     async def spend(self, subjects: Sequence[tuple[str, str]], day: date, month: date) -> Spend:
         if not subjects:
             return Spend()
-        async with self.pool.connection() as conn:
+        async with self._connection() as conn:
             cur = await conn.execute(
                 "SELECT scope, subject, period, period_start, spent FROM llm_spend "
                 "WHERE (scope, subject) IN (SELECT * FROM unnest(%s::text[], %s::text[])) "

@@ -14,6 +14,9 @@ from switchyard.router.storage.records import UsageRecord
 GroupBy = Literal["day", "week", "month", "model", "task", "provider"]
 GROUP_BY: tuple[GroupBy, ...] = ("day", "week", "month", "model", "task", "provider")
 RollupKey = tuple[str, date, str, str, str]  # organization, day, provider, model, task ("" = none)
+#: The statuses of records of calls that did not answer their request (``core.hedges``):
+#: counted apart from requests, their tokens and cost with everyone's.
+HEDGE_STATUSES = ("hedged", "cancelled")
 
 
 @dataclass(slots=True)
@@ -31,14 +34,18 @@ class Rollup:
     cost: Decimal = Decimal(0)
     saved_cost: Decimal = Decimal(0)
     hist: list[int] = field(default_factory=histogram.empty)
+    hedged: int = 0  # calls that did not answer their request, paid for all the same
 
     @property
     def key(self) -> RollupKey:
         return (self.organization, self.day, self.provider, self.model, self.task_type)
 
     def add(self, r: UsageRecord) -> None:
-        self.requests += 1
-        self.errors += r.status != "ok"
+        if r.status in HEDGE_STATUSES:
+            self.hedged += 1
+        else:
+            self.requests += 1
+        self.errors += r.status == "error"
         self.cache_hits += r.cache_hit
         self.prompt_tokens += r.prompt_tokens
         self.completion_tokens += r.completion_tokens
@@ -55,16 +62,19 @@ class Rollup:
         self.completion_tokens += o.completion_tokens
         self.cost += o.cost
         self.saved_cost += o.saved_cost
+        self.hedged += o.hedged
         histogram.add_into(self.hist, o.hist)
 
 
 def summed(sums: Sequence[Any], bucket: int, money: Callable[[Any], Decimal]) -> Rollup:
     """The counts of one row a database summed (requests, errors, cache hits, prompt and
-    completion tokens, cost, saved cost) of records in one latency ``bucket`` (-1: no
-    latency); the caller merges it into the rollup of its day and group."""
-    n, errors, hits, prompt, completion, cost, saved = sums
+    completion tokens, cost, saved cost, hedged calls) of records in one latency
+    ``bucket`` (-1: no latency); the caller merges it into the rollup of its day and
+    group."""
+    n, errors, hits, prompt, completion, cost, saved, hedged = sums
     roll = Rollup("", date.min, "", "", "")
-    roll.requests = int(n)
+    roll.requests = int(n or 0)
+    roll.hedged = int(hedged or 0)
     roll.errors = int(errors or 0)
     roll.cache_hits = int(hits or 0)
     roll.prompt_tokens = int(prompt or 0)
@@ -107,6 +117,7 @@ class UsageRow:
     saved_cost: Decimal = Decimal(0)
     latency_p50_ms: float | None = None
     latency_p95_ms: float | None = None
+    hedged: int = 0
 
 
 def _group(r: Rollup, group_by: GroupBy) -> str:
@@ -144,6 +155,7 @@ def report(rollups: Iterable[Rollup], group_by: GroupBy) -> tuple[list[UsageRow]
             r.saved_cost,
             histogram.percentile(r.hist, 0.5),
             histogram.percentile(r.hist, 0.95),
+            r.hedged,
         )
 
     return [row(k, groups[k]) for k in sorted(groups)], row("total", total)

@@ -33,18 +33,24 @@ from switchyard.router.storage.base import (
     CacheEntry,
     Spend,
     Store,
-    StoredResponse,
+    StoredTurn,
+    StoreRefused,
     StoreUnavailable,
+    Turn,
+    TurnHead,
+    TurnKind,
 )
 from switchyard.router.storage.migrations import MIGRATIONS
 from switchyard.router.storage.records import UsageRecord, record_from_row, to_rows
-from switchyard.router.storage.rollup import Rollup, summed
+from switchyard.router.storage.rollup import HEDGE_STATUSES, Rollup, summed
 
 log = logging.getLogger("switchyard.router.storage")
 
 T = TypeVar("T")
 NANO = Decimal(10) ** 9
 
+
+_HEDGES = "(" + ", ".join(f"'{s}'" for s in HEDGE_STATUSES) + ")"
 
 # Sums per rollup key and latency bucket over the staged new records; a bucket's
 # formula is histogram.bucket().
@@ -56,8 +62,9 @@ SELECT organization, strftime('%Y-%m-%d', requested_at, 'unixepoch'),
             ELSE min({histogram.BUCKETS - 1}, CAST(
                 (ln(latency_ms) - ln({histogram.LOW_MS})) / {histogram.STEP!r} AS INTEGER))
        END AS bucket,
-       count(*), sum(status <> 'ok'), sum(cache_hit), sum(prompt_tokens),
-       sum(completion_tokens), sum(total_cost), sum(saved_cost), count(*)
+       sum(status NOT IN {_HEDGES}), sum(status = 'error'), sum(cache_hit), sum(prompt_tokens),
+       sum(completion_tokens), sum(total_cost), sum(saved_cost), count(*),
+       sum(status IN {_HEDGES})
 FROM temp.stage GROUP BY 1, 2, 3, 4, 5, 6
 """
 
@@ -141,9 +148,10 @@ def _roll_up(conn: sqlite3.Connection) -> None:
     hists: dict[tuple[str, str, str, str, str], list[int]] = {}
     for row in conn.execute(_ROLLUP_FROM_STAGE):
         key = (row[0], row[1], row[2], row[3], row[4])
-        counts = totals.setdefault(key, [0] * 7)
+        counts = totals.setdefault(key, [0] * 8)
         for i in range(7):
             counts[i] += row[6 + i]
+        counts[7] += row[14]
         if row[5] is not None:
             hists.setdefault(key, histogram.empty())[row[5]] += row[13]
     for key, counts in totals.items():
@@ -163,6 +171,7 @@ def _roll_up(conn: sqlite3.Connection) -> None:
                 usd(counts[5]),
                 usd(counts[6]),
                 hists.get(key, histogram.empty()),
+                counts[7],
             ),
         )
 
@@ -170,8 +179,8 @@ def _roll_up(conn: sqlite3.Connection) -> None:
 def _add_rollup(conn: sqlite3.Connection, x: Rollup) -> None:
     row = conn.execute(
         "SELECT requests, errors, cache_hits, prompt_tokens, completion_tokens, cost, "
-        "saved_cost, latency_hist FROM llm_usage_daily WHERE organization = ? AND day = ? "
-        "AND provider = ? AND model = ? AND task_type = ?",
+        "saved_cost, hedged, latency_hist FROM llm_usage_daily WHERE organization = ? "
+        "AND day = ? AND provider = ? AND model = ? AND task_type = ?",
         (x.organization, x.day.isoformat(), x.provider, x.model, x.task_type),
     ).fetchone()
     hist = list(x.hist)
@@ -183,12 +192,15 @@ def _add_rollup(conn: sqlite3.Connection, x: Rollup) -> None:
         x.completion_tokens,
         nano(x.cost),
         nano(x.saved_cost),
+        x.hedged,
     ]
     if row is not None:
-        counts = [a + b for a, b in zip(counts, row[:7], strict=True)]
-        histogram.add_into(hist, _unpack(row[7]))
+        counts = [a + b for a, b in zip(counts, row[:8], strict=True)]
+        histogram.add_into(hist, _unpack(row[8]))
     conn.execute(
-        "INSERT OR REPLACE INTO llm_usage_daily VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+        "INSERT OR REPLACE INTO llm_usage_daily (organization, day, provider, model, "
+        "task_type, requests, errors, cache_hits, prompt_tokens, completion_tokens, cost, "
+        "saved_cost, hedged, latency_hist) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
         (
             x.organization,
             x.day.isoformat(),
@@ -231,13 +243,20 @@ def _die_with_parent() -> None:
             ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
+def _mapped(exc: sqlite3.Error) -> StoreUnavailable | StoreRefused:
+    """sqlite3's errors as the store's: what a retry may mend, and what it will not."""
+    if isinstance(exc, (sqlite3.IntegrityError, sqlite3.DataError, sqlite3.InterfaceError)):
+        return StoreRefused(str(exc))
+    return StoreUnavailable(str(exc))  # locked, disk full, I/O error, a damaged file
+
+
 def _write_in_writer(rows: Sequence[tuple[object, ...]]) -> int:
     if _writer_conn is None:
         raise StoreUnavailable("the usage writer process has no connection")
     try:
         return _write_rows(_writer_conn, rows)
-    except sqlite3.OperationalError as exc:  # locked, disk full, I/O error
-        raise StoreUnavailable(str(exc)) from None
+    except sqlite3.Error as exc:
+        raise _mapped(exc) from None
 
 
 def _ready() -> bool:
@@ -262,8 +281,8 @@ class SQLiteStore(Store):
                 raise StoreUnavailable("the SQLite store is not open")
             try:
                 return fn(self._conn)
-            except sqlite3.OperationalError as exc:  # locked, disk full, I/O error
-                raise StoreUnavailable(str(exc)) from exc
+            except sqlite3.Error as exc:
+                raise _mapped(exc) from exc
 
         return await asyncio.get_running_loop().run_in_executor(self._executor, call)
 
@@ -364,9 +383,13 @@ class SQLiteStore(Store):
                     usd(r[10]),
                     usd(r[11]),
                     _unpack(r[12]),
+                    r[13],
                 )
                 for r in conn.execute(
-                    "SELECT * FROM llm_usage_daily WHERE organization = ? AND day >= ? AND day < ?",
+                    "SELECT organization, day, provider, model, task_type, requests, errors, "
+                    "cache_hits, prompt_tokens, completion_tokens, cost, saved_cost, "
+                    "latency_hist, hedged FROM llm_usage_daily WHERE organization = ? "
+                    "AND day >= ? AND day < ?",
                     (organization, first.isoformat(), last.isoformat()),
                 )
             ]
@@ -395,9 +418,10 @@ class SQLiteStore(Store):
             out: dict[tuple[str, str, str, str], Rollup] = {}
             for row in conn.execute(
                 "SELECT date(requested_at, 'unixepoch'), coalesce(provider, ''), "
-                "coalesce(model, ''), coalesce(task_type, ''), " + _BUCKET_SQL + ", count(*), "
-                "sum(status != 'ok'), sum(cache_hit), sum(prompt_tokens), "
-                "sum(completion_tokens), sum(total_cost), sum(saved_cost) FROM llm_requests "
+                "coalesce(model, ''), coalesce(task_type, ''), " + _BUCKET_SQL + ", "
+                f"sum(status NOT IN {_HEDGES}), sum(status = 'error'), sum(cache_hit), "
+                "sum(prompt_tokens), sum(completion_tokens), sum(total_cost), sum(saved_cost), "
+                f"sum(status IN {_HEDGES}) FROM llm_requests "
                 "WHERE organization = ? AND requested_at >= ? AND requested_at < ? "
                 "GROUP BY 1, 2, 3, 4, 5",
                 (
@@ -503,61 +527,118 @@ class SQLiteStore(Store):
             )
         )
 
-    async def response_put(self, kept: StoredResponse) -> None:
+    async def turn_put(self, turn: Turn) -> None:
         await self._run(
             lambda conn: conn.execute(
-                "INSERT INTO llm_responses (id, organization, response, input_items, "
-                "created_at, expires_at) VALUES (?, ?, ?, ?, ?, ?)",
+                "INSERT INTO llm_turns (id, organization, kind, previous_id, depth, answer, "
+                "items, context, conversation_bytes, conversation_tokens, created_at, "
+                "expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
-                    kept.id,
-                    kept.organization,
-                    json.dumps(kept.response),
-                    json.dumps(kept.input_items),
-                    ts(kept.created_at),
-                    ts(kept.expires_at),
+                    turn.id,
+                    turn.organization,
+                    turn.kind,
+                    turn.previous_id,
+                    turn.depth,
+                    turn.answer,
+                    turn.items,
+                    turn.context,
+                    turn.conversation_bytes,
+                    turn.conversation_tokens,
+                    ts(turn.created_at),
+                    ts(turn.expires_at),
                 ),
             )
         )
 
-    async def response_get(
-        self, organization: str, id: str, now: datetime
-    ) -> StoredResponse | None:
-        def get(conn: sqlite3.Connection) -> StoredResponse | None:
-            row = conn.execute(
-                "SELECT response, input_items, created_at, expires_at FROM llm_responses "
-                "WHERE id = ? AND organization = ? AND expires_at > ?",
-                (id, organization, ts(now)),
+    async def turn_head(
+        self, organization: str, kind: TurnKind, id: str, now: datetime
+    ) -> TurnHead | None:
+        row = await self._run(
+            lambda conn: conn.execute(
+                "SELECT depth, conversation_bytes, conversation_tokens FROM llm_turns "
+                "WHERE id = ? AND organization = ? AND kind = ? AND expires_at > ? "
+                "AND answer IS NOT NULL",
+                (id, organization, kind, ts(now)),
             ).fetchone()
-            if row is None:
-                return None
-            return StoredResponse(
-                id,
-                organization,
-                json.loads(row[0]),
-                json.loads(row[1]),
-                datetime.fromtimestamp(row[2], UTC),
-                datetime.fromtimestamp(row[3], UTC),
-            )
+        )
+        if row is None:
+            return None
+        return TurnHead(id, kind, int(row[0]), int(row[1]), int(row[2]))
 
-        return await self._run(get)
+    async def turn_answer(
+        self, organization: str, kind: TurnKind, id: str, now: datetime
+    ) -> bytes | None:
+        row = await self._run(
+            lambda conn: conn.execute(
+                "SELECT answer FROM llm_turns WHERE id = ? AND organization = ? AND kind = ? "
+                "AND expires_at > ? AND answer IS NOT NULL",
+                (id, organization, kind, ts(now)),
+            ).fetchone()
+        )
+        return None if row is None else bytes(row[0])
 
-    async def response_delete(self, organization: str, id: str) -> bool:
-        return await self._run(
-            lambda conn: (
-                conn.execute(
-                    "DELETE FROM llm_responses WHERE id = ? AND organization = ?",
-                    (id, organization),
+    async def turn_chain(self, organization: str, id: str) -> list[StoredTurn]:
+        def read(conn: sqlite3.Connection) -> list[StoredTurn]:
+            return [
+                StoredTurn(r[0], int(r[1]), r[2], r[3], r[4])
+                for r in conn.execute(
+                    "WITH RECURSIVE chain AS ("
+                    " SELECT id, previous_id, depth, answer, items, context FROM llm_turns"
+                    " WHERE id = :id AND organization = :org"
+                    " UNION ALL"
+                    " SELECT t.id, t.previous_id, t.depth, t.answer, t.items, t.context"
+                    " FROM llm_turns t JOIN chain c ON t.id = c.previous_id"
+                    " WHERE t.organization = :org"
+                    ") SELECT id, depth, answer, items, context FROM chain ORDER BY depth",
+                    {"id": id, "org": organization},
+                )
+            ]
+
+        return await self._run(read)
+
+    async def turn_delete(self, organization: str, kind: TurnKind, id: str) -> bool:
+        def delete(conn: sqlite3.Connection) -> bool:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                gone = conn.execute(
+                    "DELETE FROM llm_turns WHERE id = ? AND organization = ? AND kind = ? "
+                    "AND answer IS NOT NULL AND NOT EXISTS "
+                    "(SELECT 1 FROM llm_turns c WHERE c.previous_id = llm_turns.id)",
+                    (id, organization, kind),
                 ).rowcount
-                > 0
-            )
-        )
+                if not gone:
+                    # Later turns point at it: its content goes, a marker stays until
+                    # they do.
+                    gone = conn.execute(
+                        "UPDATE llm_turns SET answer = NULL, items = NULL, context = NULL, "
+                        "expires_at = min(expires_at, ?) WHERE id = ? AND organization = ? "
+                        "AND kind = ? AND answer IS NOT NULL",
+                        (datetime.now(UTC).timestamp(), id, organization, kind),
+                    ).rowcount
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            return gone > 0
 
-    async def response_purge(self, now: datetime) -> int:
-        return await self._run(
-            lambda conn: (
-                conn.execute("DELETE FROM llm_responses WHERE expires_at <= ?", (ts(now),)).rowcount
+        return await self._run(delete)
+
+    async def turn_purge(self, now: datetime, batch: int = 5000) -> int:
+        purged = 0
+        while True:
+            n = await self._run(
+                lambda conn: (
+                    conn.execute(
+                        "DELETE FROM llm_turns WHERE id IN (SELECT t.id FROM llm_turns t "
+                        "WHERE t.expires_at <= ? AND NOT EXISTS "
+                        "(SELECT 1 FROM llm_turns c WHERE c.previous_id = t.id) LIMIT ?)",
+                        (ts(now), batch),
+                    ).rowcount
+                )
             )
-        )
+            purged += n
+            if n == 0:
+                return purged
 
     async def spend(self, subjects: Sequence[tuple[str, str]], day: date, month: date) -> Spend:
         def read(conn: sqlite3.Connection) -> Spend:
