@@ -17,8 +17,9 @@ Per fault it prints the share of requests that succeeded (plain, and streams: a
 stream that failed before its first byte counts as failed; one that broke after it
 is counted apart), the latency added to the baseline's p50/p99, how long after the
 fault began the primary's breaker opened, and how long after it was lifted traffic
-reached the primary again. It writes a PNG: success rate and latency over time, with
-the faults shaded.
+reached the primary again; then what was spent on calls that did not answer their
+request (hedges that lost), from the router's usage records. It writes a PNG:
+success rate and latency over time, with the faults shaded.
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ ROOT = HERE.parents[1]
 sys.path.insert(0, str(ROOT))
 
 from tests.bench.run_bench import KEY, free_port, router_process, wait_http  # noqa: E402
+from tests.bench.spend import spend  # noqa: E402
 from tests.fakes import FakeAnthropic, FakeOpenAI, FakeVLLM, Fault  # noqa: E402
 
 PROVIDER_KEY = "test-key"
@@ -526,6 +528,8 @@ def main() -> int:
         )
         assign(phases, driver.outcomes, driver.breaker)
         report(phases, args.rate)
+        time.sleep(1.5)  # the last records are written a moment after their answers
+        print("\n" + spend(work / "state").line())
         plot(phases, driver.outcomes, total, args.plot)
     finally:
         router.terminate()

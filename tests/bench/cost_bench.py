@@ -17,7 +17,8 @@ priced on the model that served it, or that first served it for a cache hit) and
 the cache saved (hits cost nothing). A capability violation is a request served by a
 model that cannot take its tools, its prompt with its output, or its output length,
 checked against the price file independently of the router; there must be none. The
-router's own usage report must agree with the cost the replay adds up.
+router's own usage report must agree with the cost the replay adds up, and with what
+its records say went on calls that did not answer their request (hedges that lost).
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ ROOT = HERE.parents[1]
 sys.path.insert(0, str(ROOT))
 
 from tests.bench.run_bench import KEY, free_port, router_process, wait_http  # noqa: E402
+from tests.bench.spend import Spend, spend  # noqa: E402
 from tests.fakes import FakeAnthropic, FakeOpenAI, FakeVLLM  # noqa: E402
 
 PRICES = ROOT / "examples" / "prices.yaml"
@@ -352,7 +354,7 @@ def main() -> int:
         answers = asyncio.run(replay(gw, asks, args.concurrency))
         took = time.perf_counter() - started
         report = asyncio.run(usage_report(gw, len(answers)))
-        summarize(prices, answers, took, report, args.plot)
+        summarize(prices, answers, took, report, spend(work / "state"), args.plot)
     finally:
         router.terminate()
         router.wait(10)
@@ -383,6 +385,7 @@ def summarize(
     answers: list[Answer],
     took: float,
     report: dict[str, Any],
+    paid: Spend,
     plot_path: Path,
 ) -> None:
     default = prices[DEFAULT_MODEL]
@@ -438,10 +441,15 @@ def summarize(
                 f"{g['completionTokens']} tokens, the answers said {mine[0]} + {mine[1]}"
             )
     router_total = Decimal(report["totals"]["cost"])
-    agree = abs(router_total - c) <= Decimal("0.01")
+    # Calls that did not answer their request are paid for too: the answers cannot
+    # show them; the router's records do.
+    expected = c + paid.hedged_cost
+    agree = abs(router_total - expected) <= Decimal("0.01")
+    print(f"\n{paid.line()}")
     print(
-        f"\nthe router's usage report: ${router_total:,.4f} "
-        f"({'agrees' if agree else 'DISAGREES'} with ${c:,.4f})"
+        f"the router's usage report: ${router_total:,.4f} "
+        f"({'agrees' if agree else 'DISAGREES'} with the answers' ${c:,.4f} and the "
+        f"hedged ${paid.hedged_cost:,.4f})"
     )
     plot(prices, answers, baseline, plot_path)
     if found or not agree:

@@ -17,7 +17,8 @@ from typing import Any, Protocol
 from switchyard.router.core.budgets import BudgetGuard, Reservation
 from switchyard.router.core.caller import Caller
 from switchyard.router.core.chat import ChatResult, Usage
-from switchyard.router.core.cost import ZERO, Cost
+from switchyard.router.core.cost import ZERO, Cost, cost_of
+from switchyard.router.core.hedges import ESTIMATED, Loser
 from switchyard.router.errors import Attempt, NoCandidateAvailable, SwitchyardError
 from switchyard.router.metrics import Metrics
 from switchyard.router.storage.recorder import UsageRecorder
@@ -179,6 +180,38 @@ class Accountant:
             reservation=reservation,
         )
 
+    def lost(self, caller: Caller, req: Asked, info: RequestInfo, loser: Loser) -> None:
+        """A call the request made that did not answer it (``core.hedges``): a usage
+        record of its own, its cost in the metrics and budgets like any other."""
+        route = loser.route
+        org, provider, model = caller.organization, route.provider.name, route.model.name
+        cost = cost_of(route, loser.usage)
+        m = self.metrics
+        m.hedged_calls.labels(org, provider, loser.outcome).inc()
+        m.tokens.labels(org, provider, model, "prompt").inc(loser.usage.prompt_tokens)
+        m.tokens.labels(org, provider, model, "completion").inc(loser.usage.completion_tokens)
+        if cost.total:
+            m.cost.labels(org, provider, model).inc(float(cost.total))
+        self._record(
+            caller,
+            req,
+            info,
+            id=new_id(),
+            provider=provider,
+            model=model,
+            usage=loser.usage,
+            cost=cost,
+            saved=Decimal(0),
+            latency_ms=None,
+            ttft_ms=None,
+            status=loser.outcome,
+            http_status=200 if loser.outcome == "hedged" else 499,
+            error=ESTIMATED if loser.outcome == "cancelled" else None,
+            cache_hit=False,
+            stream=loser.stream,
+            reservation=loser.hold,
+        )
+
     def _children_for(self, api: str, org: str, provider: str, model: str) -> tuple[Any, ...]:
         key = (api, org, provider, model)
         children = self._children.get(key)
@@ -201,6 +234,7 @@ class Accountant:
         req: Asked,
         info: RequestInfo,
         *,
+        id: str | None = None,
         provider: str | None,
         model: str | None,
         usage: Usage,
@@ -216,7 +250,7 @@ class Accountant:
         reservation: Reservation | None,
     ) -> None:
         record = UsageRecord(
-            id=info.id,
+            id=id or info.id,
             organization=caller.organization,
             api_key=caller.key_name,
             api=info.api,

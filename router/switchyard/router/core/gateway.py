@@ -24,12 +24,14 @@ from switchyard.router.core.chat import (
     ChatResult,
     Message,
     StreamEvent,
+    Usage,
     estimate_tokens,
 )
 from switchyard.router.core.cost import Cost, cost_of
 from switchyard.router.core.embedding import EmbeddingRequest, EmbeddingResult
 from switchyard.router.core.failover import Answered, Failover, Kind, gap_deadline
 from switchyard.router.core.health import ProviderStates
+from switchyard.router.core.hedges import Hedges
 from switchyard.router.core.live_stream import LiveStream, close_events
 from switchyard.router.core.selection import Plan, plan, plan_embedding
 from switchyard.router.core.verdicts import Verdicts
@@ -48,6 +50,14 @@ log = logging.getLogger("switchyard.router")
 _HEALTH_VALUE = {"healthy": 1.0, "degraded": 0.5, "unhealthy": 0.0, "unknown": -1.0}
 
 T = TypeVar("T")
+
+
+def _chat_usage(result: ChatResult) -> Usage:
+    return result.usage
+
+
+def _embed_usage(result: EmbeddingResult) -> Usage:
+    return result.usage
 
 
 @dataclass(slots=True)
@@ -156,11 +166,11 @@ class Gateway:
         """Choose the candidates; raises when none fits."""
         return plan(self.require_catalog(), caller.organization, req, time.monotonic())
 
-    async def complete(self, plan: Plan, req: ChatRequest) -> Served:
+    async def complete(self, plan: Plan, req: ChatRequest, hedges: Hedges | None = None) -> Served:
         def call(route: Route, max_tokens: int) -> Awaitable[ChatResult]:
             return route.adapter.complete(req, route.model.model_name, max_tokens)
 
-        answered = await self._failover(plan, req, call)
+        answered = await self._failover(plan, req, call, hedges=hedges, usage=_chat_usage)
         result = answered.value
         self.verdicts.succeeded(answered.route, answered.reserved, result.usage.total_tokens)
         return Served(
@@ -172,7 +182,9 @@ class Gateway:
             max_tokens=answered.reserved - plan.prompt_tokens,
         )
 
-    async def open_stream(self, plan: Plan, req: ChatRequest, gap: bool = False) -> LiveStream:
+    async def open_stream(
+        self, plan: Plan, req: ChatRequest, gap: bool = False, hedges: Hedges | None = None
+    ) -> LiveStream:
         """Fail over until one candidate produces its first event; then commit to it.
         ``gap``: a stall mid-stream ends it (it may be continued elsewhere)."""
 
@@ -192,7 +204,9 @@ class Gateway:
         async def discard(value: tuple[AsyncIterator[StreamEvent], StreamEvent]) -> None:
             await close_events(value[0])
 
-        answered = await self._failover(plan, req, first_event, "first_event", discard)
+        answered = await self._failover(
+            plan, req, first_event, "first_event", discard, hedges=hedges
+        )
         events, first = answered.value
         return LiveStream(
             self.verdicts,
@@ -207,7 +221,12 @@ class Gateway:
         )
 
     async def continue_stream(
-        self, plan: Plan, req: ChatRequest, broken: Route, text: str
+        self,
+        plan: Plan,
+        req: ChatRequest,
+        broken: Route,
+        text: str,
+        hedges: Hedges | None = None,
     ) -> LiveStream:
         """A stream that broke after ``text`` was sent, continued by the other candidates
         with that text as the beginning of their answer."""
@@ -226,18 +245,20 @@ class Gateway:
         if not routes:
             raise NoCandidateAvailable("no other candidate to continue the stream")
         rest = Plan(plan.catalog, routes, plan.prompt_tokens + estimate_tokens(size))
-        return await self.open_stream(rest, more, gap=True)
+        return await self.open_stream(rest, more, gap=True, hedges=hedges)
 
     def plan_embedding(self, caller: Caller, req: EmbeddingRequest) -> Plan:
         return plan_embedding(self.require_catalog(), caller.organization, req, time.monotonic())
 
-    async def embed(self, plan: Plan, req: EmbeddingRequest) -> tuple[EmbeddingResult, Served]:
+    async def embed(
+        self, plan: Plan, req: EmbeddingRequest, hedges: Hedges | None = None
+    ) -> tuple[EmbeddingResult, Served]:
         """Embeddings by the first candidate that answers; ``Served`` for accounting."""
 
         def call(route: Route, _max_tokens: int) -> Awaitable[EmbeddingResult]:
             return route.adapter.embed(req, route.model.model_name)
 
-        answered = await self._failover(plan, None, call)
+        answered = await self._failover(plan, None, call, hedges=hedges, usage=_embed_usage)
         result = answered.value
         self.verdicts.succeeded(answered.route, answered.reserved, result.usage.total_tokens)
         served = Served(
@@ -257,8 +278,13 @@ class Gateway:
         call: Callable[[Route, int], Awaitable[T]],
         kind: Kind = "answer",
         discard: Callable[[T], Awaitable[None]] | None = None,
+        *,
+        hedges: Hedges | None = None,
+        usage: Callable[[T], Usage | None] | None = None,
     ) -> Awaitable[Answered[T]]:
-        return Failover(self.verdicts, self.metrics, plan, req, call, kind, discard).run()
+        return Failover(
+            self.verdicts, self.metrics, plan, req, call, kind, discard, hedges=hedges, usage=usage
+        ).run()
 
     async def count_tokens(self, caller: Caller, req: ChatRequest) -> Counted:
         """Asked of the first candidate whose provider can count; else the estimate the

@@ -21,10 +21,11 @@ from switchyard.router.core.chat import ChatRequest
 from switchyard.router.core.cost import ZERO
 from switchyard.router.core.embedding import EmbeddingRequest, EmbeddingResult
 from switchyard.router.core.gateway import Gateway, Served
+from switchyard.router.core.hedges import Loser
 from switchyard.router.core.live_stream import LiveStream
 from switchyard.router.core.selection import Plan
 from switchyard.router.core.streaming import Continuer, Streaming
-from switchyard.router.errors import SwitchyardError
+from switchyard.router.errors import BudgetExceeded, SwitchyardError
 
 
 @dataclass(slots=True)
@@ -51,6 +52,45 @@ def _completed(served: Served) -> Completed:
         served.attempts,
         served.max_tokens,
     )
+
+
+class _Hedges:
+    """One request's ``core.hedges.Hedges``: its budgets hold each hedge's cost, and
+    each call that lost is accounted for under the request's caller."""
+
+    __slots__ = ("caller", "info", "pipeline", "plan", "req")
+
+    def __init__(
+        self,
+        pipeline: Pipeline,
+        caller: Caller,
+        req: ChatRequest | EmbeddingRequest,
+        info: RequestInfo,
+        plan: Plan,
+    ) -> None:
+        self.pipeline = pipeline
+        self.caller = caller
+        self.req = req
+        self.info = info
+        self.plan = plan
+
+    async def reserve(self, route: Route, max_tokens: int) -> Reservation | None:
+        budgets = self.pipeline.budgets
+        if budgets is None:
+            return Reservation([], Decimal(0))
+        chat = self.req if isinstance(self.req, ChatRequest) else None
+        try:
+            return await budgets.reserve(self.caller, self.plan.estimated_cost(chat, route))
+        except BudgetExceeded:
+            self.pipeline.accountant.metrics.hedges_refused.labels(self.caller.organization).inc()
+            return None
+
+    def release(self, hold: Reservation) -> None:
+        if self.pipeline.budgets is not None:
+            self.pipeline.budgets.settle(hold, None)
+
+    def lost(self, loser: Loser) -> None:
+        self.pipeline.accountant.lost(self.caller, self.req, self.info, loser)
 
 
 class Pipeline:
@@ -85,8 +125,9 @@ class Pipeline:
             self.accountant.served(caller, req, info, done, None)
             return done
         assert opening.plan is not None
+        hedges = _Hedges(self, caller, req, info, opening.plan)
         try:
-            served = await self.gateway.complete(opening.plan, req)
+            served = await self.gateway.complete(opening.plan, req, hedges)
         except SwitchyardError as exc:
             self.accountant.failed(caller, req, info, exc, opening.reservation)
             raise
@@ -115,8 +156,9 @@ class Pipeline:
         continuing = continuing and len(plan.routes) > 1
         if opening.cache_as is not None or req.collect or continuing:
             req.relay = None  # the answer is kept, or may be continued: its text is read
+        hedges = _Hedges(self, caller, req, info, plan)
         try:
-            live = await self.gateway.open_stream(plan, req, gap=continuing)
+            live = await self.gateway.open_stream(plan, req, gap=continuing, hedges=hedges)
         except SwitchyardError as exc:
             self.accountant.failed(caller, req, info, exc, opening.reservation)
             raise
@@ -124,7 +166,7 @@ class Pipeline:
         if continuing:
 
             def continuer(route: Route, text: str) -> Awaitable[LiveStream]:
-                return self.gateway.continue_stream(plan, req, route, text)
+                return self.gateway.continue_stream(plan, req, route, text, hedges)
 
         return Streaming.from_provider(
             self.accountant,
@@ -148,7 +190,9 @@ class Pipeline:
             plan = self.gateway.plan_embedding(caller, req)
             if self.budgets is not None:
                 reservation = await self.budgets.reserve(caller, plan.estimated_cost(None))
-            result, served = await self.gateway.embed(plan, req)
+            result, served = await self.gateway.embed(
+                plan, req, _Hedges(self, caller, req, info, plan)
+            )
         except SwitchyardError as exc:
             self.accountant.failed(caller, req, info, exc, reservation)
             raise

@@ -12,6 +12,13 @@ used) and the stalled call, if it loses, counts against the provider's breaker.
 Only calls that answered are observed, so a stall does not teach the window that
 stalling is normal; a slow call that wins anyway is observed, so a provider that
 became slower raises its own deadline.
+
+A plain call's answer takes longer the more output it is asked for, so its deadline
+scales with that: the route's recent p99 of whole answers, plus its p99 of seconds
+per output token (each answer's latency over the tokens it produced, which leans
+high: it holds the time to the first token too) times the output this call may
+produce. A call asking for a long answer gets a deadline as long, and none at all once
+that passes the provider's fixed timeout: it is never hedged for being long.
 """
 
 from __future__ import annotations
@@ -71,7 +78,32 @@ class LatencyWindow:
 
 @dataclass(slots=True)
 class RouteLatency:
-    """A route's two windows: a stream's first event, and a plain call's whole answer."""
+    """A route's windows: a stream's first event, and a plain call's whole answer and
+    its seconds per output token."""
 
     first_event: LatencyWindow = field(default_factory=LatencyWindow)
     answer: LatencyWindow = field(default_factory=LatencyWindow)
+    per_token: LatencyWindow = field(default_factory=LatencyWindow)
+
+    def answered(self, seconds: float, output_tokens: int | None) -> None:
+        """A plain call answered in ``seconds`` with ``output_tokens`` (None: a call
+        whose answer has no output, such as embeddings)."""
+        self.answer.observe(seconds)
+        if output_tokens is not None:
+            self.per_token.observe(seconds / max(1, output_tokens))
+
+    def answer_deadline(
+        self, settings: StallSettings, cap: float, max_tokens: int | None
+    ) -> float | None:
+        """Seconds after which a plain call that may produce ``max_tokens`` is taken for
+        stalled; None while too little is known, or when that would not come before
+        the fixed timeout ``cap``."""
+        if self.answer.count < settings.min_samples:
+            return None
+        expected = self.answer.p99
+        if max_tokens:
+            if self.per_token.count < settings.min_samples:
+                return None
+            expected += self.per_token.p99 * max_tokens
+        deadline = max(expected * settings.multiplier, settings.floor_ms / 1000)
+        return deadline if deadline < cap else None
