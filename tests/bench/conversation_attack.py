@@ -17,7 +17,9 @@ PostgreSQL (a private server, when Debian's binaries are there).
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import hashlib
+import multiprocessing as mp
 import os
 import statistics
 import subprocess
@@ -103,9 +105,10 @@ async def _sample(pid: int, stop: asyncio.Event, phase: Phase) -> None:
         await asyncio.sleep(0.05)
 
 
-async def grow_thread(client: httpx.AsyncClient, url: str) -> tuple[str, int]:
+async def grow_thread(client: httpx.AsyncClient, url: str, most: int) -> tuple[str, int]:
     """A thread grown turn by turn until the router refuses a turn: its last message's
-    id and how many turns it has."""
+    id and how many turns it has (``most`` at most: a router that refuses no turn is
+    not grown forever)."""
     thread: dict[str, Any] = {"type": "create"}
     last, turns = "", 0
     while True:
@@ -119,13 +122,16 @@ async def grow_thread(client: httpx.AsyncClient, url: str) -> tuple[str, int]:
                 "thread": thread,
             },
         )
-        if r.status_code != 200 or turns >= 200:
+        if r.status_code == 429:  # the key reads conversations as fast as it may
+            await asyncio.sleep(float(r.headers.get("retry-after", "1")))
+            continue
+        if r.status_code != 200 or turns >= most:
             return last, turns
         last, turns = r.json()["id"], turns + 1
         thread = {"type": "continue", "previous_message_id": last}
 
 
-async def grow_responses(client: httpx.AsyncClient, url: str) -> tuple[str, int]:
+async def grow_responses(client: httpx.AsyncClient, url: str, most: int) -> tuple[str, int]:
     previous: str | None = None
     last, turns = "", 0
     while True:
@@ -135,7 +141,10 @@ async def grow_responses(client: httpx.AsyncClient, url: str) -> tuple[str, int]
         r = await client.post(
             f"{url}/v1/responses", headers={"Authorization": f"Bearer {ATTACKER}"}, json=body
         )
-        if r.status_code != 200 or turns >= 200:
+        if r.status_code == 429:
+            await asyncio.sleep(float(r.headers.get("retry-after", "1")))
+            continue
+        if r.status_code != 200 or turns >= most:
             return last, turns
         last = previous = r.json()["id"]
         turns += 1
@@ -165,35 +174,57 @@ async def _attack(
             await asyncio.sleep(float(r.headers.get("retry-after", "1")) / 10)
 
 
+def _attackers(url: str, kind: str, target: str, clients: int, seconds: float) -> dict[int, int]:
+    """In a process of its own, so that the attackers' client does not share the
+    measured client's event loop: how the router answered them, by status."""
+
+    async def go() -> dict[int, int]:
+        phase = Phase("attack")
+        stop = asyncio.Event()
+        limits = httpx.Limits(max_connections=clients)
+        async with httpx.AsyncClient(timeout=60, limits=limits) as client:
+            tasks = [
+                asyncio.ensure_future(_attack(client, url, kind, target, stop, phase))
+                for _ in range(clients)
+            ]
+            await asyncio.sleep(seconds)
+            stop.set()
+            await asyncio.gather(*tasks)
+        return dict(phase.answers)
+
+    return asyncio.run(go())
+
+
 async def run_phase(
     url: str, pid: int, name: str, seconds: float, clients: int, target: str | None
 ) -> Phase:
     phase = Phase(name)
     stop = asyncio.Event()
-    limits = httpx.Limits(max_connections=clients + 2)
-    async with httpx.AsyncClient(timeout=60, limits=limits) as client:
+    attack: concurrent.futures.Future[dict[int, int]] | None = None
+    pool = concurrent.futures.ProcessPoolExecutor(1, mp_context=mp.get_context("spawn"))
+    async with httpx.AsyncClient(timeout=60) as client:
+        if target is not None:
+            kind = "thread" if target.startswith("msg_") else "get"
+            attack = pool.submit(_attackers, url, kind, target, clients, seconds)
         tasks = [
             asyncio.ensure_future(_sample(pid, stop, phase)),
             asyncio.ensure_future(_victim(client, url, stop, phase)),
         ]
-        if target is not None:
-            kind = "thread" if target.startswith("msg_") else "get"
-            tasks += [
-                asyncio.ensure_future(_attack(client, url, kind, target, stop, phase))
-                for _ in range(clients)
-            ]
         await asyncio.sleep(seconds)
         stop.set()
         await asyncio.gather(*tasks)
+    if attack is not None:
+        phase.answers.update(attack.result())
+    pool.shutdown()
     return phase
 
 
-async def campaign(url: str, pid: int, seconds: float, clients: int) -> list[str]:
+async def campaign(url: str, pid: int, seconds: float, clients: int, turns: int) -> list[str]:
     out = []
     idle = await run_phase(url, pid, "idle", seconds, clients, None)
     async with httpx.AsyncClient(timeout=120) as client:
-        thread, thread_turns = await grow_thread(client, url)
-        chain, chain_turns = await grow_responses(client, url)
+        thread, thread_turns = await grow_thread(client, url, turns)
+        chain, chain_turns = await grow_responses(client, url, turns)
     idle_p50 = statistics.median(idle.victim_ms)
     out.append(
         f"  grown: a thread of {thread_turns} turns and a Responses conversation of "
@@ -203,7 +234,7 @@ async def campaign(url: str, pid: int, seconds: float, clients: int) -> list[str
         f"  idle: router RSS {idle.peak_mib:.1f} MiB; another organization's store:true "
         f"p50 {idle_p50:.1f} ms"
     )
-    for name, target in (("thread", thread), ("get", chain)):
+    for name, target in (("get", chain), ("thread", thread)):
         p = await run_phase(url, pid, name, seconds, clients, target)
         p50 = statistics.median(p.victim_ms) if p.victim_ms else float("nan")
         answers = ", ".join(f"{k}: {v}" for k, v in sorted(p.answers.items()))
@@ -215,7 +246,7 @@ async def campaign(url: str, pid: int, seconds: float, clients: int) -> list[str
     return out
 
 
-def run(store: str, seconds: float, clients: int) -> list[str]:
+def run(store: str, seconds: float, clients: int, turns: int = 40) -> list[str]:
     """One campaign against a router on ``store`` (sqlite or postgres)."""
     pg = None
     with tempfile.TemporaryDirectory() as tmp:
@@ -237,7 +268,9 @@ def run(store: str, seconds: float, clients: int) -> list[str]:
         try:
             wait_http(f"http://127.0.0.1:{up_port}/health")
             wait_http(f"http://127.0.0.1:{port}/readyz")
-            lines = asyncio.run(campaign(f"http://127.0.0.1:{port}", router.pid, seconds, clients))
+            lines = asyncio.run(
+                campaign(f"http://127.0.0.1:{port}", router.pid, seconds, clients, turns)
+            )
         finally:
             router.terminate()
             router.wait(20)

@@ -2,6 +2,7 @@
 
     ./dev bench hostile [--slow 2000] [--oversized 8] [--header-timeout 10]
                         [--only connections|conversations] [--clients 8] [--seconds 10]
+                        [--turns 40]
 
 Connections (``--only connections``):
 Against one router process with its default connection limits:
@@ -148,6 +149,9 @@ def main() -> int:
     parser.add_argument("--only", choices=["connections", "conversations"])
     parser.add_argument("--clients", type=int, default=8, help="conversation attackers")
     parser.add_argument("--seconds", type=float, default=10.0, help="per conversation attack")
+    parser.add_argument(
+        "--turns", type=int, default=40, help="turns of 400 KB grown at most per conversation"
+    )
     args = parser.parse_args()
     if args.only != "conversations":
         connections(args)
@@ -156,7 +160,8 @@ def main() -> int:
         if conversation_attack.postgres_available():
             stores.append("postgres")
         for store in stores:
-            print("\n".join(conversation_attack.run(store, args.seconds, args.clients)))
+            lines = conversation_attack.run(store, args.seconds, args.clients, args.turns)
+            print("\n".join(lines))
     return 0
 
 

@@ -121,9 +121,9 @@ class ChatRequest:
 
     def text_size(self) -> int:
         """UTF-8 bytes of everything the model reads: the basis of the token estimate."""
-        n = len(self.system.encode()) if self.system else 0
+        n = utf8_size(self.system) if self.system else 0
         for m in self.messages:
-            n += len(m.content.encode()) + 16 + IMAGE_BYTES * len(m.images)
+            n += utf8_size(m.content) + 16 + IMAGE_BYTES * len(m.images)
             for c in m.tool_calls:
                 n += len(c.name) + len(c.arguments)
         for t in self.tools:
@@ -218,6 +218,11 @@ HINTS = frozenset(
 )
 #: Betas Switchyard serves itself, for every provider: not sent on.
 SERVED = frozenset({"message-threads-2026-08-12"})
+
+
+def utf8_size(text: str) -> int:
+    """``len(text.encode())``, without making the bytes when the text is ASCII."""
+    return len(text) if text.isascii() else len(text.encode())
 
 
 def estimate_tokens(utf8_bytes: int) -> int:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import re
 import time
 from dataclasses import dataclass
@@ -106,6 +107,8 @@ class Conversations:
         #: Conversation bytes read into memory for requests now, by API key and in all.
         self._by_key: dict[tuple[str, str], int] = {}
         self._total = 0
+        #: Each key's bucket of conversation bytes it may read (level, when last taken).
+        self._rates: dict[tuple[str, str], tuple[float, float]] = {}
 
     # -- memory -------------------------------------------------------------------
     def lease(self, key: tuple[str, str], size: int, limit: int) -> Lease:
@@ -115,7 +118,11 @@ class Conversations:
         ``routing.maxStoredConversationBytes``) at once, and every key together four:
         however many requests continue long conversations, what they hold is bounded.
         Beyond its share a key is refused (429, as when it has too many requests in
-        flight); when the process as a whole is full, 503 for a moment."""
+        flight); when the process as a whole is full, 503 for a moment. And a key reads
+        at most ``limit`` bytes of conversations a second (two at once): reading and
+        sending a long conversation takes the event loop for milliseconds, and one key
+        doing nothing else must leave it to everyone else most of the time."""
+        self._check_rate(key, size, limit)
         held = self._by_key.get(key, 0)
         if held and held + size > KEY_SHARE * limit:
             raise TooManyInFlight(
@@ -130,6 +137,23 @@ class Conversations:
         self._by_key[key] = held + size
         self._total += size
         return Lease(self, key, size)
+
+    def _check_rate(self, key: tuple[str, str], size: int, limit: int) -> None:
+        """Take ``size`` from the key's bucket, refilled at ``limit`` bytes a second up to
+        ``KEY_SHARE`` times that; a 429 saying when there will be enough."""
+        now = time.monotonic()
+        burst = KEY_SHARE * limit
+        level, at = self._rates.get(key, (burst, now))
+        level = min(burst, level + (now - at) * limit)
+        if size > level:
+            wait = max(1, math.ceil((min(size, burst) - level) / limit))
+            raise TooManyInFlight(
+                f"API key {key[1]!r} has read {burst - int(level)} bytes of kept "
+                f"conversations lately, as much as one key may (routing."
+                f"maxStoredConversationBytes a second); retry in {wait} s",
+                retry_after=wait,
+            )
+        self._rates[key] = (level - size, now)
 
     def _give_back(self, key: tuple[str, str], size: int) -> None:
         left = self._by_key[key] - size
