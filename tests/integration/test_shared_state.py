@@ -261,6 +261,61 @@ def test_a_breaker_one_replica_opens_is_seen_by_the_others_within_a_second(
     assert fakes.openai.completions == before  # b never tried the broken provider
 
 
+def test_news_from_outside_is_not_believed_and_garbage_does_not_stop_the_listener(
+    fakes: Fakes, replicas: Any, redis: RedisServer
+) -> None:
+    """Anything that may publish on the Redis (another user of a shared one) could once
+    take any organization's provider out on every replica, or stop the listener for good
+    with one message that was not an object."""
+    import orjson
+    import redis as redis_py
+
+    doc = table(
+        [
+            provider(
+                "primary", "openai", fakes.openai.url, key_env="SY_TEST_OPENAI_KEY", priority=1
+            ),
+            provider("backup", "vllm", fakes.vllm.url, priority=2),
+        ],
+        [
+            model("chat", "primary", "gpt-4o-mini"),
+            model("chat", "backup", "meta-llama/Llama-3.1-8B-Instruct"),
+        ],
+        routing={"breaker": {"failureThreshold": 2, "cooldownSeconds": 60}},
+    )
+    a, b = replicas(doc, n=2)
+    forged = {
+        "provider": "default/primary",
+        "open": True,
+        "resume_in": 3600,
+        "origin": "elsewhere",
+        "at": time.time(),
+    }
+    outsider = redis_py.Redis.from_url(redis.url)
+    for garbage in (b"1", b"not json", b"{}", b"[]", orjson.dumps(forged), b"x" * 100_000):
+        outsider.publish("switchyard:breakers", garbage)
+    outsider.close()
+    time.sleep(0.5)
+
+    def state(r: RouterProcess) -> str:
+        listing = httpx.get(f"{r.url}/api/v1/llm/providers", headers=AUTH).json()["providers"]
+        return str({p["name"]: p for p in listing}["primary"]["circuitBreaker"])
+
+    assert state(a) == state(b) == "closed"
+    assert ask(b.url).headers["x-switchyard-provider"] == "primary"
+    refused = httpx.get(f"{b.url}/metrics").text
+    assert 'switchyard_shared_state_news_refused_total{reason="unsigned"} 5.0' in refused
+    assert 'switchyard_shared_state_news_refused_total{reason="malformed"} 1.0' in refused
+    # The listener lives on: a real opening on one replica still reaches the other.
+    fakes.openai.push(Fault.error(500), Fault.error(500))
+    for _ in range(2):
+        assert ask(a.url).headers["x-switchyard-provider"] == "backup"
+    deadline = time.monotonic() + 2
+    while state(b) != "open":
+        assert time.monotonic() < deadline, "the other replica never heard"
+        time.sleep(0.02)
+
+
 def test_redis_killed_and_restarted_mid_load_fails_no_request(
     fakes: Fakes, replicas: Any, redis: RedisServer
 ) -> None:

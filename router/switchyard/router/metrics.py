@@ -71,6 +71,13 @@ class Metrics:
             "0 while the router serves on its own process's state.",
             registry=r,
         )
+        self.shared_state_news_refused = Counter(
+            "switchyard_shared_state_news_refused",
+            "Messages on the breaker-news channel not believed, by reason: unsigned (not "
+            "signed with this deployment's key), stale (older than 30 s), malformed.",
+            ["reason"],
+            registry=r,
+        )
         self.shared_state_processes = Gauge(
             "switchyard_shared_state_processes",
             "Router processes (replicas times workers) sharing the state, as last counted; "

@@ -9,6 +9,12 @@ Redis as one pipeline.
 
 Breaker news travels by pub/sub: a replica whose breaker opens (or whose Retry-After
 arrives) publishes it, and the others hold the provider back too, within a round trip.
+Each message is signed with a key derived from the Redis URL (its credentials
+included) and dated: a client that may publish on the Redis but is not a router of this
+deployment (another user of a shared Redis) cannot name a provider, and an old message
+replayed is ignored. Whatever arrives is checked before it is believed; anything else
+is counted (``switchyard_shared_state_news_refused``) and dropped, and the listener
+goes on.
 
 When Redis cannot be reached the router serves on: ``take`` answers None (the caller
 falls back to its own budgets), ``publish`` drops the news, a gauge and a log line say
@@ -19,7 +25,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
+import hmac
 import logging
+import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -38,6 +47,11 @@ from switchyard.router.storage import redis_scripts as scripts
 log = logging.getLogger("switchyard.router")
 
 CHANNEL = "switchyard:breakers"
+#: News older than this (a replay) is not believed.
+NEWS_MAX_AGE = 30.0
+#: The most a message may hold; news is a few dozen bytes.
+NEWS_MAX_BYTES = 1024
+_PROVIDER = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?/[a-z0-9]([-a-z0-9._]*[a-z0-9])?$")
 
 _SCRIPTS = {
     "beat": scripts.BEAT,
@@ -102,6 +116,9 @@ class SharedState:
         )
         # Subscribed connections wait for news as long as it takes.
         self._news = aioredis.from_url(url, socket_connect_timeout=timeout)
+        #: Signs and checks breaker news: only who knows the URL's credentials can speak.
+        self._news_key = hashlib.sha256(b"switchyard breaker news\0" + url.encode()).digest()
+        self._news_refused_logged = float("-inf")
         self._shas: dict[str, str] = {}
         self._queue: list[_Call] = []
         #: Tokens to give back, by cell: [interval (µs), amount], sent with the next flush.
@@ -312,9 +329,42 @@ class SharedState:
     def publish(self, news: dict[str, Any]) -> None:
         if not self.connected:
             return
-        data = orjson.dumps(news | {"origin": self.origin})
+        data = self._sign(orjson.dumps(news | {"origin": self.origin, "at": time.time()}))
         task = asyncio.get_running_loop().create_task(self._publish(data))
         task.add_done_callback(_quiet)
+
+    def _sign(self, payload: bytes) -> bytes:
+        return (
+            hmac.new(self._news_key, payload, hashlib.sha256).hexdigest().encode() + b" " + payload
+        )
+
+    def _read(self, data: Any) -> dict[str, Any] | None:
+        """The news a message holds, once its signature, date and shape check out;
+        None (counted, and logged now and then) otherwise."""
+        reason = None
+        news: Any = None
+        if not isinstance(data, bytes) or len(data) > NEWS_MAX_BYTES:
+            reason = "malformed"
+        else:
+            signature, _, payload = data.partition(b" ")
+            expected = hmac.new(self._news_key, payload, hashlib.sha256).hexdigest().encode()
+            if not hmac.compare_digest(signature, expected):
+                reason = "unsigned"
+            else:
+                try:
+                    news = orjson.loads(payload)
+                except orjson.JSONDecodeError:
+                    reason = "malformed"
+        if reason is None:
+            reason = _checked(news)
+        if reason is None:
+            return dict(news)
+        self.metrics.shared_state_news_refused.labels(reason).inc()
+        now = time.monotonic()
+        if now - self._news_refused_logged > 60:
+            self._news_refused_logged = now
+            log.warning("breaker news on %s refused (%s): ignored", CHANNEL, reason)
+        return None
 
     async def _publish(self, data: bytes) -> None:
         try:
@@ -338,9 +388,13 @@ class SharedState:
                         if not self.connected:
                             await self._connect()
                         continue
-                    news = orjson.loads(message["data"])
-                    if news.get("origin") != self.origin:
+                    news = self._read(message.get("data"))
+                    if news is None or news["origin"] == self.origin:
+                        continue
+                    try:
                         self.on_news(news)
+                    except Exception:
+                        log.exception("applying breaker news failed")
             except asyncio.CancelledError:
                 raise
             except (RedisError, OSError, ValueError) as exc:
@@ -350,6 +404,27 @@ class SharedState:
                     await pubsub.aclose()  # type: ignore[no-untyped-call, unused-ignore]
             await asyncio.sleep(delay)
             delay = min(delay * 2, 2.0)
+
+
+def _checked(news: Any) -> str | None:
+    """Why ``news`` is not breaker news a replica sends; None when it is."""
+    if not isinstance(news, dict):
+        return "malformed"
+    if not isinstance(news.get("origin"), str) or not isinstance(news.get("at"), int | float):
+        return "malformed"
+    if not (isinstance(news.get("provider"), str) and _PROVIDER.match(news["provider"])):
+        return "malformed"
+    for flag in ("open", "closed"):
+        if not isinstance(news.get(flag, False), bool):
+            return "malformed"
+    resume_in = news.get("resume_in")
+    if resume_in is not None and not (
+        isinstance(resume_in, int | float) and 0 <= resume_in <= 3600
+    ):
+        return "malformed"
+    if abs(time.time() - news["at"]) > NEWS_MAX_AGE:
+        return "stale"
+    return None
 
 
 def _quiet(task: asyncio.Future[Any]) -> None:
