@@ -4,6 +4,7 @@ provider type that has an embeddings API, accounted like completions."""
 from __future__ import annotations
 
 import base64
+import json
 import struct
 from typing import Any
 
@@ -154,3 +155,52 @@ def test_an_embedding_model_on_anthropic_is_refused_by_name(fakes: Fakes, tmp_pa
     with pytest.raises(ConfigError) as err:
         parse_document(doc)
     assert err.value.path == "models[0].modelType"
+
+
+@pytest.mark.parametrize("name", ["embed-openai", "embed-azure", "embed-vllm"])
+def test_an_openai_protocol_answer_is_relayed_as_it_arrives(
+    gw: RouterServer, fakes: Fakes, name: str
+) -> None:
+    """Not read whole and written again: the provider's bytes, its model renamed, as a
+    chunked body; its usage recorded once the last byte has passed."""
+    texts = [f"text number {i} " * 5 for i in range(256)]
+    with httpx.stream(
+        "POST",
+        f"{gw.url}/v1/embeddings",
+        headers={"Authorization": f"Bearer {KEY}"},
+        json={"model": name, "input": texts, "dimensions": 512},
+        timeout=30,
+    ) as r:
+        assert r.status_code == 200
+        assert r.headers.get("transfer-encoding") == "chunked"
+        assert "content-length" not in r.headers
+        raw = r.read()
+    answer = json.loads(raw)
+    assert answer["model"] == name
+    assert len(answer["data"]) == 256 and len(answer["data"][0]["embedding"]) == 512
+    assert answer["data"][7]["embedding"] == pytest.approx(fake_vector(texts[7], 512))
+    assert answer["usage"] == {"prompt_tokens": 256 * 15, "total_tokens": 256 * 15}
+    # Byte for byte what the provider sent (aiohttp's JSON), but for the model's name.
+    renamed = b'"model":' + json.dumps(name).encode()
+    assert raw.count(renamed) == 1
+    assert raw.replace(renamed, b'"model": "?"') == json.dumps({**answer, "model": "?"}).encode()
+    lines = httpx.get(f"{gw.url}/metrics").text.splitlines()
+    prompt = [
+        line
+        for line in lines
+        if line.startswith("switchyard_tokens_total{")
+        and f'model="{name}"' in line
+        and 'direction="prompt"' in line
+    ]
+    assert prompt and prompt[0].endswith(f" {256 * 15}.0")
+
+
+def test_each_input_is_checked_against_the_window_not_the_batch(gw: RouterServer) -> None:
+    # About 500 tokens each, 10,000 together: each fits the 8,192-token window, as on
+    # OpenAI's API.
+    texts = ["word " * 300 for _ in range(20)]
+    got = client(gw).embeddings.create(model="embed-openai", input=texts)
+    assert len(got.data) == 20
+    with pytest.raises(openai.BadRequestError) as err:
+        client(gw).embeddings.create(model="embed-openai", input=["short", "word " * 6000])
+    assert err.value.body["param"] == "input[1]"  # type: ignore[index]

@@ -7,10 +7,11 @@ as it came (``raw``); Ollama's ``/api/embed`` is translated both ways
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from switchyard.router.core.chat import Usage
+from switchyard.router.core.chat import Usage, utf8_size
 
 
 @dataclass(slots=True)
@@ -21,6 +22,9 @@ class EmbeddingRequest:
     #: The client's other fields (``encoding_format``, ``dimensions``, ``user``, ...).
     params: dict[str, Any] = field(default_factory=dict)
     task_type: str | None = None
+    #: A provider of the client's protocol sends its answer on as it arrives
+    #: (``EmbeddingResult.body``), rather than read whole.
+    relay: bool = False
 
     @property
     def texts(self) -> list[str] | None:
@@ -31,14 +35,22 @@ class EmbeddingRequest:
             return [str(x) for x in self.input]
         return None
 
-    def text_size(self) -> int:
-        """UTF-8 bytes to embed (token ids count as three bytes each), for the estimate."""
+    def sizes(self) -> list[int]:
+        """UTF-8 bytes of each input (token ids count as three bytes each): each is
+        embedded on its own, so each must fit the model's window; together they are
+        what is paid for."""
         texts = self.texts
         if texts is not None:
-            return sum(len(t.encode()) for t in texts)
+            return [utf8_size(t) for t in texts]
         ids = self.input
         assert isinstance(ids, list)
-        return 3 * sum(len(x) if isinstance(x, list) else 1 for x in ids)
+        if ids and all(isinstance(x, list) for x in ids):
+            return [3 * len(x) for x in ids if isinstance(x, list)]
+        return [3 * len(ids)]
+
+    def text_size(self) -> int:
+        """UTF-8 bytes to embed in all, for the estimate of what it costs."""
+        return sum(self.sizes())
 
 
 @dataclass(slots=True)
@@ -49,3 +61,6 @@ class EmbeddingResult:
     raw: dict[str, Any] | None = None
     #: Vectors in input order, from a provider of another protocol.
     vectors: list[list[float]] = field(default_factory=list)
+    #: A relayed answer's bytes as the provider sends them (``EmbeddingRequest.relay``):
+    #: its usage is known once they have all passed.
+    body: AsyncIterator[bytes] | None = None

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, replace
 from typing import TypeVar
 
@@ -56,8 +56,15 @@ def _chat_usage(result: ChatResult) -> Usage:
     return result.usage
 
 
-def _embed_usage(result: EmbeddingResult) -> Usage:
-    return result.usage
+def _embed_usage(result: EmbeddingResult) -> Usage | None:
+    """None for a relayed answer: its usage comes at its end."""
+    return result.usage if result.body is None else None
+
+
+async def _close_body(result: EmbeddingResult) -> None:
+    """A relayed answer that lost its race: hang up on it."""
+    if result.body is not None and isinstance(result.body, AsyncGenerator):
+        await result.body.aclose()
 
 
 @dataclass(slots=True)
@@ -258,9 +265,13 @@ class Gateway:
         def call(route: Route, _max_tokens: int) -> Awaitable[EmbeddingResult]:
             return route.adapter.embed(req, route.model.model_name)
 
-        answered = await self._failover(plan, None, call, hedges=hedges, usage=_embed_usage)
+        answered = await self._failover(
+            plan, None, call, "answer", _close_body, hedges=hedges, usage=_embed_usage
+        )
         result = answered.value
-        self.verdicts.succeeded(answered.route, answered.reserved, result.usage.total_tokens)
+        # A relayed answer's usage is known at its end: until then, the estimate.
+        used = plan.prompt_tokens if result.body is not None else result.usage.total_tokens
+        self.verdicts.succeeded(answered.route, answered.reserved, used)
         served = Served(
             result=ChatResult("", "stop", result.usage, result.upstream_model),
             route=answered.route,

@@ -8,7 +8,7 @@ usage record (through the ``Accountant``).
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from decimal import Decimal
 
@@ -17,8 +17,8 @@ from switchyard.router.core.budgets import BudgetGuard, Reservation
 from switchyard.router.core.cache import Cached, ResponseCache, cache_key, policy
 from switchyard.router.core.caller import Caller
 from switchyard.router.core.catalog import Route
-from switchyard.router.core.chat import ChatRequest
-from switchyard.router.core.cost import ZERO
+from switchyard.router.core.chat import ChatRequest, Usage
+from switchyard.router.core.cost import ZERO, cost_of
 from switchyard.router.core.embedding import EmbeddingRequest, EmbeddingResult
 from switchyard.router.core.gateway import Gateway, Served
 from switchyard.router.core.hedges import Loser
@@ -52,6 +52,17 @@ def _completed(served: Served) -> Completed:
         served.attempts,
         served.max_tokens,
     )
+
+
+@dataclass(slots=True)
+class Embedded:
+    """An embeddings answer, and for a relayed one (``result.body``), how to account
+    for it once it has passed: with the usage its provider reported (None: not said),
+    or the error that ended it (the client left, the provider cut it)."""
+
+    result: EmbeddingResult
+    done: Completed
+    finish: Callable[[Usage | None, SwitchyardError | None], None] | None = None
 
 
 class _Hedges:
@@ -180,11 +191,10 @@ class Pipeline:
             continuer=continuer,
         )
 
-    async def embed(
-        self, caller: Caller, req: EmbeddingRequest, info: RequestInfo
-    ) -> tuple[EmbeddingResult, Completed]:
+    async def embed(self, caller: Caller, req: EmbeddingRequest, info: RequestInfo) -> Embedded:
         """Embeddings: selection, budgets, failover and accounting as for completions
-        (no cache: the answers are large, and cheap to make again)."""
+        (no cache: the answers are large, and cheap to make again). A relayed answer is
+        accounted once it has passed (``Embedded.finish``)."""
         reservation = None
         try:
             plan = self.gateway.plan_embedding(caller, req)
@@ -197,8 +207,34 @@ class Pipeline:
             self.accountant.failed(caller, req, info, exc, reservation)
             raise
         done = _completed(served)
-        self.accountant.served(caller, req, info, done, reservation)
-        return result, done
+        if result.body is None:
+            self.accountant.served(caller, req, info, done, reservation)
+            return Embedded(result, done)
+        route, estimate = served.route, Usage(plan.prompt_tokens, 0)
+
+        def finish(usage: Usage | None, exc: SwitchyardError | None) -> None:
+            # The provider made every vector before it sent the first byte: what it
+            # reported, else the estimate, was spent however the relay ended.
+            used = usage or estimate
+            cost = cost_of(route, used)
+            if exc is not None:
+                self.accountant.failed(
+                    caller,
+                    req,
+                    info,
+                    exc,
+                    reservation,
+                    provider=route.provider.name,
+                    model=route.model.name,
+                    usage=used,
+                    cost=cost,
+                )
+                return
+            done.result.usage, done.cost = used, cost
+            done.latency_ms = (time.perf_counter() - info.started) * 1000
+            self.accountant.served(caller, req, info, done, reservation)
+
+        return Embedded(result, done, finish)
 
     async def _open(self, caller: Caller, req: ChatRequest, info: RequestInfo) -> _Opening:
         """Answer from the cache if it may, else choose the candidates and reserve the cost."""

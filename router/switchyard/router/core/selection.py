@@ -52,6 +52,9 @@ class Need:
     drop_params: bool = False
     #: Ask a model for what it allows when more is asked (the table's clampMaxTokens).
     clamp: bool = False
+    #: Of several embedding inputs, the largest: ``prompt_tokens`` is its (each input is
+    #: embedded on its own).
+    largest_input: int | None = None
 
     def output_tokens(self, max_output_tokens: int) -> int:
         return output_tokens(self.max_tokens, self.default_max_tokens, max_output_tokens)
@@ -232,10 +235,11 @@ def _cannot_serve(skipped: Counter[str], need: Need, base: list[Route], detail: 
         )
     if need.embedding:
         window = max(r.model.context_window for r in base if r.model.model_type == "embedding")
+        where = "input" if need.largest_input is None else f"input[{need.largest_input}]"
         return BadRequest(
-            f"input: about {need.prompt_tokens} tokens, more than any embedding model here "
-            f"takes; the largest contextWindow is {window} ({detail})",
-            field="input",
+            f"{where}: about {need.prompt_tokens} tokens, more than any embedding model "
+            f"here takes; the largest contextWindow is {window} ({detail})",
+            field=where,
         )
     largest = max(r.model.max_output_tokens for r in base)
     if "output" in skipped and need.max_tokens is not None and need.max_tokens > largest:
@@ -334,8 +338,10 @@ EMBEDDING_TRANSLATED = frozenset({"encoding_format", "dimensions", "user"})
 
 
 def plan_embedding(catalog: Catalog, organization: str, req: EmbeddingRequest, now: float) -> Plan:
-    """Choose the embedding models for ``req``; raises when none fits."""
-    prompt_tokens = estimate_tokens(req.text_size())
+    """Choose the embedding models for ``req``; raises when none fits. Each input must
+    fit a model's context window; what they cost together is the plan's."""
+    sizes = req.sizes()
+    largest = max(range(len(sizes)), key=sizes.__getitem__)
     # What only OpenAI's protocol takes: fields beyond those Ollama has a place for, and
     # token ids as input.
     others = {k: v for k, v in req.params.items() if k not in EMBEDDING_TRANSLATED}
@@ -344,13 +350,14 @@ def plan_embedding(catalog: Catalog, organization: str, req: EmbeddingRequest, n
     need = Need(
         model=req.model,
         task_type=req.task_type,
-        prompt_tokens=prompt_tokens,
+        prompt_tokens=estimate_tokens(sizes[largest]),
         max_tokens=None,
         stream=False,
         tools=False,
         embedding=True,
         params=others,
         params_protocol="openai",
+        largest_input=largest if len(sizes) > 1 else None,
     )
     routes = select(catalog.org(organization), need, now, catalog.settings.max_attempts)
-    return Plan(catalog, routes, prompt_tokens)
+    return Plan(catalog, routes, estimate_tokens(sum(sizes)))

@@ -2,15 +2,19 @@
 of OpenAI's protocol (OpenAI, Azure, vLLM); Ollama's ``/api/embed`` is in ``ollama``.
 
 To an OpenAI-protocol provider the body goes as sent (fields Switchyard does not model
-included) and its answer comes back as sent, with the table's model name.
+included) and its answer comes back as sent, with the table's model name: relayed as it
+arrives (``AnswerRelay``), as chat streams are, so that 2,048 vectors of 3,072 floats
+(135 MB of JSON) pass through the router without being held.
 """
 
 from __future__ import annotations
 
 import base64
+import re
 import struct
 from typing import Annotated, Any, Literal
 
+import orjson
 from pydantic import BaseModel, ConfigDict, Field
 
 from switchyard.router.core.chat import Usage
@@ -72,6 +76,71 @@ def result_of(data: Any, model_name: str, provider: str) -> EmbeddingResult:
         raise UpstreamProtocolError(
             f"unexpected embeddings answer: {exc}", provider=provider
         ) from None
+
+
+class AnswerRelay:
+    """An OpenAI-protocol embeddings answer on its way to the client as it arrives, with
+    its ``model`` renamed to the table's and its ``usage`` read.
+
+    Only the head (up to ``"data"``) and the last ``TAIL`` bytes are held: the members
+    around the vectors (``model``, ``usage``) are there, in whichever order a provider
+    writes them, and no vector holds a ``"`` that could be mistaken for a key."""
+
+    HEAD = 64 * 1024
+    TAIL = 8 * 1024
+    _MODEL = re.compile(rb'"model"\s*:\s*"(?:[^"\\]|\\.)*"')
+    _USAGE = re.compile(rb'"usage"\s*:\s*(\{[^{}]*\})')
+
+    def __init__(self, model: str) -> None:
+        self.model = b'"model":' + orjson.dumps(model)
+        self.usage: Usage | None = None
+        self._held = bytearray()
+        self._in_head = True
+
+    def feed(self, chunk: bytes) -> bytes:
+        """What may go to the client now."""
+        held = self._held
+        held += chunk
+        if self._in_head:
+            at = held.find(b'"data"')
+            if at < 0 and len(held) < self.HEAD:
+                return b""
+            self._in_head = False
+            head = bytes(held[: at if at >= 0 else len(held)])
+            self._read_usage(head)
+            out = self._MODEL.sub(self._model_of, head)
+            del held[: len(head)]
+            return out + self._release()
+        return self._release()
+
+    def _release(self) -> bytes:
+        """All but the last ``TAIL`` bytes."""
+        held = self._held
+        if len(held) <= self.TAIL:
+            return b""
+        out = bytes(held[: -self.TAIL])
+        del held[: -self.TAIL]
+        return out
+
+    def close(self) -> bytes:
+        """The rest, once the provider's answer has ended."""
+        tail = bytes(self._held)
+        self._held.clear()
+        self._read_usage(tail)
+        return self._MODEL.sub(self._model_of, tail)
+
+    def _model_of(self, _match: re.Match[bytes]) -> bytes:
+        return self.model
+
+    def _read_usage(self, part: bytes) -> None:
+        found = self._USAGE.search(part)
+        if found is None:
+            return
+        try:
+            usage = orjson.loads(found.group(1))
+            self.usage = Usage(int(usage.get("prompt_tokens") or 0), 0)
+        except (orjson.JSONDecodeError, TypeError, ValueError, AttributeError):
+            return
 
 
 # -- to the client ------------------------------------------------------------------------

@@ -270,6 +270,39 @@ class HTTPAdapter(abc.ABC):
         except aiohttp.ClientError as exc:
             raise self.connection_error(exc) from None
 
+    async def relay_body(self, url: str, body: dict[str, Any]) -> AsyncIterator[bytes]:
+        """POST and, once the headers say 2xx, the answer's bytes as they arrive (the
+        whole call bounded by the total timeout)."""
+        data = self.encode(body)
+        try:
+            resp = await self.session.post(
+                url, data=data, headers=self.headers(), timeout=self._call_timeout
+            )
+            if resp.status >= 400:
+                raw = await resp.read()
+                resp.release()
+                raise self.status_error(resp.status, resp.headers, raw)
+        except UpstreamError:
+            raise
+        except TimeoutError:
+            raise UpstreamTimeout(
+                f"no answer within {self._total_timeout:g}s", provider=self._name()
+            ) from None
+        except aiohttp.ClientError as exc:
+            raise self.connection_error(exc) from None
+        return self._chunks(resp)
+
+    async def _chunks(self, resp: aiohttp.ClientResponse) -> AsyncIterator[bytes]:
+        try:
+            while chunk := await resp.content.readany():
+                yield chunk
+        except TimeoutError:
+            raise UpstreamTimeout("the answer stalled", provider=self._name()) from None
+        except aiohttp.ClientError as exc:
+            raise self.connection_error(exc) from None
+        finally:
+            resp.release()
+
     async def stream_events(
         self,
         url: str,

@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 from switchyard.router.core.adapter import ProbeResult
-from switchyard.router.core.chat import ChatRequest, ChatResult, StreamEvent
+from switchyard.router.core.chat import ChatRequest, ChatResult, StreamEvent, Usage
 from switchyard.router.core.embedding import EmbeddingRequest, EmbeddingResult
 from switchyard.router.protocols import embeddings
 from switchyard.router.protocols import openai as wire
@@ -69,10 +69,13 @@ class OpenAIAdapter(HTTPAdapter):
         return f"{self.base_url}/embeddings"
 
     async def embed(self, req: EmbeddingRequest, model_name: str) -> EmbeddingResult:
+        url, body = self.embeddings_url(model_name), self.embeddings_body(req, model_name)
+        if req.relay:
+            # The client speaks this protocol: the answer goes on as it arrives.
+            chunks = await self.relay_body(url, body)
+            return EmbeddingResult(Usage(), model_name, body=chunks)
         return await self.post_json(
-            self.embeddings_url(model_name),
-            self.embeddings_body(req, model_name),
-            lambda data: embeddings.result_of(data, model_name, self.provider.name),
+            url, body, lambda data: embeddings.result_of(data, model_name, self.provider.name)
         )
 
     def embeddings_body(self, req: EmbeddingRequest, model_name: str) -> dict[str, Any]:
