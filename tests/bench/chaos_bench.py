@@ -166,6 +166,8 @@ def table(urls: dict[str, str], continue_streams: bool) -> dict[str, Any]:
         "cache": {"enabled": False},
         # A short cooldown, so that traffic is back on the primary before the next fault.
         "routing": {
+            # The fakes of the cloud providers listen on loopback.
+            "providerNetworks": {"allowCIDRs": ["127.0.0.0/8"]},
             "breaker": {"failureThreshold": 5, "cooldownSeconds": 5},
             "continueStreams": continue_streams,
         },

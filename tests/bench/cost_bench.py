@@ -206,7 +206,12 @@ def table(prices: dict[str, Any], urls: dict[str, str]) -> dict[str, Any]:
             }
         ],
         # Only a model that can give the whole answer is chosen; none is asked for less.
-        "routing": {"clampMaxTokens": False, "maxBodyBytes": 8 * 1024 * 1024},
+        "routing": {
+            "clampMaxTokens": False,
+            "maxBodyBytes": 8 * 1024 * 1024,
+            # The fakes of the cloud providers listen on loopback.
+            "providerNetworks": {"allowCIDRs": ["127.0.0.0/8"]},
+        },
         "cache": {"enabled": True, "memoryEntries": 100_000},
     }
 

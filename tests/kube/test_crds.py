@@ -175,6 +175,17 @@ REJECTED = [
         id="unknown-providerType",
     ),
     pytest.param(
+        provider(providerType="vllm", baseUrl="http://169.254.169.254/latest/?x="),
+        'spec.baseUrl: Invalid value: "http://169.254.169.254/latest/?x=": '
+        "spec.baseUrl in body should match '^https?://[^\\s?#@]+$'",
+        id="baseUrl-with-a-query",
+    ),
+    pytest.param(
+        provider(providerType="vllm", baseUrl="http://user:pass@llama:8000/v1"),
+        "spec.baseUrl in body should match",
+        id="baseUrl-with-credentials",
+    ),
+    pytest.param(
         provider(**OPENAI, priority=-1),
         "spec.priority: Invalid value: -1: spec.priority in body should be greater than"
         " or equal to 0",

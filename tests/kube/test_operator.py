@@ -122,6 +122,16 @@ def system(control_plane: ControlPlane) -> str:
     name = f"switchyard-{os.urandom(3).hex()}"
     control_plane.kubectl("create", "namespace", name)
     bind(control_plane, name)
+    # The fake cloud providers listen on loopback, which a cloud provider type may not
+    # reach unless the table allows it.
+    control_plane.kubectl(
+        "create",
+        "configmap",
+        "switchyard-settings",
+        "-n",
+        name,
+        "--from-literal=settings.yaml=routing: {providerNetworks: {allowCIDRs: [127.0.0.0/8]}}",
+    )
     return name
 
 
@@ -530,6 +540,63 @@ def test_a_missing_secret_is_a_condition_not_a_crash(
         "the provider to become ready",
         lambda: ready(status(cp, namespace, "llmp", "keyless")).get("status") == "True",
     )
+
+
+def test_a_base_url_the_address_policy_refuses_is_a_condition_and_a_400(
+    control_plane: ControlPlane,
+    router: str,
+    namespace: str,
+    fakes: tuple[FakeOpenAI, FakeVLLM],
+) -> None:
+    """A tenant's provider pointed at the cloud's metadata service, or a cloud type at the
+    cluster's own API: neither is probed, both say why on their object, and the
+    router's API refuses to create such a provider."""
+    cp = control_plane
+    secret = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": "ssrf-key"},
+        "stringData": {"apiKey": OPENAI_KEY},
+    }
+    ref = {"name": "ssrf-key"}
+    assert (
+        apply(
+            cp,
+            namespace,
+            secret,
+            provider("metadata", "http://169.254.169.254/v1", providerType="vllm"),
+            provider(
+                "apiserver",
+                "https://kubernetes.default.svc/v1",
+                providerType="openai",
+                apiKeySecretRef=ref,
+            ),
+        ).returncode
+        == 0
+    )
+    for name, why in (("metadata", "metadata"), ("apiserver", "cluster-internal")):
+        st = wait_for(
+            f"{name}'s condition",
+            lambda name=name: ready(status(cp, namespace, "llmp", name)) or None,
+        )
+        assert (st["status"], st["reason"]) == ("False", "BaseUrlRefused")
+        assert why in st["message"]
+    key = create_api_key(cp, namespace, "ssrf-admin")
+    wait_for(
+        "the key to be served",
+        lambda: (
+            httpx.get(
+                f"{router}/api/v1/llm/providers", headers={"Authorization": f"Bearer {key}"}
+            ).status_code
+            == 200
+        ),
+    )
+    r = httpx.post(
+        f"{router}/api/v1/llm/providers",
+        headers={"Authorization": f"Bearer {key}"},
+        json={"name": "via-api-ssrf", "providerType": "vllm", "baseUrl": "http://169.254.169.254/"},
+    )
+    assert r.status_code == 400 and r.json()["error"]["field"] == "baseUrl", r.text
 
 
 def test_bad_objects_are_rejected_by_the_api_server(

@@ -296,9 +296,25 @@ def test_error_bodies_give_type_and_message(parse: Any, name: str, kind: str, te
 
 
 @pytest.mark.parametrize("parse", [openai.error_of, anthropic.error_of, ollama.error_of])
-def test_an_error_body_that_is_not_json_is_quoted(parse: Any) -> None:
-    assert parse(b"<html>Bad Gateway</html>") == (None, "<html>Bad Gateway</html>")
-    assert parse(b"") == (None, "(empty body)")
+def test_a_body_not_in_the_protocols_error_shape_gives_no_message(parse: Any) -> None:
+    """Whatever answered was not the provider speaking its protocol: its page (a proxy's,
+    another service's) says nothing a client may read."""
+    for body in (
+        b"<html>Bad Gateway</html>",
+        b"",
+        b'{"detail": "internal"}',
+        b'["error"]',
+        b'{"error": {"type": "x"}}',
+    ):
+        assert parse(body) == (None, None), body
+    # Each protocol's own shape is read; another protocol's is not.
+    assert openai.error_of(b'{"type": "error", "error": {"type": "x", "message": "m"}}') == (
+        "x",
+        "m",
+    )
+    assert anthropic.error_of(b'{"error": {"type": "x", "message": "m"}}') == (None, None)
+    assert ollama.error_of(b'{"error": "model not found"}') == (None, "model not found")
+    assert openai.error_of(b'{"error": "model not found"}') == (None, None)
 
 
 def test_model_listings() -> None:

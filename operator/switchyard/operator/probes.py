@@ -19,7 +19,16 @@ from pydantic import ValidationError
 from switchyard.operator.compiler import secret_key_name
 from switchyard.operator.publish import Publisher, conditions, now
 from switchyard.operator.state import ClusterState, Key, Obj
-from switchyard.router.contract import API_VERSION, MODEL, PROVIDER, Provider
+from switchyard.router.contract import (
+    API_VERSION,
+    MODEL,
+    PROVIDER,
+    Provider,
+    ProviderNetworks,
+    RoutingSettings,
+    networks,
+    url_refusal,
+)
 from switchyard.router.core.adapter import Adapter, ProbeResult
 from switchyard.router.providers.registry import make_adapter
 
@@ -95,13 +104,23 @@ class Prober:
         if old is not None:
             await old[1].close()
 
+    def _networks(self) -> ProviderNetworks:
+        """What the table lets providers reach beyond the defaults: the probes reach no
+        further than the routers do."""
+        routing = self.state.settings.get("routing")
+        try:
+            return RoutingSettings.model_validate(routing or {}).provider_networks
+        except ValidationError:
+            return ProviderNetworks()
+
     async def _adapter(self, key: Key, provider: Provider, secret: str | None) -> Adapter:
-        identity = (provider.model_dump_json(), secret)
+        networks = self._networks()
+        identity = (provider.model_dump_json(), secret, networks)
         old = self._adapters.get(key)
         if old is not None and old[0] == identity:
             return old[1]
         await self._drop_adapter(key)
-        adapter = make_adapter(provider, secret)
+        adapter = make_adapter(provider, secret, networks)
         self._adapters[key] = (identity, adapter)
         return adapter
 
@@ -141,6 +160,18 @@ class Prober:
                 f"invalid spec: {exc}",
                 [],
                 (False, "InvalidSpec", str(exc)[:500]),
+            )
+            return
+        refused = url_refusal(
+            provider.provider_type, provider.url, networks(self._networks().allow_cidrs)
+        )
+        if refused is not None:
+            # Never probed: the address policy is the routers' too.
+            reason = f"{refused}: not reached (routing.providerNetworks may allow it)"
+            if _ready_reason(p) != "BaseUrlRefused":
+                await self.publisher.event(body, "Warning", "BaseUrlRefused", reason)
+            await self._write(
+                p, "unhealthy", failures, None, reason, [], (False, "BaseUrlRefused", reason)
             )
             return
         if key_problem is not None:

@@ -13,8 +13,9 @@ document by hand to run the router without a cluster. Field names are the brief'
 
 from __future__ import annotations
 
+import ipaddress
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Annotated, Any, Literal, get_args
@@ -171,6 +172,85 @@ DEFAULT_BASE_URLS: dict[str, str] = {
 #: Types that reach a paid cloud API and so need an API key.
 CLOUD_TYPES: frozenset[str] = frozenset({"openai", "azure_openai", "anthropic"})
 
+# -- where providers may be reached ---------------------------------------------------
+# The policy of ``providers.addresses``, written once: the operator and the router's API
+# check a baseUrl's host with it, the adapters every address a name resolves to.
+Address = ipaddress.IPv4Address | ipaddress.IPv6Address
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+#: Refused for every provider type.
+_METADATA = [
+    ipaddress.ip_network(n)
+    for n in ("169.254.0.0/16", "fe80::/10", "fd00:ec2::254/128", "100.100.100.200/32")
+]
+_METADATA_NAMES = ("metadata.google.internal", "metadata", "instance-data")
+#: Refused for cloud types.
+_INTERNAL = [
+    ipaddress.ip_network(n)
+    for n in (
+        "0.0.0.0/8",
+        "10.0.0.0/8",
+        "100.64.0.0/10",
+        "127.0.0.0/8",
+        "172.16.0.0/12",
+        "192.168.0.0/16",
+        "::/128",
+        "::1/128",
+        "fc00::/7",
+    )
+]
+_CLUSTER_SUFFIXES = (".svc", ".cluster.local", ".internal", ".local")
+_CLUSTER_NAMES = ("localhost", "kubernetes", "kubernetes.default")
+
+
+def networks(cidrs: Sequence[str]) -> tuple[Network, ...]:
+    return tuple(ipaddress.ip_network(c, strict=False) for c in cidrs)
+
+
+def address_refusal(provider_type: str, address: Address, allowed: Sequence[Network]) -> str | None:
+    """Why ``address`` may not be reached for a provider of ``provider_type``; None if
+    it may."""
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    if any(address in n for n in allowed if n.version == address.version):
+        return None
+    if any(address in n for n in _METADATA if n.version == address.version):
+        return "a link-local or cloud metadata address"
+    if address.is_multicast or address.is_reserved:
+        return "a multicast or reserved address"
+    if provider_type in CLOUD_TYPES and (
+        any(address in n for n in _INTERNAL if n.version == address.version) or address.is_private
+    ):
+        return (
+            "a private, loopback or cluster-internal address, which a cloud provider type "
+            "may not use"
+        )
+    return None
+
+
+def host_refusal(provider_type: str, host: str, allowed: Sequence[Network]) -> str | None:
+    """Why the host of a base URL may not be reached, as far as its text tells (a name is
+    checked again, address by address, when it is resolved)."""
+    host = host.strip("[]").rstrip(".").lower()
+    try:
+        return address_refusal(provider_type, ipaddress.ip_address(host), allowed)
+    except ValueError:
+        pass
+    if host in _METADATA_NAMES:
+        return "a cloud metadata service"
+    if provider_type in CLOUD_TYPES and (
+        host in _CLUSTER_NAMES or host.endswith(_CLUSTER_SUFFIXES)
+    ):
+        return "a cluster-internal name, which a cloud provider type may not use"
+    return None
+
+
+def url_refusal(provider_type: str, url: str, allowed: Sequence[Network]) -> str | None:
+    host = urlsplit(url).hostname or ""
+    reason = host_refusal(provider_type, host, allowed)
+    return f"baseUrl is {reason}" if reason else None
+
+
 # -- the routing table ------------------------------------------------------------------
 KIND = "RoutingTable"
 
@@ -204,6 +284,31 @@ def _price(value: Any) -> Any:
 
 
 DecimalString = Annotated[str, AfterValidator(_decimal_string)]
+
+
+def _cidr(value: str) -> str:
+    try:
+        ipaddress.ip_network(value, strict=False)
+    except ValueError:
+        raise ValueError(f"must be a network such as 10.0.0.0/8, got {value!r}") from None
+    return value
+
+
+def base_url_shape(value: str) -> str:
+    """A base URL a path is appended to: no query, fragment or credentials, which would
+    change where requests go or what they carry."""
+    parts = urlsplit(value)
+    if parts.query or "?" in value:
+        raise ValueError("may not hold a query string ('?')")
+    if parts.fragment or "#" in value:
+        raise ValueError("may not hold a fragment ('#')")
+    if "@" in parts.netloc:
+        raise ValueError("may not hold credentials ('user:password@'): use apiKey")
+    if not parts.hostname:
+        raise ValueError("must name a host")
+    return value
+
+
 Name = Annotated[
     str,
     StringConstraints(min_length=1, max_length=253, pattern=r"^[a-z0-9]([-a-z0-9._]*[a-z0-9])?$"),
@@ -261,7 +366,9 @@ class Provider(_Model):
     name: Name
     organization: Organization = "default"
     provider_type: ProviderType
-    base_url: str | None = Field(default=None, pattern=r"^https?://[^\s]+$")
+    base_url: Annotated[str, AfterValidator(base_url_shape)] | None = Field(
+        default=None, pattern=r"^https?://[^\s?#@]+$"
+    )
     api_key: SecretRef | None = None
     api_version: str | None = Field(
         default=None, description="Azure OpenAI api-version query parameter."
@@ -437,6 +544,19 @@ class ContinueStreams(_Model):
     )
 
 
+class ProviderNetworks(_Model):
+    """Addresses providers may be reached at beyond the defaults: by default link-local
+    and cloud metadata addresses are refused for every provider type, and private,
+    loopback and cluster-internal ones for the cloud types (see docs/limits.md)."""
+
+    allow_cidrs: list[Annotated[str, AfterValidator(_cidr)]] = Field(
+        default_factory=list,
+        alias="allowCIDRs",
+        max_length=256,
+        description="Networks any provider type may reach, whatever they are",
+    )
+
+
 class RoutingSettings(_Model):
     """How candidates are ranked and how hard the router tries."""
 
@@ -479,6 +599,7 @@ class RoutingSettings(_Model):
         "message threads) may hold, in stored JSON bytes: a turn that would pass it is "
         "refused (400) before anything is spent",
     )
+    provider_networks: ProviderNetworks = ProviderNetworks()
     breaker: Breaker = Breaker()
     stall: StallSettings = StallSettings()
     continue_streams: ContinueStreams = Field(

@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from switchyard.router.contract import HealthStatus, Provider
+from switchyard.router.contract import HealthStatus, Provider, ProviderNetworks
 from switchyard.router.core.chat import ChatRequest, ChatResult, StreamEvent
 from switchyard.router.core.embedding import EmbeddingRequest, EmbeddingResult
 
@@ -36,6 +36,9 @@ class Adapter(Protocol):
     #: The provider as the table describes it now; an edit that does not change how it
     #: is reached replaces this and keeps the adapter (and its connection pool).
     provider: Provider
+    #: Why the provider may not be reached at all (its baseUrl's host is one the address
+    #: policy refuses); None when it may.
+    refused: str | None
 
     @property
     def total_timeout(self) -> float:
@@ -67,5 +70,6 @@ class Adapter(Protocol):
         """Close the connection pool."""
 
 
-#: Makes the adapter for a provider and its resolved API key (None: no key).
-AdapterFactory = Callable[[Provider, str | None], Adapter]
+#: Makes the adapter for a provider, its resolved API key (None: no key) and the networks
+#: the table lets providers reach beyond the defaults.
+AdapterFactory = Callable[[Provider, str | None, ProviderNetworks | None], Adapter]

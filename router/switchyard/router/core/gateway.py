@@ -15,7 +15,7 @@ from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, replace
 from typing import TypeVar
 
-from switchyard.router.contract import Provider, RoutingTable
+from switchyard.router.contract import Provider, ProviderNetworks, RoutingTable
 from switchyard.router.core.adapter import Adapter, AdapterFactory, ProbeResult
 from switchyard.router.core.caller import Caller
 from switchyard.router.core.catalog import Catalog, Route, compile_table, provider_key
@@ -93,8 +93,8 @@ class Counted:
 WireIdentity = tuple[object, ...]
 
 
-def wire_identity(p: Provider, key: str | None) -> WireIdentity:
-    return (p.provider_type, p.url, p.api_version, key, p.timeouts, p.max_connections)
+def wire_identity(p: Provider, key: str | None, networks: ProviderNetworks) -> WireIdentity:
+    return (p.provider_type, p.url, p.api_version, key, p.timeouts, p.max_connections, networks)
 
 
 class Gateway:
@@ -115,21 +115,26 @@ class Gateway:
         catalog = compile_table(table, checksum)
         adapters: dict[str, tuple[WireIdentity, Adapter]] = {}
         problems: dict[str, str | None] = {}
+        refused: dict[str, str | None] = {}
+        networks = table.routing.provider_networks
         for p in table.providers:
             key = provider_key(p)
             resolved = secrets.resolve(p.api_key, self.keyring)
             problems[key] = resolved.problem
             if resolved.problem:
                 log.warning("provider %s is unusable: %s", key, resolved.problem)
-            identity = wire_identity(p, resolved.value)
+            identity = wire_identity(p, resolved.value, networks)
             old = self._adapters.get(key)
             if old is not None and old[0] == identity:
                 old[1].provider = p
                 adapters[key] = old
             else:
-                adapters[key] = (identity, self.make_adapter(p, resolved.value))
+                adapters[key] = (identity, self.make_adapter(p, resolved.value, networks))
+            refused[key] = adapters[key][1].refused
+            if refused[key]:
+                log.warning("provider %s is unusable: %s", key, refused[key])
         retired = [a for k, (i, a) in self._adapters.items() if adapters.get(k, (None,))[0] != i]
-        self.states.sync(catalog, problems)
+        self.states.sync(catalog, problems, refused)
         for oc in catalog.orgs.values():
             for route in oc.routes:
                 route.adapter = adapters[route.provider_key][1]
@@ -321,8 +326,9 @@ class Gateway:
             raise NotFound(f"provider {provider_name!r} does not exist", field="name")
         key = provider_key(provider)
         state = self.states.get(key)
-        if state.key_problem:
-            result = ProbeResult("unhealthy", None, time.time(), state.key_problem)
+        if state.key_problem or state.refused:
+            problem = state.key_problem or f"refused: {state.refused}"
+            result = ProbeResult("unhealthy", None, time.time(), problem)
         else:
             names = [m.model_name for m in org.all_models if m.provider == provider_name]
             result = await self._adapters[key][1].probe(names)

@@ -19,6 +19,8 @@ class ProviderState:
     limits: tuple[int | None, int | None]
     last_probe: ProbeResult | None = None
     key_problem: str | None = None  # the API key could not be resolved
+    #: Its baseUrl may not be reached (``providers.addresses``): it is not used.
+    refused: str | None = None
     #: One breaker per model the provider serves (by its upstream name), for failures
     #: that are the model's alone (``UpstreamError.scope``): it is taken out on its own.
     models: dict[str, CircuitBreaker] = field(default_factory=dict)
@@ -26,7 +28,7 @@ class ProviderState:
     latencies: dict[str, RouteLatency] = field(default_factory=dict)
 
     def usable(self, now: float) -> bool:
-        if self.key_problem is not None:
+        if self.key_problem is not None or self.refused is not None:
             return False
         # A failed probe does not block a provider on its own: the breaker, fed by
         # real traffic, decides (a probe can fail while completions still work).
@@ -57,7 +59,12 @@ class ProviderStates:
     def items(self) -> list[tuple[str, ProviderState]]:
         return list(self._states.items())
 
-    def sync(self, catalog: Catalog, key_problems: dict[str, str | None]) -> None:
+    def sync(
+        self,
+        catalog: Catalog,
+        key_problems: dict[str, str | None],
+        refused: dict[str, str | None] | None = None,
+    ) -> None:
         now = time.monotonic()
         b = catalog.settings.breaker
         keep: dict[str, ProviderState] = {}
@@ -78,6 +85,7 @@ class ProviderStates:
                         state.limiter = RateLimiter(limits[0], limits[1], now, key, self.processes)
                         state.limits = limits
                 state.key_problem = key_problems.get(key)
+                state.refused = (refused or {}).get(key)
                 keep[key] = state
         used: dict[str, set[str]] = {}
         for oc in catalog.orgs.values():

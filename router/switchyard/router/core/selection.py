@@ -137,7 +137,7 @@ def select(org: OrgCatalog, need: Need, now: float, limit: int) -> list[Route]:
         state = route.state
         if not state.usable(now):
             skipped["unavailable"] += 1
-            if state.key_problem is None:
+            if state.key_problem is None and state.refused is None:
                 soonest = min(soonest, state.breaker.ready_in(now))
             continue
         if not route.model_breaker.available(now):

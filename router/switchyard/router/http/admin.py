@@ -59,12 +59,13 @@ async def list_providers(request: Request) -> Response:
                 # Live: an open breaker or a key that cannot be read outweighs any
                 # probe, which may be older than the outage.
                 "healthStatus": "unhealthy"
-                if state.key_problem or state.breaker.state == BreakerState.OPEN
+                if state.key_problem or state.refused or state.breaker.state == BreakerState.OPEN
                 else (probe.status if probe else p.health_status),
                 "lastHealthCheck": _probe_json(probe),
                 "circuitBreaker": _BREAKER[int(state.breaker.state)],
                 "consecutiveFailures": state.breaker.consecutive_failures,
                 "apiKeyProblem": state.key_problem,
+                "refused": state.refused,
                 "models": sorted(m.name for m in org.all_models if m.provider == name),
                 # Models out on their own (not found, or unable to do what was asked),
                 # while the provider serves its others.

@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Annotated, Any
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 from starlette.requests import Request
 from starlette.responses import Response
@@ -26,10 +26,14 @@ from switchyard.router.contract import (
     PROBE_ANNOTATION,
     PROVIDER,
     ProviderType,
+    base_url_shape,
+    networks,
+    url_refusal,
 )
 from switchyard.router.errors import (
     BadRequest,
     Conflict,
+    Forbidden,
     NotFound,
     NotInCluster,
     SwitchyardError,
@@ -60,7 +64,14 @@ class RateLimitsBody(_Strict):
 class NewProvider(_Strict):
     name: str = Field(min_length=1, max_length=63, pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
     provider_type: ProviderType
-    base_url: str | None = Field(default=None, max_length=2048, pattern=r"^https?://[^\s]+$")
+    base_url: (
+        Annotated[
+            str,
+            Field(max_length=2048, pattern=r"^https?://[^\s?#@]+$"),
+            AfterValidator(base_url_shape),
+        ]
+        | None
+    ) = None
     api_key: str | None = Field(default=None, min_length=1, max_length=4096)
     api_version: str | None = Field(default=None, max_length=64)
     priority: Annotated[int, Field(ge=0, le=1_000_000), Integral] = 100
@@ -78,6 +89,11 @@ def _kube_error(exc: KubeError, what: str) -> SwitchyardError:
         return BadRequest(exc.detail.split(": ", 1)[-1] or str(exc))
     if exc.status == 404:
         return NotFound(f"{what} does not exist")
+    if exc.status == 403:
+        return Forbidden(
+            f"this router may not change {what}: its namespace is not one the router is "
+            "allowed to change settings in (router.settingsNamespaces)"
+        )
     return SwitchyardError(f"the Kubernetes API refused: {exc}")
 
 
@@ -99,6 +115,10 @@ async def create_provider(request: Request) -> Response:
         "isEnabled": body.is_enabled,
     }
     if body.base_url:
+        allowed = networks(catalog.settings.provider_networks.allow_cidrs)
+        refused = url_refusal(body.provider_type, body.base_url, allowed)
+        if refused:
+            raise BadRequest(f"{refused}: not reachable for a provider here", field="baseUrl")
         spec["baseUrl"] = body.base_url
     if body.api_version:
         spec["apiVersion"] = body.api_version

@@ -813,15 +813,17 @@ def stream_ids(data: bytes) -> tuple[str, str] | None:
     return None
 
 
-def error_of(body: bytes) -> tuple[str | None, str]:
-    """The error type and message of an error body: ``{"type": "error", "error": {...}}``."""
+def error_of(body: bytes) -> tuple[str | None, str | None]:
+    """The error type and message of an error body in Anthropic's shape, ``{"type":
+    "error", "error": {"type", "message"}}``; no message when it is not."""
     data = error_json(body)
-    if isinstance(data, str):
-        return None, data
+    if isinstance(data, str) or data.get("type") != "error":
+        return None, None
     err = data.get("error")
-    if isinstance(err, dict):
-        return err.get("type"), str(err.get("message", ""))
-    return None, body[:300].decode("utf-8", "replace")
+    if isinstance(err, dict) and isinstance(err.get("message"), str):
+        kind = err.get("type")
+        return (str(kind) if kind else None), err["message"]
+    return None, None
 
 
 def model_ids(data: Any, provider: str) -> list[str]:

@@ -164,10 +164,12 @@ class LineDecoder:
         return UpstreamProtocolError("the stream ended before done: true", provider=self.provider)
 
 
-def error_of(body: bytes) -> tuple[str | None, str]:
-    """``{"error": "..."}`` → (no type, the message)."""
+def error_of(body: bytes) -> tuple[str | None, str | None]:
+    """``{"error": "..."}`` → (no type, the message); no message for any other body."""
     data = error_json(body)
-    return None, data if isinstance(data, str) else str(data.get("error", ""))
+    if isinstance(data, str) or not isinstance(data.get("error"), str):
+        return None, None
+    return None, data["error"]
 
 
 def model_names(data: Any, provider: str) -> list[str]:

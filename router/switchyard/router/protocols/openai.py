@@ -659,21 +659,23 @@ def stream_ids(data: bytes) -> tuple[str, str] | None:
     return None
 
 
-def error_of(body: bytes) -> tuple[str | None, str]:
-    """The error type and message of an error body (OpenAI's or vLLM's shape)."""
+def error_of(body: bytes) -> tuple[str | None, str | None]:
+    """The error type and message of an error body in OpenAI's shape (``{"error":
+    {"message", "type", "code"}}``) or vLLM's (``{"object": "error", "message"}``); no
+    message when it is in neither: a server that is not this protocol's says nothing a
+    client may read."""
     data = error_json(body)
     if isinstance(data, str):
-        return None, data
+        return None, None
     err = data.get("error")
-    if isinstance(err, dict):  # OpenAI: {"error": {"message", "type", "code"}}
+    if isinstance(err, dict) and isinstance(err.get("message"), str):
         code = err.get("code")
         kind = code if isinstance(code, str) and code else err.get("type")
-        return (str(kind) if kind else None), str(err.get("message", ""))
-    if data.get("object") == "error":  # vLLM: {"object": "error", "message", "type"}
-        return data.get("type"), str(data.get("message", ""))
-    if isinstance(err, str):
-        return None, err
-    return None, body[:300].decode("utf-8", "replace")
+        return (str(kind) if kind else None), err["message"]
+    if data.get("object") == "error" and isinstance(data.get("message"), str):
+        kind = data.get("type")
+        return (str(kind) if kind else None), data["message"]
+    return None, None
 
 
 def model_ids(data: Any, provider: str) -> list[str]:

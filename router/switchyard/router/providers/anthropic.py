@@ -27,7 +27,7 @@ class AnthropicAdapter(HTTPAdapter):
             h["x-api-key"] = self.api_key
         return h
 
-    def error_type(self, status: int, body: bytes) -> tuple[str | None, str]:
+    def error_type(self, status: int, body: bytes) -> tuple[str | None, str | None]:
         return wire.error_of(body)
 
     def _headers_for(self, req: ChatRequest) -> dict[str, str] | None:

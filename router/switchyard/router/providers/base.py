@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 import aiohttp
 import orjson
 
-from switchyard.router.contract import Provider
+from switchyard.router.contract import Network, Provider, url_refusal
 from switchyard.router.core.adapter import ProbeResult
 from switchyard.router.core.chat import FLUSH, ChatRequest, ChatResult, StreamEvent
 from switchyard.router.core.embedding import EmbeddingRequest, EmbeddingResult
@@ -33,6 +33,7 @@ from switchyard.router.errors import (
     UpstreamTimeout,
 )
 from switchyard.router.protocols.sse import BlockReader
+from switchyard.router.providers.addresses import GuardedResolver, RefusedAddress
 
 log = logging.getLogger("switchyard.router")
 
@@ -59,10 +60,16 @@ def parse_retry_after(value: str | None) -> float | None:
 class HTTPAdapter(abc.ABC):
     """An ``Adapter`` (see ``core.adapter``) that speaks HTTP; one subclass per protocol."""
 
-    def __init__(self, provider: Provider, api_key: str | None) -> None:
+    def __init__(
+        self, provider: Provider, api_key: str | None, allowed: Sequence[Network] = ()
+    ) -> None:
         self.provider = provider
         self.api_key = api_key
         self.base_url = provider.url
+        #: What the table lets providers reach beyond the defaults (providerNetworks).
+        self.allowed = tuple(allowed)
+        #: Why this provider may not be reached at all (its baseUrl's host); None: it may.
+        self.refused = url_refusal(provider.provider_type, self.base_url, self.allowed)
         t = provider.timeouts
         self.connect_timeout = t.connect_ms / 1000
         self.first_token_timeout = t.first_token_ms / 1000
@@ -106,6 +113,8 @@ class HTTPAdapter(abc.ABC):
     async def probe(self, model_names: Sequence[str]) -> ProbeResult:
         """List models, which every supported API answers cheaply, and check that each
         declared model is among them."""
+        if self.refused is not None:
+            return ProbeResult("unhealthy", None, time.time(), f"refused: {self.refused}")
         started = time.monotonic()
         try:
             models = await self.list_models()
@@ -132,11 +141,18 @@ class HTTPAdapter(abc.ABC):
     # -- plumbing -----------------------------------------------------------
     @property
     def session(self) -> aiohttp.ClientSession:
+        if self.refused is not None:
+            raise UpstreamConnectError(
+                f"provider {self._name()!r} may not be reached: its {self.refused}",
+                provider=self._name(),
+            )
         if self._session is None or self._session.closed:
             connector = aiohttp.TCPConnector(
                 limit=self.provider.max_connections,
                 ttl_dns_cache=300,
                 keepalive_timeout=60,
+                # Every address a name resolves to is checked against the policy.
+                resolver=GuardedResolver(self.provider.provider_type, self.allowed),
             )
             self._session = aiohttp.ClientSession(
                 connector=connector,
@@ -159,8 +175,9 @@ class HTTPAdapter(abc.ABC):
         """Authentication and protocol headers for every request."""
 
     @abc.abstractmethod
-    def error_type(self, status: int, body: bytes) -> tuple[str | None, str]:
-        """The provider's error type and message from an error body."""
+    def error_type(self, status: int, body: bytes) -> tuple[str | None, str | None]:
+        """The provider's error type and message from an error body in its protocol's
+        shape; no message when the body is not in that shape."""
 
     def _name(self) -> str:
         return self.provider.name
@@ -341,6 +358,16 @@ class HTTPAdapter(abc.ABC):
 
     def status_error(self, status: int, headers: Any, raw: bytes) -> UpstreamStatusError:
         err_type, message = self.error_type(status, raw)
+        if message is None:
+            # Not this protocol's error: whatever answered (a proxy's page, another
+            # service at a mistaken address) says nothing a tenant may read.
+            log.warning(
+                "provider %s answered HTTP %d with a body that is not its protocol's error: %r",
+                self._name(),
+                status,
+                raw[:_MAX_ERROR_TEXT],
+            )
+            message = "provider error"
         if status in (401, 403):
             # Providers quote part of a rejected key back; tenants must not see it.
             message = "the provider rejected Switchyard's credentials for it"
@@ -363,6 +390,14 @@ class HTTPAdapter(abc.ABC):
         goes to ``detail``: the router's log and the provider's status.
         """
         where = self.provider.display_url
+        if isinstance(exc, aiohttp.ClientConnectorError) and isinstance(
+            exc.os_error, RefusedAddress
+        ):
+            return UpstreamConnectError(
+                f"provider {self._name()!r} may not be reached: its address is not allowed",
+                provider=self._name(),
+                detail=f"{where}: {exc.os_error}",
+            )
         if isinstance(exc, aiohttp.ClientConnectorError):
             # The OS error's own text can quote the address ("Connect call failed (...)").
             errno = exc.os_error.errno

@@ -18,7 +18,7 @@ class OllamaAdapter(HTTPAdapter):
             h["Authorization"] = f"Bearer {self.api_key}"
         return h
 
-    def error_type(self, status: int, body: bytes) -> tuple[str | None, str]:
+    def error_type(self, status: int, body: bytes) -> tuple[str | None, str | None]:
         return wire.error_of(body)
 
     async def complete(self, req: ChatRequest, model_name: str, max_tokens: int) -> ChatResult:

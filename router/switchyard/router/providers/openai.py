@@ -32,7 +32,7 @@ class OpenAIAdapter(HTTPAdapter):
     def models_url(self) -> str:
         return f"{self.base_url}/models"
 
-    def error_type(self, status: int, body: bytes) -> tuple[str | None, str]:
+    def error_type(self, status: int, body: bytes) -> tuple[str | None, str | None]:
         return wire.error_of(body)
 
     def body(self, req: ChatRequest, model_name: str, max_tokens: int) -> dict[str, Any]:

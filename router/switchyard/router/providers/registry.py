@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from switchyard.router.contract import Provider
+from switchyard.router.contract import Provider, ProviderNetworks
+from switchyard.router.contract import networks as networks_of
 from switchyard.router.core.adapter import Adapter
 from switchyard.router.providers.anthropic import AnthropicAdapter
 from switchyard.router.providers.base import HTTPAdapter
@@ -18,6 +19,10 @@ ADAPTERS: dict[str, type[HTTPAdapter]] = {
 }
 
 
-def make_adapter(provider: Provider, api_key: str | None) -> Adapter:
-    """The ``AdapterFactory`` the app hands the gateway."""
-    return ADAPTERS[provider.provider_type](provider, api_key)
+def make_adapter(
+    provider: Provider, api_key: str | None, networks: ProviderNetworks | None = None
+) -> Adapter:
+    """The ``AdapterFactory`` the app hands the gateway; ``networks``: what the table
+    lets providers reach beyond the defaults (``providers.addresses``)."""
+    allowed = networks_of(networks.allow_cidrs) if networks else ()
+    return ADAPTERS[provider.provider_type](provider, api_key, allowed)
