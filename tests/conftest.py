@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Protocol
@@ -38,3 +39,31 @@ def local_model() -> Iterator[LocalModel]:
     model = LocalModel().start()
     yield model
     model.stop()
+
+
+#: The folders whose tests need a machine that can run them (a real API server, a real
+#: node), and the variable that skips them on purpose.
+MUST_RUN = {"kube": "SWITCHYARD_SKIP_KUBE", "node": "SWITCHYARD_SKIP_NODE"}
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    """With SWITCHYARD_REQUIRE_ALL=1 (``.ci/run``), a kube or node test that skips fails:
+    a machine that lost Go, root or the node's tools must not pass CI green. Setting its
+    SWITCHYARD_SKIP_* variable skips them on purpose."""
+    outcome = yield
+    report = outcome.get_result()  # type: ignore[attr-defined]
+    if not report.skipped or hasattr(report, "wasxfail"):
+        return
+    if os.environ.get("SWITCHYARD_REQUIRE_ALL") != "1":
+        return
+    folder = Path(str(item.path)).parent.name
+    variable = MUST_RUN.get(folder)
+    if variable is None or os.environ.get(variable) == "1":
+        return
+    reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else report.longrepr
+    report.outcome = "failed"
+    report.longrepr = (
+        f"skipped, but every {folder} test must run here ({reason}); "
+        f"{variable}=1 skips them on purpose"
+    )

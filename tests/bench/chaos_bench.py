@@ -45,7 +45,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests.bench.run_bench import KEY, free_port, router_process, wait_http  # noqa: E402
+from tests.bench.run_bench import KEY, admin_port, free_port, router_process, wait_http  # noqa: E402
 from tests.bench.spend import spend  # noqa: E402
 from tests.fakes import FakeAnthropic, FakeOpenAI, FakeVLLM, Fault  # noqa: E402
 
@@ -518,7 +518,7 @@ def main() -> int:
     )
     try:
         gw = f"http://127.0.0.1:{port}"
-        wait_http(f"{gw}/healthz")
+        wait_http(f"http://127.0.0.1:{admin_port(port)}/healthz")
         driver = Driver(parent, gw, args.rate)
         print(
             f"chaos: {len(faults)} faults x {args.fault_seconds:g} s, "

@@ -37,7 +37,7 @@ import yaml
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parents[1]))
 
-from tests.bench.run_bench import free_port, router_process, rss_mib, wait_http  # noqa: E402
+from tests.bench.run_bench import admin_port, free_port, router_process, rss_mib, wait_http  # noqa: E402
 
 ATTACKER = "sy-bench-attacker-key"
 VICTIM = "sy-bench-victim-key"
@@ -267,7 +267,7 @@ def run(store: str, seconds: float, clients: int, turns: int = 40) -> list[str]:
         router = router_process(work / "table.yaml", port, *extra)
         try:
             wait_http(f"http://127.0.0.1:{up_port}/health")
-            wait_http(f"http://127.0.0.1:{port}/readyz")
+            wait_http(f"http://127.0.0.1:{admin_port(port)}/readyz")
             lines = asyncio.run(
                 campaign(f"http://127.0.0.1:{port}", router.pid, seconds, clients, turns)
             )

@@ -44,7 +44,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests.bench.run_bench import KEY, free_port, router_process, wait_http  # noqa: E402
+from tests.bench.run_bench import KEY, admin_port, free_port, router_process, wait_http  # noqa: E402
 from tests.bench.spend import Spend, spend  # noqa: E402
 from tests.fakes import FakeAnthropic, FakeOpenAI, FakeVLLM  # noqa: E402
 
@@ -349,7 +349,7 @@ def main() -> int:
     )
     try:
         gw = f"http://127.0.0.1:{port}"
-        wait_http(f"{gw}/healthz")
+        wait_http(f"http://127.0.0.1:{admin_port(port)}/healthz")
         asks = workload(args.requests, args.seed)
         print(
             f"cost: replaying {len(asks)} requests (seed {args.seed}), prices of "

@@ -8,7 +8,7 @@ Connections (``--only connections``):
 Against one router process with its default connection limits:
 - ``--slow`` clients open a connection each and send a request head one byte a second;
 - ``--oversized`` clients each send an unfinished header line of up to 48 MB;
-- one legitimate client asks ``GET /healthz`` every 100 ms throughout.
+- one legitimate client asks ``GET /healthz`` on the admin port every 100 ms throughout.
 
 Prints the router's resident memory idle (the baseline, same run) and at its peak
 during the attack, how the attackers were answered and when, and the legitimate
@@ -36,7 +36,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parents[1]))
 
 from tests.bench import conversation_attack  # noqa: E402
-from tests.bench.run_bench import free_port, rss_mib, table_doc, wait_http  # noqa: E402
+from tests.bench.run_bench import admin_port, free_port, rss_mib, table_doc, wait_http  # noqa: E402
 
 OVERSIZED_BYTES = 48 * 1024 * 1024
 CHUNK = 64 * 1024
@@ -124,7 +124,8 @@ async def attack(port: int, pid: int, slow: int, oversized: int) -> Attack:
             await asyncio.sleep(0.05)
 
     sampler = asyncio.ensure_future(sample())
-    health = asyncio.ensure_future(legitimate(port, stop, result.latencies))
+    # The kubelet's view: readiness on the admin port, which the attack shares a process with.
+    health = asyncio.ensure_future(legitimate(admin_port(port), stop, result.latencies))
     started = time.monotonic()
     tasks = []
     for i in range(slow):
@@ -180,6 +181,8 @@ def connections(args: argparse.Namespace) -> None:
                 str(work / "table.yaml"),
                 "--port",
                 str(port),
+                "--admin-port",
+                str(admin_port(port)),
                 "--log-level",
                 "warning",
                 "--state-dir",
@@ -189,9 +192,9 @@ def connections(args: argparse.Namespace) -> None:
             ]
         )
         try:
-            wait_http(f"http://127.0.0.1:{port}/readyz")
+            wait_http(f"http://127.0.0.1:{admin_port(port)}/readyz")
             for _ in range(50):
-                wait_http(f"http://127.0.0.1:{port}/healthz")
+                wait_http(f"http://127.0.0.1:{admin_port(port)}/healthz")
             time.sleep(1)
             idle = rss_mib(router.pid)
             r = asyncio.run(attack(port, router.pid, args.slow, args.oversized))

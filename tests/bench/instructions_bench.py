@@ -36,6 +36,7 @@ from tests.bench.run_bench import (  # noqa: E402
     MESSAGES_STREAM,
     NONSTREAM,
     STREAM,
+    admin_port,
     free_port,
     table_doc,
     wait_http,
@@ -112,7 +113,7 @@ def measure(tree: Path, requests: int) -> tuple[float, float, float]:
         return total / requests
 
     try:
-        wait_http(f"http://127.0.0.1:{gw}/readyz", 600)
+        wait_http(f"http://127.0.0.1:{admin_port(gw)}/readyz", 600)
         return (
             per_request(NONSTREAM),
             per_request(STREAM),

@@ -59,6 +59,7 @@ import orjson  # noqa: E402
 import yaml  # noqa: E402
 
 from switchyard.router.table import bundle  # noqa: E402
+from tests.bench.run_bench import admin_port  # noqa: E402
 
 GROUP_VERSION = "switchyard.dev/v1alpha1"
 CHECKSUM_ANNOTATION = "switchyard.dev/checksum"
@@ -140,7 +141,8 @@ def is_served(router: str, key: str, model: str) -> bool:
 
 def router_table_models(router: str) -> int:
     """Models in the router's current table (its switchyard_table_models gauge)."""
-    with urllib.request.urlopen(f"{router}/metrics", timeout=10) as resp:
+    port = int(router.rsplit(":", 1)[1])
+    with urllib.request.urlopen(f"http://127.0.0.1:{admin_port(port)}/metrics", timeout=10) as resp:
         for line in resp.read().decode().splitlines():
             if line.startswith("switchyard_table_models "):
                 return int(float(line.split()[1]))
@@ -388,6 +390,8 @@ def router_on_dir(fleet: Fleet, table_dir: Path, work: Path, res: Results) -> No
             str(table_dir),
             "--port",
             str(port),
+            "--admin-port",
+            str(admin_port(port)),
             "--state-dir",
             str(work / "state-file"),
             "--no-usage",
@@ -399,7 +403,11 @@ def router_on_dir(fleet: Fleet, table_dir: Path, work: Path, res: Results) -> No
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        wait_until("the router to be ready", lambda: http_json(f"{url}/readyz"), 300)
+        wait_until(
+            "the router to be ready",
+            lambda: http_json(f"http://127.0.0.1:{admin_port(port)}/readyz"),
+            300,
+        )
         ready = time.monotonic() - t0
         n = len(served_models(url, api_key_for(fleet.ns(0))))
         expected = fleet.models_in(0)
@@ -594,6 +602,8 @@ def start_router(cp: Any, system: str, work: Path) -> tuple[subprocess.Popen[byt
             str(config),
             "--port",
             str(port),
+            "--admin-port",
+            str(admin_port(port)),
             "--state-dir",
             str(work / "state-api"),
             "--no-usage",
@@ -604,7 +614,11 @@ def start_router(cp: Any, system: str, work: Path) -> tuple[subprocess.Popen[byt
         stderr=subprocess.STDOUT,
     )
     url = f"http://127.0.0.1:{port}"
-    wait_until("the router to listen", lambda: http_json(f"{url}/healthz"), 60)
+    wait_until(
+        "the router to listen",
+        lambda: http_json(f"http://127.0.0.1:{admin_port(port)}/healthz"),
+        60,
+    )
     return proc, url
 
 

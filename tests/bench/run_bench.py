@@ -46,6 +46,16 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+_ADMIN: dict[int, int] = {}
+
+
+def admin_port(port: int) -> int:
+    """The admin port (/healthz, /readyz, /metrics) of the router on API port ``port``."""
+    if port not in _ADMIN:
+        _ADMIN[port] = free_port()
+    return _ADMIN[port]
+
+
 def wait_http(url: str, seconds: float = 20) -> None:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
@@ -140,6 +150,8 @@ def router_process(
             str(table),
             "--port",
             str(port),
+            "--admin-port",
+            str(admin_port(port)),
             "--log-level",
             "warning",
             *extra,
@@ -272,6 +284,8 @@ def main() -> int:
             str(table),
             "--port",
             str(gw_port),
+            "--admin-port",
+            str(admin_port(gw_port)),
             "--log-level",
             "warning",
             "--state-dir",
@@ -281,7 +295,7 @@ def main() -> int:
     )
     try:
         wait_http(f"http://127.0.0.1:{up_port}/health")
-        wait_http(f"http://127.0.0.1:{gw_port}/readyz")
+        wait_http(f"http://127.0.0.1:{admin_port(gw_port)}/readyz")
         ready_s = time.monotonic() - started
         rss_idle = rss_mib(router.pid)
         stats = f"http://127.0.0.1:{up_port}/stats"

@@ -29,6 +29,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parents[1]))
 
 from tests.bench.run_bench import (  # noqa: E402
+    admin_port,
     cpu_per_request,
     free_port,
     router_process,
@@ -51,7 +52,7 @@ def run(
         *(["--redis-url", redis_url] if redis_url else []),
     )
     try:
-        wait_http(f"http://127.0.0.1:{port}/readyz")
+        wait_http(f"http://127.0.0.1:{admin_port(port)}/readyz")
         cpu_ms, result = cpu_per_request(
             router.pid,
             f"http://127.0.0.1:{port}/v1/chat/completions",

@@ -33,6 +33,7 @@ from switchyard.router.storage.postgres import PostgresStore  # noqa: E402
 from switchyard.router.storage.records import UsageRecord, new_id  # noqa: E402
 from tests.bench.run_bench import (  # noqa: E402
     KEY,
+    admin_port,
     cpu_seconds,
     free_port,
     table_doc,
@@ -65,6 +66,8 @@ def start_router(
             str(path),
             "--port",
             str(port),
+            "--admin-port",
+            str(admin_port(port)),
             "--log-level",
             "warning",
             "--state-dir",
@@ -73,7 +76,7 @@ def start_router(
         ]
     )
     url = f"http://127.0.0.1:{port}"
-    wait_http(f"{url}/readyz")
+    wait_http(f"http://127.0.0.1:{admin_port(port)}/readyz")
     return proc, url
 
 
@@ -218,6 +221,8 @@ def main() -> int:
                 str(work / "query.yaml"),
                 "--port",
                 str(port),
+                "--admin-port",
+                str(admin_port(port)),
                 "--log-level",
                 "warning",
                 "--state-dir",
@@ -228,7 +233,7 @@ def main() -> int:
         )
         procs.append(qproc)
         qurl = f"http://127.0.0.1:{port}"
-        wait_http(f"{qurl}/readyz")
+        wait_http(f"http://127.0.0.1:{admin_port(port)}/readyz")
         timings: dict[str, list[float]] = {}
         cases = [(g, "2026-10-01", "2026-10-31") for g in ("day", "model", "week")]
         # Bounds inside days: the partial days come from the records themselves.

@@ -49,6 +49,7 @@ from switchyard.router.storage.factory import make_store  # noqa: E402
 from switchyard.router.storage.records import COLUMNS, UsageRecord, new_id  # noqa: E402
 from tests.bench.run_bench import (  # noqa: E402
     KEY,
+    admin_port,
     cpu_per_request,
     free_port,
     router_process,
@@ -143,7 +144,7 @@ def measure(work: Path, up_port: int, store_args: list[str], duration: int) -> t
     port = free_port()
     router = router_process(table, port, *store_args)
     try:
-        wait_http(f"http://127.0.0.1:{port}/readyz", 120)
+        wait_http(f"http://127.0.0.1:{admin_port(port)}/readyz", 120)
         url = f"http://127.0.0.1:{port}"
         cpu_ms, _ = cpu_per_request(
             router.pid,

@@ -31,6 +31,7 @@ sys.path.insert(0, str(HERE.parents[1]))
 from tests.bench.run_bench import (  # noqa: E402
     KEY,
     NONSTREAM,
+    admin_port,
     free_port,
     router_process,
     table_doc,
@@ -49,7 +50,7 @@ def router_run(
     state = work / f"state-{port}"
     router = router_process(str(table), port, "--state-dir", str(state), *extra, env=env)
     try:
-        wait_http(f"http://127.0.0.1:{port}/readyz")
+        wait_http(f"http://127.0.0.1:{admin_port(port)}/readyz")
         url = f"http://127.0.0.1:{port}/v1/chat/completions"
         wrk(url, NONSTREAM, args.conc, 2, f"Bearer {KEY}")
         r = wrk(url, NONSTREAM, args.conc, args.duration, f"Bearer {KEY}")

@@ -28,6 +28,8 @@ def test_up_serves_the_printed_curl(tmp_path: Path) -> None:
             str(port),
             "--model-port",
             str(model_port),
+            "--admin-port",
+            str(free_port()),
             "--state-dir",
             str(tmp_path / "state"),
             "--log-level",

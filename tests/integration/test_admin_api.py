@@ -165,7 +165,7 @@ def test_metrics(gw: RouterServer, fakes: Fakes) -> None:
         client.chat.completions.create(
             model="gpt-4o-mini", messages=[{"role": "user", "content": "a"}]
         )
-    text = httpx.get(f"{gw.url}/metrics").text
+    text = httpx.get(f"{gw.admin}/metrics").text
     assert (
         'switchyard_requests_total{api="openai",model="claude",organization="default",'
         'provider="anthropic",status="200"} 1.0' in text
@@ -216,7 +216,7 @@ def test_two_organizations_providers_of_one_name_keep_their_own_series(
     ours.chat.completions.create(model="llama", messages=[{"role": "user", "content": "a"}])
     with pytest.raises(openai.APIStatusError):
         theirs.chat.completions.create(model="llama", messages=[{"role": "user", "content": "a"}])
-    text = httpx.get(f"{gw.url}/metrics").text
+    text = httpx.get(f"{gw.admin}/metrics").text
     assert (
         'switchyard_requests_total{api="openai",model="llama",organization="default",'
         'provider="vllm",status="200"} 1.0' in text
@@ -244,11 +244,10 @@ def test_openapi_document(gw: RouterServer) -> None:
         "/api/v1/llm/providers/{name}/health-check",
         "/api/v1/llm/templates",
         "/api/v1/llm/templates/render",
-        "/healthz",
-        "/readyz",
-        "/metrics",
     ]:
         assert path in doc["paths"], path
+    # The admin port's paths are not the API's.
+    assert not {"/healthz", "/readyz", "/metrics"} & set(doc["paths"])
     body = doc["components"]["schemas"]["CompletionBody"]
     max_tokens = body["properties"]["maxTokens"]["anyOf"][0]
     assert (max_tokens["minimum"], max_tokens["maximum"]) == (1, 8192)
@@ -256,9 +255,22 @@ def test_openapi_document(gw: RouterServer) -> None:
 
 
 def test_health_and_readiness(gw: RouterServer) -> None:
-    assert httpx.get(f"{gw.url}/healthz").json() == {"status": "ok"}
-    ready = httpx.get(f"{gw.url}/readyz").json()
+    assert httpx.get(f"{gw.admin}/healthz").json() == {"status": "ok"}
+    ready = httpx.get(f"{gw.admin}/readyz").json()
     assert ready["status"] == "ready" and len(ready["table"]["checksum"]) == 64
+
+
+def test_metrics_are_on_the_admin_port_only(gw: RouterServer) -> None:
+    """/metrics names every organization's providers and spend: whoever reaches the API
+    may not read it; the API is not served on the admin port either."""
+    assert "switchyard_requests_total" in httpx.get(f"{gw.admin}/metrics").text
+    for path in ("/metrics", "/healthz", "/readyz"):
+        r = httpx.get(f"{gw.url}{path}")
+        assert r.status_code == 404 and r.json()["error"]["code"] == "not_found", path
+        assert "switchyard_" not in r.text
+    r = httpx.get(f"{gw.admin}/v1/models", headers=AUTH)
+    assert r.status_code == 404
+    assert httpx.get(f"{gw.url}/v1/models", headers=AUTH).status_code == 200
 
 
 def test_the_probe_checks_every_declared_model(fakes: Fakes, router: Factory) -> None:

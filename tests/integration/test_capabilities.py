@@ -83,7 +83,7 @@ def test_tools_to_models_without_function_calling_are_a_400_the_sdk_does_not_ret
     # Refused once: the SDK retries 5xx, not 400.
     refused = [
         float(line.rsplit(" ", 1)[1])
-        for line in httpx.get(f"{plain.url}/metrics").text.splitlines()
+        for line in httpx.get(f"{plain.admin}/metrics").text.splitlines()
         if line.startswith("switchyard_requests_total{") and 'status="400"' in line
     ]
     assert refused == [1.0]

@@ -495,7 +495,7 @@ def test_a_stopped_database_serves_the_answer_unkept(
                 events = [e.type for e in s]
             assert events[-1] == "response.completed"
             assert took[1] < 1 and took[2] < 1  # the first found the store down; the rest skip it
-            metrics = httpx.get(f"{gw.url}/metrics").text
+            metrics = httpx.get(f"{gw.admin}/metrics").text
             assert 'switchyard_conversation_turns_not_kept_total{reason="unavailable"}' in metrics
             with pytest.raises(openai.InternalServerError) as err:
                 c.responses.retrieve(made.id)

@@ -93,7 +93,7 @@ def test_killing_the_database_mid_load_loses_nothing(fakes: Fakes, tmp_path: Pat
         while spool.size() and time.monotonic() < deadline:
             time.sleep(0.1)
         assert spool.size() == 0
-        metrics = httpx.get(f"{gw.url}/metrics").text
+        metrics = httpx.get(f"{gw.admin}/metrics").text
         assert "switchyard_usage_records_spooled_total" in metrics
         assert "switchyard_usage_records_lost_total 0.0" in metrics
         gw.stop()
@@ -106,7 +106,7 @@ def test_sigterm_under_load_flushes_every_record(
 ) -> None:
     path = tmp_path / "table.yaml"
     path.write_text(yaml.safe_dump(doc(fakes)))
-    port = free_port()
+    port, admin = free_port(), free_port()
     state = tmp_path / "state"
     cmd = [
         sys.executable,
@@ -117,6 +117,8 @@ def test_sigterm_under_load_flushes_every_record(
         str(path),
         "--port",
         str(port),
+        "--admin-port",
+        str(admin),
         "--state-dir",
         str(state),
         "--log-level",
@@ -129,7 +131,7 @@ def test_sigterm_under_load_flushes_every_record(
     deadline = time.monotonic() + 20
     while True:
         try:
-            httpx.get(f"{url}/readyz")
+            httpx.get(f"http://127.0.0.1:{admin}/readyz")
             break
         except httpx.TransportError:
             assert time.monotonic() < deadline

@@ -83,7 +83,7 @@ def test_base64_is_what_the_sdk_decodes(gw: RouterServer, name: str) -> None:
 
 def test_an_embedding_is_a_usage_record_with_its_cost(gw: RouterServer) -> None:
     client(gw).embeddings.create(model="embed-openai", input="one two three")
-    lines = httpx.get(f"{gw.url}/metrics").text.splitlines()
+    lines = httpx.get(f"{gw.admin}/metrics").text.splitlines()
     served = [
         line
         for line in lines
@@ -184,7 +184,7 @@ def test_an_openai_protocol_answer_is_relayed_as_it_arrives(
     renamed = b'"model":' + json.dumps(name).encode()
     assert raw.count(renamed) == 1
     assert raw.replace(renamed, b'"model": "?"') == json.dumps({**answer, "model": "?"}).encode()
-    lines = httpx.get(f"{gw.url}/metrics").text.splitlines()
+    lines = httpx.get(f"{gw.admin}/metrics").text.splitlines()
     prompt = [
         line
         for line in lines

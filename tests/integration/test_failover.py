@@ -174,7 +174,7 @@ def test_breaker_opens_half_opens_and_closes(fakes: Fakes, router: Factory) -> N
     state = {p["name"]: p for p in providers}
     assert state["openai"]["circuitBreaker"] == "open"
     assert state["openai"]["consecutiveFailures"] == 3
-    metrics = httpx.get(f"{gw.url}/metrics").text
+    metrics = httpx.get(f"{gw.admin}/metrics").text
     assert 'switchyard_breaker_state{organization="default",provider="openai"} 1.0' in metrics
     # Half-open after the cooldown: one trial; it fails, so open again.
     time.sleep(0.6)

@@ -89,7 +89,7 @@ def test_the_fuzzer_finds_nothing(gateway: RouterServer, tmp_path: Path) -> None
     doc = httpx.get(f"{gateway.url}/openapi.json").json()
     operations = sum(len(methods) for methods in doc["paths"].values())
     assert f"Tested: {operations - 1}\n" in out, out[-5_000:]
-    metrics = httpx.get(f"{gateway.url}/metrics").text
+    metrics = httpx.get(f"{gateway.admin}/metrics").text
     assert "switchyard_internal_errors_total 0.0" in metrics
 
 

@@ -127,7 +127,7 @@ def test_a_hedge_that_loses_is_a_usage_record_and_in_the_report(
     assert report["totals"]["hedgedCalls"] == 1
     assert Decimal(report["totals"]["cost"]) == sum((r["total_cost"] for r in rows), Decimal(0))
     assert report["totals"]["promptTokens"] == sum(r["prompt_tokens"] for r in rows)
-    metrics = httpx.get(f"{gw.url}/metrics").text
+    metrics = httpx.get(f"{gw.admin}/metrics").text
     assert (
         'switchyard_hedged_calls_total{organization="default",outcome="hedged",'
         'provider="primary"} 1.0' in metrics
@@ -168,7 +168,7 @@ def test_a_request_whose_budget_cannot_cover_a_second_call_is_not_hedged(
     assert ask(c) == "primary"  # waited for: no hedge was affordable
     assert time.monotonic() - started >= 0.8
     assert fakes.vllm.completions == before
-    metrics = httpx.get(f"{gw.url}/metrics").text
+    metrics = httpx.get(f"{gw.admin}/metrics").text
     assert 'switchyard_hedges_refused_total{organization="default"} 1.0' in metrics
 
 

@@ -215,7 +215,7 @@ def test_the_routers_own_failure_is_a_500_and_no_providers_fault(
     assert breakers(pair) == {"claude": "closed", "openai": "closed", "vllm": "closed"}
     errors = [rec for rec in caplog.records if rec.levelno >= logging.ERROR]
     assert len(errors) == 5 and all(rec.exc_info for rec in errors), errors
-    metrics = httpx.get(f"{pair.url}/metrics").text
+    metrics = httpx.get(f"{pair.admin}/metrics").text
     assert re.search(
         r'switchyard_requests_total\{api="openai",model="chat",organization="default",'
         r'provider="",status="500"\} 5\.0',
@@ -308,7 +308,7 @@ def test_many_small_headers_count_together(pair: RouterServer) -> None:
 
 
 def test_headers_under_the_limit_are_served(pair: RouterServer) -> None:
-    r = httpx.get(f"{pair.url}/healthz", headers={"X-Big": "a" * 15_000})
+    r = httpx.get(f"{pair.admin}/healthz", headers={"X-Big": "a" * 15_000})
     assert r.status_code == 200
 
 
@@ -333,7 +333,7 @@ def strict(fakes: Fakes, router: Factory) -> RouterServer:
 
 
 def refused(gw: RouterServer, reason: str) -> float:
-    text = httpx.get(f"{gw.url}/metrics").text
+    text = httpx.get(f"{gw.admin}/metrics").text
     m = re.search(rf'switchyard_connections_refused_total\{{reason="{reason}"\}} (\S+)', text)
     return float(m.group(1)) if m else 0.0
 
@@ -393,7 +393,7 @@ def test_connections_beyond_the_cap_get_503(strict: RouterServer) -> None:
         for c in held:
             c.close()
     deadline = time.monotonic() + 5
-    while httpx.get(f"{strict.url}/healthz").status_code != 200:
+    while httpx.get(f"{strict.admin}/healthz").status_code != 200:
         assert time.monotonic() < deadline
         time.sleep(0.05)
     assert refused(strict, "too_many_connections") >= 1
@@ -427,7 +427,7 @@ def test_one_key_may_hold_only_its_share_in_flight(
     # Finished requests, streams included, give their places back.
     again = [ask(AUTH) for _ in range(3)]
     assert all(r.status_code == 200 for r in again), [r.text for r in again]
-    text = httpx.get(f"{strict.url}/metrics").text
+    text = httpx.get(f"{strict.admin}/metrics").text
     assert 'switchyard_in_flight_refused_total{organization="default"} 1.0' in text
 
 

@@ -51,7 +51,7 @@ def breaker(gw: RouterServer, name: str) -> dict:
 
 
 def metrics(gw: RouterServer) -> str:
-    return httpx.get(f"{gw.url}/metrics").text
+    return httpx.get(f"{gw.admin}/metrics").text
 
 
 def leave_mid_stream(gw: RouterServer) -> None:

@@ -34,8 +34,9 @@ class RouterProcess:
     """``switchyard router`` in a process of its own, as a replica runs."""
 
     def __init__(self, table_path: Path, state: Path, redis_url: str, database_url: str) -> None:
-        self.port = free_port()
+        self.port, self.admin_port = free_port(), free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        self.admin = f"http://127.0.0.1:{self.admin_port}"
         state.mkdir(parents=True, exist_ok=True)
         self.proc = subprocess.Popen(
             [
@@ -47,6 +48,8 @@ class RouterProcess:
                 str(table_path),
                 "--port",
                 str(self.port),
+                "--admin-port",
+                str(self.admin_port),
                 "--redis-url",
                 redis_url,
                 "--database-url",
@@ -61,7 +64,7 @@ class RouterProcess:
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             try:
-                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
+                if httpx.get(f"{self.admin}/healthz", timeout=1).status_code == 200:
                     return
             except httpx.HTTPError:
                 pass
@@ -71,12 +74,12 @@ class RouterProcess:
         raise RuntimeError("the router did not start")
 
     def shared_up(self) -> bool:
-        text = httpx.get(f"{self.url}/metrics", timeout=2).text
+        text = httpx.get(f"{self.admin}/metrics", timeout=2).text
         return "switchyard_shared_state_up 1.0" in text
 
     def processes(self) -> float:
         """How many router processes this one counts on the shared state."""
-        for line in httpx.get(f"{self.url}/metrics", timeout=2).text.splitlines():
+        for line in httpx.get(f"{self.admin}/metrics", timeout=2).text.splitlines():
             if line.startswith("switchyard_shared_state_processes "):
                 return float(line.split()[1])
         return 0.0
@@ -303,7 +306,7 @@ def test_news_from_outside_is_not_believed_and_garbage_does_not_stop_the_listene
 
     assert state(a) == state(b) == "closed"
     assert ask(b.url).headers["x-switchyard-provider"] == "primary"
-    refused = httpx.get(f"{b.url}/metrics").text
+    refused = httpx.get(f"{b.admin}/metrics").text
     assert 'switchyard_shared_state_news_refused_total{reason="unsigned"} 5.0' in refused
     assert 'switchyard_shared_state_news_refused_total{reason="malformed"} 1.0' in refused
     # The listener lives on: a real opening on one replica still reaches the other.

@@ -106,7 +106,7 @@ def test_a_stalled_provider_is_passed_over_within_its_deadline_and_then_taken_ou
         assert fakes.openai.completions == before
     finally:
         fakes.openai.set_default(None)
-    scraped = httpx.get(f"{gw.url}/metrics").text
+    scraped = httpx.get(f"{gw.admin}/metrics").text
     assert 'switchyard_stalls_total{organization="default",provider="primary"}' in scraped
 
 

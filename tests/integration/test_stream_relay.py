@@ -65,7 +65,7 @@ def test_the_usage_chunk_reaches_only_a_client_that_asked(
     # Accounting read the provider's own count either way.
     counted = [
         float(line.rsplit(" ", 1)[1])
-        for line in httpx.get(f"{gateway.url}/metrics").text.splitlines()
+        for line in httpx.get(f"{gateway.admin}/metrics").text.splitlines()
         if line.startswith("switchyard_tokens_total{") and 'direction="completion"' in line
     ]
     assert counted and counted[0] == 9  # the words of "Echo: Tell me about Paris in a few words"

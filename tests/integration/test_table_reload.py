@@ -52,9 +52,9 @@ def test_a_bad_version_keeps_the_last_good_table(fakes: Fakes, tmp_path: Path) -
         assert gw.services.table_error is not None
         assert "models[0].contextWindow" in gw.services.table_error
         assert models(gw) == ["a"]
-        metrics = httpx.get(f"{gw.url}/metrics").text
+        metrics = httpx.get(f"{gw.admin}/metrics").text
         assert 'switchyard_table_reloads_total{result="invalid"} 1.0' in metrics
-        ready = httpx.get(f"{gw.url}/readyz").json()
+        ready = httpx.get(f"{gw.admin}/readyz").json()
         assert "contextWindow" in ready["table"]["lastReloadError"]
         gw.rewrite(doc(fakes, "c"))
         assert models(gw) == ["c"]
@@ -127,6 +127,8 @@ def test_the_router_command_serves(fakes: Fakes, tmp_path: Path) -> None:
             str(path),
             "--port",
             str(port),
+            "--admin-port",
+            str(free_port()),
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,

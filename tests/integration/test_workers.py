@@ -29,7 +29,7 @@ def children(pid: int) -> list[int]:
 def start(tmp_path: Path, doc: dict, workers: int) -> tuple[subprocess.Popen[bytes], str]:
     path = tmp_path / "table.yaml"
     write_table(path, doc)
-    port = free_port()
+    port, admin = free_port(), free_port()
     proc = subprocess.Popen(
         [
             sys.executable,
@@ -40,6 +40,8 @@ def start(tmp_path: Path, doc: dict, workers: int) -> tuple[subprocess.Popen[byt
             str(path),
             "--port",
             str(port),
+            "--admin-port",
+            str(admin),
             "--workers",
             str(workers),
             "--state-dir",
@@ -53,7 +55,7 @@ def start(tmp_path: Path, doc: dict, workers: int) -> tuple[subprocess.Popen[byt
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         try:
-            if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
+            if httpx.get(f"http://127.0.0.1:{admin}/readyz", timeout=1).status_code == 200:
                 return proc, url
         except httpx.HTTPError:
             pass

@@ -57,6 +57,10 @@ MATRIX: dict[str, list[str]] = {
         "router.persistence.enabled=true",
     ],
     "other names": ["fullnameOverride=llm-gateway", "publish.routingConfigMap=table"],
+    "no network policies, another admin port": [
+        "networkPolicy.enabled=false",
+        "router.adminPort=9999",
+    ],
     "the README's kind values": [f"-f={ROOT / 'examples' / 'values-kind.yaml'}"],
 }
 
@@ -187,7 +191,19 @@ def test_the_rendered_router_is_what_was_asked(control_plane: ControlPlane) -> N
         "--usage-record-days=90",
     } <= set(container["args"])
     assert container["securityContext"]["readOnlyRootFilesystem"] is True
-    assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "admin"}
+    assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "admin"}
+    assert {p["name"]: p["containerPort"] for p in container["ports"]} == {
+        "http": 8080,
+        "admin": 9090,
+    }
+    assert "--admin-port=9090" in container["args"]
+    services = {d["metadata"]["name"]: d for d in docs if d and d["kind"] == "Service"}
+    # Clients reach the API only; the admin port is the metrics Service's.
+    assert [p["targetPort"] for p in services["sy-switchyard-router"]["spec"]["ports"]] == ["http"]
+    assert [p["targetPort"] for p in services["sy-switchyard-router-metrics"]["spec"]["ports"]] == [
+        "admin"
+    ]
     assert container["lifecycle"]["preStop"]["sleep"]["seconds"] == 5
     assert container["env"][0]["valueFrom"]["secretKeyRef"] == {
         "name": "sy-switchyard-database",
@@ -214,12 +230,68 @@ def test_replicas_share_state_through_the_bundled_redis(control_plane: ControlPl
         d for d in docs if d["kind"] == "Deployment" and "router" in d["metadata"]["name"]
     )
     env = {e["name"]: e for e in router["spec"]["template"]["spec"]["containers"][0]["env"]}
-    assert env["SWITCHYARD_REDIS_URL"]["value"] == "redis://sy-switchyard-redis:6379/0"
+    # The URL, password included, comes from the Secret: the pod's spec names it only.
+    assert env["SWITCHYARD_REDIS_URL"]["valueFrom"]["secretKeyRef"] == {
+        "name": "sy-switchyard-redis",
+        "key": "url",
+    }
+    secret = next(
+        d for d in docs if d["kind"] == "Secret" and d["metadata"]["name"].endswith("redis")
+    )
+    password = secret["stringData"]["password"]
+    assert len(password) == 32
+    assert secret["stringData"]["url"] == f"redis://:{password}@sy-switchyard-redis:6379/0"
     service = next(
         d for d in docs if d["kind"] == "Service" and d["metadata"]["name"].endswith("redis")
     )
     assert service["metadata"]["name"] == "sy-switchyard-redis"
     assert service["spec"]["ports"][0]["port"] == 6379
+    redis = next(
+        d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"].endswith("redis")
+    )
+    pod = redis["spec"]["template"]["spec"]
+    assert pod["automountServiceAccountToken"] is False
+    args = pod["containers"][0]["args"]
+    assert args[args.index("--requirepass") + 1] == "$(REDIS_PASSWORD)"
+    assert password not in json.dumps(redis)
+    # Only the routers may reach Redis and PostgreSQL.
+    policies = {d["metadata"]["name"]: d["spec"] for d in docs if d["kind"] == "NetworkPolicy"}
+    assert set(policies) == {"sy-switchyard-redis", "sy-switchyard-postgresql"}
+    for name, port in (("sy-switchyard-redis", 6379), ("sy-switchyard-postgresql", 5432)):
+        [rule] = policies[name]["ingress"]
+        assert rule["ports"] == [{"protocol": "TCP", "port": port}]
+        assert rule["from"] == [
+            {
+                "podSelector": {
+                    "matchLabels": {
+                        "app.kubernetes.io/name": "switchyard",
+                        "app.kubernetes.io/instance": "sy",
+                        "app.kubernetes.io/component": "router",
+                    }
+                }
+            }
+        ]
+
+
+def test_the_router_may_change_settings_only_in_the_namespaces_listed(
+    control_plane: ControlPlane,
+) -> None:
+    def bindings(values: list[str]) -> list[dict]:
+        out = helm(control_plane, "template", "sy", str(CHART), *_sets(values)).stdout
+        return [
+            d
+            for d in yaml.safe_load_all(out)
+            if d
+            and d["kind"].endswith("Binding")
+            and d["roleRef"]["name"] == "sy-switchyard-router-settings"
+        ]
+
+    assert bindings([]) == []  # by default nowhere, and never cluster-wide
+    listed = bindings(["router.settingsNamespaces={team-a,team-b}"])
+    assert [(b["kind"], b["metadata"]["namespace"]) for b in listed] == [
+        ("RoleBinding", "team-a"),
+        ("RoleBinding", "team-b"),
+    ]
 
 
 @pytest.mark.parametrize(

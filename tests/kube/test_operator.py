@@ -173,13 +173,15 @@ def router(
     config = control_plane.write_kubeconfig(
         work / "kubeconfig", user(control_plane, "switchyard-router")
     )
-    port = free_port()
+    port, admin = free_port(), free_port()
     proc = subprocess.Popen(
         [
             sys.executable,
             "-m",
             "switchyard.cli",
             "router",
+            "--admin-port",
+            str(admin),
             "--routing-configmap",
             f"{system}/switchyard-routing",
             "--provider-keys-secret",
@@ -196,7 +198,10 @@ def router(
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        wait_for("the router to listen", lambda: httpx.get(f"{url}/healthz").status_code == 200)
+        wait_for(
+            "the router to listen",
+            lambda: httpx.get(f"http://127.0.0.1:{admin}/healthz").status_code == 200,
+        )
         yield url
     finally:
         proc.terminate()

@@ -17,7 +17,7 @@ import uvicorn
 import yaml
 
 from switchyard.router.app import create_app
-from switchyard.router.server import ServerLimits
+from switchyard.router.server import ServerLimits, listen
 from switchyard.router.server import config as server_config
 
 
@@ -53,18 +53,25 @@ class RouterServer:
         self.state_dir = state
         #: The SQLite store's file (another router's, for replicas sharing one).
         self.sqlite_path = sqlite_path or state / "switchyard.db"
+        self.port = free_port()
+        self.admin_port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        #: /healthz, /readyz and /metrics: not on the API port.
+        self.admin = f"http://127.0.0.1:{self.admin_port}"
         self.app = create_app(
             table_path,
             reload_interval=reload_interval,
             database_url=database_url,
             sqlite_path=self.sqlite_path,
+            admin_port=self.admin_port,
             spool_path=state / "usage-spool.jsonl",
         )
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
         config = server_config(self.app, "127.0.0.1", self.port, limits=limits, log_level="warning")
         self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        sockets = [listen("127.0.0.1", self.port), listen("127.0.0.1", self.admin_port)]
+        self.thread = threading.Thread(
+            target=self.server.run, kwargs={"sockets": sockets}, daemon=True
+        )
 
     @property
     def services(self) -> Any:

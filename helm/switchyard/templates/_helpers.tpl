@@ -59,8 +59,19 @@ imagePullSecrets:
 {{- if .Values.database.existingSecret }}{{ .Values.database.existingSecretKey }}{{ else }}url{{ end -}}
 {{- end }}
 
-{{- define "switchyard.redisUrl" -}}
-{{- if .Values.redis.enabled }}redis://{{ include "switchyard.fullname" . }}-redis:6379/0{{ end -}}
+{{/* The bundled Redis's password: the values', else the Secret's (kept across upgrades),
+else a new one. */}}
+{{- define "switchyard.redisPassword" -}}
+{{- $password := .Values.redis.password -}}
+{{- if not $password -}}
+{{- $existing := lookup "v1" "Secret" .Release.Namespace (printf "%s-redis" (include "switchyard.fullname" .)) -}}
+{{- if and $existing $existing.data (hasKey $existing.data "password") -}}
+{{- $password = index $existing.data "password" | b64dec -}}
+{{- else -}}
+{{- $password = randAlphaNum 32 -}}
+{{- end -}}
+{{- end -}}
+{{- $password -}}
 {{- end }}
 
 {{/* The hardened security context of Switchyard's own containers. */}}

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -45,6 +46,7 @@ from switchyard.router.http import (
     usage_api,
 )
 from switchyard.router.http.errors import error_response, flavor_for
+from switchyard.router.http.ops import PortSplit
 from switchyard.router.http.services import Services, services
 from switchyard.router.metrics import Metrics
 from switchyard.router.providers.registry import make_adapter
@@ -122,6 +124,7 @@ def create_app(
     redis_url: str | None = None,
     usage_record_days: int = 0,
     processes: int = 1,
+    admin_port: int | None = None,
 ) -> Starlette:
     """An app serving a routing table; raises ConfigError if a table file is bad.
 
@@ -132,7 +135,8 @@ def create_app(
     cache and budgets live in PostgreSQL when ``database_url`` is given, else
     in the SQLite file at ``sqlite_path``. With ``redis_url``, providers' rate budgets,
     spending in flight and breaker news are shared with every other router using the
-    same Redis.
+    same Redis. With ``admin_port``, liveness, readiness and metrics answer on that port
+    only, and the API on every other (``http.ops``).
     """
     if (config is None) == (routing_configmap is None):
         raise ValueError("give exactly one of a table file (--config) or --routing-configmap")
@@ -295,6 +299,7 @@ def create_app(
     ]
     app = Starlette(
         routes=routes,
+        middleware=[Middleware(PortSplit, admin_port=admin_port)] if admin_port else None,
         lifespan=lifespan,
         exception_handlers={
             SwitchyardError: _switchyard_error,

@@ -22,9 +22,10 @@ from switchyard.router.kube.errors import KubeConfigError
 def _serve(
     app: object, host: str, port: int, log_level: str, args: argparse.Namespace, **kw: int
 ) -> None:
+    """Serve ``app`` on the API port and the admin port (``http.ops``)."""
     import uvicorn
 
-    from switchyard.router.server import ServerLimits, config
+    from switchyard.router.server import ServerLimits, config, listen
 
     limits = ServerLimits(
         max_connections=args.max_connections,
@@ -32,7 +33,13 @@ def _serve(
         header_timeout=args.header_timeout,
         body_timeout=args.body_timeout,
     )
-    uvicorn.Server(config(app, host, port, limits=limits, log_level=log_level, **kw)).run()
+    sockets = [listen(host, port), listen(_admin_host(args), args.admin_port)]
+    cfg = config(app, host, port, limits=limits, log_level=log_level, **kw)
+    uvicorn.Server(cfg).run(sockets=sockets)
+
+
+def _admin_host(args: argparse.Namespace) -> str:
+    return str(args.admin_host or args.host)
 
 
 def cmd_router(args: argparse.Namespace) -> int:
@@ -73,6 +80,7 @@ def _make_app(args: argparse.Namespace, worker: int | None) -> Any:
             redis_url=args.redis_url,
             usage_record_days=args.usage_record_days,
             processes=args.workers,
+            admin_port=args.admin_port,
         )
     except (ConfigError, ValueError) as exc:
         print(f"switchyard: the routing table is invalid: {exc}", file=sys.stderr)
@@ -82,7 +90,7 @@ def _make_app(args: argparse.Namespace, worker: int | None) -> Any:
         return 2
 
 
-def _worker(args: argparse.Namespace, index: int, sock: Any) -> None:
+def _worker(args: argparse.Namespace, index: int, sockets: list[Any]) -> None:
     """One of ``--workers`` processes: its own app, serving the socket the supervisor
     bound."""
     import uvicorn
@@ -108,7 +116,7 @@ def _worker(args: argparse.Namespace, index: int, sock: Any) -> None:
         log_level=args.log_level,
         shutdown_timeout=args.shutdown_timeout,
     )
-    uvicorn.Server(cfg).run(sockets=[sock])
+    uvicorn.Server(cfg).run(sockets=sockets)
 
 
 def _supervise(args: argparse.Namespace) -> int:
@@ -117,18 +125,16 @@ def _supervise(args: argparse.Namespace) -> int:
     SIGTERM and SIGINT on so that each drains as a single router does."""
     import multiprocessing
     import signal
-    import socket
 
-    sock = socket.socket(socket.AF_INET6 if ":" in args.host else socket.AF_INET)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((args.host, args.port))
-    sock.listen(2048)
-    sock.set_inheritable(True)
+    from switchyard.router.server import listen
+
+    # Both ports are the workers' in common: a scrape of /metrics reaches one of them.
+    sockets = [listen(args.host, args.port), listen(_admin_host(args), args.admin_port)]
     ctx = multiprocessing.get_context("spawn")
     stopping = False
 
     def start(index: int) -> Any:
-        proc = ctx.Process(target=_worker, args=(args, index, sock), name=f"router-{index}")
+        proc = ctx.Process(target=_worker, args=(args, index, sockets), name=f"router-{index}")
         proc.start()
         return proc
 
@@ -160,7 +166,8 @@ def _supervise(args: argparse.Namespace) -> int:
                 print(f"switchyard: worker {i} exited ({proc.exitcode}); starting it again",
                       file=sys.stderr)  # fmt: skip
                 workers[i] = start(i)
-    sock.close()
+    for sock in sockets:
+        sock.close()
     return status
 
 
@@ -259,6 +266,7 @@ def cmd_up(args: argparse.Namespace) -> int:
             database_url=args.database_url,
             sqlite_path=state / "switchyard.db",
             spool_path=state / "usage-spool.jsonl",
+            admin_port=args.admin_port,
         )
         url = f"http://{args.host}:{args.port}"
         print(
@@ -273,6 +281,7 @@ Try it:
     -d '{{"taskType": "documentation", "prompt": "Say hello in five words.", "maxTokens": 32}}'
 
 or with the openai SDK: OpenAI(base_url="{url}/v1", api_key="{key}"), model "smollm2".
+Health and metrics: http://{_admin_host(args)}:{args.admin_port}/metrics (/healthz, /readyz).
 Ctrl-C stops both.
 """,
             flush=True,
@@ -342,6 +351,21 @@ def _positive(kind: type[int] | type[float]) -> Any:
     return parse
 
 
+def _admin_args(p: argparse.ArgumentParser, default: int) -> None:
+    p.add_argument(
+        "--admin-port",
+        type=int,
+        default=int(os.environ.get("SWITCHYARD_ADMIN_PORT", str(default))),
+        help="the port of /healthz, /readyz and /metrics, which the API port does not "
+        f"serve (env SWITCHYARD_ADMIN_PORT; default {default})",
+    )
+    p.add_argument(
+        "--admin-host",
+        default=os.environ.get("SWITCHYARD_ADMIN_HOST"),
+        help="the admin port's address (env SWITCHYARD_ADMIN_HOST; default: --host)",
+    )
+
+
 def _limit_args(p: argparse.ArgumentParser) -> None:
     """What one client connection may hold (see ``switchyard.router.server``)."""
     g = p.add_argument_group("connection limits")
@@ -404,6 +428,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     _storage_args(p)
     _limit_args(p)
+    _admin_args(p, 9090)
     p.add_argument("--log-level", default="info")
     p.set_defaults(func=cmd_router)
 
@@ -417,6 +442,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--verbose", action="store_true", help="show the local model's log")
     _limit_args(p)
+    _admin_args(p, 8081)
     p.set_defaults(func=cmd_up)
 
     p = sub.add_parser("check", help="validate a routing table and exit")

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -272,6 +273,16 @@ class _OneLog:
         except Exception:
             if scope["type"] != "http":
                 raise
+
+
+def listen(host: str, port: int, backlog: int = 2048) -> socket.socket:
+    """A listening socket, inheritable by worker processes."""
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.listen(backlog)
+    sock.set_inheritable(True)
+    return sock
 
 
 def config(

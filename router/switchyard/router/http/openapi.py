@@ -107,23 +107,6 @@ def _query(name: str, description: str, schema: dict[str, Any]) -> dict[str, Any
     }
 
 
-def _readyz() -> dict[str, Any]:
-    op = _op("Readiness: a routing table is loaded", None)
-    op["responses"]["503"] = {
-        "description": "No routing table is loaded yet; reason says why",
-        "content": {
-            "application/json": {
-                "schema": {
-                    "type": "object",
-                    "required": ["status", "reason"],
-                    "properties": {"status": {"const": "not ready"}, "reason": {"type": "string"}},
-                }
-            }
-        },
-    }
-    return op
-
-
 def build(*, in_cluster: bool) -> dict[str, Any]:
     """The document; ``POST /api/v1/llm/providers`` is served only by a router in a cluster."""
     response_id = [
@@ -360,9 +343,6 @@ def build(*, in_cluster: bool) -> dict[str, Any]:
                     statuses="404",
                 )
             },
-            "/healthz": {"get": _op("Liveness", None)},
-            "/readyz": {"get": _readyz()},
-            "/metrics": {"get": _op("Prometheus metrics", None, ok_types=("text/plain",))},
             "/openapi.json": {"get": _op("This document", None)},
         },
     }

@@ -1,13 +1,48 @@
-"""Liveness, readiness and metrics: no API key needed, nothing secret exposed."""
+"""Liveness, readiness and metrics: no API key needed, and served on the admin port only.
+
+``/metrics`` names every organization's providers and what each spent: whoever reaches
+the API (every tenant, the internet) must not read it. So the router listens on two
+ports (``--port`` and ``--admin-port``): the admin paths answer only on the admin port,
+which the kubelet's probes and Prometheus reach, and every other path only on the API
+port. Each port answers the other's paths with a 404.
+"""
 
 from __future__ import annotations
+
+from typing import Any
 
 import orjson
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.requests import Request
 from starlette.responses import Response
 
+from switchyard.router.errors import NotFound
+from switchyard.router.http.errors import error_response
 from switchyard.router.http.services import services
+
+#: What the admin port serves.
+ADMIN_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
+
+
+class PortSplit:
+    """ASGI middleware: the admin paths on ``admin_port`` only, the rest elsewhere only."""
+
+    def __init__(self, app: Any, admin_port: int) -> None:
+        self.app = app
+        self.admin_port = admin_port
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            server = scope.get("server") or (None, None)
+            on_admin = server[1] == self.admin_port
+            if (scope["path"] in ADMIN_PATHS) != on_admin:
+                where = "the admin port" if not on_admin else "the API port"
+                response = error_response(
+                    NotFound(f"{scope['path']} is not served here: it is on {where}")
+                )
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
 
 
 async def healthz(request: Request) -> Response:
