@@ -233,11 +233,11 @@ CAN_I: list[tuple[str, str, str, str, bool]] = [
     (f"{FULL}-router", "patch", "llmproviders.switchyard.dev", ORG, False),
     (f"{FULL}-router", "list", "secrets", "", False),
     (f"{FULL}-router", "create", "pods", NS, False),
-    (f"{FULL}-router", "patch", "llmmodels.switchyard.dev/status", ORG, True),
+    (f"{FULL}-router", "patch", "llmmodels.switchyard.dev --subresource=status", ORG, True),
     # The operator reads the organizations' objects and keys, writes their status, and
     # publishes in its own namespace only.
     (f"{FULL}-operator", "list", "llmproviders.switchyard.dev", "", True),
-    (f"{FULL}-operator", "patch", "llmproviders.switchyard.dev/status", ORG, True),
+    (f"{FULL}-operator", "patch", "llmproviders.switchyard.dev --subresource=status", ORG, True),
     (f"{FULL}-operator", "patch", "llmproviders.switchyard.dev", ORG, False),
     (f"{FULL}-operator", "delete", "llmproviders.switchyard.dev", ORG, False),
     (f"{FULL}-operator", "list", "secrets", "", True),
@@ -259,7 +259,7 @@ def test_what_each_service_account_may_and_may_not_do(release: Release) -> None:
     for account, verb, resource, namespace, _ in CAN_I:
         where = ["-n", namespace] if namespace else ["--all-namespaces"]
         out = release.cluster.kubectl(
-            "auth", "can-i", verb, resource, *where,
+            "auth", "can-i", verb, *resource.split(), *where,
             f"--as=system:serviceaccount:{NS}:{account}", check=False,
         ).stdout.strip()  # fmt: skip
         rows.append((account, verb, resource, namespace or "*", out))
@@ -299,7 +299,7 @@ def test_redis_answers_only_with_its_password(release: Release, fast_model: str)
     probe = f"""
 import socket
 s = socket.create_connection(("{FULL}-redis.{NS}.svc", 6379), timeout=5)
-s.sendall(b"PUBLISH switchyard:breakers 1\r\nPING\r\n")
+s.sendall(b"PUBLISH switchyard:breakers 1\\r\\nPING\\r\\n")
 print(s.recv(200).decode().splitlines()[0])
 """
     out = cluster.kubectl(

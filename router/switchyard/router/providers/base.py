@@ -261,17 +261,27 @@ class HTTPAdapter(abc.ABC):
             raise self.unreadable(exc, 200) from None
 
     async def open_stream(
-        self, url: str, body: dict[str, Any], headers: dict[str, str] | None = None
+        self,
+        url: str,
+        body: dict[str, Any],
+        headers: dict[str, str] | None = None,
+        *,
+        whole: bool = False,
     ) -> aiohttp.ClientResponse:
         """POST a streaming request and return the response once its headers say 2xx.
 
         The first-token timeout is aiohttp's read timeout: no byte for that long,
         before or after the headers, ends the call. The total timeout bounds all.
+        ``whole``: an answer made before its first byte is sent (embeddings), bounded by
+        the total timeout alone.
         """
         data = self.encode(body)
         try:
             resp = await self.session.post(
-                url, data=data, headers=headers or self.headers(), timeout=self._stream_timeout
+                url,
+                data=data,
+                headers=headers or self.headers(),
+                timeout=self._call_timeout if whole else self._stream_timeout,
             )
             if resp.status >= 400:
                 raw = await resp.read()
@@ -281,33 +291,15 @@ class HTTPAdapter(abc.ABC):
         except UpstreamError:
             raise
         except TimeoutError:
-            raise UpstreamTimeout(
-                f"no answer within {self.first_token_timeout:g}s", provider=self._name()
-            ) from None
+            limit = self._total_timeout if whole else self.first_token_timeout
+            raise UpstreamTimeout(f"no answer within {limit:g}s", provider=self._name()) from None
         except aiohttp.ClientError as exc:
             raise self.connection_error(exc) from None
 
     async def relay_body(self, url: str, body: dict[str, Any]) -> AsyncIterator[bytes]:
         """POST and, once the headers say 2xx, the answer's bytes as they arrive (the
         whole call bounded by the total timeout)."""
-        data = self.encode(body)
-        try:
-            resp = await self.session.post(
-                url, data=data, headers=self.headers(), timeout=self._call_timeout
-            )
-            if resp.status >= 400:
-                raw = await resp.read()
-                resp.release()
-                raise self.status_error(resp.status, resp.headers, raw)
-        except UpstreamError:
-            raise
-        except TimeoutError:
-            raise UpstreamTimeout(
-                f"no answer within {self._total_timeout:g}s", provider=self._name()
-            ) from None
-        except aiohttp.ClientError as exc:
-            raise self.connection_error(exc) from None
-        return self._chunks(resp)
+        return self._chunks(await self.open_stream(url, body, whole=True))
 
     async def _chunks(self, resp: aiohttp.ClientResponse) -> AsyncIterator[bytes]:
         try:
