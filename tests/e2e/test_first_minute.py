@@ -29,11 +29,12 @@ def test_a_fresh_clone_answers_the_curl_dev_up_prints(tmp_path: Path) -> None:
     started = time.monotonic()
     clone = tmp_path / "switchyard"
     subprocess.run(["git", "clone", "--quiet", str(ROOT), str(clone)], check=True)
-    port, model_port = free_port(), free_port()
+    port, model_port, admin_port = free_port(), free_port(), free_port()
     env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONPATH")}
     env["XDG_STATE_HOME"] = str(tmp_path / "state")
+    up = ["./dev", "up", "--port", str(port), "--model-port", str(model_port)]
     proc = subprocess.Popen(
-        ["./dev", "up", "--port", str(port), "--model-port", str(model_port)],
+        [*up, "--admin-port", str(admin_port)],
         cwd=clone,
         env=env,
         stdout=subprocess.PIPE,
@@ -71,6 +72,7 @@ def test_a_fresh_clone_answers_the_curl_dev_up_prints(tmp_path: Path) -> None:
     ours = re.compile(
         r"^(dev: installing what 'run' needs .*|Switchyard is up: .*|routing table: .*"
         r"|dev API key: .*|Try it:|  curl .*|    -[Hd] .*|or with the openai SDK: .*"
+        r"|Health and metrics: .*"
         r"|Ctrl-C stops both\.|)$"
     )
     strangers = [line for line in printed.splitlines() if not ours.match(line)]
