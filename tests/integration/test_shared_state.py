@@ -226,10 +226,9 @@ def test_three_replicas_spend_no_more_than_a_budget(fakes: Fakes, replicas: Any)
     assert Decimal(usage["totals"]["cost"]) == spent, usage["totals"]
 
 
-def test_a_breaker_one_replica_opens_is_seen_by_the_others_within_a_second(
-    fakes: Fakes, replicas: Any
-) -> None:
-    doc = table(
+def primary_and_backup(fakes: Fakes) -> dict[str, Any]:
+    """Model "chat" on a primary and a backup; the primary's breaker opens at two failures."""
+    return table(
         [
             provider(
                 "primary", "openai", fakes.openai.url, key_env="SY_TEST_OPENAI_KEY", priority=1
@@ -242,6 +241,12 @@ def test_a_breaker_one_replica_opens_is_seen_by_the_others_within_a_second(
         ],
         routing={"breaker": {"failureThreshold": 2, "cooldownSeconds": 60}},
     )
+
+
+def test_a_breaker_one_replica_opens_is_seen_by_the_others_within_a_second(
+    fakes: Fakes, replicas: Any
+) -> None:
+    doc = primary_and_backup(fakes)
     a, b, c = replicas(doc)
     fakes.openai.push(Fault.error(500), Fault.error(500))
     for _ in range(2):
@@ -273,19 +278,7 @@ def test_news_from_outside_is_not_believed_and_garbage_does_not_stop_the_listene
     import orjson
     import redis as redis_py
 
-    doc = table(
-        [
-            provider(
-                "primary", "openai", fakes.openai.url, key_env="SY_TEST_OPENAI_KEY", priority=1
-            ),
-            provider("backup", "vllm", fakes.vllm.url, priority=2),
-        ],
-        [
-            model("chat", "primary", "gpt-4o-mini"),
-            model("chat", "backup", "meta-llama/Llama-3.1-8B-Instruct"),
-        ],
-        routing={"breaker": {"failureThreshold": 2, "cooldownSeconds": 60}},
-    )
+    doc = primary_and_backup(fakes)
     a, b = replicas(doc, n=2)
     forged = {
         "provider": "default/primary",
