@@ -25,15 +25,33 @@ from tests.support.tables import KEY, model, provider, table
 AUTH = {"Authorization": f"Bearer {KEY}"}
 
 
+KEY_ENV = {
+    "openai": "SY_TEST_OPENAI_KEY",
+    "azure_openai": "SY_TEST_AZURE_KEY",
+    "anthropic": "SY_TEST_ANTHROPIC_KEY",
+}
+
+
 def one(
     fakes: Fakes, router: Factory, url: str, kind: str = "openai", **routing: Any
 ) -> RouterServer:
     doc = table(
-        [provider("p", kind, url, key_env="SY_TEST_OPENAI_KEY" if kind == "openai" else None)],
+        [provider("p", kind, url, key_env=KEY_ENV.get(kind))],
         [model("chat", "p", "gpt-4o-mini")],
         routing=routing,
     )
     return router(doc)
+
+
+def check(tmp_path: Path, doc: dict[str, Any]) -> subprocess.CompletedProcess[str]:
+    """``switchyard check`` on a table."""
+    path = tmp_path / "t.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    return subprocess.run(
+        [sys.executable, "-m", "switchyard.cli", "check", "--config", str(path)],
+        capture_output=True,
+        text=True,
+    )
 
 
 def ask(gw: RouterServer) -> httpx.Response:
@@ -80,29 +98,52 @@ def test_metadata_addresses_are_refused_for_every_type(
     assert "metadata" in listing(gw)["p"]["refused"]
 
 
+def test_no_allowance_opens_a_metadata_address(
+    fakes: Fakes, router: Factory, tmp_path: Path
+) -> None:
+    """``allowCIDRs`` opens private networks to the cloud types; the metadata service stays
+    closed to every type even when the allowance covers everything."""
+    everything = {"allowCIDRs": ["0.0.0.0/0", "::/0"]}
+    for kind, url in (
+        ("vllm", "http://169.254.169.254/latest/meta-data"),
+        ("openai", "http://[fd00:ec2::254]/v1"),
+        ("ollama", "http://[::ffff:169.254.169.254]"),
+    ):
+        gw = one(fakes, router, url, kind=kind, providerNetworks=everything)
+        assert ask(gw).status_code == 503
+        assert "metadata" in listing(gw)["p"]["refused"], url
+    doc = table(
+        [provider("p", "vllm", "http://169.254.169.254/v1")],
+        [model("chat", "p", "m")],
+        routing={"providerNetworks": everything},
+    )
+    result = check(tmp_path, doc)
+    assert result.returncode == 1, result.stdout
+    assert "refused: providers[0] (p): baseUrl is a link-local or cloud metadata" in result.stderr
+
+
 def test_a_cluster_name_is_refused_for_a_cloud_type_and_allowed_in_cluster(
     fakes: Fakes, router: Factory
 ) -> None:
-    cloud = one(fakes, router, "https://kubernetes.default.svc/v1")
+    none = {"allowCIDRs": []}
+    cloud = one(fakes, router, "https://kubernetes.default.svc/v1", providerNetworks=none)
     assert "cluster-internal name" in listing(cloud)["p"]["refused"]
-    in_cluster = one(fakes, router, "http://vllm.team-a.svc:8000/v1", kind="vllm")
+    single_label = one(fakes, router, "http://switchyard-postgresql:5432", providerNetworks=none)
+    assert "cluster-internal name" in listing(single_label)["p"]["refused"]
+    in_cluster = one(
+        fakes, router, "http://vllm.team-a.svc:8000/v1", kind="vllm", providerNetworks=none
+    )
     assert listing(in_cluster)["p"]["refused"] is None
 
 
 def test_a_base_url_with_a_query_or_credentials_is_refused_by_the_table(tmp_path: Path) -> None:
     for url, what in (
         ("http://169.254.169.254/latest?x=", "query string"),
+        ("http://llama:8000/v1?", "query string"),
         ("http://user:pw@llama:8000/v1", "credentials"),
         ("http://llama:8000/v1#frag", "fragment"),
     ):
-        doc = table([provider("p", "vllm", url)], [model("chat", "p", "m")])
-        path = tmp_path / "t.yaml"
-        path.write_text(yaml.safe_dump(doc))
-        result = subprocess.run(
-            [sys.executable, "-m", "switchyard.cli", "check", "--config", str(path)],
-            capture_output=True,
-            text=True,
-        )
+        result = check(tmp_path, table([provider("p", "vllm", url)], [model("chat", "p", "m")]))
         assert result.returncode == 2, result.stdout
         assert "providers[0].baseUrl" in result.stderr and what in result.stderr
 

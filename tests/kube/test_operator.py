@@ -570,16 +570,15 @@ def test_a_base_url_the_address_policy_refuses_is_a_condition_and_a_400(
             namespace,
             secret,
             provider("metadata", "http://169.254.169.254/v1", providerType="vllm"),
+            # The kubernetes Service's address (this API server's 10.0.0.0/24): with a
+            # network allowed, its name would be judged by what it resolves to.
             provider(
-                "apiserver",
-                "https://kubernetes.default.svc/v1",
-                providerType="openai",
-                apiKeySecretRef=ref,
+                "apiserver", "https://10.0.0.1/v1", providerType="openai", apiKeySecretRef=ref
             ),
         ).returncode
         == 0
     )
-    for name, why in (("metadata", "metadata"), ("apiserver", "cluster-internal")):
+    for name, why in (("metadata", "metadata"), ("apiserver", "private")):
         st = wait_for(
             f"{name}'s condition",
             lambda name=name: ready(status(cp, namespace, "llmp", name)) or None,
