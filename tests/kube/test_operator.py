@@ -11,8 +11,10 @@ import os
 import re
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +23,7 @@ import openai
 import pytest
 from kopf.testing import KopfRunner
 
+from switchyard.router.providers import addresses
 from tests.fakes import FakeOpenAI, FakeVLLM, Fault
 from tests.kube.controlplane import ControlPlane, User
 from tests.kube.fixtures import KUBE_TEST_TIMEOUT
@@ -601,6 +604,103 @@ def test_a_base_url_the_address_policy_refuses_is_a_condition_and_a_400(
         json={"name": "via-api-ssrf", "providerType": "vllm", "baseUrl": "http://169.254.169.254/"},
     )
     assert r.status_code == 400 and r.json()["error"]["field"] == "baseUrl", r.text
+
+
+class _Rebound(addresses.DefaultResolver):
+    """DNS that points a public-looking name at the cluster's own API server's address."""
+
+    async def resolve(self, host: str, port: int = 0, family: Any = 0) -> Any:
+        return await super().resolve(
+            "10.0.0.1" if host == "api.rebound.example" else host, port, family
+        )
+
+
+def test_a_name_resolving_to_a_refused_address_is_refused_when_the_operator_probes(
+    control_plane: ControlPlane,
+    router: str,
+    namespace: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The operator (in this process) resolves the name and refuses the address as it
+    connects: the object says BaseUrlRefused, and never says the address."""
+    monkeypatch.setattr(addresses, "DefaultResolver", _Rebound)
+    cp = control_plane
+    secret = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": "rebound-key"},
+        "stringData": {"apiKey": OPENAI_KEY},
+    }
+    assert (
+        apply(
+            cp,
+            namespace,
+            secret,
+            provider(
+                "rebound",
+                "https://api.rebound.example/v1",
+                providerType="openai",
+                apiKeySecretRef={"name": "rebound-key"},
+            ),
+        ).returncode
+        == 0
+    )
+    st = wait_for(
+        "the refusal",
+        lambda: (s := status(cp, namespace, "llmp", "rebound")).get("conditions") and s,
+    )
+    assert st["health"] == "unhealthy"
+    assert (ready(st)["status"], ready(st)["reason"]) == ("False", "BaseUrlRefused")
+    assert "resolves to a private" in st["message"]
+    assert "10.0.0.1" not in json.dumps(st)
+
+
+class _NotAnLLM(BaseHTTPRequestHandler):
+    def do_GET(self) -> None:
+        body = b"<html><body>internal admin console: db password hunter2</body></html>"
+        self.send_response(404)
+        self.send_header("Content-Type", "text/html")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    do_POST = do_GET
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+def test_a_page_that_is_not_an_llms_error_never_reaches_the_status(
+    control_plane: ControlPlane, router: str, namespace: str
+) -> None:
+    """A provider pointed at a server that is not an LLM API: its page is in neither the
+    status, the events, nor a health check's answer."""
+    cp = control_plane
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _NotAnLLM)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/v1"
+        assert apply(cp, namespace, provider("console", url, providerType="vllm")).returncode == 0
+        st = wait_for(
+            "a probe",
+            lambda: (s := status(cp, namespace, "llmp", "console")).get("lastCheckTime") and s,
+        )
+        assert st["message"] == "HTTP 404: provider error", st
+        key = create_api_key(cp, namespace, "console-admin")
+        auth = {"Authorization": f"Bearer {key}"}
+        wait_for(
+            "the key to be served",
+            lambda: httpx.get(f"{router}/api/v1/llm/providers", headers=auth).status_code == 200,
+        )
+        r = httpx.post(
+            f"{router}/api/v1/llm/providers/console/health-check", headers=auth, timeout=30
+        )
+        assert r.status_code == 200 and "provider error" in r.json()["message"], r.text
+        events = cp.kubectl("get", "events", "-n", namespace, "-o", "json").stdout
+        for text in (json.dumps(status(cp, namespace, "llmp", "console")), r.text, events):
+            assert "hunter2" not in text and "admin console" not in text
+    finally:
+        server.shutdown()
 
 
 def test_bad_objects_are_rejected_by_the_api_server(

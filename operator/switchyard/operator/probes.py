@@ -167,7 +167,7 @@ class Prober:
         )
         if refused is not None:
             # Never probed: the address policy is the routers' too.
-            reason = f"{refused}: not reached (routing.providerNetworks may allow it)"
+            reason = f"{refused}: it is not reached"
             if _ready_reason(p) != "BaseUrlRefused":
                 await self.publisher.event(body, "Warning", "BaseUrlRefused", reason)
             await self._write(
@@ -192,11 +192,18 @@ class Prober:
         result: ProbeResult = await adapter.probe(models)
         if result.status == "unhealthy":
             failures += 1
-            health = "unhealthy" if failures >= UNHEALTHY_AFTER else "degraded"
+            # A refused address is not a passing fault: it stays refused until the
+            # provider or the policy changes.
+            out = result.refused or failures >= UNHEALTHY_AFTER
+            health = "unhealthy" if out else "degraded"
         else:
             failures = 0
             health = result.status
-        if health == "unhealthy" and previous != "unhealthy":
+        if result.refused:
+            # Its name resolves to an address the policy refuses: never connected to.
+            if _ready_reason(p) != "BaseUrlRefused":
+                await self.publisher.event(body, "Warning", "BaseUrlRefused", result.message)
+        elif health == "unhealthy" and previous != "unhealthy":
             await self.publisher.event(
                 body,
                 "Warning",
@@ -217,11 +224,12 @@ class Prober:
                 f"{len(result.models)} models: {', '.join(models[:10])}"
                 + (" ..." if len(models) > 10 else ""),
             )
-        ready = (
-            (True, "HealthCheckPassed", result.message)
-            if health != "unhealthy"
-            else (False, "HealthCheckFailed", result.message)
-        )
+        if result.refused:
+            ready = (False, "BaseUrlRefused", result.message)
+        elif health != "unhealthy":
+            ready = (True, "HealthCheckPassed", result.message)
+        else:
+            ready = (False, "HealthCheckFailed", result.message)
         await self._write(p, health, failures, result.latency_ms, result.message, models, ready)
         await self._write_serving(p, health, result, probed)
 
