@@ -368,3 +368,32 @@ def test_every_socket_is_checked_even_for_a_literal_address(serve: Serve) -> Non
     refused = asyncio.run(call())
     assert refused.message == "provider 'p' may not be reached: its address is not allowed"
     assert seen == []
+
+
+def test_a_page_answered_with_200_is_never_relayed(
+    fakes: Fakes, router: Factory, serve: Serve
+) -> None:
+    """An in-cluster provider pointed at a service that is not an LLM API, which answers
+    every POST with its page: a client of the provider's own protocol, whose answer is
+    passed on unread, gets an error, not the page."""
+    page = b"<html>\n\n<body>internal admin console: db password hunter2</body>\n\n</html>\n\n"
+    url, seen = serve(200, "text/html", page)
+    gw = router(
+        table(
+            [provider("p", "vllm", url)],
+            [model("chat", "p", "m"), model("emb", "p", "e", modelType="embedding")],
+        )
+    )
+    streamed = httpx.post(
+        f"{gw.url}/v1/chat/completions",
+        headers=AUTH,
+        json={"model": "chat", "messages": [{"role": "user", "content": "hi"}], "stream": True},
+        timeout=10,
+    )
+    embedded = httpx.post(
+        f"{gw.url}/v1/embeddings", headers=AUTH, json={"model": "emb", "input": "hi"}, timeout=10
+    )
+    assert len(seen) == 2
+    for r in (streamed, embedded):
+        assert "hunter2" not in r.text and "admin console" not in r.text, r.text
+        assert r.status_code == 503 or "error" in r.text, r.text

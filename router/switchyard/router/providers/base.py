@@ -35,7 +35,7 @@ from switchyard.router.errors import (
     UpstreamStatusError,
     UpstreamTimeout,
 )
-from switchyard.router.protocols.sse import BlockReader
+from switchyard.router.protocols.sse import BlockReader, EventRelay
 from switchyard.router.providers.addresses import AddressGuard, GuardedResolver, RefusedAddress
 
 log = logging.getLogger("switchyard.router")
@@ -281,13 +281,16 @@ class HTTPAdapter(abc.ABC):
         headers: dict[str, str] | None = None,
         *,
         whole: bool = False,
+        expect: str | None = None,
     ) -> aiohttp.ClientResponse:
         """POST a streaming request and return the response once its headers say 2xx.
 
         The first-token timeout is aiohttp's read timeout: no byte for that long,
         before or after the headers, ends the call. The total timeout bounds all.
         ``whole``: an answer made before its first byte is sent (embeddings), bounded by
-        the total timeout alone.
+        the total timeout alone. ``expect``: the media type an answer passed on unread
+        must have; what another server (not an LLM API) would answer never reaches a
+        client as if it were the provider's.
         """
         data = self.encode(body)
         try:
@@ -302,6 +305,20 @@ class HTTPAdapter(abc.ABC):
                 raw = await resp.read()
                 resp.release()
                 raise self.status_error(resp.status, resp.headers, raw)
+            if expect is not None and resp.content_type != expect:
+                resp.close()
+                log.warning(
+                    "provider %s answered HTTP %d with %r where %s was expected",
+                    self._name(),
+                    resp.status,
+                    resp.headers.get("content-type", "")[:_MAX_ERROR_TEXT],
+                    expect,
+                )
+                raise UpstreamProtocolError(
+                    f"the provider's answer is not {expect}",
+                    provider=self._name(),
+                    upstream_status=resp.status,
+                )
             return resp
         except UpstreamError:
             raise
@@ -314,7 +331,9 @@ class HTTPAdapter(abc.ABC):
     async def relay_body(self, url: str, body: dict[str, Any]) -> AsyncIterator[bytes]:
         """POST and, once the headers say 2xx, the answer's bytes as they arrive (the
         whole call bounded by the total timeout)."""
-        return self._chunks(await self.open_stream(url, body, whole=True))
+        return self._chunks(
+            await self.open_stream(url, body, whole=True, expect="application/json")
+        )
 
     async def _chunks(self, resp: aiohttp.ClientResponse) -> AsyncIterator[bytes]:
         try:
@@ -337,7 +356,9 @@ class HTTPAdapter(abc.ABC):
         """POST a streaming request and read it as it arrives: each read's events (neutral
         ones from a ``LineReader``, the provider's own from an ``EventRelay``), then
         ``FLUSH``."""
-        resp = await self.open_stream(url, body, headers)
+        # Events passed on unread must be events.
+        expect = "text/event-stream" if isinstance(reader, EventRelay) else None
+        resp = await self.open_stream(url, body, headers, expect=expect)
         content = resp.content
         try:
             while block := await content.readany():
