@@ -556,10 +556,16 @@ def test_a_base_url_the_address_policy_refuses_is_a_condition_and_a_400(
     namespace: str,
     fakes: tuple[FakeOpenAI, FakeVLLM],
 ) -> None:
-    """A tenant's provider pointed at the cloud's metadata service, or a cloud type at the
-    cluster's own API: neither is probed, both say why on their object, and the
-    router's API refuses to create such a provider."""
+    """A tenant's provider pointed at the cloud's metadata service is refused by the API
+    server as it is applied; written another way, or a cloud type pointed at the
+    cluster's own API, it is never probed and says why on its object; and the router's
+    API refuses to create either, or a baseUrl with a query string."""
     cp = control_plane
+    refused = apply(
+        cp, namespace, provider("imds", "http://169.254.169.254/latest", providerType="vllm")
+    )
+    assert refused.returncode != 0
+    assert "baseUrl may not name a link-local or cloud metadata address" in refused.stderr
     secret = {
         "apiVersion": "v1",
         "kind": "Secret",
@@ -572,9 +578,9 @@ def test_a_base_url_the_address_policy_refuses_is_a_condition_and_a_400(
             cp,
             namespace,
             secret,
-            provider("metadata", "http://169.254.169.254/v1", providerType="vllm"),
-            # The kubernetes Service's address (this API server's 10.0.0.0/24): with a
-            # network allowed, its name would be judged by what it resolves to.
+            # 169.254.169.254 through NAT64: not the CRD's to know, the operator's.
+            provider("metadata", "http://[64:ff9b::a9fe:a9fe]/v1", providerType="vllm"),
+            # The kubernetes Service's address (this API server's 10.0.0.0/24).
             provider(
                 "apiserver", "https://10.0.0.1/v1", providerType="openai", apiKeySecretRef=ref
             ),
@@ -588,22 +594,32 @@ def test_a_base_url_the_address_policy_refuses_is_a_condition_and_a_400(
         )
         assert (st["status"], st["reason"]) == ("False", "BaseUrlRefused")
         assert why in st["message"]
+    assert "BaseUrlRefused" in cp.kubectl("get", "events", "-n", namespace, "-o", "json").stdout
     key = create_api_key(cp, namespace, "ssrf-admin")
+    auth = {"Authorization": f"Bearer {key}"}
     wait_for(
         "the key to be served",
-        lambda: (
-            httpx.get(
-                f"{router}/api/v1/llm/providers", headers={"Authorization": f"Bearer {key}"}
-            ).status_code
-            == 200
-        ),
+        lambda: httpx.get(f"{router}/api/v1/llm/providers", headers=auth).status_code == 200,
     )
+    for url in ("http://169.254.169.254/", "http://llama:8000/v1?x=", "http://u:p@llama/v1"):
+        r = httpx.post(
+            f"{router}/api/v1/llm/providers",
+            headers=auth,
+            json={"name": "via-api-ssrf", "providerType": "vllm", "baseUrl": url},
+        )
+        assert r.status_code == 400 and r.json()["error"]["field"] == "baseUrl", r.text
     r = httpx.post(
         f"{router}/api/v1/llm/providers",
-        headers={"Authorization": f"Bearer {key}"},
-        json={"name": "via-api-ssrf", "providerType": "vllm", "baseUrl": "http://169.254.169.254/"},
+        headers=auth,
+        json={
+            "name": "via-api-ssrf",
+            "providerType": "openai",
+            "baseUrl": "https://10.0.0.1/v1",
+            "apiKey": OPENAI_KEY,
+        },
     )
-    assert r.status_code == 400 and r.json()["error"]["field"] == "baseUrl", r.text
+    assert r.status_code == 400 and "private" in r.json()["error"]["message"], r.text
+    assert cp.kubectl("get", "-n", namespace, "llmp", "via-api-ssrf", check=False).returncode != 0
 
 
 class _Rebound(addresses.DefaultResolver):
