@@ -64,6 +64,8 @@ class Prober:
         self._limit = asyncio.Semaphore(concurrency)
         self._adapters: dict[Key, tuple[Any, Adapter]] = {}
         self._running: set[Key] = set()
+        #: Probes in flight, cancelled when the operator stops.
+        self._tasks: set[asyncio.Task[None]] = set()
 
     def probe_now(self, key: Key) -> None:
         self._due[key] = 0.0
@@ -92,7 +94,9 @@ class Prober:
                 due = self._due.setdefault(key, 0.0)
                 if due <= now_t and key not in self._running:
                     self._running.add(key)
-                    asyncio.get_running_loop().create_task(self._probe(key))
+                    task = asyncio.get_running_loop().create_task(self._probe(key))
+                    self._tasks.add(task)
+                    task.add_done_callback(self._tasks.discard)
             upcoming = [d for k, d in self._due.items() if k not in self._running]
             wait = min([*upcoming, now_t + 1.0]) - time.monotonic()
             self._wake.clear()
@@ -317,6 +321,10 @@ class Prober:
         await self.publisher.patch_status(PROVIDER.plural, p.namespace, p.name, status)
 
     async def close(self) -> None:
+        # A probe in flight would write with a client that is closing.
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
         for key in list(self._adapters):
             await self._drop_adapter(key)
 
