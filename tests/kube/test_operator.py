@@ -719,6 +719,87 @@ def test_a_page_that_is_not_an_llms_error_never_reaches_the_status(
         server.shutdown()
 
 
+def test_what_a_cloud_type_may_reach_follows_the_settings(
+    control_plane: ControlPlane,
+    router: str,
+    system: str,
+    namespace: str,
+    fakes: tuple[FakeOpenAI, FakeVLLM],
+) -> None:
+    """The chart's settings.routing.providerNetworks, through the settings ConfigMap: a cloud
+    type on loopback is refused by the operator and the router until it is allowed, then
+    probed at once and served."""
+    cp = control_plane
+    allowing = cp.kubectl("get", "cm", "-n", system, "switchyard-settings", "-o", "json").stdout
+    settings = {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": "switchyard-settings"},
+        "data": {"settings.yaml": "routing: {maxAttempts: 2}\n"},
+    }
+    key = create_api_key(cp, namespace, "networks-key")
+    client = openai.OpenAI(base_url=f"{router}/v1", api_key=key, max_retries=0)
+    try:
+        assert apply(cp, system, settings).returncode == 0
+        secret = {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": "loop-key"},
+            "stringData": {"apiKey": OPENAI_KEY},
+        }
+        applied = apply(
+            cp,
+            namespace,
+            secret,
+            provider(
+                "loop",
+                fakes[0].url,
+                providerType="openai",
+                apiKeySecretRef={"name": "loop-key"},
+                healthCheck={"intervalSeconds": 3600},
+            ),
+            model("loop-chat", "loop", "gpt-4o-mini"),
+        )
+        assert applied.returncode == 0, applied.stderr
+        st = wait_for(
+            "the refusal",
+            lambda: (
+                ready(status(cp, namespace, "llmp", "loop")).get("reason") == "BaseUrlRefused"
+                and status(cp, namespace, "llmp", "loop")
+            ),
+        )
+        assert "private, loopback" in st["message"]
+        auth = {"Authorization": f"Bearer {key}"}
+
+        def routers_refusal() -> str | None:
+            listed = httpx.get(f"{router}/api/v1/llm/providers", headers=auth).json()
+            return {p["name"]: p for p in listed["providers"]}["loop"]["refused"]
+
+        assert "private, loopback" in wait_for("the router's refusal", routers_refusal)
+        with pytest.raises(openai.APIStatusError) as refused:
+            client.chat.completions.create(
+                model="loop-chat", messages=[{"role": "user", "content": "hi"}]
+            )
+        assert refused.value.status_code in (404, 503)
+    finally:
+        restore = json.loads(allowing)
+        for k in ("resourceVersion", "uid", "creationTimestamp", "managedFields"):
+            restore["metadata"].pop(k, None)
+        assert apply(cp, system, restore).returncode == 0
+    # Allowed again: probed at once (its interval is an hour), and served.
+    wait_for(
+        "the provider to be ready",
+        lambda: ready(status(cp, namespace, "llmp", "loop")).get("status") == "True",
+    )
+    answer = wait_for(
+        "a completion",
+        lambda: client.chat.completions.create(
+            model="loop-chat", messages=[{"role": "user", "content": "allowed"}]
+        ),
+    )
+    assert answer.choices[0].message.content == "Echo: allowed"
+
+
 def test_bad_objects_are_rejected_by_the_api_server(
     control_plane: ControlPlane, system: str, namespace: str
 ) -> None:

@@ -66,10 +66,21 @@ class Prober:
         self._running: set[Key] = set()
         #: Probes in flight, cancelled when the operator stops.
         self._tasks: set[asyncio.Task[None]] = set()
+        self._networks_seen = ProviderNetworks()
 
     def probe_now(self, key: Key) -> None:
         self._due[key] = 0.0
         self._wake.set()
+
+    def settings_changed(self) -> None:
+        """The settings changed: if what providers may reach did, every provider is
+        probed again now (one refused may be allowed, one allowed refused), not at its
+        next interval."""
+        networks = self._networks()
+        if networks != self._networks_seen:
+            self._networks_seen = networks
+            for key in list(self.state.providers):
+                self.probe_now(key)
 
     def notice(self, o: Obj, request_annotation: str | None) -> None:
         """A provider changed: probe new ones and ones asked for a fresh probe."""
