@@ -57,6 +57,9 @@ MATRIX: dict[str, list[str]] = {
         "router.persistence.enabled=true",
     ],
     "other names": ["fullnameOverride=llm-gateway", "publish.routingConfigMap=table"],
+    "cloud types allowed into the cluster": [
+        'settings.routing.providerNetworks.allowCIDRs=["10.96.0.0/12","fd00::/8"]',
+    ],
     "no network policies, another admin port": [
         "networkPolicy.enabled=false",
         "router.adminPort=9999",
@@ -294,10 +297,50 @@ def test_the_router_may_change_settings_only_in_the_namespaces_listed(
     ]
 
 
+def test_the_networks_providers_may_reach_are_the_tables(control_plane: ControlPlane) -> None:
+    """settings.routing.providerNetworks reaches the settings ConfigMap the operator
+    follows, as a routing table section the router's schema takes."""
+    from switchyard.router.contract import RoutingSettings
+    from switchyard.router.table.settings import parse_settings
+
+    cidrs = '["10.96.0.0/12","fd00::/8"]'
+    out = helm(
+        control_plane,
+        "template",
+        "sy",
+        str(CHART),
+        *_sets([f"settings.routing.providerNetworks.allowCIDRs={cidrs}"]),
+    ).stdout
+    [cm] = [
+        d
+        for d in yaml.safe_load_all(out)
+        if d and d["kind"] == "ConfigMap" and d["metadata"]["name"] == "switchyard-settings"
+    ]
+    settings = parse_settings(cm["data"]["settings.yaml"])
+    routing = RoutingSettings.model_validate(settings["routing"])
+    assert routing.provider_networks.allow_cidrs == ["10.96.0.0/12", "fd00::/8"]
+    # By default nothing is allowed: the cloud types reach the internet only.
+    out = helm(control_plane, "template", "sy", str(CHART)).stdout
+    [cm] = [
+        d
+        for d in yaml.safe_load_all(out)
+        if d and d["kind"] == "ConfigMap" and d["metadata"]["name"] == "switchyard-settings"
+    ]
+    assert "providerNetworks" not in cm["data"]["settings.yaml"]
+
+
 @pytest.mark.parametrize(
     ("values", "message"),
     [
         (["postgresql.enabled=false"], "holds for one replica only"),
+        (
+            ['settings.routing.providerNetworks.allowCIDRs=["10.0.0.0/33"]'],
+            "settings/routing/providerNetworks/allowCIDRs/0",
+        ),
+        (
+            ['settings.routing.providerNetworks.allowCIDR=["10.0.0.0/8"]'],
+            "additional properties 'allowCIDR' not allowed",
+        ),
         (["postgresql.enabled=false", "router.autoscaling.enabled=true"], "one replica only"),
         (["database.existingSecret=db"], "not both"),
         (["redis.enabled=true", "sharedState.existingSecret=r"], "not both"),

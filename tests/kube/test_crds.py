@@ -186,6 +186,30 @@ REJECTED = [
         id="baseUrl-with-credentials",
     ),
     pytest.param(
+        provider(providerType="vllm", baseUrl="http://169.254.169.254/latest/meta-data"),
+        "spec.baseUrl: Forbidden: baseUrl may not name a link-local or cloud metadata address",
+        id="baseUrl-metadata",
+    ),
+    pytest.param(
+        provider(providerType="ollama", baseUrl="http://[fe80::1]:11434"),
+        "spec.baseUrl: Forbidden: baseUrl may not name a link-local or cloud metadata address",
+        id="baseUrl-link-local-v6",
+    ),
+    pytest.param(
+        provider(
+            providerType="openai",
+            baseUrl="http://metadata.google.internal/computeMetadata/v1",
+            apiKeySecretRef={"name": "k"},
+        ),
+        "spec.baseUrl: Forbidden: baseUrl may not name a link-local or cloud metadata address",
+        id="baseUrl-metadata-name",
+    ),
+    pytest.param(
+        provider(providerType="vllm", baseUrl="HTTP://100.100.100.200:80/latest"),
+        "spec.baseUrl: Forbidden: baseUrl may not name a link-local or cloud metadata address",
+        id="baseUrl-alibaba-metadata",
+    ),
+    pytest.param(
         provider(**OPENAI, priority=-1),
         "spec.priority: Invalid value: -1: spec.priority in body should be greater than"
         " or equal to 0",
@@ -245,6 +269,26 @@ def test_bad_objects_are_rejected_with_a_message_naming_the_problem(
     assert message in err
     kind = manifest["kind"].lower()
     assert cluster.kubectl("get", kind, "-n", namespace, "-o", "name").stdout == ""
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://vllm.team-a.svc:8000/v1",
+        "http://10.0.0.7:11434",
+        "http://[fd12::7]:8000/v1",
+        "https://metadata-proxy.example.com/v1",
+        "http://169.254.example.com/v1",
+    ],
+)
+def test_a_base_url_only_the_operator_may_judge_is_accepted(
+    cluster: ControlPlane, namespace: str, url: str
+) -> None:
+    """The CRD refuses what names the metadata service outright; private, cluster and
+    public addresses depend on the provider type and the platform's allowance, which
+    the operator and the routers apply."""
+    apply(cluster, namespace, provider("p", providerType="vllm", baseUrl=url))
+    assert get(cluster, namespace, "llmprovider/p")["spec"]["baseUrl"] == url
 
 
 def test_providerType_cannot_be_changed(cluster: ControlPlane, namespace: str) -> None:

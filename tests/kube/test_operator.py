@@ -11,8 +11,10 @@ import os
 import re
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +23,7 @@ import openai
 import pytest
 from kopf.testing import KopfRunner
 
+from switchyard.router.providers import addresses
 from tests.fakes import FakeOpenAI, FakeVLLM, Fault
 from tests.kube.controlplane import ControlPlane, User
 from tests.kube.fixtures import KUBE_TEST_TIMEOUT
@@ -553,10 +556,16 @@ def test_a_base_url_the_address_policy_refuses_is_a_condition_and_a_400(
     namespace: str,
     fakes: tuple[FakeOpenAI, FakeVLLM],
 ) -> None:
-    """A tenant's provider pointed at the cloud's metadata service, or a cloud type at the
-    cluster's own API: neither is probed, both say why on their object, and the
-    router's API refuses to create such a provider."""
+    """A tenant's provider pointed at the cloud's metadata service is refused by the API
+    server as it is applied; written another way, or a cloud type pointed at the
+    cluster's own API, it is never probed and says why on its object; and the router's
+    API refuses to create either, or a baseUrl with a query string."""
     cp = control_plane
+    refused = apply(
+        cp, namespace, provider("imds", "http://169.254.169.254/latest", providerType="vllm")
+    )
+    assert refused.returncode != 0
+    assert "baseUrl may not name a link-local or cloud metadata address" in refused.stderr
     secret = {
         "apiVersion": "v1",
         "kind": "Secret",
@@ -569,39 +578,226 @@ def test_a_base_url_the_address_policy_refuses_is_a_condition_and_a_400(
             cp,
             namespace,
             secret,
-            provider("metadata", "http://169.254.169.254/v1", providerType="vllm"),
+            # 169.254.169.254 through NAT64: not the CRD's to know, the operator's.
+            provider("metadata", "http://[64:ff9b::a9fe:a9fe]/v1", providerType="vllm"),
+            # The kubernetes Service's address (this API server's 10.0.0.0/24).
             provider(
-                "apiserver",
-                "https://kubernetes.default.svc/v1",
-                providerType="openai",
-                apiKeySecretRef=ref,
+                "apiserver", "https://10.0.0.1/v1", providerType="openai", apiKeySecretRef=ref
             ),
         ).returncode
         == 0
     )
-    for name, why in (("metadata", "metadata"), ("apiserver", "cluster-internal")):
+    for name, why in (("metadata", "metadata"), ("apiserver", "private")):
         st = wait_for(
             f"{name}'s condition",
             lambda name=name: ready(status(cp, namespace, "llmp", name)) or None,
         )
         assert (st["status"], st["reason"]) == ("False", "BaseUrlRefused")
         assert why in st["message"]
+    assert "BaseUrlRefused" in cp.kubectl("get", "events", "-n", namespace, "-o", "json").stdout
     key = create_api_key(cp, namespace, "ssrf-admin")
+    auth = {"Authorization": f"Bearer {key}"}
     wait_for(
         "the key to be served",
-        lambda: (
-            httpx.get(
-                f"{router}/api/v1/llm/providers", headers={"Authorization": f"Bearer {key}"}
-            ).status_code
-            == 200
-        ),
+        lambda: httpx.get(f"{router}/api/v1/llm/providers", headers=auth).status_code == 200,
     )
+    for url in ("http://169.254.169.254/", "http://llama:8000/v1?x=", "http://u:p@llama/v1"):
+        r = httpx.post(
+            f"{router}/api/v1/llm/providers",
+            headers=auth,
+            json={"name": "via-api-ssrf", "providerType": "vllm", "baseUrl": url},
+        )
+        assert r.status_code == 400 and r.json()["error"]["field"] == "baseUrl", r.text
     r = httpx.post(
         f"{router}/api/v1/llm/providers",
-        headers={"Authorization": f"Bearer {key}"},
-        json={"name": "via-api-ssrf", "providerType": "vllm", "baseUrl": "http://169.254.169.254/"},
+        headers=auth,
+        json={
+            "name": "via-api-ssrf",
+            "providerType": "openai",
+            "baseUrl": "https://10.0.0.1/v1",
+            "apiKey": OPENAI_KEY,
+        },
     )
-    assert r.status_code == 400 and r.json()["error"]["field"] == "baseUrl", r.text
+    assert r.status_code == 400 and "private" in r.json()["error"]["message"], r.text
+    assert cp.kubectl("get", "-n", namespace, "llmp", "via-api-ssrf", check=False).returncode != 0
+
+
+class _Rebound(addresses.DefaultResolver):
+    """DNS that points a public-looking name at the cluster's own API server's address."""
+
+    async def resolve(self, host: str, port: int = 0, family: Any = 0) -> Any:
+        return await super().resolve(
+            "10.0.0.1" if host == "api.rebound.example" else host, port, family
+        )
+
+
+def test_a_name_resolving_to_a_refused_address_is_refused_when_the_operator_probes(
+    control_plane: ControlPlane,
+    router: str,
+    namespace: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The operator (in this process) resolves the name and refuses the address as it
+    connects: the object says BaseUrlRefused, and never says the address."""
+    monkeypatch.setattr(addresses, "DefaultResolver", _Rebound)
+    cp = control_plane
+    secret = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": "rebound-key"},
+        "stringData": {"apiKey": OPENAI_KEY},
+    }
+    assert (
+        apply(
+            cp,
+            namespace,
+            secret,
+            provider(
+                "rebound",
+                "https://api.rebound.example/v1",
+                providerType="openai",
+                apiKeySecretRef={"name": "rebound-key"},
+            ),
+        ).returncode
+        == 0
+    )
+    st = wait_for(
+        "the refusal",
+        lambda: (s := status(cp, namespace, "llmp", "rebound")).get("conditions") and s,
+    )
+    assert st["health"] == "unhealthy"
+    assert (ready(st)["status"], ready(st)["reason"]) == ("False", "BaseUrlRefused")
+    assert "resolves to a private" in st["message"]
+    assert "10.0.0.1" not in json.dumps(st)
+
+
+class _NotAnLLM(BaseHTTPRequestHandler):
+    def do_GET(self) -> None:
+        body = b"<html><body>internal admin console: db password hunter2</body></html>"
+        self.send_response(404)
+        self.send_header("Content-Type", "text/html")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    do_POST = do_GET
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+def test_a_page_that_is_not_an_llms_error_never_reaches_the_status(
+    control_plane: ControlPlane, router: str, namespace: str
+) -> None:
+    """A provider pointed at a server that is not an LLM API: its page is in neither the
+    status, the events, nor a health check's answer."""
+    cp = control_plane
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _NotAnLLM)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/v1"
+        assert apply(cp, namespace, provider("console", url, providerType="vllm")).returncode == 0
+        st = wait_for(
+            "a probe",
+            lambda: (s := status(cp, namespace, "llmp", "console")).get("lastCheckTime") and s,
+        )
+        assert st["message"] == "HTTP 404: provider error", st
+        key = create_api_key(cp, namespace, "console-admin")
+        auth = {"Authorization": f"Bearer {key}"}
+        wait_for(
+            "the key to be served",
+            lambda: httpx.get(f"{router}/api/v1/llm/providers", headers=auth).status_code == 200,
+        )
+        r = httpx.post(
+            f"{router}/api/v1/llm/providers/console/health-check", headers=auth, timeout=30
+        )
+        assert r.status_code == 200 and "provider error" in r.json()["message"], r.text
+        events = cp.kubectl("get", "events", "-n", namespace, "-o", "json").stdout
+        for text in (json.dumps(status(cp, namespace, "llmp", "console")), r.text, events):
+            assert "hunter2" not in text and "admin console" not in text
+    finally:
+        server.shutdown()
+
+
+def test_what_a_cloud_type_may_reach_follows_the_settings(
+    control_plane: ControlPlane,
+    router: str,
+    system: str,
+    namespace: str,
+    fakes: tuple[FakeOpenAI, FakeVLLM],
+) -> None:
+    """The chart's settings.routing.providerNetworks, through the settings ConfigMap: a cloud
+    type on loopback is refused by the operator and the router until it is allowed, then
+    probed at once and served."""
+    cp = control_plane
+    allowing = cp.kubectl("get", "cm", "-n", system, "switchyard-settings", "-o", "json").stdout
+    settings = {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": "switchyard-settings"},
+        "data": {"settings.yaml": "routing: {maxAttempts: 2}\n"},
+    }
+    key = create_api_key(cp, namespace, "networks-key")
+    client = openai.OpenAI(base_url=f"{router}/v1", api_key=key, max_retries=0)
+    try:
+        assert apply(cp, system, settings).returncode == 0
+        secret = {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": "loop-key"},
+            "stringData": {"apiKey": OPENAI_KEY},
+        }
+        applied = apply(
+            cp,
+            namespace,
+            secret,
+            provider(
+                "loop",
+                fakes[0].url,
+                providerType="openai",
+                apiKeySecretRef={"name": "loop-key"},
+                healthCheck={"intervalSeconds": 3600},
+            ),
+            model("loop-chat", "loop", "gpt-4o-mini"),
+        )
+        assert applied.returncode == 0, applied.stderr
+        st = wait_for(
+            "the refusal",
+            lambda: (
+                ready(status(cp, namespace, "llmp", "loop")).get("reason") == "BaseUrlRefused"
+                and status(cp, namespace, "llmp", "loop")
+            ),
+        )
+        assert "private, loopback" in st["message"]
+        auth = {"Authorization": f"Bearer {key}"}
+
+        def routers_refusal() -> str | None:
+            listed = httpx.get(f"{router}/api/v1/llm/providers", headers=auth).json()
+            return {p["name"]: p for p in listed["providers"]}["loop"]["refused"]
+
+        assert "private, loopback" in wait_for("the router's refusal", routers_refusal)
+        with pytest.raises(openai.APIStatusError) as refused:
+            client.chat.completions.create(
+                model="loop-chat", messages=[{"role": "user", "content": "hi"}]
+            )
+        assert refused.value.status_code in (404, 503)
+    finally:
+        restore = json.loads(allowing)
+        for k in ("resourceVersion", "uid", "creationTimestamp", "managedFields"):
+            restore["metadata"].pop(k, None)
+        assert apply(cp, system, restore).returncode == 0
+    # Allowed again: probed at once (its interval is an hour), and served.
+    wait_for(
+        "the provider to be ready",
+        lambda: ready(status(cp, namespace, "llmp", "loop")).get("status") == "True",
+    )
+    answer = wait_for(
+        "a completion",
+        lambda: client.chat.completions.create(
+            model="loop-chat", messages=[{"role": "user", "content": "allowed"}]
+        ),
+    )
+    assert answer.choices[0].message.content == "Echo: allowed"
 
 
 def test_bad_objects_are_rejected_by_the_api_server(

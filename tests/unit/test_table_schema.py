@@ -105,6 +105,14 @@ def _doc() -> dict:
         (("models", 0, "contxtWindow"), 5, "models[0].contxtWindow"),
         (("providers", 1, "apiKey"), {"env": "A", "file": "/b"}, "providers[1].apiKey"),
         (("kind",), "Table", "kind"),
+        (("providers", 0, "baseUrl"), "http://169.254.169.254/latest?x=", "providers[0].baseUrl"),
+        (("providers", 0, "baseUrl"), "http://llama:8000/v1#x", "providers[0].baseUrl"),
+        (("providers", 0, "baseUrl"), "http://u:p@llama:8000/v1", "providers[0].baseUrl"),
+        (
+            ("routing",),
+            {"providerNetworks": {"allowCIDRs": ["10.0.0.0/33"]}},
+            "routing.providerNetworks.allowCIDRs[0]",
+        ),
     ],
 )
 def test_a_bad_table_names_the_field(path: tuple, value: object, expected: str) -> None:

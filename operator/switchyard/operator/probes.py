@@ -64,10 +64,23 @@ class Prober:
         self._limit = asyncio.Semaphore(concurrency)
         self._adapters: dict[Key, tuple[Any, Adapter]] = {}
         self._running: set[Key] = set()
+        #: Probes in flight, cancelled when the operator stops.
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._networks_seen = ProviderNetworks()
 
     def probe_now(self, key: Key) -> None:
         self._due[key] = 0.0
         self._wake.set()
+
+    def settings_changed(self) -> None:
+        """The settings changed: if what providers may reach did, every provider is
+        probed again now (one refused may be allowed, one allowed refused), not at its
+        next interval."""
+        networks = self._networks()
+        if networks != self._networks_seen:
+            self._networks_seen = networks
+            for key in list(self.state.providers):
+                self.probe_now(key)
 
     def notice(self, o: Obj, request_annotation: str | None) -> None:
         """A provider changed: probe new ones and ones asked for a fresh probe."""
@@ -92,7 +105,9 @@ class Prober:
                 due = self._due.setdefault(key, 0.0)
                 if due <= now_t and key not in self._running:
                     self._running.add(key)
-                    asyncio.get_running_loop().create_task(self._probe(key))
+                    task = asyncio.get_running_loop().create_task(self._probe(key))
+                    self._tasks.add(task)
+                    task.add_done_callback(self._tasks.discard)
             upcoming = [d for k, d in self._due.items() if k not in self._running]
             wait = min([*upcoming, now_t + 1.0]) - time.monotonic()
             self._wake.clear()
@@ -167,7 +182,7 @@ class Prober:
         )
         if refused is not None:
             # Never probed: the address policy is the routers' too.
-            reason = f"{refused}: not reached (routing.providerNetworks may allow it)"
+            reason = f"{refused}: it is not reached"
             if _ready_reason(p) != "BaseUrlRefused":
                 await self.publisher.event(body, "Warning", "BaseUrlRefused", reason)
             await self._write(
@@ -192,11 +207,18 @@ class Prober:
         result: ProbeResult = await adapter.probe(models)
         if result.status == "unhealthy":
             failures += 1
-            health = "unhealthy" if failures >= UNHEALTHY_AFTER else "degraded"
+            # A refused address is not a passing fault: it stays refused until the
+            # provider or the policy changes.
+            out = result.refused or failures >= UNHEALTHY_AFTER
+            health = "unhealthy" if out else "degraded"
         else:
             failures = 0
             health = result.status
-        if health == "unhealthy" and previous != "unhealthy":
+        if result.refused:
+            # Its name resolves to an address the policy refuses: never connected to.
+            if _ready_reason(p) != "BaseUrlRefused":
+                await self.publisher.event(body, "Warning", "BaseUrlRefused", result.message)
+        elif health == "unhealthy" and previous != "unhealthy":
             await self.publisher.event(
                 body,
                 "Warning",
@@ -217,11 +239,12 @@ class Prober:
                 f"{len(result.models)} models: {', '.join(models[:10])}"
                 + (" ..." if len(models) > 10 else ""),
             )
-        ready = (
-            (True, "HealthCheckPassed", result.message)
-            if health != "unhealthy"
-            else (False, "HealthCheckFailed", result.message)
-        )
+        if result.refused:
+            ready = (False, "BaseUrlRefused", result.message)
+        elif health != "unhealthy":
+            ready = (True, "HealthCheckPassed", result.message)
+        else:
+            ready = (False, "HealthCheckFailed", result.message)
         await self._write(p, health, failures, result.latency_ms, result.message, models, ready)
         await self._write_serving(p, health, result, probed)
 
@@ -309,6 +332,10 @@ class Prober:
         await self.publisher.patch_status(PROVIDER.plural, p.namespace, p.name, status)
 
     async def close(self) -> None:
+        # A probe in flight would write with a client that is closing.
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
         for key in list(self._adapters):
             await self._drop_adapter(key)
 

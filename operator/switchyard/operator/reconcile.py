@@ -134,6 +134,7 @@ class Operator:
         if settings != self.state.settings:
             self.state.settings = settings
             self.state.dirty.set()
+            self.prober.settings_changed()
 
     async def stop(self) -> None:
         self._stopping.set()

@@ -185,6 +185,7 @@ def _tune_gc() -> None:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
+    from switchyard.router.contract import networks, url_refusal
     from switchyard.router.table.source import read_path
 
     try:
@@ -196,7 +197,15 @@ def cmd_check(args: argparse.Namespace) -> int:
         f"ok: {len(table.providers)} providers, {len(table.models)} models, "
         f"{len(table.templates)} templates, {len(table.api_keys)} API keys (sha256 {checksum[:12]})"
     )
-    return 0
+    # The table loads, but the router will not use a provider the address policy refuses.
+    allowed = networks(table.routing.provider_networks.allow_cidrs)
+    refused = 0
+    for i, p in enumerate(table.providers):
+        reason = url_refusal(p.provider_type, p.url, allowed)
+        if reason is not None:
+            refused += 1
+            print(f"refused: providers[{i}] ({p.name}): {reason}", file=sys.stderr)
+    return 1 if refused else 0
 
 
 def cmd_new_key(args: argparse.Namespace) -> int:
@@ -445,7 +454,11 @@ def main(argv: list[str] | None = None) -> int:
     _admin_args(p, 8081)
     p.set_defaults(func=cmd_up)
 
-    p = sub.add_parser("check", help="validate a routing table and exit")
+    p = sub.add_parser(
+        "check",
+        help="validate a routing table and exit (1: it loads, but the address policy "
+        "refuses a provider's baseUrl; 2: invalid)",
+    )
     p.add_argument("--config", required=True)
     p.set_defaults(func=cmd_check)
 

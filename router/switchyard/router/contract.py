@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import socket
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
@@ -173,18 +174,35 @@ DEFAULT_BASE_URLS: dict[str, str] = {
 CLOUD_TYPES: frozenset[str] = frozenset({"openai", "azure_openai", "anthropic"})
 
 # -- where providers may be reached ---------------------------------------------------
-# The policy of ``providers.addresses``, written once: the operator and the router's API
-# check a baseUrl's host with it, the adapters every address a name resolves to.
+# The address policy, written once: the operator and the router's API check a baseUrl's
+# host with it, the adapters (``providers.addresses``) every address they connect to.
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
-#: Refused for every provider type.
+#: Refused for every provider type, whatever ``providerNetworks`` allows: link-local
+#: (where every cloud keeps its metadata service, 169.254.169.254, and ECS's task
+#: endpoint) and the metadata services elsewhere: AWS's and GCP's IPv6 ones, Alibaba's,
+#: Oracle's older one, Azure's WireServer.
 _METADATA = [
     ipaddress.ip_network(n)
-    for n in ("169.254.0.0/16", "fe80::/10", "fd00:ec2::254/128", "100.100.100.200/32")
+    for n in (
+        "169.254.0.0/16",
+        "fe80::/10",
+        "fd00:ec2::254/128",
+        "fd20:ce::254/128",
+        "100.100.100.200/32",
+        "192.0.0.192/32",
+        "168.63.129.16/32",
+    )
 ]
-_METADATA_NAMES = ("metadata.google.internal", "metadata", "instance-data")
-#: Refused for cloud types.
+_METADATA_NAMES = (
+    "metadata.google.internal",
+    "metadata",
+    "instance-data",
+    "instance-data.ec2.internal",
+)
+#: Refused for the cloud types unless ``providerNetworks`` allows them (with every address
+#: that is not global: documentation, benchmarking, reserved ranges).
 _INTERNAL = [
     ipaddress.ip_network(n)
     for n in (
@@ -199,53 +217,100 @@ _INTERNAL = [
         "fc00::/7",
     )
 ]
-_CLUSTER_SUFFIXES = (".svc", ".cluster.local", ".internal", ".local")
+#: IPv6 prefixes whose last 32 bits are an IPv4 address reached through them (NAT64's
+#: well-known and local-use prefixes, the deprecated IPv4-compatible form).
+_V4_IN_V6 = [ipaddress.ip_network(n) for n in ("64:ff9b::/96", "64:ff9b:1::/48", "::/96")]
+_CLUSTER_SUFFIXES = (".svc", ".cluster.local", ".internal", ".local", ".localhost")
 _CLUSTER_NAMES = ("localhost", "kubernetes", "kubernetes.default")
+
+METADATA_REFUSAL = "a link-local or cloud metadata address"
+INTERNAL_REFUSAL = (
+    "a private, loopback or cluster-internal address, which a cloud provider type may not "
+    "use unless routing.providerNetworks.allowCIDRs holds it"
+)
 
 
 def networks(cidrs: Sequence[str]) -> tuple[Network, ...]:
     return tuple(ipaddress.ip_network(c, strict=False) for c in cidrs)
 
 
+def _embedded_v4(address: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
+    """The IPv4 address an IPv6 address stands for (mapped, NAT64, 6to4, compatible)."""
+    if address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    if address.sixtofour is not None:
+        return address.sixtofour
+    if int(address) > 1 and any(address in n for n in _V4_IN_V6):
+        return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
+    return None
+
+
 def address_refusal(provider_type: str, address: Address, allowed: Sequence[Network]) -> str | None:
-    """Why ``address`` may not be reached for a provider of ``provider_type``; None if
-    it may."""
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
+    """Why ``address`` may not be reached for a provider of ``provider_type``; None if it
+    may. ``allowed``: the table's ``providerNetworks.allowCIDRs``, which open private and
+    cluster-internal addresses to the cloud types, never link-local or metadata ones."""
+    if isinstance(address, ipaddress.IPv6Address):
+        v4 = _embedded_v4(address)
+        if v4 is not None:
+            return address_refusal(provider_type, v4, allowed)
+    if any(address in n for n in _METADATA if n.version == address.version):
+        return METADATA_REFUSAL
+    if address.is_multicast:
+        return "a multicast address"
     if any(address in n for n in allowed if n.version == address.version):
         return None
-    if any(address in n for n in _METADATA if n.version == address.version):
-        return "a link-local or cloud metadata address"
-    if address.is_multicast or address.is_reserved:
-        return "a multicast or reserved address"
-    if provider_type in CLOUD_TYPES and (
-        any(address in n for n in _INTERNAL if n.version == address.version) or address.is_private
-    ):
-        return (
-            "a private, loopback or cluster-internal address, which a cloud provider type "
-            "may not use"
-        )
+    internal = any(address in n for n in _INTERNAL if n.version == address.version)
+    if provider_type in CLOUD_TYPES and (internal or not address.is_global):
+        return INTERNAL_REFUSAL
     return None
+
+
+def _literal_address(host: str) -> Address | None:
+    """The address a host names literally, in any form the resolver would take (aiohttp
+    refuses the legacy IPv4 forms, ``2852039166`` or ``169.254.43518``, as it connects;
+    they are judged as what they stand for here)."""
+    try:
+        return ipaddress.ip_address(host.split("%", 1)[0])
+    except ValueError:
+        pass
+    if re.fullmatch(r"[0-9a-fx.]+", host) and host[0].isdigit():
+        try:
+            return ipaddress.IPv4Address(socket.inet_aton(host))
+        except OSError:
+            return None
+    return None
+
+
+def _cluster_name(host: str) -> bool:
+    """A name only a cluster's (or a machine's own) resolver knows: ``*.svc``,
+    ``*.cluster.local``, ``kubernetes``, ``localhost``, or one label (found through the
+    pod's search domains: the router's own namespace first)."""
+    return "." not in host or host in _CLUSTER_NAMES or host.endswith(_CLUSTER_SUFFIXES)
 
 
 def host_refusal(provider_type: str, host: str, allowed: Sequence[Network]) -> str | None:
     """Why the host of a base URL may not be reached, as far as its text tells (a name is
-    checked again, address by address, when it is resolved)."""
+    checked again, address by address, whenever a connection is made).
+
+    A cluster's name is refused for a cloud type outright while no network is allowed; once
+    one is, the addresses the name resolves to decide."""
     host = host.strip("[]").rstrip(".").lower()
-    try:
-        return address_refusal(provider_type, ipaddress.ip_address(host), allowed)
-    except ValueError:
-        pass
+    address = _literal_address(host)
+    if address is not None:
+        return address_refusal(provider_type, address, allowed)
     if host in _METADATA_NAMES:
         return "a cloud metadata service"
-    if provider_type in CLOUD_TYPES and (
-        host in _CLUSTER_NAMES or host.endswith(_CLUSTER_SUFFIXES)
-    ):
-        return "a cluster-internal name, which a cloud provider type may not use"
+    if provider_type in CLOUD_TYPES and not allowed and _cluster_name(host):
+        return (
+            "a cluster-internal name, which a cloud provider type may not use unless "
+            "routing.providerNetworks.allowCIDRs holds the network it resolves to"
+        )
     return None
 
 
 def url_refusal(provider_type: str, url: str, allowed: Sequence[Network]) -> str | None:
+    """Why a provider with this base URL may not be reached; None if it may, as far as the
+    URL tells."""
     host = urlsplit(url).hostname or ""
     reason = host_refusal(provider_type, host, allowed)
     return f"baseUrl is {reason}" if reason else None
@@ -545,15 +610,18 @@ class ContinueStreams(_Model):
 
 
 class ProviderNetworks(_Model):
-    """Addresses providers may be reached at beyond the defaults: by default link-local
-    and cloud metadata addresses are refused for every provider type, and private,
-    loopback and cluster-internal ones for the cloud types (see docs/limits.md)."""
+    """Where the cloud provider types may be reached beyond the internet. Link-local and
+    cloud metadata addresses are refused for every provider type, always; private,
+    loopback, shared and cluster-internal ones (and a cluster's names) for the cloud types
+    (``anthropic``, ``openai``, ``azure_openai``) unless a network here holds them; the
+    in-cluster types (``vllm``, ``ollama``) may reach them anyway (see docs/limits.md)."""
 
     allow_cidrs: list[Annotated[str, AfterValidator(_cidr)]] = Field(
         default_factory=list,
         alias="allowCIDRs",
         max_length=256,
-        description="Networks any provider type may reach, whatever they are",
+        description="Networks the cloud provider types may reach (10.0.0.0/8, fd00::/8); "
+        "never opens a link-local or metadata address",
     )
 
 

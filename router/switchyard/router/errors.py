@@ -15,6 +15,7 @@
     ├── InternalError (500)            the router itself failed; never a provider's fault
     ├── UpstreamError (502)            one provider failed; carries its status
     │   ├── UpstreamConnectError       could not connect (retryable)
+    │   │   └── UpstreamAddressRefused  the address policy refused its address
     │   ├── UpstreamTimeout            connect / first-token / total timeout
     │   ├── UpstreamStatusError        the provider answered 4xx/5xx
     │   └── UpstreamProtocolError      the provider's answer made no sense
@@ -198,6 +199,13 @@ class UpstreamError(SwitchyardError):
 
 class UpstreamConnectError(UpstreamError):
     code = "upstream_connect_error"
+
+
+class UpstreamAddressRefused(UpstreamConnectError):
+    """Not connected to: the address the provider's ``baseUrl`` names, or one its name
+    resolves to, is one the address policy refuses (``contract.address_refusal``)."""
+
+    code = "upstream_address_refused"
 
 
 class UpstreamTimeout(UpstreamError):

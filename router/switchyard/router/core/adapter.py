@@ -28,6 +28,8 @@ class ProbeResult:
     models: list[str] = field(default_factory=list)
     #: Declared models the provider's listing does not hold.
     missing: list[str] = field(default_factory=list)
+    #: Not probed, or not connected to: the address policy refuses its address.
+    refused: bool = False
 
 
 class Adapter(Protocol):

@@ -328,7 +328,9 @@ class Gateway:
         state = self.states.get(key)
         if state.key_problem or state.refused:
             problem = state.key_problem or f"refused: {state.refused}"
-            result = ProbeResult("unhealthy", None, time.time(), problem)
+            result = ProbeResult(
+                "unhealthy", None, time.time(), problem, refused=state.refused is not None
+            )
         else:
             names = [m.model_name for m in org.all_models if m.provider == provider_name]
             result = await self._adapters[key][1].probe(names)

@@ -35,6 +35,7 @@ def _probe_json(p: ProbeResult | None) -> dict[str, Any] | None:
         "message": p.message,
         "models": p.models,
         "missingModels": p.missing,
+        "addressRefused": p.refused,
     }
 
 

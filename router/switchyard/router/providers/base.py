@@ -3,7 +3,9 @@
 One pooled ``aiohttp`` session per upstream. Errors become the router's typed
 ``UpstreamError``s carrying the provider's status, its error type and its
 ``Retry-After``; the provider's own error text is kept short and never holds
-our credentials (we never send them back, and upstreams don't echo them).
+our credentials (we never send them back, and upstreams don't echo them), and reaches a
+client only when it is in the protocol's error shape. Redirects are not followed, and
+every address connected to passes the address policy (``providers.addresses``).
 """
 
 from __future__ import annotations
@@ -26,14 +28,15 @@ from switchyard.router.core.embedding import EmbeddingRequest, EmbeddingResult
 from switchyard.router.errors import (
     BadRequest,
     InternalError,
+    UpstreamAddressRefused,
     UpstreamConnectError,
     UpstreamError,
     UpstreamProtocolError,
     UpstreamStatusError,
     UpstreamTimeout,
 )
-from switchyard.router.protocols.sse import BlockReader
-from switchyard.router.providers.addresses import GuardedResolver, RefusedAddress
+from switchyard.router.protocols.sse import BlockReader, EventRelay
+from switchyard.router.providers.addresses import AddressGuard, GuardedResolver, RefusedAddress
 
 log = logging.getLogger("switchyard.router")
 
@@ -114,12 +117,15 @@ class HTTPAdapter(abc.ABC):
         """List models, which every supported API answers cheaply, and check that each
         declared model is among them."""
         if self.refused is not None:
-            return ProbeResult("unhealthy", None, time.time(), f"refused: {self.refused}")
+            return ProbeResult(
+                "unhealthy", None, time.time(), f"refused: {self.refused}", refused=True
+            )
         started = time.monotonic()
         try:
             models = await self.list_models()
         except UpstreamError as exc:
-            return ProbeResult("unhealthy", None, time.time(), exc.detail)
+            refused = isinstance(exc, UpstreamAddressRefused)
+            return ProbeResult("unhealthy", None, time.time(), exc.detail, refused=refused)
         latency = (time.monotonic() - started) * 1000
         missing = [m for m in dict.fromkeys(model_names) if models and not self.serves(models, m)]
         if missing:
@@ -142,17 +148,21 @@ class HTTPAdapter(abc.ABC):
     @property
     def session(self) -> aiohttp.ClientSession:
         if self.refused is not None:
-            raise UpstreamConnectError(
+            raise UpstreamAddressRefused(
                 f"provider {self._name()!r} may not be reached: its {self.refused}",
                 provider=self._name(),
             )
         if self._session is None or self._session.closed:
+            # Every address connected to is checked against the policy: a name's as it
+            # is resolved (so a name can keep its allowed addresses), and every socket's,
+            # literal or resolved, as it is opened.
+            guard = AddressGuard(self._name(), self.provider.provider_type, self.allowed)
             connector = aiohttp.TCPConnector(
                 limit=self.provider.max_connections,
                 ttl_dns_cache=300,
                 keepalive_timeout=60,
-                # Every address a name resolves to is checked against the policy.
-                resolver=GuardedResolver(self.provider.provider_type, self.allowed),
+                resolver=GuardedResolver(guard),
+                socket_factory=guard.socket,
             )
             self._session = aiohttp.ClientSession(
                 connector=connector,
@@ -219,10 +229,14 @@ class HTTPAdapter(abc.ABC):
         data = self.encode(body)
         try:
             async with self.session.post(
-                url, data=data, headers=headers or self.headers(), timeout=self._call_timeout
+                url,
+                data=data,
+                headers=headers or self.headers(),
+                timeout=self._call_timeout,
+                allow_redirects=False,
             ) as resp:
                 raw = await resp.read()
-                if resp.status >= 400:
+                if resp.status >= 300:
                     raise self.status_error(resp.status, resp.headers, raw)
         except UpstreamError:
             raise
@@ -242,10 +256,10 @@ class HTTPAdapter(abc.ABC):
     async def get_json(self, url: str, read: Callable[[Any], T]) -> T:
         try:
             async with self.session.get(
-                url, headers=self.headers(), timeout=self._probe_timeout
+                url, headers=self.headers(), timeout=self._probe_timeout, allow_redirects=False
             ) as resp:
                 raw = await resp.read()
-                if resp.status >= 400:
+                if resp.status >= 300:
                     raise self.status_error(resp.status, resp.headers, raw)
         except UpstreamError:
             raise
@@ -267,13 +281,16 @@ class HTTPAdapter(abc.ABC):
         headers: dict[str, str] | None = None,
         *,
         whole: bool = False,
+        expect: str | None = None,
     ) -> aiohttp.ClientResponse:
         """POST a streaming request and return the response once its headers say 2xx.
 
         The first-token timeout is aiohttp's read timeout: no byte for that long,
         before or after the headers, ends the call. The total timeout bounds all.
         ``whole``: an answer made before its first byte is sent (embeddings), bounded by
-        the total timeout alone.
+        the total timeout alone. ``expect``: the media type an answer passed on unread
+        must have; what another server (not an LLM API) would answer never reaches a
+        client as if it were the provider's.
         """
         data = self.encode(body)
         try:
@@ -282,11 +299,26 @@ class HTTPAdapter(abc.ABC):
                 data=data,
                 headers=headers or self.headers(),
                 timeout=self._call_timeout if whole else self._stream_timeout,
+                allow_redirects=False,
             )
-            if resp.status >= 400:
+            if resp.status >= 300:
                 raw = await resp.read()
                 resp.release()
                 raise self.status_error(resp.status, resp.headers, raw)
+            if expect is not None and resp.content_type != expect:
+                resp.close()
+                log.warning(
+                    "provider %s answered HTTP %d with %r where %s was expected",
+                    self._name(),
+                    resp.status,
+                    resp.headers.get("content-type", "")[:_MAX_ERROR_TEXT],
+                    expect,
+                )
+                raise UpstreamProtocolError(
+                    f"the provider's answer is not {expect}",
+                    provider=self._name(),
+                    upstream_status=resp.status,
+                )
             return resp
         except UpstreamError:
             raise
@@ -299,7 +331,9 @@ class HTTPAdapter(abc.ABC):
     async def relay_body(self, url: str, body: dict[str, Any]) -> AsyncIterator[bytes]:
         """POST and, once the headers say 2xx, the answer's bytes as they arrive (the
         whole call bounded by the total timeout)."""
-        return self._chunks(await self.open_stream(url, body, whole=True))
+        return self._chunks(
+            await self.open_stream(url, body, whole=True, expect="application/json")
+        )
 
     async def _chunks(self, resp: aiohttp.ClientResponse) -> AsyncIterator[bytes]:
         try:
@@ -322,7 +356,9 @@ class HTTPAdapter(abc.ABC):
         """POST a streaming request and read it as it arrives: each read's events (neutral
         ones from a ``LineReader``, the provider's own from an ``EventRelay``), then
         ``FLUSH``."""
-        resp = await self.open_stream(url, body, headers)
+        # Events passed on unread must be events.
+        expect = "text/event-stream" if isinstance(reader, EventRelay) else None
+        resp = await self.open_stream(url, body, headers, expect=expect)
         content = resp.content
         try:
             while block := await content.readany():
@@ -349,8 +385,18 @@ class HTTPAdapter(abc.ABC):
         raise reader.incomplete()
 
     def status_error(self, status: int, headers: Any, raw: bytes) -> UpstreamStatusError:
-        err_type, message = self.error_type(status, raw)
-        if message is None:
+        """A 4xx or 5xx answer, or a redirect: never followed, since the address it names
+        was never checked and the request's key would go with it."""
+        err_type, message = self.error_type(status, raw) if status >= 400 else (None, None)
+        if status < 400:
+            log.warning(
+                "provider %s answered HTTP %d to %r, which is not followed",
+                self._name(),
+                status,
+                str(headers.get("location", ""))[:_MAX_ERROR_TEXT],
+            )
+            message = "provider error (a redirect, not followed)"
+        elif message is None:
             # Not this protocol's error: whatever answered (a proxy's page, another
             # service at a mistaken address) says nothing a tenant may read.
             log.warning(
@@ -385,10 +431,12 @@ class HTTPAdapter(abc.ABC):
         if isinstance(exc, aiohttp.ClientConnectorError) and isinstance(
             exc.os_error, RefusedAddress
         ):
-            return UpstreamConnectError(
+            # Where the name led is in the log (``AddressGuard``), never in what tenants
+            # read: the message, the provider's status, a health check's answer.
+            return UpstreamAddressRefused(
                 f"provider {self._name()!r} may not be reached: its address is not allowed",
                 provider=self._name(),
-                detail=f"{where}: {exc.os_error}",
+                detail=f"{where}: refused: {exc.os_error}",
             )
         if isinstance(exc, aiohttp.ClientConnectorError):
             # The OS error's own text can quote the address ("Connect call failed (...)").
