@@ -254,9 +254,16 @@ def test_replicas_share_state_through_the_bundled_redis(control_plane: ControlPl
     )
     pod = redis["spec"]["template"]["spec"]
     assert pod["automountServiceAccountToken"] is False
-    args = pod["containers"][0]["args"]
-    assert args[args.index("--requirepass") + 1] == "$(REDIS_PASSWORD)"
+    # The password reaches redis-server through the environment and its configuration on
+    # standard input: not in the spec, not in its arguments; no --protected-mode no.
+    container = pod["containers"][0]
+    assert container["command"] == ["/bin/sh", "-c"]
+    [script] = container["args"]
+    assert script.startswith("exec redis-server - ") and "requirepass $REDIS_PASSWORD\n" in script
+    assert "--requirepass" not in script and "protected-mode" not in script
     assert password not in json.dumps(redis)
+    assert container["readinessProbe"]["exec"]["command"] == ["redis-cli", "ping"]
+    assert {e["name"] for e in container["env"]} == {"REDIS_PASSWORD", "REDISCLI_AUTH"}
     # Only the routers may reach Redis and PostgreSQL.
     policies = {d["metadata"]["name"]: d["spec"] for d in docs if d["kind"] == "NetworkPolicy"}
     assert set(policies) == {"sy-switchyard-redis", "sy-switchyard-postgresql"}
@@ -348,6 +355,7 @@ def test_the_networks_providers_may_reach_are_the_tables(control_plane: ControlP
         (["router.limits.maxHeaderBytes=100"], "minimum"),
         (["router.limits.headerTimeoutSeconds=0"], "exclusiveMinimum"),
         (["router.image.pullPolicy=Sometimes"], "pullPolicy"),
+        (["redis.password=two words"], "redis/password"),
         (["routr.replicas=2"], "additional properties 'routr' not allowed"),
         (["ollama.enabled=true", 'ollama.models=[{"name": "m"}]'], "ollama/models/0"),
         (
