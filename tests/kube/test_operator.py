@@ -60,49 +60,30 @@ def kubectl_json(cp: ControlPlane, *args: str) -> Any:
 
 
 def bind(cp: ControlPlane, system: str) -> None:
-    """The shipped RBAC, bound to the operator's and the router's users."""
-    for path, ns in ((RBAC / "rbac-operator.yaml", system), (RBAC / "rbac-router.yaml", system)):
-        cp.kubectl("apply", "-n", ns, "-f", str(path))
+    """The shipped RBAC, bound to the operator's and the router's users as the chart binds
+    it with its default values: what the operator does in the organizations' namespaces
+    and the router's reports cluster-wide, their Roles in the system namespace, and the
+    router's settings role nowhere (``bind_settings`` binds it in one namespace)."""
+    for path in (RBAC / "rbac-operator.yaml", RBAC / "rbac-router.yaml"):
+        cp.kubectl("apply", "-n", system, "-f", str(path))
     bindings = [
-        (
-            "clusterrolebinding",
-            "switchyard-operator",
-            "--clusterrole=switchyard-operator",
-            "switchyard-operator",
-            None,
-        ),
-        (
-            "rolebinding",
-            "switchyard-operator",
-            "--role=switchyard-operator",
-            "switchyard-operator",
-            system,
-        ),
-        (
-            "rolebinding",
-            "switchyard-router",
-            "--role=switchyard-router",
-            "switchyard-router",
-            system,
-        ),
-        (
-            "clusterrolebinding",
-            "switchyard-router-settings",
-            "--clusterrole=switchyard-router-settings",
-            "switchyard-router",
-            None,
-        ),
-        (
-            "clusterrolebinding",
-            "switchyard-router-reports",
-            "--clusterrole=switchyard-router-reports",
-            "switchyard-router",
-            None,
-        ),
+        ("clusterrolebinding", "--clusterrole=switchyard-operator", "operator", None),
+        ("rolebinding", "--role=switchyard-operator", "operator", system),
+        ("rolebinding", "--role=switchyard-router", "router", system),
+        ("clusterrolebinding", "--clusterrole=switchyard-router-reports", "router", None),
     ]
-    for kind, name, role, who, ns in bindings:
-        args = ["create", kind, f"{name}-{system}", role, f"--user={who}"]
+    for kind, role, who, ns in bindings:
+        name = f"{role.split('=')[1]}-{system}"
+        args = ["create", kind, name, role, f"--user=switchyard-{who}"]
         cp.kubectl(*args, *(["-n", ns] if ns else []))
+
+
+def bind_settings(cp: ControlPlane, namespace: str) -> None:
+    """The router's settings role in one namespace, as router.settingsNamespaces binds it."""
+    cp.kubectl(
+        "create", "rolebinding", "switchyard-router-settings", "-n", namespace,
+        "--clusterrole=switchyard-router-settings", "--user=switchyard-router",
+    )  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -826,17 +807,29 @@ def test_providers_created_and_probed_through_the_router(
         "the key to be served",
         lambda: httpx.get(f"{router}/api/v1/llm/providers", headers=auth).status_code == 200,
     )
-    r = httpx.post(
-        f"{router}/api/v1/llm/providers",
-        headers=auth,
-        json={
-            "name": "via-api",
-            "providerType": "openai",
-            "baseUrl": fakes[0].url,
-            "apiKey": OPENAI_KEY,
-            "priority": 5,
-        },
-    )
+    new_provider = {
+        "name": "via-api",
+        "providerType": "openai",
+        "baseUrl": fakes[0].url,
+        "apiKey": OPENAI_KEY,
+        "priority": 5,
+    }
+    # Not among the namespaces the router may change settings in: a 403 that says so.
+    for path, body in (("", new_provider), ("/via-api/health-check", None)):
+        r = httpx.post(f"{router}/api/v1/llm/providers{path}", headers=auth, json=body)
+        assert r.status_code == 403, r.text
+        error = r.json()["error"]
+        assert error["code"] == "forbidden"
+        assert f"may not change settings in namespace '{namespace}'" in error["message"]
+        assert "router.settingsNamespaces" in error["message"]
+    assert cp.kubectl("get", "-n", namespace, "llmp", "via-api", check=False).returncode != 0
+    bind_settings(cp, namespace)
+
+    def create() -> httpx.Response | None:
+        answer = httpx.post(f"{router}/api/v1/llm/providers", headers=auth, json=new_provider)
+        return None if answer.status_code == 403 else answer  # the binding not seen yet
+
+    r = wait_for("the router's settings role to take effect", create)
     assert r.status_code == 201, r.text
     spec = kubectl_json(cp, "get", "-n", namespace, "llmp", "via-api")["spec"]
     assert spec["apiKeySecretRef"] == {"name": "via-api-api-key", "key": "apiKey"}

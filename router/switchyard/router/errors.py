@@ -116,6 +116,14 @@ class ConversationsBusy(SwitchyardError):
         return {"Retry-After": "1"}
 
 
+class ClusterUnavailable(SwitchyardError):
+    """The Kubernetes API failed a request the router made for the client (not a refusal
+    of the request itself): 503."""
+
+    status = 503
+    code = "cluster_unavailable"
+
+
 class NotInCluster(SwitchyardError):
     """A method this router does not serve outside a cluster: 405, with what it does."""
 

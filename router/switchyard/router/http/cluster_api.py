@@ -32,6 +32,7 @@ from switchyard.router.contract import (
 )
 from switchyard.router.errors import (
     BadRequest,
+    ClusterUnavailable,
     Conflict,
     Forbidden,
     NotFound,
@@ -80,7 +81,9 @@ class NewProvider(_Strict):
     rate_limits: RateLimitsBody | None = None
 
 
-def _kube_error(exc: KubeError, what: str) -> SwitchyardError:
+def _kube_error(exc: KubeError, what: str, namespace: str) -> SwitchyardError:
+    """What the Kubernetes API answered: a 4xx naming what was refused, or a 503 when the
+    API server failed; never a 500."""
     if exc.status == 409:
         return Conflict(f"{what} already exists")
     if exc.status in (400, 422):
@@ -90,11 +93,12 @@ def _kube_error(exc: KubeError, what: str) -> SwitchyardError:
     if exc.status == 404:
         return NotFound(f"{what} does not exist")
     if exc.status == 403:
+        # The chart binds the router's settings role in router.settingsNamespaces only.
         return Forbidden(
-            f"this router may not change {what}: its namespace is not one the router is "
-            "allowed to change settings in (router.settingsNamespaces)"
+            f"this router may not change settings in namespace {namespace!r} ({what}): "
+            "it is not one of the namespaces its role is bound in (router.settingsNamespaces)"
         )
-    return SwitchyardError(f"the Kubernetes API refused: {exc}")
+    return ClusterUnavailable(f"the Kubernetes API failed on {what}: {exc}")
 
 
 async def create_provider(request: Request) -> Response:
@@ -142,7 +146,7 @@ async def create_provider(request: Request) -> Response:
     try:
         created = await s.kube.create(LLM_PROVIDERS, provider)
     except KubeError as exc:
-        raise _kube_error(exc, f"LLMProvider {ns}/{body.name}") from None
+        raise _kube_error(exc, f"LLMProvider {ns}/{body.name}", ns) from None
     if body.api_key:
         meta = created["metadata"]
         secret = {
@@ -168,7 +172,9 @@ async def create_provider(request: Request) -> Response:
         except KubeError as exc:
             with contextlib.suppress(KubeError):
                 await s.kube.delete(LLM_PROVIDERS, body.name, ns)
-            raise _kube_error(exc, f"Secret {ns}/{secret_name} for the provider's key") from None
+            raise _kube_error(
+                exc, f"Secret {ns}/{secret_name} for the provider's key", ns
+            ) from None
     return Response(
         orjson.dumps(
             {
@@ -196,13 +202,13 @@ async def operator_probe(
             {"metadata": {"annotations": {PROBE_ANNOTATION: f"{time.time():.6f}"}}},
         )
     except KubeError as exc:
-        raise _kube_error(exc, f"provider {name!r}") from None
+        raise _kube_error(exc, f"LLMProvider {namespace}/{name}", namespace) from None
     deadline = time.monotonic() + wait_seconds
     while time.monotonic() < deadline:
         try:
             status = (await kube.get(LLM_PROVIDERS, name, namespace)).get("status") or {}
         except KubeError as exc:
-            raise _kube_error(exc, f"provider {name!r}") from None
+            raise _kube_error(exc, f"LLMProvider {namespace}/{name}", namespace) from None
         checked = status.get("lastCheckTime")
         if checked and datetime.fromisoformat(checked.replace("Z", "+00:00")) >= asked:
             return {
