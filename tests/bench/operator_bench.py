@@ -540,16 +540,15 @@ def bind_rbac(cp: Any, system: str) -> None:
     for path in (RBAC / "rbac-operator.yaml", RBAC / "rbac-router.yaml"):
         cp.kubectl("apply", "-n", system, "-f", str(path))
     bindings = [
-        ("clusterrolebinding", "switchyard-operator", "switchyard-operator", None, "clusterrole"),
-        ("rolebinding", "switchyard-operator", "switchyard-operator", system, "role"),
-        ("rolebinding", "switchyard-router", "switchyard-router", system, "role"),
         (
             "clusterrolebinding",
-            "switchyard-router-settings",
-            "switchyard-router",
+            "switchyard-operator-organizations",
+            "switchyard-operator",
             None,
             "clusterrole",
         ),
+        ("rolebinding", "switchyard-operator", "switchyard-operator", system, "role"),
+        ("rolebinding", "switchyard-router", "switchyard-router", system, "role"),
     ]
     for kind, role, who, ns, role_kind in bindings:
         args = ["create", kind, f"{role}-{system}", f"--{role_kind}={role}", f"--user={who}"]

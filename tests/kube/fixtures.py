@@ -48,9 +48,10 @@ def control_plane() -> Iterator[ControlPlane]:
         if "go is not on PATH" in str(e):
             pytest.skip(str(e))
         raise
-    cp = ControlPlane(
-        bin_dir, users=[User("switchyard-operator"), User("switchyard-router")]
-    ).start()
+    users = [User("switchyard-operator"), User("switchyard-router")]
+    # An operator that watches named namespaces only (--watch-namespace).
+    users.append(User("switchyard-operator-scoped"))
+    cp = ControlPlane(bin_dir, users=users).start()
     try:
         yield cp
     finally:

@@ -65,6 +65,12 @@ MATRIX: dict[str, list[str]] = {
         "router.adminPort=9999",
     ],
     "the README's kind values": [f"-f={ROOT / 'examples' / 'values-kind.yaml'}"],
+    # @ns: the test's namespace (kubectl applies one namespace's objects at a time).
+    "named organizations": [
+        "watchNamespaces={@ns}",
+        "router.settingsNamespaces={@ns}",
+        "redis.enabled=true",
+    ],
 }
 
 
@@ -146,7 +152,7 @@ def test_every_rendering_is_accepted_by_the_api_server(
         str(CHART),
         "--namespace",
         namespace,
-        *_sets(MATRIX[case]),
+        *_sets([v.replace("@ns", namespace) for v in MATRIX[case]]),
     ).stdout
     kinds = [d["kind"] for d in yaml.safe_load_all(rendered) if d]
     assert {"Deployment", "Service", "ServiceAccount", "ClusterRole"} <= set(kinds)
@@ -336,6 +342,73 @@ def test_the_networks_providers_may_reach_are_the_tables(control_plane: ControlP
     assert "providerNetworks" not in cm["data"]["settings.yaml"]
 
 
+def test_watched_namespaces_bind_nothing_cluster_wide(control_plane: ControlPlane) -> None:
+    """By default the operator reads every namespace's objects and Secrets and the routers
+    report on every namespace's models (ClusterRoleBindings); with watchNamespaces, both
+    are RoleBindings in those namespaces and the release's own, and the operator is told
+    to watch exactly these."""
+
+    def render(values: list[str]) -> list[dict]:
+        out = helm(control_plane, "template", "sy", str(CHART), "-n", "gw", *_sets(values))
+        return [d for d in yaml.safe_load_all(out.stdout) if d]
+
+    def bindings(docs: list[dict]) -> list[tuple[str, str, str | None]]:
+        return sorted(
+            (d["kind"], d["roleRef"]["name"], d["metadata"].get("namespace"))
+            for d in docs
+            if d["kind"].endswith("Binding")
+        )
+
+    def watched(docs: list[dict]) -> list[str]:
+        operator = next(
+            d
+            for d in docs
+            if d["kind"] == "Deployment" and d["metadata"]["name"].endswith("operator")
+        )
+        args = operator["spec"]["template"]["spec"]["containers"][0]["args"]
+        return [a.split("=", 1)[1] for a in args if a.startswith("--watch-namespace=")]
+
+    default = render([])
+    assert bindings(default) == [
+        ("ClusterRoleBinding", "sy-switchyard-operator-organizations", None),
+        ("ClusterRoleBinding", "sy-switchyard-router-reports", None),
+        ("RoleBinding", "sy-switchyard-operator", None),
+        ("RoleBinding", "sy-switchyard-router", None),
+    ]
+    assert watched(default) == []
+    named = render(["watchNamespaces={team-a,gw,team-b}", "router.settingsNamespaces={team-a}"])
+    assert bindings(named) == [
+        ("RoleBinding", "sy-switchyard-operator", None),
+        ("RoleBinding", "sy-switchyard-operator-organizations", "gw"),
+        ("RoleBinding", "sy-switchyard-operator-organizations", "team-a"),
+        ("RoleBinding", "sy-switchyard-operator-organizations", "team-b"),
+        ("RoleBinding", "sy-switchyard-router", None),
+        ("RoleBinding", "sy-switchyard-router-reports", "gw"),
+        ("RoleBinding", "sy-switchyard-router-reports", "team-a"),
+        ("RoleBinding", "sy-switchyard-router-reports", "team-b"),
+        ("RoleBinding", "sy-switchyard-router-settings", "team-a"),
+    ]
+    assert watched(named) == ["gw", "team-a", "team-b"]
+
+
+def test_the_notes_say_what_the_release_serves(control_plane: ControlPlane) -> None:
+    def notes(values: list[str]) -> str:
+        out = helm(
+            control_plane, "install", "sy", str(CHART), "-n", "gw", "--dry-run=client",
+            *_sets(values),
+        ).stdout  # fmt: skip
+        return out[out.index("NOTES:") :]
+
+    default = notes([])
+    assert "This release serves every namespace" in default
+    assert "answers 403 in every namespace (router.settingsNamespaces is empty)" in default
+    assert "Only the routers may reach the bundled Redis and PostgreSQL" in default
+    assert "admin port (9090)" in default
+    named = notes(["watchNamespaces={team-a}", "router.settingsNamespaces={team-a}"])
+    assert "serves these namespaces only (watchNamespaces): gw, team-a." in named
+    assert "may create providers in: team-a." in named
+
+
 @pytest.mark.parametrize(
     ("values", "message"),
     [
@@ -356,6 +429,7 @@ def test_the_networks_providers_may_reach_are_the_tables(control_plane: ControlP
         (["router.limits.headerTimeoutSeconds=0"], "exclusiveMinimum"),
         (["router.image.pullPolicy=Sometimes"], "pullPolicy"),
         (["redis.password=two words"], "redis/password"),
+        (["watchNamespaces={Team-A}"], "watchNamespaces/0"),
         (["routr.replicas=2"], "additional properties 'routr' not allowed"),
         (["ollama.enabled=true", 'ollama.models=[{"name": "m"}]'], "ollama/models/0"),
         (

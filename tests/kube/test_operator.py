@@ -67,7 +67,7 @@ def bind(cp: ControlPlane, system: str) -> None:
     for path in (RBAC / "rbac-operator.yaml", RBAC / "rbac-router.yaml"):
         cp.kubectl("apply", "-n", system, "-f", str(path))
     bindings = [
-        ("clusterrolebinding", "--clusterrole=switchyard-operator", "operator", None),
+        ("clusterrolebinding", "--clusterrole=switchyard-operator-organizations", "operator", None),
         ("rolebinding", "--role=switchyard-operator", "operator", system),
         ("rolebinding", "--role=switchyard-router", "router", system),
         ("clusterrolebinding", "--clusterrole=switchyard-router-reports", "router", None),
@@ -906,3 +906,62 @@ def test_settings_reach_the_table(
     assert "InvalidSettings" in events
     cp.kubectl("delete", "cm", "-n", system, "switchyard-settings")
     wait_for("the settings to go", lambda: "ttlSeconds" not in table())
+
+
+def test_an_operator_watching_named_namespaces_reads_nothing_elsewhere(
+    control_plane: ControlPlane, tmp_path: Path, fakes: tuple[FakeOpenAI, FakeVLLM]
+) -> None:
+    """--watch-namespace, as the chart runs it with watchNamespaces: the operator's
+    organizations role is bound in its namespaces only (no ClusterRoleBinding), and it
+    compiles what is there, ignores the rest, and asks for nothing it may not have."""
+    cp = control_plane
+    tag = os.urandom(3).hex()
+    home, watched, other = (f"{n}-{tag}" for n in ("scoped-sy", "scoped-in", "scoped-out"))
+    for ns in (home, watched, other):
+        cp.kubectl("create", "namespace", ns)
+    cp.kubectl("apply", "-n", home, "-f", str(RBAC / "rbac-operator.yaml"))
+    who = "--user=switchyard-operator-scoped"
+    cp.kubectl("create", "rolebinding", "op", "-n", home, "--role=switchyard-operator", who)
+    for ns in (home, watched):
+        cp.kubectl(
+            "create", "rolebinding", "op-org", "-n", ns,
+            "--clusterrole=switchyard-operator-organizations", who,
+        )  # fmt: skip
+
+    def can_i(*args: str) -> str:
+        out = cp.kubectl("auth", "can-i", *args, "--as=switchyard-operator-scoped", check=False)
+        return out.stdout.strip()
+
+    assert can_i("list", "secrets", "--all-namespaces") == "no"
+    assert can_i("list", "secrets", "-n", other) == "no"
+    assert can_i("list", "secrets", "-n", watched) == "yes"
+    for ns in (watched, other):
+        assert apply(cp, ns, provider("local", fakes[1].url, providerType="vllm")).returncode == 0
+        assert apply(cp, ns, model(f"model-{ns}", "local", "m")).returncode == 0
+    config = cp.write_kubeconfig(tmp_path / "kubeconfig", user(cp, "switchyard-operator-scoped"))
+    log = tmp_path / "operator.log"
+    with log.open("w") as out:
+        proc = subprocess.Popen(
+            [
+                sys.executable, "-m", "switchyard.cli", "operator", "--namespace", home,
+                "--watch-namespace", home, "--watch-namespace", watched,
+                "--kubeconfig", str(config), "--health-port", "0",
+            ],
+            stdout=out, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    try:
+
+        def table() -> str:
+            return str(kubectl_json(cp, "get", "cm", "-n", home, "switchyard-routing")["data"])
+
+        wait_for(
+            "the watched namespace's model in the table", lambda: f"model-{watched}" in table()
+        )
+        assert f"model-{other}" not in table() and other not in table()
+        time.sleep(2)  # a probe, its status and event: every write it makes, allowed
+    finally:
+        proc.terminate()
+        proc.wait(20)
+    text = log.read_text()
+    for refused in ("Forbidden", "forbidden", "403", "Traceback"):
+        assert refused not in text, text[-4000:]

@@ -86,3 +86,9 @@ capabilities:
 seccompProfile:
   type: RuntimeDefault
 {{- end }}
+
+{{/* The namespaces the operator watches, as a JSON list: none (every namespace), or
+this release's and those of watchNamespaces, each once. */}}
+{{- define "switchyard.watchedNamespaces" -}}
+{{- if .Values.watchNamespaces }}{{ prepend .Values.watchNamespaces .Release.Namespace | uniq | toJson }}{{ else }}[]{{ end -}}
+{{- end }}

@@ -13,13 +13,17 @@ from switchyard.router.contract import API_KEY_LABEL, SCOPES
 
 
 def cmd_operator(args: argparse.Namespace) -> int:
-    """Run the kopf operator, cluster-wide (a namespace is an organization)."""
+    """Run the kopf operator: cluster-wide (a namespace is an organization), or in the
+    namespaces given only."""
     setup_logging(args.log_level)
     if args.namespace:
         os.environ["SWITCHYARD_NAMESPACE"] = args.namespace
+    if args.watch_namespace:
+        os.environ["SWITCHYARD_WATCH_NAMESPACES"] = ",".join(args.watch_namespace)
     import kopf
 
     from switchyard.operator import main as handlers  # registers the handlers
+    from switchyard.operator.config import OperatorConfig
     from switchyard.router.kube.config import load
     from switchyard.router.kube.errors import KubeConfigError
 
@@ -29,9 +33,11 @@ def cmd_operator(args: argparse.Namespace) -> int:
         print(f"switchyard operator: {exc}", file=sys.stderr)
         return 2
 
+    watched = OperatorConfig.from_env().watch_namespaces
     kopf.run(
         standalone=True,
-        clusterwide=True,
+        clusterwide=not watched,
+        namespaces=watched,
         liveness_endpoint=f"http://0.0.0.0:{args.health_port}/healthz"
         if args.health_port
         else None,
@@ -85,6 +91,14 @@ def main(argv: list[str] | None = None) -> int:
 
     p = sub.add_parser("operator", help="run the Kubernetes operator (kopf)")
     p.add_argument("--namespace", help="where to publish the routing table (default switchyard)")
+    p.add_argument(
+        "--watch-namespace",
+        action="append",
+        metavar="NAMESPACE",
+        help="serve this organization's namespace only (repeat for more; env "
+        "SWITCHYARD_WATCH_NAMESPACES, comma-separated); default: every namespace, which "
+        "needs cluster-wide read access to Secrets",
+    )
     p.add_argument("--kubeconfig", help=kubeconfig_help)
     p.add_argument("--health-port", type=int, default=8081, help="liveness endpoint; 0 for none")
     p.add_argument("--log-level", default="info")

@@ -1,4 +1,5 @@
-"""The operator's settings: where it publishes the routing table and the provider keys."""
+"""The operator's settings: where it publishes the routing table and the provider keys,
+and which namespaces (organizations) it serves."""
 
 from __future__ import annotations
 
@@ -20,6 +21,9 @@ class OperatorConfig:
     keys_secret: str = DEFAULT_KEYS_SECRET
     settings_configmap: str = DEFAULT_SETTINGS_CONFIGMAP  # routing, cache and budgets
     debounce_seconds: float = 0.2
+    #: The organizations' namespaces it watches (objects, API keys, provider keys);
+    #: empty: every namespace, which needs cluster-wide read access to Secrets.
+    watch_namespaces: tuple[str, ...] = ()
 
     @classmethod
     def from_env(cls) -> OperatorConfig:
@@ -30,4 +34,10 @@ class OperatorConfig:
             settings_configmap=os.environ.get(
                 "SWITCHYARD_SETTINGS_CONFIGMAP", cls.settings_configmap
             ),
+            watch_namespaces=namespaces(os.environ.get("SWITCHYARD_WATCH_NAMESPACES", "")),
         )
+
+
+def namespaces(text: str) -> tuple[str, ...]:
+    """A comma-separated list of namespaces, each once, in the order given."""
+    return tuple(dict.fromkeys(n.strip() for n in text.split(",") if n.strip()))

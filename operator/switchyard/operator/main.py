@@ -87,7 +87,12 @@ async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     )
     settings.posting.level = logging.INFO
     settings.watching.server_timeout = 300
-    _operator = Operator(OperatorConfig.from_env(), access())
+    config = OperatorConfig.from_env()
+    if config.watch_namespaces:
+        # Serving named namespaces, kopf would list every namespace and watch the CRDs
+        # (cluster-wide reads its Roles do not grant): it finds the resources once.
+        settings.scanning.disabled = True
+    _operator = Operator(config, access())
     await _operator.start()
     _tasks[:] = _operator.tasks
 

@@ -70,16 +70,19 @@ class Operator:
 
     async def _initial_listing(self) -> None:
         started = time.monotonic()
-        for res in (LLM_PROVIDERS, LLM_MODELS, PROMPT_TEMPLATES):
-            plural = res.plural
-            for item in (await self.client.list(res))[0]:
-                self.state.record(plural, "ADDED", item)
-                meta = item.get("metadata") or {}
-                self.state.unconfirmed.add(
-                    (plural, (meta.get("namespace", ""), meta.get("name", "")))
-                )
-        for item in (await self.client.list(SECRETS, labels={API_KEY_LABEL: None}))[0]:
-            self.state.record_secret("ADDED", item, API_KEY_LABEL)
+        # Every namespace at once (None), or each watched one.
+        scopes: tuple[str | None, ...] = self.config.watch_namespaces or (None,)
+        for ns in scopes:
+            for res in (LLM_PROVIDERS, LLM_MODELS, PROMPT_TEMPLATES):
+                plural = res.plural
+                for item in (await self.client.list(res, ns))[0]:
+                    self.state.record(plural, "ADDED", item)
+                    meta = item.get("metadata") or {}
+                    self.state.unconfirmed.add(
+                        (plural, (meta.get("namespace", ""), meta.get("name", "")))
+                    )
+            for item in (await self.client.list(SECRETS, ns, labels={API_KEY_LABEL: None}))[0]:
+                self.state.record_secret("ADDED", item, API_KEY_LABEL)
         for ns, name in sorted(self.state.referenced_secrets()):
             try:
                 secret = await self.client.get(SECRETS, name, ns)
