@@ -4,7 +4,10 @@ The control plane of ``tests/kube`` (etcd, kube-apiserver) serves a node made of
 Debian's containerd, runc and CNI plugins and of kubelet, kube-proxy, kube-scheduler
 and kube-controller-manager built from the same Kubernetes module. Images are loaded
 into containerd from archives (``images.py``); CoreDNS gives pods names; a StorageClass
-of hostPath volumes gives PersistentVolumeClaims something to bind to.
+of hostPath volumes gives PersistentVolumeClaims something to bind to. NetworkPolicies
+are enforced, as a cluster's network plugin would: kube-router's firewall (built from
+the Go module proxy, ``netpol/build.sh``) keeps each pod's ingress to what its policies
+admit, with iptables rules and ipsets.
 
 Addresses exist only on this machine: the node's own address on the loopback link, the
 pods' on a private bridge, the Services' behind kube-proxy's nftables rules. No pod reaches
@@ -37,8 +40,10 @@ NODE = "switchyard-node"
 NODE_IP = "172.31.255.1"
 BRIDGE = "sybr0"
 POD_CIDR = "10.244.0.0/24"
+SERVICE_CIDR = "10.0.0.0/24"  # the API server's --service-cluster-ip-range
 DNS_IP = "10.0.0.10"
 STORAGE_CLASS = "switchyard-test"
+ENFORCER_BUILD = Path(__file__).resolve().parent / "netpol" / "build.sh"
 
 
 class NodeError(RuntimeError):
@@ -57,7 +62,8 @@ def requirements() -> list[str]:
     missing = []
     if os.geteuid() != 0:
         missing.append("root")
-    for tool in ("containerd", "runc", "ctr", "ip", "nft", "iptables", "buildah", "mmdebstrap"):
+    tools = ("containerd", "runc", "ctr", "ip", "nft", "iptables", "ipset", "buildah", "mmdebstrap")
+    for tool in tools:
         if shutil.which(tool) is None:
             missing.append(tool)
     if not Path("/usr/lib/cni/bridge").exists():
@@ -84,11 +90,18 @@ class NodeCluster:
         self.proxy_user = User("system:kube-proxy")
         self.scheduler_user = User("system:kube-scheduler")
         self.cm_user = User("system:kube-controller-manager")
+        self.netpol_user = User("system:switchyard-netpol")
         self.cp = ControlPlane(
             bin_dir,
             address=NODE_IP,
             for_nodes=True,
-            users=(self.node_user, self.proxy_user, self.scheduler_user, self.cm_user),
+            users=(
+                self.node_user,
+                self.proxy_user,
+                self.scheduler_user,
+                self.cm_user,
+                self.netpol_user,
+            ),
             workdir=self.workdir / "controlplane",
             extra_apiserver_flags=(
                 f"--kubelet-client-certificate={self.workdir / 'pki' / 'apiserver-kubelet.crt'}",
@@ -135,6 +148,7 @@ class NodeCluster:
             self._step("controllers", self._controllers)
             self._step("kube-proxy", self._proxy)
             self._step("node ready", self._wait_node_ready)
+            self._step("network policies", self._network_policies)
             self._step("addons", self._addons)
         except BaseException:
             self.stop()
@@ -152,7 +166,13 @@ class NodeCluster:
         had to be undone."""
         with contextlib.suppress(Exception):
             self._drain()
-        for name in ("kube-proxy", "kubelet", "kube-scheduler", "kube-controller-manager"):
+        for name in (
+            "kube-router",
+            "kube-proxy",
+            "kubelet",
+            "kube-scheduler",
+            "kube-controller-manager",
+        ):
             self._terminate(name)
         self._stop_containers()
         self._terminate("containerd")
@@ -524,6 +544,40 @@ state = "{c / "state"}"
         )
         self._spawn("kube-proxy", [str(self.bin_dir / "kube-proxy"), f"--config={config}", "--v=1"])
 
+    def _network_policies(self, seconds: float = 60) -> None:
+        """kube-router's firewall alone (no routing, no service proxy, nothing listening):
+        it reads the pods, namespaces and NetworkPolicies and keeps each pod's ingress to
+        what its policies admit; a pod no policy selects takes anything, as Kubernetes
+        says. The node itself (the kubelet's probes) is always admitted. It leaves its
+        iptables chains and ipsets when it stops: ``Snapshot.restore()`` removes them."""
+        binary = Path(_run("bash", str(ENFORCER_BUILD), timeout=3600).strip().splitlines()[-1])
+        self.kubectl("apply", "-f", "-", input=_enforcer_rbac(self.netpol_user.name))
+        kubeconfig = self.cp.write_kubeconfig(self.workdir / "netpol.kubeconfig", self.netpol_user)
+        self._spawn(
+            "kube-router",
+            [
+                str(binary),
+                f"--kubeconfig={kubeconfig}",
+                f"--hostname-override={NODE}",
+                "--run-firewall=true",
+                "--run-router=false",
+                "--run-service-proxy=false",
+                "--enable-cni=false",
+                "--enable-pod-egress=false",
+                "--enable-ipv6=false",
+                f"--service-cluster-ip-range={SERVICE_CIDR}",
+                "--health-port=0",
+                "--metrics-port=0",
+                "--v=1",
+            ],
+        )
+        deadline = time.monotonic() + seconds
+        while "KUBE-ROUTER-FORWARD" not in _run("iptables-save", check=False):
+            self._check_running("kube-router")
+            if time.monotonic() > deadline:
+                raise NodeError(f"kube-router set up no firewall:\n{self.log_tail('kube-router')}")
+            time.sleep(0.3)
+
     def _wait_node_ready(self, seconds: float = 120) -> None:
         deadline = time.monotonic() + seconds
         last = ""
@@ -569,6 +623,44 @@ state = "{c / "state"}"
 
 def _pids() -> list[int]:
     return [int(p) for p in os.listdir("/proc") if p.isdigit()]
+
+
+def _enforcer_rbac(user: str) -> str:
+    """What kube-router's firewall reads: its informers list and watch these."""
+    role = {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "ClusterRole",
+        "metadata": {"name": "switchyard-test-netpol"},
+        "rules": [
+            {
+                "apiGroups": [""],
+                "resources": ["pods", "namespaces", "nodes", "services", "endpoints"],
+                "verbs": ["get", "list", "watch"],
+            },
+            {
+                "apiGroups": ["networking.k8s.io"],
+                "resources": ["networkpolicies"],
+                "verbs": ["list", "watch"],
+            },
+            {
+                "apiGroups": ["discovery.k8s.io"],
+                "resources": ["endpointslices"],
+                "verbs": ["list", "watch"],
+            },
+        ],
+    }
+    binding = {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "ClusterRoleBinding",
+        "metadata": {"name": "switchyard-test-netpol"},
+        "roleRef": {
+            "apiGroup": "rbac.authorization.k8s.io",
+            "kind": "ClusterRole",
+            "name": "switchyard-test-netpol",
+        },
+        "subjects": [{"kind": "User", "name": user, "apiGroup": "rbac.authorization.k8s.io"}],
+    }
+    return "\n---\n".join(json.dumps(d) for d in (role, binding))
 
 
 def _addons(coredns: str, volumes: Path, count: int = 10) -> str:

@@ -1,10 +1,10 @@
 """What a node changes on the machine, noted before it starts and put back after it stops.
 
-kubelet, kube-proxy, containerd, runc and the CNI plugins change sysctls, add network
-links, nftables tables and iptables chains, mount filesystems, create cgroups and
-directories. ``Snapshot.take()`` notes the machine's state; ``Snapshot.restore()``
-removes what appeared since and sets the sysctls back; ``Snapshot.differences()``
-says what is still not as it was.
+kubelet, kube-proxy, kube-router's firewall, containerd, runc and the CNI plugins change
+sysctls, add network links, nftables tables, iptables chains and ipsets, mount
+filesystems, create cgroups and directories. ``Snapshot.take()`` notes the machine's
+state; ``Snapshot.restore()`` removes what appeared since and sets the sysctls back;
+``Snapshot.differences()`` says what is still not as it was.
 """
 
 from __future__ import annotations
@@ -108,6 +108,10 @@ def _chains() -> dict[str, set[str]]:
     return out
 
 
+def _ipsets() -> set[str]:
+    return set(_out("ipset", "list", "-n").split())
+
+
 def _mounts() -> list[str]:
     points = []
     with contextlib.suppress(OSError):
@@ -134,6 +138,7 @@ class Snapshot:
     addresses: set[str] = field(default_factory=set)
     nft_tables: set[str] = field(default_factory=set)
     chains: dict[str, set[str]] = field(default_factory=dict)
+    ipsets: set[str] = field(default_factory=set)
     mounts: set[str] = field(default_factory=set)
     cgroups: set[str] = field(default_factory=set)
 
@@ -146,6 +151,7 @@ class Snapshot:
             addresses=_addresses(),
             nft_tables=_nft_tables(),
             chains=_chains(),
+            ipsets=_ipsets(),
             mounts=set(_mounts()),
             cgroups=_cgroups(),
         )
@@ -175,6 +181,10 @@ class Snapshot:
             subprocess.run(["nft", "delete", "table", *table.split()], capture_output=True)
             done.append(f"deleted nftables table {table}")
         done += self._restore_chains()
+        # After the chains: an ipset a rule still uses cannot be destroyed.
+        for name in sorted(_ipsets() - self.ipsets):
+            subprocess.run(["ipset", "destroy", name], capture_output=True)
+            done.append(f"destroyed ipset {name}")
         for name, value in self.sysctls.items():
             if value is not None and _sysctl(name) != value:
                 subprocess.run(["sysctl", "-q", "-w", f"{name}={value}"], capture_output=True)
@@ -224,6 +234,7 @@ class Snapshot:
             diffs += [
                 f"{key} chain {c} exists" for c in sorted(chains - self.chains.get(key, set()))
             ]
+        diffs += [f"ipset {x} exists" for x in sorted(now.ipsets - self.ipsets)]
         diffs += [f"mount {m} exists" for m in sorted(now.mounts - self.mounts)]
         diffs += [f"cgroup {c} exists" for c in sorted(now.cgroups - self.cgroups)]
         return diffs

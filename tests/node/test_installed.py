@@ -4,8 +4,14 @@ One release for the module, in the order a team meets it: install, the router's 
 replicas sharing state on the bundled Redis; an LLMProvider for the in-cluster model
 server applied by hand turns Ready and serves through the router's Service, its usage
 landing in the bundled PostgreSQL; the in-cluster Ollama answers; no pod reaches
-anything outside; a router pod deleted and a ``helm upgrade`` under load;
-``helm rollback``; the operator restarted; ``helm uninstall`` leaving only the CRDs.
+anything outside; what each ServiceAccount may do; only the routers reach Redis and
+PostgreSQL; a router pod deleted and a ``helm upgrade`` under load; ``helm rollback``;
+the operator restarted; ``helm uninstall`` leaving only the CRDs.
+
+The release serves two organizations, as a platform team that names them would install
+it: its own namespace and ``team-a`` (``watchNamespaces``), where the routers may also
+create providers (``router.settingsNamespaces``); ``team-b`` is a namespace it does not
+serve.
 """
 
 from __future__ import annotations
@@ -40,6 +46,7 @@ from tests.node.release import (
 )
 
 ORG = "team-a"
+OTHER = "team-b"  # a namespace the release does not serve
 EXAMPLE = ROOT / "examples" / "in-cluster-provider.yaml"
 
 pytestmark = pytest.mark.timeout(NODE_TEST_TIMEOUT)
@@ -50,7 +57,12 @@ def release(
     node_cluster: NodeCluster, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Release]:
     values = tmp_path_factory.mktemp("helm") / "values.json"
-    values.write_text(json.dumps(chart_values(node_cluster.images), indent=2))
+    chosen = chart_values(node_cluster.images)
+    chosen["watchNamespaces"] = [ORG]
+    chosen["router"]["settingsNamespaces"] = [ORG]
+    values.write_text(json.dumps(chosen, indent=2))
+    for namespace in (ORG, OTHER):  # a RoleBinding needs its namespace
+        node_cluster.kubectl("create", "namespace", namespace)
     started = time.monotonic()
     out = helm(
         node_cluster, "install", RELEASE, str(CHART), "--namespace", NS, "--create-namespace",
@@ -73,7 +85,6 @@ def release(
 @pytest.fixture(scope="module")
 def team(release: Release) -> str:
     """An organization of its own (a namespace) and its API key."""
-    release.cluster.kubectl("create", "namespace", ORG, check=False)
     return api_key(release.cluster, ORG, "ci", "completion,usage:read")
 
 
@@ -221,35 +232,52 @@ def router_pod_ips(cluster: NodeCluster) -> list[str]:
 
 #: (ServiceAccount, verb, resource, namespace or "" for every namespace, allowed)
 CAN_I: list[tuple[str, str, str, str, bool]] = [
-    # The router faces every tenant: it reads its table and keys, and writes nothing
-    # anywhere but a model's router status.
+    # The router faces every tenant: it reads its table and keys, creates providers and
+    # their key Secrets in router.settingsNamespaces only, and reports on the models of
+    # the organizations served; nothing cluster-wide.
     (f"{FULL}-router", "get", "configmaps", NS, True),
     (f"{FULL}-router", "get", "secrets/switchyard-provider-keys", NS, True),
     (f"{FULL}-router", "get", "secrets/switchyard-database", NS, False),
+    (f"{FULL}-router", "get", "secrets/switchyard-redis", NS, False),
     (f"{FULL}-router", "list", "secrets", NS, False),
-    (f"{FULL}-router", "create", "secrets", "kube-system", False),
-    (f"{FULL}-router", "create", "secrets", ORG, False),
-    (f"{FULL}-router", "create", "llmproviders.switchyard.dev", ORG, False),
-    (f"{FULL}-router", "patch", "llmproviders.switchyard.dev", ORG, False),
     (f"{FULL}-router", "list", "secrets", "", False),
-    (f"{FULL}-router", "create", "pods", NS, False),
+    (f"{FULL}-router", "create", "secrets", "kube-system", False),
+    (f"{FULL}-router", "create", "secrets", NS, False),
+    (f"{FULL}-router", "create", "secrets", ORG, True),
+    (f"{FULL}-router", "create", "secrets", OTHER, False),
+    (f"{FULL}-router", "create", "llmproviders.switchyard.dev", ORG, True),
+    (f"{FULL}-router", "patch", "llmproviders.switchyard.dev", ORG, True),
+    (f"{FULL}-router", "create", "llmproviders.switchyard.dev", OTHER, False),
+    (f"{FULL}-router", "patch", "llmproviders.switchyard.dev", OTHER, False),
+    (f"{FULL}-router", "delete", "llmproviders.switchyard.dev", ORG, False),
     (f"{FULL}-router", "patch", "llmmodels.switchyard.dev --subresource=status", ORG, True),
-    # The operator reads the organizations' objects and keys, writes their status, and
-    # publishes in its own namespace only.
-    (f"{FULL}-operator", "list", "llmproviders.switchyard.dev", "", True),
+    (f"{FULL}-router", "patch", "llmmodels.switchyard.dev --subresource=status", OTHER, False),
+    (f"{FULL}-router", "patch", "llmmodels.switchyard.dev --subresource=status", "", False),
+    (f"{FULL}-router", "create", "pods", NS, False),
+    # The operator reads the served organizations' objects and keys, writes their status,
+    # and publishes in its own namespace only; nothing cluster-wide.
+    (f"{FULL}-operator", "list", "llmproviders.switchyard.dev", ORG, True),
+    (f"{FULL}-operator", "list", "llmproviders.switchyard.dev", OTHER, False),
+    (f"{FULL}-operator", "list", "llmproviders.switchyard.dev", "", False),
     (f"{FULL}-operator", "patch", "llmproviders.switchyard.dev --subresource=status", ORG, True),
     (f"{FULL}-operator", "patch", "llmproviders.switchyard.dev", ORG, False),
     (f"{FULL}-operator", "delete", "llmproviders.switchyard.dev", ORG, False),
-    (f"{FULL}-operator", "list", "secrets", "", True),
+    (f"{FULL}-operator", "list", "secrets", NS, True),
+    (f"{FULL}-operator", "list", "secrets", ORG, True),
+    (f"{FULL}-operator", "list", "secrets", OTHER, False),
+    (f"{FULL}-operator", "get", "secrets", "kube-system", False),
+    (f"{FULL}-operator", "list", "secrets", "", False),
     (f"{FULL}-operator", "create", "secrets", "kube-system", False),
     (f"{FULL}-operator", "create", "secrets", ORG, False),
     (f"{FULL}-operator", "update", "configmaps", NS, True),
     (f"{FULL}-operator", "create", "configmaps", ORG, False),
     (f"{FULL}-operator", "create", "pods", NS, False),
+    (f"{FULL}-operator", "list", "customresourcedefinitions.apiextensions.k8s.io", "", False),
     # Redis, PostgreSQL and the model servers run as the namespace's default account,
     # and mount no token.
     ("default", "get", "secrets", NS, False),
     ("default", "list", "pods", NS, False),
+    ("default", "create", "secrets", ORG, False),
 ]
 
 
@@ -279,6 +307,14 @@ def test_what_each_service_account_may_and_may_not_do(release: Release) -> None:
         "ollama": False,
         "vllm": False,
     }
+    # With watchNamespaces, nothing of the release is bound cluster-wide.
+    assert [
+        b["metadata"]["name"]
+        for b in kubectl_json(
+            release.cluster, "get", "clusterrolebindings",
+            "-l", f"app.kubernetes.io/instance={RELEASE}",
+        )["items"]
+    ] == []  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -289,24 +325,98 @@ def fast_model(release: Release, team: str) -> str:
     return "fast"
 
 
-def test_redis_answers_only_with_its_password(release: Release, fast_model: str) -> None:
-    """A pod that is not a router (the fake model server, in another namespace) can open
-    a connection to the bundled Redis where the network does not enforce the chart's
-    NetworkPolicy, but Redis refuses it everything without the password; the policies
-    that admit only the routers are in place for a network that enforces them."""
-    cluster = release.cluster
-    fake = kubectl_json(cluster, "-n", ORG, "get", "pods", "-l", "app=fake-upstream")["items"]
-    probe = f"""
+#: Run in a pod: try each "host:port" given; print what became of it.
+REACH = """
+import socket, sys
+for target in sys.argv[1:]:
+    host, port = target.rsplit(":", 1)
+    try:
+        socket.create_connection((host, int(port)), timeout=3).close()
+        print(target, "reached")
+    except OSError as exc:
+        print(target, type(exc).__name__)
+"""
+
+#: Run in a pod: speak to Redis without its password.
+NO_PASSWORD = f"""
 import socket
 s = socket.create_connection(("{FULL}-redis.{NS}.svc", 6379), timeout=5)
 s.sendall(b"PUBLISH switchyard:breakers 1\\r\\nPING\\r\\n")
 print(s.recv(200).decode().splitlines()[0])
 """
-    out = cluster.kubectl(
-        "-n", ORG, "exec", fake[0]["metadata"]["name"], "--",
-        "/opt/switchyard/bin/python", "-c", probe, timeout=60,
+
+
+@pytest.fixture(scope="module")
+def stranger(release: Release) -> Iterator[str]:
+    """A throwaway pod in a namespace the release does not serve, from an image the node
+    has: any other tenant's workload."""
+    cluster = release.cluster
+    manifest = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "stranger", "namespace": OTHER},
+        "spec": {
+            "terminationGracePeriodSeconds": 1,
+            "automountServiceAccountToken": False,
+            "containers": [
+                {
+                    "name": "stranger",
+                    "image": cluster.images["router"].ref,
+                    "imagePullPolicy": "Never",
+                    "command": [
+                        "/opt/switchyard/bin/python",
+                        "-c",
+                        "import time; time.sleep(3600)",
+                    ],
+                }
+            ],
+        },
+    }
+    cluster.kubectl("apply", "-f", "-", input=json.dumps(manifest))
+    cluster.kubectl("-n", OTHER, "wait", "--for=condition=Ready", "pod/stranger", "--timeout=120s",
+                    timeout=130)  # fmt: skip
+    yield "stranger"
+    cluster.kubectl("-n", OTHER, "delete", "pod", "stranger", "--wait=false", check=False)
+
+
+def test_only_the_routers_reach_redis_and_postgresql(release: Release, stranger: str) -> None:
+    """The chart's NetworkPolicies, enforced by the node's network: a pod that is not a
+    router (another tenant's, in another namespace; the operator, in the release's own)
+    reaches neither Redis nor PostgreSQL, by Service or by pod address, while the routers
+    do; and Redis refuses everything without its password, even to a router."""
+    cluster = release.cluster
+
+    def pod_ip(component: str) -> str:
+        pods = kubectl_json(
+            cluster, "-n", NS, "get", "pods", "-l", f"app.kubernetes.io/component={component}"
+        )["items"]
+        return str(pods[0]["status"]["podIP"])
+
+    targets = [
+        f"{FULL}-redis.{NS}.svc:6379",
+        f"{FULL}-postgresql.{NS}.svc:5432",
+        f"{pod_ip('redis')}:6379",
+        f"{pod_ip('postgresql')}:5432",
+    ]
+
+    def reach(namespace: str, pod: str) -> dict[str, str]:
+        out = cluster.kubectl(
+            "-n", namespace, "exec", pod, "--", "/opt/switchyard/bin/python", "-c", REACH,
+            *targets, timeout=60,
+        ).stdout  # fmt: skip
+        return dict(line.split() for line in out.splitlines())
+
+    reached = {t: "reached" for t in targets}
+    router = ready_pods(cluster, NS, "router")[0]
+    assert reach(NS, router) == reached
+    for namespace, pod in ((OTHER, stranger), (NS, ready_pods(cluster, NS, "operator")[0])):
+        got = reach(namespace, pod)
+        assert set(got) == set(targets) and "reached" not in got.values(), (pod, got)
+    answer = cluster.kubectl(
+        "-n", NS, "exec", router, "--", "/opt/switchyard/bin/python", "-c", NO_PASSWORD,
+        timeout=60,
     ).stdout.strip()  # fmt: skip
-    assert out.startswith("-NOAUTH"), out
+    assert answer.startswith("-NOAUTH"), answer
     policies = kubectl_json(cluster, "-n", NS, "get", "networkpolicies")["items"]
     assert {p["metadata"]["name"] for p in policies} == {f"{FULL}-redis", f"{FULL}-postgresql"}
 
@@ -426,6 +536,10 @@ def test_uninstall_leaves_only_the_crds(release: Release) -> None:
         "-A", "-l", f"app.kubernetes.io/instance={RELEASE}",
     )["items"]  # fmt: skip
     assert cluster_wide == []
+    bindings = kubectl_json(
+        cluster, "-n", ORG, "get", "rolebindings", "-l", f"app.kubernetes.io/instance={RELEASE}"
+    )["items"]
+    assert bindings == []
     crds = {c["metadata"]["name"] for c in kubectl_json(cluster, "get", "crds")["items"]}
     assert {
         "llmproviders.switchyard.dev",
