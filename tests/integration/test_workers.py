@@ -26,7 +26,8 @@ def children(pid: int) -> list[int]:
     return [int(c) for c in path.read_text().split()] if path.exists() else []
 
 
-def start(tmp_path: Path, doc: dict, workers: int) -> tuple[subprocess.Popen[bytes], str]:
+def start(tmp_path: Path, doc: dict, workers: int) -> tuple[subprocess.Popen[bytes], str, str]:
+    """The supervisor, the API's URL and the admin port's."""
     path = tmp_path / "table.yaml"
     write_table(path, doc)
     port, admin = free_port(), free_port()
@@ -51,12 +52,12 @@ def start(tmp_path: Path, doc: dict, workers: int) -> tuple[subprocess.Popen[byt
         ],
         env=dict(os.environ),
     )
-    url = f"http://127.0.0.1:{port}"
+    url, admin_url = f"http://127.0.0.1:{port}", f"http://127.0.0.1:{admin}"
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         try:
-            if httpx.get(f"http://127.0.0.1:{admin}/readyz", timeout=1).status_code == 200:
-                return proc, url
+            if httpx.get(f"{admin_url}/readyz", timeout=1).status_code == 200:
+                return proc, url, admin_url
         except httpx.HTTPError:
             pass
         time.sleep(0.1)
@@ -74,6 +75,15 @@ def ask(url: str) -> int:
     return r.status_code
 
 
+def served(metrics: str) -> float:
+    """The completions answered 200, as one scrape counts them."""
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in metrics.splitlines()
+        if line.startswith("switchyard_requests_total{") and 'status="200"' in line
+    )
+
+
 def test_workers_share_one_port_and_every_request_is_recorded_once(
     fakes: Fakes, tmp_path: Path
 ) -> None:
@@ -81,7 +91,7 @@ def test_workers_share_one_port_and_every_request_is_recorded_once(
         [provider("local", "vllm", fakes.vllm.url)],
         [model("chat", "local", "meta-llama/Llama-3.1-8B-Instruct")],
     )
-    proc, url = start(tmp_path, doc, workers=3)
+    proc, url, admin = start(tmp_path, doc, workers=3)
     try:
         workers = children(proc.pid)
         assert len([c for c in workers if Path(f"/proc/{c}/cmdline").exists()]) >= 3
@@ -90,6 +100,11 @@ def test_workers_share_one_port_and_every_request_is_recorded_once(
         assert statuses == {200: 60}
         rows = wait_rows(None, tmp_path / "state", 60)
         assert len(rows) == 60 and len({r["id"] for r in rows}) == 60
+        # Whichever worker a scrape reaches (each its own connection), it counts all 60.
+        scrapes = [httpx.get(f"{admin}/metrics", timeout=5).text for _ in range(9)]
+        assert [served(m) for m in scrapes] == [60.0] * 9
+        # A gauge is one series for all of them, not one per worker.
+        assert all("\nswitchyard_table_models 1.0\n" in m for m in scrapes)
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(30) == 0
@@ -107,7 +122,7 @@ def test_workers_keep_a_providers_rate_budget_together(fakes: Fakes, tmp_path: P
         [provider("local", "vllm", fakes.vllm.url, rateLimits={"requestsPerMinute": 30})],
         [model("chat", "local", "meta-llama/Llama-3.1-8B-Instruct")],
     )
-    proc, url = start(tmp_path, doc, workers=3)
+    proc, url, _ = start(tmp_path, doc, workers=3)
     try:
         before = fakes.vllm.completions
         with ThreadPoolExecutor(6) as pool:

@@ -7,6 +7,7 @@ import gc
 import hashlib
 import os
 import secrets
+import shutil
 import subprocess
 import sys
 import time
@@ -126,10 +127,14 @@ def _supervise(args: argparse.Namespace) -> int:
     import multiprocessing
     import signal
 
+    from prometheus_client.multiprocess import mark_process_dead
+
     from switchyard.router.server import listen
 
-    # Both ports are the workers' in common: a scrape of /metrics reaches one of them.
+    # Both ports are the workers' in common: a scrape of /metrics reaches one of them,
+    # which answers for all (their series are in files here; see metrics.py).
     sockets = [listen(args.host, args.port), listen(_admin_host(args), args.admin_port)]
+    series = _shared_metrics(Path(args.state_dir).expanduser() / "metrics")
     ctx = multiprocessing.get_context("spawn")
     stopping = False
 
@@ -156,6 +161,8 @@ def _supervise(args: argparse.Namespace) -> int:
             if proc.is_alive():
                 continue
             proc.join()
+            if proc.pid is not None:  # its gauges no longer count; its counters do
+                mark_process_dead(proc.pid, str(series))  # type: ignore[no-untyped-call]
             if stopping:
                 workers.remove(proc)
             elif proc.exitcode == 2:  # the table or the cluster: starting again won't help
@@ -168,7 +175,19 @@ def _supervise(args: argparse.Namespace) -> int:
                 workers[i] = start(i)
     for sock in sockets:
         sock.close()
+    shutil.rmtree(series, ignore_errors=True)
     return status
+
+
+def _shared_metrics(path: Path) -> Path:
+    """An empty directory where every worker writes its series (``PROMETHEUS_MULTIPROC_DIR``,
+    which the workers inherit): a scrape of any of them answers for all."""
+    from switchyard.router.metrics import MULTIPROC_DIR
+
+    shutil.rmtree(path, ignore_errors=True)
+    path.mkdir(parents=True)
+    os.environ[MULTIPROC_DIR] = str(path)
+    return path
 
 
 def _tune_gc() -> None:

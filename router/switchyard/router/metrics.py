@@ -7,11 +7,23 @@ provider and model are names the table holds (a model a client made up is record
 as ""), ``api`` and ``direction`` are fixed sets, ``status`` is an HTTP status the router
 sends, and ``error`` is one of the router's error codes. A request refused before its
 key was checked (no organization yet) has ``organization=""``.
+
+With ``--workers`` every worker writes its series to files in one directory
+(prometheus_client's multiprocess mode, ``PROMETHEUS_MULTIPROC_DIR``, which the supervisor
+sets), and ``/metrics`` on whichever worker a scrape reaches answers for all of them:
+counters and histograms summed, each gauge as its ``multiprocess_mode`` says over the
+workers alive.
 """
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+import os
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector
+
+#: Set by ``--workers``'s supervisor: where every worker's series are.
+MULTIPROC_DIR = "PROMETHEUS_MULTIPROC_DIR"
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 
@@ -69,6 +81,7 @@ class Metrics:
             "switchyard_shared_state_up",
             "1 while the shared state (Redis: rate budgets, breaker news) is reachable; "
             "0 while the router serves on its own process's state.",
+            multiprocess_mode="livemin",
             registry=r,
         )
         self.shared_state_news_refused = Counter(
@@ -82,6 +95,7 @@ class Metrics:
             "switchyard_shared_state_processes",
             "Router processes (replicas times workers) sharing the state, as last counted; "
             "while Redis is away each keeps this share of every provider's rate limit.",
+            multiprocess_mode="livemax",
             registry=r,
         )
         self.stalls = Counter(
@@ -101,12 +115,14 @@ class Metrics:
             "switchyard_breaker_state",
             "Circuit breaker per provider: 0 closed, 1 open, 2 half-open.",
             ["organization", "provider"],
+            multiprocess_mode="livemax",
             registry=r,
         )
         self.provider_healthy = Gauge(
             "switchyard_provider_health",
             "Last known health per provider: 1 healthy, 0.5 degraded, 0 unhealthy, -1 unknown.",
             ["organization", "provider"],
+            multiprocess_mode="livemin",
             registry=r,
         )
         self.table_reloads = Counter(
@@ -118,11 +134,13 @@ class Metrics:
         self.table_info = Gauge(
             "switchyard_table_models",
             "Models in the current routing table, enabled or not.",
+            multiprocess_mode="livemax",
             registry=r,
         )
         self.connections_open = Gauge(
             "switchyard_open_connections",
             "Client connections the server holds now.",
+            multiprocess_mode="livesum",
             registry=r,
         )
         self.connections_refused = Counter(
@@ -165,3 +183,14 @@ class Metrics:
             "Requests the router failed on its own (500), whatever the endpoint.",
             registry=r,
         )
+
+
+def exposition(registry: CollectorRegistry) -> bytes:
+    """``registry`` in Prometheus' text format; with ``--workers``, every worker's series
+    (this one's included) merged instead."""
+    path = os.environ.get(MULTIPROC_DIR)
+    if not path:
+        return generate_latest(registry)
+    merged = CollectorRegistry()
+    MultiProcessCollector(merged, path)  # type: ignore[no-untyped-call]
+    return generate_latest(merged)

@@ -12,13 +12,14 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.requests import Request
 from starlette.responses import Response
 
 from switchyard.router.errors import NotFound
 from switchyard.router.http.errors import error_response
 from switchyard.router.http.services import services
+from switchyard.router.metrics import exposition
 
 #: What the admin port serves.
 ADMIN_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
@@ -74,4 +75,4 @@ async def metrics(request: Request) -> Response:
     for key, state in s.gateway.states.items():
         organization, provider = key.split("/", 1)
         s.metrics.breaker_state.labels(organization, provider).set(int(state.breaker.state))
-    return Response(generate_latest(s.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+    return Response(exposition(s.metrics.registry), media_type=CONTENT_TYPE_LATEST)

@@ -30,11 +30,13 @@ class RecorderMetrics:
         self.queue_depth = Gauge(
             "switchyard_usage_queue_depth",
             "Usage records waiting to be written.",
+            multiprocess_mode="livesum",
             registry=registry,
         )
         self.spool_bytes = Gauge(
             "switchyard_usage_spool_bytes",
             "Size of the local spool of unwritten usage records.",
+            multiprocess_mode="livesum",
             registry=registry,
         )
         self.written = Counter(
