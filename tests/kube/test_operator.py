@@ -689,9 +689,15 @@ def test_a_page_that_is_not_an_llms_error_never_reaches_the_status(
             "the key to be served",
             lambda: httpx.get(f"{router}/api/v1/llm/providers", headers=auth).status_code == 200,
         )
-        r = httpx.post(
-            f"{router}/api/v1/llm/providers/console/health-check", headers=auth, timeout=30
-        )
+        bind_settings(cp, namespace)
+
+        def check() -> httpx.Response | None:
+            answer = httpx.post(
+                f"{router}/api/v1/llm/providers/console/health-check", headers=auth, timeout=30
+            )
+            return None if answer.status_code == 403 else answer  # the binding not seen yet
+
+        r = wait_for("the router's settings role to take effect", check)
         assert r.status_code == 200 and "provider error" in r.json()["message"], r.text
         events = cp.kubectl("get", "events", "-n", namespace, "-o", "json").stdout
         for text in (json.dumps(status(cp, namespace, "llmp", "console")), r.text, events):
