@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import time
@@ -55,6 +56,7 @@ from switchyard.router.storage.recorder import RecorderMetrics, UsageRecorder
 from switchyard.router.storage.spool import Spool
 from switchyard.router.table.secrets import KeyRing
 from switchyard.router.table.source import FileSource, Follower
+from switchyard.router.tracing import TraceConfig, Tracing
 
 if TYPE_CHECKING:
     from switchyard.router.kube.client import KubeClient
@@ -125,6 +127,7 @@ def create_app(
     usage_record_days: int = 0,
     processes: int = 1,
     admin_port: int | None = None,
+    tracing: TraceConfig | None = None,
 ) -> Starlette:
     """An app serving a routing table; raises ConfigError if a table file is bad.
 
@@ -136,7 +139,8 @@ def create_app(
     in the SQLite file at ``sqlite_path``. With ``redis_url``, providers' rate budgets,
     spending in flight and breaker news are shared with every other router using the
     same Redis. With ``admin_port``, liveness, readiness and metrics answer on that port
-    only, and the API on every other (``http.ops``).
+    only, and the API on every other (``http.ops``). With ``tracing``, sampled requests
+    are traced and their spans exported over OTLP (``tracing``).
     """
     if (config is None) == (routing_configmap is None):
         raise ValueError("give exactly one of a table file (--config) or --routing-configmap")
@@ -179,6 +183,7 @@ def create_app(
         store=store,
         conversations=conversations,
         started_at=time.time(),
+        tracing=Tracing(tracing) if tracing is not None else None,
     )
 
     def install(table: RoutingTable, checksum: str) -> None:
@@ -268,6 +273,9 @@ def create_app(
                 opening.cancel()
             await gateway.close()
             await store.close()
+            if services.tracing is not None:
+                # Export what is queued; the SDK's exporter blocks, off the event loop.
+                await asyncio.to_thread(services.tracing.shutdown)
 
     routes = [
         Route("/api/v1/llm/completion", native.completion, methods=["POST"]),

@@ -18,6 +18,7 @@ from typing import Any
 from switchyard.cli import setup_logging
 from switchyard.router.errors import ConfigError
 from switchyard.router.kube.errors import KubeConfigError
+from switchyard.router.tracing import TraceConfig
 
 
 def _serve(
@@ -82,6 +83,7 @@ def _make_app(args: argparse.Namespace, worker: int | None) -> Any:
             usage_record_days=args.usage_record_days,
             processes=args.workers,
             admin_port=args.admin_port,
+            tracing=TraceConfig.from_env(args.otlp_endpoint, args.trace_sample),
         )
     except (ConfigError, ValueError) as exc:
         print(f"switchyard: the routing table is invalid: {exc}", file=sys.stderr)
@@ -295,6 +297,7 @@ def cmd_up(args: argparse.Namespace) -> int:
             sqlite_path=state / "switchyard.db",
             spool_path=state / "usage-spool.jsonl",
             admin_port=args.admin_port,
+            tracing=TraceConfig.from_env(args.otlp_endpoint, args.trace_sample),
         )
         url = f"http://{args.host}:{args.port}"
         print(
@@ -379,6 +382,25 @@ def _positive(kind: type[int] | type[float]) -> Any:
     return parse
 
 
+def _trace_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("tracing")
+    g.add_argument(
+        "--otlp-endpoint",
+        default=os.environ.get("SWITCHYARD_OTLP_ENDPOINT"),
+        help="export spans over OTLP/HTTP to this URL (http://collector:4318; env "
+        "SWITCHYARD_OTLP_ENDPOINT, or OpenTelemetry's OTEL_EXPORTER_OTLP_ENDPOINT); "
+        "without either, nothing is traced, and a client's traceparent goes on to the "
+        "provider as it came",
+    )
+    g.add_argument(
+        "--trace-sample",
+        type=float,
+        default=None,
+        help="the share of requests traced, 0 to 1, when the client did not decide with a "
+        "sampled traceparent (default: OTEL_TRACES_SAMPLER(_ARG), else 1)",
+    )
+
+
 def _admin_args(p: argparse.ArgumentParser, default: int) -> None:
     p.add_argument(
         "--admin-port",
@@ -457,6 +479,7 @@ def main(argv: list[str] | None = None) -> int:
     _storage_args(p)
     _limit_args(p)
     _admin_args(p, 9090)
+    _trace_args(p)
     p.add_argument("--log-level", default="info")
     p.set_defaults(func=cmd_router)
 
@@ -471,6 +494,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--verbose", action="store_true", help="show the local model's log")
     _limit_args(p)
     _admin_args(p, 8081)
+    _trace_args(p)
     p.set_defaults(func=cmd_up)
 
     p = sub.add_parser(

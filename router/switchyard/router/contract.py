@@ -598,6 +598,17 @@ class StallSettings(_Model):
     )
 
 
+class TracingSettings(_Model):
+    """What the spans of traced requests may hold (where they go: ``--otlp-endpoint``)."""
+
+    capture_content: bool = Field(
+        default=False,
+        description="Put prompts and answers on the request spans (gen_ai.input.messages, "
+        "gen_ai.output.messages), each cut at 16 KiB; off, spans hold sizes, tokens and "
+        "names only",
+    )
+
+
 class ContinueStreams(_Model):
     """Whether a stream that breaks mid-way goes on on another candidate."""
 
@@ -670,6 +681,7 @@ class RoutingSettings(_Model):
     provider_networks: ProviderNetworks = ProviderNetworks()
     breaker: Breaker = Breaker()
     stall: StallSettings = StallSettings()
+    tracing: TracingSettings = TracingSettings()
     continue_streams: ContinueStreams = Field(
         default_factory=lambda: ContinueStreams(),
         description="When a stream breaks after text was sent, continue it on another "

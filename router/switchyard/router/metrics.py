@@ -26,6 +26,12 @@ from prometheus_client.multiprocess import MultiProcessCollector
 MULTIPROC_DIR = "PROMETHEUS_MULTIPROC_DIR"
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
+#: OpenTelemetry's GenAI conventions: the advised buckets of gen_ai.client.token.usage
+#: and gen_ai.client.operation.duration.
+_TOKEN_BUCKETS = (1, 4, 16, 64, 256, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304)
+_OPERATION_BUCKETS = tuple(0.01 * 2**i for i in range(14))  # 0.01 s to 81.92 s
+#: The labels of the GenAI series: the conventions' attributes, dots as underscores.
+GEN_AI_LABELS = ["gen_ai_operation_name", "gen_ai_provider_name", "gen_ai_request_model"]
 
 
 class Metrics:
@@ -69,6 +75,25 @@ class Metrics:
             "switchyard_cache_hits",
             "Completions answered from the response cache.",
             ["organization", "provider", "model"],
+            registry=r,
+        )
+        # The GenAI semantic conventions' client metrics, as an OTLP-to-Prometheus bridge
+        # names them, beside Switchyard's own: dashboards built for any GenAI client read
+        # them. ``gen_ai_request_model`` is the table's model name; ``organization`` as in
+        # every other series.
+        self.gen_ai_tokens = Histogram(
+            "gen_ai_client_token_usage",
+            "Tokens used per operation (gen_ai.client.token.usage), by gen_ai_token_type "
+            "(input, output).",
+            ["organization", *GEN_AI_LABELS, "gen_ai_token_type"],
+            buckets=_TOKEN_BUCKETS,
+            registry=r,
+        )
+        self.gen_ai_duration = Histogram(
+            "gen_ai_client_operation_duration_seconds",
+            "Duration of each operation a provider answered (gen_ai.client.operation.duration).",
+            ["organization", *GEN_AI_LABELS],
+            buckets=_OPERATION_BUCKETS,
             registry=r,
         )
         self.failovers = Counter(

@@ -14,6 +14,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any, Protocol
 
+from switchyard.router.core import traced
 from switchyard.router.core.budgets import BudgetGuard, Reservation
 from switchyard.router.core.caller import Caller
 from switchyard.router.core.chat import ChatResult, Usage
@@ -23,6 +24,7 @@ from switchyard.router.errors import Attempt, NoCandidateAvailable, SwitchyardEr
 from switchyard.router.metrics import Metrics
 from switchyard.router.storage.recorder import UsageRecorder
 from switchyard.router.storage.records import UsageRecord, new_id, utcnow
+from switchyard.router.tracing import RequestTrace
 
 
 @dataclass(slots=True)
@@ -34,6 +36,7 @@ class RequestInfo:
     id: str = field(default_factory=new_id)  # the usage record's id, told to the client
     requested_at: datetime = field(default_factory=utcnow)
     started: float = field(default_factory=time.perf_counter)
+    trace: RequestTrace | None = None  # when the request is traced
 
 
 @dataclass(slots=True)
@@ -54,6 +57,8 @@ class Completed:
     #: A stream that broke and was continued on another candidate; its record says
     #: ``stream_continued`` as its error class, and counts every part's tokens and cost.
     continued: bool = False
+    #: ``gen_ai.provider.name`` of the provider that answered ("": from the cache).
+    gen_ai_provider: str = ""
 
 
 #: Is ``name`` a model of ``organization``'s table? Only such names become labels.
@@ -84,7 +89,7 @@ class Accountant:
         self.budgets = budgets
         # Metric children per (api, organization, provider, model): resolving labels
         # costs more than the update itself.
-        self._children: dict[tuple[str, str, str, str], tuple[Any, ...]] = {}
+        self._children: dict[tuple[str, str, str, str, str], tuple[Any, ...]] = {}
 
     def refused(self, api: str, status: int, organization: str = "") -> None:
         """A completion request turned away before serving began (auth, validation)."""
@@ -100,8 +105,11 @@ class Accountant:
         *,
         stream: bool = False,
     ) -> None:
-        requests, latency, ttft, prompt, completion, spend, hits = self._children_for(
-            info.api, caller.organization, done.provider, done.model
+        children = self._children_for(
+            info.api, caller.organization, done.provider, done.model, done.gen_ai_provider
+        )
+        requests, latency, ttft, prompt, completion, spend, hits, gen_in, gen_out, gen_time = (
+            children
         )
         requests.inc()
         latency.observe(done.latency_ms / 1000)
@@ -114,6 +122,13 @@ class Accountant:
             spend.inc(float(done.cost.total))
         if done.cache_hit:
             hits.inc()
+        else:
+            gen_in.observe(usage.prompt_tokens)
+            if info.api != "embeddings":
+                gen_out.observe(usage.completion_tokens)
+            gen_time.observe(done.latency_ms / 1000)
+        if info.trace is not None:
+            traced.served(info.trace, req, done, caller.organization, caller.key_name, info.started)
         self._record(
             caller,
             req,
@@ -161,6 +176,16 @@ class Accountant:
             info.api, caller.organization, provider or "", model or "", str(exc.status)
         ).inc()
         latency = (time.perf_counter() - info.started) * 1000
+        if info.trace is not None:
+            traced.failed(
+                info.trace,
+                req,
+                exc,
+                caller.organization,
+                caller.key_name,
+                usage,
+                float(cost.total),
+            )
         self._record(
             caller,
             req,
@@ -212,11 +237,14 @@ class Accountant:
             reservation=loser.hold,
         )
 
-    def _children_for(self, api: str, org: str, provider: str, model: str) -> tuple[Any, ...]:
-        key = (api, org, provider, model)
+    def _children_for(
+        self, api: str, org: str, provider: str, model: str, gen_ai_provider: str
+    ) -> tuple[Any, ...]:
+        key = (api, org, provider, model, gen_ai_provider)
         children = self._children.get(key)
         if children is None:
             m = self.metrics
+            gen_ai = (org, "embeddings" if api == "embeddings" else "chat", gen_ai_provider, model)
             children = self._children[key] = (
                 m.requests.labels(api, org, provider, model, "200"),
                 m.latency.labels(org, provider, model),
@@ -225,6 +253,9 @@ class Accountant:
                 m.tokens.labels(org, provider, model, "completion"),
                 m.cost.labels(org, provider, model),
                 m.cache_hits.labels(org, provider, model),
+                m.gen_ai_tokens.labels(*gen_ai, "input"),
+                m.gen_ai_tokens.labels(*gen_ai, "output"),
+                m.gen_ai_duration.labels(*gen_ai),
             )
         return children
 

@@ -32,6 +32,7 @@ from switchyard.router.core.chat import ChatRequest, Usage
 from switchyard.router.core.hedges import Hedges, Loser
 from switchyard.router.core.live_stream import own_failure
 from switchyard.router.core.selection import Plan
+from switchyard.router.core.traced import call_failed, call_lost, call_span
 from switchyard.router.core.verdicts import Verdicts
 from switchyard.router.errors import (
     Attempt,
@@ -41,6 +42,7 @@ from switchyard.router.errors import (
     UpstreamTimeout,
 )
 from switchyard.router.metrics import Metrics
+from switchyard.router.tracing import CallSpan, RequestTrace
 
 T = TypeVar("T")
 
@@ -70,6 +72,7 @@ class _Try:
     #: What the request's budgets hold for this call: a hedge's own hold; None for the
     #: call the request's reservation covers.
     hold: Reservation | None = None
+    span: CallSpan | None = None  # when the request is traced
 
 
 def _cap(route: Route, kind: Kind) -> float:
@@ -98,6 +101,8 @@ class Failover(Generic[T]):
         *,
         hedges: Hedges | None = None,
         usage: Callable[[T], Usage | None] | None = None,
+        trace: RequestTrace | None = None,
+        continuing: bool = False,
     ) -> None:
         self.verdicts = verdicts
         self.metrics = metrics
@@ -117,6 +122,9 @@ class Failover(Generic[T]):
         self._no_hedge = False
         #: More than one call was made (a hedge), or one was given up: calls lose.
         self._raced = False
+        self.trace = trace
+        self.continuing = continuing  # the rest of a stream that broke
+        self._calls = 0
 
     async def run(self) -> Answered[T]:
         try:
@@ -169,34 +177,65 @@ class Failover(Generic[T]):
             deadline = None
             if self._next < len(routes):
                 deadline = self._deadline(route, max_tokens)
+            span = self._span(route, max_tokens)
             started = time.perf_counter()
             if deadline is None and not self._pending:
-                answered = await self._direct(route, max_tokens, reserved, started)
+                answered = await self._direct(route, max_tokens, reserved, started, span)
                 if answered is not None:
                     return answered
                 continue
             self._raced = self._raced or bool(self._pending)
-            task = asyncio.ensure_future(self.call(route, max_tokens))
-            self._pending[task] = _Try(route, reserved, started, deadline, max_tokens, hold=hold)
+            if span is None:
+                task = asyncio.ensure_future(self.call(route, max_tokens))
+            else:
+                token = span.activate()  # the task starts in the call's trace context
+                task = asyncio.ensure_future(self.call(route, max_tokens))
+                span.reset(token)
+            self._pending[task] = _Try(
+                route, reserved, started, deadline, max_tokens, hold=hold, span=span
+            )
             return None
         return None
 
+    def _span(self, route: Route, max_tokens: int) -> CallSpan | None:
+        """The span of the call about to be made, when the request is traced."""
+        if self.trace is None:
+            return None
+        if self._pending:
+            kind = "hedge"
+        elif self._calls == 0:
+            kind = "continuation" if self.continuing else "primary"
+        else:
+            kind = "failover"
+        self._calls += 1
+        return call_span(self.trace, route, self.req, max_tokens, kind, self._calls)
+
     async def _direct(
-        self, route: Route, max_tokens: int, reserved: int, started: float
+        self, route: Route, max_tokens: int, reserved: int, started: float, span: CallSpan | None
     ) -> Answered[T] | None:
+        token = span.activate() if span is not None else None
         try:
             value = await self.call(route, max_tokens)
         except UpstreamError as exc:
+            if span is not None:
+                call_failed(span, exc)
             self._failed(route, exc, reserved)
             return None
         except BaseException as exc:
             # Cancelled (the client left), or the router's own failure: the provider
             # answered nothing that caused it, so no verdict on the provider.
+            if span is not None:
+                call_lost(span, "abandoned", None, f"{type(exc).__name__}: not finished")
             self.verdicts.abandoned(route, reserved)
             if isinstance(exc, Exception) and not isinstance(exc, SwitchyardError):
                 raise own_failure(route, exc) from exc
             raise
+        finally:
+            if span is not None:
+                span.reset(token)
         self._observe(route, started, value)
+        if span is not None and self.trace is not None:
+            self.trace.hold(span)
         return Answered(route, value, reserved, self.attempts, self.started)
 
     def _observe(self, route: Route, started: float, value: T) -> None:
@@ -244,11 +283,17 @@ class Failover(Generic[T]):
                     attempt.route, value, attempt.reserved, self.attempts, self.started
                 )
                 self._take_hold(attempt)
+                if attempt.span is not None and self.trace is not None:
+                    self.trace.hold(attempt.span)
             elif isinstance(exc, UpstreamError):
                 self._release(attempt)
+                if attempt.span is not None:
+                    call_failed(attempt.span, exc)
                 self._failed(attempt.route, exc, attempt.reserved)
             else:
                 self._release(attempt)
+                if attempt.span is not None:
+                    call_lost(attempt.span, "abandoned", None, f"{type(exc).__name__}")
                 self.verdicts.abandoned(attempt.route, attempt.reserved)
                 if isinstance(exc, Exception) and not isinstance(exc, SwitchyardError):
                     raise own_failure(attempt.route, exc) from exc
@@ -342,6 +387,11 @@ class Failover(Generic[T]):
         lost = self._raced and self.hedges is not None
         if not lost or isinstance(exc, UpstreamError | SwitchyardError):
             self._release(attempt)
+            if attempt.span is not None:
+                if isinstance(exc, SwitchyardError):
+                    call_failed(attempt.span, exc)
+                else:
+                    call_lost(attempt.span, "abandoned", None, "the request ended first")
             return
         assert self.hedges is not None
         usage = None
@@ -353,6 +403,9 @@ class Failover(Generic[T]):
             estimate = Usage(self.plan.prompt_tokens, 0)
             stream = self.kind == "first_event"
             loser = Loser(attempt.route, "cancelled", estimate, attempt.hold, stream=stream)
+        if attempt.span is not None:
+            why = "stalled past its deadline" if attempt.stalled else "another call answered first"
+            call_lost(attempt.span, loser.outcome, loser.usage, why)
         self.hedges.lost(loser)
 
 

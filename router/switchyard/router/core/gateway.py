@@ -44,6 +44,7 @@ from switchyard.router.errors import (
 )
 from switchyard.router.metrics import Metrics
 from switchyard.router.table import secrets
+from switchyard.router.tracing import RequestTrace
 
 log = logging.getLogger("switchyard.router")
 
@@ -178,11 +179,19 @@ class Gateway:
         """Choose the candidates; raises when none fits."""
         return plan(self.require_catalog(), caller.organization, req, time.monotonic())
 
-    async def complete(self, plan: Plan, req: ChatRequest, hedges: Hedges | None = None) -> Served:
+    async def complete(
+        self,
+        plan: Plan,
+        req: ChatRequest,
+        hedges: Hedges | None = None,
+        trace: RequestTrace | None = None,
+    ) -> Served:
         def call(route: Route, max_tokens: int) -> Awaitable[ChatResult]:
             return route.adapter.complete(req, route.model.model_name, max_tokens)
 
-        answered = await self._failover(plan, req, call, hedges=hedges, usage=_chat_usage)
+        answered = await self._failover(
+            plan, req, call, hedges=hedges, usage=_chat_usage, trace=trace
+        )
         result = answered.value
         self.verdicts.succeeded(answered.route, answered.reserved, result.usage.total_tokens)
         return Served(
@@ -195,7 +204,13 @@ class Gateway:
         )
 
     async def open_stream(
-        self, plan: Plan, req: ChatRequest, gap: bool = False, hedges: Hedges | None = None
+        self,
+        plan: Plan,
+        req: ChatRequest,
+        gap: bool = False,
+        hedges: Hedges | None = None,
+        trace: RequestTrace | None = None,
+        continuing: bool = False,
     ) -> LiveStream:
         """Fail over until one candidate produces its first event; then commit to it.
         ``gap``: a stall mid-stream ends it (it may be continued elsewhere)."""
@@ -217,7 +232,14 @@ class Gateway:
             await close_events(value[0])
 
         answered = await self._failover(
-            plan, req, first_event, "first_event", discard, hedges=hedges
+            plan,
+            req,
+            first_event,
+            "first_event",
+            discard,
+            hedges=hedges,
+            trace=trace,
+            continuing=continuing,
         )
         events, first = answered.value
         return LiveStream(
@@ -239,6 +261,7 @@ class Gateway:
         broken: Route,
         text: str,
         hedges: Hedges | None = None,
+        trace: RequestTrace | None = None,
     ) -> LiveStream:
         """A stream that broke after ``text`` was sent, continued by the other candidates
         with that text as the beginning of their answer."""
@@ -257,13 +280,19 @@ class Gateway:
         if not routes:
             raise NoCandidateAvailable("no other candidate to continue the stream")
         rest = Plan(plan.catalog, routes, plan.prompt_tokens + estimate_tokens(size))
-        return await self.open_stream(rest, more, gap=True, hedges=hedges)
+        return await self.open_stream(
+            rest, more, gap=True, hedges=hedges, trace=trace, continuing=True
+        )
 
     def plan_embedding(self, caller: Caller, req: EmbeddingRequest) -> Plan:
         return plan_embedding(self.require_catalog(), caller.organization, req, time.monotonic())
 
     async def embed(
-        self, plan: Plan, req: EmbeddingRequest, hedges: Hedges | None = None
+        self,
+        plan: Plan,
+        req: EmbeddingRequest,
+        hedges: Hedges | None = None,
+        trace: RequestTrace | None = None,
     ) -> tuple[EmbeddingResult, Served]:
         """Embeddings by the first candidate that answers; ``Served`` for accounting."""
 
@@ -271,7 +300,7 @@ class Gateway:
             return route.adapter.embed(req, route.model.model_name)
 
         answered = await self._failover(
-            plan, None, call, "answer", _close_body, hedges=hedges, usage=_embed_usage
+            plan, None, call, "answer", _close_body, hedges=hedges, usage=_embed_usage, trace=trace
         )
         result = answered.value
         # A relayed answer's usage is known at its end: until then, the estimate.
@@ -297,9 +326,21 @@ class Gateway:
         *,
         hedges: Hedges | None = None,
         usage: Callable[[T], Usage | None] | None = None,
+        trace: RequestTrace | None = None,
+        continuing: bool = False,
     ) -> Awaitable[Answered[T]]:
         return Failover(
-            self.verdicts, self.metrics, plan, req, call, kind, discard, hedges=hedges, usage=usage
+            self.verdicts,
+            self.metrics,
+            plan,
+            req,
+            call,
+            kind,
+            discard,
+            hedges=hedges,
+            usage=usage,
+            trace=trace,
+            continuing=continuing,
         ).run()
 
     async def count_tokens(self, caller: Caller, req: ChatRequest) -> Counted:

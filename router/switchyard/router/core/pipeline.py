@@ -25,6 +25,7 @@ from switchyard.router.core.hedges import Loser
 from switchyard.router.core.live_stream import LiveStream
 from switchyard.router.core.selection import Plan
 from switchyard.router.core.streaming import Continuer, Streaming
+from switchyard.router.core.traced import gen_ai_provider_name
 from switchyard.router.errors import BudgetExceeded, SwitchyardError
 
 
@@ -51,6 +52,7 @@ def _completed(served: Served) -> Completed:
         False,
         served.attempts,
         served.max_tokens,
+        gen_ai_provider=gen_ai_provider_name(served.route.provider.provider_type),
     )
 
 
@@ -138,7 +140,7 @@ class Pipeline:
         assert opening.plan is not None
         hedges = _Hedges(self, caller, req, info, opening.plan)
         try:
-            served = await self.gateway.complete(opening.plan, req, hedges)
+            served = await self.gateway.complete(opening.plan, req, hedges, info.trace)
         except SwitchyardError as exc:
             self.accountant.failed(caller, req, info, exc, opening.reservation)
             raise
@@ -169,7 +171,9 @@ class Pipeline:
             req.relay = None  # the answer is kept, or may be continued: its text is read
         hedges = _Hedges(self, caller, req, info, plan)
         try:
-            live = await self.gateway.open_stream(plan, req, gap=continuing, hedges=hedges)
+            live = await self.gateway.open_stream(
+                plan, req, gap=continuing, hedges=hedges, trace=info.trace
+            )
         except SwitchyardError as exc:
             self.accountant.failed(caller, req, info, exc, opening.reservation)
             raise
@@ -177,7 +181,7 @@ class Pipeline:
         if continuing:
 
             def continuer(route: Route, text: str) -> Awaitable[LiveStream]:
-                return self.gateway.continue_stream(plan, req, route, text, hedges)
+                return self.gateway.continue_stream(plan, req, route, text, hedges, info.trace)
 
         return Streaming.from_provider(
             self.accountant,
@@ -198,10 +202,12 @@ class Pipeline:
         reservation = None
         try:
             plan = self.gateway.plan_embedding(caller, req)
+            if info.trace is not None:
+                info.trace.set({"switchyard.route.reason": plan.reason()})
             if self.budgets is not None:
                 reservation = await self.budgets.reserve(caller, plan.estimated_cost(None))
             result, served = await self.gateway.embed(
-                plan, req, _Hedges(self, caller, req, info, plan)
+                plan, req, _Hedges(self, caller, req, info, plan), info.trace
             )
         except SwitchyardError as exc:
             self.accountant.failed(caller, req, info, exc, reservation)
@@ -252,6 +258,8 @@ class Pipeline:
         reservation = None
         try:
             plan = self.gateway.plan(caller, req)
+            if info.trace is not None:
+                info.trace.set({"switchyard.route.reason": plan.reason()})
             if self.budgets is not None:
                 reservation = await self.budgets.reserve(caller, plan.estimated_cost(req))
         except SwitchyardError as exc:

@@ -78,7 +78,10 @@ _REASONS = {
 }
 
 
-def select(org: OrgCatalog, need: Need, now: float, limit: int) -> list[Route]:
+def select(
+    org: OrgCatalog, need: Need, now: float, limit: int, skipped: Counter[str] | None = None
+) -> list[Route]:
+    """The candidates for ``need``, in order; ``skipped`` counts those left out, by reason."""
     if need.model is not None:
         base = org.by_name.get(need.model)
         if base is None:
@@ -93,7 +96,8 @@ def select(org: OrgCatalog, need: Need, now: float, limit: int) -> list[Route]:
         raise NoCandidateAvailable("no enabled model is configured")
 
     chosen: list[Route] = []
-    skipped: Counter[str] = Counter()
+    if skipped is None:
+        skipped = Counter()
     soonest = math.inf  # seconds until a skipped provider may be tried again
     for route in base:
         m = route.model
@@ -264,6 +268,21 @@ class Plan:
     catalog: Catalog
     routes: list[Route]
     prompt_tokens: int
+    #: What the candidates were chosen by (a named model, a task type, or neither), and
+    #: how many were left out, by reason: what a trace says of the choice.
+    basis: str = ""
+    skipped: Counter[str] | None = None
+
+    def reason(self) -> str:
+        """Why the candidates are these, in this order."""
+        names = ", ".join(f"{r.provider.name}/{r.model.name}" for r in self.routes)
+        rank = ", ".join(self.catalog.settings.rank_by)
+        text = f"{self.basis or 'every enabled model'}; ranked by {rank}: {names}"
+        if self.skipped:
+            text += "; " + "; ".join(
+                f"{n} skipped: {_REASONS[k]}" for k, n in sorted(self.skipped.items())
+            )
+        return text
 
     def max_tokens(self, req: ChatRequest | None, route: Route) -> int:
         """The completion budget of a call to ``route``: what was asked (or the default),
@@ -329,8 +348,9 @@ def plan(catalog: Catalog, organization: str, req: ChatRequest, now: float) -> P
         drop_params=req.drop_params or req.count_only or catalog.settings.drop_unsupported_params,
         clamp=catalog.settings.clamp_max_tokens,
     )
-    routes = select(catalog.org(organization), need, now, catalog.settings.max_attempts)
-    return Plan(catalog, routes, prompt_tokens)
+    skipped: Counter[str] = Counter()
+    routes = select(catalog.org(organization), need, now, catalog.settings.max_attempts, skipped)
+    return Plan(catalog, routes, prompt_tokens, _basis(need), skipped)
 
 
 #: The embedding fields Ollama has a place for (``user`` is not sent, as for chat).
@@ -359,5 +379,14 @@ def plan_embedding(catalog: Catalog, organization: str, req: EmbeddingRequest, n
         params_protocol="openai",
         largest_input=largest if len(sizes) > 1 else None,
     )
-    routes = select(catalog.org(organization), need, now, catalog.settings.max_attempts)
-    return Plan(catalog, routes, estimate_tokens(sum(sizes)))
+    skipped: Counter[str] = Counter()
+    routes = select(catalog.org(organization), need, now, catalog.settings.max_attempts, skipped)
+    return Plan(catalog, routes, estimate_tokens(sum(sizes)), _basis(need), skipped)
+
+
+def _basis(need: Need) -> str:
+    if need.model is not None:
+        return f"model {need.model!r} named"
+    if need.task_type is not None:
+        return f"task type {need.task_type!r}"
+    return ""

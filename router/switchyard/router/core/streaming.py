@@ -28,6 +28,7 @@ from switchyard.router.core.chat import (
 )
 from switchyard.router.core.cost import ZERO, Cost, cost_sum
 from switchyard.router.core.live_stream import LiveStream
+from switchyard.router.core.traced import gen_ai_provider_name
 from switchyard.router.errors import Attempt, ClientDisconnected, SwitchyardError, UpstreamError
 
 #: Opens the continuation of a stream that broke on ``Route`` after the text given.
@@ -209,6 +210,7 @@ class Streaming:
             False,
             self._attempts(),
             continued=bool(self.broken),
+            gen_ai_provider=gen_ai_provider_name(live.route.provider.provider_type),
         )
         self.accountant.served(
             self.caller, self.req, self.info, done, self.reservation, stream=True

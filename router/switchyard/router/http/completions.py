@@ -27,6 +27,7 @@ from switchyard.router.core.conversations import Keeping
 from switchyard.router.core.inflight import Slot
 from switchyard.router.core.selection import DROP_PARAMS_HEADER
 from switchyard.router.core.streaming import Streaming
+from switchyard.router.core.traced import request_attributes
 from switchyard.router.errors import BadRequest, SwitchyardError, TooManyInFlight
 from switchyard.router.http.auth import authenticate
 from switchyard.router.http.body import read_json, validate
@@ -35,6 +36,7 @@ from switchyard.router.http.event_stream import EventStream
 from switchyard.router.http.services import Services, services
 from switchyard.router.protocols.native import TASK_PATTERN
 from switchyard.router.protocols.sse import StreamEncoder
+from switchyard.router.tracing import TRACEPARENT, TRACESTATE, follow_client
 
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 #: The id of the request's usage record, to find it in usage data and logs.
@@ -114,8 +116,23 @@ class Admission:
 
     api: str
     services: Services
+    info: RequestInfo
     organization: str = ""
     slot: Slot | None = None
+
+    def follow(self, request: Request) -> None:
+        """The client's trace context: the request's span under it, when this request is
+        traced; else passed on to the provider as it came (``tracing``)."""
+        headers = request.headers
+        parent = headers.get(TRACEPARENT)
+        tracing = self.services.tracing
+        if tracing is not None:
+            attributes = request_attributes(self.api, request.method, request.url.path, None)
+            name = f"{request.method} {request.url.path}"
+            state = headers.get(TRACESTATE) if parent is not None else None
+            self.info.trace = tracing.start(name, parent, state, attributes)
+        elif parent is not None:
+            follow_client(parent, headers.get(TRACESTATE))
 
     async def admit(self, request: Request, model: type[B]) -> tuple[Catalog, Caller, B, Any]:
         """Authenticate, take a slot, read and validate the body: the table, the caller,
@@ -124,6 +141,10 @@ class Admission:
         catalog = s.gateway.require_catalog()
         caller = authenticate(request, catalog, "completion")
         self.organization = caller.organization
+        trace = self.info.trace
+        if trace is not None:
+            trace.capture = catalog.settings.tracing.capture_content
+            trace.set({"switchyard.organization": caller.organization})
         self.slot = s.in_flight.acquire(caller, catalog.settings.max_in_flight_per_key)
         data = await read_json(request, catalog.settings.max_body_bytes)
         return catalog, caller, validate(model, data), data
@@ -136,6 +157,11 @@ class Admission:
         elif isinstance(exc, TooManyInFlight):
             s.metrics.in_flight_refused.labels(self.organization).inc()
         s.accountant.refused(self.api, exc.status, self.organization)
+        if self.info.trace is not None:
+            self.info.trace.end(
+                {"http.response.status_code": exc.status, "switchyard.failure.reason": exc.message},
+                exc.code,
+            )
 
 
 def endpoint(model: type[B], surface: Surface[B]) -> Callable[[Request], Awaitable[Response]]:
@@ -144,7 +170,8 @@ def endpoint(model: type[B], surface: Surface[B]) -> Callable[[Request], Awaitab
     async def serve(request: Request) -> Response:
         s = services(request)
         info = RequestInfo(surface.api, request.headers.get("cache-control"))
-        admission = Admission(surface.api, s)
+        admission = Admission(surface.api, s, info)
+        admission.follow(request)
         try:
             catalog, caller, body, data = await admission.admit(request, model)
             assert admission.slot is not None
@@ -152,6 +179,17 @@ def endpoint(model: type[B], surface: Surface[B]) -> Callable[[Request], Awaitab
             req = await surface.to_request(body, call)
             req.drop_params = _flag(request, DROP_PARAMS_HEADER)
             req.continue_streams = _continue_streams(request, catalog)
+            if info.trace is not None:
+                info.trace.set(
+                    {
+                        "gen_ai.operation.name": "chat",
+                        "gen_ai.request.model": req.model,
+                        "gen_ai.request.max_tokens": req.max_tokens,
+                        "gen_ai.request.temperature": req.temperature,
+                        "switchyard.task_type": req.task_type,
+                        "switchyard.stream": req.stream,
+                    }
+                )
         except SwitchyardError as exc:
             admission.refused(exc)
             raise

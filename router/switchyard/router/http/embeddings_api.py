@@ -27,7 +27,8 @@ API = "embeddings"
 async def embeddings(request: Request) -> Response:
     s = services(request)
     info = RequestInfo(API, None)
-    admission = Admission(API, s)
+    admission = Admission(API, s, info)
+    admission.follow(request)
     try:
         _, caller, body, _ = await admission.admit(request, wire.EmbeddingsBody)
         req = wire.to_request(body, task_header(request))

@@ -14,6 +14,7 @@ from switchyard.router.core.inflight import InFlight
 from switchyard.router.core.pipeline import Pipeline
 from switchyard.router.metrics import Metrics
 from switchyard.router.storage.base import Store
+from switchyard.router.tracing import Tracing
 
 if TYPE_CHECKING:
     from switchyard.router.kube.client import KubeClient
@@ -33,6 +34,7 @@ class Services:
     table_loads: int = 0  # load attempts so far, good or bad
     kube: KubeClient | None = None  # set when the router follows a cluster
     in_flight: InFlight = field(default_factory=InFlight)  # completions open, by API key
+    tracing: Tracing | None = None  # --otlp-endpoint: spans of the requests sampled
 
 
 def services(request: Request) -> Services:

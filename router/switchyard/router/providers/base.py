@@ -37,6 +37,7 @@ from switchyard.router.errors import (
 )
 from switchyard.router.protocols.sse import BlockReader, EventRelay
 from switchyard.router.providers.addresses import AddressGuard, GuardedResolver, RefusedAddress
+from switchyard.router.tracing import with_trace
 
 log = logging.getLogger("switchyard.router")
 
@@ -231,7 +232,7 @@ class HTTPAdapter(abc.ABC):
             async with self.session.post(
                 url,
                 data=data,
-                headers=headers or self.headers(),
+                headers=with_trace(headers or self.headers()),
                 timeout=self._call_timeout,
                 allow_redirects=False,
             ) as resp:
@@ -297,7 +298,7 @@ class HTTPAdapter(abc.ABC):
             resp = await self.session.post(
                 url,
                 data=data,
-                headers=headers or self.headers(),
+                headers=with_trace(headers or self.headers()),
                 timeout=self._call_timeout if whole else self._stream_timeout,
                 allow_redirects=False,
             )
