@@ -43,14 +43,18 @@ def local_model() -> Iterator[LocalModel]:
 
 #: The folders whose tests need a machine that can run them (a real API server, a real
 #: node), and the variable that skips them on purpose.
-MUST_RUN = {"kube": "SWITCHYARD_SKIP_KUBE", "node": "SWITCHYARD_SKIP_NODE"}
+MUST_RUN = {
+    "kube": "SWITCHYARD_SKIP_KUBE",
+    "node": "SWITCHYARD_SKIP_NODE",
+    "observe": "SWITCHYARD_SKIP_OBSERVE",
+}
 
 
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
-    """With SWITCHYARD_REQUIRE_ALL=1 (``.ci/run``), a kube or node test that skips fails:
-    a machine that lost Go, root or the node's tools must not pass CI green. Setting its
-    SWITCHYARD_SKIP_* variable skips them on purpose."""
+    """With SWITCHYARD_REQUIRE_ALL=1 (``.ci/run``), a kube, node or observe test that
+    skips fails: a machine that lost Go, root or the node's tools must not pass CI green.
+    Setting its SWITCHYARD_SKIP_* variable skips them on purpose."""
     outcome = yield
     report = outcome.get_result()  # type: ignore[attr-defined]
     if not report.skipped or hasattr(report, "wasxfail"):

@@ -19,6 +19,7 @@ import yaml
 from switchyard.router.app import create_app
 from switchyard.router.server import ServerLimits, listen
 from switchyard.router.server import config as server_config
+from switchyard.router.tracing import TraceConfig
 
 
 def free_port() -> int:
@@ -46,6 +47,7 @@ class RouterServer:
         state_dir: Path | None = None,
         limits: ServerLimits | None = None,
         sqlite_path: Path | None = None,
+        tracing: TraceConfig | None = None,
     ) -> None:
         self.table_path = table_path
         state = state_dir or table_path.with_name(table_path.stem + "-state")
@@ -65,6 +67,7 @@ class RouterServer:
             sqlite_path=self.sqlite_path,
             admin_port=self.admin_port,
             spool_path=state / "usage-spool.jsonl",
+            tracing=tracing,
         )
         config = server_config(self.app, "127.0.0.1", self.port, limits=limits, log_level="warning")
         self.server = uvicorn.Server(config)
