@@ -1,6 +1,6 @@
 """Instructions per request, counted by callgrind: repeatable where CPU time is not.
 
-    ./dev bench instructions [--against REF] [--requests N]
+    ./dev bench instructions [--against REF] [--requests N] [--tracing]
 
 Runs the router under ``valgrind --tool=callgrind`` in front of the fast fake upstream,
 switches counting on only around N sequential requests (after a warm-up), and prints
@@ -8,7 +8,9 @@ the instructions per non-streaming request and per 20-chunk stream. On a shared,
 noisy machine the same code gives the same count to within about 0.1%, so a change's
 cost shows even when wall-clock figures swing by 15%. ``--against REF`` measures a
 checkout of REF (a git worktree in a temporary folder) in the same run and prints the
-ratio.
+ratio. ``--tracing`` measures this tree three times in one run, exporting spans to a real
+OpenTelemetry Collector (``tests/support/otelcol``): tracing off, 1% of requests sampled,
+and every request traced; the export thread's work is counted with the rest.
 """
 
 from __future__ import annotations
@@ -57,7 +59,7 @@ def _control(*args: str) -> None:
     subprocess.run(["callgrind_control", *args], capture_output=True, check=False)
 
 
-def measure(tree: Path, requests: int) -> tuple[float, float, float]:
+def measure(tree: Path, requests: int, *extra: str) -> tuple[float, float, float]:
     env, module = _env_for(tree)
     work = Path(tempfile.mkdtemp(prefix="switchyard-instr-"))
     up, gw = free_port(), free_port()
@@ -67,13 +69,17 @@ def measure(tree: Path, requests: int) -> tuple[float, float, float]:
         stdout=subprocess.DEVNULL,
     )
     (work / "table.yaml").write_text(yaml.safe_dump(table_doc(f"http://127.0.0.1:{up}/v1")))
+    # A checkout from before the admin port answers /readyz on the API port.
+    cli = tree / "router" / "switchyard" / "router" / "cli.py"
+    split = cli.exists() and "--admin-port" in cli.read_text()
+    admin = ["--admin-port", str(admin_port(gw))] if split else []
     router = subprocess.Popen(
         [
             "valgrind", "--tool=callgrind", "--instr-atstart=no",
             f"--callgrind-out-file={work}/callgrind.%p",
             sys.executable, "-m", module, "router", "--config", str(work / "table.yaml"),
             "--port", str(gw), "--log-level", "warning", "--state-dir", str(work / "state"),
-            "--no-usage",
+            "--no-usage", *admin, *extra,
         ],
         env=env,
         stdout=subprocess.DEVNULL,
@@ -113,7 +119,7 @@ def measure(tree: Path, requests: int) -> tuple[float, float, float]:
         return total / requests
 
     try:
-        wait_http(f"http://127.0.0.1:{admin_port(gw)}/readyz", 600)
+        wait_http(f"http://127.0.0.1:{admin_port(gw) if split else gw}/readyz", 600)
         return (
             per_request(NONSTREAM),
             per_request(STREAM),
@@ -134,6 +140,9 @@ def main() -> int:
     )
     parser.add_argument("--against", metavar="REF", help="also measure this git revision")
     parser.add_argument("--requests", type=int, default=300, help="counted requests per load")
+    parser.add_argument(
+        "--tracing", action="store_true", help="tracing off, at 1%% and at 100%%, in one run"
+    )
     args = parser.parse_args()
     if shutil.which("valgrind") is None:
         print("bench: valgrind is needed (Debian: apt-get install valgrind)", file=sys.stderr)
@@ -148,6 +157,8 @@ def main() -> int:
             check=True,
         )
         trees.insert(0, (args.against, worktree))
+    if args.tracing:
+        return _tracing(args.requests)
     try:
         results = [(label, *measure(tree, args.requests)) for label, tree in trees]
     finally:
@@ -160,6 +171,34 @@ def main() -> int:
     if len(results) == 2:
         (_, ns0, st0, an0), (_, ns1, st1, an1) = results
         print(f"{'ratio':<14}{ns1 / ns0:>16.3f}{st1 / st0:>18.3f}{an1 / an0:>18.3f}")
+    return 0
+
+
+def _tracing(requests: int) -> int:
+    """Instructions per request with tracing off, at a 1% sample and at 100%."""
+    from tests.support.collector import Collector, build
+
+    work = Path(tempfile.mkdtemp(prefix="switchyard-otelcol-"))
+    collector = Collector(build(), work)
+    try:
+        on = ("--otlp-endpoint", collector.endpoint)
+        runs = [
+            ("tracing off", measure(ROOT, requests)),
+            ("1% sampled", measure(ROOT, requests, *on, "--trace-sample", "0.01")),
+            ("all traced", measure(ROOT, requests, *on, "--trace-sample", "1")),
+        ]
+        spans = len(collector.spans())
+    finally:
+        collector.stop()
+        shutil.rmtree(work, ignore_errors=True)
+    print(f"\ninstructions per request, callgrind, {requests} sequential requests each")
+    print(f"{'':<14}{'non-streaming':>16}{'20-chunk stream':>18}{'Anthropic client':>18}")
+    base = runs[0][1]
+    for label, counts in runs:
+        pairs = zip(counts, base, strict=True)
+        cells = "".join(f"{c / 1e6:>14.3f} M{(c - b) / 1e3:>+7.0f}k" for c, b in pairs)
+        print(f"{label:<14}{cells}")
+    print(f"(the collector received {spans} spans)")
     return 0
 
 

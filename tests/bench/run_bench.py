@@ -1,11 +1,16 @@
 """Router benchmark: the same load straight to a fast fake upstream and through the router.
 
-    ./dev bench [--duration 10] [--quick]
+    ./dev bench [--duration 10] [--quick] [--tracing]
 
 Prints, for each load, requests/s, latency percentiles and the router's CPU
 time per request (from /proc, divided by the requests the upstream received),
 then the selection time with 1,000 models and the router's resident memory.
 Every figure is compared with the direct baseline measured in the same run.
+
+``--tracing`` instead measures what tracing costs: three routers on the same upstream,
+tracing off, 1% sampled and every request traced, exporting to a real OpenTelemetry
+Collector (``tests/support/otelcol``); their CPU per non-streaming request (c=32) in
+interleaved rounds, the medians and the difference from tracing off.
 """
 
 from __future__ import annotations
@@ -247,6 +252,62 @@ def selection_p99(models: int = 1000, rounds: int = 20000) -> tuple[float, float
     return samples[len(samples) // 2], samples[int(len(samples) * 0.99)]
 
 
+def tracing_cost(args: argparse.Namespace) -> int:
+    """CPU per request with tracing off, at 1% and at 100%, measured side by side."""
+    sys.path.insert(0, str(HERE.parents[1]))
+    from tests.support.collector import Collector, build
+
+    work = Path(tempfile.mkdtemp(prefix="switchyard-bench-"))
+    up_port = free_port()
+    upstream = subprocess.Popen(
+        [sys.executable, str(HERE / "fake_upstream.py")],
+        env=dict(os.environ, FAKE_PORT=str(up_port), FAKE_CHUNKS="20"),
+    )
+    table = work / "table.yaml"
+    table.write_text(yaml.safe_dump(table_doc(f"http://127.0.0.1:{up_port}/v1")))
+    collector = Collector(build(), work)
+    on = ("--otlp-endpoint", collector.endpoint)
+    kinds = {
+        "tracing off": (),
+        "1% sampled": (*on, "--trace-sample", "0.01"),
+        "all traced": (*on, "--trace-sample", "1"),
+    }
+    routers = {}
+    try:
+        for label, extra in kinds.items():
+            port = free_port()
+            state = work / f"state-{len(routers)}"
+            process = router_process(table, port, "--state-dir", str(state), "--no-usage", *extra)
+            routers[label] = (process, port)
+        wait_http(f"http://127.0.0.1:{up_port}/health")
+        for _, port in routers.values():
+            wait_http(f"http://127.0.0.1:{admin_port(port)}/readyz")
+        stats = f"http://127.0.0.1:{up_port}/stats"
+        cpu: dict[str, list[float]] = {label: [] for label in routers}
+        for _ in range(args.rounds):
+            for label, (process, port) in routers.items():
+                url = f"http://127.0.0.1:{port}/v1/chat/completions"
+                ms, _ = cpu_per_request(process.pid, url, stats, 32, args.duration)
+                cpu[label].append(ms)
+        spans = len(collector.spans())
+    finally:
+        for process, _ in routers.values():
+            process.terminate()
+            process.wait(10)
+        upstream.terminate()
+        upstream.wait(10)
+        collector.stop()
+        shutil.rmtree(work, ignore_errors=True)
+    base = statistics.median(cpu["tracing off"])
+    print(f"\nCPU ms per non-streaming request, c=32, {args.rounds} interleaved rounds")
+    for label, values in cpu.items():
+        mid = statistics.median(values)
+        rounds = " ".join(f"{v:.3f}" for v in values)
+        print(f"  {label:<12} median {mid:.3f} ms  ({mid - base:+.3f} ms)   rounds: {rounds}")
+    print(f"  (the collector received {spans} spans)")
+    return 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -257,12 +318,16 @@ def main() -> int:
     parser.add_argument(
         "--no-usage", action="store_true", help="keep no usage records (default: SQLite file)"
     )
+    parser.add_argument("--tracing", action="store_true", help="what tracing costs (see above)")
+    parser.add_argument("--rounds", type=int, default=3, help="--tracing: interleaved rounds")
     args = parser.parse_args()
     if args.quick:
         args.duration, args.warmup = 3, 1
     if shutil.which("wrk") is None:
         print("bench: wrk is needed (Debian: apt-get install wrk)", file=sys.stderr)
         return 2
+    if args.tracing:
+        return tracing_cost(args)
 
     work = Path(tempfile.mkdtemp(prefix="switchyard-bench-"))
     extra = ["--no-usage"] if args.no_usage else []

@@ -310,6 +310,39 @@ def test_the_router_may_change_settings_only_in_the_namespaces_listed(
     ]
 
 
+def test_tracing_values_reach_the_routers(control_plane: ControlPlane) -> None:
+    """router.tracing becomes the routers' --otlp-endpoint and --trace-sample; without an
+    endpoint, neither flag (nothing traced); a value that is not a URL is refused."""
+
+    def router_args(values: list[str]) -> list[str]:
+        out = helm(control_plane, "template", "sy", str(CHART), *_sets(values)).stdout
+        [router] = [
+            d
+            for d in yaml.safe_load_all(out)
+            if d and d["kind"] == "Deployment" and d["metadata"]["name"].endswith("router")
+        ]
+        args: list[str] = router["spec"]["template"]["spec"]["containers"][0]["args"]
+        return args
+
+    assert not [a for a in router_args([]) if "otlp" in a or "trace" in a]
+    args = router_args(
+        ["router.tracing.otlpEndpoint=http://otel.obs:4318", "router.tracing.sampleRatio=0.25"]
+    )
+    assert "--otlp-endpoint=http://otel.obs:4318" in args
+    assert "--trace-sample=0.25" in args
+    bad = helm(
+        control_plane, "template", "sy", str(CHART),
+        *_sets(["router.tracing.otlpEndpoint=otel:4318"]), check=False,
+    )  # fmt: skip
+    assert bad.returncode != 0 and "otlpEndpoint" in bad.stderr
+    bad = helm(
+        control_plane, "template", "sy", str(CHART),
+        *_sets(["router.tracing.otlpEndpoint=http://o:4318", "router.tracing.sampleRatio=2"]),
+        check=False,
+    )  # fmt: skip
+    assert bad.returncode != 0 and "sampleRatio" in bad.stderr
+
+
 def test_the_networks_providers_may_reach_are_the_tables(control_plane: ControlPlane) -> None:
     """settings.routing.providerNetworks reaches the settings ConfigMap the operator
     follows, as a routing table section the router's schema takes."""
