@@ -264,3 +264,54 @@ def test_the_sample_ratio_decides_for_requests_without_a_parent(
     finally:
         never.stop()
         always.stop()
+
+
+def test_a_hedge_is_a_call_span_and_the_loser_says_it_was_billed(
+    fakes: Fakes, collector: Collector, tmp_path: Path
+) -> None:
+    """A stalled primary is hedged: the backup's call is a ``hedge`` span that won, and the
+    primary's call, which answered later and was billed, ends ``hedged`` with its tokens."""
+    doc = _table(fakes, stall={"minSamples": 8, "floorMs": 200})
+    for p in doc["providers"]:
+        p.pop("timeouts")
+    server = _start(tmp_path, doc, collector)
+    try:
+        body = {
+            "model": "chat",
+            "max_tokens": 20,
+            "messages": [{"role": "user", "content": "hedge"}],
+        }
+        for _ in range(8):
+            r = httpx.post(f"{server.url}/v1/chat/completions", headers=AUTH, json=body)
+            assert r.headers["x-switchyard-provider"] == "primary"
+        fakes.openai.push(Fault.stall(0.8))
+        trace_id, _, traceparent = _parent()
+        r = httpx.post(
+            f"{server.url}/v1/chat/completions",
+            headers=AUTH | {"traceparent": traceparent},
+            json=body,
+            timeout=10,
+        )
+        assert r.headers["x-switchyard-provider"] == "backup"
+        _, calls = _await_request(collector, trace_id, 2)
+        spans = collector.wait_for(
+            "the losing call's span",
+            lambda got: any(
+                s.trace_id == trace_id
+                and s.attributes.get("switchyard.attempt.outcome") == "hedged"
+                for s in got
+            ),
+        )
+        calls = sorted(
+            (s for s in _trace(spans, trace_id) if s.kind == CLIENT),
+            key=lambda s: s.attributes["switchyard.attempt.number"],
+        )
+        primary, hedge = calls
+        assert primary.attributes["switchyard.attempt.kind"] == "primary"
+        assert primary.attributes["switchyard.attempt.outcome"] == "hedged"
+        assert primary.attributes["switchyard.failure.reason"] == "stalled past its deadline"
+        assert primary.attributes["gen_ai.usage.output_tokens"] > 0
+        assert hedge.attributes["switchyard.attempt.kind"] == "hedge"
+        assert hedge.attributes["switchyard.attempt.outcome"] == "won"
+    finally:
+        server.stop()
