@@ -27,14 +27,17 @@ import time
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from switchyard.router.contract import Budget
 from switchyard.router.core.caller import Caller
 from switchyard.router.errors import BudgetExceeded
 from switchyard.router.storage.base import Store
 from switchyard.router.storage.records import UsageRecord, utcnow
-from switchyard.router.storage.shared_state import SharedState
+
+if TYPE_CHECKING:
+    # Loaded only with --redis-url: the Redis client is no small import.
+    from switchyard.router.storage.shared_state import SharedState
 
 log = logging.getLogger("switchyard.router.budgets")
 

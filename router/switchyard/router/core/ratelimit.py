@@ -10,7 +10,7 @@ limits (1/N of N processes, as last counted on Redis).
 
 from __future__ import annotations
 
-from switchyard.router.storage.shared_state import Cell
+from switchyard.router.storage.cells import Cell
 
 
 class Bucket:

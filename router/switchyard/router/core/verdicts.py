@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from switchyard.router.core.breaker import BreakerState
 from switchyard.router.core.catalog import Route
@@ -18,7 +18,11 @@ from switchyard.router.core.health import ProviderStates
 from switchyard.router.core.ratelimit import RateLimiter
 from switchyard.router.errors import Attempt, UpstreamError
 from switchyard.router.metrics import Metrics
-from switchyard.router.storage.shared_state import Cell, SharedState
+from switchyard.router.storage.cells import Cell
+
+if TYPE_CHECKING:
+    # Loaded only with --redis-url: the Redis client is no small import.
+    from switchyard.router.storage.shared_state import SharedState
 
 log = logging.getLogger("switchyard.router")
 

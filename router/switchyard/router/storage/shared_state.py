@@ -43,6 +43,7 @@ from redis.exceptions import NoScriptError, RedisError, ResponseError
 
 from switchyard.router.metrics import Metrics
 from switchyard.router.storage import redis_scripts as scripts
+from switchyard.router.storage.cells import Cell
 
 log = logging.getLogger("switchyard.router")
 
@@ -69,18 +70,6 @@ class _Call:
     keys: Sequence[str]
     args: Sequence[Any]
     reply: asyncio.Future[Any | None] | None  # None: nobody waits
-
-
-@dataclass(frozen=True, slots=True)
-class Cell:
-    """One budget: ``per_minute`` units a minute, all of them available at once."""
-
-    key: str
-    per_minute: int
-
-    def args(self, amount: float) -> tuple[int, int, float]:
-        interval = 60_000_000 // self.per_minute  # µs per unit
-        return interval, interval * self.per_minute, amount
 
 
 class SharedState:
