@@ -87,9 +87,11 @@ def measure(tree: Path, requests: int, *extra: str) -> tuple[float, float, float
     )  # fmt: skip
     conn = http.client.HTTPConnection("127.0.0.1", gw, timeout=300)
 
-    def send(body: dict[str, object], count: int, path: str) -> None:
+    def send(body: dict[str, object], count: int, path: str, traced: bool = False) -> None:
         raw = json.dumps(body)
         headers = {"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"}
+        if traced:  # a client's sampled traceparent: this request is traced, whatever the ratio
+            headers["traceparent"] = f"00-{'1' * 32}-{'2' * 16}-01"
         for _ in range(count):
             conn.request("POST", path, raw, headers)
             resp = conn.getresponse()
@@ -99,6 +101,9 @@ def measure(tree: Path, requests: int, *extra: str) -> tuple[float, float, float
 
     def per_request(body: dict[str, object], path: str = "/v1/chat/completions") -> float:
         send(body, 50, path)  # warm-up, not counted
+        if extra:  # tracing: its first export (connection, lazy imports) is not counted
+            send(body, 5, path, traced=True)
+            time.sleep(1.5)
         pid = str(router.pid)
         _control("-z", pid)
         _control("-i", "on", pid)

@@ -9,6 +9,7 @@ and its outcome: won, failed with a reason, hedged, cancelled or broken.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
@@ -56,13 +57,13 @@ def call_span(
     """The span of one call to ``route``'s provider."""
     op = "chat" if req is not None else "embeddings"
     provider = route.provider
-    url = urlsplit(provider.url) if provider.url else None
+    host, port = _server(provider.url)
     attributes: dict[str, Any] = {
         "gen_ai.operation.name": op,
         "gen_ai.provider.name": _PROVIDER_NAME.get(provider.provider_type, provider.provider_type),
         "gen_ai.request.model": route.model.model_name,
-        "server.address": url.hostname if url else None,
-        "server.port": url.port if url else None,
+        "server.address": host,
+        "server.port": port,
         "switchyard.provider": provider.name,
         "switchyard.model": route.model.name,
         "switchyard.attempt.kind": kind,
@@ -73,6 +74,15 @@ def call_span(
         attributes["gen_ai.request.temperature"] = req.temperature
         attributes["gen_ai.request.top_p"] = req.top_p
     return trace.call(f"{op} {route.model.model_name}", attributes)
+
+
+@functools.lru_cache(maxsize=1024)
+def _server(url: str | None) -> tuple[str | None, int | None]:
+    """``server.address`` and ``server.port`` of a provider's URL."""
+    if not url:
+        return None, None
+    parts = urlsplit(url)
+    return parts.hostname, parts.port or (443 if parts.scheme == "https" else 80)
 
 
 def usage_attributes(usage: Usage | None) -> dict[str, Any]:
