@@ -156,15 +156,10 @@ class Tracing:
         )
         self.tracer: Tracer = self.provider.get_tracer("switchyard.router")
 
-    def start(
-        self,
-        name: str,
-        traceparent: str | None,
-        tracestate: str | None,
-        attributes: Mapping[str, Any],
-    ) -> RequestTrace | None:
-        """A request's server span, when the request is traced; else None (and the
-        client's trace context, if any, is passed on as it came)."""
+    def start(self, traceparent: str | None, tracestate: str | None) -> RequestTrace | None:
+        """A request's server span, when the request is traced (then named with
+        ``RequestTrace.name``); else None, and the client's trace context, if any, is
+        passed on as it came. Nothing is built for a request that is not traced."""
         parent = _PARENT.match(traceparent) if traceparent is not None else None
         if parent is not None and parent.group(1) != "ff" and int(parent.group(2), 16):
             sampled = bool(int(parent.group(4), 16) & 1)
@@ -193,9 +188,7 @@ class Tracing:
                 trace_state=state,
             )
             context = trace.set_span_in_context(trace.NonRecordingSpan(remote))
-        span = self.tracer.start_span(
-            name, context=context, kind=SpanKind.SERVER, attributes=dict(attributes)
-        )
+        span = self.tracer.start_span("request", context=context, kind=SpanKind.SERVER)
         return RequestTrace(self, span, tracestate if state is not None else None)
 
     def shutdown(self) -> None:
@@ -220,6 +213,10 @@ class RequestTrace:
 
     def set(self, attributes: Mapping[str, Any]) -> None:
         self.span.set_attributes({k: v for k, v in attributes.items() if v is not None})
+
+    def name(self, name: str, attributes: Mapping[str, Any]) -> None:
+        self.span.update_name(name)
+        self.set(attributes)
 
     def call(self, name: str, attributes: Mapping[str, Any]) -> CallSpan:
         """A provider call's span, child of the request's."""

@@ -127,10 +127,12 @@ class Admission:
         parent = headers.get(TRACEPARENT)
         tracing = self.services.tracing
         if tracing is not None:
-            attributes = request_attributes(self.api, request.method, request.url.path, None)
-            name = f"{request.method} {request.url.path}"
             state = headers.get(TRACESTATE) if parent is not None else None
-            self.info.trace = tracing.start(name, parent, state, attributes)
+            trace = tracing.start(parent, state)
+            if trace is not None:
+                method, path = request.scope["method"], request.scope["path"]
+                trace.name(f"{method} {path}", request_attributes(self.api, method, path, None))
+            self.info.trace = trace
         elif parent is not None:
             follow_client(parent, headers.get(TRACESTATE))
 
