@@ -9,6 +9,8 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.integration.conftest import Fakes
 from tests.support.servers import RouterServer
@@ -74,6 +76,25 @@ def test_a_key_budget_refuses_what_it_cannot_pay_for(fakes: Fakes, stored_router
     assert "daily budget of API key 'default/test' cannot cover" in refusal["message"]
     # Nothing was sent upstream for the refused requests.
     assert fakes.openai.completions == codes.count(200)
+    # The budget's spend over its limit is a gauge, set when the router reads the spend.
+    assert used_ratio(gw, "default", "test", "day") == pytest.approx(0.1 / 0.12)
+
+
+def used_ratio(gw: RouterServer, organization: str, api_key: str, period: str) -> float:
+    """``switchyard_budget_used_ratio`` once what was spent is read back (within ~1 s)."""
+    wanted = {"organization": organization, "api_key": api_key, "period": period}
+    deadline = time.monotonic() + 5
+    value = -1.0
+    while time.monotonic() < deadline:
+        text = httpx.get(f"{gw.admin}/metrics").text
+        for family in text_string_to_metric_families(text):
+            for s in family.samples:
+                if s.name == "switchyard_budget_used_ratio" and s.labels == wanted:
+                    value = s.value
+        if value >= 0.8:
+            break
+        time.sleep(0.1)
+    return value
 
 
 def test_an_organization_budget_covers_all_its_keys(fakes: Fakes, stored_router: Start) -> None:

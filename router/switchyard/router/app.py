@@ -161,7 +161,7 @@ def create_app(
             on_processes=gateway.states.share,
         )
         gateway.verdicts.shared = shared
-    budgets = BudgetGuard(store, shared=shared)
+    budgets = BudgetGuard(store, shared=shared, metrics=metrics)
     recorder = UsageRecorder(
         store, spool, RecorderMetrics(metrics.registry), on_stored=budgets.stored
     )

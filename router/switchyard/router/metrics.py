@@ -190,6 +190,15 @@ class Metrics:
             ["organization", "provider", "outcome"],
             registry=r,
         )
+        self.budget_used = Gauge(
+            "switchyard_budget_used_ratio",
+            "Spend over the limit of each budget in the table, per period (day, month): "
+            "the last read of the database plus what this process spent and holds since. "
+            'api_key is "" for an organization\'s own budget.',
+            ["organization", "api_key", "period"],
+            multiprocess_mode="livemax",
+            registry=r,
+        )
         self.hedges_refused = Counter(
             "switchyard_hedges_refused",
             "Stalled calls not hedged because the request's budgets could not cover a second call.",

@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 from switchyard.router.contract import Budget
 from switchyard.router.core.caller import Caller
 from switchyard.router.errors import BudgetExceeded
+from switchyard.router.metrics import Metrics
 from switchyard.router.storage.base import Store
 from switchyard.router.storage.records import UsageRecord, utcnow
 
@@ -119,8 +120,10 @@ class BudgetGuard:
         refresh_interval: float = 1.0,
         shared: SharedState | None = None,
         hold_seconds: float = HOLD_SECONDS,
+        metrics: Metrics | None = None,
     ) -> None:
         self.store = store
+        self.metrics = metrics
         self.refresh_interval = refresh_interval
         self.shared = shared
         self.hold_us = int(hold_seconds * 1_000_000)
@@ -148,6 +151,8 @@ class BudgetGuard:
         if not limits.keys() <= self._limits.keys():
             self._first_read.clear()  # the new subjects' spend is not read yet
         self._limits = limits
+        if self.metrics is not None:
+            self.metrics.budget_used.clear()  # a budget no longer in the table goes
         self._periods = {
             subject: [
                 _Limit(period, text, Decimal(text), _nanos(Decimal(text), ROUND_FLOOR))
@@ -321,6 +326,16 @@ class BudgetGuard:
             self._add_pending(pending, -pending.cost)
         if limits is self._limits:  # else a subject added meanwhile is not read yet
             self._first_read.set()
+            self._publish(now)
+
+    def _publish(self, now: datetime) -> None:
+        """Each budget's spend over its limit, as ``switchyard_budget_used_ratio``."""
+        if self.metrics is None:
+            return
+        for w in self._windows(list(self._limits), now):
+            organization, _, key = w.subject[1].partition("/")
+            used = self.spent(w.subject, w.period, w.start) / w.limit.usd if w.limit.usd else 1
+            self.metrics.budget_used.labels(organization, key, w.period).set(float(used))
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run())
