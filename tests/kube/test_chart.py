@@ -16,7 +16,7 @@ from tests.kube.fixtures import KUBE_TEST_TIMEOUT
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "helm" / "switchyard"
-#: The Prometheus Operator's own ServiceMonitor CRD, from its Go module.
+#: The Prometheus Operator's own ServiceMonitor and PrometheusRule CRDs, from its Go module.
 PROMETHEUS_OPERATOR = "github.com/prometheus-operator/prometheus-operator@v0.85.0"
 
 pytestmark = pytest.mark.timeout(KUBE_TEST_TIMEOUT)
@@ -52,6 +52,11 @@ MATRIX: dict[str, list[str]] = {
     ],
     "monitored, settings": [
         "metrics.serviceMonitor.enabled=true",
+        "grafana.dashboards.enabled=true",
+        "grafana.dashboards.annotations.grafana_folder=Switchyard",
+        "prometheusRule.enabled=true",
+        "prometheusRule.labels.release=prometheus",
+        "redis.enabled=true",
         "settings.routing.maxAttempts=2",
         "settings.cache.ttlSeconds=60",
         "router.persistence.enabled=true",
@@ -110,7 +115,7 @@ def test_lint(control_plane: ControlPlane) -> None:
 
 @pytest.fixture(scope="module")
 def crds(control_plane: ControlPlane) -> None:
-    """Switchyard's CRDs, and the Prometheus Operator's ServiceMonitor."""
+    """Switchyard's CRDs, and the Prometheus Operator's ServiceMonitor and PrometheusRule."""
     control_plane.kubectl("apply", "--server-side", "-f", str(ROOT / "crds"))
     found = subprocess.run(
         ["go", "mod", "download", "-json", PROMETHEUS_OPERATOR],
@@ -132,12 +137,15 @@ def crds(control_plane: ControlPlane) -> None:
     )
     if found.returncode != 0:
         pytest.skip(f"the ServiceMonitor CRD could not be fetched: {found.stderr[-300:]}")
-    crd = (
-        Path(json.loads(found.stdout)["Dir"])
-        / "example/prometheus-operator-crd/monitoring.coreos.com_servicemonitors.yaml"
-    )
-    control_plane.kubectl("apply", "--server-side", "-f", str(crd))
-    for name in ("llmproviders.switchyard.dev", "servicemonitors.monitoring.coreos.com"):
+    crds = Path(json.loads(found.stdout)["Dir"]) / "example/prometheus-operator-crd"
+    for kind in ("servicemonitors", "prometheusrules"):
+        crd = crds / f"monitoring.coreos.com_{kind}.yaml"
+        control_plane.kubectl("apply", "--server-side", "-f", str(crd))
+    for name in (
+        "llmproviders.switchyard.dev",
+        "servicemonitors.monitoring.coreos.com",
+        "prometheusrules.monitoring.coreos.com",
+    ):
         control_plane.kubectl("wait", "--for=condition=Established", f"crd/{name}")
 
 
