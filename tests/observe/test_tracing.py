@@ -315,3 +315,38 @@ def test_a_hedge_is_a_call_span_and_the_loser_says_it_was_billed(
         assert hedge.attributes["switchyard.attempt.outcome"] == "won"
     finally:
         server.stop()
+
+
+def test_a_stream_continued_elsewhere_is_a_broken_call_and_a_continuation(
+    fakes: Fakes, collector: Collector, tmp_path: Path
+) -> None:
+    """A stream cut after its first chunks and continued on the backup: the primary's call
+    ends ``broken``, the backup's is a ``continuation`` that won, both under the request."""
+    server = _start(tmp_path, _table(fakes, continueStreams={"default": True}), collector)
+    try:
+        fakes.openai.push(Fault.cut(3))
+        trace_id, _, traceparent = _parent()
+        client = openai.OpenAI(base_url=f"{server.url}/v1", api_key=KEY, max_retries=0)
+        text = ""
+        for chunk in client.chat.completions.create(
+            model="chat",
+            messages=[{"role": "user", "content": "one two three four five six"}],
+            stream=True,
+            extra_headers={"traceparent": traceparent},
+        ):
+            if chunk.choices:
+                text += chunk.choices[0].delta.content or ""
+        assert text.startswith("Echo: one two")
+        request, calls = _await_request(collector, trace_id, 2)
+        broken, continuation = calls
+        assert [c.attributes["switchyard.attempt.number"] for c in calls] == [1, 2]
+        assert broken.attributes["switchyard.attempt.kind"] == "primary"
+        assert broken.attributes["switchyard.attempt.outcome"] == "broken"
+        assert broken.attributes["error.type"] == "stream_broken"
+        assert continuation.attributes["switchyard.attempt.kind"] == "continuation"
+        assert continuation.attributes["switchyard.attempt.outcome"] == "won"
+        assert continuation.attributes["switchyard.provider"] == "backup"
+        assert request.attributes["switchyard.stream_continued"] is True
+        assert {c.parent_span_id for c in calls} == {request.span_id}
+    finally:
+        server.stop()

@@ -199,7 +199,16 @@ class Tracing:
 class RequestTrace:
     """One traced request: its server span, and the provider calls under it."""
 
-    __slots__ = ("_ended", "_held", "capture", "span", "trace_id", "tracestate", "tracing")
+    __slots__ = (
+        "_ended",
+        "_held",
+        "calls",
+        "capture",
+        "span",
+        "trace_id",
+        "tracestate",
+        "tracing",
+    )
 
     def __init__(self, tracing: Tracing, span: Span, tracestate: str | None) -> None:
         self.tracing = tracing
@@ -210,6 +219,7 @@ class RequestTrace:
         self.capture = False
         self._held: CallSpan | None = None
         self._ended = False
+        self.calls = 0  # provider calls made so far, continuations included
 
     def set(self, attributes: Mapping[str, Any]) -> None:
         self.span.set_attributes({k: v for k, v in attributes.items() if v is not None})

@@ -208,7 +208,8 @@ class Failover(Generic[T]):
         else:
             kind = "failover"
         self._calls += 1
-        return call_span(self.trace, route, self.req, max_tokens, kind, self._calls)
+        self.trace.calls += 1
+        return call_span(self.trace, route, self.req, max_tokens, kind, self.trace.calls)
 
     async def _direct(
         self, route: Route, max_tokens: int, reserved: int, started: float, span: CallSpan | None
