@@ -288,10 +288,22 @@ def test_news_from_outside_is_not_believed_and_garbage_does_not_stop_the_listene
         "at": time.time(),
     }
     outsider = redis_py.Redis.from_url(redis.url)
+    # Both replicas listen before anything is published (a message nobody hears is lost).
+    deadline = time.monotonic() + 10
+    while dict(outsider.pubsub_numsub("switchyard:breakers")).get(b"switchyard:breakers", 0) < 2:
+        assert time.monotonic() < deadline, "the replicas did not subscribe to breaker news"
+        time.sleep(0.05)
     for garbage in (b"1", b"not json", b"{}", b"[]", orjson.dumps(forged), b"x" * 100_000):
         outsider.publish("switchyard:breakers", garbage)
     outsider.close()
-    time.sleep(0.5)
+    counted = (
+        'switchyard_shared_state_news_refused_total{reason="unsigned"} 5.0',
+        'switchyard_shared_state_news_refused_total{reason="malformed"} 1.0',
+    )
+    deadline = time.monotonic() + 5
+    while not all(c in (refused := httpx.get(f"{b.admin}/metrics").text) for c in counted):
+        assert time.monotonic() < deadline, refused
+        time.sleep(0.05)
 
     def state(r: RouterProcess) -> str:
         listing = httpx.get(f"{r.url}/api/v1/llm/providers", headers=AUTH).json()["providers"]
@@ -299,9 +311,6 @@ def test_news_from_outside_is_not_believed_and_garbage_does_not_stop_the_listene
 
     assert state(a) == state(b) == "closed"
     assert ask(b.url).headers["x-switchyard-provider"] == "primary"
-    refused = httpx.get(f"{b.admin}/metrics").text
-    assert 'switchyard_shared_state_news_refused_total{reason="unsigned"} 5.0' in refused
-    assert 'switchyard_shared_state_news_refused_total{reason="malformed"} 1.0' in refused
     # The listener lives on: a real opening on one replica still reaches the other.
     fakes.openai.push(Fault.error(500), Fault.error(500))
     for _ in range(2):
