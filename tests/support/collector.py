@@ -5,7 +5,6 @@ a line: what a router exports, read back as a trace backend would store it."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import time
@@ -169,7 +168,3 @@ class Collector:
             self.process.kill()
             self.process.wait()
         self.log.close()
-
-
-def env_has_go() -> bool:
-    return shutil.which("go") is not None or bool(os.environ.get("SWITCHYARD_OTELCOL"))

@@ -267,10 +267,6 @@ class RequestTrace:
         self.set(attributes)
         _finish(self.span, error)
 
-    @property
-    def ended(self) -> bool:
-        return self._ended
-
 
 class CallSpan:
     """One call to a provider; its context goes out with the call (``with_trace``)."""

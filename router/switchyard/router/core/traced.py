@@ -42,10 +42,6 @@ def gen_ai_provider_name(provider_type: str) -> str:
     return _PROVIDER_NAME.get(provider_type, provider_type)
 
 
-def operation(req: object) -> str:
-    return "chat" if isinstance(req, ChatRequest) else "embeddings"
-
-
 def call_span(
     trace: RequestTrace,
     route: Route,
