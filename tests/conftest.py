@@ -47,6 +47,7 @@ MUST_RUN = {
     "kube": "SWITCHYARD_SKIP_KUBE",
     "node": "SWITCHYARD_SKIP_NODE",
     "observe": "SWITCHYARD_SKIP_OBSERVE",
+    "browser": "SWITCHYARD_SKIP_BROWSER",
 }
 
 

@@ -95,6 +95,17 @@ class _Window:
         return self.limit.period
 
 
+@dataclass(frozen=True, slots=True)
+class Standing:
+    """A budget's spend so far in its current window, against its limit."""
+
+    api_key: str | None  # None: the organization's own budget
+    period: str  # day | month
+    start: date
+    limit: Decimal
+    spent: Decimal
+
+
 #: How long an estimate is held for a request in flight, and a cost kept for a record
 #: not yet committed, before the shared state lets them go (a replica that died).
 HOLD_SECONDS = 600
@@ -175,6 +186,26 @@ class BudgetGuard:
         window = (subject[0], subject[1], period, start)
         total = self._db.get(window, Decimal(0)) + self._pending_sums.get(window, Decimal(0))
         return total + self._reserved.get(subject, Decimal(0))
+
+    def standing(self, organization: str, now: datetime | None = None) -> list[Standing]:
+        """The organization's budgets and its keys', as this replica sees them now (the
+        database's last read, with what it spent since and holds in flight)."""
+        mine = [
+            subject
+            for subject in self._limits
+            if subject == ("organization", organization)
+            or (subject[0] == "apiKey" and subject[1].startswith(organization + "/"))
+        ]
+        return [
+            Standing(
+                None if w.subject[0] == "organization" else w.subject[1].split("/", 1)[1],
+                w.period,
+                w.start,
+                w.limit.usd,
+                self.spent(w.subject, w.period, w.start),
+            )
+            for w in self._windows(sorted(mine), now or utcnow())
+        ]
 
     def _windows(self, subjects: list[tuple[str, str]], now: datetime) -> list[_Window]:
         starts = {"day": now.date(), "month": now.date().replace(day=1)}

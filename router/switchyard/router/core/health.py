@@ -26,6 +26,10 @@ class ProviderState:
     models: dict[str, CircuitBreaker] = field(default_factory=dict)
     #: How long each model's calls have been taking, for stall deadlines (``core.stall``).
     latencies: dict[str, RouteLatency] = field(default_factory=dict)
+    #: Why its last call failed, as the provider's fault, and why each model taken out
+    #: on its own went (by upstream name): what the providers API and the console show.
+    last_failure: str | None = None
+    models_out: dict[str, str] = field(default_factory=dict)
 
     def usable(self, now: float) -> bool:
         if self.key_problem is not None or self.refused is not None:

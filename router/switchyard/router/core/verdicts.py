@@ -111,6 +111,7 @@ class Verdicts:
     def succeeded(self, route: Route, reserved: int, used: int) -> None:
         if route.model_breaker.state:
             route.model_breaker.record_success()
+            route.state.models_out.pop(route.model.model_name, None)
             log.info(
                 "model %s on provider %s serves again", route.model.model_name, route.provider_key
             )
@@ -144,6 +145,7 @@ class Verdicts:
             if retry_after is not None:
                 retry_after = min(retry_after, self.max_retry_after)
             was = state.breaker.state
+            state.last_failure = _why(exc)
             state.breaker.record_failure(time.monotonic(), retry_after)
             self.metrics.breaker_state.labels(*_who(route)).set(int(state.breaker.state))
             opened = state.breaker.state is BreakerState.OPEN and was is not BreakerState.OPEN
@@ -158,6 +160,7 @@ class Verdicts:
             was = route.model_breaker.state
             route.model_breaker.record_failure(time.monotonic())
             if route.model_breaker.state is BreakerState.OPEN and was is not BreakerState.OPEN:
+                state.models_out[route.model.model_name] = _why(exc)
                 log.warning(
                     "model %s on provider %s is out for a while: %s",
                     route.model.model_name,
@@ -186,6 +189,7 @@ class Verdicts:
         breaker = state.breaker
         if news.get("open") and breaker.state is not BreakerState.OPEN:
             breaker.force_open(now)
+            state.last_failure = "another router replica's calls failed"
         resume_in = news.get("resume_in")
         if isinstance(resume_in, (int, float)) and resume_in > 0:
             breaker.hold(now + min(float(resume_in), self.max_retry_after))
@@ -208,3 +212,14 @@ class Verdicts:
         route.model_breaker.release()
         route.state.breaker.release()
         self._reconcile(route, reserved, used)
+
+
+#: At most this much of an upstream's error message is kept for display.
+WHY_CHARS = 300
+
+
+def _why(exc: UpstreamError) -> str:
+    """A failure as the providers API shows it: the error code, the upstream's status, and
+    its message cut short (an upstream's message is its own, of any length)."""
+    status = f" (HTTP {exc.upstream_status})" if exc.upstream_status else ""
+    return f"{exc.code}{status}: {exc.message[:WHY_CHARS]}"

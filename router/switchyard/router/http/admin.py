@@ -16,7 +16,7 @@ from switchyard.router.core.templates import render, template_text, variables_of
 from switchyard.router.errors import NotFound
 from switchyard.router.http.auth import authenticate
 from switchyard.router.http.body import read_json, validate
-from switchyard.router.http.services import services
+from switchyard.router.http.services import Services, services
 
 _BREAKER = {0: "closed", 1: "open", 2: "half_open"}
 
@@ -39,15 +39,23 @@ def _probe_json(p: ProbeResult | None) -> dict[str, Any] | None:
     }
 
 
-async def list_providers(request: Request) -> Response:
-    s = services(request)
-    catalog = s.gateway.require_catalog()
-    caller = authenticate(request, catalog, "completion")
-    org = catalog.org(caller.organization)
+def provider_views(s: Services, organization: str) -> list[dict[str, Any]]:
+    """The organization's providers as they stand right now: what the providers API and
+    the console show."""
+    org = s.gateway.require_catalog().org(organization)
     out = []
     for name, p in sorted(org.providers.items()):
         state = s.gateway.states.get(provider_key(p))
         probe = state.last_probe
+        # Models out on their own (not found, or unable to do what was asked), while the
+        # provider serves its others, and why each went.
+        out_reasons = {
+            m.name: state.models_out.get(m.model_name, "")
+            for m in org.all_models
+            if m.provider == name
+            and (b := state.models.get(m.model_name)) is not None
+            and b.state == BreakerState.OPEN
+        }
         out.append(
             {
                 "name": name,
@@ -65,21 +73,21 @@ async def list_providers(request: Request) -> Response:
                 "lastHealthCheck": _probe_json(probe),
                 "circuitBreaker": _BREAKER[int(state.breaker.state)],
                 "consecutiveFailures": state.breaker.consecutive_failures,
+                "lastFailure": state.last_failure,
                 "apiKeyProblem": state.key_problem,
                 "refused": state.refused,
                 "models": sorted(m.name for m in org.all_models if m.provider == name),
-                # Models out on their own (not found, or unable to do what was asked),
-                # while the provider serves its others.
-                "modelsOut": sorted(
-                    m.name
-                    for m in org.all_models
-                    if m.provider == name
-                    and (b := state.models.get(m.model_name)) is not None
-                    and b.state == BreakerState.OPEN
-                ),
+                "modelsOut": sorted(out_reasons),
+                "modelsOutReasons": out_reasons,
             }
         )
-    return _json({"providers": out})
+    return out
+
+
+async def list_providers(request: Request) -> Response:
+    s = services(request)
+    caller = authenticate(request, s.gateway.require_catalog(), "completion")
+    return _json({"providers": provider_views(s, caller.organization)})
 
 
 async def health_check(request: Request) -> Response:

@@ -50,7 +50,25 @@ def parse_bound(value: str, field: str, *, end: bool) -> datetime:
     return at
 
 
-def _row(r: UsageRow) -> dict[str, Any]:
+def parse_range(start_date: str | None, end_date: str | None) -> tuple[datetime, datetime]:
+    """``startDate`` and ``endDate`` as a range: by default the 30 whole UTC days up to
+    now; at most ten years."""
+    now = datetime.now(UTC)
+    end = parse_bound(end_date, "endDate", end=True) if end_date is not None else now
+    start = (
+        parse_bound(start_date, "startDate", end=False)
+        if start_date is not None
+        # Whole UTC days: from midnight 30 days before the end.
+        else max(EARLIEST, datetime.combine((end - timedelta(days=30)).date(), time.min, UTC))
+    )
+    if start >= end:
+        raise BadRequest("endDate: must be after startDate", field="endDate")
+    if end - start > MAX_RANGE:
+        raise BadRequest("endDate: the range may span at most ten years", field="endDate")
+    return start, end
+
+
+def row_json(r: UsageRow) -> dict[str, Any]:
     return {
         "key": r.key,
         "requests": r.requests,
@@ -77,18 +95,7 @@ async def usage(request: Request) -> Response:
     unknown = sorted(set(q) - {"startDate", "endDate", "groupBy"})
     if unknown:
         raise BadRequest(f"{unknown[0]}: not a known parameter", field=unknown[0])
-    now = datetime.now(UTC)
-    end = parse_bound(q["endDate"], "endDate", end=True) if "endDate" in q else now
-    start = (
-        parse_bound(q["startDate"], "startDate", end=False)
-        if "startDate" in q
-        # Whole UTC days: from midnight 30 days before the end.
-        else max(EARLIEST, datetime.combine((end - timedelta(days=30)).date(), time.min, UTC))
-    )
-    if start >= end:
-        raise BadRequest("endDate: must be after startDate", field="endDate")
-    if end - start > MAX_RANGE:
-        raise BadRequest("endDate: the range may span at most ten years", field="endDate")
+    start, end = parse_range(q.get("startDate"), q.get("endDate"))
     group_by = q.get("groupBy", "day")
     if group_by not in GROUP_BY:
         raise BadRequest(
@@ -106,8 +113,8 @@ async def usage(request: Request) -> Response:
         "startDate": start.isoformat(),
         "endDate": end.isoformat(),
         "groupBy": group_by,
-        "groups": [_row(g) for g in groups],
-        "totals": _row(total),
+        "groups": [row_json(g) for g in groups],
+        "totals": row_json(total),
     }
     return Response(orjson.dumps(body), media_type="application/json")
 

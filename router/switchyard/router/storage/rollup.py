@@ -181,3 +181,71 @@ def split_days(
     if last_midnight < end:
         edges.append((last_midnight, end))
     return first, last, edges
+
+
+#: The groupings that are periods of time, and those that are a dimension.
+TimeGroup = Literal["day", "week", "month"]
+OTHER = "(other)"
+
+
+def periods_between(start: date, end: date, period: TimeGroup) -> list[str]:
+    """The keys (as ``report`` names them) of every ``period`` touching the days
+    [start, end], in order: a plot over time shows the empty ones too."""
+    keys: list[str] = []
+    day = start
+    while day <= end:
+        key = _period_key(day, period)
+        if not keys or keys[-1] != key:
+            keys.append(key)
+        if period == "day":
+            day += timedelta(days=1)
+        elif period == "week":
+            day += timedelta(days=7 - day.weekday())
+        else:
+            day = (day.replace(day=1) + timedelta(days=32)).replace(day=1)
+    return keys
+
+
+def _period_key(day: date, period: TimeGroup) -> str:
+    if period == "day":
+        return day.isoformat()
+    if period == "week":
+        return (day - timedelta(days=day.weekday())).isoformat()
+    return day.strftime("%Y-%m")
+
+
+@dataclass(slots=True)
+class Series:
+    """Cost and requests per period, split by one dimension: what a stacked plot shows.
+
+    ``groups`` are the dimension's values, most costly first; past ``top`` of them the
+    rest are summed as one ``OTHER``. ``cost[g][p]`` is group g's cost in period p."""
+
+    periods: list[str]
+    groups: list[str]
+    cost: list[list[Decimal]]
+    requests: list[list[int]]
+
+
+def series(
+    rollups: Iterable[Rollup], period: TimeGroup, by: GroupBy, periods: list[str], top: int = 8
+) -> Series:
+    rows = list(rollups)
+    totals: dict[str, Decimal] = {}
+    for r in rows:
+        g = _group(r, by)
+        totals[g] = totals.get(g, Decimal(0)) + r.cost
+    ranked = sorted(totals, key=lambda g: (-totals[g], g))
+    groups = ranked[:top] + ([OTHER] if len(ranked) > top else [])
+    row_of = {g: min(i, top) for i, g in enumerate(ranked)}
+    column = {p: i for i, p in enumerate(periods)}
+    cost = [[Decimal(0)] * len(periods) for _ in groups]
+    requests = [[0] * len(periods) for _ in groups]
+    for r in rows:
+        p = column.get(_period_key(r.day, period))
+        if p is None:
+            continue
+        g = row_of[_group(r, by)]
+        cost[g][p] += r.cost
+        requests[g][p] += r.requests
+    return Series(periods, groups, cost, requests)
