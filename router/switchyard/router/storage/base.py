@@ -131,7 +131,11 @@ class Store(abc.ABC):
     async def usage_report(
         self, organization: str, start: datetime, end: datetime, group_by: GroupBy
     ) -> tuple[list[UsageRow], UsageRow]:
-        """Whole days from the daily rollups; partial days at the edges from the records."""
+        return report(await self.usage_range(organization, start, end), group_by)
+
+    async def usage_range(self, organization: str, start: datetime, end: datetime) -> list[Rollup]:
+        """Rollups covering [start, end): whole days from the daily rollups, partial days
+        at the edges from the records."""
         first, last, edges = split_days(start, end)
         rollups = await self.usage_rollups(organization, first, last) if first < last else []
         # A range that ends now (the caller's "now", a moment ago) takes today so far from
@@ -143,7 +147,7 @@ class Store(abc.ABC):
                 rollups += await self.usage_rollups(organization, day, day + timedelta(days=1))
             else:
                 rollups += await self.usage_partial(organization, lo, hi)
-        return report(rollups, group_by)
+        return rollups
 
     async def usage_partial(
         self, organization: str, start: datetime, end: datetime
