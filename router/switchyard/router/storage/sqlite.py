@@ -56,7 +56,7 @@ _HEDGES = "(" + ", ".join(f"'{s}'" for s in HEDGE_STATUSES) + ")"
 # formula is histogram.bucket().
 _ROLLUP_FROM_STAGE = f"""
 SELECT organization, strftime('%Y-%m-%d', requested_at, 'unixepoch'),
-       coalesce(provider, ''), coalesce(model, ''), coalesce(task_type, ''),
+       coalesce(provider, ''), coalesce(model, ''), coalesce(task_type, ''), api_key,
        CASE WHEN latency_ms IS NULL THEN NULL
             WHEN latency_ms <= {histogram.LOW_MS} THEN 0
             ELSE min({histogram.BUCKETS - 1}, CAST(
@@ -65,7 +65,7 @@ SELECT organization, strftime('%Y-%m-%d', requested_at, 'unixepoch'),
        sum(status NOT IN {_HEDGES}), sum(status = 'error'), sum(cache_hit), sum(prompt_tokens),
        sum(completion_tokens), sum(total_cost), sum(saved_cost), count(*),
        sum(status IN {_HEDGES})
-FROM temp.stage GROUP BY 1, 2, 3, 4, 5, 6
+FROM temp.stage GROUP BY 1, 2, 3, 4, 5, 6, 7
 """
 
 _SPEND_FROM_STAGE = """
@@ -144,16 +144,16 @@ def _write_rows(conn: sqlite3.Connection, rows: Sequence[tuple[object, ...]]) ->
 
 
 def _roll_up(conn: sqlite3.Connection) -> None:
-    totals: dict[tuple[str, str, str, str, str], list[int]] = {}
-    hists: dict[tuple[str, str, str, str, str], list[int]] = {}
+    totals: dict[tuple[str, str, str, str, str, str], list[int]] = {}
+    hists: dict[tuple[str, str, str, str, str, str], list[int]] = {}
     for row in conn.execute(_ROLLUP_FROM_STAGE):
-        key = (row[0], row[1], row[2], row[3], row[4])
+        key = (row[0], row[1], row[2], row[3], row[4], row[5])
         counts = totals.setdefault(key, [0] * 8)
         for i in range(7):
-            counts[i] += row[6 + i]
-        counts[7] += row[14]
-        if row[5] is not None:
-            hists.setdefault(key, histogram.empty())[row[5]] += row[13]
+            counts[i] += row[7 + i]
+        counts[7] += row[15]
+        if row[6] is not None:
+            hists.setdefault(key, histogram.empty())[row[6]] += row[14]
     for key, counts in totals.items():
         _add_rollup(
             conn,
@@ -163,6 +163,7 @@ def _roll_up(conn: sqlite3.Connection) -> None:
                 key[2],
                 key[3],
                 key[4],
+                key[5],
                 counts[0],
                 counts[1],
                 counts[2],
@@ -180,8 +181,8 @@ def _add_rollup(conn: sqlite3.Connection, x: Rollup) -> None:
     row = conn.execute(
         "SELECT requests, errors, cache_hits, prompt_tokens, completion_tokens, cost, "
         "saved_cost, hedged, latency_hist FROM llm_usage_daily WHERE organization = ? "
-        "AND day = ? AND provider = ? AND model = ? AND task_type = ?",
-        (x.organization, x.day.isoformat(), x.provider, x.model, x.task_type),
+        "AND day = ? AND provider = ? AND model = ? AND task_type = ? AND api_key = ?",
+        (x.organization, x.day.isoformat(), x.provider, x.model, x.task_type, x.api_key),
     ).fetchone()
     hist = list(x.hist)
     counts = [
@@ -199,14 +200,15 @@ def _add_rollup(conn: sqlite3.Connection, x: Rollup) -> None:
         histogram.add_into(hist, _unpack(row[8]))
     conn.execute(
         "INSERT OR REPLACE INTO llm_usage_daily (organization, day, provider, model, "
-        "task_type, requests, errors, cache_hits, prompt_tokens, completion_tokens, cost, "
-        "saved_cost, hedged, latency_hist) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+        "task_type, api_key, requests, errors, cache_hits, prompt_tokens, completion_tokens, "
+        "cost, saved_cost, hedged, latency_hist) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
         (
             x.organization,
             x.day.isoformat(),
             x.provider,
             x.model,
             x.task_type,
+            x.api_key,
             *counts,
             _pack(hist),
         ),
@@ -380,14 +382,15 @@ class SQLiteStore(Store):
                     r[7],
                     r[8],
                     r[9],
-                    usd(r[10]),
+                    r[10],
                     usd(r[11]),
-                    _unpack(r[12]),
-                    r[13],
+                    usd(r[12]),
+                    _unpack(r[13]),
+                    r[14],
                 )
                 for r in conn.execute(
-                    "SELECT organization, day, provider, model, task_type, requests, errors, "
-                    "cache_hits, prompt_tokens, completion_tokens, cost, saved_cost, "
+                    "SELECT organization, day, provider, model, task_type, api_key, requests, "
+                    "errors, cache_hits, prompt_tokens, completion_tokens, cost, saved_cost, "
                     "latency_hist, hedged FROM llm_usage_daily WHERE organization = ? "
                     "AND day >= ? AND day < ?",
                     (organization, first.isoformat(), last.isoformat()),
@@ -415,15 +418,15 @@ class SQLiteStore(Store):
         self, organization: str, start: datetime, end: datetime
     ) -> list[Rollup]:
         def read(conn: sqlite3.Connection) -> list[Rollup]:
-            out: dict[tuple[str, str, str, str], Rollup] = {}
+            out: dict[tuple[str, str, str, str, str], Rollup] = {}
             for row in conn.execute(
                 "SELECT date(requested_at, 'unixepoch'), coalesce(provider, ''), "
-                "coalesce(model, ''), coalesce(task_type, ''), " + _BUCKET_SQL + ", "
+                "coalesce(model, ''), coalesce(task_type, ''), api_key, " + _BUCKET_SQL + ", "
                 f"sum(status NOT IN {_HEDGES}), sum(status = 'error'), sum(cache_hit), "
                 "sum(prompt_tokens), sum(completion_tokens), sum(total_cost), sum(saved_cost), "
                 f"sum(status IN {_HEDGES}) FROM llm_requests "
                 "WHERE organization = ? AND requested_at >= ? AND requested_at < ? "
-                "GROUP BY 1, 2, 3, 4, 5",
+                "GROUP BY 1, 2, 3, 4, 5, 6",
                 (
                     histogram.LOW_MS,
                     histogram.LOW_MS,
@@ -433,13 +436,13 @@ class SQLiteStore(Store):
                     ts(end),
                 ),
             ):
-                day, provider, model, task, b = row[:5]
-                roll = out.get((day, provider, model, task))
+                day, provider, model, task, key, b = row[:6]
+                roll = out.get((day, provider, model, task, key))
                 if roll is None:
-                    roll = out[(day, provider, model, task)] = Rollup(
-                        organization, date.fromisoformat(day), provider, model, task
+                    roll = out[(day, provider, model, task, key)] = Rollup(
+                        organization, date.fromisoformat(day), provider, model, task, key
                     )
-                roll.merge(summed(row[5:], b, usd))
+                roll.merge(summed(row[6:], b, usd))
             return list(out.values())
 
         return await self._run(read)
