@@ -221,10 +221,11 @@ async def _migrate_from_4(store: Store) -> None:
     [old] = await store.usage_rollups("o", day, next_day)
     assert (old.api_key, old.requests, old.cost) == ("", 1, Decimal("0.003"))
     [record] = await store.usage_records("o", OLD_AT, OLD_AT + timedelta(seconds=1))
-    assert (record.api_key, record.total_cost, record.latency_ms) == (
+    assert (record.api_key, record.total_cost, record.latency_ms, record.trace_id) == (
         "old-key",
         Decimal("0.003"),
         20.0,
+        None,
     )
     # New usage of the same day, provider, model and task adds rollups of its keys.
     later = OLD_AT + timedelta(hours=1)
@@ -282,3 +283,25 @@ def test_daily_rollups_are_kept_per_api_key(postgres: PostgresServer, tmp_path: 
         make_store(None, tmp_path / "keys.sqlite"),
     ):
         asyncio.run(_by_key(store))
+
+
+async def _traces(store: Store) -> None:
+    await store.open()
+    now = datetime.now(UTC)
+    traced = _record("o", now)._replace(trace_id="0af7651916cd43dd8448eb211c80319c")
+    untraced = _record("o", now - timedelta(seconds=1))
+    await store.write_usage([traced, untraced])
+    records = await store.usage_records("o", now - timedelta(minutes=1), now + timedelta(seconds=1))
+    assert {r.id: r.trace_id for r in records} == {
+        traced.id: "0af7651916cd43dd8448eb211c80319c",
+        untraced.id: None,
+    }
+    await store.close()
+
+
+def test_usage_records_keep_their_trace_id(postgres: PostgresServer, tmp_path: Path) -> None:
+    for store in (
+        make_store(fresh_database(postgres), "unused"),
+        make_store(None, tmp_path / "traces.sqlite"),
+    ):
+        asyncio.run(_traces(store))

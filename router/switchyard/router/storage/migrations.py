@@ -243,13 +243,14 @@ ALTER TABLE llm_usage_daily ADD COLUMN hedged INTEGER NOT NULL DEFAULT 0;
     ),
     Migration(
         5,
-        "daily rollups per API key",
+        "daily rollups per API key, and the trace of each usage record",
         # Rollups written before count every key's usage as the key '' (unknown).
         postgres="""
 ALTER TABLE llm_usage_daily ADD COLUMN api_key text NOT NULL DEFAULT '';
 ALTER TABLE llm_usage_daily DROP CONSTRAINT llm_usage_daily_pkey;
 ALTER TABLE llm_usage_daily
     ADD PRIMARY KEY (organization, day, provider, model, task_type, api_key);
+ALTER TABLE llm_requests ADD COLUMN trace_id text;
 """,
         # A primary key cannot change in SQLite: the table is made again.
         sqlite="""
@@ -279,6 +280,7 @@ SELECT organization, day, provider, model, task_type, '', requests, errors, cach
 FROM llm_usage_daily;
 DROP TABLE llm_usage_daily;
 ALTER TABLE llm_usage_daily_5 RENAME TO llm_usage_daily;
+ALTER TABLE llm_requests ADD COLUMN trace_id TEXT;
 """,
     ),
 ]

@@ -235,6 +235,7 @@ class PostgresStore(Store):
                             r.stream,
                             r.requested_at,
                             r.completed_at,
+                            r.trace_id,
                         )
                     )
             cur = await conn.execute(_MOVE_AND_ROLL_UP)

@@ -41,7 +41,7 @@ from switchyard.router.storage.base import (
     TurnKind,
 )
 from switchyard.router.storage.migrations import MIGRATIONS
-from switchyard.router.storage.records import UsageRecord, record_from_row, to_rows
+from switchyard.router.storage.records import COLUMNS, UsageRecord, record_from_row, to_rows
 from switchyard.router.storage.rollup import HEDGE_STATUSES, Rollup, summed
 
 log = logging.getLogger("switchyard.router.storage")
@@ -51,6 +51,9 @@ NANO = Decimal(10) ** 9
 
 
 _HEDGES = "(" + ", ".join(f"'{s}'" for s in HEDGE_STATUSES) + ")"
+_COLUMNS = ", ".join(COLUMNS)
+#: A record's row, bound in ``write_usage``'s order, which is COLUMNS'.
+_STAGE_ROWS = f"INSERT INTO temp.stage ({_COLUMNS}) VALUES ({', '.join('?' * len(COLUMNS))})"
 
 # Sums per rollup key and latency bucket over the staged new records; a bucket's
 # formula is histogram.bucket().
@@ -117,10 +120,7 @@ def _write_rows(conn: sqlite3.Connection, rows: Sequence[tuple[object, ...]]) ->
     conn.execute("BEGIN IMMEDIATE")
     try:
         conn.execute("DELETE FROM temp.stage")
-        conn.executemany(
-            "INSERT INTO temp.stage VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-            rows,
-        )
+        conn.executemany(_STAGE_ROWS, rows)
         # Keep the first of any repeated id, and only ids not stored before.
         conn.execute(
             "DELETE FROM temp.stage WHERE rowid NOT IN "
@@ -128,11 +128,7 @@ def _write_rows(conn: sqlite3.Connection, rows: Sequence[tuple[object, ...]]) ->
             "OR id IN (SELECT id FROM llm_requests)"
         )
         new = conn.execute(
-            "INSERT INTO llm_requests SELECT id, organization, api_key, api, provider, "
-            "model, task_type, prompt_tokens, completion_tokens, total_tokens, "
-            "input_cost, output_cost, total_cost, saved_cost, latency_ms, ttft_ms, "
-            "status, http_status, error_class, cache_hit, stream, requested_at, "
-            "completed_at FROM temp.stage"
+            f"INSERT INTO llm_requests ({_COLUMNS}) SELECT {_COLUMNS} FROM temp.stage"
         ).rowcount
         _roll_up(conn)
         conn.execute(_SPEND_FROM_STAGE)
@@ -363,7 +359,7 @@ class SQLiteStore(Store):
                 nano(r.input_cost), nano(r.output_cost), nano(r.input_cost + r.output_cost),
                 nano(r.saved_cost), r.latency_ms, r.ttft_ms, r.status, r.http_status,
                 r.error_class, int(r.cache_hit), int(r.stream), ts(r.requested_at),
-                ts(r.completed_at),
+                ts(r.completed_at), r.trace_id,
             ))  # fmt: skip
 
         return await self._write(rows)
@@ -406,8 +402,8 @@ class SQLiteStore(Store):
             return [
                 record_from_row(r, usd, lambda t: datetime.fromtimestamp(t, UTC))
                 for r in conn.execute(
-                    "SELECT * FROM llm_requests WHERE organization = ? AND requested_at >= ? "
-                    "AND requested_at < ?",
+                    f"SELECT {_COLUMNS} FROM llm_requests WHERE organization = ? "
+                    "AND requested_at >= ? AND requested_at < ?",
                     (organization, ts(start), ts(end)),
                 )
             ]
