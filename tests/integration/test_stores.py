@@ -305,3 +305,50 @@ def test_usage_records_keep_their_trace_id(postgres: PostgresServer, tmp_path: P
         make_store(None, tmp_path / "traces.sqlite"),
     ):
         asyncio.run(_traces(store))
+
+
+async def _recent(store: Store) -> None:
+    await store.open()
+    now = datetime.now(UTC)
+    since = now - timedelta(hours=1)
+
+    def at(minutes: float, **fields: object) -> UsageRecord:
+        return _record("o", now - timedelta(minutes=minutes))._replace(**fields)
+
+    slow = [at(10 + i, latency_ms=float(100 * (i + 1))) for i in range(6)]
+    failed = [at(5 + i, status="error", http_status=503, latency_ms=1.0) for i in range(4)]
+    ignored = [
+        at(1, status="hedged", latency_ms=99_000.0),  # did not answer a request
+        at(2, status="cancelled", latency_ms=98_000.0),
+        at(3, latency_ms=None),
+        at(61, latency_ms=97_000.0, status="error"),  # before ``since``
+        _record("other", now)._replace(latency_ms=96_000.0, status="error"),
+    ]
+    await store.write_usage(slow + failed + ignored)
+
+    slowest = await store.recent_requests("o", since, "slowest", 3)
+    assert [r.id for r in slowest] == [r.id for r in slow[::-1][:3]]
+    assert [r.latency_ms for r in slowest] == [600.0, 500.0, 400.0]
+    everything = await store.recent_requests("o", since, "slowest", 100)
+    assert {r.id for r in everything} == {r.id for r in slow + failed}
+    newest_failed = await store.recent_requests("o", since, "failed", 3)
+    assert [r.id for r in newest_failed] == [r.id for r in failed[:3]]
+    assert all(r.status == "error" and r.http_status == 503 for r in newest_failed)
+    assert len(await store.recent_requests("o", since, "failed", 100)) == 4
+    # Another organization sees only its own.
+    [theirs] = await store.recent_requests("other", since, "failed", 10)
+    assert theirs.id == ignored[-1].id
+    assert await store.recent_requests("nobody", since, "slowest", 10) == []
+    # The limit is taken within 1 and 100.
+    assert len(await store.recent_requests("o", since, "slowest", 0)) == 1
+    await store.write_usage([at(20, latency_ms=1.0) for _ in range(120)])
+    assert len(await store.recent_requests("o", since, "slowest", 10_000)) == 100
+    await store.close()
+
+
+def test_recent_slowest_and_failed_requests(postgres: PostgresServer, tmp_path: Path) -> None:
+    for store in (
+        make_store(fresh_database(postgres), "unused"),
+        make_store(None, tmp_path / "recent.sqlite"),
+    ):
+        asyncio.run(_recent(store))

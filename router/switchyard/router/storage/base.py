@@ -49,6 +49,17 @@ class CacheEntry:
     hit_count: int = 0
 
 
+#: What ``Store.recent_requests`` lists: the slowest requests, or the failed ones.
+RecentKind = Literal["slowest", "failed"]
+#: The most records ``Store.recent_requests`` returns.
+MAX_RECENT = 100
+
+
+def recent_limit(limit: int) -> int:
+    """``limit`` taken within 1 and MAX_RECENT: a caller cannot ask for a scan's worth."""
+    return max(1, min(limit, MAX_RECENT))
+
+
 #: A kept conversation's kind: Responses API answers, or Anthropic message threads.
 TurnKind = Literal["response", "thread"]
 
@@ -166,6 +177,16 @@ class Store(abc.ABC):
         self, organization: str, start: datetime, end: datetime
     ) -> list[UsageRecord]:
         """Records requested in [start, end)."""
+
+    @abc.abstractmethod
+    async def recent_requests(
+        self, organization: str, since: datetime, kind: RecentKind, limit: int
+    ) -> list[UsageRecord]:
+        """The organization's records requested at or after ``since``, at most ``limit``
+        (``recent_limit``). "slowest": those with a latency, slowest first, leaving out
+        calls that did not answer a request (``HEDGE_STATUSES``); "failed": those whose
+        status is error, newest first. Read along the (organization, requested_at)
+        index, so ``since`` is meant to be recent: the last hour."""
 
     @abc.abstractmethod
     async def usage_purge(self, before: datetime, batch: int = 5000) -> int:

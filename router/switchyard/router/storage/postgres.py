@@ -18,6 +18,7 @@ from psycopg_pool import AsyncConnectionPool
 from switchyard.router.storage import histogram
 from switchyard.router.storage.base import (
     CacheEntry,
+    RecentKind,
     Spend,
     Store,
     StoredTurn,
@@ -26,6 +27,7 @@ from switchyard.router.storage.base import (
     Turn,
     TurnHead,
     TurnKind,
+    recent_limit,
 )
 from switchyard.router.storage.migrations import MIGRATIONS
 from switchyard.router.storage.records import COLUMNS, UsageRecord, record_from_row
@@ -38,6 +40,11 @@ MIGRATION_LOCK = 0x5377_7943  # "SwyC"
 
 _COLUMNS = ", ".join(COLUMNS)
 _HEDGES = "(" + ", ".join(f"'{s}'" for s in HEDGE_STATUSES) + ")"
+#: What each kind of ``recent_requests`` keeps, and its order.
+_RECENT: dict[RecentKind, str] = {
+    "slowest": f"status NOT IN {_HEDGES} AND latency_ms IS NOT NULL ORDER BY latency_ms DESC",
+    "failed": "status = 'error' ORDER BY requested_at DESC",
+}
 
 
 # One statement moves the staged records that are new into llm_requests and
@@ -282,6 +289,18 @@ class PostgresStore(Store):
                 f"SELECT {_COLUMNS} FROM llm_requests WHERE organization = %s "
                 "AND requested_at >= %s AND requested_at < %s",
                 (organization, start, end),
+            )
+            rows = await cur.fetchall()
+        return [record_from_row(r, Decimal, lambda t: t) for r in rows]
+
+    async def recent_requests(
+        self, organization: str, since: datetime, kind: RecentKind, limit: int
+    ) -> list[UsageRecord]:
+        async with self._connection() as conn:
+            cur = await conn.execute(
+                f"SELECT {_COLUMNS} FROM llm_requests WHERE organization = %s "
+                f"AND requested_at >= %s AND {_RECENT[kind]} LIMIT %s",
+                (organization, since, recent_limit(limit)),
             )
             rows = await cur.fetchall()
         return [record_from_row(r, Decimal, lambda t: t) for r in rows]
