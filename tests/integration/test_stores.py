@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, datetime, timedelta
+import sqlite3
+from array import array
+from datetime import UTC, datetime, time, timedelta
 from decimal import Decimal
 from pathlib import Path
 
@@ -109,6 +111,7 @@ async def _partial(store: Store) -> None:
         r = _record("o", now - timedelta(minutes=i))
         records.append(
             r._replace(
+                api_key=f"k{i % 3}",
                 latency_ms=None if i % 17 == 0 else [0.05, 3.0, 250.0, 9000.0, 700_000.0][i % 5],
                 status="error" if i % 7 == 0 else "ok",
                 cache_hit=i % 3 == 0,
@@ -150,3 +153,202 @@ def test_a_partial_day_is_summed_by_the_database_as_rollups_of_its_records(
         make_store(None, tmp_path / "partial.sqlite"),
     ):
         asyncio.run(_partial(store))
+
+
+# -- a store at schema version 4, from before rollups were kept per API key ----------
+OLD_DAY = datetime.now(UTC).date() - timedelta(days=1)
+OLD_AT = datetime.combine(OLD_DAY, time(12), UTC)
+#: An llm_requests row as version 4 stored it, money in dollars (the tail: latency,
+#: time to first token, status, HTTP status, error class, cache hit, stream).
+OLD_ROW = ("o", "old-key", "openai", "p", "m", None, 10, 5, 15)
+OLD_COST = (Decimal("0.001"), Decimal("0.002"), Decimal("0.003"), Decimal(0))
+OLD_TAIL = (20.0, None, "ok", 200, None)
+
+
+def _v4_sqlite(path: Path) -> None:
+    db = sqlite3.connect(path, isolation_level=None)
+    db.execute(
+        "CREATE TABLE switchyard_migrations "
+        "(version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at REAL NOT NULL)"
+    )
+    for m in MIGRATIONS[:4]:
+        db.executescript(m.sqlite)
+        db.execute("INSERT INTO switchyard_migrations VALUES (?, ?, 0)", (m.version, m.name))
+    nanos = tuple(int(c * 10**9) for c in OLD_COST)
+    db.execute(
+        "INSERT INTO llm_requests VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+        ("old-id", *OLD_ROW, *nanos, *OLD_TAIL, 0, 0, OLD_AT.timestamp(), OLD_AT.timestamp()),
+    )
+    hist = [0] * 256
+    hist[100] = 1
+    db.execute(
+        "INSERT INTO llm_usage_daily VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+        ("o", OLD_DAY.isoformat(), "p", "m", "", 1, 0, 0, 10, 5, nanos[2], 0,
+         array("q", hist).tobytes(), 0),
+    )  # fmt: skip
+    db.close()
+
+
+def _v4_postgres(url: str) -> None:
+    with psycopg.connect(url, autocommit=True) as db:
+        db.execute(
+            "CREATE TABLE switchyard_migrations (version integer PRIMARY KEY, name text "
+            "NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())"
+        )
+        for m in MIGRATIONS[:4]:
+            db.execute(m.postgres.encode())
+            db.execute(
+                "INSERT INTO switchyard_migrations (version, name) VALUES (%s, %s)",
+                (m.version, m.name),
+            )
+        db.execute(
+            "INSERT INTO llm_requests VALUES (gen_random_uuid(), %s, %s, %s, %s, %s, %s, %s, %s, "
+            "%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, false, false, %s, %s)",
+            (*OLD_ROW, *OLD_COST, *OLD_TAIL, OLD_AT, OLD_AT),
+        )
+        hist = [0] * 256
+        hist[100] = 1
+        db.execute(
+            "INSERT INTO llm_usage_daily VALUES (%s, %s, 'p', 'm', '', 1, 0, 0, 10, 5, %s, 0, "
+            "%s, 0)",
+            ("o", OLD_DAY, OLD_COST[2], hist),
+        )
+
+
+async def _migrate_from_4(store: Store) -> None:
+    await store.open()
+    day, next_day = OLD_DAY, OLD_DAY + timedelta(days=1)
+    [old] = await store.usage_rollups("o", day, next_day)
+    assert (old.api_key, old.requests, old.cost) == ("", 1, Decimal("0.003"))
+    [record] = await store.usage_records("o", OLD_AT, OLD_AT + timedelta(seconds=1))
+    assert (record.api_key, record.total_cost, record.latency_ms, record.trace_id) == (
+        "old-key",
+        Decimal("0.003"),
+        20.0,
+        None,
+    )
+    # New usage of the same day, provider, model and task adds rollups of its keys.
+    later = OLD_AT + timedelta(hours=1)
+    await store.write_usage(
+        [
+            _record("o", later)._replace(api_key="k1", provider="p"),
+            _record("o", later)._replace(api_key="k2", provider="p"),
+            _record("o", later)._replace(api_key="k2", provider="p"),
+        ]
+    )
+    rollups = {r.api_key: r for r in await store.usage_rollups("o", day, next_day)}
+    assert {k: r.requests for k, r in rollups.items()} == {"": 1, "k1": 1, "k2": 2}
+    assert rollups[""].cost == Decimal("0.003")  # untouched by the new records
+    whole_day = (OLD_AT.replace(hour=0), OLD_AT.replace(hour=0) + timedelta(days=1))
+    groups, total = await store.usage_report("o", *whole_day, "apiKey")
+    assert [(g.key, g.requests) for g in groups] == [("(none)", 1), ("k1", 1), ("k2", 2)]
+    assert total.requests == 4
+    # A partial day is read from the records, which always knew their key.
+    groups, _ = await store.usage_report("o", OLD_AT, later + timedelta(seconds=1), "apiKey")
+    assert [(g.key, g.requests) for g in groups] == [("k1", 1), ("k2", 2), ("old-key", 1)]
+    await store.close()
+
+
+def test_migration_5_keeps_what_version_4_stored(postgres: PostgresServer, tmp_path: Path) -> None:
+    url = fresh_database(postgres)
+    _v4_postgres(url)
+    _v4_sqlite(tmp_path / "v4.sqlite")
+    for store in (make_store(url, "unused"), make_store(None, tmp_path / "v4.sqlite")):
+        asyncio.run(_migrate_from_4(store))
+
+
+async def _by_key(store: Store) -> None:
+    await store.open()
+    noon = datetime.now(UTC).replace(hour=12, minute=0, second=0, microsecond=0)
+    await store.write_usage(
+        [
+            _record(org, noon - timedelta(days=2, minutes=i))._replace(api_key=f"k{i % 2}")
+            for i in range(5)
+            for org in ("o", "other")
+        ]
+    )
+    day = (noon - timedelta(days=2)).date()
+    rollups = await store.usage_rollups("o", day, day + timedelta(days=1))
+    assert sorted((r.api_key, r.requests) for r in rollups) == [("k0", 3), ("k1", 2)]
+    assert {r.organization for r in rollups} == {"o"}
+    start = datetime.combine(day, time.min, UTC)
+    by_range = await store.usage_range("o", start, start + timedelta(days=1))
+    assert sorted(r.key for r in by_range) == sorted(r.key for r in rollups)
+    await store.close()
+
+
+def test_daily_rollups_are_kept_per_api_key(postgres: PostgresServer, tmp_path: Path) -> None:
+    for store in (
+        make_store(fresh_database(postgres), "unused"),
+        make_store(None, tmp_path / "keys.sqlite"),
+    ):
+        asyncio.run(_by_key(store))
+
+
+async def _traces(store: Store) -> None:
+    await store.open()
+    now = datetime.now(UTC)
+    traced = _record("o", now)._replace(trace_id="0af7651916cd43dd8448eb211c80319c")
+    untraced = _record("o", now - timedelta(seconds=1))
+    await store.write_usage([traced, untraced])
+    records = await store.usage_records("o", now - timedelta(minutes=1), now + timedelta(seconds=1))
+    assert {r.id: r.trace_id for r in records} == {
+        traced.id: "0af7651916cd43dd8448eb211c80319c",
+        untraced.id: None,
+    }
+    await store.close()
+
+
+def test_usage_records_keep_their_trace_id(postgres: PostgresServer, tmp_path: Path) -> None:
+    for store in (
+        make_store(fresh_database(postgres), "unused"),
+        make_store(None, tmp_path / "traces.sqlite"),
+    ):
+        asyncio.run(_traces(store))
+
+
+async def _recent(store: Store) -> None:
+    await store.open()
+    now = datetime.now(UTC)
+    since = now - timedelta(hours=1)
+
+    def at(minutes: float, **fields: object) -> UsageRecord:
+        return _record("o", now - timedelta(minutes=minutes))._replace(**fields)
+
+    slow = [at(10 + i, latency_ms=float(100 * (i + 1))) for i in range(6)]
+    failed = [at(5 + i, status="error", http_status=503, latency_ms=1.0) for i in range(4)]
+    ignored = [
+        at(1, status="hedged", latency_ms=99_000.0),  # did not answer a request
+        at(2, status="cancelled", latency_ms=98_000.0),
+        at(3, latency_ms=None),
+        at(61, latency_ms=97_000.0, status="error"),  # before ``since``
+        _record("other", now)._replace(latency_ms=96_000.0, status="error"),
+    ]
+    await store.write_usage(slow + failed + ignored)
+
+    slowest = await store.recent_requests("o", since, "slowest", 3)
+    assert [r.id for r in slowest] == [r.id for r in slow[::-1][:3]]
+    assert [r.latency_ms for r in slowest] == [600.0, 500.0, 400.0]
+    everything = await store.recent_requests("o", since, "slowest", 100)
+    assert {r.id for r in everything} == {r.id for r in slow + failed}
+    newest_failed = await store.recent_requests("o", since, "failed", 3)
+    assert [r.id for r in newest_failed] == [r.id for r in failed[:3]]
+    assert all(r.status == "error" and r.http_status == 503 for r in newest_failed)
+    assert len(await store.recent_requests("o", since, "failed", 100)) == 4
+    # Another organization sees only its own.
+    [theirs] = await store.recent_requests("other", since, "failed", 10)
+    assert theirs.id == ignored[-1].id
+    assert await store.recent_requests("nobody", since, "slowest", 10) == []
+    # The limit is taken within 1 and 100.
+    assert len(await store.recent_requests("o", since, "slowest", 0)) == 1
+    await store.write_usage([at(20, latency_ms=1.0) for _ in range(120)])
+    assert len(await store.recent_requests("o", since, "slowest", 10_000)) == 100
+    await store.close()
+
+
+def test_recent_slowest_and_failed_requests(postgres: PostgresServer, tmp_path: Path) -> None:
+    for store in (
+        make_store(fresh_database(postgres), "unused"),
+        make_store(None, tmp_path / "recent.sqlite"),
+    ):
+        asyncio.run(_recent(store))

@@ -15,7 +15,7 @@ import pytest
 from tests.fakes import Fault
 from tests.integration.conftest import Fakes
 from tests.support.servers import RouterServer
-from tests.support.tables import KEY, OTHER_ORG_KEY, READONLY_KEY, model, provider, table
+from tests.support.tables import KEY, OTHER_ORG_KEY, READONLY_KEY, model, provider, sha, table
 from tests.support.usage_rows import wait_rows
 
 AUTH = {"Authorization": f"Bearer {KEY}"}
@@ -229,3 +229,32 @@ def test_usage_is_scoped_to_the_callers_organization(
             assert sum(g["requests"] for g in partial["groups"]) == 1
     # The other organization's key has no usage:read scope.
     assert usage(gw, key=OTHER_ORG_KEY).status_code == 403
+
+
+def test_usage_by_api_key(fakes: Fakes, stored_router: Start, database_url: str | None) -> None:
+    doc_ = doc(fakes)
+    second = "sy-test-second-key-0123"
+    doc_["apiKeys"].append({"name": "ci", "sha256": sha(second), "scopes": ["completion"]})
+    gw = stored_router(doc_)
+    for key in (KEY, KEY, second, KEY, second):
+        assert complete(gw, key=key).status_code == 200
+    fakes.openai.push(Fault.error(500))
+    assert complete(gw, key=second, model="gpt").status_code == 503
+    assert complete(gw, key=OTHER_ORG_KEY, model="llama").status_code == 200
+    rows = wait_rows(database_url, gw.state_dir, 7)
+    assert len(rows) == 7
+    now = datetime.now(UTC)
+    # Today so far from its rollup (the default range), and a partial day from the records.
+    for bounds in (
+        {},
+        {"startDate": (now - timedelta(hours=1)).isoformat(), "endDate": now.isoformat()},
+    ):
+        report = usage(gw, groupBy="apiKey", **bounds).json()
+        assert report["groupBy"] == "apiKey"
+        groups = {g["key"]: (g["requests"], g["errors"]) for g in report["groups"]}
+        assert groups == {"test": (3, 0), "ci": (3, 1)}, bounds
+        cost = {
+            k: sum((r["total_cost"] for r in rows if r["api_key"] == k), Decimal(0))
+            for k in ("test", "ci")
+        }
+        assert {g["key"]: Decimal(g["cost"]) for g in report["groups"]} == cost

@@ -21,6 +21,7 @@ from tests.integration.conftest import Fakes
 from tests.support.collector import Collector, Span
 from tests.support.servers import RouterServer, write_table
 from tests.support.tables import KEY, model, provider, table
+from tests.support.usage_rows import wait_rows
 
 AUTH = {"Authorization": f"Bearer {KEY}"}
 FAST = {"connectMs": 500, "firstTokenMs": 400, "totalMs": 800}
@@ -261,6 +262,11 @@ def test_the_sample_ratio_decides_for_requests_without_a_parent(
         assert fakes.openai.requests[-1].headers["traceparent"].split("-")[1] == (
             servers[0].trace_id
         )
+        # Its usage record names its trace; the untraced requests' name none.
+        [record] = wait_rows(None, always.state_dir, 1)
+        assert record["trace_id"] == servers[0].trace_id
+        untraced = wait_rows(None, never.state_dir, 5)
+        assert [r["trace_id"] for r in untraced] == [None] * 5
     finally:
         never.stop()
         always.stop()
@@ -313,6 +319,11 @@ def test_a_hedge_is_a_call_span_and_the_loser_says_it_was_billed(
         assert primary.attributes["gen_ai.usage.output_tokens"] > 0
         assert hedge.attributes["switchyard.attempt.kind"] == "hedge"
         assert hedge.attributes["switchyard.attempt.outcome"] == "won"
+        # The answer's record and the losing call's both lead to the request's trace.
+        rows = wait_rows(None, server.state_dir, 10)
+        mine = {r["status"]: r for r in rows if r["trace_id"] == trace_id}
+        assert set(mine) == {"ok", "hedged"}
+        assert (mine["ok"]["provider"], mine["hedged"]["provider"]) == ("backup", "primary")
     finally:
         server.stop()
 

@@ -302,6 +302,9 @@ class Accountant:
             stream=stream,
             requested_at=info.requested_at,
             completed_at=utcnow(),
+            # Only sampled requests have a trace (``Tracing.start``), so no record points
+            # at a trace that was never made; a call that lost shares its request's.
+            trace_id=None if info.trace is None else info.trace.trace_id,
         )
         if self.recorder is not None:
             self.recorder.submit(record)

@@ -26,6 +26,7 @@ from switchyard.router.protocols.embeddings import EmbeddingsBody
 from switchyard.router.protocols.native import TASK_PATTERN, CompletionBody
 from switchyard.router.protocols.openai import ChatBody
 from switchyard.router.protocols.responses import ResponsesBody
+from switchyard.router.storage.rollup import GROUP_BY
 
 _MODELS: tuple[type[BaseModel], ...] = (
     CompletionBody,
@@ -167,8 +168,10 @@ def build(*, in_cluster: bool) -> dict[str, Any]:
         _query("endDate", "To; a date includes its whole day (default: now)", date),
         _query(
             "groupBy",
-            "How rows are grouped",
-            {"enum": ["day", "week", "month", "model", "task", "provider"], "default": "day"},
+            "How rows are grouped: by period (weeks start on Monday), or by model, task "
+            "type, provider or API key name ((none) for usage from before keys were counted "
+            "apart)",
+            {"enum": list(GROUP_BY), "default": "day"},
         ),
     ]
     name = [{"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}]

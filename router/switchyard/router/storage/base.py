@@ -49,6 +49,17 @@ class CacheEntry:
     hit_count: int = 0
 
 
+#: What ``Store.recent_requests`` lists: the slowest requests, or the failed ones.
+RecentKind = Literal["slowest", "failed"]
+#: The most records ``Store.recent_requests`` returns.
+MAX_RECENT = 100
+
+
+def recent_limit(limit: int) -> int:
+    """``limit`` taken within 1 and MAX_RECENT: a caller cannot ask for a scan's worth."""
+    return max(1, min(limit, MAX_RECENT))
+
+
 #: A kept conversation's kind: Responses API answers, or Anthropic message threads.
 TurnKind = Literal["response", "thread"]
 
@@ -131,7 +142,11 @@ class Store(abc.ABC):
     async def usage_report(
         self, organization: str, start: datetime, end: datetime, group_by: GroupBy
     ) -> tuple[list[UsageRow], UsageRow]:
-        """Whole days from the daily rollups; partial days at the edges from the records."""
+        return report(await self.usage_range(organization, start, end), group_by)
+
+    async def usage_range(self, organization: str, start: datetime, end: datetime) -> list[Rollup]:
+        """Rollups covering [start, end): whole days from the daily rollups, partial days
+        at the edges from the records."""
         first, last, edges = split_days(start, end)
         rollups = await self.usage_rollups(organization, first, last) if first < last else []
         # A range that ends now (the caller's "now", a moment ago) takes today so far from
@@ -143,7 +158,7 @@ class Store(abc.ABC):
                 rollups += await self.usage_rollups(organization, day, day + timedelta(days=1))
             else:
                 rollups += await self.usage_partial(organization, lo, hi)
-        return report(rollups, group_by)
+        return rollups
 
     async def usage_partial(
         self, organization: str, start: datetime, end: datetime
@@ -162,6 +177,16 @@ class Store(abc.ABC):
         self, organization: str, start: datetime, end: datetime
     ) -> list[UsageRecord]:
         """Records requested in [start, end)."""
+
+    @abc.abstractmethod
+    async def recent_requests(
+        self, organization: str, since: datetime, kind: RecentKind, limit: int
+    ) -> list[UsageRecord]:
+        """The organization's records requested at or after ``since``, at most ``limit``
+        (``recent_limit``). "slowest": those with a latency, slowest first, leaving out
+        calls that did not answer a request (``HEDGE_STATUSES``); "failed": those whose
+        status is error, newest first. Read along the (organization, requested_at)
+        index, so ``since`` is meant to be recent: the last hour."""
 
     @abc.abstractmethod
     async def usage_purge(self, before: datetime, batch: int = 5000) -> int:

@@ -241,4 +241,46 @@ ALTER TABLE llm_usage_daily ADD COLUMN hedged bigint NOT NULL DEFAULT 0;
 ALTER TABLE llm_usage_daily ADD COLUMN hedged INTEGER NOT NULL DEFAULT 0;
 """,
     ),
+    Migration(
+        5,
+        "daily rollups per API key, and the trace of each usage record",
+        # Rollups written before count every key's usage as the key '' (unknown).
+        postgres="""
+ALTER TABLE llm_usage_daily ADD COLUMN api_key text NOT NULL DEFAULT '';
+ALTER TABLE llm_usage_daily DROP CONSTRAINT llm_usage_daily_pkey;
+ALTER TABLE llm_usage_daily
+    ADD PRIMARY KEY (organization, day, provider, model, task_type, api_key);
+ALTER TABLE llm_requests ADD COLUMN trace_id text;
+""",
+        # A primary key cannot change in SQLite: the table is made again.
+        sqlite="""
+CREATE TABLE llm_usage_daily_5 (
+    organization TEXT NOT NULL,
+    day TEXT NOT NULL,
+    provider TEXT NOT NULL,
+    model TEXT NOT NULL,
+    task_type TEXT NOT NULL,
+    api_key TEXT NOT NULL DEFAULT '',
+    requests INTEGER NOT NULL,
+    errors INTEGER NOT NULL,
+    cache_hits INTEGER NOT NULL,
+    prompt_tokens INTEGER NOT NULL,
+    completion_tokens INTEGER NOT NULL,
+    cost INTEGER NOT NULL,
+    saved_cost INTEGER NOT NULL,
+    latency_hist BLOB NOT NULL,
+    hedged INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (organization, day, provider, model, task_type, api_key)
+) WITHOUT ROWID;
+INSERT INTO llm_usage_daily_5 (organization, day, provider, model, task_type, api_key,
+    requests, errors, cache_hits, prompt_tokens, completion_tokens, cost, saved_cost,
+    latency_hist, hedged)
+SELECT organization, day, provider, model, task_type, '', requests, errors, cache_hits,
+       prompt_tokens, completion_tokens, cost, saved_cost, latency_hist, hedged
+FROM llm_usage_daily;
+DROP TABLE llm_usage_daily;
+ALTER TABLE llm_usage_daily_5 RENAME TO llm_usage_daily;
+ALTER TABLE llm_requests ADD COLUMN trace_id TEXT;
+""",
+    ),
 ]

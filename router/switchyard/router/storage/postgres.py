@@ -18,6 +18,7 @@ from psycopg_pool import AsyncConnectionPool
 from switchyard.router.storage import histogram
 from switchyard.router.storage.base import (
     CacheEntry,
+    RecentKind,
     Spend,
     Store,
     StoredTurn,
@@ -26,6 +27,7 @@ from switchyard.router.storage.base import (
     Turn,
     TurnHead,
     TurnKind,
+    recent_limit,
 )
 from switchyard.router.storage.migrations import MIGRATIONS
 from switchyard.router.storage.records import COLUMNS, UsageRecord, record_from_row
@@ -38,6 +40,11 @@ MIGRATION_LOCK = 0x5377_7943  # "SwyC"
 
 _COLUMNS = ", ".join(COLUMNS)
 _HEDGES = "(" + ", ".join(f"'{s}'" for s in HEDGE_STATUSES) + ")"
+#: What each kind of ``recent_requests`` keeps, and its order.
+_RECENT: dict[RecentKind, str] = {
+    "slowest": f"status NOT IN {_HEDGES} AND latency_ms IS NOT NULL ORDER BY latency_ms DESC",
+    "failed": "status = 'error' ORDER BY requested_at DESC",
+}
 
 
 # One statement moves the staged records that are new into llm_requests and
@@ -63,33 +70,33 @@ WITH ins AS (
            END AS bucket
     FROM ins
 ), g AS (
-    SELECT organization, day, p, m, t,
+    SELECT organization, day, p, m, t, api_key,
            count(*) FILTER (WHERE status NOT IN {_HEDGES}) AS n,
            count(*) FILTER (WHERE status = 'error') AS errors,
            count(*) FILTER (WHERE status IN {_HEDGES}) AS hedged,
            count(*) FILTER (WHERE cache_hit) AS hits,
            sum(prompt_tokens) AS pt, sum(completion_tokens) AS ct,
            sum(total_cost) AS cost, sum(saved_cost) AS saved
-    FROM b GROUP BY organization, day, p, m, t
+    FROM b GROUP BY organization, day, p, m, t, api_key
 ), h AS (
-    SELECT organization, day, p, m, t, bucket, count(*) AS c
-    FROM b WHERE bucket IS NOT NULL GROUP BY organization, day, p, m, t, bucket
+    SELECT organization, day, p, m, t, api_key, bucket, count(*) AS c
+    FROM b WHERE bucket IS NOT NULL GROUP BY organization, day, p, m, t, api_key, bucket
 ), hist AS (
-    SELECT g.organization, g.day, g.p, g.m, g.t,
+    SELECT g.organization, g.day, g.p, g.m, g.t, g.api_key,
            array_agg(coalesce(h.c, 0)::int ORDER BY i) AS hist
     FROM g CROSS JOIN generate_series(0, {histogram.BUCKETS - 1}) AS i
     LEFT JOIN h ON h.organization = g.organization AND h.day = g.day AND h.p = g.p
-                 AND h.m = g.m AND h.t = g.t AND h.bucket = i
-    GROUP BY g.organization, g.day, g.p, g.m, g.t
+                 AND h.m = g.m AND h.t = g.t AND h.api_key = g.api_key AND h.bucket = i
+    GROUP BY g.organization, g.day, g.p, g.m, g.t, g.api_key
 ), rolled AS (
-    INSERT INTO llm_usage_daily AS d (organization, day, provider, model, task_type, requests,
-        errors, cache_hits, prompt_tokens, completion_tokens, cost, saved_cost, latency_hist,
-        hedged)
-    SELECT g.organization, g.day, g.p, g.m, g.t, g.n, g.errors, g.hits, g.pt, g.ct, g.cost,
-           g.saved, hist.hist, g.hedged
-    FROM g JOIN hist USING (organization, day, p, m, t)
-    ORDER BY 1, 2, 3, 4, 5
-    ON CONFLICT (organization, day, provider, model, task_type) DO UPDATE SET
+    INSERT INTO llm_usage_daily AS d (organization, day, provider, model, task_type, api_key,
+        requests, errors, cache_hits, prompt_tokens, completion_tokens, cost, saved_cost,
+        latency_hist, hedged)
+    SELECT g.organization, g.day, g.p, g.m, g.t, g.api_key, g.n, g.errors, g.hits, g.pt, g.ct,
+           g.cost, g.saved, hist.hist, g.hedged
+    FROM g JOIN hist USING (organization, day, p, m, t, api_key)
+    ORDER BY 1, 2, 3, 4, 5, 6
+    ON CONFLICT (organization, day, provider, model, task_type, api_key) DO UPDATE SET
         requests = d.requests + excluded.requests,
         errors = d.errors + excluded.errors,
         cache_hits = d.cache_hits + excluded.cache_hits,
@@ -235,6 +242,7 @@ class PostgresStore(Store):
                             r.stream,
                             r.requested_at,
                             r.completed_at,
+                            r.trace_id,
                         )
                     )
             cur = await conn.execute(_MOVE_AND_ROLL_UP)
@@ -244,9 +252,10 @@ class PostgresStore(Store):
     async def usage_rollups(self, organization: str, first: date, last: date) -> list[Rollup]:
         async with self._connection() as conn:
             cur = await conn.execute(
-                "SELECT organization, day, provider, model, task_type, requests, errors, "
-                "cache_hits, prompt_tokens, completion_tokens, cost, saved_cost, latency_hist, "
-                "hedged FROM llm_usage_daily WHERE organization = %s AND day >= %s AND day < %s",
+                "SELECT organization, day, provider, model, task_type, api_key, requests, "
+                "errors, cache_hits, prompt_tokens, completion_tokens, cost, saved_cost, "
+                "latency_hist, hedged FROM llm_usage_daily WHERE organization = %s "
+                "AND day >= %s AND day < %s",
                 (organization, first, last),
                 binary=True,  # histograms: 256 integers a row, read in C rather than parsed
             )
@@ -258,15 +267,16 @@ class PostgresStore(Store):
                 r[2],
                 r[3],
                 r[4],
-                int(r[5]),
+                r[5],
                 int(r[6]),
                 int(r[7]),
                 int(r[8]),
                 int(r[9]),
-                Decimal(r[10]),
+                int(r[10]),
                 Decimal(r[11]),
-                list(r[12]),
-                int(r[13]),
+                Decimal(r[12]),
+                list(r[13]),
+                int(r[14]),
             )
             for r in rows
         ]
@@ -279,6 +289,18 @@ class PostgresStore(Store):
                 f"SELECT {_COLUMNS} FROM llm_requests WHERE organization = %s "
                 "AND requested_at >= %s AND requested_at < %s",
                 (organization, start, end),
+            )
+            rows = await cur.fetchall()
+        return [record_from_row(r, Decimal, lambda t: t) for r in rows]
+
+    async def recent_requests(
+        self, organization: str, since: datetime, kind: RecentKind, limit: int
+    ) -> list[UsageRecord]:
+        async with self._connection() as conn:
+            cur = await conn.execute(
+                f"SELECT {_COLUMNS} FROM llm_requests WHERE organization = %s "
+                f"AND requested_at >= %s AND {_RECENT[kind]} LIMIT %s",
+                (organization, since, recent_limit(limit)),
             )
             rows = await cur.fetchall()
         return [record_from_row(r, Decimal, lambda t: t) for r in rows]
@@ -339,15 +361,16 @@ class PostgresStore(Store):
         async with self._connection() as conn:
             cur = await conn.execute(
                 "SELECT (requested_at AT TIME ZONE 'UTC')::date, coalesce(provider, ''), "
-                "coalesce(model, ''), coalesce(task_type, ''), CASE WHEN latency_ms IS NULL "
-                "THEN -1 WHEN latency_ms <= %(low)s THEN 0 ELSE least(255, "
+                "coalesce(model, ''), coalesce(task_type, ''), api_key, "
+                "CASE WHEN latency_ms IS NULL THEN -1 WHEN latency_ms <= %(low)s THEN 0 "
+                "ELSE least(255, "
                 "floor((ln(latency_ms) - ln(%(low)s)) / %(step)s)::int) END, "
                 f"count(*) FILTER (WHERE status NOT IN {_HEDGES}), "
                 "count(*) FILTER (WHERE status = 'error'), count(*) FILTER (WHERE cache_hit), "
                 "sum(prompt_tokens), sum(completion_tokens), sum(total_cost), sum(saved_cost), "
                 f"count(*) FILTER (WHERE status IN {_HEDGES}) "
                 "FROM llm_requests WHERE organization = %(org)s AND requested_at >= %(start)s "
-                "AND requested_at < %(end)s GROUP BY 1, 2, 3, 4, 5",
+                "AND requested_at < %(end)s GROUP BY 1, 2, 3, 4, 5, 6",
                 {
                     "low": histogram.LOW_MS,
                     "step": histogram.STEP,
@@ -357,15 +380,15 @@ class PostgresStore(Store):
                 },
             )
             rows = await cur.fetchall()
-        out: dict[tuple[date, str, str, str], Rollup] = {}
+        out: dict[tuple[date, str, str, str, str], Rollup] = {}
         for row in rows:
-            day, provider, model, task, b = row[:5]
-            roll = out.get((day, provider, model, task))
+            day, provider, model, task, key, b = row[:6]
+            roll = out.get((day, provider, model, task, key))
             if roll is None:
-                roll = out[(day, provider, model, task)] = Rollup(
-                    organization, day, provider, model, task
+                roll = out[(day, provider, model, task, key)] = Rollup(
+                    organization, day, provider, model, task, key
                 )
-            roll.merge(summed(row[5:], int(b), lambda v: Decimal(v or 0)))
+            roll.merge(summed(row[6:], int(b), lambda v: Decimal(v or 0)))
         return list(out.values())
 
     async def usage_purge(self, before: datetime, batch: int = 5000) -> int:

@@ -37,6 +37,9 @@ class UsageRecord(NamedTuple):
     stream: bool
     requested_at: datetime
     completed_at: datetime
+    #: The request's OpenTelemetry trace (32 lowercase hex digits) when it was traced.
+    #: Last, with a default: records spooled before it existed still load.
+    trace_id: str | None = None
 
     @property
     def total_tokens(self) -> int:
@@ -99,6 +102,7 @@ COLUMNS = (
     "stream",
     "requested_at",
     "completed_at",
+    "trace_id",
 )
 
 
@@ -128,6 +132,7 @@ def record_from_row(
         stream=bool(r[20]),
         requested_at=when(r[21]),
         completed_at=when(r[22]),
+        trace_id=r[23],
     )
 
 

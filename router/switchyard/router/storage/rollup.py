@@ -11,9 +11,10 @@ from typing import Any, Literal
 from switchyard.router.storage import histogram
 from switchyard.router.storage.records import UsageRecord
 
-GroupBy = Literal["day", "week", "month", "model", "task", "provider"]
-GROUP_BY: tuple[GroupBy, ...] = ("day", "week", "month", "model", "task", "provider")
-RollupKey = tuple[str, date, str, str, str]  # organization, day, provider, model, task ("" = none)
+GroupBy = Literal["day", "week", "month", "model", "task", "provider", "apiKey"]
+GROUP_BY: tuple[GroupBy, ...] = ("day", "week", "month", "model", "task", "provider", "apiKey")
+#: organization, day, provider, model, task, API key name ("" = none)
+RollupKey = tuple[str, date, str, str, str, str]
 #: The statuses of records of calls that did not answer their request (``core.hedges``):
 #: counted apart from requests, their tokens and cost with everyone's.
 HEDGE_STATUSES = ("hedged", "cancelled")
@@ -26,6 +27,7 @@ class Rollup:
     provider: str
     model: str
     task_type: str
+    api_key: str  # the key's name; '' for rollups from before keys were counted apart
     requests: int = 0
     errors: int = 0
     cache_hits: int = 0
@@ -38,7 +40,14 @@ class Rollup:
 
     @property
     def key(self) -> RollupKey:
-        return (self.organization, self.day, self.provider, self.model, self.task_type)
+        return (
+            self.organization,
+            self.day,
+            self.provider,
+            self.model,
+            self.task_type,
+            self.api_key,
+        )
 
     def add(self, r: UsageRecord) -> None:
         if r.status in HEDGE_STATUSES:
@@ -72,7 +81,7 @@ def summed(sums: Sequence[Any], bucket: int, money: Callable[[Any], Decimal]) ->
     ``bucket`` (-1: no latency); the caller merges it into the rollup of its day and
     group."""
     n, errors, hits, prompt, completion, cost, saved, hedged = sums
-    roll = Rollup("", date.min, "", "", "")
+    roll = Rollup("", date.min, "", "", "", "")
     roll.requests = int(n or 0)
     roll.hedged = int(hedged or 0)
     roll.errors = int(errors or 0)
@@ -95,6 +104,7 @@ def rollups_of(records: Iterable[UsageRecord]) -> list[Rollup]:
             r.provider or "",
             r.model or "",
             r.task_type or "",
+            r.api_key,
         )
         roll = out.get(key)
         if roll is None:
@@ -127,7 +137,12 @@ def _group(r: Rollup, group_by: GroupBy) -> str:
         return (r.day - timedelta(days=r.day.weekday())).isoformat()
     if group_by == "month":
         return r.day.strftime("%Y-%m")
-    value = {"model": r.model, "task": r.task_type, "provider": r.provider}[group_by]
+    value = {
+        "model": r.model,
+        "task": r.task_type,
+        "provider": r.provider,
+        "apiKey": r.api_key,
+    }[group_by]
     return value or "(none)"
 
 
@@ -137,9 +152,9 @@ def report(rollups: Iterable[Rollup], group_by: GroupBy) -> tuple[list[UsageRow]
         key = _group(r, group_by)
         g = groups.get(key)
         if g is None:
-            g = groups[key] = Rollup("", r.day, "", "", "")
+            g = groups[key] = Rollup("", r.day, "", "", "", "")
         g.merge(r)
-    total = Rollup("", date.min, "", "", "")
+    total = Rollup("", date.min, "", "", "", "")
     for g in groups.values():  # fewer merges than the rollups'
         total.merge(g)
 

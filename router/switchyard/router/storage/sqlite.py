@@ -31,6 +31,7 @@ from typing import TypeVar
 from switchyard.router.storage import histogram
 from switchyard.router.storage.base import (
     CacheEntry,
+    RecentKind,
     Spend,
     Store,
     StoredTurn,
@@ -39,9 +40,10 @@ from switchyard.router.storage.base import (
     Turn,
     TurnHead,
     TurnKind,
+    recent_limit,
 )
 from switchyard.router.storage.migrations import MIGRATIONS
-from switchyard.router.storage.records import UsageRecord, record_from_row, to_rows
+from switchyard.router.storage.records import COLUMNS, UsageRecord, record_from_row, to_rows
 from switchyard.router.storage.rollup import HEDGE_STATUSES, Rollup, summed
 
 log = logging.getLogger("switchyard.router.storage")
@@ -51,12 +53,20 @@ NANO = Decimal(10) ** 9
 
 
 _HEDGES = "(" + ", ".join(f"'{s}'" for s in HEDGE_STATUSES) + ")"
+_COLUMNS = ", ".join(COLUMNS)
+#: What each kind of ``recent_requests`` keeps, and its order.
+_RECENT: dict[RecentKind, str] = {
+    "slowest": f"status NOT IN {_HEDGES} AND latency_ms IS NOT NULL ORDER BY latency_ms DESC",
+    "failed": "status = 'error' ORDER BY requested_at DESC",
+}
+#: A record's row, bound in ``write_usage``'s order, which is COLUMNS'.
+_STAGE_ROWS = f"INSERT INTO temp.stage ({_COLUMNS}) VALUES ({', '.join('?' * len(COLUMNS))})"
 
 # Sums per rollup key and latency bucket over the staged new records; a bucket's
 # formula is histogram.bucket().
 _ROLLUP_FROM_STAGE = f"""
 SELECT organization, strftime('%Y-%m-%d', requested_at, 'unixepoch'),
-       coalesce(provider, ''), coalesce(model, ''), coalesce(task_type, ''),
+       coalesce(provider, ''), coalesce(model, ''), coalesce(task_type, ''), api_key,
        CASE WHEN latency_ms IS NULL THEN NULL
             WHEN latency_ms <= {histogram.LOW_MS} THEN 0
             ELSE min({histogram.BUCKETS - 1}, CAST(
@@ -65,7 +75,7 @@ SELECT organization, strftime('%Y-%m-%d', requested_at, 'unixepoch'),
        sum(status NOT IN {_HEDGES}), sum(status = 'error'), sum(cache_hit), sum(prompt_tokens),
        sum(completion_tokens), sum(total_cost), sum(saved_cost), count(*),
        sum(status IN {_HEDGES})
-FROM temp.stage GROUP BY 1, 2, 3, 4, 5, 6
+FROM temp.stage GROUP BY 1, 2, 3, 4, 5, 6, 7
 """
 
 _SPEND_FROM_STAGE = """
@@ -117,10 +127,7 @@ def _write_rows(conn: sqlite3.Connection, rows: Sequence[tuple[object, ...]]) ->
     conn.execute("BEGIN IMMEDIATE")
     try:
         conn.execute("DELETE FROM temp.stage")
-        conn.executemany(
-            "INSERT INTO temp.stage VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-            rows,
-        )
+        conn.executemany(_STAGE_ROWS, rows)
         # Keep the first of any repeated id, and only ids not stored before.
         conn.execute(
             "DELETE FROM temp.stage WHERE rowid NOT IN "
@@ -128,11 +135,7 @@ def _write_rows(conn: sqlite3.Connection, rows: Sequence[tuple[object, ...]]) ->
             "OR id IN (SELECT id FROM llm_requests)"
         )
         new = conn.execute(
-            "INSERT INTO llm_requests SELECT id, organization, api_key, api, provider, "
-            "model, task_type, prompt_tokens, completion_tokens, total_tokens, "
-            "input_cost, output_cost, total_cost, saved_cost, latency_ms, ttft_ms, "
-            "status, http_status, error_class, cache_hit, stream, requested_at, "
-            "completed_at FROM temp.stage"
+            f"INSERT INTO llm_requests ({_COLUMNS}) SELECT {_COLUMNS} FROM temp.stage"
         ).rowcount
         _roll_up(conn)
         conn.execute(_SPEND_FROM_STAGE)
@@ -144,16 +147,16 @@ def _write_rows(conn: sqlite3.Connection, rows: Sequence[tuple[object, ...]]) ->
 
 
 def _roll_up(conn: sqlite3.Connection) -> None:
-    totals: dict[tuple[str, str, str, str, str], list[int]] = {}
-    hists: dict[tuple[str, str, str, str, str], list[int]] = {}
+    totals: dict[tuple[str, str, str, str, str, str], list[int]] = {}
+    hists: dict[tuple[str, str, str, str, str, str], list[int]] = {}
     for row in conn.execute(_ROLLUP_FROM_STAGE):
-        key = (row[0], row[1], row[2], row[3], row[4])
+        key = (row[0], row[1], row[2], row[3], row[4], row[5])
         counts = totals.setdefault(key, [0] * 8)
         for i in range(7):
-            counts[i] += row[6 + i]
-        counts[7] += row[14]
-        if row[5] is not None:
-            hists.setdefault(key, histogram.empty())[row[5]] += row[13]
+            counts[i] += row[7 + i]
+        counts[7] += row[15]
+        if row[6] is not None:
+            hists.setdefault(key, histogram.empty())[row[6]] += row[14]
     for key, counts in totals.items():
         _add_rollup(
             conn,
@@ -163,6 +166,7 @@ def _roll_up(conn: sqlite3.Connection) -> None:
                 key[2],
                 key[3],
                 key[4],
+                key[5],
                 counts[0],
                 counts[1],
                 counts[2],
@@ -180,8 +184,8 @@ def _add_rollup(conn: sqlite3.Connection, x: Rollup) -> None:
     row = conn.execute(
         "SELECT requests, errors, cache_hits, prompt_tokens, completion_tokens, cost, "
         "saved_cost, hedged, latency_hist FROM llm_usage_daily WHERE organization = ? "
-        "AND day = ? AND provider = ? AND model = ? AND task_type = ?",
-        (x.organization, x.day.isoformat(), x.provider, x.model, x.task_type),
+        "AND day = ? AND provider = ? AND model = ? AND task_type = ? AND api_key = ?",
+        (x.organization, x.day.isoformat(), x.provider, x.model, x.task_type, x.api_key),
     ).fetchone()
     hist = list(x.hist)
     counts = [
@@ -199,14 +203,15 @@ def _add_rollup(conn: sqlite3.Connection, x: Rollup) -> None:
         histogram.add_into(hist, _unpack(row[8]))
     conn.execute(
         "INSERT OR REPLACE INTO llm_usage_daily (organization, day, provider, model, "
-        "task_type, requests, errors, cache_hits, prompt_tokens, completion_tokens, cost, "
-        "saved_cost, hedged, latency_hist) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+        "task_type, api_key, requests, errors, cache_hits, prompt_tokens, completion_tokens, "
+        "cost, saved_cost, hedged, latency_hist) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
         (
             x.organization,
             x.day.isoformat(),
             x.provider,
             x.model,
             x.task_type,
+            x.api_key,
             *counts,
             _pack(hist),
         ),
@@ -361,7 +366,7 @@ class SQLiteStore(Store):
                 nano(r.input_cost), nano(r.output_cost), nano(r.input_cost + r.output_cost),
                 nano(r.saved_cost), r.latency_ms, r.ttft_ms, r.status, r.http_status,
                 r.error_class, int(r.cache_hit), int(r.stream), ts(r.requested_at),
-                ts(r.completed_at),
+                ts(r.completed_at), r.trace_id,
             ))  # fmt: skip
 
         return await self._write(rows)
@@ -380,14 +385,15 @@ class SQLiteStore(Store):
                     r[7],
                     r[8],
                     r[9],
-                    usd(r[10]),
+                    r[10],
                     usd(r[11]),
-                    _unpack(r[12]),
-                    r[13],
+                    usd(r[12]),
+                    _unpack(r[13]),
+                    r[14],
                 )
                 for r in conn.execute(
-                    "SELECT organization, day, provider, model, task_type, requests, errors, "
-                    "cache_hits, prompt_tokens, completion_tokens, cost, saved_cost, "
+                    "SELECT organization, day, provider, model, task_type, api_key, requests, "
+                    "errors, cache_hits, prompt_tokens, completion_tokens, cost, saved_cost, "
                     "latency_hist, hedged FROM llm_usage_daily WHERE organization = ? "
                     "AND day >= ? AND day < ?",
                     (organization, first.isoformat(), last.isoformat()),
@@ -403,9 +409,24 @@ class SQLiteStore(Store):
             return [
                 record_from_row(r, usd, lambda t: datetime.fromtimestamp(t, UTC))
                 for r in conn.execute(
-                    "SELECT * FROM llm_requests WHERE organization = ? AND requested_at >= ? "
-                    "AND requested_at < ?",
+                    f"SELECT {_COLUMNS} FROM llm_requests WHERE organization = ? "
+                    "AND requested_at >= ? AND requested_at < ?",
                     (organization, ts(start), ts(end)),
+                )
+            ]
+
+        return await self._run(read)
+
+    async def recent_requests(
+        self, organization: str, since: datetime, kind: RecentKind, limit: int
+    ) -> list[UsageRecord]:
+        def read(conn: sqlite3.Connection) -> list[UsageRecord]:
+            return [
+                record_from_row(r, usd, lambda t: datetime.fromtimestamp(t, UTC))
+                for r in conn.execute(
+                    f"SELECT {_COLUMNS} FROM llm_requests WHERE organization = ? "
+                    f"AND requested_at >= ? AND {_RECENT[kind]} LIMIT ?",
+                    (organization, ts(since), recent_limit(limit)),
                 )
             ]
 
@@ -415,15 +436,15 @@ class SQLiteStore(Store):
         self, organization: str, start: datetime, end: datetime
     ) -> list[Rollup]:
         def read(conn: sqlite3.Connection) -> list[Rollup]:
-            out: dict[tuple[str, str, str, str], Rollup] = {}
+            out: dict[tuple[str, str, str, str, str], Rollup] = {}
             for row in conn.execute(
                 "SELECT date(requested_at, 'unixepoch'), coalesce(provider, ''), "
-                "coalesce(model, ''), coalesce(task_type, ''), " + _BUCKET_SQL + ", "
+                "coalesce(model, ''), coalesce(task_type, ''), api_key, " + _BUCKET_SQL + ", "
                 f"sum(status NOT IN {_HEDGES}), sum(status = 'error'), sum(cache_hit), "
                 "sum(prompt_tokens), sum(completion_tokens), sum(total_cost), sum(saved_cost), "
                 f"sum(status IN {_HEDGES}) FROM llm_requests "
                 "WHERE organization = ? AND requested_at >= ? AND requested_at < ? "
-                "GROUP BY 1, 2, 3, 4, 5",
+                "GROUP BY 1, 2, 3, 4, 5, 6",
                 (
                     histogram.LOW_MS,
                     histogram.LOW_MS,
@@ -433,13 +454,13 @@ class SQLiteStore(Store):
                     ts(end),
                 ),
             ):
-                day, provider, model, task, b = row[:5]
-                roll = out.get((day, provider, model, task))
+                day, provider, model, task, key, b = row[:6]
+                roll = out.get((day, provider, model, task, key))
                 if roll is None:
-                    roll = out[(day, provider, model, task)] = Rollup(
-                        organization, date.fromisoformat(day), provider, model, task
+                    roll = out[(day, provider, model, task, key)] = Rollup(
+                        organization, date.fromisoformat(day), provider, model, task, key
                     )
-                roll.merge(summed(row[5:], b, usd))
+                roll.merge(summed(row[6:], b, usd))
             return list(out.values())
 
         return await self._run(read)

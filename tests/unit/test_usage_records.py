@@ -1,0 +1,30 @@
+"""Usage records as the spool keeps them: JSON lines that outlive the router that wrote them."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from switchyard.router.storage.records import UsageRecord
+from switchyard.router.storage.spool import Spool
+from tests.support.usage_rows import usage_record
+
+
+def test_records_spooled_before_trace_ids_still_load(tmp_path: Path) -> None:
+    old = usage_record(organization="o", api_key="k")
+    line = old.to_json()
+    del line["trace_id"]  # as a router without trace ids wrote it
+    spool = Spool(tmp_path / "usage-spool.jsonl")
+    spool.path.write_text(json.dumps(line) + "\n")
+    [[loaded]] = list(Spool.read(spool.path, batch=10))
+    assert loaded.trace_id is None
+    assert loaded == old
+
+
+def test_a_trace_id_survives_the_spool(tmp_path: Path) -> None:
+    record = usage_record(trace_id="4bf92f3577b34da6a3ce929d0e0e4736")
+    spool = Spool(tmp_path / "usage-spool.jsonl")
+    spool.append([record])
+    [[loaded]] = list(Spool.read(spool.path, batch=10))
+    assert loaded == record
+    assert UsageRecord.from_json(record.to_json()).trace_id == record.trace_id
