@@ -53,7 +53,7 @@ MUST_RUN = {
 
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
-    """With SWITCHYARD_REQUIRE_ALL=1 (``.ci/run``), a kube, node or observe test that
+    """With SWITCHYARD_REQUIRE_ALL=1 (``.ci/run``), a kube, node, observe or browser test that
     skips fails: a machine that lost Go, root or the node's tools must not pass CI green.
     Setting its SWITCHYARD_SKIP_* variable skips them on purpose."""
     outcome = yield

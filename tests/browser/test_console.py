@@ -17,6 +17,8 @@ import asyncio
 import os
 import random
 import secrets
+import threading
+import time as time_module
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import ROUND_HALF_UP, Decimal
@@ -99,6 +101,7 @@ def _history(today: date) -> list[Any]:
             for (name, prov), key in [(c, k) for c in combos for k in keys]:
                 for i in range(rng.randint(0, 5)):
                     error = rng.random() < 0.08
+                    hit = not error and rng.random() < 0.2
                     records.append(
                         usage_record(
                             organization=org,
@@ -114,7 +117,10 @@ def _history(today: date) -> list[Any]:
                             status="error" if error else "ok",
                             http_status=502 if error else 200,
                             error_class="upstream_error" if error else None,
-                            cache_hit=not error and rng.random() < 0.2,
+                            cache_hit=hit,
+                            saved_cost=Decimal(rng.randint(1, 300_000_000)) / NANO
+                            if hit
+                            else Decimal(0),
                             requested_at=day + timedelta(minutes=7 * i),
                         )
                     )
@@ -151,7 +157,7 @@ def _wait_requests(router: RouterServer, key: str, start: str, expected: int) ->
     for _ in range(200):
         if _usage(router, key, startDate=start)["totals"]["requests"] >= expected:
             return
-        asyncio.run(asyncio.sleep(0.05))
+        time_module.sleep(0.05)
     raise AssertionError(f"{expected} requests were not stored")
 
 
@@ -165,7 +171,13 @@ def console(
         path, database_url=database_url, tracing=TraceConfig(collector.endpoint, 0.0)
     ).start()
     today = datetime.now(UTC).date()
-    asyncio.run(_seed(router, database_url, _history(today)))
+    # Playwright's synchronous API holds an event loop on this thread: the store's
+    # coroutines run on a thread of their own.
+    seeding = threading.Thread(
+        target=asyncio.run, args=(_seed(router, database_url, _history(today)),)
+    )
+    seeding.start()
+    seeding.join()
 
     def chat(key: str, model_name: str, traceparent: str | None = None) -> None:
         client = openai.OpenAI(base_url=f"{router.url}/v1", api_key=_key(key), max_retries=0)
@@ -284,6 +296,7 @@ def test_a_reader_sees_its_spend_to_the_cent_its_health_and_its_failures(
     assert set(tab.bars("#groups")) == {"gpt-4o-mini", "claude"}
     hits, requests = by_model["totals"]["cacheHits"], by_model["totals"]["requests"]
     assert tab.text("#cache-hit-rate") == f"{100 * hits / requests:.1f}%"
+    assert tab.text("#saved-cost") == cents(by_model["totals"]["savedCost"]) != "$0.00"
     # The plots: a column per day, stacked by model.
     assert len(tab.page.query_selector_all("#cost-chart svg rect")) >= 28
     tab.shoot("spend", shots)
@@ -299,9 +312,15 @@ def test_a_reader_sees_its_spend_to_the_cent_its_health_and_its_failures(
         for c in tab.page.query_selector_all("#providers .card")
     }
     assert set(cards) == {"openai", "anthropic"}
-    assert "UNHEALTHY" in cards["openai"].upper() and "HTTP 503" in cards["openai"]
-    assert "the fake is overloaded" in cards["openai"]
-    assert "HEALTHY" in cards["anthropic"].upper().split("\n")[0] + cards["anthropic"].upper()
+    status = {
+        name: tab.text(f".card[data-provider={name}] .chip.status")
+        for name in ("openai", "anthropic")
+    }
+    assert status["openai"].lower() == "unhealthy"
+    assert status["anthropic"].lower() != "unhealthy"
+    assert "Breaker\nopen (2 failures in a row)" in cards["openai"]
+    assert "HTTP 503" in cards["openai"] and "the fake is overloaded" in cards["openai"]
+    assert "Breaker\nclosed" in cards["anthropic"]
     today_cost = _usage(router, "reader", startDate=today.isoformat())["totals"]["cost"]
     budgets = tab.bars("#budgets")
     assert budgets["organization/day"] == f"{cents(today_cost)} of $5.00"

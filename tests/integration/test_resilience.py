@@ -227,6 +227,9 @@ def test_a_missing_model_is_taken_out_alone_not_its_provider(fakes: Fakes, route
     assert ask_model("good").status_code == 200  # the provider serves on
     ollama = breaker(gw, "ollama")
     assert ollama["circuitBreaker"] == "closed" and ollama["modelsOut"] == ["bad"]
+    # Why it went: the provider's own words (Ollama's "model ... not found").
+    assert "mistral-never-pulled" in ollama["modelsOutReasons"]["bad"]
+    assert ollama["lastFailure"] is None  # the provider itself is not to blame
     # In a group, the 404 fails over to the next candidate.
     r = ask_model("grouped")
     assert r.status_code == 200 and r.headers["x-switchyard-provider"] == "backup"

@@ -219,7 +219,6 @@ WHY_CHARS = 300
 
 
 def _why(exc: UpstreamError) -> str:
-    """A failure as the providers API shows it: the error code, the upstream's status, and
-    its message cut short (an upstream's message is its own, of any length)."""
-    status = f" (HTTP {exc.upstream_status})" if exc.upstream_status else ""
-    return f"{exc.code}{status}: {exc.message[:WHY_CHARS]}"
+    """A failure as the providers API shows it: the upstream's message cut short (an
+    upstream's message is its own, of any length), and the error's code."""
+    return f"{exc.message[:WHY_CHARS]} ({exc.code})"

@@ -248,8 +248,8 @@ def series(
     rows = list(rollups)
     totals: dict[str, Decimal] = {}
     for r in rows:
-        g = _group(r, by)
-        totals[g] = totals.get(g, Decimal(0)) + r.cost
+        name = _group(r, by)
+        totals[name] = totals.get(name, Decimal(0)) + r.cost
     ranked = sorted(totals, key=lambda g: (-totals[g], g))
     groups = ranked[:top] + ([OTHER] if len(ranked) > top else [])
     row_of = {g: min(i, top) for i, g in enumerate(ranked)}
@@ -260,7 +260,7 @@ def series(
         p = column.get(_period_key(r.day, period))
         if p is None:
             continue
-        g = row_of[_group(r, by)]
-        cost[g][p] += r.cost
-        requests[g][p] += r.requests
+        row = row_of[_group(r, by)]
+        cost[row][p] += r.cost
+        requests[row][p] += r.requests
     return Series(periods, groups, cost, requests)

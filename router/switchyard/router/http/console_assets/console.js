@@ -92,11 +92,13 @@ function niceMax(x) {
   return 10 * p;
 }
 
-/** Stacked columns: one per period, one colour per group. */
-function stacked(target, periods, groups, values, format) {
+/** Stacked columns: one per period, one colour per group; ``whole``: the values are
+ * counts, so the axis marks whole numbers. */
+function stacked(target, periods, groups, values, format, whole = false) {
   const W = 960, H = 260, L = 64, R = 8, T = 10, B = 28;
   const totals = periods.map((_, p) => groups.reduce((s, _, g) => s + values[g][p], 0));
-  const top = niceMax(Math.max(0, ...totals));
+  let top = niceMax(Math.max(0, ...totals));
+  if (whole) top = Math.max(4, Math.ceil(top / 4) * 4);
   const plot = svg("svg", { viewBox: `0 0 ${W} ${H}`, role: "img" });
   const y = (v) => T + (H - T - B) * (1 - v / top);
   for (let i = 0; i <= 4; i++) {
@@ -182,7 +184,7 @@ async function spend() {
   const s = data.series;
   const cost = s.cost.map((row) => row.map(Number));
   stacked($("cost-chart"), s.periods, s.groups, cost, (v) => "$" + (v >= 100 ? v.toFixed(0) : v.toFixed(2)));
-  stacked($("requests-chart"), s.periods, s.groups, s.requests, (v) => count(Math.round(v)));
+  stacked($("requests-chart"), s.periods, s.groups, s.requests, (v) => count(v), true);
   $("legend").replaceChildren(...s.groups.map((g, i) =>
     el("span", { style: { "--swatch": COLORS[i % COLORS.length] } }, g)));
 
@@ -251,7 +253,7 @@ async function requests() {
     const m = Math.min(59, Math.max(0, Math.floor((Date.parse(r.requestedAt) - start) / 60e3)));
     counts[kinds.indexOf(r.errorClass || "error")][m] += 1;
   }
-  stacked($("failed-chart"), minutes, kinds, counts, (v) => count(Math.round(v)));
+  stacked($("failed-chart"), minutes, kinds, counts, (v) => count(v), true);
   const body = $("failed").tBodies[0];
   body.replaceChildren(...data.failed.map((r) => el("tr", { "data-id": r.id },
     el("td", {}, r.requestedAt.slice(11, 19)), el("td", {}, r.apiKey), el("td", {}, r.model || "–"),
