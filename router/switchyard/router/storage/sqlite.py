@@ -4,8 +4,10 @@ sqlite3 blocks, so every call runs on one dedicated thread that owns the
 connection; the event loop only awaits it. Usage records, the one steady stream of
 writes, go to a writer process with a connection of its own: their SQL and rollups
 then never hold the serving process's interpreter lock, which at 32 concurrent
-requests showed in the tail latency. Money is stored as integer nano-dollars so that
-SQL sums stay exact.
+requests showed in the tail latency. That process (and multiprocessing's resource
+tracker, which its queues' semaphores start) comes with the first batch of records, so
+a router that records none (``--no-usage``) runs as one process. Money is stored as
+integer nano-dollars so that SQL sums stay exact.
 """
 
 from __future__ import annotations
@@ -279,6 +281,7 @@ class SQLiteStore(Store):
         #: process's interpreter lock is not held by their SQL and rollups.
         self.writer_process = writer_process
         self._writer: ProcessPoolExecutor | None = None
+        self._starting = asyncio.Lock()
 
     async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         def call() -> T:
@@ -317,32 +320,42 @@ class SQLiteStore(Store):
             self._conn = conn
 
         await asyncio.get_running_loop().run_in_executor(self._executor, connect)
-        if self.writer_process:
-            await self._start_writer()
 
-    async def _start_writer(self) -> None:
-        self._writer = ProcessPoolExecutor(
-            max_workers=1,
-            mp_context=multiprocessing.get_context("spawn"),
-            initializer=_open_writer,
-            initargs=(str(self.path),),
-        )
-        # Started now, not by the first batch of records.
-        await asyncio.get_running_loop().run_in_executor(self._writer, _ready)
+    async def _started_writer(self) -> ProcessPoolExecutor:
+        """The writer process, started by the first batch that needs it. Batches come
+        from the recorder's background task, so the start delays no request."""
+        async with self._starting:
+            if self._writer is None:
+                writer = ProcessPoolExecutor(
+                    max_workers=1,
+                    mp_context=multiprocessing.get_context("spawn"),
+                    initializer=_open_writer,
+                    initargs=(str(self.path),),
+                )
+                self._writer = writer
+                try:
+                    await asyncio.get_running_loop().run_in_executor(writer, _ready)
+                except BrokenProcessPool:
+                    writer.shutdown(wait=False)
+                    self._writer = None
+                    raise StoreUnavailable("the usage writer process did not start") from None
+            return self._writer
 
     async def _write(self, rows: Sequence[tuple[object, ...]]) -> int:
-        if self._writer is None:
+        if not self.writer_process:
             return await self._run(lambda conn: _write_rows(conn, rows))
+        if self._conn is None:
+            raise StoreUnavailable("the SQLite store is not open")
+        writer = await self._started_writer()
         try:
-            return await asyncio.get_running_loop().run_in_executor(
-                self._writer, _write_in_writer, rows
-            )
+            return await asyncio.get_running_loop().run_in_executor(writer, _write_in_writer, rows)
         except BrokenProcessPool:
             # The writer died (killed, out of memory): the batch is kept by the caller
-            # (the spool), and the next one gets a new writer.
-            log.warning("the SQLite usage writer process died; starting another")
-            self._writer.shutdown(wait=False)
-            await self._start_writer()
+            # (the spool), and the next one starts a new writer.
+            log.warning("the SQLite usage writer process died; the next batch starts another")
+            writer.shutdown(wait=False)
+            if self._writer is writer:
+                self._writer = None
             raise StoreUnavailable("the usage writer process died") from None
 
     async def close(self) -> None:

@@ -1,0 +1,111 @@
+"""How many processes a ``switchyard router`` runs: one, unless usage goes to SQLite.
+
+On SQLite, usage records are written by a process of their own (and multiprocessing
+starts its resource tracker beside it); a router that records no usage, or records it
+in PostgreSQL, needs neither.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.integration.conftest import Fakes, fresh_database
+from tests.support.postgres import PostgresServer
+from tests.support.servers import free_port, write_table
+from tests.support.tables import KEY, model, provider, table
+from tests.support.usage_rows import wait_rows
+
+
+def children(pid: int) -> list[int]:
+    return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+
+
+class Router:
+    def __init__(self, proc: subprocess.Popen[bytes], url: str) -> None:
+        self.proc = proc
+        self.url = url
+
+    def ask(self) -> None:
+        r = httpx.post(
+            f"{self.url}/v1/chat/completions",
+            headers={"Authorization": f"Bearer {KEY}"},
+            json={"model": "chat", "messages": [{"role": "user", "content": "hi"}]},
+            timeout=10,
+        )
+        assert r.status_code == 200, r.text
+
+
+@pytest.fixture
+def router_process(fakes: Fakes, tmp_path: Path) -> Iterator[Callable[..., Router]]:
+    """Start ``switchyard router`` with extra arguments; it is stopped after the test."""
+    started: list[subprocess.Popen[bytes]] = []
+
+    def start(*extra: str) -> Router:
+        path = tmp_path / "table.yaml"
+        write_table(
+            path,
+            table(
+                [provider("local", "vllm", fakes.vllm.url)],
+                [model("chat", "local", "meta-llama/Llama-3.1-8B-Instruct")],
+            ),
+        )
+        port, admin = free_port(), free_port()
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "switchyard.cli", "router", "--config", str(path),
+             "--port", str(port), "--admin-port", str(admin),
+             "--state-dir", str(tmp_path / "state"), "--log-level", "warning", *extra],
+            env=dict(os.environ),
+        )  # fmt: skip
+        started.append(proc)
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if httpx.get(f"http://127.0.0.1:{admin}/readyz").status_code == 200:
+                    return Router(proc, f"http://127.0.0.1:{port}")
+            except httpx.TransportError:
+                pass
+            assert proc.poll() is None and time.monotonic() < deadline
+            time.sleep(0.1)
+
+    yield start
+    for proc in started:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(30)
+
+
+def test_a_router_that_records_no_usage_is_one_process(
+    router_process: Callable[..., Router],
+) -> None:
+    r = router_process("--no-usage")
+    r.ask()
+    time.sleep(1.5)  # longer than the recorder's batch interval
+    assert children(r.proc.pid) == []
+
+
+def test_a_router_on_postgresql_is_one_process(
+    router_process: Callable[..., Router], postgres: PostgresServer, tmp_path: Path
+) -> None:
+    url = fresh_database(postgres)
+    r = router_process("--database-url", url)
+    r.ask()
+    assert len(wait_rows(url, tmp_path / "state", 1)) == 1
+    assert children(r.proc.pid) == []
+
+
+def test_a_sqlite_router_starts_its_usage_writer_with_the_first_record(
+    router_process: Callable[..., Router], tmp_path: Path
+) -> None:
+    r = router_process()
+    assert children(r.proc.pid) == []
+    r.ask()
+    assert len(wait_rows(None, tmp_path / "state", 1)) == 1
+    assert children(r.proc.pid) != []
