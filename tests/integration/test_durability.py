@@ -11,8 +11,10 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 import yaml
 
+from switchyard.router.storage.base import StoreUnavailable
 from switchyard.router.storage.records import UsageRecord
 from switchyard.router.storage.spool import Spool
 from switchyard.router.storage.sqlite import SQLiteStore
@@ -232,3 +234,27 @@ def test_a_record_the_database_refuses_does_not_hold_back_the_others(
     rejected, counted, pending = asyncio.run(scenario())
     assert (rejected, counted, pending) == (1, 1, False)
     assert len(read_rows(url, tmp_path)) == 200
+
+
+def test_a_usage_writer_that_dies_is_replaced_by_the_next_batch(tmp_path: Path) -> None:
+    """A killed writer fails its batch (the recorder spools it); the next batch starts
+    another writer, and the batch written again is stored once."""
+
+    async def scenario() -> int:
+        store = SQLiteStore(tmp_path / "switchyard.db")
+        await store.open()
+        await store.write_usage([_record(0)])
+        first = store._writer
+        assert first is not None
+        first._proc.send_signal(signal.SIGSTOP)  # it dies with the next batch in hand
+        batch = asyncio.ensure_future(store.write_usage([_record(1)]))
+        await asyncio.sleep(0.3)
+        first._proc.kill()
+        with pytest.raises(StoreUnavailable):
+            await batch
+        assert await store.write_usage([_record(1), _record(2)]) == 2
+        assert store._writer is not first and store._writer is not None
+        await store.close()
+        return len(await asyncio.to_thread(read_rows, None, tmp_path))
+
+    assert asyncio.run(scenario()) == 3

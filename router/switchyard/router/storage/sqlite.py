@@ -4,10 +4,9 @@ sqlite3 blocks, so every call runs on one dedicated thread that owns the
 connection; the event loop only awaits it. Usage records, the one steady stream of
 writes, go to a writer process with a connection of its own: their SQL and rollups
 then never hold the serving process's interpreter lock, which at 32 concurrent
-requests showed in the tail latency. That process (and multiprocessing's resource
-tracker, which its queues' semaphores start) comes with the first batch of records, so
-a router that records none (``--no-usage``) runs as one process. Money is stored as
-integer nano-dollars so that SQL sums stay exact.
+requests showed in the tail latency. That process (``sqlite_writer``) comes with the
+first batch of records, so a router that records none (``--no-usage``) runs as one
+process. Money is stored as integer nano-dollars so that SQL sums stay exact.
 """
 
 from __future__ import annotations
@@ -17,14 +16,12 @@ import contextlib
 import ctypes
 import json
 import logging
-import multiprocessing
 import signal
 import sqlite3
 import sys
 from array import array
 from collections.abc import Callable, Sequence
-from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -47,6 +44,7 @@ from switchyard.router.storage.base import (
 from switchyard.router.storage.migrations import MIGRATIONS
 from switchyard.router.storage.records import COLUMNS, UsageRecord, record_from_row, to_rows
 from switchyard.router.storage.rollup import HEDGE_STATUSES, Rollup, summed
+from switchyard.router.storage.sqlite_writer import WriterProcess
 
 log = logging.getLogger("switchyard.router.storage")
 
@@ -234,12 +232,11 @@ def _connect(path: str) -> sqlite3.Connection:
     return conn
 
 
-def _open_writer(path: str) -> None:
+def _open_writer_conn(path: str) -> sqlite3.Connection:
     """In the writer process, once: its connection and its staging table."""
-    global _writer_conn
-    _die_with_parent()
-    _writer_conn = _connect(path)
-    _writer_conn.execute(_STAGE)
+    conn = _connect(path)
+    conn.execute(_STAGE)
+    return conn
 
 
 def _die_with_parent() -> None:
@@ -257,19 +254,6 @@ def _mapped(exc: sqlite3.Error) -> StoreUnavailable | StoreRefused:
     return StoreUnavailable(str(exc))  # locked, disk full, I/O error, a damaged file
 
 
-def _write_in_writer(rows: Sequence[tuple[object, ...]]) -> int:
-    if _writer_conn is None:
-        raise StoreUnavailable("the usage writer process has no connection")
-    try:
-        return _write_rows(_writer_conn, rows)
-    except sqlite3.Error as exc:
-        raise _mapped(exc) from None
-
-
-def _ready() -> bool:
-    return _writer_conn is not None
-
-
 class SQLiteStore(Store):
     kind = "sqlite"
 
@@ -280,7 +264,7 @@ class SQLiteStore(Store):
         #: Usage records are written by a process of their own, so that the serving
         #: process's interpreter lock is not held by their SQL and rollups.
         self.writer_process = writer_process
-        self._writer: ProcessPoolExecutor | None = None
+        self._writer: WriterProcess | None = None
         self._starting = asyncio.Lock()
 
     async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
@@ -321,24 +305,13 @@ class SQLiteStore(Store):
 
         await asyncio.get_running_loop().run_in_executor(self._executor, connect)
 
-    async def _started_writer(self) -> ProcessPoolExecutor:
-        """The writer process, started by the first batch that needs it. Batches come
-        from the recorder's background task, so the start delays no request."""
+    async def _started_writer(self) -> WriterProcess:
+        """The writer process, started by the first batch that needs it (or the first
+        after one died). Batches come from the recorder's background task, so the
+        start delays no request."""
         async with self._starting:
-            if self._writer is None:
-                writer = ProcessPoolExecutor(
-                    max_workers=1,
-                    mp_context=multiprocessing.get_context("spawn"),
-                    initializer=_open_writer,
-                    initargs=(str(self.path),),
-                )
-                self._writer = writer
-                try:
-                    await asyncio.get_running_loop().run_in_executor(writer, _ready)
-                except BrokenProcessPool:
-                    writer.shutdown(wait=False)
-                    self._writer = None
-                    raise StoreUnavailable("the usage writer process did not start") from None
+            if self._writer is None or not self._writer.alive:
+                self._writer = await WriterProcess.start(str(self.path))
             return self._writer
 
     async def _write(self, rows: Sequence[tuple[object, ...]]) -> int:
@@ -348,15 +321,12 @@ class SQLiteStore(Store):
             raise StoreUnavailable("the SQLite store is not open")
         writer = await self._started_writer()
         try:
-            return await asyncio.get_running_loop().run_in_executor(writer, _write_in_writer, rows)
-        except BrokenProcessPool:
-            # The writer died (killed, out of memory): the batch is kept by the caller
-            # (the spool), and the next one starts a new writer.
-            log.warning("the SQLite usage writer process died; the next batch starts another")
-            writer.shutdown(wait=False)
-            if self._writer is writer:
-                self._writer = None
-            raise StoreUnavailable("the usage writer process died") from None
+            return await writer.write(rows)
+        finally:
+            if not writer.alive:
+                # It died (killed, out of memory): the batch is kept by the caller (the
+                # spool), and the next one starts another writer.
+                log.warning("the SQLite usage writer process died; the next batch starts another")
 
     async def close(self) -> None:
         def close() -> None:
@@ -365,7 +335,7 @@ class SQLiteStore(Store):
                 self._conn = None
 
         if self._writer is not None:
-            await asyncio.get_running_loop().run_in_executor(None, self._writer.shutdown, True)
+            await self._writer.close()
             self._writer = None
         await asyncio.get_running_loop().run_in_executor(self._executor, close)
         self._executor.shutdown(wait=True)
