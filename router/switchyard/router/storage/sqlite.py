@@ -218,10 +218,6 @@ def _add_rollup(conn: sqlite3.Connection, x: Rollup) -> None:
     )
 
 
-#: The writer process's own connection (``_open_writer``), for ``_write_in_writer``.
-_writer_conn: sqlite3.Connection | None = None
-
-
 _STAGE = "CREATE TEMP TABLE IF NOT EXISTS stage AS SELECT * FROM llm_requests WHERE 0"
 
 
