@@ -219,7 +219,10 @@ async def _migrate_from_4(store: Store) -> None:
     await store.open()
     day, next_day = OLD_DAY, OLD_DAY + timedelta(days=1)
     [old] = await store.usage_rollups("o", day, next_day)
-    assert (old.api_key, old.requests, old.cost) == ("", 1, Decimal("0.003"))
+    assert (old.api_key, old.requests, old.cost, old.hist[100]) == ("", 1, Decimal("0.003"), 1)
+    # The day rolled up before keys were counted apart is the key '' (unknown).
+    [unknown] = await store.usage_key_rollups("o", day, next_day)
+    assert (unknown.api_key, unknown.requests, unknown.cost) == ("", 1, Decimal("0.003"))
     [record] = await store.usage_records("o", OLD_AT, OLD_AT + timedelta(seconds=1))
     assert (record.api_key, record.total_cost, record.latency_ms, record.trace_id) == (
         "old-key",
@@ -227,22 +230,27 @@ async def _migrate_from_4(store: Store) -> None:
         20.0,
         None,
     )
-    # New usage of the same day, provider, model and task adds rollups of its keys.
+    # New usage of the same day, provider, model and task: one rollup as before, and a
+    # rollup per key beside it.
     later = OLD_AT + timedelta(hours=1)
     await store.write_usage(
         [
-            _record("o", later)._replace(api_key="k1", provider="p"),
-            _record("o", later)._replace(api_key="k2", provider="p"),
-            _record("o", later)._replace(api_key="k2", provider="p"),
+            _record("o", later)._replace(api_key="k1", provider="p", model="m"),
+            _record("o", later)._replace(api_key="k2", provider="p", model="m"),
+            _record("o", later)._replace(api_key="k2", provider="p", model="m"),
         ]
     )
-    rollups = {r.api_key: r for r in await store.usage_rollups("o", day, next_day)}
-    assert {k: r.requests for k, r in rollups.items()} == {"": 1, "k1": 1, "k2": 2}
-    assert rollups[""].cost == Decimal("0.003")  # untouched by the new records
+    [rollup] = await store.usage_rollups("o", day, next_day)
+    assert (rollup.api_key, rollup.requests, rollup.cost) == ("", 4, Decimal("0.012"))
+    by_key = {r.api_key: r for r in await store.usage_key_rollups("o", day, next_day)}
+    assert {k: r.requests for k, r in by_key.items()} == {"": 1, "k1": 1, "k2": 2}
+    assert by_key[""].cost == Decimal("0.003")  # untouched by the new records
     whole_day = (OLD_AT.replace(hour=0), OLD_AT.replace(hour=0) + timedelta(days=1))
     groups, total = await store.usage_report("o", *whole_day, "apiKey")
     assert [(g.key, g.requests) for g in groups] == [("(none)", 1), ("k1", 1), ("k2", 2)]
-    assert total.requests == 4
+    assert total.requests == 4 and total.cost == Decimal("0.012")
+    _, by_model = await store.usage_report("o", *whole_day, "model")
+    assert (by_model.requests, by_model.cost) == (total.requests, total.cost)
     # A partial day is read from the records, which always knew their key.
     groups, _ = await store.usage_report("o", OLD_AT, later + timedelta(seconds=1), "apiKey")
     assert [(g.key, g.requests) for g in groups] == [("k1", 1), ("k2", 2), ("old-key", 1)]
@@ -268,16 +276,22 @@ async def _by_key(store: Store) -> None:
         ]
     )
     day = (noon - timedelta(days=2)).date()
-    rollups = await store.usage_rollups("o", day, day + timedelta(days=1))
-    assert sorted((r.api_key, r.requests) for r in rollups) == [("k0", 3), ("k1", 2)]
-    assert {r.organization for r in rollups} == {"o"}
+    keyed = await store.usage_key_rollups("o", day, day + timedelta(days=1))
+    assert sorted((r.api_key, r.requests, r.cost) for r in keyed) == [
+        ("k0", 3, Decimal("0.009")),
+        ("k1", 2, Decimal("0.006")),
+    ]
+    assert {r.organization for r in keyed} == {"o"}
+    # The rollups per provider, model and task do not multiply with the keys.
+    [rollup] = await store.usage_rollups("o", day, day + timedelta(days=1))
+    assert (rollup.api_key, rollup.requests) == ("", 5)
     start = datetime.combine(day, time.min, UTC)
-    by_range = await store.usage_range("o", start, start + timedelta(days=1))
-    assert sorted(r.key for r in by_range) == sorted(r.key for r in rollups)
+    by_range = await store.usage_range("o", start, start + timedelta(days=1), by_key=True)
+    assert sorted(r.key for r in by_range) == sorted(r.key for r in keyed)
     await store.close()
 
 
-def test_daily_rollups_are_kept_per_api_key(postgres: PostgresServer, tmp_path: Path) -> None:
+def test_spend_is_kept_per_api_key_apart_from_the_rollups(postgres: PostgresServer, tmp_path: Path) -> None:
     for store in (
         make_store(fresh_database(postgres), "unused"),
         make_store(None, tmp_path / "keys.sqlite"),

@@ -126,7 +126,7 @@ async def usage(request: Request) -> Response:
             field="period",
         )
     try:
-        rollups = await s.store.usage_range(caller.organization, start, end)
+        rollups = await s.store.usage_range(caller.organization, start, end, by_key=by == "apiKey")
     except (StoreUnavailable, OSError) as exc:
         raise StorageUnavailable(f"usage storage is unavailable: {exc}") from None
     # Thousands of rollups for a long range: summed off the event loop, which serves

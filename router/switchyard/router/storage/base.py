@@ -142,20 +142,25 @@ class Store(abc.ABC):
     async def usage_report(
         self, organization: str, start: datetime, end: datetime, group_by: GroupBy
     ) -> tuple[list[UsageRow], UsageRow]:
-        return report(await self.usage_range(organization, start, end), group_by)
+        rollups = await self.usage_range(organization, start, end, by_key=group_by == "apiKey")
+        return report(rollups, group_by)
 
-    async def usage_range(self, organization: str, start: datetime, end: datetime) -> list[Rollup]:
-        """Rollups covering [start, end): whole days from the daily rollups, partial days
-        at the edges from the records."""
+    async def usage_range(
+        self, organization: str, start: datetime, end: datetime, *, by_key: bool = False
+    ) -> list[Rollup]:
+        """Rollups covering [start, end): whole days from the daily rollups (``by_key``:
+        those per API key, which keep no latencies), partial days at the edges from the
+        records."""
+        whole = self.usage_key_rollups if by_key else self.usage_rollups
         first, last, edges = split_days(start, end)
-        rollups = await self.usage_rollups(organization, first, last) if first < last else []
+        rollups = await whole(organization, first, last) if first < last else []
         # A range that ends now (the caller's "now", a moment ago) takes today so far from
         # today's rollup, which holds every record of it already.
         recent = datetime.now(UTC) - timedelta(seconds=60)
         for lo, hi in edges:
             if hi >= recent and lo.time() == time.min:
                 day = lo.date()
-                rollups += await self.usage_rollups(organization, day, day + timedelta(days=1))
+                rollups += await whole(organization, day, day + timedelta(days=1))
             else:
                 rollups += await self.usage_partial(organization, lo, hi)
         return rollups
@@ -171,6 +176,12 @@ class Store(abc.ABC):
     @abc.abstractmethod
     async def usage_rollups(self, organization: str, first: date, last: date) -> list[Rollup]:
         """Daily rollups for days in [first, last)."""
+
+    @abc.abstractmethod
+    async def usage_key_rollups(self, organization: str, first: date, last: date) -> list[Rollup]:
+        """Daily rollups per API key for days in [first, last): requests, errors, tokens and
+        cost, without provider, model, task or latencies. Kept apart from the others, so
+        that those do not multiply with an organization's keys."""
 
     @abc.abstractmethod
     async def usage_records(

@@ -243,43 +243,51 @@ ALTER TABLE llm_usage_daily ADD COLUMN hedged INTEGER NOT NULL DEFAULT 0;
     ),
     Migration(
         5,
-        "daily rollups per API key, and the trace of each usage record",
-        # Rollups written before count every key's usage as the key '' (unknown).
+        "spend and requests per API key and day, and the trace of each usage record",
+        # Its own table: the rollups above stay one row per provider, model and task, so
+        # an organization's reports do not grow with its number of keys. Days rolled up
+        # before count every key's usage as the key '' (unknown), so that a report by
+        # key adds up to the same totals as any other.
         postgres="""
-ALTER TABLE llm_usage_daily ADD COLUMN api_key text NOT NULL DEFAULT '';
-ALTER TABLE llm_usage_daily DROP CONSTRAINT llm_usage_daily_pkey;
-ALTER TABLE llm_usage_daily
-    ADD PRIMARY KEY (organization, day, provider, model, task_type, api_key);
+CREATE TABLE llm_usage_daily_keys (
+    organization text NOT NULL,
+    day date NOT NULL,
+    api_key text NOT NULL,
+    requests bigint NOT NULL,
+    errors bigint NOT NULL,
+    hedged bigint NOT NULL,
+    cache_hits bigint NOT NULL,
+    prompt_tokens bigint NOT NULL,
+    completion_tokens bigint NOT NULL,
+    cost numeric(24, 9) NOT NULL,
+    saved_cost numeric(24, 9) NOT NULL,
+    PRIMARY KEY (organization, day, api_key)
+);
+INSERT INTO llm_usage_daily_keys
+SELECT organization, day, '', sum(requests), sum(errors), sum(hedged), sum(cache_hits),
+       sum(prompt_tokens), sum(completion_tokens), sum(cost), sum(saved_cost)
+FROM llm_usage_daily GROUP BY organization, day;
 ALTER TABLE llm_requests ADD COLUMN trace_id text;
 """,
-        # A primary key cannot change in SQLite: the table is made again.
         sqlite="""
-CREATE TABLE llm_usage_daily_5 (
+CREATE TABLE llm_usage_daily_keys (
     organization TEXT NOT NULL,
     day TEXT NOT NULL,
-    provider TEXT NOT NULL,
-    model TEXT NOT NULL,
-    task_type TEXT NOT NULL,
-    api_key TEXT NOT NULL DEFAULT '',
+    api_key TEXT NOT NULL,
     requests INTEGER NOT NULL,
     errors INTEGER NOT NULL,
+    hedged INTEGER NOT NULL,
     cache_hits INTEGER NOT NULL,
     prompt_tokens INTEGER NOT NULL,
     completion_tokens INTEGER NOT NULL,
     cost INTEGER NOT NULL,
     saved_cost INTEGER NOT NULL,
-    latency_hist BLOB NOT NULL,
-    hedged INTEGER NOT NULL DEFAULT 0,
-    PRIMARY KEY (organization, day, provider, model, task_type, api_key)
+    PRIMARY KEY (organization, day, api_key)
 ) WITHOUT ROWID;
-INSERT INTO llm_usage_daily_5 (organization, day, provider, model, task_type, api_key,
-    requests, errors, cache_hits, prompt_tokens, completion_tokens, cost, saved_cost,
-    latency_hist, hedged)
-SELECT organization, day, provider, model, task_type, '', requests, errors, cache_hits,
-       prompt_tokens, completion_tokens, cost, saved_cost, latency_hist, hedged
-FROM llm_usage_daily;
-DROP TABLE llm_usage_daily;
-ALTER TABLE llm_usage_daily_5 RENAME TO llm_usage_daily;
+INSERT INTO llm_usage_daily_keys
+SELECT organization, day, '', sum(requests), sum(errors), sum(hedged), sum(cache_hits),
+       sum(prompt_tokens), sum(completion_tokens), sum(cost), sum(saved_cost)
+FROM llm_usage_daily GROUP BY organization, day;
 ALTER TABLE llm_requests ADD COLUMN trace_id TEXT;
 """,
     ),

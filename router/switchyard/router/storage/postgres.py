@@ -31,7 +31,7 @@ from switchyard.router.storage.base import (
 )
 from switchyard.router.storage.migrations import MIGRATIONS
 from switchyard.router.storage.records import COLUMNS, UsageRecord, record_from_row
-from switchyard.router.storage.rollup import HEDGE_STATUSES, Rollup, summed
+from switchyard.router.storage.rollup import HEDGE_STATUSES, NO_LATENCY, Rollup, summed
 
 log = logging.getLogger("switchyard.router.storage")
 
@@ -70,33 +70,54 @@ WITH ins AS (
            END AS bucket
     FROM ins
 ), g AS (
-    SELECT organization, day, p, m, t, api_key,
+    SELECT organization, day, p, m, t,
            count(*) FILTER (WHERE status NOT IN {_HEDGES}) AS n,
            count(*) FILTER (WHERE status = 'error') AS errors,
            count(*) FILTER (WHERE status IN {_HEDGES}) AS hedged,
            count(*) FILTER (WHERE cache_hit) AS hits,
            sum(prompt_tokens) AS pt, sum(completion_tokens) AS ct,
            sum(total_cost) AS cost, sum(saved_cost) AS saved
-    FROM b GROUP BY organization, day, p, m, t, api_key
+    FROM b GROUP BY organization, day, p, m, t
 ), h AS (
-    SELECT organization, day, p, m, t, api_key, bucket, count(*) AS c
-    FROM b WHERE bucket IS NOT NULL GROUP BY organization, day, p, m, t, api_key, bucket
+    SELECT organization, day, p, m, t, bucket, count(*) AS c
+    FROM b WHERE bucket IS NOT NULL GROUP BY organization, day, p, m, t, bucket
 ), hist AS (
-    SELECT g.organization, g.day, g.p, g.m, g.t, g.api_key,
+    SELECT g.organization, g.day, g.p, g.m, g.t,
            array_agg(coalesce(h.c, 0)::int ORDER BY i) AS hist
     FROM g CROSS JOIN generate_series(0, {histogram.BUCKETS - 1}) AS i
     LEFT JOIN h ON h.organization = g.organization AND h.day = g.day AND h.p = g.p
-                 AND h.m = g.m AND h.t = g.t AND h.api_key = g.api_key AND h.bucket = i
-    GROUP BY g.organization, g.day, g.p, g.m, g.t, g.api_key
+                 AND h.m = g.m AND h.t = g.t AND h.bucket = i
+    GROUP BY g.organization, g.day, g.p, g.m, g.t
+), keyed AS (
+    INSERT INTO llm_usage_daily_keys AS k (organization, day, api_key, requests, errors,
+        hedged, cache_hits, prompt_tokens, completion_tokens, cost, saved_cost)
+    SELECT organization, day, api_key,
+           count(*) FILTER (WHERE status NOT IN {_HEDGES}),
+           count(*) FILTER (WHERE status = 'error'),
+           count(*) FILTER (WHERE status IN {_HEDGES}),
+           count(*) FILTER (WHERE cache_hit),
+           sum(prompt_tokens), sum(completion_tokens), sum(total_cost), sum(saved_cost)
+    FROM b GROUP BY organization, day, api_key
+    ORDER BY 1, 2, 3
+    ON CONFLICT (organization, day, api_key) DO UPDATE SET
+        requests = k.requests + excluded.requests,
+        errors = k.errors + excluded.errors,
+        hedged = k.hedged + excluded.hedged,
+        cache_hits = k.cache_hits + excluded.cache_hits,
+        prompt_tokens = k.prompt_tokens + excluded.prompt_tokens,
+        completion_tokens = k.completion_tokens + excluded.completion_tokens,
+        cost = k.cost + excluded.cost,
+        saved_cost = k.saved_cost + excluded.saved_cost
+    RETURNING 1
 ), rolled AS (
-    INSERT INTO llm_usage_daily AS d (organization, day, provider, model, task_type, api_key,
-        requests, errors, cache_hits, prompt_tokens, completion_tokens, cost, saved_cost,
-        latency_hist, hedged)
-    SELECT g.organization, g.day, g.p, g.m, g.t, g.api_key, g.n, g.errors, g.hits, g.pt, g.ct,
-           g.cost, g.saved, hist.hist, g.hedged
-    FROM g JOIN hist USING (organization, day, p, m, t, api_key)
-    ORDER BY 1, 2, 3, 4, 5, 6
-    ON CONFLICT (organization, day, provider, model, task_type, api_key) DO UPDATE SET
+    INSERT INTO llm_usage_daily AS d (organization, day, provider, model, task_type, requests,
+        errors, cache_hits, prompt_tokens, completion_tokens, cost, saved_cost, latency_hist,
+        hedged)
+    SELECT g.organization, g.day, g.p, g.m, g.t, g.n, g.errors, g.hits, g.pt, g.ct, g.cost,
+           g.saved, hist.hist, g.hedged
+    FROM g JOIN hist USING (organization, day, p, m, t)
+    ORDER BY 1, 2, 3, 4, 5
+    ON CONFLICT (organization, day, provider, model, task_type) DO UPDATE SET
         requests = d.requests + excluded.requests,
         errors = d.errors + excluded.errors,
         cache_hits = d.cache_hits + excluded.cache_hits,
@@ -128,7 +149,8 @@ WITH ins AS (
         DO UPDATE SET spent = s.spent + excluded.spent
     RETURNING 1
 )
-SELECT (SELECT count(*) FROM ins), (SELECT count(*) FROM rolled), (SELECT count(*) FROM spent)
+SELECT (SELECT count(*) FROM ins), (SELECT count(*) FROM rolled), (SELECT count(*) FROM spent),
+       (SELECT count(*) FROM keyed)
 """
 
 
@@ -252,7 +274,7 @@ class PostgresStore(Store):
     async def usage_rollups(self, organization: str, first: date, last: date) -> list[Rollup]:
         async with self._connection() as conn:
             cur = await conn.execute(
-                "SELECT organization, day, provider, model, task_type, api_key, requests, "
+                "SELECT organization, day, provider, model, task_type, ''::text, requests, "
                 "errors, cache_hits, prompt_tokens, completion_tokens, cost, saved_cost, "
                 "latency_hist, hedged FROM llm_usage_daily WHERE organization = %s "
                 "AND day >= %s AND day < %s",
@@ -277,6 +299,36 @@ class PostgresStore(Store):
                 Decimal(r[12]),
                 list(r[13]),
                 int(r[14]),
+            )
+            for r in rows
+        ]
+
+    async def usage_key_rollups(self, organization: str, first: date, last: date) -> list[Rollup]:
+        async with self._connection() as conn:
+            cur = await conn.execute(
+                "SELECT day, api_key, requests, errors, hedged, cache_hits, prompt_tokens, "
+                "completion_tokens, cost, saved_cost FROM llm_usage_daily_keys "
+                "WHERE organization = %s AND day >= %s AND day < %s",
+                (organization, first, last),
+            )
+            rows = await cur.fetchall()
+        return [
+            Rollup(
+                organization,
+                r[0],
+                "",
+                "",
+                "",
+                r[1],
+                int(r[2]),
+                int(r[3]),
+                int(r[5]),
+                int(r[6]),
+                int(r[7]),
+                Decimal(r[8]),
+                Decimal(r[9]),
+                NO_LATENCY,
+                int(r[4]),
             )
             for r in rows
         ]

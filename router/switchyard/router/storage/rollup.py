@@ -20,6 +20,11 @@ RollupKey = tuple[str, date, str, str, str, str]
 HEDGE_STATUSES = ("hedged", "cancelled")
 
 
+#: The histogram of a rollup that keeps no latencies (per API key): shared by all of
+#: them, so never added into; a report merges rollups into fresh ones of its own.
+NO_LATENCY: list[int] = histogram.empty()
+
+
 @dataclass(slots=True)
 class Rollup:
     organization: str
@@ -27,7 +32,9 @@ class Rollup:
     provider: str
     model: str
     task_type: str
-    api_key: str  # the key's name; '' for rollups from before keys were counted apart
+    #: Daily rollups per provider, model and task leave it ''; those per API key
+    #: (``llm_usage_daily_keys``) leave those three '', and keep no latency histogram.
+    api_key: str
     requests: int = 0
     errors: int = 0
     cache_hits: int = 0

@@ -43,7 +43,7 @@ from switchyard.router.storage.base import (
 )
 from switchyard.router.storage.migrations import MIGRATIONS
 from switchyard.router.storage.records import COLUMNS, UsageRecord, record_from_row, to_rows
-from switchyard.router.storage.rollup import HEDGE_STATUSES, Rollup, summed
+from switchyard.router.storage.rollup import HEDGE_STATUSES, NO_LATENCY, Rollup, summed
 from switchyard.router.storage.sqlite_writer import WriterProcess
 
 log = logging.getLogger("switchyard.router.storage")
@@ -66,7 +66,7 @@ _STAGE_ROWS = f"INSERT INTO temp.stage ({_COLUMNS}) VALUES ({', '.join('?' * len
 # formula is histogram.bucket().
 _ROLLUP_FROM_STAGE = f"""
 SELECT organization, strftime('%Y-%m-%d', requested_at, 'unixepoch'),
-       coalesce(provider, ''), coalesce(model, ''), coalesce(task_type, ''), api_key,
+       coalesce(provider, ''), coalesce(model, ''), coalesce(task_type, ''),
        CASE WHEN latency_ms IS NULL THEN NULL
             WHEN latency_ms <= {histogram.LOW_MS} THEN 0
             ELSE min({histogram.BUCKETS - 1}, CAST(
@@ -75,7 +75,24 @@ SELECT organization, strftime('%Y-%m-%d', requested_at, 'unixepoch'),
        sum(status NOT IN {_HEDGES}), sum(status = 'error'), sum(cache_hit), sum(prompt_tokens),
        sum(completion_tokens), sum(total_cost), sum(saved_cost), count(*),
        sum(status IN {_HEDGES})
-FROM temp.stage GROUP BY 1, 2, 3, 4, 5, 6, 7
+FROM temp.stage GROUP BY 1, 2, 3, 4, 5, 6
+"""
+
+# Sums per API key and day over the staged new records.
+_KEYS_FROM_STAGE = f"""
+INSERT INTO llm_usage_daily_keys AS d (organization, day, api_key, requests, errors, hedged,
+    cache_hits, prompt_tokens, completion_tokens, cost, saved_cost)
+SELECT organization, strftime('%Y-%m-%d', requested_at, 'unixepoch'), api_key,
+       sum(status NOT IN {_HEDGES}), sum(status = 'error'), sum(status IN {_HEDGES}),
+       sum(cache_hit), sum(prompt_tokens), sum(completion_tokens), sum(total_cost),
+       sum(saved_cost)
+FROM temp.stage GROUP BY 1, 2, 3
+ON CONFLICT (organization, day, api_key) DO UPDATE SET
+    requests = d.requests + excluded.requests, errors = d.errors + excluded.errors,
+    hedged = d.hedged + excluded.hedged, cache_hits = d.cache_hits + excluded.cache_hits,
+    prompt_tokens = d.prompt_tokens + excluded.prompt_tokens,
+    completion_tokens = d.completion_tokens + excluded.completion_tokens,
+    cost = d.cost + excluded.cost, saved_cost = d.saved_cost + excluded.saved_cost
 """
 
 _SPEND_FROM_STAGE = """
@@ -138,6 +155,7 @@ def _write_rows(conn: sqlite3.Connection, rows: Sequence[tuple[object, ...]]) ->
             f"INSERT INTO llm_requests ({_COLUMNS}) SELECT {_COLUMNS} FROM temp.stage"
         ).rowcount
         _roll_up(conn)
+        conn.execute(_KEYS_FROM_STAGE)
         conn.execute(_SPEND_FROM_STAGE)
         conn.execute("COMMIT")
     except BaseException:
@@ -147,16 +165,16 @@ def _write_rows(conn: sqlite3.Connection, rows: Sequence[tuple[object, ...]]) ->
 
 
 def _roll_up(conn: sqlite3.Connection) -> None:
-    totals: dict[tuple[str, str, str, str, str, str], list[int]] = {}
-    hists: dict[tuple[str, str, str, str, str, str], list[int]] = {}
+    totals: dict[tuple[str, str, str, str, str], list[int]] = {}
+    hists: dict[tuple[str, str, str, str, str], list[int]] = {}
     for row in conn.execute(_ROLLUP_FROM_STAGE):
-        key = (row[0], row[1], row[2], row[3], row[4], row[5])
+        key = (row[0], row[1], row[2], row[3], row[4])
         counts = totals.setdefault(key, [0] * 8)
         for i in range(7):
-            counts[i] += row[7 + i]
-        counts[7] += row[15]
-        if row[6] is not None:
-            hists.setdefault(key, histogram.empty())[row[6]] += row[14]
+            counts[i] += row[6 + i]
+        counts[7] += row[14]
+        if row[5] is not None:
+            hists.setdefault(key, histogram.empty())[row[5]] += row[13]
     for key, counts in totals.items():
         _add_rollup(
             conn,
@@ -166,7 +184,7 @@ def _roll_up(conn: sqlite3.Connection) -> None:
                 key[2],
                 key[3],
                 key[4],
-                key[5],
+                "",
                 counts[0],
                 counts[1],
                 counts[2],
@@ -184,8 +202,8 @@ def _add_rollup(conn: sqlite3.Connection, x: Rollup) -> None:
     row = conn.execute(
         "SELECT requests, errors, cache_hits, prompt_tokens, completion_tokens, cost, "
         "saved_cost, hedged, latency_hist FROM llm_usage_daily WHERE organization = ? "
-        "AND day = ? AND provider = ? AND model = ? AND task_type = ? AND api_key = ?",
-        (x.organization, x.day.isoformat(), x.provider, x.model, x.task_type, x.api_key),
+        "AND day = ? AND provider = ? AND model = ? AND task_type = ?",
+        (x.organization, x.day.isoformat(), x.provider, x.model, x.task_type),
     ).fetchone()
     hist = list(x.hist)
     counts = [
@@ -203,15 +221,14 @@ def _add_rollup(conn: sqlite3.Connection, x: Rollup) -> None:
         histogram.add_into(hist, _unpack(row[8]))
     conn.execute(
         "INSERT OR REPLACE INTO llm_usage_daily (organization, day, provider, model, "
-        "task_type, api_key, requests, errors, cache_hits, prompt_tokens, completion_tokens, "
-        "cost, saved_cost, hedged, latency_hist) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+        "task_type, requests, errors, cache_hits, prompt_tokens, completion_tokens, cost, "
+        "saved_cost, hedged, latency_hist) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
         (
             x.organization,
             x.day.isoformat(),
             x.provider,
             x.model,
             x.task_type,
-            x.api_key,
             *counts,
             _pack(hist),
         ),
@@ -371,10 +388,40 @@ class SQLiteStore(Store):
                     r[14],
                 )
                 for r in conn.execute(
-                    "SELECT organization, day, provider, model, task_type, api_key, requests, "
+                    "SELECT organization, day, provider, model, task_type, '', requests, "
                     "errors, cache_hits, prompt_tokens, completion_tokens, cost, saved_cost, "
                     "latency_hist, hedged FROM llm_usage_daily WHERE organization = ? "
                     "AND day >= ? AND day < ?",
+                    (organization, first.isoformat(), last.isoformat()),
+                )
+            ]
+
+        return await self._run(read)
+
+    async def usage_key_rollups(self, organization: str, first: date, last: date) -> list[Rollup]:
+        def read(conn: sqlite3.Connection) -> list[Rollup]:
+            return [
+                Rollup(
+                    organization,
+                    date.fromisoformat(r[0]),
+                    "",
+                    "",
+                    "",
+                    r[1],
+                    r[2],
+                    r[3],
+                    r[5],
+                    r[6],
+                    r[7],
+                    usd(r[8]),
+                    usd(r[9]),
+                    NO_LATENCY,
+                    r[4],
+                )
+                for r in conn.execute(
+                    "SELECT day, api_key, requests, errors, hedged, cache_hits, prompt_tokens, "
+                    "completion_tokens, cost, saved_cost FROM llm_usage_daily_keys "
+                    "WHERE organization = ? AND day >= ? AND day < ?",
                     (organization, first.isoformat(), last.isoformat()),
                 )
             ]
