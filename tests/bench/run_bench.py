@@ -5,7 +5,10 @@
 Prints, for each load, requests/s, latency percentiles and the router's CPU
 time per request (from /proc, divided by the requests the upstream received),
 then the selection time with 1,000 models and the router's resident memory.
-Every figure is compared with the direct baseline measured in the same run.
+Every figure is compared with the direct baseline measured in the same run, and the
+router's CPU and added latency with the floor's (``floor.py``: a bare ASGI app passing
+each request through one pooled aiohttp session on the same server, the limit of a
+Python gateway's hot path).
 
 ``--tracing`` instead measures what tracing costs: three routers on the same upstream,
 tracing off, 1% sampled and every request traced, exporting to a real OpenTelemetry
@@ -70,6 +73,17 @@ def wait_http(url: str, seconds: float = 20) -> None:
         except OSError:
             time.sleep(0.05)
     raise RuntimeError(f"{url} did not come up")
+
+
+def wait_until_listening(port: int, seconds: float = 20) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"nothing listens on port {port}")
 
 
 def cpu_seconds(pid: int) -> float:
@@ -339,6 +353,13 @@ def main() -> int:
     table = work / "table.yaml"
     table.write_text(yaml.safe_dump(table_doc(f"http://127.0.0.1:{up_port}/v1")))
     started = time.monotonic()
+    floor_port = free_port()
+    floor = subprocess.Popen(
+        [sys.executable, str(HERE / "floor.py")],
+        env=dict(
+            os.environ, FLOOR_PORT=str(floor_port), FLOOR_UPSTREAM=f"http://127.0.0.1:{up_port}"
+        ),
+    )
     router = subprocess.Popen(
         [
             sys.executable,
@@ -361,13 +382,20 @@ def main() -> int:
     try:
         wait_http(f"http://127.0.0.1:{up_port}/health")
         wait_http(f"http://127.0.0.1:{admin_port(gw_port)}/readyz")
+        wait_until_listening(floor_port)
         ready_s = time.monotonic() - started
         rss_idle = rss_mib(router.pid)
         stats = f"http://127.0.0.1:{up_port}/stats"
         direct = f"http://127.0.0.1:{up_port}/v1/chat/completions"
         via = f"http://127.0.0.1:{gw_port}/v1/chat/completions"
         messages = f"http://127.0.0.1:{gw_port}/v1/messages"
-        both = (("direct", direct, None), ("router", via, f"Bearer {KEY}"))
+        floored = f"http://127.0.0.1:{floor_port}/v1/chat/completions"
+        both = (
+            ("direct", direct, None),
+            ("floor", floored, None),
+            ("router", via, f"Bearer {KEY}"),
+        )
+        pids = {"floor": floor.pid, "router": router.pid}
         loads = [
             ("non-streaming", NONSTREAM, 1, both),
             ("non-streaming", NONSTREAM, 32, both),
@@ -387,19 +415,22 @@ def main() -> int:
             for target, url, auth in targets:
                 wrk(url, body, conc, args.warmup, auth)
                 before_n = upstream_count(stats)
-                before_cpu = cpu_seconds(router.pid)
+                pid = pids.get(target)
+                before_cpu = cpu_seconds(pid) if pid else 0.0
                 result = wrk(url, body, conc, args.duration, auth)
                 served = upstream_count(stats) - before_n
-                cpu = cpu_seconds(router.pid) - before_cpu
-                result["cpu_ms"] = cpu * 1000 / served if target == "router" and served else 0.0
+                cpu = cpu_seconds(pid) - before_cpu if pid else 0.0
+                result["cpu_ms"] = cpu * 1000 / served if pid and served else 0.0
                 errors = sum(result[k] for k in result if k.startswith("errors_"))
                 result["errors"] = errors
                 rows.append((label, conc, target, result))
         rss_loaded = rss_mib(router.pid)
     finally:
         router.terminate()
+        floor.terminate()
         upstream.terminate()
         router.wait(10)
+        floor.wait(10)
         upstream.wait(10)
         shutil.rmtree(work, ignore_errors=True)
 
@@ -410,7 +441,7 @@ def main() -> int:
         f"{'CPU ms/req':>12}{'errors':>8}"
     )
     for label, conc, target, r in rows:
-        cpu = f"{r['cpu_ms']:.3f}" if target == "router" else "-"
+        cpu = f"{r['cpu_ms']:.3f}" if target != "direct" else "-"
         print(
             f"{label:<22}{conc:>5}  {target:<7}{r['rps']:>10.0f}{r['p50_ms']:>9.3f}"
             f"{r['p99_ms']:>9.3f}{cpu:>12}{r['errors']:>8.0f}"
@@ -447,6 +478,25 @@ def main() -> int:
         "   (target <= 120 MiB)"
     )
     print(f"  start to ready                     {ready_s:7.2f} s")
+    print("against the floor (the same loads, same run):")
+    floor_ns = statistics.mean(by[("non-streaming", c, "floor")]["cpu_ms"] for c in (32, 128))
+    floor_stream = by[("streaming 20 chunks", 32, "floor")]["cpu_ms"]
+    print(
+        f"  CPU per non-streaming request      {cpu_ns / floor_ns:7.2f} x  "
+        f"({cpu_ns:.3f} vs {floor_ns:.3f} ms; target <= 1.5 x)"
+    )
+    print(
+        f"  CPU per 20-chunk stream (relayed)  {stream_cpu / floor_stream:7.2f} x  "
+        f"({stream_cpu:.3f} vs {floor_stream:.3f} ms; target <= 1.5 x)"
+    )
+    print(
+        f"  CPU per stream, Anthropic client   {cross_cpu / floor_stream:7.2f} x  "
+        f"({cross_cpu:.3f} vs {floor_stream:.3f} ms; target <= 2 x)"
+    )
+    over_floor = (
+        by[("non-streaming", 1, "router")]["p50_ms"] - by[("non-streaming", 1, "floor")]["p50_ms"]
+    )
+    print(f"  added median latency, conc 1       {over_floor:7.3f} ms   (target <= 0.15 ms)")
     return 0
 
 
