@@ -291,7 +291,9 @@ async def _by_key(store: Store) -> None:
     await store.close()
 
 
-def test_spend_is_kept_per_api_key_apart_from_the_rollups(postgres: PostgresServer, tmp_path: Path) -> None:
+def test_spend_is_kept_per_api_key_apart_from_the_rollups(
+    postgres: PostgresServer, tmp_path: Path
+) -> None:
     for store in (
         make_store(fresh_database(postgres), "unused"),
         make_store(None, tmp_path / "keys.sqlite"),

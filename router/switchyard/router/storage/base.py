@@ -10,9 +10,10 @@ from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 from typing import Any, Literal
 
-from switchyard.router.storage.records import UsageRecord
+from switchyard.router.storage.records import COLUMNS, UsageRecord
 from switchyard.router.storage.rollup import (
     GROUP_BY,
+    HEDGE_STATUSES,
     GroupBy,
     Rollup,
     UsageRow,
@@ -58,6 +59,27 @@ MAX_RECENT = 100
 def recent_limit(limit: int) -> int:
     """``limit`` taken within 1 and MAX_RECENT: a caller cannot ask for a scan's worth."""
     return max(1, min(limit, MAX_RECENT))
+
+
+_HEDGES = "(" + ", ".join(f"'{s}'" for s in HEDGE_STATUSES) + ")"
+#: What each kind of ``recent_requests`` keeps, and its order.
+_RECENT: dict[RecentKind, tuple[str, str]] = {
+    "slowest": (f"status NOT IN {_HEDGES} AND latency_ms IS NOT NULL", "latency_ms DESC"),
+    "failed": ("status = 'error'", "requested_at DESC"),
+}
+
+
+def recent_sql(kind: RecentKind, mark: str) -> str:
+    """``recent_requests``' query in either dialect (``mark``: its placeholder, for the
+    organization, the time since and the limit). The records are picked by the inner
+    query from the (organization, requested_at, latency_ms, status) index alone, and only
+    those picked are read: an hour of a busy organization is a hundred thousand records."""
+    where, order = _RECENT[kind]
+    return (
+        f"SELECT {', '.join(COLUMNS)} FROM llm_requests WHERE id IN (SELECT id FROM "
+        f"llm_requests WHERE organization = {mark} AND requested_at >= {mark} AND {where} "
+        f"ORDER BY {order} LIMIT {mark}) ORDER BY {order}"
+    )
 
 
 #: A kept conversation's kind: Responses API answers, or Anthropic message threads.

@@ -28,6 +28,7 @@ from switchyard.router.storage.base import (
     TurnHead,
     TurnKind,
     recent_limit,
+    recent_sql,
 )
 from switchyard.router.storage.migrations import MIGRATIONS
 from switchyard.router.storage.records import COLUMNS, UsageRecord, record_from_row
@@ -40,11 +41,6 @@ MIGRATION_LOCK = 0x5377_7943  # "SwyC"
 
 _COLUMNS = ", ".join(COLUMNS)
 _HEDGES = "(" + ", ".join(f"'{s}'" for s in HEDGE_STATUSES) + ")"
-#: What each kind of ``recent_requests`` keeps, and its order.
-_RECENT: dict[RecentKind, str] = {
-    "slowest": f"status NOT IN {_HEDGES} AND latency_ms IS NOT NULL ORDER BY latency_ms DESC",
-    "failed": "status = 'error' ORDER BY requested_at DESC",
-}
 
 
 # One statement moves the staged records that are new into llm_requests and
@@ -350,8 +346,7 @@ class PostgresStore(Store):
     ) -> list[UsageRecord]:
         async with self._connection() as conn:
             cur = await conn.execute(
-                f"SELECT {_COLUMNS} FROM llm_requests WHERE organization = %s "
-                f"AND requested_at >= %s AND {_RECENT[kind]} LIMIT %s",
+                recent_sql(kind, "%s"),
                 (organization, since, recent_limit(limit)),
             )
             rows = await cur.fetchall()

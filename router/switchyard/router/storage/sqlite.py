@@ -40,6 +40,7 @@ from switchyard.router.storage.base import (
     TurnHead,
     TurnKind,
     recent_limit,
+    recent_sql,
 )
 from switchyard.router.storage.migrations import MIGRATIONS
 from switchyard.router.storage.records import COLUMNS, UsageRecord, record_from_row, to_rows
@@ -54,11 +55,6 @@ NANO = Decimal(10) ** 9
 
 _HEDGES = "(" + ", ".join(f"'{s}'" for s in HEDGE_STATUSES) + ")"
 _COLUMNS = ", ".join(COLUMNS)
-#: What each kind of ``recent_requests`` keeps, and its order.
-_RECENT: dict[RecentKind, str] = {
-    "slowest": f"status NOT IN {_HEDGES} AND latency_ms IS NOT NULL ORDER BY latency_ms DESC",
-    "failed": "status = 'error' ORDER BY requested_at DESC",
-}
 #: A record's row, bound in ``write_usage``'s order, which is COLUMNS'.
 _STAGE_ROWS = f"INSERT INTO temp.stage ({_COLUMNS}) VALUES ({', '.join('?' * len(COLUMNS))})"
 
@@ -450,8 +446,7 @@ class SQLiteStore(Store):
             return [
                 record_from_row(r, usd, lambda t: datetime.fromtimestamp(t, UTC))
                 for r in conn.execute(
-                    f"SELECT {_COLUMNS} FROM llm_requests WHERE organization = ? "
-                    f"AND requested_at >= ? AND {_RECENT[kind]} LIMIT ?",
+                    recent_sql(kind, "?"),
                     (organization, ts(since), recent_limit(limit)),
                 )
             ]
