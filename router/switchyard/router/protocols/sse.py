@@ -215,8 +215,13 @@ class EventRelay:
         return self.decoder.incomplete()
 
     def _first_mark(self, data: bytes) -> int:
-        found = [i for i in (data.find(m) for m in self.marks) if i >= 0]
-        return min(found) if found else -1
+        # Called for every event a provider sends: a plain loop, no list or generator.
+        first = -1
+        for mark in self.marks:
+            at = data.find(mark)
+            if at >= 0 and (first < 0 or at < first):
+                first = at
+        return first
 
     def feed(self, block: bytes) -> list[StreamEvent]:
         whole = self.events.take(block)
