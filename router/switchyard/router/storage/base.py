@@ -13,7 +13,7 @@ from typing import Any, Literal
 from switchyard.router.storage.records import COLUMNS, UsageRecord
 from switchyard.router.storage.rollup import (
     GROUP_BY,
-    HEDGE_STATUSES,
+    HEDGES_SQL,
     GroupBy,
     Rollup,
     UsageRow,
@@ -61,10 +61,9 @@ def recent_limit(limit: int) -> int:
     return max(1, min(limit, MAX_RECENT))
 
 
-_HEDGES = "(" + ", ".join(f"'{s}'" for s in HEDGE_STATUSES) + ")"
 #: What each kind of ``recent_requests`` keeps, and its order.
 _RECENT: dict[RecentKind, tuple[str, str]] = {
-    "slowest": (f"status NOT IN {_HEDGES} AND latency_ms IS NOT NULL", "latency_ms DESC"),
+    "slowest": (f"status NOT IN {HEDGES_SQL} AND latency_ms IS NOT NULL", "latency_ms DESC"),
     "failed": ("status = 'error'", "requested_at DESC"),
 }
 

@@ -32,7 +32,7 @@ from switchyard.router.storage.base import (
 )
 from switchyard.router.storage.migrations import MIGRATIONS
 from switchyard.router.storage.records import COLUMNS, UsageRecord, record_from_row
-from switchyard.router.storage.rollup import HEDGE_STATUSES, NO_LATENCY, Rollup, summed
+from switchyard.router.storage.rollup import HEDGES_SQL, NO_LATENCY, Rollup, summed
 
 log = logging.getLogger("switchyard.router.storage")
 
@@ -40,7 +40,6 @@ log = logging.getLogger("switchyard.router.storage")
 MIGRATION_LOCK = 0x5377_7943  # "SwyC"
 
 _COLUMNS = ", ".join(COLUMNS)
-_HEDGES = "(" + ", ".join(f"'{s}'" for s in HEDGE_STATUSES) + ")"
 
 
 # One statement moves the staged records that are new into llm_requests and
@@ -67,9 +66,9 @@ WITH ins AS (
     FROM ins
 ), g AS (
     SELECT organization, day, p, m, t,
-           count(*) FILTER (WHERE status NOT IN {_HEDGES}) AS n,
+           count(*) FILTER (WHERE status NOT IN {HEDGES_SQL}) AS n,
            count(*) FILTER (WHERE status = 'error') AS errors,
-           count(*) FILTER (WHERE status IN {_HEDGES}) AS hedged,
+           count(*) FILTER (WHERE status IN {HEDGES_SQL}) AS hedged,
            count(*) FILTER (WHERE cache_hit) AS hits,
            sum(prompt_tokens) AS pt, sum(completion_tokens) AS ct,
            sum(total_cost) AS cost, sum(saved_cost) AS saved
@@ -88,9 +87,9 @@ WITH ins AS (
     INSERT INTO llm_usage_daily_keys AS k (organization, day, api_key, requests, errors,
         hedged, cache_hits, prompt_tokens, completion_tokens, cost, saved_cost)
     SELECT organization, day, api_key,
-           count(*) FILTER (WHERE status NOT IN {_HEDGES}),
+           count(*) FILTER (WHERE status NOT IN {HEDGES_SQL}),
            count(*) FILTER (WHERE status = 'error'),
-           count(*) FILTER (WHERE status IN {_HEDGES}),
+           count(*) FILTER (WHERE status IN {HEDGES_SQL}),
            count(*) FILTER (WHERE cache_hit),
            sum(prompt_tokens), sum(completion_tokens), sum(total_cost), sum(saved_cost)
     FROM b GROUP BY organization, day, api_key
@@ -412,10 +411,10 @@ class PostgresStore(Store):
                 "CASE WHEN latency_ms IS NULL THEN -1 WHEN latency_ms <= %(low)s THEN 0 "
                 "ELSE least(255, "
                 "floor((ln(latency_ms) - ln(%(low)s)) / %(step)s)::int) END, "
-                f"count(*) FILTER (WHERE status NOT IN {_HEDGES}), "
+                f"count(*) FILTER (WHERE status NOT IN {HEDGES_SQL}), "
                 "count(*) FILTER (WHERE status = 'error'), count(*) FILTER (WHERE cache_hit), "
                 "sum(prompt_tokens), sum(completion_tokens), sum(total_cost), sum(saved_cost), "
-                f"count(*) FILTER (WHERE status IN {_HEDGES}) "
+                f"count(*) FILTER (WHERE status IN {HEDGES_SQL}) "
                 "FROM llm_requests WHERE organization = %(org)s AND requested_at >= %(start)s "
                 "AND requested_at < %(end)s GROUP BY 1, 2, 3, 4, 5, 6",
                 {

@@ -18,6 +18,8 @@ RollupKey = tuple[str, date, str, str, str, str]
 #: The statuses of records of calls that did not answer their request (``core.hedges``):
 #: counted apart from requests, their tokens and cost with everyone's.
 HEDGE_STATUSES = ("hedged", "cancelled")
+#: The same, as an SQL list: ``status IN HEDGES_SQL``.
+HEDGES_SQL = "(" + ", ".join(f"'{s}'" for s in HEDGE_STATUSES) + ")"
 
 
 #: The histogram of a rollup that keeps no latencies (per API key): shared by all of

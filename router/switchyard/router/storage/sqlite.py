@@ -44,7 +44,7 @@ from switchyard.router.storage.base import (
 )
 from switchyard.router.storage.migrations import MIGRATIONS
 from switchyard.router.storage.records import COLUMNS, UsageRecord, record_from_row, to_rows
-from switchyard.router.storage.rollup import HEDGE_STATUSES, NO_LATENCY, Rollup, summed
+from switchyard.router.storage.rollup import HEDGES_SQL, NO_LATENCY, Rollup, summed
 from switchyard.router.storage.sqlite_writer import WriterProcess
 
 log = logging.getLogger("switchyard.router.storage")
@@ -53,7 +53,6 @@ T = TypeVar("T")
 NANO = Decimal(10) ** 9
 
 
-_HEDGES = "(" + ", ".join(f"'{s}'" for s in HEDGE_STATUSES) + ")"
 _COLUMNS = ", ".join(COLUMNS)
 #: A record's row, bound in ``write_usage``'s order, which is COLUMNS'.
 _STAGE_ROWS = f"INSERT INTO temp.stage ({_COLUMNS}) VALUES ({', '.join('?' * len(COLUMNS))})"
@@ -68,9 +67,9 @@ SELECT organization, strftime('%Y-%m-%d', requested_at, 'unixepoch'),
             ELSE min({histogram.BUCKETS - 1}, CAST(
                 (ln(latency_ms) - ln({histogram.LOW_MS})) / {histogram.STEP!r} AS INTEGER))
        END AS bucket,
-       sum(status NOT IN {_HEDGES}), sum(status = 'error'), sum(cache_hit), sum(prompt_tokens),
+       sum(status NOT IN {HEDGES_SQL}), sum(status = 'error'), sum(cache_hit), sum(prompt_tokens),
        sum(completion_tokens), sum(total_cost), sum(saved_cost), count(*),
-       sum(status IN {_HEDGES})
+       sum(status IN {HEDGES_SQL})
 FROM temp.stage GROUP BY 1, 2, 3, 4, 5, 6
 """
 
@@ -79,7 +78,7 @@ _KEYS_FROM_STAGE = f"""
 INSERT INTO llm_usage_daily_keys AS d (organization, day, api_key, requests, errors, hedged,
     cache_hits, prompt_tokens, completion_tokens, cost, saved_cost)
 SELECT organization, strftime('%Y-%m-%d', requested_at, 'unixepoch'), api_key,
-       sum(status NOT IN {_HEDGES}), sum(status = 'error'), sum(status IN {_HEDGES}),
+       sum(status NOT IN {HEDGES_SQL}), sum(status = 'error'), sum(status IN {HEDGES_SQL}),
        sum(cache_hit), sum(prompt_tokens), sum(completion_tokens), sum(total_cost),
        sum(saved_cost)
 FROM temp.stage GROUP BY 1, 2, 3
@@ -461,9 +460,9 @@ class SQLiteStore(Store):
             for row in conn.execute(
                 "SELECT date(requested_at, 'unixepoch'), coalesce(provider, ''), "
                 "coalesce(model, ''), coalesce(task_type, ''), api_key, " + _BUCKET_SQL + ", "
-                f"sum(status NOT IN {_HEDGES}), sum(status = 'error'), sum(cache_hit), "
+                f"sum(status NOT IN {HEDGES_SQL}), sum(status = 'error'), sum(cache_hit), "
                 "sum(prompt_tokens), sum(completion_tokens), sum(total_cost), sum(saved_cost), "
-                f"sum(status IN {_HEDGES}) FROM llm_requests "
+                f"sum(status IN {HEDGES_SQL}) FROM llm_requests "
                 "WHERE organization = ? AND requested_at >= ? AND requested_at < ? "
                 "GROUP BY 1, 2, 3, 4, 5, 6",
                 (
