@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal
 from functools import cache
 from importlib import resources
 from typing import Any
@@ -26,11 +25,12 @@ from starlette.responses import Response
 from switchyard.router.errors import BadRequest, NotFound, StorageUnavailable
 from switchyard.router.http.admin import provider_views
 from switchyard.router.http.auth import authenticate
-from switchyard.router.http.services import Services, services
-from switchyard.router.http.usage_api import parse_range, row_json
+from switchyard.router.http.services import services
+from switchyard.router.http.usage_api import money, parse_range, row_json
 from switchyard.router.storage.base import StoreUnavailable
 from switchyard.router.storage.records import UsageRecord
 from switchyard.router.storage.rollup import (
+    GROUP_BY,
     GroupBy,
     TimeGroup,
     periods_between,
@@ -38,14 +38,9 @@ from switchyard.router.storage.rollup import (
     series,
 )
 
-#: What a plot over time may be split by, as the usage API's ``groupBy`` names it.
-DIMENSIONS: dict[str, GroupBy] = {
-    "model": "model",
-    "provider": "provider",
-    "task": "task",
-    "apiKey": "apiKey",
-}
+#: A plot's periods, and what it may be split by: the usage API's other ``groupBy``s.
 PERIODS: dict[str, TimeGroup] = {"day": "day", "week": "week", "month": "month"}
+DIMENSIONS: dict[str, GroupBy] = {g: g for g in GROUP_BY if g not in PERIODS}
 #: A plot over time has at most this many periods: a longer range takes longer periods.
 MAX_PERIODS = 400
 #: The slowest and the failed requests listed: how far back, and how many of each.
@@ -91,10 +86,6 @@ async def asset(request: Request) -> Response:
 
 def _json(body: dict[str, Any]) -> Response:
     return Response(orjson.dumps(body), media_type="application/json", headers=_DATA_HEADERS)
-
-
-def _money(d: Decimal) -> str:
-    return format(d.normalize(), "f")
 
 
 def _auto_period(start: datetime, end: datetime) -> TimeGroup:
@@ -146,7 +137,7 @@ async def usage(request: Request) -> Response:
             "series": {
                 "periods": plot.periods,
                 "groups": plot.groups,
-                "cost": [[_money(c) for c in row] for row in plot.cost],
+                "cost": [[money(c) for c in row] for row in plot.cost],
                 "requests": plot.requests,
             },
         }
@@ -168,8 +159,8 @@ async def health(request: Request) -> Response:
                     "apiKey": b.api_key,
                     "period": b.period,
                     "periodStart": b.start.isoformat(),
-                    "limit": _money(b.limit),
-                    "spent": _money(b.spent),
+                    "limit": money(b.limit),
+                    "spent": money(b.spent),
                     "usedRatio": round(float(b.spent / b.limit), 4) if b.limit else 1.0,
                 }
                 for b in standing
@@ -195,7 +186,7 @@ def _request_json(r: UsageRecord) -> dict[str, Any]:
         "stream": r.stream,
         "promptTokens": r.prompt_tokens,
         "completionTokens": r.completion_tokens,
-        "cost": _money(r.total_cost),
+        "cost": money(r.total_cost),
         "traceId": r.trace_id,
     }
 
@@ -214,12 +205,8 @@ async def recent(request: Request) -> Response:
         {
             "organization": caller.organization,
             "since": since.isoformat(),
-            "tracing": _tracing_on(s),
+            "tracing": s.tracing is not None,
             "slowest": [_request_json(r) for r in slowest],
             "failed": [_request_json(r) for r in failed],
         }
     )
-
-
-def _tracing_on(s: Services) -> bool:
-    return s.tracing is not None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, date, datetime, time, timedelta
+from decimal import Decimal
 from typing import Any
 
 import orjson
@@ -68,6 +69,11 @@ def parse_range(start_date: str | None, end_date: str | None) -> tuple[datetime,
     return start, end
 
 
+def money(d: Decimal) -> str:
+    """An amount of dollars as JSON gives it: a decimal string, exact, without exponent."""
+    return format(d.normalize(), "f")
+
+
 def row_json(r: UsageRow) -> dict[str, Any]:
     return {
         "key": r.key,
@@ -78,8 +84,8 @@ def row_json(r: UsageRow) -> dict[str, Any]:
         "promptTokens": r.prompt_tokens,
         "completionTokens": r.completion_tokens,
         "totalTokens": r.prompt_tokens + r.completion_tokens,
-        "cost": format(r.cost.normalize(), "f"),
-        "savedCost": format(r.saved_cost.normalize(), "f"),
+        "cost": money(r.cost),
+        "savedCost": money(r.saved_cost),
         "latencyMs": {
             "p50": None if r.latency_p50_ms is None else round(r.latency_p50_ms, 3),
             "p95": None if r.latency_p95_ms is None else round(r.latency_p95_ms, 3),
