@@ -32,6 +32,7 @@ import tempfile
 import time
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -179,6 +180,22 @@ def router_process(
     )
 
 
+def fake_upstream(port: int, **popen: Any) -> subprocess.Popen[bytes]:
+    """The shared bench's fast fake upstream on ``port``, streaming 20 chunks."""
+    return subprocess.Popen(
+        [sys.executable, str(HERE / "fake_upstream.py")],
+        env=dict(os.environ, FAKE_PORT=str(port), FAKE_CHUNKS="20"),
+        **popen,
+    )
+
+
+def write_table(work: Path, up_port: int) -> Path:
+    """``table_doc`` for the fake upstream on ``up_port``, as ``work``/table.yaml."""
+    table = work / "table.yaml"
+    table.write_text(yaml.safe_dump(table_doc(f"http://127.0.0.1:{up_port}/v1")))
+    return table
+
+
 def table_doc(upstream: str, scopes: tuple[str, ...] = ("completion",)) -> dict:
     return {
         "apiVersion": "switchyard.dev/v1alpha1",
@@ -273,12 +290,8 @@ def tracing_cost(args: argparse.Namespace) -> int:
 
     work = Path(tempfile.mkdtemp(prefix="switchyard-bench-"))
     up_port = free_port()
-    upstream = subprocess.Popen(
-        [sys.executable, str(HERE / "fake_upstream.py")],
-        env=dict(os.environ, FAKE_PORT=str(up_port), FAKE_CHUNKS="20"),
-    )
-    table = work / "table.yaml"
-    table.write_text(yaml.safe_dump(table_doc(f"http://127.0.0.1:{up_port}/v1")))
+    upstream = fake_upstream(up_port)
+    table = write_table(work, up_port)
     collector = Collector(build(), work)
     on = ("--otlp-endpoint", collector.endpoint)
     kinds = {
@@ -346,12 +359,8 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="switchyard-bench-"))
     extra = ["--no-usage"] if args.no_usage else []
     up_port, gw_port = free_port(), free_port()
-    upstream = subprocess.Popen(
-        [sys.executable, str(HERE / "fake_upstream.py")],
-        env=dict(os.environ, FAKE_PORT=str(up_port), FAKE_CHUNKS="20"),
-    )
-    table = work / "table.yaml"
-    table.write_text(yaml.safe_dump(table_doc(f"http://127.0.0.1:{up_port}/v1")))
+    upstream = fake_upstream(up_port)
+    table = write_table(work, up_port)
     started = time.monotonic()
     floor_port = free_port()
     floor = subprocess.Popen(

@@ -18,12 +18,9 @@ import argparse
 import os
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
-
-import yaml
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parents[1]))
@@ -32,10 +29,11 @@ from tests.bench.run_bench import (  # noqa: E402
     KEY,
     NONSTREAM,
     admin_port,
+    fake_upstream,
     free_port,
     router_process,
-    table_doc,
     wait_http,
+    write_table,
     wrk,
 )
 
@@ -69,12 +67,8 @@ def main() -> int:
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="switchyard-tail-"))
     up_port = free_port()
-    upstream = subprocess.Popen(
-        [sys.executable, str(HERE / "fake_upstream.py")],
-        env=dict(os.environ, FAKE_PORT=str(up_port), FAKE_CHUNKS="20"),
-    )
-    table = work / "table.yaml"
-    table.write_text(yaml.safe_dump(table_doc(f"http://127.0.0.1:{up_port}/v1")))
+    upstream = fake_upstream(up_port)
+    table = write_table(work, up_port)
     configs: dict[str, tuple[list[str], str | None]] = {
         "storage off": (["--no-usage"], None),
         "SQLite, writer process": ([], None),
