@@ -140,12 +140,8 @@ class UsageRow:
 
 
 def _group(r: Rollup, group_by: GroupBy) -> str:
-    if group_by == "day":
-        return r.day.isoformat()
-    if group_by == "week":
-        return (r.day - timedelta(days=r.day.weekday())).isoformat()
-    if group_by == "month":
-        return r.day.strftime("%Y-%m")
+    if group_by == "day" or group_by == "week" or group_by == "month":
+        return _period_key(r.day, group_by)
     value = {
         "model": r.model,
         "task": r.task_type,
