@@ -172,6 +172,10 @@ DEFAULT_BASE_URLS: dict[str, str] = {
 }
 #: Types that reach a paid cloud API and so need an API key.
 CLOUD_TYPES: frozenset[str] = frozenset({"openai", "azure_openai", "anthropic"})
+#: Model servers in the cluster: several replicas of one may be listed as ``endpoints``.
+IN_CLUSTER_TYPES: frozenset[str] = frozenset({"vllm", "ollama"})
+#: The most endpoints one provider may list (an LLMProvider's Service's ready pods).
+MAX_ENDPOINTS = 64
 
 # -- where providers may be reached ---------------------------------------------------
 # The address policy, written once: the operator and the router's API check a baseUrl's
@@ -427,6 +431,17 @@ class Timeouts(_Model):
     total_ms: int = Field(default=300_000, ge=1)
 
 
+#: ``host:port`` of one model-server replica: an IPv4 address, a bracketed IPv6 one, or
+#: a DNS name.
+EndpointAddress = Annotated[
+    str,
+    StringConstraints(
+        max_length=260,
+        pattern=r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9]([-A-Za-z0-9.]*[A-Za-z0-9])?):[0-9]{1,5}$",
+    ),
+]
+
+
 class Provider(_Model):
     name: Name
     organization: Organization = "default"
@@ -445,11 +460,23 @@ class Provider(_Model):
     health_status: HealthStatus = "unknown"
     timeouts: Timeouts = Timeouts()
     max_connections: int = Field(default=256, ge=1, le=10_000)
+    endpoints: tuple[EndpointAddress, ...] = Field(
+        default=(),
+        max_length=MAX_ENDPOINTS,
+        description="The replicas of an in-cluster model server (host:port), each called "
+        "at baseUrl's path and balanced by live load and prompt-cache affinity; the "
+        "operator fills it from an LLMProvider's serviceRef. Empty: baseUrl is called",
+    )
 
     @model_validator(mode="after")
     def _base_url_when_needed(self) -> Provider:
         if self.base_url is None and self.provider_type not in DEFAULT_BASE_URLS:
             raise ValueError(f"baseUrl is required for providerType {self.provider_type}")
+        if self.endpoints and self.provider_type not in IN_CLUSTER_TYPES:
+            types = ", ".join(sorted(IN_CLUSTER_TYPES))
+            raise ValueError(
+                f"endpoints are for in-cluster provider types ({types}), not {self.provider_type}"
+            )
         return self
 
     @property

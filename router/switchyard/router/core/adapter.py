@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from switchyard.router.contract import HealthStatus, Provider, ProviderNetworks
+from switchyard.router.core.balance import Balancer
 from switchyard.router.core.chat import ChatRequest, ChatResult, StreamEvent
 from switchyard.router.core.embedding import EmbeddingRequest, EmbeddingResult
 
@@ -41,6 +42,11 @@ class Adapter(Protocol):
     #: Why the provider may not be reached at all (its baseUrl's host is one the address
     #: policy refuses); None when it may.
     refused: str | None
+    #: Its endpoints and the choice among them, when the table lists several; else None.
+    balancer: Balancer | None
+
+    def retarget(self, provider: Provider) -> None:
+        """The table's ``provider`` now, reached the same way: its endpoints may differ."""
 
     @property
     def total_timeout(self) -> float:

@@ -17,6 +17,7 @@ from typing import TypeVar
 
 from switchyard.router.contract import Provider, ProviderNetworks, RoutingTable
 from switchyard.router.core.adapter import Adapter, AdapterFactory, ProbeResult
+from switchyard.router.core.balance import Balancer
 from switchyard.router.core.caller import Caller
 from switchyard.router.core.catalog import Catalog, Route, compile_table, provider_key
 from switchyard.router.core.chat import (
@@ -66,6 +67,11 @@ async def _close_body(result: EmbeddingResult) -> None:
     """A relayed answer that lost its race: hang up on it."""
     if result.body is not None and isinstance(result.body, AsyncGenerator):
         await result.body.aclose()
+
+
+def _has_spare(route: Route) -> bool:
+    balancer = route.adapter.balancer
+    return balancer is not None and balancer.any_up()
 
 
 @dataclass(slots=True)
@@ -127,7 +133,7 @@ class Gateway:
             identity = wire_identity(p, resolved.value, networks)
             old = self._adapters.get(key)
             if old is not None and old[0] == identity:
-                old[1].provider = p
+                old[1].retarget(p)
                 adapters[key] = old
             else:
                 adapters[key] = (identity, self.make_adapter(p, resolved.value, networks))
@@ -168,6 +174,18 @@ class Gateway:
             task.cancel()
         for adapter in [a for _, a in self._adapters.values()] + self._retired:
             await adapter.close()
+
+    def endpoint_views(self, key: str) -> list[dict[str, object]]:
+        """A provider's endpoints as they stand (empty when it has none)."""
+        entry = self._adapters.get(key)
+        balancer = entry[1].balancer if entry is not None else None
+        return balancer.views() if balancer is not None else []
+
+    def balancers(self) -> list[tuple[Provider, Balancer]]:
+        """Every provider with endpoints, and their balancer: for the metrics."""
+        return [
+            (a.provider, a.balancer) for _, a in self._adapters.values() if a.balancer is not None
+        ]
 
     def require_catalog(self) -> Catalog:
         if self.catalog is None:
@@ -276,7 +294,9 @@ class Gateway:
             prefill=True,
             max_tokens=None if asked is None else max(1, asked - estimate_tokens(size)),
         )
-        routes = [r for r in plan.routes if r is not broken]
+        # The provider whose stream broke stays a candidate while another of its
+        # endpoints is up (the one that broke is out: ``providers.base``).
+        routes = [r for r in plan.routes if r is not broken or _has_spare(r)]
         if not routes:
             raise NoCandidateAvailable("no other candidate to continue the stream")
         rest = Plan(plan.catalog, routes, plan.prompt_tokens + estimate_tokens(size))

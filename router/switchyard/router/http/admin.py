@@ -79,6 +79,8 @@ def provider_views(s: Services, organization: str) -> list[dict[str, Any]]:
                 "models": sorted(m.name for m in org.all_models if m.provider == name),
                 "modelsOut": sorted(out_reasons),
                 "modelsOutReasons": out_reasons,
+                # Its replicas, when it has several (``core.balance``).
+                "endpoints": s.gateway.endpoint_views(provider_key(p)),
             }
         )
     return out

@@ -15,7 +15,7 @@ import email.utils
 import logging
 import os
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
 import aiohttp
@@ -23,6 +23,7 @@ import orjson
 
 from switchyard.router.contract import Network, Provider, url_refusal
 from switchyard.router.core.adapter import ProbeResult
+from switchyard.router.core.balance import Balancer, Endpoint, affinity_key
 from switchyard.router.core.chat import FLUSH, ChatRequest, ChatResult, StreamEvent
 from switchyard.router.core.embedding import EmbeddingRequest, EmbeddingResult
 from switchyard.router.errors import (
@@ -36,12 +37,17 @@ from switchyard.router.errors import (
     UpstreamTimeout,
 )
 from switchyard.router.protocols.sse import BlockReader, EventRelay
+from switchyard.router.providers import load
 from switchyard.router.providers.addresses import AddressGuard, GuardedResolver, RefusedAddress
 from switchyard.router.tracing import with_trace
 
 log = logging.getLogger("switchyard.router")
 
 _MAX_ERROR_TEXT = 300
+#: The most endpoints one call tries before it fails as the provider's failure.
+_MAX_ENDPOINT_TRIES = 3
+#: Answers that say this endpoint, not the request, is the trouble: another may serve.
+_ENDPOINT_STATUSES = frozenset({429, 502, 503, 504})
 
 T = TypeVar("T")
 
@@ -63,6 +69,10 @@ def parse_retry_after(value: str | None) -> float | None:
 
 class HTTPAdapter(abc.ABC):
     """An ``Adapter`` (see ``core.adapter``) that speaks HTTP; one subclass per protocol."""
+
+    #: Where a server of this protocol publishes its load (``providers.load``); None:
+    #: nowhere, and its endpoints are balanced on the router's own in-flight counts.
+    metrics_path: str | None = "/metrics"
 
     def __init__(
         self, provider: Provider, api_key: str | None, allowed: Sequence[Network] = ()
@@ -90,6 +100,27 @@ class HTTPAdapter(abc.ABC):
         self._probe_timeout = aiohttp.ClientTimeout(
             total=min(self._total_timeout, 10.0), sock_connect=self.connect_timeout
         )
+        #: The provider's endpoints, when it has several (``core.balance``); None: its
+        #: baseUrl is called.
+        self.balancer: Balancer | None = None
+        self._scrapers = load.Scrapers(self)
+        self.retarget(provider)
+
+    def retarget(self, provider: Provider) -> None:
+        """The table's provider now: an edit that keeps how it is reached keeps the
+        adapter, and its endpoints (pods that came or went) are followed here."""
+        self.provider = provider
+        if not provider.endpoints:
+            self.balancer = None
+        elif self.balancer is None:
+            self.balancer = Balancer(self.base_url, provider.endpoints)
+        else:
+            self.balancer.update(self.base_url, provider.endpoints)
+        self._scrapers.sync()
+
+    def key_of(self, req: ChatRequest, model_name: str) -> int | None:
+        """The request's affinity key when the provider has endpoints to choose from."""
+        return affinity_key(req, model_name) if self.balancer is not None else None
 
     @property
     def total_timeout(self) -> float:
@@ -177,6 +208,7 @@ class HTTPAdapter(abc.ABC):
         return self._session
 
     async def close(self) -> None:
+        await self._scrapers.close()
         if self._session is not None:
             await self._session.close()
             self._session = None
@@ -224,10 +256,22 @@ class HTTPAdapter(abc.ABC):
         body: dict[str, Any],
         read: Callable[[Any], T],
         headers: dict[str, str] | None = None,
+        key: int | None = None,
     ) -> T:
         """POST and ``read`` the JSON of a 2xx answer; raise typed errors otherwise.
-        ``headers``: this request's, where they differ from ``headers()``."""
+        ``headers``: this request's, where they differ from ``headers()``; ``key``: its
+        affinity key, for a provider with endpoints."""
         data = self.encode(body)
+        if self.balancer is None:
+            return await self._post_json(url, data, read, headers)
+        value, _ = await self.on_endpoints(
+            url, key, lambda at: self._post_json(at, data, read, headers)
+        )
+        return value
+
+    async def _post_json(
+        self, url: str, data: bytes, read: Callable[[Any], T], headers: dict[str, str] | None
+    ) -> T:
         try:
             async with self.session.post(
                 url,
@@ -241,6 +285,8 @@ class HTTPAdapter(abc.ABC):
                     raise self.status_error(resp.status, resp.headers, raw)
         except UpstreamError:
             raise
+        except aiohttp.ConnectionTimeoutError as exc:
+            raise self.connection_error(exc) from None
         except TimeoutError:
             raise UpstreamTimeout(
                 f"no complete answer within {self._total_timeout:g}s", provider=self._name()
@@ -254,7 +300,80 @@ class HTTPAdapter(abc.ABC):
         except Exception as exc:
             raise self.unreadable(exc, 200) from None
 
+    async def on_endpoints(
+        self,
+        url: str,
+        key: int | None,
+        call: Callable[[str], Awaitable[T]],
+        *,
+        hold: bool = False,
+    ) -> tuple[T, Endpoint | None]:
+        """``call`` at the endpoint the balancer picks (``url`` moved onto it), and at
+        the next when an endpoint fails as only an endpoint can: it cannot be reached,
+        it hung up, or it answered 429 or 502-504. That endpoint is taken out alone; the
+        call fails (and the provider's breaker hears of it) only when every endpoint
+        tried failed. ``hold``: the call goes on after ``call`` returns (a stream), and
+        its caller gives the endpoint back with ``release``."""
+        balancer = self.balancer
+        if balancer is None:
+            return await call(url), None
+        self._scrapers.sync()
+        tail = url[len(self.base_url) :]
+        tried: list[Endpoint] = []
+        while True:
+            pick = balancer.pick(key, tried)
+            if pick is None:
+                raise UpstreamConnectError(
+                    f"provider {self._name()!r} has no endpoint left to try",
+                    provider=self._name(),
+                )
+            ep = pick.endpoint
+            ep.in_flight += 1
+            try:
+                value = await call(ep.base_url + tail)
+            except UpstreamError as exc:
+                ep.in_flight -= 1
+                if not self.endpoint_fault(exc):
+                    raise
+                balancer.failed(ep, str(exc))
+                tried.append(ep)
+                if len(tried) >= min(_MAX_ENDPOINT_TRIES, len(balancer)):
+                    raise
+                log.info(
+                    "provider %s: endpoint %s failed (%s); trying another",
+                    self._name(),
+                    ep.address,
+                    exc.detail,
+                )
+                continue
+            except BaseException:
+                ep.in_flight -= 1
+                raise
+            if not hold:
+                ep.in_flight -= 1
+            balancer.succeeded(ep)
+            return value, ep
+
+    @staticmethod
+    def endpoint_fault(exc: UpstreamError) -> bool:
+        """Whether another endpoint of the same provider may well answer instead."""
+        if isinstance(exc, UpstreamConnectError):
+            return True
+        return isinstance(exc, UpstreamStatusError) and exc.upstream_status in _ENDPOINT_STATUSES
+
+    def release(self, ep: Endpoint | None, failure: UpstreamError | None = None) -> None:
+        """A held call on ``ep`` ended; ``failure``: how, when the endpoint failed it."""
+        if ep is None:
+            return
+        ep.in_flight -= 1
+        if failure is not None and self.balancer is not None and self.endpoint_fault(failure):
+            self.balancer.failed(ep, str(failure))
+
     async def get_json(self, url: str, read: Callable[[Any], T]) -> T:
+        value, _ = await self.on_endpoints(url, None, lambda at: self._get_json(at, read))
+        return value
+
+    async def _get_json(self, url: str, read: Callable[[Any], T]) -> T:
         try:
             async with self.session.get(
                 url, headers=self.headers(), timeout=self._probe_timeout, allow_redirects=False
@@ -283,8 +402,10 @@ class HTTPAdapter(abc.ABC):
         *,
         whole: bool = False,
         expect: str | None = None,
-    ) -> aiohttp.ClientResponse:
-        """POST a streaming request and return the response once its headers say 2xx.
+        key: int | None = None,
+    ) -> tuple[aiohttp.ClientResponse, Endpoint | None]:
+        """POST a streaming request and return the response once its headers say 2xx,
+        with the endpoint it came from (to ``release`` when the answer is read).
 
         The first-token timeout is aiohttp's read timeout: no byte for that long,
         before or after the headers, ends the call. The total timeout bounds all.
@@ -294,6 +415,20 @@ class HTTPAdapter(abc.ABC):
         client as if it were the provider's.
         """
         data = self.encode(body)
+        if self.balancer is None:
+            return await self._open_stream(url, data, headers, whole, expect), None
+        return await self.on_endpoints(
+            url, key, lambda at: self._open_stream(at, data, headers, whole, expect), hold=True
+        )
+
+    async def _open_stream(
+        self,
+        url: str,
+        data: bytes,
+        headers: dict[str, str] | None,
+        whole: bool,
+        expect: str | None,
+    ) -> aiohttp.ClientResponse:
         try:
             resp = await self.session.post(
                 url,
@@ -323,29 +458,37 @@ class HTTPAdapter(abc.ABC):
             return resp
         except UpstreamError:
             raise
+        except aiohttp.ConnectionTimeoutError as exc:
+            raise self.connection_error(exc) from None
         except TimeoutError:
             limit = self._total_timeout if whole else self.first_token_timeout
             raise UpstreamTimeout(f"no answer within {limit:g}s", provider=self._name()) from None
         except aiohttp.ClientError as exc:
             raise self.connection_error(exc) from None
 
-    async def relay_body(self, url: str, body: dict[str, Any]) -> AsyncIterator[bytes]:
+    async def relay_body(
+        self, url: str, body: dict[str, Any], key: int | None = None
+    ) -> AsyncIterator[bytes]:
         """POST and, once the headers say 2xx, the answer's bytes as they arrive (the
         whole call bounded by the total timeout)."""
-        return self._chunks(
-            await self.open_stream(url, body, whole=True, expect="application/json")
-        )
+        resp, ep = await self.open_stream(url, body, whole=True, expect="application/json", key=key)
+        return self._chunks(resp, ep)
 
-    async def _chunks(self, resp: aiohttp.ClientResponse) -> AsyncIterator[bytes]:
+    async def _chunks(
+        self, resp: aiohttp.ClientResponse, ep: Endpoint | None
+    ) -> AsyncIterator[bytes]:
+        failure: UpstreamError | None = None
         try:
             while chunk := await resp.content.readany():
                 yield chunk
         except TimeoutError:
             raise UpstreamTimeout("the answer stalled", provider=self._name()) from None
         except aiohttp.ClientError as exc:
-            raise self.connection_error(exc) from None
+            failure = self.connection_error(exc)
+            raise failure from None
         finally:
             resp.release()
+            self.release(ep, failure)
 
     async def stream_events(
         self,
@@ -353,14 +496,16 @@ class HTTPAdapter(abc.ABC):
         body: dict[str, Any],
         reader: BlockReader,
         headers: dict[str, str] | None = None,
+        key: int | None = None,
     ) -> AsyncIterator[StreamEvent]:
         """POST a streaming request and read it as it arrives: each read's events (neutral
         ones from a ``LineReader``, the provider's own from an ``EventRelay``), then
         ``FLUSH``."""
         # Events passed on unread must be events.
         expect = "text/event-stream" if isinstance(reader, EventRelay) else None
-        resp = await self.open_stream(url, body, headers, expect=expect)
+        resp, ep = await self.open_stream(url, body, headers, expect=expect, key=key)
         content = resp.content
+        failure: UpstreamError | None = None
         try:
             while block := await content.readany():
                 try:
@@ -380,9 +525,11 @@ class HTTPAdapter(abc.ABC):
         except TimeoutError:
             raise UpstreamTimeout("the stream stalled", provider=self._name()) from None
         except aiohttp.ClientError as exc:
-            raise self.connection_error(exc) from None
+            failure = self.connection_error(exc)
+            raise failure from None
         finally:
             resp.release()
+            self.release(ep, failure)
         raise reader.incomplete()
 
     def status_error(self, status: int, headers: Any, raw: bytes) -> UpstreamStatusError:
@@ -447,6 +594,12 @@ class HTTPAdapter(abc.ABC):
                 f"cannot connect to provider {self._name()!r}: {reason}",
                 provider=self._name(),
                 detail=f"cannot connect to {where}: {exc.os_error.strerror or exc.os_error}",
+            )
+        if isinstance(exc, aiohttp.ConnectionTimeoutError):
+            return UpstreamConnectError(
+                f"cannot connect to provider {self._name()!r}: timed out",
+                provider=self._name(),
+                detail=f"cannot connect to {where}: timed out",
             )
         if isinstance(exc, (aiohttp.ServerDisconnectedError, aiohttp.ClientPayloadError)):
             return UpstreamConnectError(

@@ -12,6 +12,9 @@ from switchyard.router.providers.base import HTTPAdapter
 
 
 class OllamaAdapter(HTTPAdapter):
+    #: Ollama publishes no load: its endpoints are balanced on the router's own counts.
+    metrics_path = None
+
     def headers(self) -> dict[str, str]:
         h = {"Content-Type": "application/json"}
         if self.api_key:  # Ollama behind an authenticating proxy
@@ -28,6 +31,7 @@ class OllamaAdapter(HTTPAdapter):
             f"{self.base_url}/api/chat",
             body,
             lambda data: wire.result_of(data, model_name, self.provider.name),
+            key=self.key_of(req, model_name),
         )
 
     def stream(
@@ -36,7 +40,10 @@ class OllamaAdapter(HTTPAdapter):
         body = wire.request_body(req, model_name, max_tokens)
         body["stream"] = True
         return self.stream_events(
-            f"{self.base_url}/api/chat", body, LineReader(wire.LineDecoder(self.provider.name))
+            f"{self.base_url}/api/chat",
+            body,
+            LineReader(wire.LineDecoder(self.provider.name)),
+            key=self.key_of(req, model_name),
         )
 
     async def embed(self, req: EmbeddingRequest, model_name: str) -> EmbeddingResult:

@@ -50,6 +50,7 @@ class OpenAIAdapter(HTTPAdapter):
             self.chat_url(model_name),
             self.body(req, model_name, max_tokens),
             lambda data: wire.result_of(data, model_name, self.provider.name),
+            key=self.key_of(req, model_name),
         )
 
     def stream(
@@ -63,7 +64,9 @@ class OpenAIAdapter(HTTPAdapter):
             if req.relay == "openai"
             else LineReader(wire.ChunkDecoder(self.provider.name))
         )
-        return self.stream_events(self.chat_url(model_name), body, reader)
+        return self.stream_events(
+            self.chat_url(model_name), body, reader, key=self.key_of(req, model_name)
+        )
 
     def embeddings_url(self, model_name: str) -> str:
         return f"{self.base_url}/embeddings"
@@ -91,6 +94,15 @@ class VLLMAdapter(OpenAIAdapter):
     """vLLM's OpenAI-compatible server (``baseUrl`` ends in ``/v1``)."""
 
     max_tokens_field = "max_tokens"
+
+    def body(self, req: ChatRequest, model_name: str, max_tokens: int) -> dict[str, Any]:
+        body = super().body(req, model_name, max_tokens)
+        if self.balancer is not None and self.balancer.server == "llamacpp":
+            # llama.cpp keeps a slot's prompt for the next request to reuse only when
+            # asked (its default since 2024, said anyway for older servers); vLLM's
+            # prefix caching needs nothing, and would log the field as unknown.
+            body["cache_prompt"] = True
+        return body
 
     def continue_answer(self, body: dict[str, Any]) -> None:
         """vLLM continues the last assistant message itself, in the chat template."""

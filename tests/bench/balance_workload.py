@@ -1,0 +1,174 @@
+"""The workload that shows how calls to a model server's replicas are spread:
+multi-turn conversations that share a long system prompt, and short one-off requests,
+each turn streamed through the official ``openai`` SDK so that the time to the first
+token is the client's own.
+
+Used by ``tests/integration/test_balance.py`` (on the faithful fakes) and by
+``./dev bench balance`` (on the fakes, or on real llama.cpp servers)."""
+
+from __future__ import annotations
+
+import random
+import statistics
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import openai
+
+
+def system_prompt(words: int) -> str:
+    """Shared by every conversation."""
+    rng = random.Random(1)
+    vocab = [
+        "gateway",
+        "route",
+        "model",
+        "replica",
+        "cache",
+        "prompt",
+        "token",
+        "tenant",
+        "budget",
+        "request",
+        "answer",
+        "stream",
+        "latency",
+        "queue",
+        "provider",
+        "cluster",
+        "service",
+        "endpoint",
+        "policy",
+    ]
+    return "You are the operations assistant. Rules: " + " ".join(
+        rng.choice(vocab) for _ in range(words)
+    )
+
+
+def conversation_start(i: int, words: int) -> str:
+    """Conversation ``i``'s first message: a log of its own to read."""
+    rng = random.Random(100 + i)
+    return f"Conversation {i}. Read this log: " + " ".join(
+        f"fact{rng.randrange(10_000)}" for _ in range(words)
+    )
+
+
+@dataclass
+class Results:
+    ttft: list[float] = field(default_factory=list)  # seconds, every turn and one-off
+    failures: list[str] = field(default_factory=list)
+    requests: int = 0
+    elapsed: float = 0.0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def add(self, ttft: float | None, failure: str | None = None) -> None:
+        with self.lock:
+            self.requests += 1
+            if ttft is not None:
+                self.ttft.append(ttft)
+            if failure is not None:
+                self.failures.append(failure)
+
+    def percentile(self, q: float) -> float:
+        if not self.ttft:
+            return float("nan")
+        if len(self.ttft) == 1:
+            return self.ttft[0]
+        return statistics.quantiles(self.ttft, n=100, method="inclusive")[int(q) - 1]
+
+
+def _turn(
+    client: openai.OpenAI,
+    model: str,
+    messages: list[dict[str, str]],
+    max_tokens: int,
+    headers: dict[str, str],
+) -> tuple[float, str]:
+    started = time.perf_counter()
+    first: float | None = None
+    text = []
+    stream = client.chat.completions.create(
+        model=model,
+        messages=messages,  # type: ignore[arg-type]
+        max_tokens=max_tokens,
+        stream=True,
+        extra_headers=headers,
+    )
+    for chunk in stream:
+        if chunk.choices and chunk.choices[0].delta.content:
+            if first is None:
+                first = time.perf_counter() - started
+            text.append(chunk.choices[0].delta.content)
+    return (first if first is not None else time.perf_counter() - started), "".join(text)
+
+
+def run(
+    make_client: Callable[[], openai.OpenAI],
+    model: str,
+    *,
+    conversations: int = 6,
+    turns: int = 4,
+    oneoffs: int = 12,
+    system_words: int = 1100,
+    document_words: int = 500,
+    max_tokens: int = 8,
+    think: float = 0.05,
+    continue_streams: bool = True,
+    during: Callable[[float], None] | None = None,
+) -> Results:
+    """Every conversation in its own thread (its turns one after another, ``think``
+    seconds apart), and the one-offs spread over the same time from another.
+    ``during``: called with the seconds elapsed, between one-offs (a replica may be
+    killed there)."""
+    system = system_prompt(system_words)
+    results = Results()
+    headers = {"X-Switchyard-Continue-Streams": "true"} if continue_streams else {}
+
+    def conversation(i: int) -> None:
+        client = make_client()
+        messages = [
+            {"role": "system", "content": system},
+            {"role": "user", "content": conversation_start(i, document_words)},
+        ]
+        for t in range(turns):
+            try:
+                ttft, answer = _turn(client, model, messages, max_tokens, headers)
+            except openai.OpenAIError as exc:
+                results.add(None, f"conversation {i} turn {t}: {exc}")
+                return
+            results.add(ttft)
+            messages += [
+                {"role": "assistant", "content": answer or "ok"},
+                {"role": "user", "content": f"And then, step {t + 1}?"},
+            ]
+            time.sleep(think)
+
+    def oneoff_loop(started: float) -> None:
+        client = make_client()
+        for j in range(oneoffs):
+            try:
+                ttft, _ = _turn(
+                    client,
+                    model,
+                    [{"role": "system", "content": system}, {"role": "user", "content": f"Q{j}?"}],
+                    max_tokens,
+                    headers,
+                )
+                results.add(ttft)
+            except openai.OpenAIError as exc:
+                results.add(None, f"one-off {j}: {exc}")
+            if during is not None:
+                during(time.perf_counter() - started)
+            time.sleep(think * 2)
+
+    started = time.perf_counter()
+    threads = [threading.Thread(target=conversation, args=(i,)) for i in range(conversations)]
+    threads.append(threading.Thread(target=oneoff_loop, args=(started,)))
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    results.elapsed = time.perf_counter() - started
+    return results

@@ -1,0 +1,254 @@
+"""Balancing across a provider's endpoints, through the router over real HTTP, against
+fake vLLM replicas that queue and keep a prefix cache (``tests/fakes/model_server.py``).
+
+The comparison is with a Service's address, where each connection goes to a replica at
+random (``tests/support/spread.py``): the tests assert the direction (affinity hits,
+fewer prompt tokens computed, every replica used), not figures."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import openai
+import pytest
+
+from tests.bench import balance_workload
+from tests.conftest import Factory
+from tests.fakes.model_server import FakeModelServer
+from tests.support.servers import RouterServer
+from tests.support.spread import ServiceSpread
+from tests.support.tables import KEY, model, provider, table
+
+AUTH = {"Authorization": f"Bearer {KEY}"}
+MODEL = "meta-llama/Llama-3.1-8B-Instruct"
+
+
+@pytest.fixture
+def replicas() -> Iterator[list[FakeModelServer]]:
+    servers = [
+        FakeModelServer(
+            slots=1, prefill_per_token=0.00005, decode_per_token=0.001, cache_tokens=8000
+        ).start()
+        for _ in range(3)
+    ]
+    yield servers
+    for s in servers:
+        s.stop()
+
+
+def _doc(base_url: str, endpoints: list[str] | None = None, **routing: Any) -> dict[str, Any]:
+    extra = {"endpoints": endpoints} if endpoints is not None else {}
+    doc = table(
+        [provider("pool", "vllm", base_url, **extra)],
+        [model("llama", "pool", MODEL)],
+    )
+    doc.setdefault("routing", {}).update(routing)
+    return doc
+
+
+def _addresses(servers: list[FakeModelServer]) -> list[str]:
+    return [f"127.0.0.1:{s.port}" for s in servers]
+
+
+def _client(gw: RouterServer) -> openai.OpenAI:
+    return openai.OpenAI(base_url=f"{gw.url}/v1", api_key=KEY, max_retries=0, timeout=30)
+
+
+def _endpoints(gw: RouterServer) -> dict[str, dict[str, Any]]:
+    r = httpx.get(f"{gw.url}/api/v1/llm/providers", headers=AUTH)
+    r.raise_for_status()
+    (pool,) = r.json()["providers"]
+    return {e["address"]: e for e in pool["endpoints"]}
+
+
+def _tokens(text: str) -> int:
+    return len(text) // 4
+
+
+system = balance_workload.system_prompt(1100)
+
+
+def document(i: int) -> str:
+    return balance_workload.conversation_start(i, 500)
+
+
+def _reset(servers: list[FakeModelServer]) -> None:
+    for s in servers:
+        s.reset()
+        s.prompt_tokens = s.cached_tokens = s.served = 0
+        s._cache.clear()
+        s._cached_total = 0
+
+
+def test_picking_keeps_conversations_where_their_prefix_is_cached(
+    replicas: list[FakeModelServer], router: Factory
+) -> None:
+    spread = ServiceSpread([s.port for s in replicas]).start()
+    try:
+        service = router(_doc(f"http://{spread.address}/v1"))
+        base = balance_workload.run(lambda: _client(service), "llama")
+        base_computed = sum(s.computed_tokens for s in replicas)
+        base_per_replica = [s.served for s in replicas]
+    finally:
+        spread.stop()
+    assert not base.failures, base.failures
+    _reset(replicas)
+
+    picked = router(_doc("http://cluster.invalid:8000/v1", _addresses(replicas)))
+    result = balance_workload.run(lambda: _client(picked), "llama")
+    assert not result.failures, result.failures
+    computed = sum(s.computed_tokens for s in replicas)
+    per_replica = [s.served for s in replicas]
+    endpoints = _endpoints(picked)
+
+    # Every later turn of a conversation went where its beginning was.
+    hits = sum(e["affinityHits"] for e in endpoints.values())
+    turns = 6 * 3  # conversations x (turns - 1)
+    assert hits >= turns * 0.6, (hits, endpoints)
+    # Each replica computed the shared system prompt once and each conversation's
+    # beginning was computed once: near the least any spreading could do, and less than
+    # a Service's spread did.
+    least = len(replicas) * _tokens(system) + 6 * _tokens(document(0))
+    assert computed <= least * 1.1, (computed, least)
+    assert computed < base_computed, (computed, base_computed)
+    # And the replicas all served: affinity did not pile everything onto one.
+    assert all(n > 0 for n in per_replica), per_replica
+    assert sum(per_replica) == sum(base_per_replica) == result.requests
+    # What the servers said of their load was read.
+    assert all(e["scrapedAt"] is not None for e in endpoints.values()), endpoints
+    assert {e["state"] for e in endpoints.values()} == {"in"}
+
+
+def test_a_busy_replica_gets_no_more_while_others_idle(
+    replicas: list[FakeModelServer], router: Factory
+) -> None:
+    """One conversation's turns stay on one replica only while it is not loaded beyond
+    the bound: 12 concurrent requests with one key spread over all three."""
+    gw = router(_doc("http://cluster.invalid:8000/v1", _addresses(replicas)))
+    for s in replicas:
+        s.decode_per_token = 0.02
+    import concurrent.futures
+
+    messages = [{"role": "system", "content": "same"}, {"role": "user", "content": "same"}]
+    with concurrent.futures.ThreadPoolExecutor(12) as pool:
+        futures = [
+            pool.submit(
+                _client(gw).chat.completions.create,
+                model="llama",
+                messages=messages,  # type: ignore[arg-type]
+                max_tokens=8,
+            )
+            for _ in range(12)
+        ]
+        for f in futures:
+            f.result()
+    served = [s.served for s in replicas]
+    assert sum(served) == 12
+    assert all(n >= 2 for n in served), served
+
+
+def test_an_endpoint_that_fails_is_taken_out_alone(
+    replicas: list[FakeModelServer], router: Factory
+) -> None:
+    dead, *alive = replicas
+    dead.stop()
+    gw = router(_doc("http://cluster.invalid:8000/v1", _addresses(replicas)))
+    client = _client(gw)
+    for i in range(12):
+        r = client.chat.completions.create(
+            model="llama", messages=[{"role": "user", "content": f"q{i}"}], max_tokens=4
+        )
+        assert r.choices[0].message.content
+    endpoints = _endpoints(gw)
+    out = endpoints[f"127.0.0.1:{dead.port}"]
+    assert out["state"] == "out"
+    # Found by a call or, sooner, by its metrics scrape.
+    assert "cannot" in (out["lastFailure"] or ""), out
+    assert sum(s.served for s in alive) == 12
+    # The provider itself stays healthy: no call failed on all of its endpoints.
+    r = httpx.get(f"{gw.url}/api/v1/llm/providers", headers=AUTH).json()["providers"][0]
+    assert r["circuitBreaker"] == "closed"
+    assert r["consecutiveFailures"] == 0
+    # Every endpoint failing is the provider's failure, told as such.
+    for s in alive:
+        s.stop()
+    with pytest.raises(openai.APIStatusError) as err:
+        client.chat.completions.create(
+            model="llama", messages=[{"role": "user", "content": "q"}], max_tokens=4
+        )
+    assert err.value.status_code in (502, 503)
+
+
+def test_a_replica_killed_under_load_fails_no_request(
+    replicas: list[FakeModelServer], router: Factory
+) -> None:
+    gw = router(_doc("http://cluster.invalid:8000/v1", _addresses(replicas)))
+    victim = replicas[1]
+    killed: list[float] = []
+
+    def kill(elapsed: float) -> None:
+        if not killed and elapsed > 0.3:
+            killed.append(elapsed)
+            victim.stop()
+
+    for s in replicas:
+        s.decode_per_token = 0.005
+    result = balance_workload.run(
+        lambda: _client(gw), "llama", conversations=6, turns=5, oneoffs=20, during=kill
+    )
+    assert killed, "the replica was not killed during the run"
+    assert not result.failures, result.failures
+    assert result.requests == 6 * 5 + 20
+    assert _endpoints(gw)[f"127.0.0.1:{victim.port}"]["state"] == "out"
+
+
+def test_endpoints_follow_a_new_table_and_keep_their_state(
+    replicas: list[FakeModelServer], router: Factory
+) -> None:
+    addresses = _addresses(replicas)
+    gw = router(_doc("http://cluster.invalid:8000/v1", addresses[:2]))
+    client = _client(gw)
+    for i in range(6):
+        client.chat.completions.create(
+            model="llama", messages=[{"role": "user", "content": f"q{i}"}], max_tokens=4
+        )
+    before = _endpoints(gw)
+    assert set(before) == set(addresses[:2])
+    gw.rewrite(_doc("http://cluster.invalid:8000/v1", addresses[1:]))
+    deadline = time.monotonic() + 5
+    while set(_endpoints(gw)) != set(addresses[1:]) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    after = _endpoints(gw)
+    assert set(after) == set(addresses[1:])
+    assert after[addresses[1]]["picks"] == before[addresses[1]]["picks"]
+    assert after[addresses[2]]["picks"] == 0
+
+
+@pytest.mark.parametrize(
+    ("endpoints", "provider_type", "message"),
+    [
+        (["127.0.0.1:8000"], "openai", "endpoints are for in-cluster provider types"),
+        (["http://127.0.0.1:8000"], "vllm", "endpoints"),
+        (["127.0.0.1"], "vllm", "endpoints"),
+        ([f"10.0.0.{i}:8000" for i in range(65)], "vllm", "endpoints"),
+    ],
+)
+def test_bad_endpoints_are_refused_by_name(
+    endpoints: list[str], provider_type: str, message: str, tmp_path: Any
+) -> None:
+    from switchyard.router.errors import ConfigError
+    from switchyard.router.table.loader import load_bytes
+    from tests.support.servers import write_table
+
+    doc = table(
+        [provider("pool", provider_type, "http://127.0.0.1:8000/v1", endpoints=endpoints)],
+        [model("llama", "pool", MODEL)],
+    )
+    path = tmp_path / "t.yaml"
+    write_table(path, doc)
+    with pytest.raises(ConfigError) as err:
+        load_bytes(path.read_bytes(), "test")
+    assert message in str(err.value)
