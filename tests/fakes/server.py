@@ -74,6 +74,8 @@ class FakeServer:
         #: Streams whose caller (the router) hung up before the end.
         self.streams_abandoned = 0
         self.port = 0
+        #: Where it listens: another loopback address lets replicas share one port.
+        self.host = "127.0.0.1"
         self._lock = threading.Lock()
         self._requests: list[RecordedRequest] = []
         self._queue: deque[Fault] = deque()
@@ -86,7 +88,7 @@ class FakeServer:
     # ----------------------------------------------------------- public API
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}{self.url_suffix}"
+        return f"http://{self.host}:{self.port}{self.url_suffix}"
 
     @property
     def requests(self) -> list[RecordedRequest]:
@@ -195,7 +197,7 @@ class FakeServer:
         runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=0.5)
         await runner.setup()
         # The same port again after ``stop``: a provider that went away and came back.
-        site = web.TCPSite(runner, "127.0.0.1", self.port)
+        site = web.TCPSite(runner, self.host, self.port)
         await site.start()
         self._runner = runner
         self.port = int(runner.addresses[0][1])

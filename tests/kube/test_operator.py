@@ -971,3 +971,163 @@ def test_an_operator_watching_named_namespaces_reads_nothing_elsewhere(
     text = log.read_text()
     for refused in ("Forbidden", "forbidden", "403", "Traceback"):
         assert refused not in text, text[-4000:]
+
+
+def endpoint_slice(name: str, service: str, port: int, ready: dict[str, bool]) -> dict[str, Any]:
+    """An EndpointSlice as the EndpointSlice controller writes one for a Service."""
+    return {
+        "apiVersion": "discovery.k8s.io/v1",
+        "kind": "EndpointSlice",
+        "metadata": {
+            "name": name,
+            "labels": {
+                "kubernetes.io/service-name": service,
+                "endpointslice.kubernetes.io/managed-by": "switchyard-tests",
+            },
+        },
+        "addressType": "IPv4",
+        "endpoints": [{"addresses": [ip], "conditions": {"ready": ok}} for ip, ok in ready.items()],
+        "ports": [{"name": "http", "port": port, "protocol": "TCP"}],
+    }
+
+
+def host_address() -> str:
+    """This machine's own address on its network: an EndpointSlice may not hold a
+    loopback one."""
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.connect(("10.254.254.254", 1))  # no packet is sent; the route picks the address
+        return str(s.getsockname()[0])
+
+
+def test_a_service_ref_follows_the_services_ready_pods(
+    control_plane: ControlPlane, router: str, namespace: str
+) -> None:
+    """The operator follows a Service's EndpointSlices into the table; the router
+    spreads calls over the ready pods and follows them as they come and go. The three
+    pods are fake vLLM servers on this machine's address, each on a port of its own
+    (as a named targetPort may be), so each has a slice of its own."""
+    from tests.fakes.model_server import FakeModelServer
+
+    cp = control_plane
+    ip = host_address()
+    replicas = []
+    for _ in range(3):
+        server = FakeModelServer(slots=2)
+        server.host = ip
+        replicas.append(server.start())
+    a, b, c = (f"{ip}:{r.port}" for r in replicas)
+
+    def slice_of(i: int, ready: bool) -> dict[str, Any]:
+        return endpoint_slice(f"pool-{i}", "pool", replicas[i].port, {ip: ready})
+
+    try:
+        key = create_api_key(cp, namespace, "pool-key")
+        auth = {"Authorization": f"Bearer {key}"}
+        service = {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {"name": "pool"},
+            "spec": {"ports": [{"name": "http", "port": 80, "targetPort": "http"}]},
+        }
+        objects = [service, slice_of(0, True), slice_of(1, True), slice_of(2, False)]
+        assert apply(cp, namespace, *objects).returncode == 0
+        spec = {"providerType": "vllm", "serviceRef": {"name": "pool", "port": "http"}}
+        assert (
+            apply(
+                cp,
+                namespace,
+                provider("pool", f"http://pool.{namespace}.svc:80/v1", **spec),
+                model("pool-llama", "pool", FakeModelServer.default_models[0], name="llama"),
+            ).returncode
+            == 0
+        )
+
+        def endpoints() -> set[str]:
+            r = httpx.get(f"{router}/api/v1/llm/providers", headers=auth)
+            if r.status_code != 200:
+                return set()
+            pool = [p for p in r.json()["providers"] if p["name"] == "pool"]
+            return {e["address"] for e in pool[0]["endpoints"]} if pool else set()
+
+        wait_for("the Service's ready pods in the table", lambda: endpoints() == {a, b})
+        client = openai.OpenAI(base_url=f"{router}/v1", api_key=key, max_retries=0)
+        for i in range(8):
+            answer = client.chat.completions.create(
+                model="llama", messages=[{"role": "user", "content": f"q{i}"}], max_tokens=4
+            )
+            assert answer.choices[0].message.content
+        served = [r.served for r in replicas]
+        assert served[0] > 0 and served[1] > 0 and served[2] == 0, served
+
+        # One pod becomes ready, another goes: the table follows.
+        started = time.monotonic()
+        assert apply(cp, namespace, slice_of(2, True)).returncode == 0
+        cp.kubectl("delete", "-n", namespace, "endpointslice", "pool-0")
+        wait_for("the table to follow the pods", lambda: endpoints() == {b, c}, every=0.02)
+        print(f"endpoints followed in {time.monotonic() - started:.2f}s")
+        before = [r.served for r in replicas]
+        for i in range(8):
+            client.chat.completions.create(
+                model="llama", messages=[{"role": "user", "content": f"r{i}"}], max_tokens=4
+            )
+        after = [r.served for r in replicas]
+        assert after[0] == before[0] and after[2] > before[2], (before, after)
+
+        # No ready pod at all: the Service's own address again, and a warning says why.
+        cp.kubectl("delete", "-n", namespace, "endpointslice", "pool-1", "pool-2")
+        wait_for("the endpoints to go", lambda: endpoints() == set())
+        events = wait_for(
+            "a warning on the provider",
+            lambda: [
+                e
+                for e in kubectl_json(cp, "get", "-n", namespace, "events")["items"]
+                if e.get("reason") == "Endpoints"
+            ],
+        )
+        assert "Service pool has no ready endpoints" in events[0]["message"]
+    finally:
+        for server in replicas:
+            server.stop()
+
+
+def test_service_refs_and_endpoints_are_for_in_cluster_types(
+    control_plane: ControlPlane, system: str, namespace: str
+) -> None:
+    cp = control_plane
+    bad = apply(
+        cp,
+        namespace,
+        provider(
+            "p",
+            "http://x/v1",
+            providerType="openai",
+            apiKeySecretRef={"name": "k"},
+            serviceRef={"name": "pool"},
+        ),
+    )
+    assert bad.returncode != 0
+    assert "serviceRef and endpoints are for in-cluster model servers" in bad.stderr
+    bad = apply(
+        cp,
+        namespace,
+        provider(
+            "p",
+            "http://x/v1",
+            providerType="vllm",
+            serviceRef={"name": "pool"},
+            endpoints=["10.0.0.1:8000"],
+        ),
+    )
+    assert "give serviceRef or endpoints, not both" in bad.stderr
+    bad = apply(
+        cp, namespace, provider("p", "http://x/v1", providerType="vllm", endpoints=["10.0.0.1"])
+    )
+    assert bad.returncode != 0 and "endpoints" in bad.stderr
+    bad = apply(
+        cp,
+        namespace,
+        provider("p", "http://x/v1", providerType="vllm", serviceRef={"name": "p", "port": 0}),
+    )
+    assert bad.returncode != 0 and "serviceRef.port" in bad.stderr

@@ -39,6 +39,7 @@ _PROVIDER_FIELDS = (
     "rateLimits",
     "timeouts",
     "maxConnections",
+    "endpoints",
 )
 _MODEL_FIELDS = (
     "modelName",
@@ -77,6 +78,8 @@ class Compiled:
     api_key_problems: dict[Key, str] = field(default_factory=dict)
     # Which object each entry of the document's lists came from.
     sources: dict[str, list[tuple[str, Key]]] = field(default_factory=dict)
+    # Providers whose serviceRef gives no endpoints, or more than the table holds.
+    endpoint_problems: dict[Key, str] = field(default_factory=dict)
 
 
 def secret_key_name(namespace: str, name: str) -> str:
@@ -106,12 +109,20 @@ def compile_state(
     providers: list[dict[str, Any]] = []
     keys: dict[str, str] = {}
     verdicts: dict[tuple[str, Key], Verdict] = {}
+    endpoint_problems: dict[Key, str] = {}
     for (ns, name), p in sorted(state.providers.items()):
         if (why := rejected.get((PROVIDER.plural, (ns, name)))) is not None:
             verdicts[(PROVIDER.plural, (ns, name))] = Verdict(False, "RejectedByRouter", why)
             continue
         sources["providers"].append((PROVIDER.plural, (ns, name)))
         entry = {"name": name, "organization": ns, **_pick(p.spec, _PROVIDER_FIELDS)}
+        if p.spec.get("serviceRef"):
+            # Its Service's ready pods; none ready: its baseUrl, the Service itself.
+            endpoints, problem = state.endpoints_of(p)
+            if endpoints:
+                entry["endpoints"] = endpoints
+            if problem:
+                endpoint_problems[(ns, name)] = problem
         health = p.status.get("health")
         if health in ("healthy", "degraded", "unhealthy", "unknown"):
             entry["healthStatus"] = health
@@ -247,7 +258,7 @@ def compile_state(
     ]
     if budgets:
         document["budgets"] = budgets
-    return Compiled(document, keys, verdicts, problems, sources)
+    return Compiled(document, keys, verdicts, problems, sources, endpoint_problems)
 
 
 def _ready_provider(p: Obj) -> Verdict:

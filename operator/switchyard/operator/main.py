@@ -143,6 +143,13 @@ def template_event(type: str | None, body: kopf.Body, **_: Any) -> None:
     current().state.record(TEMPLATE.plural, type, body)
 
 
+@kopf.on.event("discovery.k8s.io", "v1", "endpointslices")
+def endpoint_slice_event(type: str | None, body: kopf.Body, **_: Any) -> None:
+    """Pods of a Service an LLMProvider's serviceRef names came or went: the table
+    follows them (compiled after the debounce, within a second)."""
+    current().state.record_slice(type, body)
+
+
 @kopf.on.event("", "v1", "secrets")
 def secret_event(type: str | None, body: kopf.Body, **_: Any) -> None:
     op = current()

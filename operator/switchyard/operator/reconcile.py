@@ -20,6 +20,7 @@ from switchyard.router.kube.errors import KubeError
 from switchyard.router.kube.follow import follow
 from switchyard.router.kube.resources import (
     CONFIGMAPS,
+    ENDPOINT_SLICES,
     LLM_MODELS,
     LLM_PROVIDERS,
     PROMPT_TEMPLATES,
@@ -43,6 +44,7 @@ class Operator:
         self.compiles = 0
         self._stopping = asyncio.Event()
         self._api_key_warned: dict[tuple[str, str], str] = {}
+        self._endpoints_warned: dict[tuple[str, str], str] = {}
 
     async def start(self) -> None:
         await self.publisher.load_published()
@@ -83,6 +85,8 @@ class Operator:
                     )
             for item in (await self.client.list(SECRETS, ns, labels={API_KEY_LABEL: None}))[0]:
                 self.state.record_secret("ADDED", item, API_KEY_LABEL)
+            for item in (await self.client.list(ENDPOINT_SLICES, ns))[0]:
+                self.state.record_slice("ADDED", item)
         for ns, name in sorted(self.state.referenced_secrets()):
             try:
                 secret = await self.client.get(SECRETS, name, ns)
@@ -220,6 +224,17 @@ class Operator:
             if self._api_key_warned.get(key) != problem:
                 self._api_key_warned[key] = problem
                 log.warning("API key Secret %s/%s is ignored: %s", *key, problem)
+        for key, problem in compiled.endpoint_problems.items():
+            if self._endpoints_warned.get(key) != problem:
+                self._endpoints_warned[key] = problem
+                log.warning("LLMProvider %s/%s: %s", *key, problem)
+                provider = self.state.providers.get(key)
+                if provider is not None:
+                    await self.publisher.event(
+                        event_body(PROVIDER.kind, provider), "Warning", "Endpoints", problem
+                    )
+        for key in set(self._endpoints_warned) - set(compiled.endpoint_problems):
+            del self._endpoints_warned[key]
 
     async def _write_verdict(self, plural: str, ns: str, name: str, verdict: Verdict) -> None:
         store = self.state.models if plural == MODEL.plural else self.state.templates

@@ -13,9 +13,50 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from switchyard.router.contract import MODEL, PROVIDER, TEMPLATE
+from switchyard.router.contract import MAX_ENDPOINTS, MODEL, PROVIDER, TEMPLATE
 
 Key = tuple[str, str]  # namespace, name
+
+#: The label an EndpointSlice names its Service with.
+SERVICE_NAME_LABEL = "kubernetes.io/service-name"
+
+
+@dataclass(frozen=True)
+class Slice:
+    """What the table needs of one EndpointSlice: its Service, ports and ready addresses."""
+
+    service: str
+    ports: tuple[tuple[str, int], ...]  # (name, port the pods listen on)
+    addresses: tuple[str, ...]  # ready ones only, as host (IPv6 in brackets)
+
+
+def slice_of(body: Mapping[str, Any]) -> Slice:
+    meta = body.get("metadata") or {}
+    service = str((meta.get("labels") or {}).get(SERVICE_NAME_LABEL, ""))
+    ports = tuple(
+        (str(p.get("name") or ""), int(p["port"]))
+        for p in body.get("ports") or []
+        if isinstance(p, Mapping) and p.get("port") and p.get("protocol", "TCP") == "TCP"
+    )
+    v6 = body.get("addressType") == "IPv6"
+    addresses: list[str] = []
+    for ep in body.get("endpoints") or []:
+        conditions = ep.get("conditions") or {}
+        # "ready" unset means ready (the API's rule); a terminating pod is not ready.
+        if conditions.get("ready") is False:
+            continue
+        addresses += [f"[{a}]" if v6 else str(a) for a in ep.get("addresses") or []][:1]
+    return Slice(service, ports, tuple(addresses))
+
+
+def slice_port(s: Slice, wanted: str | int | None) -> int | None:
+    """The port this slice's pods listen on for ``wanted``: a Service port's name, or
+    the pods' number; None for a Service with one port. Each slice says it for its own
+    pods (a named targetPort may be a different number on each)."""
+    for name, port in s.ports:
+        if wanted is None or wanted in (name, port):
+            return port
+    return None
 
 
 @dataclass
@@ -54,6 +95,8 @@ class ClusterState:
     settings: dict[str, Any] = field(default_factory=dict)
     # Objects the start-up listing found that no watch event has confirmed yet.
     unconfirmed: set[tuple[str, Key]] = field(default_factory=set)
+    # Every EndpointSlice, by (namespace, slice name): what serviceRefs resolve to.
+    slices: dict[Key, Slice] = field(default_factory=dict)
 
     def snapshot(self) -> ClusterState:
         """A copy to compile from in a thread while watch events keep changing this one."""
@@ -64,7 +107,66 @@ class ClusterState:
             api_keys=dict(self.api_keys),
             secrets=dict(self.secrets),
             settings=dict(self.settings),
+            slices=dict(self.slices),
         )
+
+    def referenced_services(self) -> set[Key]:
+        return {
+            (p.namespace, str(p.spec["serviceRef"].get("name")))
+            for p in self.providers.values()
+            if isinstance(p.spec.get("serviceRef"), Mapping)
+        }
+
+    def record_slice(self, event_type: str | None, body: Mapping[str, Any]) -> bool:
+        """Apply an EndpointSlice event; True (and the table is to be compiled again)
+        when a provider's serviceRef names its Service and its endpoints changed."""
+        meta = body.get("metadata") or {}
+        key = (meta.get("namespace", ""), meta.get("name", ""))
+        old = self.slices.get(key)
+        new = None if event_type == "DELETED" else slice_of(body)
+        if new is None:
+            self.slices.pop(key, None)
+        else:
+            self.slices[key] = new
+        if old == new:
+            return False
+        services = self.referenced_services()
+        relevant = any(s is not None and (key[0], s.service) in services for s in (old, new))
+        if relevant:
+            self.dirty.set()
+        return relevant
+
+    def endpoints_of(self, p: Obj) -> tuple[list[str], str | None]:
+        """The ready pods of the provider's serviceRef as ``host:port``, sorted; and what
+        is wrong, if anything (no such port; more than the table holds)."""
+        ref = p.spec.get("serviceRef")
+        if not isinstance(ref, Mapping):
+            return [], None
+        name = str(ref.get("name"))
+        slices = [
+            s
+            for (ns, _), s in sorted(self.slices.items())
+            if ns == p.namespace and s.service == name
+        ]
+        wanted = ref.get("port")
+        found = sorted(
+            {
+                f"{a}:{port}"
+                for s in slices
+                if (port := slice_port(s, wanted)) is not None
+                for a in s.addresses
+            }
+        )
+        if not found:
+            if any(s.addresses for s in slices) and wanted is not None:
+                return [], f"Service {name} has no port {wanted!r}"
+            return [], f"Service {name} has no ready endpoints"
+        if len(found) > MAX_ENDPOINTS:
+            return found[:MAX_ENDPOINTS], (
+                f"Service {name} has {len(found)} ready endpoints; "
+                f"the first {MAX_ENDPOINTS} are used"
+            )
+        return found, None
 
     def referenced_secrets(self) -> set[Key]:
         return {

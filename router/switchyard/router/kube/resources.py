@@ -22,6 +22,7 @@ class Resource:
 CONFIGMAPS = Resource("", "v1", "ConfigMap", "configmaps")
 SECRETS = Resource("", "v1", "Secret", "secrets")
 EVENTS = Resource("", "v1", "Event", "events")
+ENDPOINT_SLICES = Resource("discovery.k8s.io", "v1", "EndpointSlice", "endpointslices")
 LLM_PROVIDERS = Resource(GROUP, VERSION, PROVIDER.kind, PROVIDER.plural)
 LLM_MODELS = Resource(GROUP, VERSION, MODEL.kind, MODEL.plural)
 PROMPT_TEMPLATES = Resource(GROUP, VERSION, TEMPLATE.kind, TEMPLATE.plural)
