@@ -53,8 +53,10 @@ class ServiceSpread:
 
         async def close() -> None:
             server.close()
-            for writer in self._writers:
+            for writer in list(self._writers):
                 writer.close()
+            pending = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            await asyncio.wait(pending, timeout=2) if pending else None
 
         asyncio.run_coroutine_threadsafe(close(), loop).result(5)
         loop.call_soon_threadsafe(loop.stop)

@@ -18,9 +18,13 @@ workers alive.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector
+from prometheus_client.registry import Collector
 
 #: Set by ``--workers``'s supervisor: where every worker's series are.
 MULTIPROC_DIR = "PROMETHEUS_MULTIPROC_DIR"
@@ -32,6 +36,80 @@ _TOKEN_BUCKETS = (1, 4, 16, 64, 256, 1024, 4096, 16384, 65536, 262144, 1048576, 
 _OPERATION_BUCKETS = tuple(0.01 * 2**i for i in range(14))  # 0.01 s to 81.92 s
 #: The labels of the GenAI series: the conventions' attributes, dots as underscores.
 GEN_AI_LABELS = ["gen_ai_operation_name", "gen_ai_provider_name", "gen_ai_request_model"]
+
+
+@dataclass(frozen=True, slots=True)
+class EndpointRow:
+    """One endpoint of a provider with several (``core.balance``), as it stands."""
+
+    organization: str
+    provider: str
+    endpoint: str  # host:port
+    in_flight: int
+    running: float | None  # what the server last said; None: unknown
+    waiting: float | None
+    kv_cache_usage: float | None
+    out: bool
+    picks: int
+    affinity_hits: int
+
+
+class EndpointSeries(Collector):
+    """Per-endpoint series, read from the balancers when scraped: a call only counts in
+    plain integers, and an endpoint that goes (a pod replaced) leaves no series behind.
+    Bounded by the table (at most 64 endpoints per provider)."""
+
+    def __init__(self) -> None:
+        self.source: Callable[[], Iterable[EndpointRow]] | None = None
+
+    def collect(self) -> Iterator[Metric]:
+        labels = ["organization", "provider", "endpoint"]
+        in_flight = GaugeMetricFamily(
+            "switchyard_endpoint_in_flight",
+            "Calls this router has in flight to the endpoint.",
+            labels=labels,
+        )
+        running = GaugeMetricFamily(
+            "switchyard_endpoint_running",
+            "Requests the endpoint's server said it was running, at the last scrape.",
+            labels=labels,
+        )
+        waiting = GaugeMetricFamily(
+            "switchyard_endpoint_queue",
+            "Requests waiting in the endpoint's server's queue, at the last scrape.",
+            labels=labels,
+        )
+        kv = GaugeMetricFamily(
+            "switchyard_endpoint_kv_cache_usage",
+            "The endpoint's KV-cache use (0-1), where its server says.",
+            labels=labels,
+        )
+        out = GaugeMetricFamily(
+            "switchyard_endpoint_out",
+            "1 while the endpoint is left out after failing.",
+            labels=labels,
+        )
+        picks = CounterMetricFamily(
+            "switchyard_endpoint_picks", "Calls sent to the endpoint.", labels=labels
+        )
+        hits = CounterMetricFamily(
+            "switchyard_endpoint_affinity_hits",
+            "Calls sent where their conversation went last.",
+            labels=labels,
+        )
+        for row in self.source() if self.source is not None else ():
+            values = [row.organization, row.provider, row.endpoint]
+            in_flight.add_metric(values, row.in_flight)
+            if row.running is not None:
+                running.add_metric(values, row.running)
+            if row.waiting is not None:
+                waiting.add_metric(values, row.waiting)
+            if row.kv_cache_usage is not None:
+                kv.add_metric(values, row.kv_cache_usage)
+            out.add_metric(values, 1.0 if row.out else 0.0)
+            picks.add_metric(values, row.picks)
+            hits.add_metric(values, row.affinity_hits)
+        yield from (in_flight, running, waiting, kv, out, picks, hits)
 
 
 class Metrics:
@@ -217,14 +295,18 @@ class Metrics:
             "Requests the router failed on its own (500), whatever the endpoint.",
             registry=r,
         )
+        #: Read when scraped, and never merged across ``--workers``: each worker's own.
+        self.endpoints = EndpointSeries()
+        self.live = CollectorRegistry(auto_describe=False)
+        self.live.register(self.endpoints)
 
 
-def exposition(registry: CollectorRegistry) -> bytes:
-    """``registry`` in Prometheus' text format; with ``--workers``, every worker's series
-    (this one's included) merged instead."""
+def exposition(metrics: Metrics) -> bytes:
+    """The router's series in Prometheus' text format; with ``--workers``, every
+    worker's series (this one's included) merged instead, then this worker's live ones."""
     path = os.environ.get(MULTIPROC_DIR)
     if not path:
-        return generate_latest(registry)
+        return generate_latest(metrics.registry) + generate_latest(metrics.live)
     merged = CollectorRegistry()
     MultiProcessCollector(merged, path)  # type: ignore[no-untyped-call]
-    return generate_latest(merged)
+    return generate_latest(merged) + generate_latest(metrics.live)

@@ -16,8 +16,9 @@ the KV cache and is computed again. ``Balancer`` picks instead:
   hashing, so that the router's replicas agree without sharing anything).
 - **Bounded loads** (consistent hashing with bounded loads, Mirrokni et al.): the
   endpoint affinity names is taken only while its load stays under ``load_factor``
-  times the mean (plus the call itself); otherwise the ring's next endpoint under the
-  bound, and a conversation that moved is remembered where it went.
+  times the mean (plus the call itself) and no more than ``max_skew`` calls above the
+  least loaded endpoint's; otherwise the ring's next endpoint under the bound, and a
+  conversation that moved is remembered where it went.
 - **Out alone**: an endpoint that fails is left out for a growing while (1 s, doubling,
   at most 30 s) while the others serve; the provider's breaker hears of a failure only
   when the call failed on every endpoint it tried (``providers.base``).
@@ -127,10 +128,12 @@ class Balancer:
         addresses: Sequence[str],
         *,
         load_factor: float = 1.25,
+        max_skew: int = 3,
         affinity_size: int = 4096,
     ) -> None:
         self.base_url = base_url
         self.load_factor = load_factor
+        self.max_skew = max_skew
         self.affinity_size = affinity_size
         self.endpoints: dict[str, Endpoint] = {}
         self._ring: list[tuple[int, Endpoint]] = []
@@ -203,7 +206,13 @@ class Balancer:
         if key is None:
             ep = min(up, key=lambda e: (e.load, e.picks))
             return self._chose(ep, key, affinity=False)
-        bound = math.ceil(self.load_factor * (sum(e.load for e in up) + 1) / len(up))
+        # Under the mean's bound, and never more than ``max_skew`` calls above the least
+        # loaded: a prefix in a cache is not worth queueing behind an idle replica.
+        least = min(e.load for e in up)
+        bound = min(
+            math.ceil(self.load_factor * (sum(e.load for e in up) + 1) / len(up)),
+            least + self.max_skew,
+        )
         last = self._last.get(key)
         if last is not None:
             held = self.endpoints.get(last)

@@ -43,7 +43,7 @@ from switchyard.router.errors import (
     UpstreamError,
     UpstreamProtocolError,
 )
-from switchyard.router.metrics import Metrics
+from switchyard.router.metrics import EndpointRow, Metrics
 from switchyard.router.table import secrets
 from switchyard.router.tracing import RequestTrace
 
@@ -115,6 +115,7 @@ class Gateway:
         self._adapters: dict[str, tuple[WireIdentity, Adapter]] = {}
         self._retiring: set[asyncio.Task[None]] = set()
         self._retired: list[Adapter] = []
+        metrics.endpoints.source = self._endpoint_rows
 
     # -- table --------------------------------------------------------------
     def install(self, table: RoutingTable, checksum: str) -> None:
@@ -185,6 +186,25 @@ class Gateway:
         """Every provider with endpoints, and their balancer: for the metrics."""
         return [
             (a.provider, a.balancer) for _, a in self._adapters.values() if a.balancer is not None
+        ]
+
+    def _endpoint_rows(self) -> list[EndpointRow]:
+        now = time.monotonic()
+        return [
+            EndpointRow(
+                p.organization,
+                p.name,
+                e.address,
+                e.in_flight,
+                e.running,
+                e.waiting,
+                e.kv_cache_usage,
+                not e.available(now),
+                e.picks,
+                e.affinity_hits,
+            )
+            for p, balancer in self.balancers()
+            for e in balancer.endpoints.values()
         ]
 
     def require_catalog(self) -> Catalog:

@@ -75,4 +75,4 @@ async def metrics(request: Request) -> Response:
     for key, state in s.gateway.states.items():
         organization, provider = key.split("/", 1)
         s.metrics.breaker_state.labels(organization, provider).set(int(state.breaker.state))
-    return Response(exposition(s.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+    return Response(exposition(s.metrics), media_type=CONTENT_TYPE_LATEST)
