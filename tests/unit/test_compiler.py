@@ -304,3 +304,94 @@ def test_settings_sections_are_validated_and_compiled() -> None:
         parse_settings("cache: {ttlSeconds: -1}")
     with pytest.raises(ValueError, match="unknown sections: providers"):
         parse_settings("providers: []")
+
+
+def slice_body(
+    ns: str, name: str, service: str, ports: list[tuple[str, int]], ready: dict[str, bool | None]
+) -> dict[str, Any]:
+    endpoints = []
+    for ip, ok in ready.items():
+        ep: dict[str, Any] = {"addresses": [ip]}
+        if ok is not None:
+            ep["conditions"] = {"ready": ok}
+        endpoints.append(ep)
+    return {
+        "metadata": {
+            "namespace": ns,
+            "name": name,
+            "labels": {"kubernetes.io/service-name": service},
+        },
+        "addressType": "IPv4",
+        "endpoints": endpoints,
+        "ports": [{"name": n, "port": p, "protocol": "TCP"} for n, p in ports],
+    }
+
+
+def pool_provider(ref: dict[str, Any]) -> dict[str, Any]:
+    return body(
+        "LLMProvider",
+        "team-a",
+        "pool",
+        {"providerType": "vllm", "baseUrl": "http://pool:80/v1", "serviceRef": ref},
+    )
+
+
+def test_a_service_ref_compiles_to_its_ready_pods() -> None:
+    s = ClusterState()
+    s.record("llmproviders", "ADDED", pool_provider({"name": "pool", "port": "http"}))
+    s.dirty.clear()
+    ports = [("http", 8000), ("metrics", 9000)]
+    assert s.record_slice(
+        "ADDED",
+        slice_body("team-a", "pool-x", "pool", ports, {"10.1.0.5": True, "10.1.0.6": None}),
+    )
+    assert s.dirty.is_set()
+    # Terminating or not ready: left out. A named targetPort may differ per slice.
+    s.record_slice(
+        "ADDED",
+        slice_body(
+            "team-a", "pool-y", "pool", [("http", 8001)], {"10.1.0.7": False, "10.1.0.8": True}
+        ),
+    )
+    # Another namespace's Service of the same name is not this provider's.
+    s.dirty.clear()
+    assert not s.record_slice(
+        "ADDED", slice_body("team-b", "pool-z", "pool", ports, {"10.2.0.1": True})
+    )
+    assert not s.dirty.is_set()
+    compiled = compile_state(s)
+    (entry,) = compiled.document["providers"]
+    assert entry["endpoints"] == ["10.1.0.5:8000", "10.1.0.6:8000", "10.1.0.8:8001"]
+    assert "serviceRef" not in entry
+    assert validate(compiled.document) is None
+    assert not compiled.endpoint_problems
+    # The slice goes: so do its pods.
+    s.record_slice("DELETED", slice_body("team-a", "pool-x", "pool", ports, {}))
+    assert compile_state(s).document["providers"][0]["endpoints"] == ["10.1.0.8:8001"]
+
+
+def test_a_service_ref_without_ready_pods_keeps_the_base_url_and_says_why() -> None:
+    s = ClusterState()
+    s.record("llmproviders", "ADDED", pool_provider({"name": "pool", "port": "grpc"}))
+    compiled = compile_state(s)
+    assert "endpoints" not in compiled.document["providers"][0]
+    assert compiled.endpoint_problems == {("team-a", "pool"): "Service pool has no ready endpoints"}
+    s.record_slice(
+        "ADDED", slice_body("team-a", "pool-x", "pool", [("http", 8000)], {"10.1.0.5": True})
+    )
+    compiled = compile_state(s)
+    assert compiled.endpoint_problems == {("team-a", "pool"): "Service pool has no port 'grpc'"}
+
+
+def test_more_ready_pods_than_the_table_holds_are_cut_and_said() -> None:
+    s = ClusterState()
+    s.record("llmproviders", "ADDED", pool_provider({"name": "pool"}))
+    ready: dict[str, bool | None] = {f"10.1.{i // 250}.{i % 250 + 1}": True for i in range(70)}
+    s.record_slice("ADDED", slice_body("team-a", "pool-x", "pool", [("", 8000)], ready))
+    compiled = compile_state(s)
+    assert len(compiled.document["providers"][0]["endpoints"]) == 64
+    assert (
+        "70 ready endpoints; the first 64 are used"
+        in compiled.endpoint_problems[("team-a", "pool")]
+    )
+    assert validate(compiled.document) is None
