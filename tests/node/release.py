@@ -70,6 +70,8 @@ def chart_values(images: dict[str, Image]) -> dict[str, Any]:
             "command": ["switchyard"],
             "args": ["local-model", "--host", "0.0.0.0", "--port", "8000", "--threads", "1"],
             "servedModelName": "smollm2-135m",
+            # Two pods: the routers spread calls over them (serviceRef).
+            "replicas": 2,
             "llmModel": {"name": "smollm2-llamacpp", "contextWindow": 2048, "maxOutputTokens": 256},
             "gpu": {"enabled": False},
             "persistence": {"enabled": False},

@@ -20,6 +20,7 @@ import json
 import subprocess
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import httpx
 import openai
@@ -99,6 +100,7 @@ def test_install_brings_every_part_up(release: Release, ops_key: str) -> None:
     for component in ("operator", "router", "postgresql", "redis", "ollama", "vllm"):
         assert ready_pods(cluster, NS, component), component
     assert len(ready_pods(cluster, NS, "router")) == 2
+    assert len(ready_pods(cluster, NS, "vllm")) == 2
     for provider in (f"{FULL}-ollama", f"{FULL}-vllm"):
         cluster.kubectl(
             "-n", NS, "wait", "--for=condition=Ready", f"llmprovider/{provider}", "--timeout=180s",
@@ -197,6 +199,77 @@ def test_the_in_cluster_ollama_answers(release: Release, ops_key: str) -> None:
     assert "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
 
 
+def pod_ips(cluster: NodeCluster, component: str) -> dict[str, str]:
+    """The ready pods of a component, by name, and their addresses."""
+    names = set(ready_pods(cluster, NS, component))
+    pods = kubectl_json(
+        cluster, "-n", NS, "get", "pods", "-l", f"app.kubernetes.io/component={component}"
+    )["items"]
+    return {
+        p["metadata"]["name"]: p["status"]["podIP"] for p in pods if p["metadata"]["name"] in names
+    }
+
+
+def endpoints_per_router(
+    cluster: NodeCluster, key: str, provider: str
+) -> list[dict[str, dict[str, Any]]]:
+    """Each router replica's view of the provider's endpoints."""
+    views = []
+    for ip in router_pod_ips(cluster):
+        r = httpx.get(
+            f"http://{ip}:8080/api/v1/llm/providers",
+            headers={"Authorization": f"Bearer {key}"},
+            timeout=10,
+        )
+        (p,) = [p for p in r.json()["providers"] if p["name"] == provider]
+        views.append({e["address"]: e for e in p["endpoints"]})
+    return views
+
+
+def test_the_routers_call_each_vllm_pod_and_follow_them_under_load(
+    release: Release, ops_key: str
+) -> None:
+    """serviceRef on the real node: the operator follows the vLLM Service's
+    EndpointSlices, every router calls the two pods themselves, and a pod deleted under
+    load fails no request while the table follows its replacement."""
+    cluster = release.cluster
+    provider = f"{FULL}-vllm"
+
+    def listed() -> set[str]:
+        return {f"{ip}:8000" for ip in pod_ips(cluster, "vllm").values()}
+
+    def agreed(want: set[str]) -> bool:
+        views = endpoints_per_router(cluster, ops_key, provider)
+        return len(views) == 2 and all(set(v) == want for v in views)
+
+    first = listed()
+    assert len(first) == 2
+    wait_for("every router to call the vLLM pods", lambda: agreed(first), seconds=60)
+    with SteadyLoad(release.url, ops_key, "smollm2-llamacpp", rate=4, threads=2) as load:
+        time.sleep(5)
+        victim = sorted(pod_ips(cluster, "vllm"))[0]
+        started = time.monotonic()
+        cluster.kubectl("-n", NS, "delete", "pod", victim, "--wait=false")
+        wait_for(
+            "a replacement vLLM pod",
+            lambda: len([p for p in ready_pods(cluster, NS, "vllm") if p != victim]) == 2,
+            seconds=240,
+        )
+        now = listed()
+        wait_for("the routers to follow the pods", lambda: agreed(now), seconds=30)
+        print(f"\nvLLM pod replaced, routers following in {time.monotonic() - started:.1f} s")
+        time.sleep(5)
+    result = load.stop()
+    print(f"vLLM pod deleted under load: {result.summary()}")
+    assert result.ok > 20
+    assert result.failed == 0 and result.retried == 0, result.summary()
+    picks = {
+        address: sum(v[address]["picks"] for v in endpoints_per_router(cluster, ops_key, provider))
+        for address in now
+    }
+    assert all(n > 0 for n in picks.values()), picks
+
+
 def test_no_pod_reaches_anything_outside_the_cluster(release: Release) -> None:
     pod = ready_pods(release.cluster, NS, "router")[0]
     probe = """
@@ -254,6 +327,8 @@ CAN_I: list[tuple[str, str, str, str, bool]] = [
     (f"{FULL}-router", "patch", "llmmodels.switchyard.dev --subresource=status", OTHER, False),
     (f"{FULL}-router", "patch", "llmmodels.switchyard.dev --subresource=status", "", False),
     (f"{FULL}-router", "create", "pods", NS, False),
+    # The pods behind an LLMProvider's serviceRef are the operator's to follow, read only.
+    (f"{FULL}-router", "list", "endpointslices.discovery.k8s.io", NS, False),
     # The operator reads the served organizations' objects and keys, writes their status,
     # and publishes in its own namespace only; nothing cluster-wide.
     (f"{FULL}-operator", "list", "llmproviders.switchyard.dev", ORG, True),
@@ -272,6 +347,10 @@ CAN_I: list[tuple[str, str, str, str, bool]] = [
     (f"{FULL}-operator", "update", "configmaps", NS, True),
     (f"{FULL}-operator", "create", "configmaps", ORG, False),
     (f"{FULL}-operator", "create", "pods", NS, False),
+    (f"{FULL}-operator", "watch", "endpointslices.discovery.k8s.io", NS, True),
+    (f"{FULL}-operator", "watch", "endpointslices.discovery.k8s.io", ORG, True),
+    (f"{FULL}-operator", "watch", "endpointslices.discovery.k8s.io", OTHER, False),
+    (f"{FULL}-operator", "create", "endpointslices.discovery.k8s.io", NS, False),
     (f"{FULL}-operator", "list", "customresourcedefinitions.apiextensions.k8s.io", "", False),
     # Redis, PostgreSQL and the model servers run as the namespace's default account,
     # and mount no token.
