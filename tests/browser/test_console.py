@@ -397,3 +397,42 @@ def test_keys_that_may_not_read_usage_are_told_why(
     # The browser reported both refusals as errors; nothing else went wrong.
     tab.errors = [e for e in tab.errors if "401" not in e and "403" not in e]
     tab.close()
+
+
+def test_a_providers_replicas_show_on_its_card(browser: Any, router: Any) -> None:
+    """A provider with endpoints: each one's state, load and picks on the health view,
+    the one that cannot be reached shown out, and why."""
+    from tests.fakes.model_server import FakeModelServer
+    from tests.support.tables import KEY, model, provider, table
+
+    alive, dead = FakeModelServer().start(), FakeModelServer().start()
+    dead.stop()
+    try:
+        addresses = [f"127.0.0.1:{alive.port}", f"127.0.0.1:{dead.port}"]
+        gw = router(
+            table(
+                [provider("pool", "vllm", "http://pool.invalid:8000/v1", endpoints=addresses)],
+                [model("llama", "pool", FakeModelServer.default_models[0])],
+            )
+        )
+        client = openai.OpenAI(base_url=f"{gw.url}/v1", api_key=KEY, max_retries=0)
+        for i in range(4):
+            client.chat.completions.create(
+                model="llama", messages=[{"role": "user", "content": f"q{i}"}], max_tokens=4
+            )
+        tab = Console(browser, gw)
+        tab.sign_in(KEY)
+        tab.view("health")
+        rows = {
+            str(r.get_attribute("data-endpoint")): r.inner_text()
+            for r in tab.page.query_selector_all(
+                ".card[data-provider=pool] table.endpoints tbody tr"
+            )
+        }
+        assert set(rows) == set(addresses)
+        assert "\tin\t" in rows[addresses[0]] and "\t4\t" in rows[addresses[0]]
+        assert "out (" in rows[addresses[1]] and "cannot" in rows[addresses[1]]
+        assert "Breaker\nclosed" in tab.text(".card[data-provider=pool]")
+        tab.close()
+    finally:
+        alive.stop()

@@ -317,7 +317,8 @@ class HTTPAdapter(abc.ABC):
         balancer = self.balancer
         if balancer is None:
             return await call(url), None
-        self._scrapers.sync()
+        if self._scrapers.idle(balancer):
+            self._scrapers.sync(serving=True)
         tail = url[len(self.base_url) :]
         tried: list[Endpoint] = []
         while True:

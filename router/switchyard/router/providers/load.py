@@ -42,11 +42,13 @@ class Scrapers:
     def __init__(self, adapter: HTTPAdapter) -> None:
         self.adapter = adapter
         self._tasks: dict[str, tuple[Endpoint, asyncio.Task[None]]] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
 
-    def sync(self) -> None:
+    def sync(self, serving: bool = False) -> None:
         """One task per current endpoint: started for new ones, stopped for gone ones.
-        Called when the endpoints change and before calls (the first call starts them
-        when the table was read before the event loop ran)."""
+        The first call made on the endpoints (``serving``) starts them on its event loop;
+        a new table read later (on that loop) starts its new endpoints' tasks. A table
+        read before the server runs, or on another thread's loop, starts none."""
         balancer = self.adapter.balancer
         wanted = {} if balancer is None else balancer.endpoints
         for address, (ep, task) in list(self._tasks.items()):
@@ -61,10 +63,18 @@ class Scrapers:
             loop = asyncio.get_running_loop()
         except RuntimeError:
             return
+        if self._loop is None and serving:
+            self._loop = loop
+        if loop is not self._loop:
+            return
         for address, ep in wanted.items():
             if address not in self._tasks:
                 task = loop.create_task(self._run(balancer, ep), name=f"scrape {address}")
                 self._tasks[address] = (ep, task)
+
+    def idle(self, balancer: Balancer) -> bool:
+        """Whether some endpoint of ``balancer`` has no scraping task yet."""
+        return self.adapter.metrics_path is not None and len(self._tasks) != len(balancer)
 
     async def close(self) -> None:
         tasks = [t for _, t in self._tasks.values()]

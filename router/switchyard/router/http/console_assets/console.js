@@ -199,6 +199,21 @@ async function spend() {
   return data;
 }
 
+/** A provider's replicas: each one's state, load and picks (docs/balancing.md). */
+function endpointTable(endpoints) {
+  const load = (e) => e.running === null ? "–" : `${count(e.running)} + ${count(e.waiting)} queued`;
+  return el("table", { class: "endpoints" },
+    el("thead", {}, el("tr", {}, ...["Endpoint", "State", "In flight", "Server", "Picks", "Affinity"]
+      .map((h) => el("th", {}, h)))),
+    el("tbody", {}, ...endpoints.map((e) => el("tr", { "data-endpoint": e.address, class: e.state },
+      el("td", {}, e.address),
+      el("td", { title: e.lastFailure || "" }, e.state === "out" ? `out (${e.lastFailure || "failing"})` : "in"),
+      el("td", {}, count(e.inFlight)),
+      el("td", { title: e.scrapeError || "" }, load(e)),
+      el("td", {}, count(e.picks)),
+      el("td", {}, e.picks ? percent(e.affinityHits / e.picks) : "–")))));
+}
+
 async function health() {
   const data = await api("/console/api/health");
   const cards = data.providers.map((p) => {
@@ -215,8 +230,10 @@ async function health() {
       facts.append(el("dt", {}, "Model out"), el("dd", { class: "why" }, `${m}: ${p.modelsOutReasons[m] || "failing"}`));
     }
     if (!p.isEnabled) facts.append(el("dt", {}, "Enabled"), el("dd", {}, "no"));
-    return el("div", { class: "card " + p.healthStatus, "data-provider": p.name },
+    const card = el("div", { class: "card " + p.healthStatus, "data-provider": p.name },
       el("h3", {}, el("span", {}, p.name), el("span", { class: "chip status" }, p.healthStatus)), facts);
+    if (p.endpoints && p.endpoints.length) card.append(endpointTable(p.endpoints));
+    return card;
   });
   $("providers").replaceChildren(...(cards.length ? cards : [el("div", { class: "empty" }, "No providers.")]));
   bars($("budgets"), data.budgets.map((b) => ({
