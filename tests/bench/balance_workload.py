@@ -116,10 +116,13 @@ def run(
     max_tokens: int = 8,
     think: float = 0.05,
     continue_streams: bool = True,
+    stagger: float = 0.0,
     during: Callable[[float], None] | None = None,
 ) -> Results:
     """Every conversation in its own thread (its turns one after another, ``think``
     seconds apart), and the one-offs spread over the same time from another.
+    ``stagger``: conversation ``i`` begins ``i * stagger`` seconds in (0: all at once,
+    a burst that every replica meets with a cold cache).
     ``during``: called with the seconds elapsed, between one-offs (a replica may be
     killed there)."""
     system = system_prompt(system_words)
@@ -127,6 +130,7 @@ def run(
     headers = {"X-Switchyard-Continue-Streams": "true"} if continue_streams else {}
 
     def conversation(i: int) -> None:
+        time.sleep(i * stagger)
         client = make_client()
         messages = [
             {"role": "system", "content": system},
