@@ -1052,6 +1052,13 @@ def test_a_service_ref_follows_the_services_ready_pods(
             return {e["address"] for e in pool[0]["endpoints"]} if pool else set()
 
         wait_for("the Service's ready pods in the table", lambda: endpoints() == {a, b})
+        # Probed at its baseUrl, the Service's own address, which does not resolve here:
+        # what matters is that the probe ran on a spec with a serviceRef.
+        probed = wait_for(
+            "the provider probed",
+            lambda: ready(status(cp, namespace, "llmprovider", "pool")).get("reason"),
+        )
+        assert probed != "InvalidSpec", status(cp, namespace, "llmprovider", "pool")
         client = openai.OpenAI(base_url=f"{router}/v1", api_key=key, max_retries=0)
         for i in range(8):
             answer = client.chat.completions.create(

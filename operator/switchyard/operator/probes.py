@@ -39,8 +39,13 @@ UNHEALTHY_AFTER = 3
 MAX_DISCOVERED = 500
 
 
+#: LLMProvider fields that are not the table's: a probe calls the provider at its
+#: baseUrl (a serviceRef's Service itself), or at the endpoints listed by hand.
+_NOT_IN_TABLE = ("apiKeySecretRef", "healthCheck", "serviceRef")
+
+
 def provider_model(p: Obj, key: str | None) -> Provider:
-    spec = {k: v for k, v in p.spec.items() if k not in ("apiKeySecretRef", "healthCheck")}
+    spec = {k: v for k, v in p.spec.items() if k not in _NOT_IN_TABLE}
     if key is not None:
         spec["apiKey"] = {"secretKey": secret_key_name(p.namespace, p.name)}
     return Provider.model_validate({"name": p.name, "organization": p.namespace, **spec})
