@@ -1073,7 +1073,7 @@ def test_a_service_ref_follows_the_services_ready_pods(
         assert apply(cp, namespace, slice_of(2, True)).returncode == 0
         cp.kubectl("delete", "-n", namespace, "endpointslice", "pool-0")
         wait_for("the table to follow the pods", lambda: endpoints() == {b, c}, every=0.02)
-        print(f"endpoints followed in {time.monotonic() - started:.2f}s")
+        print(f"endpoints followed in {time.monotonic() - started:.2f}s", file=sys.__stderr__)
         before = [r.served for r in replicas]
         for i in range(8):
             client.chat.completions.create(
