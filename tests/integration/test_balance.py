@@ -123,7 +123,7 @@ def test_picking_keeps_conversations_where_their_prefix_is_cached(
     # The same figures as Prometheus series, one per endpoint.
     text = httpx.get(f"{picked.admin}/metrics").text
     for address, e in endpoints.items():
-        labels = f'{{endpoint="{address}",organization="default",provider="pool"}}'
+        labels = f'{{address="{address}",organization="default",provider="pool"}}'
         assert f"switchyard_endpoint_picks_total{labels} {float(e['picks'])}" in text
         assert f"switchyard_endpoint_affinity_hits_total{labels} {float(e['affinityHits'])}" in text
         assert f"switchyard_endpoint_out{labels} 0.0" in text

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import Factory
 from tests.fakes import FakeOpenAI, FakeVLLM, Fault
+from tests.fakes.model_server import FakeModelServer
 from tests.kube.controlplane import ControlPlane
 from tests.kube.fixtures import KUBE_TEST_TIMEOUT
 from tests.kube.test_chart import CHART, helm
@@ -148,7 +150,8 @@ def test_uses_finds_names_and_labels() -> None:
 @pytest.fixture
 def fakes() -> Iterator[tuple[FakeOpenAI, FakeVLLM]]:
     os.environ["SY_TEST_DASHBOARDS_KEY"] = OPENAI_KEY
-    primary, backup = FakeOpenAI(api_key=OPENAI_KEY), FakeVLLM(api_key=None)
+    # The backup publishes its load as vLLM does (/metrics), for the endpoint series.
+    primary, backup = FakeOpenAI(api_key=OPENAI_KEY), FakeModelServer()
     primary.start()
     backup.start()
     yield primary, backup
@@ -244,7 +247,10 @@ def test_every_series_the_dashboards_and_alerts_use_is_exported(
             provider(
                 "primary", "openai", primary.url, key_env="SY_TEST_DASHBOARDS_KEY", priority=1
             ),
-            provider("backup", "vllm", backup.url, priority=2),
+            # Its one replica listed as an endpoint: the per-endpoint series have samples.
+            provider(
+                "backup", "vllm", backup.url, priority=2, endpoints=[f"127.0.0.1:{backup.port}"]
+            ),
         ],
         [
             model("chat", "primary", "gpt-4o-mini"),
@@ -254,6 +260,10 @@ def test_every_series_the_dashboards_and_alerts_use_is_exported(
     doc["budgets"] = [{"organization": "default", "dailyUsd": "100"}]
     gw = router(doc)
     serve_some_traffic(gw, primary)
+    deadline = time.monotonic() + 5  # the backup's load, scraped once it was called
+    while "switchyard_endpoint_queue{" not in httpx.get(f"{gw.admin}/metrics").text:
+        assert time.monotonic() < deadline, "the backup's load was never scraped"
+        time.sleep(0.05)
     series = exported(gw)
 
     used: Uses = [("switchyard_requests_total", {"organization"})]  # the variable's query

@@ -63,7 +63,9 @@ class EndpointSeries(Collector):
         self.source: Callable[[], Iterable[EndpointRow]] | None = None
 
     def collect(self) -> Iterator[Metric]:
-        labels = ["organization", "provider", "endpoint"]
+        # Not "endpoint": Prometheus gives every scraped series that label (the
+        # ServiceMonitor's port), and would rename this one.
+        labels = ["organization", "provider", "address"]
         in_flight = GaugeMetricFamily(
             "switchyard_endpoint_in_flight",
             "Calls this router has in flight to the endpoint.",
