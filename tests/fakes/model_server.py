@@ -24,6 +24,8 @@ from typing import Any
 
 from aiohttp import web
 
+from .faults import Fault
+from .server import StreamScript
 from .vllm import FakeVLLM
 
 
@@ -52,6 +54,7 @@ class FakeModelServer(FakeVLLM):
         self.prompt_tokens = 0  # every prompt token asked for
         self.cached_tokens = 0  # of those, found in the prefix cache
         self.served = 0
+        self.streaming = 0  # streams whose answer is being sent now
         self._cache: OrderedDict[bytes, int] = OrderedDict()
         self._cached_total = 0
         self._slots: asyncio.Semaphore | None = None
@@ -125,6 +128,30 @@ class FakeModelServer(FakeVLLM):
         finally:
             self.running -= 1
             self._slots.release()
+
+    async def send_stream(
+        self, request: web.Request, script: StreamScript, fault: Fault | None
+    ) -> web.StreamResponse:
+        self.streaming += 1
+        try:
+            return await super().send_stream(request, script, fault)
+        finally:
+            self.streaming -= 1
+
+    def kill(self) -> None:
+        """Go as a process killed mid-answer goes: every open connection cut at once,
+        streams under way included, then nothing listening."""
+        loop, runner = self._loop, self._runner
+        if loop is not None and runner is not None and runner.server is not None:
+            server = runner.server
+
+            async def cut() -> None:
+                for handler in list(server.connections):
+                    if handler.transport is not None:
+                        handler.transport.abort()
+
+            asyncio.run_coroutine_threadsafe(cut(), loop).result(5)
+        self.stop()
 
     async def metrics(self, request: web.Request) -> web.StreamResponse:
         model = self.models[0]

@@ -193,21 +193,30 @@ def test_an_endpoint_that_fails_is_taken_out_alone(
 def test_a_replica_killed_under_load_fails_no_request(
     replicas: list[FakeModelServer], router: Factory
 ) -> None:
+    """One replica killed outright while answering: the calls waiting on it go to
+    another endpoint, and the streams it was sending continue there (the workload asks
+    for that, X-Switchyard-Continue-Streams) with the provider the model's only one."""
     gw = router(_doc("http://cluster.invalid:8000/v1", _addresses(replicas)))
     victim = replicas[1]
-    killed: list[float] = []
+    killed: list[int] = []
 
     def kill(elapsed: float) -> None:
-        if not killed and elapsed > 0.3:
-            killed.append(elapsed)
-            victim.stop()
+        if killed or elapsed < 0.3:
+            return
+        deadline = time.monotonic() + 5
+        while not victim.streaming and time.monotonic() < deadline:
+            time.sleep(0.005)  # until it is sending a stream: that one is cut mid-way
+        killed.append(victim.streaming)
+        victim.kill()
 
     for s in replicas:
         s.decode_per_token = 0.005
+        s.reply = "one two three four five six seven eight nine ten"
+        s.chunk_delay = 0.03  # a stream lasts about 0.3 s: some are cut mid-way
     result = balance_workload.run(
         lambda: _client(gw), "llama", conversations=6, turns=5, oneoffs=20, during=kill
     )
-    assert killed, "the replica was not killed during the run"
+    assert killed and killed[0] > 0, "no stream was under way when the replica was killed"
     assert not result.failures, result.failures
     assert result.requests == 6 * 5 + 20
     assert _endpoints(gw)[f"127.0.0.1:{victim.port}"]["state"] == "out"

@@ -69,6 +69,13 @@ async def _close_body(result: EmbeddingResult) -> None:
         await result.body.aclose()
 
 
+def several_endpoints(route: Route) -> bool:
+    """Whether the route's provider has more than one endpoint (``core.balance``): a
+    call or a stream that one of them broke may go on at another."""
+    balancer = route.adapter.balancer
+    return balancer is not None and len(balancer) > 1
+
+
 def _has_spare(route: Route) -> bool:
     balancer = route.adapter.balancer
     return balancer is not None and balancer.any_up()

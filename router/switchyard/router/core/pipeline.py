@@ -20,7 +20,7 @@ from switchyard.router.core.catalog import Route
 from switchyard.router.core.chat import ChatRequest, Usage
 from switchyard.router.core.cost import ZERO, cost_of
 from switchyard.router.core.embedding import EmbeddingRequest, EmbeddingResult
-from switchyard.router.core.gateway import Gateway, Served
+from switchyard.router.core.gateway import Gateway, Served, several_endpoints
 from switchyard.router.core.hedges import Loser
 from switchyard.router.core.live_stream import LiveStream
 from switchyard.router.core.selection import Plan
@@ -166,7 +166,10 @@ class Pipeline:
         continuing = req.continue_streams
         if continuing is None:
             continuing = plan.catalog.settings.continue_streams.default
-        continuing = continuing and len(plan.routes) > 1
+        # Somewhere else to go on: another candidate, or another endpoint of one.
+        continuing = continuing and (
+            len(plan.routes) > 1 or any(several_endpoints(r) for r in plan.routes)
+        )
         if opening.cache_as is not None or req.collect or continuing:
             req.relay = None  # the answer is kept, or may be continued: its text is read
         hedges = _Hedges(self, caller, req, info, plan)
