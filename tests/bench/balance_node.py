@@ -24,6 +24,7 @@ import contextlib
 import fcntl
 import json
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -215,19 +216,28 @@ def run_mode(
     print(f"{name}: pods restarted and serving in {time.monotonic() - started:.0f} s", flush=True)
     pods = {n: Pod(n, ip, _metrics(ip), node.launched(n)) for n, ip in sorted(fresh.items())}
     killed: list[float] = []
+    begun = time.perf_counter()
 
-    def during(elapsed: float) -> None:
-        if kill_after is None or killed or elapsed < kill_after:
-            return
-        killed.append(elapsed)
+    def kill() -> None:
+        # On a timer of its own: the workload's hook runs between one-offs, which a
+        # loaded node makes seconds apart.
         victim = list(pods.values())[1]
         with contextlib.suppress(Exception):
             victim.last = _metrics(victim.ip)
             victim.last_launched = node.launched(victim.name)
         victim.note = "deleted"
+        killed.append(time.perf_counter() - begun)
         node.cluster.kubectl("-n", NS, "delete", "pod", victim.name, "--wait=false")
 
-    results = balance_workload.run(node.client, model, during=during, **workload)
+    timer = threading.Timer(kill_after, kill) if kill_after is not None else None
+    if timer is not None:
+        timer.start()
+    try:
+        results = balance_workload.run(node.client, model, **workload)
+    finally:
+        if timer is not None:
+            timer.cancel()
+            timer.join()
     endpoints = _merge(node.endpoints())
     counts: list[Counts] = []
     now = node.pods()
