@@ -2,14 +2,16 @@
 to a replica at random, as kube-proxy does) against the router picking an endpoint per
 call by live load with prompt-cache affinity.
 
-    ./dev bench balance [--fakes | --llamacpp N] [--parallel 2] [--kill]
+    ./dev bench balance [--fakes | --llamacpp N | --node N] [--parallel 2] [--kill]
                         [--plot bench-results/balance.png]
 
 ``--fakes`` (the default, about a minute): three faithful fake vLLM replicas
 (``tests/fakes/model_server.py``), one engine slot each, a bounded prefix cache, and a
 prefill cost per uncached prompt token. ``--llamacpp N``: N real llama.cpp servers
 (``switchyard local-model``, SmolLM2-135M, one thread each), with a smaller workload so
-that a mode takes a minute or two on a small machine.
+that a mode takes a minute or two on a small machine. ``--node N``: a real node
+(``tests/node``, root), the chart installed with its llama.cpp server at N pods, the
+baseline a provider on the Service's address (``balance_node.py``).
 
 The same workload (``balance_workload.py``: conversations sharing a system prompt, and
 one-off questions, streamed through the ``openai`` SDK) runs once per mode, each mode on
