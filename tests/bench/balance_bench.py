@@ -2,14 +2,16 @@
 to a replica at random, as kube-proxy does) against the router picking an endpoint per
 call by live load with prompt-cache affinity.
 
-    ./dev bench balance [--fakes | --llamacpp N] [--parallel 2] [--kill]
+    ./dev bench balance [--fakes | --llamacpp N | --node N] [--parallel 2] [--kill]
                         [--plot bench-results/balance.png]
 
 ``--fakes`` (the default, about a minute): three faithful fake vLLM replicas
 (``tests/fakes/model_server.py``), one engine slot each, a bounded prefix cache, and a
 prefill cost per uncached prompt token. ``--llamacpp N``: N real llama.cpp servers
 (``switchyard local-model``, SmolLM2-135M, one thread each), with a smaller workload so
-that a mode takes a minute or two on a small machine.
+that a mode takes a minute or two on a small machine. ``--node N``: a real node
+(``tests/node``, root), the chart installed with its llama.cpp server at N pods, the
+baseline a provider on the Service's address (``balance_node.py``).
 
 The same workload (``balance_workload.py``: conversations sharing a system prompt, and
 one-off questions, streamed through the ``openai`` SDK) runs once per mode, each mode on
@@ -428,6 +430,9 @@ def main() -> int:
     target = ap.add_mutually_exclusive_group()
     target.add_argument("--fakes", action="store_true", help="fake vLLM replicas (default)")
     target.add_argument("--llamacpp", type=int, metavar="N", help="N real llama.cpp servers")
+    target.add_argument(
+        "--node", type=int, metavar="N", help="a real node: the chart's llama.cpp at N replicas"
+    )
     ap.add_argument("--parallel", type=int, default=2, help="llama.cpp slots per server")
     ap.add_argument("--kill", action="store_true", help="kill one replica part-way")
     ap.add_argument("--kill-after", type=float, help="seconds into each mode (with --kill)")
@@ -443,8 +448,22 @@ def main() -> int:
 
     work = Path(tempfile.mkdtemp(prefix="switchyard-balance-"))
     llama: LlamaCpp | None = None
-    replicas: Replicas
-    if args.llamacpp:
+    replicas: Replicas | None = None  # --node: the node's pods
+    workload: dict[str, Any]
+    if args.node:
+        if args.node < 2:
+            ap.error("--node takes 2 or more replicas")
+        model_name = ""
+        # A ~310-token system prompt and ~750-token documents: a conversation's cold
+        # start is some 8 s of one thread's prompt processing.
+        workload = dict(
+            conversations=4, turns=5, oneoffs=6, system_words=300, document_words=150,
+            max_tokens=8, think=0.2, stagger=1.0,
+        )  # fmt: skip
+        kill_after = 15.0
+        title = f"a node: the chart's llama.cpp at {args.node} replicas (1 thread, 2 slots each)"
+        name = f"node{args.node}"
+    elif args.llamacpp:
         if args.llamacpp < 2:
             ap.error("--llamacpp takes 2 or more servers")
         llama = LlamaCpp(args.llamacpp, args.parallel, work)
@@ -452,7 +471,7 @@ def main() -> int:
         model_name = "smollm2-135m"
         # About 300 prompt tokens shared, 250 per conversation: llama.cpp on one thread
         # computes some 120-140 prompt tokens a second.
-        workload: dict[str, Any] = dict(
+        workload = dict(
             conversations=4, turns=6, oneoffs=8, system_words=300, document_words=40,
             max_tokens=8, think=0.2, stagger=1.0,
         )  # fmt: skip
@@ -488,10 +507,15 @@ def main() -> int:
 
     print(f"{title}; workload {workload}" + (f"; kill at {kill} s" if kill else ""), flush=True)
     try:
-        base = run_mode("baseline (Service)", replicas, False, model_name, workload, work, kill)
-        print(f"baseline done in {base.results.elapsed:.1f} s", flush=True)
-        pick = run_mode("picking (endpoints)", replicas, True, model_name, workload, work, kill)
-        print(f"picking done in {pick.results.elapsed:.1f} s", flush=True)
+        if replicas is None:
+            from tests.bench import balance_node
+
+            base, pick = balance_node.run(args.node, workload, kill)
+        else:
+            base = run_mode("baseline (Service)", replicas, False, model_name, workload, work, kill)
+            print(f"baseline done in {base.results.elapsed:.1f} s", flush=True)
+            pick = run_mode("picking (endpoints)", replicas, True, model_name, workload, work, kill)
+            print(f"picking done in {pick.results.elapsed:.1f} s", flush=True)
     finally:
         if llama is not None:
             llama.stop()
