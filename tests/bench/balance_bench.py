@@ -110,7 +110,7 @@ class Fakes:
                 s.stop()
 
     def kill(self, i: int) -> None:
-        self.servers[i].stop()
+        self.servers[i].kill()  # every connection cut at once, streams under way included
 
     def counts(self) -> list[Counts]:
         return [Counts(s.computed_tokens, s.cached_tokens, s.served) for s in self.servers]

@@ -25,7 +25,7 @@ from typing import Any
 from aiohttp import web
 
 from .faults import Fault
-from .server import StreamScript
+from .server import Dropped, StreamScript
 from .vllm import FakeVLLM
 
 
@@ -135,6 +135,8 @@ class FakeModelServer(FakeVLLM):
         self.streaming += 1
         try:
             return await super().send_stream(request, script, fault)
+        except ConnectionResetError:
+            raise Dropped from None  # killed (``kill``) while sending: nothing to answer
         finally:
             self.streaming -= 1
 
