@@ -269,3 +269,93 @@ def test_bad_endpoints_are_refused_by_name(
     with pytest.raises(ConfigError) as err:
         load_bytes(path.read_bytes(), "test")
     assert message in str(err.value)
+
+
+class SilentReplica:
+    """A replica whose pod vanished with its network: it takes connections and reads
+    requests but never answers, and once ``vanish``ed takes no new connection while the
+    ones it holds stay open and silent (no reset reaches the router)."""
+
+    def __init__(self) -> None:
+        import asyncio
+        import threading
+
+        self.port = 0
+        self.requests = 0
+        self._loop = asyncio.new_event_loop()
+        self._held: list[Any] = []
+        ready = threading.Event()
+
+        async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            self._held.append(writer)
+            while await reader.read(65536):
+                self.requests += 1
+
+        async def start() -> None:
+            self._server = await asyncio.start_server(handle, "127.0.0.1", 0)
+            self.port = self._server.sockets[0].getsockname()[1]
+            ready.set()
+
+        def run() -> None:
+            self._loop.run_until_complete(start())
+            self._loop.run_forever()
+
+        self._thread = threading.Thread(target=run, daemon=True)
+        self._thread.start()
+        ready.wait(5)
+
+    def vanish(self) -> None:
+        self._loop.call_soon_threadsafe(self._server.close)
+
+    def stop(self) -> None:
+        def close() -> None:
+            for w in self._held:
+                w.close()
+            self._loop.stop()
+
+        self._loop.call_soon_threadsafe(close)
+        self._thread.join(5)
+
+
+def test_calls_waiting_on_a_vanished_replica_go_elsewhere_at_once(
+    replicas: list[FakeModelServer], router: Factory
+) -> None:
+    """A pod gone with its network answers nothing, not even a reset: the calls waiting
+    on it would wait out their own timeout (minutes). Once its address takes no
+    connection two scrapes in a row, they are tried on another endpoint."""
+    import concurrent.futures
+
+    silent = SilentReplica()
+    try:
+        good = replicas[0]
+        gw = router(
+            _doc(
+                "http://cluster.invalid:8000/v1",
+                [f"127.0.0.1:{silent.port}", f"127.0.0.1:{good.port}"],
+            )
+        )
+        started = time.monotonic()
+        with concurrent.futures.ThreadPoolExecutor(6) as pool:
+            futures = [
+                pool.submit(
+                    _client(gw).chat.completions.create,
+                    model="llama",
+                    messages=[{"role": "user", "content": f"conversation {i}"}],
+                    max_tokens=4,
+                )
+                for i in range(6)
+            ]
+            deadline = time.monotonic() + 5
+            while not silent.requests and time.monotonic() < deadline:
+                time.sleep(0.01)
+            assert silent.requests, "no call reached the silent replica"
+            silent.vanish()
+            answers = [f.result(timeout=20) for f in futures]
+        took = time.monotonic() - started
+        assert all(a.choices[0].message.content for a in answers)
+        assert good.served == 6
+        assert took < 10, f"the calls on the vanished replica waited {took:.1f}s"
+        out = _endpoints(gw)[f"127.0.0.1:{silent.port}"]
+        assert out["state"] == "out", out
+    finally:
+        silent.stop()

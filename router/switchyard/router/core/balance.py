@@ -21,7 +21,9 @@ the KV cache and is computed again. ``Balancer`` picks instead:
   conversation that moved is remembered where it went.
 - **Out alone**: an endpoint that fails is left out for a growing while (1 s, doubling,
   at most 30 s) while the others serve; the provider's breaker hears of a failure only
-  when the call failed on every endpoint it tried (``providers.base``).
+  when the call failed on every endpoint it tried (``providers.base``). An endpoint whose
+  address stops taking connections (a pod gone with its network) also gives up the
+  calls waiting on it, which then go elsewhere (``abandon``).
 
 Bounded: at most ``MAX_ENDPOINTS`` endpoints (the table's limit) and ``affinity_size``
 remembered conversations per provider; a key is 8 bytes of a hash, never the text.
@@ -29,6 +31,7 @@ remembered conversations per provider; a key is 8 bytes of a hash, never the tex
 
 from __future__ import annotations
 
+import asyncio
 import bisect
 import hashlib
 import math
@@ -101,6 +104,11 @@ class Endpoint:
     picks: int = 0
     affinity_hits: int = 0
     ring_points: list[int] = field(default_factory=list)
+    #: Scrapes in a row that could not connect; at ``LOST_AFTER`` the calls waiting on it
+    #: are given up (``abandon``) and go elsewhere.
+    unreachable: int = 0
+    #: One per call waiting on this endpoint's answer: fired, it ends that wait.
+    waits: set[asyncio.Timeout] = field(default_factory=set)
 
     @property
     def load(self) -> float:
@@ -247,6 +255,18 @@ class Balancer:
         ep.failures += 1
         ep.last_failure = reason
         ep.out_until = now + min(_OUT_MAX, _OUT_FIRST * 2 ** (ep.failures - 1))
+
+    @staticmethod
+    def abandon(ep: Endpoint) -> int:
+        """The endpoint cannot be reached at all (its pod is gone, its address answers
+        nothing): every call waiting on its answer ends now, to be tried elsewhere,
+        rather than when its own timeout would end it. Returns how many."""
+        waits = list(ep.waits)
+        if waits:
+            now = asyncio.get_running_loop().time()
+            for wait in waits:
+                wait.reschedule(now)
+        return len(waits)
 
     @staticmethod
     def succeeded(ep: Endpoint) -> None:

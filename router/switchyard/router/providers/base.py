@@ -11,6 +11,7 @@ every address connected to passes the address policy (``providers.addresses``).
 from __future__ import annotations
 
 import abc
+import asyncio
 import email.utils
 import logging
 import os
@@ -330,8 +331,22 @@ class HTTPAdapter(abc.ABC):
                 )
             ep = pick.endpoint
             ep.in_flight += 1
+            wait = asyncio.timeout(None)  # fired by ``Balancer.abandon``
             try:
-                value = await call(ep.base_url + tail)
+                try:
+                    async with wait:
+                        ep.waits.add(wait)
+                        value = await call(ep.base_url + tail)
+                except TimeoutError:
+                    if not wait.expired():
+                        raise
+                    raise UpstreamConnectError(
+                        f"provider {self._name()!r}: its endpoint went away mid-call",
+                        provider=self._name(),
+                        detail=f"endpoint {ep.address} takes no connections",
+                    ) from None
+                finally:
+                    ep.waits.discard(wait)
             except UpstreamError as exc:
                 ep.in_flight -= 1
                 if not self.endpoint_fault(exc):

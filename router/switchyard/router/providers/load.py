@@ -4,9 +4,11 @@ One task per endpoint of a provider with endpoints (``core.balance``), every
 ``INTERVAL`` seconds while the provider is in use (it idles ``IDLE_AFTER`` seconds after
 the last call), over the adapter's own pooled session and so through its address
 policy. An endpoint whose metrics cannot be reached at all is taken out alone at once,
-before a call has to find out. A server without metrics (Ollama; llama.cpp without
-``--metrics``) is asked again only every ``NO_METRICS_RETRY`` seconds, and its calls are
-balanced on the router's own in-flight counts.
+before a call has to find out; two such scrapes in a row (a pod gone with its network,
+whose address answers nothing) also give up the calls waiting on it, which go to
+another endpoint rather than wait for their own timeout. A server without metrics
+(Ollama; llama.cpp without ``--metrics``) is asked again only every ``NO_METRICS_RETRY``
+seconds, and its calls are balanced on the router's own in-flight counts.
 """
 
 from __future__ import annotations
@@ -31,6 +33,9 @@ log = logging.getLogger("switchyard.router")
 INTERVAL = 0.25
 IDLE_AFTER = 30.0
 NO_METRICS_RETRY = 60.0
+#: Scrapes in a row that cannot connect before the calls waiting on an endpoint are
+#: given up: one may be a blip; two, a quarter of a second apart, are a gone address.
+LOST_AFTER = 2
 #: The most of one exposition read: vLLM's is tens of KiB.
 MAX_METRICS_BYTES = 1024 * 1024
 _TIMEOUT = aiohttp.ClientTimeout(total=1.0, sock_connect=0.5)
@@ -118,12 +123,22 @@ class Scrapers:
                         return NO_METRICS_RETRY
         except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError):
             self._unknown(ep, "its metrics cannot be reached")
+            ep.unreachable += 1
             if ep.available(time.monotonic()):
                 balancer.failed(ep, "its metrics endpoint cannot be reached")
+            if ep.unreachable == LOST_AFTER:
+                given_up = balancer.abandon(ep)
+                if given_up:
+                    log.warning(
+                        "endpoint %s takes no connections: %d calls waiting on it go elsewhere",
+                        ep.address,
+                        given_up,
+                    )
             return INTERVAL
         except (aiohttp.ClientError, TimeoutError, UpstreamError) as exc:
             self._unknown(ep, f"reading its metrics failed ({type(exc).__name__})")
             return INTERVAL
+        ep.unreachable = 0
         load = parse_load(bytes(raw))
         if load is None:
             self._unknown(ep, "its metrics are not vLLM's or llama.cpp's")
