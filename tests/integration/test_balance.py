@@ -359,3 +359,43 @@ def test_calls_waiting_on_a_vanished_replica_go_elsewhere_at_once(
         assert out["state"] == "out", out
     finally:
         silent.stop()
+
+
+def test_calls_on_a_replica_the_table_dropped_go_elsewhere_after_a_grace(
+    replicas: list[FakeModelServer], router: Factory
+) -> None:
+    """A pod terminating leaves the table (its EndpointSlice says not ready) but may hold
+    its calls, silent, until the kubelet kills it: they get a few seconds to finish,
+    then go to an endpoint still listed."""
+    import concurrent.futures
+
+    from switchyard.router.providers.base import REMOVED_GRACE
+
+    silent = SilentReplica()  # takes connections, never answers, scrapes time out
+    try:
+        good = replicas[0]
+        addresses = [f"127.0.0.1:{silent.port}", f"127.0.0.1:{good.port}"]
+        gw = router(_doc("http://cluster.invalid:8000/v1", addresses))
+        started = time.monotonic()
+        with concurrent.futures.ThreadPoolExecutor(6) as pool:
+            futures = [
+                pool.submit(
+                    _client(gw).chat.completions.create,
+                    model="llama",
+                    messages=[{"role": "user", "content": f"conversation {i}"}],
+                    max_tokens=4,
+                )
+                for i in range(6)
+            ]
+            deadline = time.monotonic() + 5
+            while not silent.requests and time.monotonic() < deadline:
+                time.sleep(0.01)
+            assert silent.requests, "no call reached the silent replica"
+            gw.rewrite(_doc("http://cluster.invalid:8000/v1", addresses[1:]))
+            answers = [f.result(timeout=30) for f in futures]
+        took = time.monotonic() - started
+        assert all(a.choices[0].message.content for a in answers)
+        assert good.served == 6
+        assert took < REMOVED_GRACE + 5, f"the dropped replica's calls waited {took:.1f}s"
+    finally:
+        silent.stop()

@@ -47,6 +47,8 @@ log = logging.getLogger("switchyard.router")
 _MAX_ERROR_TEXT = 300
 #: The most endpoints one call tries before it fails as the provider's failure.
 _MAX_ENDPOINT_TRIES = 3
+#: Seconds an endpoint the table dropped has to finish the calls waiting on it.
+REMOVED_GRACE = 5.0
 #: Answers that say this endpoint, not the request, is the trouble: another may serve.
 _ENDPOINT_STATUSES = frozenset({429, 502, 503, 504})
 
@@ -111,13 +113,31 @@ class HTTPAdapter(abc.ABC):
         """The table's provider now: an edit that keeps how it is reached keeps the
         adapter, and its endpoints (pods that came or went) are followed here."""
         self.provider = provider
+        removed = list(self.balancer.endpoints.values()) if self.balancer is not None else []
         if not provider.endpoints:
             self.balancer = None
         elif self.balancer is None:
             self.balancer = Balancer(self.base_url, provider.endpoints)
         else:
-            self.balancer.update(self.base_url, provider.endpoints)
+            _, removed = self.balancer.update(self.base_url, provider.endpoints)
         self._scrapers.sync()
+        self._let_go(removed)
+
+    @staticmethod
+    def _let_go(removed: Sequence[Endpoint]) -> None:
+        """Endpoints the table no longer lists (a pod terminating, say) finish what they
+        hold if they answer within ``REMOVED_GRACE`` seconds; calls still waiting on
+        them then go elsewhere. A pod killed mid-answer may hold its connections open,
+        silent, until the kubelet's grace period ends it."""
+        waiting = [ep for ep in removed if ep.waits]
+        if not waiting:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        for ep in waiting:
+            loop.call_later(REMOVED_GRACE, Balancer.abandon, ep)
 
     def key_of(self, req: ChatRequest, model_name: str) -> int | None:
         """The request's affinity key when the provider has endpoints to choose from."""
@@ -353,7 +373,9 @@ class HTTPAdapter(abc.ABC):
                     raise
                 balancer.failed(ep, str(exc))
                 tried.append(ep)
-                if len(tried) >= min(_MAX_ENDPOINT_TRIES, len(balancer)):
+                # The endpoints listed now (the table may have changed meanwhile).
+                others = [e for e in balancer.endpoints.values() if e not in tried]
+                if len(tried) >= _MAX_ENDPOINT_TRIES or not others:
                     raise
                 log.info(
                     "provider %s: endpoint %s failed (%s); trying another",
