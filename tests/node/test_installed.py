@@ -263,11 +263,22 @@ def test_the_routers_call_each_vllm_pod_and_follow_them_under_load(
     print(f"vLLM pod deleted under load: {result.summary()}")
     assert result.ok > 20
     assert result.failed == 0 and result.retried == 0, result.summary()
-    picks = {
-        address: sum(v[address]["picks"] for v in endpoints_per_router(cluster, ops_key, provider))
-        for address in now
+    # The load was one conversation (its affinity kept it on one pod); distinct ones
+    # spread over both pods, the replacement included.
+    before = {
+        a: sum(v[a]["picks"] for v in endpoints_per_router(cluster, ops_key, provider)) for a in now
     }
-    assert all(n > 0 for n in picks.values()), picks
+    client = openai.OpenAI(base_url=f"{release.url}/v1", api_key=ops_key, max_retries=0)
+    for i in range(16):
+        client.chat.completions.create(
+            model="smollm2-llamacpp",
+            messages=[{"role": "user", "content": f"Conversation {i}: say hi."}],
+            max_tokens=4,
+        )
+    after = {
+        a: sum(v[a]["picks"] for v in endpoints_per_router(cluster, ops_key, provider)) for a in now
+    }
+    assert all(after[a] > before[a] for a in now), (before, after)
 
 
 def test_no_pod_reaches_anything_outside_the_cluster(release: Release) -> None:
