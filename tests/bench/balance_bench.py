@@ -170,15 +170,20 @@ class Counter:
         self._writers.difference_update((writer, up_writer))
 
 
-def _llamacpp_metrics(port: int) -> dict[str, float]:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
-        text = r.read().decode()
+def llamacpp_counters(text: str) -> dict[str, float]:
+    """Every ``llamacpp:`` sample of a llama.cpp server's ``/metrics`` (they carry no
+    labels), by name."""
     out: dict[str, float] = {}
     for line in text.splitlines():
         if line.startswith("llamacpp:"):
             name, _, value = line.partition(" ")
             out[name] = float(value)
     return out
+
+
+def _llamacpp_metrics(port: int) -> dict[str, float]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+        return llamacpp_counters(r.read().decode())
 
 
 class LlamaCpp:

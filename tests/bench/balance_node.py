@@ -35,7 +35,7 @@ import httpx
 import openai
 
 from tests.bench import balance_workload
-from tests.bench.balance_bench import Counts, ModeResult
+from tests.bench.balance_bench import Counts, ModeResult, llamacpp_counters
 from tests.kube.controlplane import ensure_binaries
 from tests.node.cluster import NodeCluster, requirements
 from tests.node.images import Images
@@ -78,13 +78,7 @@ def node_lock() -> Iterator[None]:
 
 
 def _metrics(ip: str) -> dict[str, float]:
-    text = httpx.get(f"http://{ip}:{PORT}/metrics", timeout=10).text
-    out: dict[str, float] = {}
-    for line in text.splitlines():
-        if line.startswith("llamacpp:"):
-            name, _, value = line.partition(" ")
-            out[name] = float(value)
-    return out
+    return llamacpp_counters(httpx.get(f"http://{ip}:{PORT}/metrics", timeout=10).text)
 
 
 @dataclass

@@ -317,13 +317,37 @@ class SilentReplica:
         self._thread.join(5)
 
 
+def _six_calls_some_held_by(
+    silent: SilentReplica, gw: RouterServer, then: Any, timeout: float
+) -> list[Any]:
+    """Six conversations at once; once the silent replica holds some of them, ``then``;
+    their answers, each within ``timeout`` seconds."""
+    import concurrent.futures
+
+    with concurrent.futures.ThreadPoolExecutor(6) as pool:
+        futures = [
+            pool.submit(
+                _client(gw).chat.completions.create,
+                model="llama",
+                messages=[{"role": "user", "content": f"conversation {i}"}],
+                max_tokens=4,
+            )
+            for i in range(6)
+        ]
+        deadline = time.monotonic() + 5
+        while not silent.requests and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert silent.requests, "no call reached the silent replica"
+        then()
+        return [f.result(timeout=timeout) for f in futures]
+
+
 def test_calls_waiting_on_a_vanished_replica_go_elsewhere_at_once(
     replicas: list[FakeModelServer], router: Factory
 ) -> None:
     """A pod gone with its network answers nothing, not even a reset: the calls waiting
     on it would wait out their own timeout (minutes). Once its address takes no
     connection two scrapes in a row, they are tried on another endpoint."""
-    import concurrent.futures
 
     silent = SilentReplica()
     try:
@@ -335,22 +359,7 @@ def test_calls_waiting_on_a_vanished_replica_go_elsewhere_at_once(
             )
         )
         started = time.monotonic()
-        with concurrent.futures.ThreadPoolExecutor(6) as pool:
-            futures = [
-                pool.submit(
-                    _client(gw).chat.completions.create,
-                    model="llama",
-                    messages=[{"role": "user", "content": f"conversation {i}"}],
-                    max_tokens=4,
-                )
-                for i in range(6)
-            ]
-            deadline = time.monotonic() + 5
-            while not silent.requests and time.monotonic() < deadline:
-                time.sleep(0.01)
-            assert silent.requests, "no call reached the silent replica"
-            silent.vanish()
-            answers = [f.result(timeout=20) for f in futures]
+        answers = _six_calls_some_held_by(silent, gw, silent.vanish, timeout=20)
         took = time.monotonic() - started
         assert all(a.choices[0].message.content for a in answers)
         assert good.served == 6
@@ -367,7 +376,6 @@ def test_calls_on_a_replica_the_table_dropped_go_elsewhere_after_a_grace(
     """A pod terminating leaves the table (its EndpointSlice says not ready) but may hold
     its calls, silent, until the kubelet kills it: they get a few seconds to finish,
     then go to an endpoint still listed."""
-    import concurrent.futures
 
     from switchyard.router.providers.base import REMOVED_GRACE
 
@@ -377,22 +385,12 @@ def test_calls_on_a_replica_the_table_dropped_go_elsewhere_after_a_grace(
         addresses = [f"127.0.0.1:{silent.port}", f"127.0.0.1:{good.port}"]
         gw = router(_doc("http://cluster.invalid:8000/v1", addresses))
         started = time.monotonic()
-        with concurrent.futures.ThreadPoolExecutor(6) as pool:
-            futures = [
-                pool.submit(
-                    _client(gw).chat.completions.create,
-                    model="llama",
-                    messages=[{"role": "user", "content": f"conversation {i}"}],
-                    max_tokens=4,
-                )
-                for i in range(6)
-            ]
-            deadline = time.monotonic() + 5
-            while not silent.requests and time.monotonic() < deadline:
-                time.sleep(0.01)
-            assert silent.requests, "no call reached the silent replica"
-            gw.rewrite(_doc("http://cluster.invalid:8000/v1", addresses[1:]))
-            answers = [f.result(timeout=30) for f in futures]
+        answers = _six_calls_some_held_by(
+            silent,
+            gw,
+            lambda: gw.rewrite(_doc("http://cluster.invalid:8000/v1", addresses[1:])),
+            timeout=30,
+        )
         took = time.monotonic() - started
         assert all(a.choices[0].message.content for a in answers)
         assert good.served == 6
