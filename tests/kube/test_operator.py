@@ -1060,7 +1060,9 @@ def test_a_service_ref_follows_the_services_ready_pods(
         )
         assert probed != "InvalidSpec", status(cp, namespace, "llmprovider", "pool")
         client = openai.OpenAI(base_url=f"{router}/v1", api_key=key, max_retries=0)
-        for i in range(8):
+        # Each prompt is a conversation of its own, placed on the ring by its hash: 24 of
+        # them leave a replica without one only once in millions of runs (8 did once).
+        for i in range(24):
             answer = client.chat.completions.create(
                 model="llama", messages=[{"role": "user", "content": f"q{i}"}], max_tokens=4
             )
@@ -1075,7 +1077,7 @@ def test_a_service_ref_follows_the_services_ready_pods(
         wait_for("the table to follow the pods", lambda: endpoints() == {b, c}, every=0.02)
         print(f"endpoints followed in {time.monotonic() - started:.2f}s", file=sys.__stderr__)
         before = [r.served for r in replicas]
-        for i in range(8):
+        for i in range(24):
             client.chat.completions.create(
                 model="llama", messages=[{"role": "user", "content": f"r{i}"}], max_tokens=4
             )
