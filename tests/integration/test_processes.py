@@ -108,3 +108,13 @@ def test_a_sqlite_router_starts_its_usage_writer_with_the_first_record(
     r.ask()
     assert len(wait_rows(None, tmp_path / "state", 1)) == 1
     assert len(children(r.proc.pid)) == 1  # the writer, and no resource tracker
+    writer = children(r.proc.pid)[0]
+    # It loads sqlite3 and the writing SQL, none of the router's packages.
+    maps = Path(f"/proc/{writer}/maps").read_text()
+    libraries = {Path(line.split()[-1]).name for line in maps.splitlines() if ".so" in line}
+    assert any(name.startswith("_sqlite3") for name in libraries), libraries
+    assert not [n for n in libraries if n.startswith(("_pydantic_core", "loop.", "_ssl"))]
+    # Its memory of its own: a bare interpreter and SQLite's page cache.
+    rollup = Path(f"/proc/{writer}/smaps_rollup").read_text()
+    pss_kib = next(int(x.split()[1]) for x in rollup.splitlines() if x.startswith("Pss:"))
+    assert pss_kib < 16 * 1024, f"the writer's PSS is {pss_kib} KiB"

@@ -9,6 +9,8 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any, NamedTuple, TypeVar
 
+from switchyard.router.storage.columns import COLUMNS as COLUMNS
+
 T = TypeVar("T")
 
 
@@ -75,35 +77,6 @@ async def to_rows(records: Sequence[UsageRecord], row: Callable[[UsageRecord], T
         out.extend(row(r) for r in records[start : start + 256])
         await asyncio.sleep(0)
     return out
-
-
-#: Column order of llm_requests; both stores select and copy in this order.
-COLUMNS = (
-    "id",
-    "organization",
-    "api_key",
-    "api",
-    "provider",
-    "model",
-    "task_type",
-    "prompt_tokens",
-    "completion_tokens",
-    "total_tokens",
-    "input_cost",
-    "output_cost",
-    "total_cost",
-    "saved_cost",
-    "latency_ms",
-    "ttft_ms",
-    "status",
-    "http_status",
-    "error_class",
-    "cache_hit",
-    "stream",
-    "requested_at",
-    "completed_at",
-    "trace_id",
-)
 
 
 def record_from_row(

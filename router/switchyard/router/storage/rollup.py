@@ -9,17 +9,14 @@ from decimal import Decimal
 from typing import Any, Literal
 
 from switchyard.router.storage import histogram
+from switchyard.router.storage.columns import HEDGE_STATUSES as HEDGE_STATUSES
+from switchyard.router.storage.columns import HEDGES_SQL as HEDGES_SQL
 from switchyard.router.storage.records import UsageRecord
 
 GroupBy = Literal["day", "week", "month", "model", "task", "provider", "apiKey"]
 GROUP_BY: tuple[GroupBy, ...] = ("day", "week", "month", "model", "task", "provider", "apiKey")
 #: organization, day, provider, model, task, API key name ("" = none)
 RollupKey = tuple[str, date, str, str, str, str]
-#: The statuses of records of calls that did not answer their request (``core.hedges``):
-#: counted apart from requests, their tokens and cost with everyone's.
-HEDGE_STATUSES = ("hedged", "cancelled")
-#: The same, as an SQL list: ``status IN HEDGES_SQL``.
-HEDGES_SQL = "(" + ", ".join(f"'{s}'" for s in HEDGE_STATUSES) + ")"
 
 
 #: The histogram of a rollup that keeps no latencies (per API key): shared by all of

@@ -4,22 +4,18 @@ sqlite3 blocks, so every call runs on one dedicated thread that owns the
 connection; the event loop only awaits it. Usage records, the one steady stream of
 writes, go to a writer process with a connection of its own: their SQL and rollups
 then never hold the serving process's interpreter lock, which at 32 concurrent
-requests showed in the tail latency. That process (``sqlite_writer``) comes with the
-first batch of records, so a router that records none (``--no-usage``) runs as one
-process. Money is stored as integer nano-dollars so that SQL sums stay exact.
+requests showed in the tail latency. That process (``sqlite_usage``, started by
+``sqlite_writer``) comes with the first batch of records, so a router that records
+none (``--no-usage``) runs as one process. Money is stored as integer nano-dollars so
+that SQL sums stay exact.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import ctypes
 import json
 import logging
-import signal
 import sqlite3
-import sys
-from array import array
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, date, datetime
@@ -45,74 +41,20 @@ from switchyard.router.storage.base import (
 from switchyard.router.storage.migrations import MIGRATIONS
 from switchyard.router.storage.records import COLUMNS, UsageRecord, record_from_row, to_rows
 from switchyard.router.storage.rollup import HEDGES_SQL, NO_LATENCY, Rollup, summed
+from switchyard.router.storage.sqlite_usage import (
+    error_kind,
+    open_database,
+    stage,
+    unpack_hist,
+    write_rows,
+)
 from switchyard.router.storage.sqlite_writer import WriterProcess
 
 log = logging.getLogger("switchyard.router.storage")
 
 T = TypeVar("T")
-NANO = Decimal(10) ** 9
-
-
 _COLUMNS = ", ".join(COLUMNS)
-#: A record's row, bound in ``write_usage``'s order, which is COLUMNS'.
-_STAGE_ROWS = f"INSERT INTO temp.stage ({_COLUMNS}) VALUES ({', '.join('?' * len(COLUMNS))})"
-
-# Sums per rollup key and latency bucket over the staged new records; a bucket's
-# formula is histogram.bucket().
-_ROLLUP_FROM_STAGE = f"""
-SELECT organization, strftime('%Y-%m-%d', requested_at, 'unixepoch'),
-       coalesce(provider, ''), coalesce(model, ''), coalesce(task_type, ''),
-       CASE WHEN latency_ms IS NULL THEN NULL
-            WHEN latency_ms <= {histogram.LOW_MS} THEN 0
-            ELSE min({histogram.BUCKETS - 1}, CAST(
-                (ln(latency_ms) - ln({histogram.LOW_MS})) / {histogram.STEP!r} AS INTEGER))
-       END AS bucket,
-       sum(status NOT IN {HEDGES_SQL}), sum(status = 'error'), sum(cache_hit), sum(prompt_tokens),
-       sum(completion_tokens), sum(total_cost), sum(saved_cost), count(*),
-       sum(status IN {HEDGES_SQL})
-FROM temp.stage GROUP BY 1, 2, 3, 4, 5, 6
-"""
-
-# Sums per API key and day over the staged new records.
-_KEYS_FROM_STAGE = f"""
-INSERT INTO llm_usage_daily_keys AS d (organization, day, api_key, requests, errors, hedged,
-    cache_hits, prompt_tokens, completion_tokens, cost, saved_cost)
-SELECT organization, strftime('%Y-%m-%d', requested_at, 'unixepoch'), api_key,
-       sum(status NOT IN {HEDGES_SQL}), sum(status = 'error'), sum(status IN {HEDGES_SQL}),
-       sum(cache_hit), sum(prompt_tokens), sum(completion_tokens), sum(total_cost),
-       sum(saved_cost)
-FROM temp.stage GROUP BY 1, 2, 3
-ON CONFLICT (organization, day, api_key) DO UPDATE SET
-    requests = d.requests + excluded.requests, errors = d.errors + excluded.errors,
-    hedged = d.hedged + excluded.hedged, cache_hits = d.cache_hits + excluded.cache_hits,
-    prompt_tokens = d.prompt_tokens + excluded.prompt_tokens,
-    completion_tokens = d.completion_tokens + excluded.completion_tokens,
-    cost = d.cost + excluded.cost, saved_cost = d.saved_cost + excluded.saved_cost
-"""
-
-_SPEND_FROM_STAGE = """
-INSERT INTO llm_spend (scope, subject, period, period_start, spent)
-SELECT scope, subject, period, start, sum(total_cost) FROM (
-    SELECT 'organization' AS scope, organization AS subject, 'day' AS period,
-           strftime('%Y-%m-%d', requested_at, 'unixepoch') AS start, total_cost FROM temp.stage
-    UNION ALL SELECT 'organization', organization, 'month',
-           strftime('%Y-%m-01', requested_at, 'unixepoch'), total_cost FROM temp.stage
-    UNION ALL SELECT 'apiKey', organization || '/' || api_key, 'day',
-           strftime('%Y-%m-%d', requested_at, 'unixepoch'), total_cost FROM temp.stage
-    UNION ALL SELECT 'apiKey', organization || '/' || api_key, 'month',
-           strftime('%Y-%m-01', requested_at, 'unixepoch'), total_cost FROM temp.stage
-) WHERE total_cost > 0
-GROUP BY scope, subject, period, start
-ON CONFLICT (scope, subject, period, period_start) DO UPDATE SET spent = spent + excluded.spent
-"""
-
-
-def _pack(hist: list[int]) -> bytes:
-    return array("q", hist).tobytes()
-
-
-def _unpack(blob: bytes) -> list[int]:
-    return array("q", blob).tolist()
+NANO = Decimal(10) ** 9
 
 
 #: A record's latency bucket (``histogram.bucket``) in SQL; -1 for none.
@@ -134,132 +76,10 @@ def ts(d: datetime) -> float:
     return d.timestamp()
 
 
-# -- usage writes: in the serving process, or in a writer process of their own --------
-def _write_rows(conn: sqlite3.Connection, rows: Sequence[tuple[object, ...]]) -> int:
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        conn.execute("DELETE FROM temp.stage")
-        conn.executemany(_STAGE_ROWS, rows)
-        # Keep the first of any repeated id, and only ids not stored before.
-        conn.execute(
-            "DELETE FROM temp.stage WHERE rowid NOT IN "
-            "(SELECT min(rowid) FROM temp.stage GROUP BY id) "
-            "OR id IN (SELECT id FROM llm_requests)"
-        )
-        new = conn.execute(
-            f"INSERT INTO llm_requests ({_COLUMNS}) SELECT {_COLUMNS} FROM temp.stage"
-        ).rowcount
-        _roll_up(conn)
-        conn.execute(_KEYS_FROM_STAGE)
-        conn.execute(_SPEND_FROM_STAGE)
-        conn.execute("COMMIT")
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
-    return int(new)
-
-
-def _roll_up(conn: sqlite3.Connection) -> None:
-    totals: dict[tuple[str, str, str, str, str], list[int]] = {}
-    hists: dict[tuple[str, str, str, str, str], list[int]] = {}
-    for row in conn.execute(_ROLLUP_FROM_STAGE):
-        key = (row[0], row[1], row[2], row[3], row[4])
-        counts = totals.setdefault(key, [0] * 8)
-        for i in range(7):
-            counts[i] += row[6 + i]
-        counts[7] += row[14]
-        if row[5] is not None:
-            hists.setdefault(key, histogram.empty())[row[5]] += row[13]
-    for key, counts in totals.items():
-        _add_rollup(
-            conn,
-            Rollup(
-                key[0],
-                date.fromisoformat(key[1]),
-                key[2],
-                key[3],
-                key[4],
-                "",
-                counts[0],
-                counts[1],
-                counts[2],
-                counts[3],
-                counts[4],
-                usd(counts[5]),
-                usd(counts[6]),
-                hists.get(key, histogram.empty()),
-                counts[7],
-            ),
-        )
-
-
-def _add_rollup(conn: sqlite3.Connection, x: Rollup) -> None:
-    row = conn.execute(
-        "SELECT requests, errors, cache_hits, prompt_tokens, completion_tokens, cost, "
-        "saved_cost, hedged, latency_hist FROM llm_usage_daily WHERE organization = ? "
-        "AND day = ? AND provider = ? AND model = ? AND task_type = ?",
-        (x.organization, x.day.isoformat(), x.provider, x.model, x.task_type),
-    ).fetchone()
-    hist = list(x.hist)
-    counts = [
-        x.requests,
-        x.errors,
-        x.cache_hits,
-        x.prompt_tokens,
-        x.completion_tokens,
-        nano(x.cost),
-        nano(x.saved_cost),
-        x.hedged,
-    ]
-    if row is not None:
-        counts = [a + b for a, b in zip(counts, row[:8], strict=True)]
-        histogram.add_into(hist, _unpack(row[8]))
-    conn.execute(
-        "INSERT OR REPLACE INTO llm_usage_daily (organization, day, provider, model, "
-        "task_type, requests, errors, cache_hits, prompt_tokens, completion_tokens, cost, "
-        "saved_cost, hedged, latency_hist) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-        (
-            x.organization,
-            x.day.isoformat(),
-            x.provider,
-            x.model,
-            x.task_type,
-            *counts,
-            _pack(hist),
-        ),
-    )
-
-
-_STAGE = "CREATE TEMP TABLE IF NOT EXISTS stage AS SELECT * FROM llm_requests WHERE 0"
-
-
-def _connect(path: str) -> sqlite3.Connection:
-    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=10)
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("PRAGMA synchronous=NORMAL")
-    return conn
-
-
-def _open_writer_conn(path: str) -> sqlite3.Connection:
-    """In the writer process, once: its connection and its staging table."""
-    conn = _connect(path)
-    conn.execute(_STAGE)
-    return conn
-
-
-def _die_with_parent() -> None:
-    """A router killed outright must not leave its writer behind (Linux: the kernel
-    sends the writer SIGTERM when its parent dies)."""
-    if sys.platform == "linux":
-        with contextlib.suppress(OSError, AttributeError):
-            ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-
-
-def _mapped(exc: sqlite3.Error) -> StoreUnavailable | StoreRefused:
-    """sqlite3's errors as the store's: what a retry may mend, and what it will not."""
-    if isinstance(exc, (sqlite3.IntegrityError, sqlite3.DataError, sqlite3.InterfaceError)):
-        return StoreRefused(str(exc))
-    return StoreUnavailable(str(exc))  # locked, disk full, I/O error, a damaged file
+def mapped(exc: sqlite3.Error) -> StoreUnavailable | StoreRefused:
+    """sqlite3's errors as the store's."""
+    kind, message = error_kind(exc), str(exc)
+    return StoreRefused(message) if kind == "refused" else StoreUnavailable(message)
 
 
 class SQLiteStore(Store):
@@ -282,14 +102,14 @@ class SQLiteStore(Store):
             try:
                 return fn(self._conn)
             except sqlite3.Error as exc:
-                raise _mapped(exc) from exc
+                raise mapped(exc) from exc
 
         return await asyncio.get_running_loop().run_in_executor(self._executor, call)
 
     async def open(self) -> None:
         def connect() -> None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            conn = _connect(str(self.path))
+            conn = open_database(str(self.path))
             conn.execute("BEGIN IMMEDIATE")  # one migrator at a time
             conn.execute(
                 "CREATE TABLE IF NOT EXISTS switchyard_migrations "
@@ -308,7 +128,7 @@ class SQLiteStore(Store):
                     )
             conn.execute("COMMIT")
             # The staging table lives with the connection, outside any migration.
-            conn.execute(_STAGE)
+            stage(conn)
             self._conn = conn
 
         await asyncio.get_running_loop().run_in_executor(self._executor, connect)
@@ -324,7 +144,7 @@ class SQLiteStore(Store):
 
     async def _write(self, rows: Sequence[tuple[object, ...]]) -> int:
         if not self.writer_process:
-            return await self._run(lambda conn: _write_rows(conn, rows))
+            return await self._run(lambda conn: write_rows(conn, rows))
         if self._conn is None:
             raise StoreUnavailable("the SQLite store is not open")
         writer = await self._started_writer()
@@ -379,7 +199,7 @@ class SQLiteStore(Store):
                     r[10],
                     usd(r[11]),
                     usd(r[12]),
-                    _unpack(r[13]),
+                    unpack_hist(r[13]),
                     r[14],
                 )
                 for r in conn.execute(

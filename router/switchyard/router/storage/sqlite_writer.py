@@ -1,11 +1,12 @@
-"""The SQLite store's usage writer: a child process fed batches of rows over a pipe.
+"""The router's side of the SQLite store's usage writer: a child process fed batches of
+rows over a pipe.
 
-A plain child (``python -m switchyard.router.storage.sqlite_writer PATH``) rather than
+A plain child (``python -m switchyard.router.storage.sqlite_usage PATH``) rather than
 a multiprocessing pool: multiprocessing's spawn start also starts its resource tracker,
 one more interpreter (about 6 MiB) that a writer with no shared semaphores or memory
-does not need. Each message either way is a 4-byte length and a pickle: a batch of rows
-to the writer; back, the number of new records or the store error it raised. The
-writer exits when its input closes, or (Linux) when the router dies.
+does not need; and the child imports ``sqlite_usage`` alone, not the router. The
+messages are ``sqlite_usage``'s. The writer exits when its input closes, or (Linux)
+when the router dies.
 """
 
 from __future__ import annotations
@@ -13,21 +14,23 @@ from __future__ import annotations
 import asyncio
 import os
 import pickle
-import struct
 import sys
 from collections.abc import Sequence
-from typing import BinaryIO
 
-from switchyard.router.storage.base import StoreUnavailable
+from switchyard.router.storage import sqlite_usage
+from switchyard.router.storage.base import StoreRefused, StoreUnavailable
+from switchyard.router.storage.sqlite_usage import LENGTH, frame
 
-_LENGTH = struct.Struct(">I")
 #: How long a closing writer may take over its last batch.
 _CLOSE_SECONDS = 30.0
 
 
-def _frame(value: object) -> bytes:
-    data = pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
-    return _LENGTH.pack(len(data)) + data
+def _failure(answer: object) -> StoreRefused | StoreUnavailable | None:
+    """The store error an answer reports, if it is one."""
+    if isinstance(answer, tuple):
+        kind, message = answer
+        return StoreRefused(message) if kind == "refused" else StoreUnavailable(message)
+    return None
 
 
 class WriterProcess:
@@ -45,14 +48,14 @@ class WriterProcess:
         # The child finds this package where the router found it, as spawn would.
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", __name__, path,
+            sys.executable, "-m", sqlite_usage.__name__, path,
             stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, env=env,
         )  # fmt: skip
         writer = cls(proc)
-        answer = await writer._exchange(None)
-        if isinstance(answer, BaseException):
+        failure = _failure(await writer._exchange(None))
+        if failure is not None:
             writer.kill()
-            raise answer
+            raise failure
         return writer
 
     @property
@@ -62,8 +65,9 @@ class WriterProcess:
     async def write(self, rows: Sequence[tuple[object, ...]]) -> int:
         """Write ``rows``; the writer's StoreUnavailable or StoreRefused is raised here."""
         answer = await self._exchange(list(rows))
-        if isinstance(answer, BaseException):
-            raise answer
+        failure = _failure(answer)
+        if failure is not None:
+            raise failure
         assert isinstance(answer, int)
         return answer
 
@@ -76,9 +80,9 @@ class WriterProcess:
         async with self._turn:
             try:
                 if rows is not None:
-                    stdin.write(_frame(rows))
+                    stdin.write(frame(rows))
                     await stdin.drain()
-                (size,) = _LENGTH.unpack(await stdout.readexactly(_LENGTH.size))
+                (size,) = LENGTH.unpack(await stdout.readexactly(LENGTH.size))
                 return pickle.loads(await stdout.readexactly(size))
             except (OSError, EOFError, asyncio.IncompleteReadError) as exc:
                 self.kill()
@@ -102,38 +106,3 @@ class WriterProcess:
             self.kill()
             await self._proc.wait()
         self._ended = True
-
-
-def _serve(path: str, source: BinaryIO, sink: BinaryIO) -> None:
-    import sqlite3
-
-    from switchyard.router.storage.sqlite import _die_with_parent, _mapped, _open_writer_conn
-
-    _die_with_parent()
-    try:
-        conn = _open_writer_conn(path)
-    except sqlite3.Error as exc:
-        sink.write(_frame(_mapped(exc)))
-        sink.flush()
-        return
-    from switchyard.router.storage.sqlite import _write_rows
-
-    sink.write(_frame(0))
-    sink.flush()
-    while head := source.read(_LENGTH.size):
-        (size,) = _LENGTH.unpack(head)
-        rows = pickle.loads(source.read(size))
-        answer: object
-        try:
-            answer = _write_rows(conn, rows)
-        except sqlite3.Error as exc:
-            answer = _mapped(exc)
-        sink.write(_frame(answer))
-        sink.flush()
-
-
-if __name__ == "__main__":
-    # Answers go to a copy of stdout; what else writes to stdout goes to stderr.
-    answers = os.fdopen(os.dup(1), "wb")
-    os.dup2(2, 1)
-    _serve(sys.argv[1], sys.stdin.buffer, answers)

@@ -1,0 +1,217 @@
+"""How the SQLite store writes a batch of usage records: stage the rows, keep the new
+ones, and add them into the daily rollups, key totals and spend counters, in one
+transaction. It runs in a process of its own (``python -m`` this module, started by
+``sqlite_writer.WriterProcess``), or in the store's thread when there is none.
+
+The standard library only, and nothing of the router: the writer process imports this
+module alone, so it costs a bare interpreter and sqlite3 (about 5 MiB of its own) rather
+than the router's packages. Its messages either way are a 4-byte length and a pickle:
+to it, a batch of rows; back, the number of new records, or a store error as (kind,
+message), kind "refused" (a retry will not mend it) or "unavailable".
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pickle
+import signal
+import sqlite3
+import struct
+import sys
+from array import array
+from collections.abc import Sequence
+from typing import BinaryIO, Literal
+
+from switchyard.router.storage import histogram
+from switchyard.router.storage.columns import COLUMNS, HEDGES_SQL
+
+ErrorKind = Literal["refused", "unavailable"]
+LENGTH = struct.Struct(">I")
+
+_COLUMNS = ", ".join(COLUMNS)
+#: A record's row, bound in ``write_usage``'s order, which is COLUMNS'.
+_STAGE_ROWS = f"INSERT INTO temp.stage ({_COLUMNS}) VALUES ({', '.join('?' * len(COLUMNS))})"
+
+# Sums per rollup key and latency bucket over the staged new records; a bucket's
+# formula is histogram.bucket().
+_ROLLUP_FROM_STAGE = f"""
+SELECT organization, strftime('%Y-%m-%d', requested_at, 'unixepoch'),
+       coalesce(provider, ''), coalesce(model, ''), coalesce(task_type, ''),
+       CASE WHEN latency_ms IS NULL THEN NULL
+            WHEN latency_ms <= {histogram.LOW_MS} THEN 0
+            ELSE min({histogram.BUCKETS - 1}, CAST(
+                (ln(latency_ms) - ln({histogram.LOW_MS})) / {histogram.STEP!r} AS INTEGER))
+       END AS bucket,
+       sum(status NOT IN {HEDGES_SQL}), sum(status = 'error'), sum(cache_hit), sum(prompt_tokens),
+       sum(completion_tokens), sum(total_cost), sum(saved_cost), count(*),
+       sum(status IN {HEDGES_SQL})
+FROM temp.stage GROUP BY 1, 2, 3, 4, 5, 6
+"""
+
+# Sums per API key and day over the staged new records.
+_KEYS_FROM_STAGE = f"""
+INSERT INTO llm_usage_daily_keys AS d (organization, day, api_key, requests, errors, hedged,
+    cache_hits, prompt_tokens, completion_tokens, cost, saved_cost)
+SELECT organization, strftime('%Y-%m-%d', requested_at, 'unixepoch'), api_key,
+       sum(status NOT IN {HEDGES_SQL}), sum(status = 'error'), sum(status IN {HEDGES_SQL}),
+       sum(cache_hit), sum(prompt_tokens), sum(completion_tokens), sum(total_cost),
+       sum(saved_cost)
+FROM temp.stage GROUP BY 1, 2, 3
+ON CONFLICT (organization, day, api_key) DO UPDATE SET
+    requests = d.requests + excluded.requests, errors = d.errors + excluded.errors,
+    hedged = d.hedged + excluded.hedged, cache_hits = d.cache_hits + excluded.cache_hits,
+    prompt_tokens = d.prompt_tokens + excluded.prompt_tokens,
+    completion_tokens = d.completion_tokens + excluded.completion_tokens,
+    cost = d.cost + excluded.cost, saved_cost = d.saved_cost + excluded.saved_cost
+"""
+
+_SPEND_FROM_STAGE = """
+INSERT INTO llm_spend (scope, subject, period, period_start, spent)
+SELECT scope, subject, period, start, sum(total_cost) FROM (
+    SELECT 'organization' AS scope, organization AS subject, 'day' AS period,
+           strftime('%Y-%m-%d', requested_at, 'unixepoch') AS start, total_cost FROM temp.stage
+    UNION ALL SELECT 'organization', organization, 'month',
+           strftime('%Y-%m-01', requested_at, 'unixepoch'), total_cost FROM temp.stage
+    UNION ALL SELECT 'apiKey', organization || '/' || api_key, 'day',
+           strftime('%Y-%m-%d', requested_at, 'unixepoch'), total_cost FROM temp.stage
+    UNION ALL SELECT 'apiKey', organization || '/' || api_key, 'month',
+           strftime('%Y-%m-01', requested_at, 'unixepoch'), total_cost FROM temp.stage
+) WHERE total_cost > 0
+GROUP BY scope, subject, period, start
+ON CONFLICT (scope, subject, period, period_start) DO UPDATE SET spent = spent + excluded.spent
+"""
+
+_STAGE = "CREATE TEMP TABLE IF NOT EXISTS stage AS SELECT * FROM llm_requests WHERE 0"
+
+
+def frame(value: object) -> bytes:
+    """One message: its length, then its pickle."""
+    data = pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+    return LENGTH.pack(len(data)) + data
+
+
+def pack_hist(hist: list[int]) -> bytes:
+    return array("q", hist).tobytes()
+
+
+def unpack_hist(blob: bytes) -> list[int]:
+    return array("q", blob).tolist()
+
+
+def open_database(path: str) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=10)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=NORMAL")
+    return conn
+
+
+def stage(conn: sqlite3.Connection) -> None:
+    """The connection's staging table, which lives with it, outside any migration."""
+    conn.execute(_STAGE)
+
+
+def error_kind(exc: sqlite3.Error) -> ErrorKind:
+    """What a retry may mend, and what it will not."""
+    if isinstance(exc, (sqlite3.IntegrityError, sqlite3.DataError, sqlite3.InterfaceError)):
+        return "refused"
+    return "unavailable"  # locked, disk full, I/O error, a damaged file
+
+
+def write_rows(conn: sqlite3.Connection, rows: Sequence[tuple[object, ...]]) -> int:
+    """Store the rows (``COLUMNS`` order) not stored before; how many were new."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        conn.execute("DELETE FROM temp.stage")
+        conn.executemany(_STAGE_ROWS, rows)
+        # Keep the first of any repeated id, and only ids not stored before.
+        conn.execute(
+            "DELETE FROM temp.stage WHERE rowid NOT IN "
+            "(SELECT min(rowid) FROM temp.stage GROUP BY id) "
+            "OR id IN (SELECT id FROM llm_requests)"
+        )
+        new = conn.execute(
+            f"INSERT INTO llm_requests ({_COLUMNS}) SELECT {_COLUMNS} FROM temp.stage"
+        ).rowcount
+        _roll_up(conn)
+        conn.execute(_KEYS_FROM_STAGE)
+        conn.execute(_SPEND_FROM_STAGE)
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    return int(new)
+
+
+def _roll_up(conn: sqlite3.Connection) -> None:
+    """Add the staged records into their days' rollups: counts, tokens, cost and saved
+    cost (integer nano-dollars) and latency histograms."""
+    totals: dict[tuple[str, str, str, str, str], list[int]] = {}
+    hists: dict[tuple[str, str, str, str, str], list[int]] = {}
+    for row in conn.execute(_ROLLUP_FROM_STAGE):
+        key = (row[0], row[1], row[2], row[3], row[4])
+        counts = totals.setdefault(key, [0] * 8)
+        for i in range(7):
+            counts[i] += row[6 + i] or 0
+        counts[7] += row[14]
+        if row[5] is not None:
+            hists.setdefault(key, histogram.empty())[row[5]] += row[13]
+    for key, counts in totals.items():
+        hist = hists.get(key) or histogram.empty()
+        old = conn.execute(
+            "SELECT requests, errors, cache_hits, prompt_tokens, completion_tokens, cost, "
+            "saved_cost, hedged, latency_hist FROM llm_usage_daily WHERE organization = ? "
+            "AND day = ? AND provider = ? AND model = ? AND task_type = ?",
+            key,
+        ).fetchone()
+        if old is not None:
+            counts = [a + b for a, b in zip(counts, old[:8], strict=True)]
+            histogram.add_into(hist, unpack_hist(old[8]))
+        conn.execute(
+            "INSERT OR REPLACE INTO llm_usage_daily (organization, day, provider, model, "
+            "task_type, requests, errors, cache_hits, prompt_tokens, completion_tokens, cost, "
+            "saved_cost, hedged, latency_hist) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            (*key, *counts, pack_hist(hist)),
+        )
+
+
+def _die_with_parent() -> None:
+    """A router killed outright must not leave its writer behind (Linux: the kernel
+    sends the writer SIGTERM when its parent dies)."""
+    if sys.platform == "linux":
+        import ctypes
+
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+def serve(path: str, source: BinaryIO, sink: BinaryIO) -> None:
+    """The writer process: open the database (answering 0, or the error), then answer
+    each batch, until its input closes."""
+    _die_with_parent()
+    try:
+        conn = open_database(path)
+        stage(conn)
+    except sqlite3.Error as exc:
+        sink.write(frame((error_kind(exc), str(exc))))
+        sink.flush()
+        return
+    sink.write(frame(0))
+    sink.flush()
+    while head := source.read(LENGTH.size):
+        (size,) = LENGTH.unpack(head)
+        rows = pickle.loads(source.read(size))
+        answer: object
+        try:
+            answer = write_rows(conn, rows)
+        except sqlite3.Error as exc:
+            answer = (error_kind(exc), str(exc))
+        sink.write(frame(answer))
+        sink.flush()
+
+
+if __name__ == "__main__":
+    # Answers go to a copy of stdout; what else writes to stdout goes to stderr.
+    answers = os.fdopen(os.dup(1), "wb")
+    os.dup2(2, 1)
+    serve(sys.argv[1], sys.stdin.buffer, answers)
