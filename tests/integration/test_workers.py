@@ -94,7 +94,9 @@ def test_workers_share_one_port_and_every_request_is_recorded_once(
     proc, url, admin = start(tmp_path, doc, workers=3)
     try:
         workers = children(proc.pid)
-        assert len([c for c in workers if Path(f"/proc/{c}/cmdline").exists()]) >= 3
+        # The three workers and nothing else: no multiprocessing resource tracker.
+        commands = [Path(f"/proc/{c}/cmdline").read_bytes().split(b"\0") for c in workers]
+        assert len(workers) == 3 and all(b"--worker-of" in c for c in commands), commands
         with ThreadPoolExecutor(8) as pool:
             statuses = Counter(pool.map(lambda _: ask(url), range(60)))
         assert statuses == {200: 60}

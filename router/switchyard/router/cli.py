@@ -49,6 +49,10 @@ def cmd_router(args: argparse.Namespace) -> int:
     if args.workers < 1:
         print("switchyard: --workers must be at least 1", file=sys.stderr)
         return 2
+    if args.worker_of is not None:
+        index, sockets = _inherited(args.worker_of)
+        _worker(args, index, sockets)
+        return 0
     if args.workers > 1:
         return _supervise(args)
     app = _make_app(args, worker=None)
@@ -94,13 +98,12 @@ def _make_app(args: argparse.Namespace, worker: int | None) -> Any:
 
 
 def _worker(args: argparse.Namespace, index: int, sockets: list[Any]) -> None:
-    """One of ``--workers`` processes: its own app, serving the socket the supervisor
+    """One of ``--workers`` processes: its own app, serving the sockets the supervisor
     bound."""
     import uvicorn
 
     from switchyard.router.server import ServerLimits, config
 
-    setup_logging(args.log_level)
     app = _make_app(args, worker=index)
     if isinstance(app, int):
         sys.exit(app)
@@ -122,11 +125,27 @@ def _worker(args: argparse.Namespace, index: int, sockets: list[Any]) -> None:
     uvicorn.Server(cfg).run(sockets=sockets)
 
 
+#: The hidden option a supervisor starts each worker with: its index, and the file
+#: descriptors of the API and admin sockets it inherits.
+_WORKER_OF = "--worker-of"
+
+
+def _inherited(spec: str) -> tuple[int, list[Any]]:
+    """A worker's index and listening sockets, from ``--worker-of INDEX:FD:FD``."""
+    import socket
+
+    index, *fds = (int(part) for part in spec.split(":"))
+    return index, [socket.socket(fileno=fd) for fd in fds]
+
+
 def _supervise(args: argparse.Namespace) -> int:
     """``--workers N``: bind once, run N worker processes on the one socket (the kernel
     spreads connections among them), start a worker again if one dies, and pass
-    SIGTERM and SIGINT on so that each drains as a single router does."""
-    import multiprocessing
+    SIGTERM and SIGINT on so that each drains as a single router does.
+
+    A worker is this command again (``--worker-of``) with the sockets passed as file
+    descriptors: a plain child, so no multiprocessing resource tracker runs beside them.
+    """
     import signal
 
     from prometheus_client.multiprocess import mark_process_dead
@@ -136,21 +155,21 @@ def _supervise(args: argparse.Namespace) -> int:
     # Both ports are the workers' in common: a scrape of /metrics reaches one of them,
     # which answers for all (their series are in files here; see metrics.py).
     sockets = [listen(args.host, args.port), listen(_admin_host(args), args.admin_port)]
+    fds = [sock.fileno() for sock in sockets]
     series = _shared_metrics(Path(args.state_dir).expanduser() / "metrics")
-    ctx = multiprocessing.get_context("spawn")
     stopping = False
+    command = [sys.executable, "-m", "switchyard.cli", *args.argv]
 
-    def start(index: int) -> Any:
-        proc = ctx.Process(target=_worker, args=(args, index, sockets), name=f"router-{index}")
-        proc.start()
-        return proc
+    def start(index: int) -> subprocess.Popen[bytes]:
+        spec = ":".join(str(n) for n in (index, *fds))
+        return subprocess.Popen([*command, _WORKER_OF, spec], pass_fds=fds)
 
     def stop(signum: int, _frame: Any) -> None:
         nonlocal stopping
         stopping = True
         for proc in workers:
-            if proc.is_alive() and proc.pid is not None:
-                os.kill(proc.pid, signum)
+            if proc.poll() is None:
+                proc.send_signal(signum)
 
     workers = [start(i) for i in range(args.workers)]
     signal.signal(signal.SIGTERM, stop)
@@ -160,19 +179,19 @@ def _supervise(args: argparse.Namespace) -> int:
     while workers:
         time.sleep(0.5)
         for i, proc in enumerate(list(workers)):
-            if proc.is_alive():
+            code = proc.poll()
+            if code is None:
                 continue
-            proc.join()
-            if proc.pid is not None:  # its gauges no longer count; its counters do
-                mark_process_dead(proc.pid, str(series))  # type: ignore[no-untyped-call]
+            # Its gauges no longer count; its counters do.
+            mark_process_dead(proc.pid, str(series))  # type: ignore[no-untyped-call]
             if stopping:
                 workers.remove(proc)
-            elif proc.exitcode == 2:  # the table or the cluster: starting again won't help
+            elif code == 2:  # the table or the cluster: starting again won't help
                 stopping, status = True, 2
                 stop(signal.SIGTERM, None)
                 workers.remove(proc)
             else:
-                print(f"switchyard: worker {i} exited ({proc.exitcode}); starting it again",
+                print(f"switchyard: worker {i} exited ({code}); starting it again",
                       file=sys.stderr)  # fmt: skip
                 workers[i] = start(i)
     for sock in sockets:
@@ -481,6 +500,7 @@ def main(argv: list[str] | None = None) -> int:
     _admin_args(p, 9090)
     _trace_args(p)
     p.add_argument("--log-level", default="info")
+    p.add_argument(_WORKER_OF, help=argparse.SUPPRESS)
     p.set_defaults(func=cmd_router)
 
     p = sub.add_parser("up", help="the embedded default: a local model behind the router")
@@ -516,6 +536,8 @@ def main(argv: list[str] | None = None) -> int:
     p.set_defaults(func=cmd_local_model)
 
     args = parser.parse_args(argv)
+    #: What a worker is started with (``--workers``): this command's own arguments.
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     code: int = args.func(args)
     return code
 
