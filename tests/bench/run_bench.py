@@ -109,6 +109,29 @@ def rss_mib(pid: int) -> float:
     return 0.0
 
 
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and every process under it."""
+    pids = [pid]
+    try:
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:
+        return pids
+    for child in children:
+        pids += process_tree(int(child))
+    return pids
+
+
+def pss_mib(pid: int) -> tuple[float, int]:
+    """The proportional set size of ``pid`` and every process it started (shared pages
+    counted once in all), and how many processes that is."""
+    total, pids = 0.0, process_tree(pid)
+    for p in pids:
+        for line in Path(f"/proc/{p}/smaps_rollup").read_text().splitlines():
+            if line.startswith("Pss:"):
+                total += int(line.split()[1]) / 1024
+    return total, len(pids)
+
+
 def upstream_count(stats_url: str) -> int:
     with urllib.request.urlopen(stats_url) as r:
         stats = json.loads(r.read())
@@ -394,6 +417,7 @@ def main() -> int:
         wait_until_listening(floor_port)
         ready_s = time.monotonic() - started
         rss_idle = rss_mib(router.pid)
+        pss_idle, _ = pss_mib(router.pid)
         stats = f"http://127.0.0.1:{up_port}/stats"
         direct = f"http://127.0.0.1:{up_port}/v1/chat/completions"
         via = f"http://127.0.0.1:{gw_port}/v1/chat/completions"
@@ -434,6 +458,8 @@ def main() -> int:
                 result["errors"] = errors
                 rows.append((label, conc, target, result))
         rss_loaded = rss_mib(router.pid)
+        pss_loaded, processes = pss_mib(router.pid)
+        floor_pss, _ = pss_mib(floor.pid)
     finally:
         router.terminate()
         floor.terminate()
@@ -485,6 +511,11 @@ def main() -> int:
     print(
         f"  resident memory idle -> loaded     {rss_idle:7.1f} -> {rss_loaded:.1f} MiB"
         "   (target <= 120 MiB)"
+    )
+    print(
+        f"  PSS, every process, idle -> loaded {pss_idle:7.1f} -> {pss_loaded:.1f} MiB"
+        f"   ({processes} process{'es' if processes > 1 else ''}; target <= 60 MiB; "
+        f"the floor: {floor_pss:.1f} MiB)"
     )
     print(f"  start to ready                     {ready_s:7.2f} s")
     print("against the floor (the same loads, same run):")
