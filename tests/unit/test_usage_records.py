@@ -28,3 +28,18 @@ def test_a_trace_id_survives_the_spool(tmp_path: Path) -> None:
     [[loaded]] = list(Spool.read(spool.path, batch=10))
     assert loaded == record
     assert UsageRecord.from_json(record.to_json()).trace_id == record.trace_id
+
+
+def test_record_ids_are_random_version_4_uuids() -> None:
+    import uuid
+
+    from switchyard.router.storage.records import new_id
+
+    ids = [new_id() for _ in range(2000)]
+    assert len(set(ids)) == len(ids)
+    for text in ids:
+        parsed = uuid.UUID(text)
+        assert str(parsed) == text
+        assert parsed.version == 4 and parsed.variant == uuid.RFC_4122
+    # Every variant nibble the random bits allow turns up.
+    assert {text[19] for text in ids} == set("89ab")

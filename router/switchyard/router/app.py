@@ -48,6 +48,7 @@ from switchyard.router.http import (
     usage_api,
 )
 from switchyard.router.http.errors import error_response, flavor_for
+from switchyard.router.http.hot_request import HotRequest
 from switchyard.router.http.ops import PortSplit
 from switchyard.router.http.services import Services, services
 from switchyard.router.metrics import Metrics
@@ -129,7 +130,7 @@ class RouterApp(Starlette):
                 self.admin_port is None or scope["server"][1] != self.admin_port
             ):
                 scope["app"] = self
-                await self._serve(endpoint, Request(scope, receive, send), scope, receive, send)
+                await self._serve(endpoint, HotRequest(scope, receive, send), scope, receive, send)
                 return
         await super().__call__(scope, receive, send)
 

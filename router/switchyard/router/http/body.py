@@ -52,7 +52,9 @@ async def read_json(request: Request, limit: int) -> Any:
         raise BadRequest(
             f"request body is not valid JSON: {exc.msg} at position {exc.pos}"
         ) from None
-    if _deeper_than(data, MAX_DEPTH):
+    # A body with no more brackets than the limit cannot nest deeper: two counts in C
+    # spare most requests the walk.
+    if raw.count(b"{") + raw.count(b"[") > MAX_DEPTH and _deeper_than(data, MAX_DEPTH):
         where = _json_path(_deep_path(data, MAX_DEPTH)[:6])
         raise BadRequest(
             f"{where}: JSON nests more than {MAX_DEPTH} levels deep", field=where or None

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import uuid
+import os
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -109,10 +109,18 @@ def record_from_row(
     )
 
 
+#: The variant nibble of an RFC 4122 UUID, by the two random bits it keeps.
+_VARIANT = "89ab"
+
+
 def new_id() -> str:
     """A random version-4 UUID: tenants are shown these, so they must say nothing of
-    anyone else's traffic (a counter would count it) and must not be guessable."""
-    return str(uuid.uuid4())
+    anyone else's traffic (a counter would count it) and must not be guessable.
+
+    Formatted from 16 random bytes directly: ``str(uuid.uuid4())`` takes twice as long,
+    and a request makes one."""
+    h = os.urandom(16).hex()
+    return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{_VARIANT[int(h[16], 16) & 3]}{h[17:20]}-{h[20:]}"
 
 
 def utcnow() -> datetime:
