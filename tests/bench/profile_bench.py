@@ -182,8 +182,9 @@ def main() -> int:
             print(f"bench: py-spy failed: {err.decode(errors='replace')}", file=sys.stderr)
             return 1
         errors = sum(v for k, v in result.items() if k.startswith("errors_"))
+        who = "the floor" if args.floor else "the router"
         print(
-            f"{'the floor' if args.floor else 'the router'}, {args.load}, 32 connections: {result['rps']:.0f} requests/s, "
+            f"{who}, {args.load}, 32 connections: {result['rps']:.0f} requests/s, "
             f"{errors:.0f} errors, p50 {result['p50_ms']:.2f} ms"
         )
         report(samples, args.top)
