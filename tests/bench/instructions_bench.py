@@ -4,8 +4,10 @@
 
 Runs the router under ``valgrind --tool=callgrind`` in front of the fast fake upstream,
 switches counting on only around N sequential requests (after a warm-up), and prints
-the instructions per non-streaming request and per 20-chunk stream. On a shared,
-noisy machine the same code gives the same count to within about 0.1%, so a change's
+the instructions per non-streaming request and per 20-chunk stream, beside the floor's
+(``floor.py``, the bare pass-through ``./dev bench router`` compares with) in the same
+run. On a shared, noisy machine the same code gives the same count to within about
+0.1%, so a change's
 cost shows even when wall-clock figures swing by 15%. ``--against REF`` measures a
 checkout of REF (a git worktree in a temporary folder) in the same run and prints the
 ratio. ``--tracing`` measures this tree three times in one run, exporting spans to a real
@@ -25,6 +27,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import yaml
@@ -42,6 +45,7 @@ from tests.bench.run_bench import (  # noqa: E402
     free_port,
     table_doc,
     wait_http,
+    wait_until_listening,
 )
 
 
@@ -59,33 +63,78 @@ def _control(*args: str) -> None:
     subprocess.run(["callgrind_control", *args], capture_output=True, check=False)
 
 
+#: What the router and the floor both serve: a relayed answer and a relayed stream.
+_RELAYED: list[tuple[dict[str, object], str]] = [
+    (NONSTREAM, "/v1/chat/completions"),
+    (STREAM, "/v1/chat/completions"),
+]
+
+
 def measure(tree: Path, requests: int, *extra: str) -> tuple[float, float, float]:
+    """Instructions per non-streaming request, per stream and per Anthropic client's
+    stream of the router in ``tree`` (usage off: the writer is another process)."""
     env, module = _env_for(tree)
     work = Path(tempfile.mkdtemp(prefix="switchyard-instr-"))
     up, gw = free_port(), free_port()
-    upstream = subprocess.Popen(
-        [sys.executable, str(HERE / "fake_upstream.py")],
-        env=dict(os.environ, FAKE_PORT=str(up), FAKE_CHUNKS="20"),
-        stdout=subprocess.DEVNULL,
-    )
     (work / "table.yaml").write_text(yaml.safe_dump(table_doc(f"http://127.0.0.1:{up}/v1")))
     # A checkout from before the admin port answers /readyz on the API port.
     cli = tree / "router" / "switchyard" / "router" / "cli.py"
     split = cli.exists() and "--admin-port" in cli.read_text()
     admin = ["--admin-port", str(admin_port(gw))] if split else []
-    router = subprocess.Popen(
+    command = [
+        sys.executable, "-m", module, "router", "--config", str(work / "table.yaml"),
+        "--port", str(gw), "--log-level", "warning", "--state-dir", str(work / "state"),
+        "--no-usage", *admin, *extra,
+    ]  # fmt: skip
+    ready = f"http://127.0.0.1:{admin_port(gw) if split else gw}/readyz"
+    loads = [*_RELAYED, (MESSAGES_STREAM, "/v1/messages")]
+    counts = _count(
+        work, up, gw, command, env, requests, lambda: wait_http(ready, 600), loads, extra
+    )
+    return counts[0], counts[1], counts[2]
+
+
+def measure_floor(requests: int) -> tuple[float, float]:
+    """The same for the floor (``floor.py``), which relays: no Anthropic surface."""
+    work = Path(tempfile.mkdtemp(prefix="switchyard-instr-"))
+    up, port = free_port(), free_port()
+    env = dict(os.environ, FLOOR_PORT=str(port), FLOOR_UPSTREAM=f"http://127.0.0.1:{up}")
+    command = [sys.executable, str(HERE / "floor.py")]
+    counts = _count(
+        work, up, port, command, env, requests, lambda: wait_until_listening(port), _RELAYED
+    )
+    return counts[0], counts[1]
+
+
+def _count(
+    work: Path,
+    up: int,
+    port: int,
+    command: list[str],
+    env: dict[str, str],
+    requests: int,
+    wait: Callable[[], None],
+    loads: list[tuple[dict[str, object], str]],
+    extra: tuple[str, ...] = (),
+) -> list[float]:
+    """Run ``command`` under callgrind, serving on ``port`` in front of a fake upstream
+    on ``up``, and count its instructions per request for each of ``loads`` (a body and
+    its path)."""
+    upstream = subprocess.Popen(
+        [sys.executable, str(HERE / "fake_upstream.py")],
+        env=dict(os.environ, FAKE_PORT=str(up), FAKE_CHUNKS="20"),
+        stdout=subprocess.DEVNULL,
+    )
+    server = subprocess.Popen(
         [
             "valgrind", "--tool=callgrind", "--instr-atstart=no",
-            f"--callgrind-out-file={work}/callgrind.%p",
-            sys.executable, "-m", module, "router", "--config", str(work / "table.yaml"),
-            "--port", str(gw), "--log-level", "warning", "--state-dir", str(work / "state"),
-            "--no-usage", *admin, *extra,
+            f"--callgrind-out-file={work}/callgrind.%p", *command,
         ],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )  # fmt: skip
-    conn = http.client.HTTPConnection("127.0.0.1", gw, timeout=300)
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=300)
 
     def send(body: dict[str, object], count: int, path: str, traced: bool = False) -> None:
         raw = json.dumps(body)
@@ -97,14 +146,14 @@ def measure(tree: Path, requests: int, *extra: str) -> tuple[float, float, float
             resp = conn.getresponse()
             resp.read()
             if resp.status != 200:
-                raise RuntimeError(f"the router answered {resp.status}")
+                raise RuntimeError(f"the server answered {resp.status}")
 
     def per_request(body: dict[str, object], path: str = "/v1/chat/completions") -> float:
         send(body, 50, path)  # warm-up, not counted
         if extra:  # tracing: its first export (connection, lazy imports) is not counted
             send(body, 5, path, traced=True)
             time.sleep(1.5)
-        pid = str(router.pid)
+        pid = str(server.pid)
         _control("-z", pid)
         _control("-i", "on", pid)
         send(body, requests, path)
@@ -124,17 +173,14 @@ def measure(tree: Path, requests: int, *extra: str) -> tuple[float, float, float
         return total / requests
 
     try:
-        wait_http(f"http://127.0.0.1:{admin_port(gw) if split else gw}/readyz", 600)
-        return (
-            per_request(NONSTREAM),
-            per_request(STREAM),
-            per_request(MESSAGES_STREAM, "/v1/messages"),
-        )
+        wait_http(f"http://127.0.0.1:{up}/health")
+        wait()
+        return [per_request(body, path) for body, path in loads]
     finally:
         conn.close()
-        router.terminate()
+        server.terminate()
         upstream.terminate()
-        router.wait(120)
+        server.wait(120)
         upstream.wait(10)
         shutil.rmtree(work, ignore_errors=True)
 
@@ -165,17 +211,22 @@ def main() -> int:
     if args.tracing:
         return _tracing(args.requests)
     try:
+        floor_ns, floor_st = measure_floor(args.requests)
         results = [(label, *measure(tree, args.requests)) for label, tree in trees]
     finally:
         if worktree is not None:
             subprocess.run(["git", "worktree", "remove", "--force", str(worktree)], cwd=ROOT)
     print(f"\ninstructions per request, callgrind, {args.requests} sequential requests each")
     print(f"{'':<14}{'non-streaming':>16}{'20-chunk stream':>18}{'Anthropic client':>18}")
+    print(f"{'the floor':<14}{floor_ns / 1e6:>14.3f} M{floor_st / 1e6:>16.3f} M{'-':>18}")
     for label, ns, st, an in results:
         print(f"{label[:14]:<14}{ns / 1e6:>14.3f} M{st / 1e6:>16.3f} M{an / 1e6:>16.3f} M")
     if len(results) == 2:
         (_, ns0, st0, an0), (_, ns1, st1, an1) = results
         print(f"{'ratio':<14}{ns1 / ns0:>16.3f}{st1 / st0:>18.3f}{an1 / an0:>18.3f}")
+    # The Anthropic client's stream against the floor's relayed one, as ./dev bench router.
+    _, ns, st, an = results[-1]
+    print(f"{'x the floor':<14}{ns / floor_ns:>16.2f}{st / floor_st:>18.2f}{an / floor_st:>18.2f}")
     return 0
 
 
