@@ -263,7 +263,7 @@ class Pipeline:
             plan = self.gateway.plan(caller, req)
             if info.trace is not None:
                 info.trace.set({"switchyard.route.reason": plan.reason()})
-            if self.budgets is not None:
+            if self.budgets is not None and self.budgets.applies(caller):
                 reservation = await self.budgets.reserve(caller, plan.estimated_cost(req))
         except SwitchyardError as exc:
             self.accountant.failed(caller, req, info, exc, reservation)
