@@ -1,6 +1,6 @@
 """Router benchmark: the same load straight to a fast fake upstream and through the router.
 
-    ./dev bench [--duration 10] [--quick] [--tracing]
+    ./dev bench [--duration 10] [--quick] [--tracing] [--against REF]
 
 Prints, for each load, requests/s, latency percentiles and the router's CPU
 time per request (from /proc, divided by the requests the upstream received),
@@ -9,6 +9,10 @@ Every figure is compared with the direct baseline measured in the same run, and 
 router's CPU and added latency with the floor's (``floor.py``: a bare ASGI app passing
 each request through one pooled aiohttp session on the same server, the limit of a
 Python gateway's hot path).
+
+``--against REF`` also runs the router of a git revision (a worktree) beside this one,
+load by load in the same run: the target ``before`` in the table, and its own lines
+against the floor.
 
 ``--tracing`` instead measures what tracing costs: three routers on the same upstream,
 tracing off, 1% sampled and every request traced, exporting to a real OpenTelemetry
@@ -177,6 +181,19 @@ def cpu_per_request(
     if errors or not served:
         raise SystemExit(f"the router failed {errors:.0f} requests ({served} served)")
     return cpu * 1000 / served, result
+
+
+def checkout_env(path: Path, ref: str) -> dict[str, str]:
+    """A git worktree of ``ref`` at ``path``, and the environment that runs its router
+    (its own source ahead of the installed one on the path)."""
+    subprocess.run(
+        ["git", "worktree", "add", "--detach", "--quiet", str(path), ref],
+        cwd=HERE.parents[1],
+        check=True,
+    )
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env["PYTHONPATH"] = os.pathsep.join([str(path / "router"), str(path / "operator")])
+    return env
 
 
 def router_process(
@@ -369,6 +386,11 @@ def main() -> int:
         "--no-usage", action="store_true", help="keep no usage records (default: SQLite file)"
     )
     parser.add_argument("--tracing", action="store_true", help="what tracing costs (see above)")
+    parser.add_argument(
+        "--against",
+        metavar="REF",
+        help="also run the router of this git revision (target 'before'), load by load",
+    )
     parser.add_argument("--rounds", type=int, default=3, help="--tracing: interleaved rounds")
     args = parser.parse_args()
     if args.quick:
@@ -411,10 +433,23 @@ def main() -> int:
             *extra,
         ],
     )
+    before = None
+    if args.against:
+        before_port = free_port()
+        before = router_process(
+            table,
+            before_port,
+            "--state-dir",
+            str(work / "before-state"),
+            *extra,
+            env=checkout_env(work / "before", args.against),
+        )
     try:
         wait_http(f"http://127.0.0.1:{up_port}/health")
         wait_http(f"http://127.0.0.1:{admin_port(gw_port)}/readyz")
         wait_until_listening(floor_port)
+        if before is not None:
+            wait_http(f"http://127.0.0.1:{admin_port(before_port)}/readyz")
         ready_s = time.monotonic() - started
         rss_idle = rss_mib(router.pid)
         pss_idle, _ = pss_mib(router.pid)
@@ -423,12 +458,16 @@ def main() -> int:
         via = f"http://127.0.0.1:{gw_port}/v1/chat/completions"
         messages = f"http://127.0.0.1:{gw_port}/v1/messages"
         floored = f"http://127.0.0.1:{floor_port}/v1/chat/completions"
-        both = (
-            ("direct", direct, None),
-            ("floor", floored, None),
-            ("router", via, f"Bearer {KEY}"),
-        )
+        auth = f"Bearer {KEY}"
+        routers: tuple[tuple[str, str, str | None], ...] = (("router", via, auth),)
+        anthropic: tuple[tuple[str, str, str | None], ...] = (("router", messages, auth),)
         pids = {"floor": floor.pid, "router": router.pid}
+        if before is not None:
+            at = f"http://127.0.0.1:{before_port}"
+            routers = (("before", f"{at}/v1/chat/completions", auth), *routers)
+            anthropic = (("before", f"{at}/v1/messages", auth), *anthropic)
+            pids["before"] = before.pid
+        both = (("direct", direct, None), ("floor", floored, None), *routers)
         loads = [
             ("non-streaming", NONSTREAM, 1, both),
             ("non-streaming", NONSTREAM, 32, both),
@@ -436,12 +475,7 @@ def main() -> int:
             ("streaming 20 chunks", STREAM, 1, both),
             ("streaming 20 chunks", STREAM, 32, both),
             # No direct baseline: the upstream speaks OpenAI's protocol only.
-            (
-                "stream, Anthropic API",
-                MESSAGES_STREAM,
-                32,
-                (("router", messages, f"Bearer {KEY}"),),
-            ),
+            ("stream, Anthropic API", MESSAGES_STREAM, 32, anthropic),
         ]
         rows = []
         for label, body, conc, targets in loads:
@@ -460,7 +494,12 @@ def main() -> int:
         rss_loaded = rss_mib(router.pid)
         pss_loaded, processes = pss_mib(router.pid)
         floor_pss, _ = pss_mib(floor.pid)
+        before_pss = pss_mib(before.pid)[0] if before is not None else 0.0
     finally:
+        if before is not None:
+            before.terminate()
+            before.wait(10)
+            subprocess.run(["git", "worktree", "remove", "--force", str(work / "before")])
         router.terminate()
         floor.terminate()
         upstream.terminate()
@@ -518,25 +557,33 @@ def main() -> int:
         f"the floor: {floor_pss:.1f} MiB)"
     )
     print(f"  start to ready                     {ready_s:7.2f} s")
-    print("against the floor (the same loads, same run):")
     floor_ns = statistics.mean(by[("non-streaming", c, "floor")]["cpu_ms"] for c in (32, 128))
     floor_stream = by[("streaming 20 chunks", 32, "floor")]["cpu_ms"]
-    print(
-        f"  CPU per non-streaming request      {cpu_ns / floor_ns:7.2f} x  "
-        f"({cpu_ns:.3f} vs {floor_ns:.3f} ms; target <= 1.5 x)"
-    )
-    print(
-        f"  CPU per 20-chunk stream (relayed)  {stream_cpu / floor_stream:7.2f} x  "
-        f"({stream_cpu:.3f} vs {floor_stream:.3f} ms; target <= 1.5 x)"
-    )
-    print(
-        f"  CPU per stream, Anthropic client   {cross_cpu / floor_stream:7.2f} x  "
-        f"({cross_cpu:.3f} vs {floor_stream:.3f} ms; target <= 2 x)"
-    )
-    over_floor = (
-        by[("non-streaming", 1, "router")]["p50_ms"] - by[("non-streaming", 1, "floor")]["p50_ms"]
-    )
-    print(f"  added median latency, conc 1       {over_floor:7.3f} ms   (target <= 0.15 ms)")
+    targets = ["router"] if before is None else ["before", "router"]
+    for target in targets:
+        name = "this tree" if target == "router" else f"before ({args.against})"
+        print(f"against the floor, {name} (the same loads, same run):")
+        ns = statistics.mean(by[("non-streaming", c, target)]["cpu_ms"] for c in (32, 128))
+        stream = by[("streaming 20 chunks", 32, target)]["cpu_ms"]
+        cross = by[("stream, Anthropic API", 32, target)]["cpu_ms"]
+        print(
+            f"  CPU per non-streaming request      {ns / floor_ns:7.2f} x  "
+            f"({ns:.3f} vs {floor_ns:.3f} ms; target <= 1.5 x)"
+        )
+        print(
+            f"  CPU per 20-chunk stream (relayed)  {stream / floor_stream:7.2f} x  "
+            f"({stream:.3f} vs {floor_stream:.3f} ms; target <= 1.5 x)"
+        )
+        print(
+            f"  CPU per stream, Anthropic client   {cross / floor_stream:7.2f} x  "
+            f"({cross:.3f} vs {floor_stream:.3f} ms; target <= 2 x)"
+        )
+        over = (
+            by[("non-streaming", 1, target)]["p50_ms"] - by[("non-streaming", 1, "floor")]["p50_ms"]
+        )
+        print(f"  added median latency, conc 1       {over:7.3f} ms   (target <= 0.15 ms)")
+        pss = pss_loaded if target == "router" else before_pss
+        print(f"  PSS after load, every process      {pss:7.1f} MiB (target <= 60 MiB)")
     return 0
 
 
