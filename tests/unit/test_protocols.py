@@ -914,6 +914,28 @@ def test_a_relay_estimates_text_for_a_provider_that_reports_no_usage() -> None:
     assert out[0].text_bytes == 50  # type: ignore[union-attr]
 
 
+def test_a_relays_text_estimate_is_not_thrown_by_a_first_event_that_names_the_role() -> None:
+    """OpenAI, vLLM and llama.cpp put ``"role":"assistant"`` in the first chunk only: an
+    envelope measured on it alone counted most later deltas (shorter than the role's 19
+    bytes) as no text at all, whether the stream came in one block or one per event."""
+    from switchyard.router.protocols.openai import relay
+
+    words = [f"w{i} " for i in range(40)]  # 3 or 4 bytes each
+    first = _chunk(words[0]).replace(b'"delta":{', b'"delta":{"role":"assistant",')
+    events = [first, *(_chunk(w) for w in words[1:])]
+    text = sum(len(w) for w in words)
+    per_event = relay("p")
+    counted = sum(
+        e.text_bytes  # type: ignore[union-attr]
+        for event in events
+        for e in per_event.feed(event)
+    )
+    assert counted == text
+    whole = relay("p").feed(b"".join(events))
+    # In one block the first event is measured with the later ones' smaller envelope.
+    assert text <= whole[0].text_bytes <= text + len(b'"role":"assistant",')  # type: ignore[union-attr]
+
+
 def test_crlf_streams_are_relayed_as_lf() -> None:
     from switchyard.router.protocols.openai import relay
 

@@ -147,6 +147,8 @@ class BlockReader(Protocol):
 
 
 _NOTHING: list[StreamEvent] = []
+#: Content events a relayed stream's envelope is measured on (``EventRelay._text_bytes``).
+_MEASURED = 2
 
 
 class LineReader:
@@ -204,6 +206,7 @@ class EventRelay:
         self.text_of = text_of
         self.events = WholeEvents()
         self.envelope = 0  # bytes of a content event around its text, once measured
+        self._measured = 0  # content events the envelope was measured on
         #: An error the provider reported mid-stream, raised after what came before it.
         self.failure: UpstreamError | None = None
 
@@ -268,9 +271,13 @@ class EventRelay:
         return [Relayed(whole[:pos], usage=usage, text_bytes=text), *finish]
 
     def _text_bytes(self, events: bytes) -> int:
-        """About how much text ``events`` hold: their size less each event's envelope,
-        measured once on the first event with text."""
-        if not self.envelope:
+        """About how much text ``events`` hold: their size less each event's envelope.
+
+        The envelope is measured on the stream's first ``_MEASURED`` events with text,
+        keeping the smallest: a first event often carries more than the rest (OpenAI's,
+        vLLM's and llama.cpp's name the role), and an envelope taken from it alone made
+        every later delta shorter than that difference count as no text at all."""
+        if self._measured < _MEASURED:
             for event in events.split(b"\n\n")[:-1]:
                 data = event[event.find(b"data:") + 5 :]
                 try:
@@ -278,8 +285,11 @@ class EventRelay:
                 except (orjson.JSONDecodeError, AttributeError, IndexError, TypeError):
                     continue
                 if text:
-                    self.envelope = max(len(event) + 2 - len(text.encode()), 1)
-                    break
-            else:
+                    size = max(len(event) + 2 - len(text.encode()), 1)
+                    self.envelope = min(self.envelope, size) if self.envelope else size
+                    self._measured += 1
+                    if self._measured == _MEASURED:
+                        break
+            if not self.envelope:
                 return 0
         return max(len(events) - events.count(b"\n\n") * self.envelope, 0)
