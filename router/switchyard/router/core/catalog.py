@@ -20,6 +20,7 @@ from switchyard.router.contract import (
     RoutingTable,
     Template,
 )
+from switchyard.router.core.caller import Caller
 
 if TYPE_CHECKING:
     from switchyard.router.core.adapter import Adapter
@@ -78,6 +79,14 @@ class Catalog:
     orgs: dict[str, OrgCatalog]
     api_keys: dict[str, ApiKey]  # by SHA-256 hex
     settings: RoutingSettings
+    #: Who each key is, made once with the table rather than on every request.
+    callers: dict[str, Caller] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.callers = {
+            sha: Caller(k.name, k.organization, frozenset(k.scopes))
+            for sha, k in self.api_keys.items()
+        }
 
     def org(self, organization: str) -> OrgCatalog:
         return self.orgs.get(organization) or OrgCatalog(organization)

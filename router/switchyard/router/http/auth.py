@@ -26,9 +26,9 @@ def authenticate(request: Request, catalog: Catalog, scope: str) -> Caller:
     key = presented_key(request)
     if key is None:
         raise Unauthorized("missing API key: send 'Authorization: Bearer <key>'")
-    entry = catalog.api_keys.get(hashlib.sha256(key.encode()).hexdigest())
-    if entry is None:
+    caller = catalog.callers.get(hashlib.sha256(key.encode()).hexdigest())
+    if caller is None:
         raise Unauthorized("invalid API key")
-    if scope not in entry.scopes:
+    if scope not in caller.scopes:
         raise Forbidden(f"this API key lacks the scope {scope!r}")
-    return Caller(entry.name, entry.organization, frozenset(entry.scopes))
+    return caller
