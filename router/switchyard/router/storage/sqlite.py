@@ -39,21 +39,21 @@ from switchyard.router.storage.base import (
     recent_sql,
 )
 from switchyard.router.storage.migrations import MIGRATIONS
-from switchyard.router.storage.records import COLUMNS, UsageRecord, record_from_row, to_rows
+from switchyard.router.storage.records import UsageRecord, record_from_row, to_rows
 from switchyard.router.storage.rollup import HEDGES_SQL, NO_LATENCY, Rollup, summed
 from switchyard.router.storage.sqlite_usage import (
+    COLUMN_LIST,
     error_kind,
     open_database,
     stage,
     unpack_hist,
     write_rows,
 )
-from switchyard.router.storage.sqlite_writer import WriterProcess
+from switchyard.router.storage.sqlite_writer import WriterProcess, store_error
 
 log = logging.getLogger("switchyard.router.storage")
 
 T = TypeVar("T")
-_COLUMNS = ", ".join(COLUMNS)
 NANO = Decimal(10) ** 9
 
 
@@ -78,8 +78,7 @@ def ts(d: datetime) -> float:
 
 def mapped(exc: sqlite3.Error) -> StoreUnavailable | StoreRefused:
     """sqlite3's errors as the store's."""
-    kind, message = error_kind(exc), str(exc)
-    return StoreRefused(message) if kind == "refused" else StoreUnavailable(message)
+    return store_error(error_kind(exc), str(exc))
 
 
 class SQLiteStore(Store):
@@ -250,7 +249,7 @@ class SQLiteStore(Store):
             return [
                 record_from_row(r, usd, lambda t: datetime.fromtimestamp(t, UTC))
                 for r in conn.execute(
-                    f"SELECT {_COLUMNS} FROM llm_requests WHERE organization = ? "
+                    f"SELECT {COLUMN_LIST} FROM llm_requests WHERE organization = ? "
                     "AND requested_at >= ? AND requested_at < ?",
                     (organization, ts(start), ts(end)),
                 )

@@ -29,9 +29,10 @@ from switchyard.router.storage.columns import COLUMNS, HEDGES_SQL
 ErrorKind = Literal["refused", "unavailable"]
 LENGTH = struct.Struct(">I")
 
-_COLUMNS = ", ".join(COLUMNS)
+#: The columns, in order, as an SQL list.
+COLUMN_LIST = ", ".join(COLUMNS)
 #: A record's row, bound in ``write_usage``'s order, which is COLUMNS'.
-_STAGE_ROWS = f"INSERT INTO temp.stage ({_COLUMNS}) VALUES ({', '.join('?' * len(COLUMNS))})"
+_STAGE_ROWS = f"INSERT INTO temp.stage ({COLUMN_LIST}) VALUES ({', '.join('?' * len(COLUMNS))})"
 
 # Sums per rollup key and latency bucket over the staged new records; a bucket's
 # formula is histogram.bucket().
@@ -131,7 +132,7 @@ def write_rows(conn: sqlite3.Connection, rows: Sequence[tuple[object, ...]]) -> 
             "OR id IN (SELECT id FROM llm_requests)"
         )
         new = conn.execute(
-            f"INSERT INTO llm_requests ({_COLUMNS}) SELECT {_COLUMNS} FROM temp.stage"
+            f"INSERT INTO llm_requests ({COLUMN_LIST}) SELECT {COLUMN_LIST} FROM temp.stage"
         ).rowcount
         _roll_up(conn)
         conn.execute(_KEYS_FROM_STAGE)

@@ -19,17 +19,22 @@ from collections.abc import Sequence
 
 from switchyard.router.storage import sqlite_usage
 from switchyard.router.storage.base import StoreRefused, StoreUnavailable
-from switchyard.router.storage.sqlite_usage import LENGTH, frame
+from switchyard.router.storage.sqlite_usage import LENGTH, ErrorKind, frame
 
 #: How long a closing writer may take over its last batch.
 _CLOSE_SECONDS = 30.0
+
+
+def store_error(kind: ErrorKind, message: str) -> StoreRefused | StoreUnavailable:
+    """An SQLite error as the store's: what a retry will not mend, and what it may."""
+    return StoreRefused(message) if kind == "refused" else StoreUnavailable(message)
 
 
 def _failure(answer: object) -> StoreRefused | StoreUnavailable | None:
     """The store error an answer reports, if it is one."""
     if isinstance(answer, tuple):
         kind, message = answer
-        return StoreRefused(message) if kind == "refused" else StoreUnavailable(message)
+        return store_error(kind, message)
     return None
 
 
