@@ -41,22 +41,15 @@ from tests.bench.run_bench import (  # noqa: E402
     MESSAGES_STREAM,
     NONSTREAM,
     STREAM,
+    add_worktree,
     admin_port,
     free_port,
+    remove_worktree,
     table_doc,
+    tree_env,
     wait_http,
     wait_until_listening,
 )
-
-
-def _env_for(tree: Path) -> tuple[dict[str, str], str]:
-    """How to run the router of a checkout: its own source on the path, its CLI module."""
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    if (tree / "router" / "switchyard" / "cli.py").exists():
-        env["PYTHONPATH"] = os.pathsep.join([str(tree / "router"), str(tree / "operator")])
-        return env, "switchyard.cli"
-    env["PYTHONPATH"] = str(tree)  # an older checkout: one package at the root
-    return env, "switchyard.router.cli"
 
 
 def _control(*args: str) -> None:
@@ -73,7 +66,7 @@ _RELAYED: list[tuple[dict[str, object], str]] = [
 def measure(tree: Path, requests: int, *extra: str) -> tuple[float, float, float]:
     """Instructions per non-streaming request, per stream and per Anthropic client's
     stream of the router in ``tree`` (usage off: the writer is another process)."""
-    env, module = _env_for(tree)
+    env, module = tree_env(tree)
     work = Path(tempfile.mkdtemp(prefix="switchyard-instr-"))
     up, gw = free_port(), free_port()
     (work / "table.yaml").write_text(yaml.safe_dump(table_doc(f"http://127.0.0.1:{up}/v1")))
@@ -201,11 +194,8 @@ def main() -> int:
     trees = [("this tree", ROOT)]
     worktree = None
     if args.against:
-        worktree = Path(tempfile.mkdtemp(prefix="switchyard-ref-")) / "ref"
-        subprocess.run(
-            ["git", "worktree", "add", "--detach", "--quiet", str(worktree), args.against],
-            cwd=ROOT,
-            check=True,
+        worktree = add_worktree(
+            Path(tempfile.mkdtemp(prefix="switchyard-ref-")) / "ref", args.against
         )
         trees.insert(0, (args.against, worktree))
     if args.tracing:
@@ -215,7 +205,7 @@ def main() -> int:
         results = [(label, *measure(tree, args.requests)) for label, tree in trees]
     finally:
         if worktree is not None:
-            subprocess.run(["git", "worktree", "remove", "--force", str(worktree)], cwd=ROOT)
+            remove_worktree(worktree)
     print(f"\ninstructions per request, callgrind, {args.requests} sequential requests each")
     print(f"{'':<14}{'non-streaming':>16}{'20-chunk stream':>18}{'Anthropic client':>18}")
     print(f"{'the floor':<14}{floor_ns / 1e6:>14.3f} M{floor_st / 1e6:>16.3f} M{'-':>18}")

@@ -183,28 +183,45 @@ def cpu_per_request(
     return cpu * 1000 / served, result
 
 
-def checkout_env(path: Path, ref: str) -> dict[str, str]:
-    """A git worktree of ``ref`` at ``path``, and the environment that runs its router
-    (its own source ahead of the installed one on the path)."""
+def add_worktree(path: Path, ref: str) -> Path:
+    """A git worktree of ``ref`` at ``path`` (``remove_worktree`` when done)."""
     subprocess.run(
         ["git", "worktree", "add", "--detach", "--quiet", str(path), ref],
         cwd=HERE.parents[1],
         check=True,
     )
+    return path
+
+
+def remove_worktree(path: Path) -> None:
+    subprocess.run(["git", "worktree", "remove", "--force", str(path)], cwd=HERE.parents[1])
+
+
+def tree_env(tree: Path) -> tuple[dict[str, str], str]:
+    """How to run the router of a checkout: its own source ahead of the installed one on
+    the path, and its CLI module."""
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    env["PYTHONPATH"] = os.pathsep.join([str(path / "router"), str(path / "operator")])
-    return env
+    if (tree / "router" / "switchyard" / "cli.py").exists():
+        env["PYTHONPATH"] = os.pathsep.join([str(tree / "router"), str(tree / "operator")])
+        return env, "switchyard.cli"
+    env["PYTHONPATH"] = str(tree)  # an older checkout: one package at the root
+    return env, "switchyard.router.cli"
 
 
 def router_process(
-    table: Path, port: int, *extra: str, env: dict[str, str] | None = None
+    table: Path,
+    port: int,
+    *extra: str,
+    env: dict[str, str] | None = None,
+    module: str = "switchyard.cli",
 ) -> subprocess.Popen[bytes]:
-    """``switchyard router`` serving ``table`` on ``port``, quiet but for warnings."""
+    """``switchyard router`` (``module``'s) serving ``table`` on ``port``, quiet but for
+    warnings."""
     return subprocess.Popen(
         [
             sys.executable,
             "-m",
-            "switchyard.cli",
+            module,
             "router",
             "--config",
             str(table),
@@ -414,35 +431,19 @@ def main() -> int:
             os.environ, FLOOR_PORT=str(floor_port), FLOOR_UPSTREAM=f"http://127.0.0.1:{up_port}"
         ),
     )
-    router = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "switchyard.cli",
-            "router",
-            "--config",
-            str(table),
-            "--port",
-            str(gw_port),
-            "--admin-port",
-            str(admin_port(gw_port)),
-            "--log-level",
-            "warning",
-            "--state-dir",
-            str(work / "state"),
-            *extra,
-        ],
-    )
+    router = router_process(table, gw_port, "--state-dir", str(work / "state"), *extra)
     before = None
     if args.against:
         before_port = free_port()
+        env, module = tree_env(add_worktree(work / "before", args.against))
         before = router_process(
             table,
             before_port,
             "--state-dir",
             str(work / "before-state"),
             *extra,
-            env=checkout_env(work / "before", args.against),
+            env=env,
+            module=module,
         )
     try:
         wait_http(f"http://127.0.0.1:{up_port}/health")
@@ -499,7 +500,7 @@ def main() -> int:
         if before is not None:
             before.terminate()
             before.wait(10)
-            subprocess.run(["git", "worktree", "remove", "--force", str(work / "before")])
+            remove_worktree(work / "before")
         router.terminate()
         floor.terminate()
         upstream.terminate()
