@@ -176,11 +176,7 @@ class BudgetGuard:
     def applies(self, caller: Caller) -> bool:
         """Whether any budget holds the caller: without one, a request reserves nothing
         and need not estimate its cost."""
-        limits = self._limits
-        return bool(limits) and (
-            ("organization", caller.organization) in limits
-            or ("apiKey", f"{caller.organization}/{caller.key_name}") in limits
-        )
+        return bool(self._limits) and bool(self.subjects(caller))
 
     def subjects(self, caller: Caller) -> list[tuple[str, str]]:
         candidates = [
