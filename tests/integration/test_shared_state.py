@@ -21,6 +21,7 @@ import httpx
 import pytest
 
 from tests.fakes import Fault
+from tests.fakes.model_server import FakeModelServer
 from tests.integration.conftest import Fakes, fresh_database
 from tests.support.postgres import PostgresServer
 from tests.support.redis import RedisServer
@@ -269,6 +270,23 @@ def test_a_breaker_one_replica_opens_is_seen_by_the_others_within_a_second(
     assert fakes.openai.completions == before  # b never tried the broken provider
 
 
+def listening(redis: RedisServer, replicas: int) -> None:
+    """Wait until the replicas listen for news: a message nobody hears is lost."""
+    import redis as redis_py
+
+    client = redis_py.Redis.from_url(redis.url)
+    try:
+        deadline = time.monotonic() + 10
+        while (
+            dict(client.pubsub_numsub("switchyard:breakers")).get(b"switchyard:breakers", 0)
+            < replicas
+        ):
+            assert time.monotonic() < deadline, "the replicas did not subscribe to news"
+            time.sleep(0.05)
+    finally:
+        client.close()
+
+
 def test_news_from_outside_is_not_believed_and_garbage_does_not_stop_the_listener(
     fakes: Fakes, replicas: Any, redis: RedisServer
 ) -> None:
@@ -287,12 +305,8 @@ def test_news_from_outside_is_not_believed_and_garbage_does_not_stop_the_listene
         "origin": "elsewhere",
         "at": time.time(),
     }
+    listening(redis, 2)
     outsider = redis_py.Redis.from_url(redis.url)
-    # Both replicas listen before anything is published (a message nobody hears is lost).
-    deadline = time.monotonic() + 10
-    while dict(outsider.pubsub_numsub("switchyard:breakers")).get(b"switchyard:breakers", 0) < 2:
-        assert time.monotonic() < deadline, "the replicas did not subscribe to breaker news"
-        time.sleep(0.05)
     for garbage in (b"1", b"not json", b"{}", b"[]", orjson.dumps(forged), b"x" * 100_000):
         outsider.publish("switchyard:breakers", garbage)
     outsider.close()
@@ -319,6 +333,74 @@ def test_news_from_outside_is_not_believed_and_garbage_does_not_stop_the_listene
     while state(b) != "open":
         assert time.monotonic() < deadline, "the other replica never heard"
         time.sleep(0.02)
+
+
+def _metric(r: RouterProcess, line_start: str) -> float:
+    for line in httpx.get(f"{r.admin}/metrics", timeout=2).text.splitlines():
+        if line.startswith(line_start):
+            return float(line.split()[-1])
+    return 0.0
+
+
+def test_a_conversation_placed_by_one_replica_is_found_through_another(
+    replicas: Any, redis: RedisServer
+) -> None:
+    """Each replica remembers where it placed a conversation among a provider's
+    endpoints; the others hear of it, so that a turn arriving through another replica
+    goes to the endpoint holding its prefix, not to wherever that replica would place a
+    new conversation."""
+    servers = [FakeModelServer(slots=2, prefill_per_token=0.0, decode_per_token=0.0).start()]
+    servers.append(FakeModelServer(slots=2, prefill_per_token=0.0, decode_per_token=0.0).start())
+    try:
+        addresses = [f"127.0.0.1:{s.port}" for s in servers]
+        doc = table(
+            [provider("pool", "vllm", "http://cluster.invalid:8000/v1", endpoints=addresses)],
+            [model("llama", "pool", "meta-llama/Llama-3.1-8B-Instruct")],
+        )
+        a, b = replicas(doc, n=2)
+        listening(redis, 2)
+        learnt = 'switchyard_shared_state_placements_learnt_total{organization="default"'
+
+        def turn(r: RouterProcess, i: int, turns: int) -> None:
+            messages = [{"role": "system", "content": "shared rules"}]
+            messages.append({"role": "user", "content": f"conversation {i}"})
+            for t in range(1, turns):
+                messages += [
+                    {"role": "assistant", "content": "ok"},
+                    {"role": "user", "content": f"turn {t}"},
+                ]
+            r_ = httpx.post(
+                f"{r.url}/v1/chat/completions",
+                headers=AUTH,
+                json={"model": "llama", "messages": messages},
+                timeout=10,
+            )
+            assert r_.status_code == 200, r_.text
+
+        conversations = 12
+        for i in range(conversations):
+            turn(a, i, 1)
+        deadline = time.monotonic() + 5
+        while _metric(b, learnt) < conversations:
+            assert time.monotonic() < deadline, "the other replica did not hear every placement"
+            time.sleep(0.05)
+        for i in range(conversations):
+            turn(b, i, 2)
+
+        def endpoints(r: RouterProcess) -> dict[str, dict[str, Any]]:
+            listing = httpx.get(f"{r.url}/api/v1/llm/providers", headers=AUTH).json()
+            (pool,) = listing["providers"]
+            return {e["address"]: e for e in pool["endpoints"]}
+
+        placed, found = endpoints(a), endpoints(b)
+        # Every second turn through b went where a had placed its conversation.
+        for address in addresses:
+            assert found[address]["affinityHits"] == placed[address]["picks"], (placed, found)
+        assert sum(e["affinityHits"] for e in found.values()) == conversations
+        assert _metric(a, learnt) == 0  # a placed them: it learnt nothing of its own
+    finally:
+        for s in servers:
+            s.stop()
 
 
 def test_redis_killed_and_restarted_mid_load_fails_no_request(

@@ -145,6 +145,46 @@ def test_the_affinity_memory_is_bounded() -> None:
     assert len(b._last) == 100
 
 
+def test_a_new_conversation_goes_to_an_idle_endpoint_not_its_busy_ring_place() -> None:
+    """Its prefix is cached nowhere: queueing it behind another call on its ring place
+    (within the bound) while an endpoint idles would only delay it."""
+    b = Balancer(BASE, ADDRESSES[:2])
+    for i in range(40):
+        key = affinity_key(conversation(i), "m")
+        home = b._ring_order(key)[0]  # where the ring alone would send it
+        home.in_flight = 1
+        pick = b.pick(key, now=0.0)
+        assert pick is not None and pick.endpoint is not home, i
+        assert not pick.affinity
+        home.in_flight = 0
+        # Its next turn stays where it went, even with the ring place idle again.
+        again = b.pick(affinity_key(conversation(i, turns=2), "m"), now=0.0)
+        assert again is not None and again.affinity and again.endpoint is pick.endpoint
+
+
+def test_replicas_learn_where_the_others_placed_a_conversation() -> None:
+    one, two = Balancer(BASE, ADDRESSES), Balancer(BASE, ADDRESSES)
+    told: list[tuple[int, str]] = []
+    one.on_placed = lambda key, address: told.append((key, address))
+    key = affinity_key(conversation(5), "m")
+    assert key is not None
+    home = one._ring_order(key)[0]
+    home.in_flight = 2  # busy: placed elsewhere, which the ring alone cannot tell two
+    first = one.pick(key, now=0.0)
+    assert first is not None and first.endpoint is not home
+    assert told == [(key, first.endpoint.address)]
+    one.pick(key, now=0.0)  # an affinity hit places nothing
+    assert len(told) == 1
+    for k, address in told:
+        assert two.learn(k, address)
+    nxt = two.pick(affinity_key(conversation(5, turns=3), "m"), now=0.0)
+    assert nxt is not None and nxt.affinity and nxt.endpoint.address == first.endpoint.address
+    assert two.learnt == 1
+    # An address the provider does not list is not learnt.
+    assert not two.learn(key, "10.9.9.9:8000")
+    assert two._last[key] == first.endpoint.address
+
+
 VLLM = b"""# HELP vllm:num_requests_running Number of requests in model execution batches.
 # TYPE vllm:num_requests_running gauge
 vllm:num_requests_running{engine="0",model_name="a"} 3.0

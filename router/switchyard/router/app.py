@@ -209,7 +209,7 @@ def create_app(
         shared = SharedState(
             redis_url,
             metrics,
-            lambda news: gateway.verdicts.news(gateway.states, news),
+            gateway.news,
             on_processes=gateway.states.share,
         )
         gateway.verdicts.shared = shared

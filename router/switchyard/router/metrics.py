@@ -191,9 +191,17 @@ class Metrics:
         )
         self.shared_state_news_refused = Counter(
             "switchyard_shared_state_news_refused",
-            "Messages on the breaker-news channel not believed, by reason: unsigned (not "
-            "signed with this deployment's key), stale (older than 30 s), malformed.",
+            "Messages on the news channel (breakers, placements) not believed, by reason: "
+            "unsigned (not signed with this deployment's key), stale (older than 30 s), "
+            "malformed.",
             ["reason"],
+            registry=r,
+        )
+        self.shared_state_placements_learnt = Counter(
+            "switchyard_shared_state_placements_learnt",
+            "Conversations another replica placed on one of a provider's endpoints, heard "
+            "here: their next turns go to the same endpoint through this replica.",
+            ["organization", "provider"],
             registry=r,
         )
         self.shared_state_processes = Gauge(

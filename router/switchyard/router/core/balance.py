@@ -12,13 +12,19 @@ the KV cache and is computed again. ``Balancer`` picks instead:
   other replicas' calls too.
 - **Affinity**: a request's key is its conversation's beginning (model, system prompt,
   first message), the same for every turn. It goes where that conversation went last
-  (a bounded memory of keys), else to its place on a ring of the endpoints (consistent
-  hashing, so that the router's replicas agree without sharing anything).
+  (a bounded memory of keys).
+- **Placement**: a conversation not seen before has its prefix cached nowhere, so it
+  goes to the least loaded endpoint; among equally loaded ones, to the first from its
+  place on a ring of the endpoints (consistent hashing: the router's replicas agree
+  while loads are even, without sharing anything). Where the conversation was placed
+  is told to the other replicas (``on_placed``, published on the shared state when
+  there is one; they ``learn`` it), so its next turn finds it whichever replica takes
+  it.
 - **Bounded loads** (consistent hashing with bounded loads, Mirrokni et al.): the
   endpoint affinity names is taken only while its load stays under ``load_factor``
   times the mean (plus the call itself) and no more than ``max_skew`` calls above the
-  least loaded endpoint's; otherwise the ring's next endpoint under the bound, and a
-  conversation that moved is remembered where it went.
+  least loaded endpoint's; otherwise the conversation is placed again, as a new one
+  is, and remembered where it went.
 - **Out alone**: an endpoint that fails is left out for a growing while (1 s, doubling,
   at most 30 s) while the others serve; the provider's breaker hears of a failure only
   when the call failed on every endpoint it tried (``providers.base``). An endpoint whose
@@ -37,7 +43,7 @@ import hashlib
 import math
 import time
 from collections import OrderedDict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 from urllib.parse import urlsplit, urlunsplit
@@ -151,6 +157,11 @@ class Balancer:
         self.server: ServerKind = "unknown"
         #: When a call last picked an endpoint (monotonic): scraping idles without calls.
         self.last_pick = 0.0
+        #: Told of every placement (a conversation's key, the endpoint's address): how
+        #: the router's other replicas come to know it (``learn``).
+        self.on_placed: Callable[[int, str], None] | None = None
+        #: Placements learnt from the other replicas.
+        self.learnt = 0
         self.update(base_url, addresses)
 
     def update(
@@ -227,12 +238,12 @@ class Balancer:
             if held is not None and held in up and held.load + 1 <= bound:
                 self._last.move_to_end(key)
                 return self._chose(held, key, affinity=True)
-        usable = set(map(id, up))
+        # Placed anew: the least loaded; of those, the first from the key's ring place.
+        usable = {id(e) for e in up if e.load == least}
         for ep in self._ring_order(key):
-            if id(ep) in usable and ep.load + 1 <= bound:
+            if id(ep) in usable:
                 return self._remember(self._chose(ep, key, affinity=False))
-        ep = min(up, key=lambda e: (e.load, e.picks))
-        return self._remember(self._chose(ep, key, affinity=False))
+        raise AssertionError("the least loaded endpoint is on the ring")
 
     def _chose(self, ep: Endpoint, key: int | None, *, affinity: bool) -> Pick:
         ep.picks += 1
@@ -242,11 +253,26 @@ class Balancer:
 
     def _remember(self, pick: Pick) -> Pick:
         if pick.key is not None:
-            self._last[pick.key] = pick.endpoint.address
-            self._last.move_to_end(pick.key)
-            while len(self._last) > self.affinity_size:
-                self._last.popitem(last=False)
+            self._keep(pick.key, pick.endpoint.address)
+            if self.on_placed is not None:
+                self.on_placed(pick.key, pick.endpoint.address)
         return pick
+
+    def _keep(self, key: int, address: str) -> None:
+        self._last[key] = address
+        self._last.move_to_end(key)
+        while len(self._last) > self.affinity_size:
+            self._last.popitem(last=False)
+
+    def learn(self, key: int, address: str) -> bool:
+        """Another replica placed conversation ``key`` at ``address``: its next turn
+        goes there from this replica too. Ignored (False) for an address this provider
+        does not list."""
+        if address not in self.endpoints:
+            return False
+        self._keep(key, address)
+        self.learnt += 1
+        return True
 
     @staticmethod
     def failed(ep: Endpoint, reason: str, now: float | None = None) -> None:

@@ -13,7 +13,8 @@ import logging
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, replace
-from typing import TypeVar
+from functools import partial
+from typing import Any, TypeVar
 
 from switchyard.router.contract import Provider, ProviderNetworks, RoutingTable
 from switchyard.router.core.adapter import Adapter, AdapterFactory, ProbeResult
@@ -153,6 +154,9 @@ class Gateway:
         for oc in catalog.orgs.values():
             for route in oc.routes:
                 route.adapter = adapters[route.provider_key][1]
+        for key, (_, adapter) in adapters.items():
+            if adapter.balancer is not None:
+                adapter.balancer.on_placed = partial(self._placed, key)
         self._adapters = adapters
         self.verdicts.max_retry_after = table.routing.max_retry_after_seconds
         self.catalog = catalog
@@ -182,6 +186,27 @@ class Gateway:
             task.cancel()
         for adapter in [a for _, a in self._adapters.values()] + self._retired:
             await adapter.close()
+
+    # -- news from the other replicas ---------------------------------------
+    def news(self, news: dict[str, Any]) -> None:
+        """Another router replica's news (``storage.shared_state``, checked there):
+        where it placed a conversation, or what its breaker saw."""
+        placed = news.get("placed")
+        if placed is None:
+            self.verdicts.news(self.states, news)
+            return
+        entry = self._adapters.get(str(news["provider"]))
+        balancer = entry[1].balancer if entry is not None else None
+        if balancer is not None and balancer.learn(int(placed["key"]), str(placed["address"])):
+            organization, _, name = str(news["provider"]).partition("/")
+            self.metrics.shared_state_placements_learnt.labels(organization, name).inc()
+
+    def _placed(self, key: str, conversation: int, address: str) -> None:
+        """A conversation placed on one of provider ``key``'s endpoints: the other
+        replicas hear of it, so that its next turn finds it through any of them."""
+        shared = self.verdicts.shared
+        if shared is not None:
+            shared.publish({"provider": key, "placed": {"key": conversation, "address": address}})
 
     def endpoint_views(self, key: str) -> list[dict[str, object]]:
         """A provider's endpoints as they stand (empty when it has none)."""

@@ -9,6 +9,8 @@ Redis as one pipeline.
 
 Breaker news travels by pub/sub: a replica whose breaker opens (or whose Retry-After
 arrives) publishes it, and the others hold the provider back too, within a round trip.
+So do placements: where a replica sent a conversation among a provider's endpoints
+(``core.balance``), so that its next turn goes there through any replica.
 Each message is signed with a key derived from the Redis URL (its credentials
 included) and dated: a client that may publish on the Redis but is not a router of this
 deployment (another user of a shared Redis) cannot name a provider, and an old message
@@ -53,6 +55,8 @@ NEWS_MAX_AGE = 30.0
 #: The most a message may hold; news is a few dozen bytes.
 NEWS_MAX_BYTES = 1024
 _PROVIDER = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?/[a-z0-9]([-a-z0-9._]*[a-z0-9])?$")
+#: An endpoint's ``host:port`` (``[v6]:port`` too), as the routing table lists them.
+_ADDRESS = re.compile(r"^[-A-Za-z0-9.:\[\]]{1,260}$")
 
 _SCRIPTS = {
     "beat": scripts.BEAT,
@@ -352,7 +356,7 @@ class SharedState:
         now = time.monotonic()
         if now - self._news_refused_logged > 60:
             self._news_refused_logged = now
-            log.warning("breaker news on %s refused (%s): ignored", CHANNEL, reason)
+            log.warning("news on %s refused (%s): ignored", CHANNEL, reason)
         return None
 
     async def _publish(self, data: bytes) -> None:
@@ -383,7 +387,7 @@ class SharedState:
                     try:
                         self.on_news(news)
                     except Exception:
-                        log.exception("applying breaker news failed")
+                        log.exception("applying news from another replica failed")
             except asyncio.CancelledError:
                 raise
             except (RedisError, OSError, ValueError) as exc:
@@ -396,7 +400,7 @@ class SharedState:
 
 
 def _checked(news: Any) -> str | None:
-    """Why ``news`` is not breaker news a replica sends; None when it is."""
+    """Why ``news`` is not news a replica sends; None when it is."""
     if not isinstance(news, dict):
         return "malformed"
     if not isinstance(news.get("origin"), str) or not isinstance(news.get("at"), int | float):
@@ -409,6 +413,15 @@ def _checked(news: Any) -> str | None:
     resume_in = news.get("resume_in")
     if resume_in is not None and not (
         isinstance(resume_in, int | float) and 0 <= resume_in <= 3600
+    ):
+        return "malformed"
+    placed = news.get("placed")
+    if placed is not None and not (
+        isinstance(placed, dict)
+        and isinstance(placed.get("key"), int)
+        and 0 <= placed["key"] < 2**64
+        and isinstance(placed.get("address"), str)
+        and _ADDRESS.match(placed["address"])
     ):
         return "malformed"
     if abs(time.time() - news["at"]) > NEWS_MAX_AGE:
