@@ -385,6 +385,12 @@ def report(base: ModeResult, pick: ModeResult) -> None:
             f"affinity hits {e['affinityHits']:>4}  failures {e['consecutiveFailures']}"
         )
     for m in rows:
+        slowest = ", ".join(
+            f"{what} ({at:.1f} s in) {ttft * 1000:.0f} ms"
+            for what, at, ttft in m.results.slowest(3)
+        )
+        print(f"slowest, {m.name}: {slowest}")
+    for m in rows:
         if m.killed_at is not None:
             print(f"{m.name}: replica 2 killed {m.killed_at:.1f} s in; failures:")
         for failure in m.results.failures[:10]:

@@ -61,15 +61,24 @@ class Results:
     failures: list[str] = field(default_factory=list)
     requests: int = 0
     elapsed: float = 0.0
+    #: Every answered request: what it was, when it began (seconds in) and its TTFT.
+    samples: list[tuple[str, float, float]] = field(default_factory=list)
+    began: float = field(default_factory=time.perf_counter)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def add(self, ttft: float | None, failure: str | None = None) -> None:
+    def add(
+        self, ttft: float | None, failure: str | None = None, what: str = "", at: float = 0.0
+    ) -> None:
         with self.lock:
             self.requests += 1
             if ttft is not None:
                 self.ttft.append(ttft)
+                self.samples.append((what, at - self.began, ttft))
             if failure is not None:
                 self.failures.append(failure)
+
+    def slowest(self, n: int) -> list[tuple[str, float, float]]:
+        return sorted(self.samples, key=lambda s: -s[2])[:n]
 
     def percentile(self, q: float) -> float:
         if not self.ttft:
@@ -137,12 +146,13 @@ def run(
             {"role": "user", "content": conversation_start(i, document_words)},
         ]
         for t in range(turns):
+            at = time.perf_counter()
             try:
                 ttft, answer = _turn(client, model, messages, max_tokens, headers)
             except openai.OpenAIError as exc:
                 results.add(None, f"conversation {i} turn {t}: {exc}")
                 return
-            results.add(ttft)
+            results.add(ttft, what=f"conversation {i} turn {t}", at=at)
             messages += [
                 {"role": "assistant", "content": answer or "ok"},
                 {"role": "user", "content": f"And then, step {t + 1}?"},
@@ -152,6 +162,7 @@ def run(
     def oneoff_loop(started: float) -> None:
         client = make_client()
         for j in range(oneoffs):
+            at = time.perf_counter()
             try:
                 ttft, _ = _turn(
                     client,
@@ -160,14 +171,14 @@ def run(
                     max_tokens,
                     headers,
                 )
-                results.add(ttft)
+                results.add(ttft, what=f"one-off {j}", at=at)
             except openai.OpenAIError as exc:
                 results.add(None, f"one-off {j}: {exc}")
             if during is not None:
                 during(time.perf_counter() - started)
             time.sleep(think * 2)
 
-    started = time.perf_counter()
+    started = results.began = time.perf_counter()
     threads = [threading.Thread(target=conversation, args=(i,)) for i in range(conversations)]
     threads.append(threading.Thread(target=oneoff_loop, args=(started,)))
     for t in threads:
