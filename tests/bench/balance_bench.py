@@ -453,7 +453,10 @@ def main() -> int:
     ap.add_argument("--system-words", type=int)
     ap.add_argument("--document-words", type=int)
     ap.add_argument("--think", type=float)
-    ap.add_argument("--stagger", type=float)
+    ap.add_argument("--stagger", type=float, help="seconds between conversations' starts")
+    ap.add_argument(
+        "--oneoff-every", type=float, help="seconds between one-offs, sent open loop (0: in turn)"
+    )
     ap.add_argument("--plot", type=Path, help="default bench-results/balance-<target>.png")
     args = ap.parse_args()
 
@@ -472,7 +475,10 @@ def main() -> int:
             max_tokens=8, think=0.2, stagger=1.0,
         )  # fmt: skip
         kill_after = 15.0
-        title = f"a node: the chart's llama.cpp at {args.node} replicas (1 thread, 2 slots each)"
+        title = (
+            f"a node: the chart's llama.cpp at {args.node} replicas "
+            f"(1 thread, {args.parallel} slots each)"
+        )
         name = f"node{args.node}"
     elif args.llamacpp:
         if args.llamacpp < 2:
@@ -509,6 +515,7 @@ def main() -> int:
         "document_words",
         "think",
         "stagger",
+        "oneoff_every",
     ):
         if getattr(args, key) is not None:
             workload[key] = getattr(args, key)
@@ -521,7 +528,7 @@ def main() -> int:
         if replicas is None:
             from tests.bench import balance_node
 
-            base, pick = balance_node.run(args.node, workload, kill)
+            base, pick = balance_node.run(args.node, workload, kill, args.parallel)
         else:
             base = run_mode("baseline (Service)", replicas, False, model_name, workload, work, kill)
             print(f"baseline done in {base.results.elapsed:.1f} s", flush=True)

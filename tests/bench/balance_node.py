@@ -262,9 +262,10 @@ def run_mode(
 
 
 def run(
-    replicas: int, workload: dict[str, Any], kill_after: float | None
+    replicas: int, workload: dict[str, Any], kill_after: float | None, parallel: int = 2
 ) -> tuple[ModeResult, ModeResult]:
-    """Start a node, install the chart, run both modes, tear the node down."""
+    """Start a node, install the chart, run both modes, tear the node down.
+    ``parallel``: llama.cpp's slots per pod, each keeping one prompt."""
     missing = requirements()
     if missing:
         raise SystemExit(f"bench: a node needs {', '.join(missing)}")
@@ -282,6 +283,7 @@ def run(
             print(f"node started in {time.monotonic() - t:.0f} s", flush=True)
             values = chart_values(built)
             values["vllm"]["replicas"] = replicas
+            values["vllm"]["args"] = [*values["vllm"]["args"], "--parallel", str(parallel)]
             path = Path(tempfile.mkdtemp(prefix="switchyard-balance-node-")) / "values.json"
             path.write_text(json.dumps(values))
             t = time.monotonic()

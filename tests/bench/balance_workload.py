@@ -126,12 +126,15 @@ def run(
     think: float = 0.05,
     continue_streams: bool = True,
     stagger: float = 0.0,
+    oneoff_every: float = 0.0,
     during: Callable[[float], None] | None = None,
 ) -> Results:
     """Every conversation in its own thread (its turns one after another, ``think``
     seconds apart), and the one-offs spread over the same time from another.
     ``stagger``: conversation ``i`` begins ``i * stagger`` seconds in (0: all at once,
     a burst that every replica meets with a cold cache).
+    ``oneoff_every``: one-off ``j`` is sent ``j * oneoff_every`` seconds in, whether or
+    not the one before was answered (open loop); 0: one after another.
     ``during``: called with the seconds elapsed, between one-offs (a replica may be
     killed there)."""
     system = system_prompt(system_words)
@@ -159,24 +162,36 @@ def run(
             ]
             time.sleep(think)
 
+    def oneoff(client: openai.OpenAI, j: int) -> None:
+        at = time.perf_counter()
+        try:
+            ttft, _ = _turn(
+                client,
+                model,
+                [{"role": "system", "content": system}, {"role": "user", "content": f"Q{j}?"}],
+                max_tokens,
+                headers,
+            )
+            results.add(ttft, what=f"one-off {j}", at=at)
+        except openai.OpenAIError as exc:
+            results.add(None, f"one-off {j}: {exc}")
+
     def oneoff_loop(started: float) -> None:
         client = make_client()
+        sent: list[threading.Thread] = []
         for j in range(oneoffs):
-            at = time.perf_counter()
-            try:
-                ttft, _ = _turn(
-                    client,
-                    model,
-                    [{"role": "system", "content": system}, {"role": "user", "content": f"Q{j}?"}],
-                    max_tokens,
-                    headers,
-                )
-                results.add(ttft, what=f"one-off {j}", at=at)
-            except openai.OpenAIError as exc:
-                results.add(None, f"one-off {j}: {exc}")
+            if oneoff_every > 0:
+                time.sleep(max(0.0, started + j * oneoff_every - time.perf_counter()))
+                sent.append(threading.Thread(target=oneoff, args=(client, j)))
+                sent[-1].start()
+            else:
+                oneoff(client, j)
             if during is not None:
                 during(time.perf_counter() - started)
-            time.sleep(think * 2)
+            if oneoff_every <= 0:
+                time.sleep(think * 2)
+        for t in sent:
+            t.join()
 
     started = results.began = time.perf_counter()
     threads = [threading.Thread(target=conversation, args=(i,)) for i in range(conversations)]
