@@ -5,8 +5,11 @@ from __future__ import annotations
 
 from collections import Counter
 
+import orjson
+
 from switchyard.router.core.balance import Balancer, affinity_key, endpoint_base
 from switchyard.router.core.chat import ChatRequest, Message
+from switchyard.router.core.slots import SlotTable, with_slot
 from switchyard.router.protocols.server_metrics import parse_load
 
 ADDRESSES = ["10.0.0.1:8000", "10.0.0.2:8000", "10.0.0.3:8000"]
@@ -165,7 +168,7 @@ def test_a_new_conversation_goes_to_an_idle_endpoint_not_its_busy_ring_place() -
 def test_replicas_learn_where_the_others_placed_a_conversation() -> None:
     one, two = Balancer(BASE, ADDRESSES), Balancer(BASE, ADDRESSES)
     told: list[tuple[int, str]] = []
-    one.on_placed = lambda key, address: told.append((key, address))
+    one.on_placed = lambda key, address, slot: told.append((key, address))
     key = affinity_key(conversation(5), "m")
     assert key is not None
     home = one._ring_order(key)[0]
@@ -183,6 +186,72 @@ def test_replicas_learn_where_the_others_placed_a_conversation() -> None:
     # An address the provider does not list is not learnt.
     assert not two.learn(key, "10.9.9.9:8000")
     assert two._last[key] == first.endpoint.address
+
+
+def test_a_conversation_keeps_its_llamacpp_slot_and_a_new_one_takes_the_least_recent() -> None:
+    """llama.cpp would give a new conversation sharing the system prompt the slot of one
+    under way; named slots keep each conversation's prompt where its next turn finds it."""
+    slots = SlotTable(3)
+    a, fresh = slots.take(1, now=1.0)
+    assert fresh
+    b, _ = slots.take(2, now=2.0)
+    c, _ = slots.take(3, now=3.0)
+    assert sorted((a, b, c)) == [0, 1, 2]
+    for s_ in (a, b, c):
+        slots.done(s_)
+    assert slots.take(1, now=4.0) == (a, False)  # a later turn: the same slot
+    slots.done(a)
+    # A fourth conversation takes the slot used least recently: conversation 2's.
+    d, fresh = slots.take(4, now=5.0)
+    assert (d, fresh) == (b, True)
+    # Conversation 2 comes back: a slot afresh (3's, the least recent now), not 4's.
+    again, fresh = slots.take(2, now=6.0)
+    assert fresh and again == c and slots.slot_of(3) is None
+    slots.done(d)
+    slots.done(again)
+    # A slot with a call on it is chosen last, however old.
+    slots.take(5, now=7.0)  # held: no done()
+    busy = slots.slot_of(5)
+    for s_ in range(3):
+        if s_ != busy:
+            slots.give(s_, 100 + s_, now=8.0)
+    assert slots.take(6, now=9.0)[0] != busy
+    assert slots.busy() >= 1
+
+
+def test_a_call_names_its_slot_and_other_replicas_learn_it() -> None:
+    one, two = Balancer(BASE, ADDRESSES[:1]), Balancer(BASE, ADDRESSES[:1])
+    for b in (one, two):
+        b.endpoints[ADDRESSES[0]].slots = SlotTable(4)
+    told: list[tuple[int, str, int | None]] = []
+    one.on_placed = lambda key, address, slot: told.append((key, address, slot))
+    key = affinity_key(conversation(1), "m")
+    assert key is not None
+    first = one.pick(key, now=0.0)
+    assert first is not None and first.slot is not None
+    assert told == [(key, ADDRESSES[0], first.slot)]
+    first.endpoint.in_flight += 1
+    first.done()
+    assert first.endpoint.in_flight == 0
+    for k, address, slot in told:
+        two.learn(k, address, slot)
+    nxt = two.pick(affinity_key(conversation(1, turns=2), "m"), now=1.0)
+    assert nxt is not None and nxt.affinity and nxt.slot == first.slot
+    # Another conversation took that slot on ``one``: the next turn there gets a new slot,
+    # and the others hear of it though the endpoint did not change.
+    slots = one.endpoints[ADDRESSES[0]].slots
+    assert slots is not None
+    slots.give(first.slot, 999, now=2.0)
+    moved = one.pick(key, now=3.0)
+    assert moved is not None and moved.affinity and moved.slot != first.slot
+    assert told[-1] == (key, ADDRESSES[0], moved.slot)
+
+
+def test_the_slot_is_named_in_the_body() -> None:
+    body = orjson.dumps({"model": "m", "messages": []})
+    assert orjson.loads(with_slot(body, 3)) == {"id_slot": 3, "model": "m", "messages": []}
+    assert with_slot(body, None) is body
+    assert with_slot(b"{}", 1) == b"{}"
 
 
 VLLM = b"""# HELP vllm:num_requests_running Number of requests in model execution batches.

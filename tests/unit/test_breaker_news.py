@@ -34,7 +34,7 @@ def test_a_replicas_news_is_read_back() -> None:
     s = state()
     sent = news(resume_in=5)
     assert s._read(s._sign(orjson.dumps(sent))) == sent
-    placed = news(placed={"key": 2**64 - 1, "address": "[fd00::7]:8000"})
+    placed = news(placed={"key": 2**64 - 1, "address": "[fd00::7]:8000", "slot": 3})
     assert s._read(s._sign(orjson.dumps(placed))) == placed
     assert refused(s) == {}
 
@@ -55,8 +55,10 @@ def test_news_signed_for_another_deployment_or_replayed_or_odd_is_refused() -> N
         news(placed={"key": 1, "address": "http://evil/path"}),
         news(placed={"key": 1}),
         news(placed=[1, "10.0.0.1:80"]),
+        news(placed={"key": 1, "address": "10.0.0.1:80", "slot": -1}),
+        news(placed={"key": 1, "address": "10.0.0.1:80", "slot": True}),
         [1, 2],
     ):
         assert s._read(s._sign(orjson.dumps(odd))) is None, odd
     assert s._read(b"1") is None and s._read("text") is None
-    assert refused(s) == {"unsigned": 2, "stale": 1, "malformed": 12}
+    assert refused(s) == {"unsigned": 2, "stale": 1, "malformed": 14}

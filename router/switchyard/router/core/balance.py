@@ -50,6 +50,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from switchyard.router.contract import MAX_ENDPOINTS
 from switchyard.router.core.chat import ChatRequest
+from switchyard.router.core.slots import SlotTable
 
 #: Points per endpoint on the ring: enough for an even share among a few endpoints.
 _RING_POINTS = 64
@@ -115,6 +116,10 @@ class Endpoint:
     unreachable: int = 0
     #: One per call waiting on this endpoint's answer: fired, it ends that wait.
     waits: set[asyncio.Timeout] = field(default_factory=set)
+    #: llama.cpp's slots, once its ``/props`` told how many (``providers.load``): each
+    #: conversation's calls then name their slot (``core.slots``). None: the server
+    #: chooses.
+    slots: SlotTable | None = None
 
     @property
     def load(self) -> float:
@@ -130,6 +135,15 @@ class Pick:
     endpoint: Endpoint
     key: int | None
     affinity: bool  # it went where its conversation went last
+    #: The llama.cpp slot the call names (``core.slots``), busy until ``done``.
+    slot: int | None = None
+
+    def done(self) -> None:
+        """The call ended: the endpoint (and its slot) carry one call fewer (the
+        caller counted it in ``in_flight`` when it began)."""
+        self.endpoint.in_flight -= 1
+        if self.slot is not None and self.endpoint.slots is not None:
+            self.endpoint.slots.done(self.slot)
 
 
 class Balancer:
@@ -157,9 +171,9 @@ class Balancer:
         self.server: ServerKind = "unknown"
         #: When a call last picked an endpoint (monotonic): scraping idles without calls.
         self.last_pick = 0.0
-        #: Told of every placement (a conversation's key, the endpoint's address): how
-        #: the router's other replicas come to know it (``learn``).
-        self.on_placed: Callable[[int, str], None] | None = None
+        #: Told of every placement (a conversation's key, the endpoint's address, its
+        #: llama.cpp slot): how the router's other replicas come to know it (``learn``).
+        self.on_placed: Callable[[int, str, int | None], None] | None = None
         #: Placements learnt from the other replicas.
         self.learnt = 0
         self.update(base_url, addresses)
@@ -221,10 +235,10 @@ class Balancer:
         if not up:
             # Every one is out: try the one whose time out ends first rather than none.
             ep = min(candidates, key=lambda e: e.out_until)
-            return self._chose(ep, key, affinity=False)
+            return self._chose(ep, None, affinity=False, now=now)
         if key is None:
             ep = min(up, key=lambda e: (e.load, e.picks))
-            return self._chose(ep, key, affinity=False)
+            return self._chose(ep, key, affinity=False, now=now)
         # Under the mean's bound, and never more than ``max_skew`` calls above the least
         # loaded: a prefix in a cache is not worth queueing behind an idle replica.
         least = min(e.load for e in up)
@@ -237,26 +251,30 @@ class Balancer:
             held = self.endpoints.get(last)
             if held is not None and held in up and held.load + 1 <= bound:
                 self._last.move_to_end(key)
-                return self._chose(held, key, affinity=True)
+                return self._chose(held, key, affinity=True, now=now)
         # Placed anew: the least loaded; of those, the first from the key's ring place.
         usable = {id(e) for e in up if e.load == least}
         for ep in self._ring_order(key):
             if id(ep) in usable:
-                return self._remember(self._chose(ep, key, affinity=False))
+                return self._chose(ep, key, affinity=False, now=now)
         raise AssertionError("the least loaded endpoint is on the ring")
 
-    def _chose(self, ep: Endpoint, key: int | None, *, affinity: bool) -> Pick:
+    def _chose(self, ep: Endpoint, key: int | None, *, affinity: bool, now: float) -> Pick:
+        """``ep`` takes the call: counted, its slot taken, and a placement (a new
+        endpoint, or a new slot, for the conversation) remembered and told."""
         ep.picks += 1
         if affinity:
             ep.affinity_hits += 1
-        return Pick(ep, key, affinity)
-
-    def _remember(self, pick: Pick) -> Pick:
-        if pick.key is not None:
-            self._keep(pick.key, pick.endpoint.address)
+        slot: int | None = None
+        fresh = False
+        if key is not None and ep.slots is not None:
+            slot, fresh = ep.slots.take(key, now)
+        if key is not None and (not affinity or fresh):
+            if not affinity:
+                self._keep(key, ep.address)
             if self.on_placed is not None:
-                self.on_placed(pick.key, pick.endpoint.address)
-        return pick
+                self.on_placed(key, ep.address, slot)
+        return Pick(ep, key, affinity, slot)
 
     def _keep(self, key: int, address: str) -> None:
         self._last[key] = address
@@ -264,13 +282,16 @@ class Balancer:
         while len(self._last) > self.affinity_size:
             self._last.popitem(last=False)
 
-    def learn(self, key: int, address: str) -> bool:
-        """Another replica placed conversation ``key`` at ``address``: its next turn
-        goes there from this replica too. Ignored (False) for an address this provider
-        does not list."""
-        if address not in self.endpoints:
+    def learn(self, key: int, address: str, slot: int | None = None) -> bool:
+        """Another replica placed conversation ``key`` at ``address`` (in its llama.cpp
+        ``slot``): its next turn goes there from this replica too. Ignored (False) for
+        an address this provider does not list."""
+        ep = self.endpoints.get(address)
+        if ep is None:
             return False
         self._keep(key, address)
+        if slot is not None and ep.slots is not None:
+            ep.slots.give(slot, key, time.monotonic())
         self.learnt += 1
         return True
 
@@ -323,6 +344,7 @@ class Balancer:
                 "scrapeError": e.scrape_error,
                 "picks": e.picks,
                 "affinityHits": e.affinity_hits,
+                "slots": e.slots.count if e.slots is not None else None,
             }
             for e in self.endpoints.values()
         ]

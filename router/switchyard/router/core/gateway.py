@@ -197,16 +197,23 @@ class Gateway:
             return
         entry = self._adapters.get(str(news["provider"]))
         balancer = entry[1].balancer if entry is not None else None
-        if balancer is not None and balancer.learn(int(placed["key"]), str(placed["address"])):
+        slot = placed.get("slot")
+        if balancer is not None and balancer.learn(
+            int(placed["key"]), str(placed["address"]), None if slot is None else int(slot)
+        ):
             organization, _, name = str(news["provider"]).partition("/")
             self.metrics.shared_state_placements_learnt.labels(organization, name).inc()
 
-    def _placed(self, key: str, conversation: int, address: str) -> None:
-        """A conversation placed on one of provider ``key``'s endpoints: the other
-        replicas hear of it, so that its next turn finds it through any of them."""
+    def _placed(self, key: str, conversation: int, address: str, slot: int | None) -> None:
+        """A conversation placed on one of provider ``key``'s endpoints (and llama.cpp
+        slot): the other replicas hear of it, so that its next turn finds it through any
+        of them."""
         shared = self.verdicts.shared
         if shared is not None:
-            shared.publish({"provider": key, "placed": {"key": conversation, "address": address}})
+            placed: dict[str, object] = {"key": conversation, "address": address}
+            if slot is not None:
+                placed["slot"] = slot
+            shared.publish({"provider": key, "placed": placed})
 
     def endpoint_views(self, key: str) -> list[dict[str, object]]:
         """A provider's endpoints as they stand (empty when it has none)."""

@@ -24,9 +24,10 @@ import orjson
 
 from switchyard.router.contract import Network, Provider, url_refusal
 from switchyard.router.core.adapter import ProbeResult
-from switchyard.router.core.balance import Balancer, Endpoint, affinity_key
+from switchyard.router.core.balance import Balancer, Endpoint, Pick, affinity_key
 from switchyard.router.core.chat import FLUSH, ChatRequest, ChatResult, StreamEvent
 from switchyard.router.core.embedding import EmbeddingRequest, EmbeddingResult
+from switchyard.router.core.slots import with_slot
 from switchyard.router.errors import (
     BadRequest,
     InternalError,
@@ -286,7 +287,7 @@ class HTTPAdapter(abc.ABC):
         if self.balancer is None:
             return await self._post_json(url, data, read, headers)
         value, _ = await self.on_endpoints(
-            url, key, lambda at: self._post_json(at, data, read, headers)
+            url, key, lambda at, slot: self._post_json(at, with_slot(data, slot), read, headers)
         )
         return value
 
@@ -325,19 +326,20 @@ class HTTPAdapter(abc.ABC):
         self,
         url: str,
         key: int | None,
-        call: Callable[[str], Awaitable[T]],
+        call: Callable[[str, int | None], Awaitable[T]],
         *,
         hold: bool = False,
-    ) -> tuple[T, Endpoint | None]:
-        """``call`` at the endpoint the balancer picks (``url`` moved onto it), and at
-        the next when an endpoint fails as only an endpoint can: it cannot be reached,
-        it hung up, or it answered 429 or 502-504. That endpoint is taken out alone; the
-        call fails (and the provider's breaker hears of it) only when every endpoint
-        tried failed. ``hold``: the call goes on after ``call`` returns (a stream), and
-        its caller gives the endpoint back with ``release``."""
+    ) -> tuple[T, Pick | None]:
+        """``call`` at the endpoint the balancer picks (``url`` moved onto it, with the
+        llama.cpp slot to name, if any), and at the next when an endpoint fails as only
+        an endpoint can: it cannot be reached, it hung up, or it answered 429 or
+        502-504. That endpoint is taken out alone; the call fails (and the provider's
+        breaker hears of it) only when every endpoint tried failed. ``hold``: the call
+        goes on after ``call`` returns (a stream), and its caller gives the endpoint
+        back with ``release``."""
         balancer = self.balancer
         if balancer is None:
-            return await call(url), None
+            return await call(url, None), None
         if self._scrapers.idle(balancer):
             self._scrapers.sync(serving=True)
         tail = url[len(self.base_url) :]
@@ -356,7 +358,7 @@ class HTTPAdapter(abc.ABC):
                 try:
                     async with wait:
                         ep.waits.add(wait)
-                        value = await call(ep.base_url + tail)
+                        value = await call(ep.base_url + tail, pick.slot)
                 except TimeoutError:
                     if not wait.expired():
                         raise
@@ -368,7 +370,7 @@ class HTTPAdapter(abc.ABC):
                 finally:
                     ep.waits.discard(wait)
             except UpstreamError as exc:
-                ep.in_flight -= 1
+                pick.done()
                 if not self.endpoint_fault(exc):
                     raise
                 balancer.failed(ep, str(exc))
@@ -385,12 +387,12 @@ class HTTPAdapter(abc.ABC):
                 )
                 continue
             except BaseException:
-                ep.in_flight -= 1
+                pick.done()
                 raise
             if not hold:
-                ep.in_flight -= 1
+                pick.done()
             balancer.succeeded(ep)
-            return value, ep
+            return value, pick
 
     @staticmethod
     def endpoint_fault(exc: UpstreamError) -> bool:
@@ -399,16 +401,16 @@ class HTTPAdapter(abc.ABC):
             return True
         return isinstance(exc, UpstreamStatusError) and exc.upstream_status in _ENDPOINT_STATUSES
 
-    def release(self, ep: Endpoint | None, failure: UpstreamError | None = None) -> None:
-        """A held call on ``ep`` ended; ``failure``: how, when the endpoint failed it."""
-        if ep is None:
+    def release(self, pick: Pick | None, failure: UpstreamError | None = None) -> None:
+        """A held call (``pick``) ended; ``failure``: how, when the endpoint failed it."""
+        if pick is None:
             return
-        ep.in_flight -= 1
+        pick.done()
         if failure is not None and self.balancer is not None and self.endpoint_fault(failure):
-            self.balancer.failed(ep, str(failure))
+            self.balancer.failed(pick.endpoint, str(failure))
 
     async def get_json(self, url: str, read: Callable[[Any], T]) -> T:
-        value, _ = await self.on_endpoints(url, None, lambda at: self._get_json(at, read))
+        value, _ = await self.on_endpoints(url, None, lambda at, _: self._get_json(at, read))
         return value
 
     async def _get_json(self, url: str, read: Callable[[Any], T]) -> T:
@@ -441,7 +443,7 @@ class HTTPAdapter(abc.ABC):
         whole: bool = False,
         expect: str | None = None,
         key: int | None = None,
-    ) -> tuple[aiohttp.ClientResponse, Endpoint | None]:
+    ) -> tuple[aiohttp.ClientResponse, Pick | None]:
         """POST a streaming request and return the response once its headers say 2xx,
         with the endpoint it came from (to ``release`` when the answer is read).
 
@@ -456,7 +458,10 @@ class HTTPAdapter(abc.ABC):
         if self.balancer is None:
             return await self._open_stream(url, data, headers, whole, expect), None
         return await self.on_endpoints(
-            url, key, lambda at: self._open_stream(at, data, headers, whole, expect), hold=True
+            url,
+            key,
+            lambda at, slot: self._open_stream(at, with_slot(data, slot), headers, whole, expect),
+            hold=True,
         )
 
     async def _open_stream(
@@ -509,11 +514,13 @@ class HTTPAdapter(abc.ABC):
     ) -> AsyncIterator[bytes]:
         """POST and, once the headers say 2xx, the answer's bytes as they arrive (the
         whole call bounded by the total timeout)."""
-        resp, ep = await self.open_stream(url, body, whole=True, expect="application/json", key=key)
-        return self._chunks(resp, ep)
+        resp, pick = await self.open_stream(
+            url, body, whole=True, expect="application/json", key=key
+        )
+        return self._chunks(resp, pick)
 
     async def _chunks(
-        self, resp: aiohttp.ClientResponse, ep: Endpoint | None
+        self, resp: aiohttp.ClientResponse, pick: Pick | None
     ) -> AsyncIterator[bytes]:
         failure: UpstreamError | None = None
         try:
@@ -526,7 +533,7 @@ class HTTPAdapter(abc.ABC):
             raise failure from None
         finally:
             resp.release()
-            self.release(ep, failure)
+            self.release(pick, failure)
 
     async def stream_events(
         self,
@@ -541,7 +548,7 @@ class HTTPAdapter(abc.ABC):
         ``FLUSH``."""
         # Events passed on unread must be events.
         expect = "text/event-stream" if isinstance(reader, EventRelay) else None
-        resp, ep = await self.open_stream(url, body, headers, expect=expect, key=key)
+        resp, pick = await self.open_stream(url, body, headers, expect=expect, key=key)
         content = resp.content
         failure: UpstreamError | None = None
         try:
@@ -567,7 +574,7 @@ class HTTPAdapter(abc.ABC):
             raise failure from None
         finally:
             resp.release()
-            self.release(ep, failure)
+            self.release(pick, failure)
         raise reader.incomplete()
 
     def status_error(self, status: int, headers: Any, raw: bytes) -> UpstreamStatusError:

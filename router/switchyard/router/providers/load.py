@@ -8,7 +8,9 @@ before a call has to find out; two such scrapes in a row (a pod gone with its ne
 whose address answers nothing) also give up the calls waiting on it, which go to
 another endpoint rather than wait for their own timeout. A server without metrics
 (Ollama; llama.cpp without ``--metrics``) is asked again only every ``NO_METRICS_RETRY``
-seconds, and its calls are balanced on the router's own in-flight counts.
+seconds, and its calls are balanced on the router's own in-flight counts. A llama.cpp
+server is also asked once for its ``/props``, whose ``total_slots`` lets each
+conversation's calls name their slot (``core.slots``).
 """
 
 from __future__ import annotations
@@ -20,8 +22,10 @@ import time
 from typing import TYPE_CHECKING
 
 import aiohttp
+import orjson
 
 from switchyard.router.core.balance import Balancer, Endpoint
+from switchyard.router.core.slots import SlotTable
 from switchyard.router.errors import UpstreamError
 from switchyard.router.protocols.server_metrics import parse_load
 
@@ -38,6 +42,8 @@ NO_METRICS_RETRY = 60.0
 LOST_AFTER = 2
 #: The most of one exposition read: vLLM's is tens of KiB.
 MAX_METRICS_BYTES = 1024 * 1024
+#: The most of llama.cpp's ``/props`` read: its chat template and settings, a few KiB.
+MAX_PROPS_BYTES = 256 * 1024
 _TIMEOUT = aiohttp.ClientTimeout(total=1.0, sock_connect=0.5)
 
 
@@ -48,6 +54,8 @@ class Scrapers:
         self.adapter = adapter
         self._tasks: dict[str, tuple[Endpoint, asyncio.Task[None]]] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
+        #: Endpoints asked for their slots already (asked once, answered or not).
+        self._props_asked: set[Endpoint] = set()
 
     def sync(self, serving: bool = False) -> None:
         """One task per current endpoint: started for new ones, stopped for gone ones.
@@ -115,12 +123,10 @@ class Scrapers:
                 if resp.status >= 300:
                     self._unknown(ep, f"HTTP {resp.status} from its metrics")
                     return NO_METRICS_RETRY if resp.status in (404, 405) else INTERVAL
-                raw = bytearray()
-                while chunk := await resp.content.readany():
-                    raw += chunk
-                    if len(raw) > MAX_METRICS_BYTES:
-                        self._unknown(ep, "its metrics are larger than 1 MiB")
-                        return NO_METRICS_RETRY
+                raw = await _read_bounded(resp, MAX_METRICS_BYTES)
+                if raw is None:
+                    self._unknown(ep, "its metrics are larger than 1 MiB")
+                    return NO_METRICS_RETRY
         except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError):
             self._unknown(ep, "its metrics cannot be reached")
             ep.unreachable += 1
@@ -139,7 +145,7 @@ class Scrapers:
             self._unknown(ep, f"reading its metrics failed ({type(exc).__name__})")
             return INTERVAL
         ep.unreachable = 0
-        load = parse_load(bytes(raw))
+        load = parse_load(raw)
         if load is None:
             self._unknown(ep, "its metrics are not vLLM's or llama.cpp's")
             return NO_METRICS_RETRY
@@ -147,9 +153,39 @@ class Scrapers:
         ep.scraped_at = time.time()
         ep.scrape_error = None
         balancer.server = load.kind
+        if load.kind == "llamacpp" and ep not in self._props_asked:
+            self._props_asked.add(ep)
+            await self._read_slots(ep)
         return INTERVAL
+
+    async def _read_slots(self, ep: Endpoint) -> None:
+        """llama.cpp's slot count, from its ``/props``; left unknown (the server then
+        chooses its slots) when that cannot be read."""
+        try:
+            async with self.adapter.session.get(
+                f"{ep.root}/props", timeout=_TIMEOUT, allow_redirects=False
+            ) as resp:
+                raw = await _read_bounded(resp, MAX_PROPS_BYTES) if resp.status == 200 else None
+        except (aiohttp.ClientError, TimeoutError, UpstreamError):
+            return
+        try:
+            total = orjson.loads(raw).get("total_slots") if raw is not None else None
+        except (orjson.JSONDecodeError, AttributeError):
+            return
+        if isinstance(total, int) and not isinstance(total, bool) and total > 0:
+            ep.slots = SlotTable(total)
 
     @staticmethod
     def _unknown(ep: Endpoint, why: str) -> None:
         ep.running = ep.waiting = ep.kv_cache_usage = None
         ep.scrape_error = why
+
+
+async def _read_bounded(resp: aiohttp.ClientResponse, limit: int) -> bytes | None:
+    """The body, or None when it is longer than ``limit`` bytes."""
+    raw = bytearray()
+    while chunk := await resp.content.readany():
+        raw += chunk
+        if len(raw) > limit:
+            return None
+    return bytes(raw)

@@ -422,11 +422,17 @@ def _checked(news: Any) -> str | None:
         and 0 <= placed["key"] < 2**64
         and isinstance(placed.get("address"), str)
         and _ADDRESS.match(placed["address"])
+        and (placed.get("slot") is None or _small_int(placed["slot"]))
     ):
         return "malformed"
     if abs(time.time() - news["at"]) > NEWS_MAX_AGE:
         return "stale"
     return None
+
+
+def _small_int(value: Any) -> bool:
+    """A llama.cpp slot's number (the balancer ignores one its server lacks)."""
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 65536
 
 
 def _quiet(task: asyncio.Future[Any]) -> None:

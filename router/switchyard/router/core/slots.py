@@ -1,0 +1,80 @@
+"""Which of a llama.cpp server's slots a conversation's calls use.
+
+llama.cpp keeps one prompt per slot (its ``--parallel`` slots). Left to choose, it gives
+a request the idle slot whose prompt shares the most with it: a new conversation that
+begins with the same system prompt as one under way takes that one's slot, and the
+older conversation's next turn, though sent to the right server, computes its whole
+prompt again (the server's host-memory prompt cache keeps an evicted prompt only when
+the new one shares less than half of it). The router knows which conversation each
+call belongs to, so it names the slot (``id_slot`` in the request): a conversation keeps
+its slot while it is used, and a new one takes the slot used least recently among those
+this router has no call on. A slot named while another call holds it makes the server
+hold the new call until that one ends, which is why busy slots are chosen last.
+
+Bounded: one entry per slot (``MAX_SLOTS`` at most); a conversation given a slot
+another held takes it over, and the other's next turn gets a slot afresh.
+"""
+
+from __future__ import annotations
+
+#: The most slots followed per server; llama.cpp servers run a handful.
+MAX_SLOTS = 256
+
+
+class SlotTable:
+    """One llama.cpp server's slots: who holds each, when it was last used, and this
+    router's calls on it now."""
+
+    __slots__ = ("_calls", "_holder", "_of", "_used", "count")
+
+    def __init__(self, count: int) -> None:
+        self.count = max(1, min(count, MAX_SLOTS))
+        self._holder: list[int | None] = [None] * self.count
+        self._used = [0.0] * self.count
+        self._calls = [0] * self.count
+        self._of: dict[int, int] = {}
+
+    def take(self, key: int, now: float) -> tuple[int, bool]:
+        """The slot for a call of conversation ``key``, busy until ``done``; and whether
+        the conversation was given it now (rather than holding it already)."""
+        slot = self._of.get(key)
+        fresh = slot is None
+        if slot is None:
+            slot = min(range(self.count), key=lambda s: (self._calls[s] > 0, self._used[s]))
+            self.give(slot, key, now)
+        self._used[slot] = now
+        self._calls[slot] += 1
+        return slot, fresh
+
+    def done(self, slot: int) -> None:
+        if 0 <= slot < self.count and self._calls[slot] > 0:
+            self._calls[slot] -= 1
+
+    def give(self, slot: int, key: int, now: float) -> None:
+        """Conversation ``key`` holds ``slot`` from now (here, or as another router
+        replica placed it)."""
+        if not 0 <= slot < self.count:
+            return
+        old = self._holder[slot]
+        if old is not None:
+            self._of.pop(old, None)
+        previous = self._of.get(key)
+        if previous is not None and previous != slot:
+            self._holder[previous] = None
+        self._holder[slot] = key
+        self._of[key] = slot
+        self._used[slot] = max(self._used[slot], now)
+
+    def slot_of(self, key: int) -> int | None:
+        return self._of.get(key)
+
+    def busy(self) -> int:
+        """Slots this router has a call on now."""
+        return sum(1 for c in self._calls if c)
+
+
+def with_slot(data: bytes, slot: int | None) -> bytes:
+    """A JSON object body naming llama.cpp's slot ``slot`` (unchanged for None)."""
+    if slot is None or data[:1] != b"{" or data[1:2] == b"}":
+        return data
+    return b'{"id_slot":%d,' % slot + data[1:]
