@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import anthropic
 import httpx
 import openai
@@ -156,3 +158,72 @@ def test_structured_output_and_logprobs_through_the_sdk(
             max_tokens=8,
         )
     assert err.value.body["param"] == "tools"  # type: ignore[index]
+
+
+def _computed(local_model: LocalModel) -> float:
+    """Prompt tokens llama.cpp has computed so far (its own counter)."""
+    text = httpx.get(local_model.url.removesuffix("/v1") + "/metrics", timeout=5).text
+    for line in text.splitlines():
+        if line.startswith("llamacpp:prompt_tokens_total "):
+            return float(line.split()[1])
+    raise AssertionError("llama.cpp publishes no llamacpp:prompt_tokens_total")
+
+
+def test_a_conversation_keeps_its_llamacpp_slot_while_another_comes_between(
+    local_model: LocalModel, router: Factory
+) -> None:
+    """Left to choose, llama.cpp gives a new conversation that shares the system prompt
+    the slot of the one under way (the most similar), and the older one's next turn
+    computes its document again: its prompt cache does not save a prompt that shares
+    more than half with the new one. The router names each conversation's slot."""
+    address = local_model.url.removeprefix("http://").removesuffix("/v1")
+    gw = router(
+        table(
+            [provider("pool", "vllm", "http://llama.invalid:8000/v1", endpoints=[address])],
+            [model("smollm2", "pool", "smollm2-135m", contextWindow=8192)],
+        )
+    )
+    client = openai.OpenAI(base_url=f"{gw.url}/v1", api_key=KEY, max_retries=0, timeout=60)
+    system = "You are the operations assistant. Rules: " + " ".join(
+        f"rule{i} keep answers short" for i in range(60)
+    )
+
+    def ask(messages: list[dict[str, str]]) -> str:
+        resp = client.chat.completions.create(
+            model="smollm2",
+            messages=messages,
+            max_tokens=4,
+            temperature=0,  # type: ignore[arg-type]
+        )
+        return resp.choices[0].message.content or "ok"
+
+    # A first call starts the scrape that reads the server's slots from its /props.
+    ask([{"role": "user", "content": "hello"}])
+    deadline = time.monotonic() + 10
+    while True:
+        listing = httpx.get(
+            f"{gw.url}/api/v1/llm/providers", headers={"Authorization": f"Bearer {KEY}"}
+        )
+        (ep,) = listing.json()["providers"][0]["endpoints"]
+        if ep["slots"] is not None:
+            break
+        assert time.monotonic() < deadline, ep
+        time.sleep(0.1)
+    assert ep["slots"] == 2  # switchyard local-model's --parallel default
+
+    def opening(name: str) -> list[dict[str, str]]:
+        log = " ".join(f"{name}{i}" for i in range(40))
+        return [
+            {"role": "system", "content": system},
+            {"role": "user", "content": f"Conversation {name}. Read this log: {log}"},
+        ]
+
+    a = opening("alpha")
+    a += [{"role": "assistant", "content": ask(a)}, {"role": "user", "content": "And then?"}]
+    b = opening("beta")
+    ask(b)
+    before = _computed(local_model)
+    ask(a)
+    # Only the new turn was computed: the system prompt and alpha's log were still in
+    # its slot, though beta's opening came between.
+    assert _computed(local_model) - before < 40
