@@ -68,6 +68,7 @@ class Scrapers:
             if wanted.get(address) is not ep:
                 task.cancel()
                 del self._tasks[address]
+        self._props_asked.intersection_update(wanted.values())
         if balancer is None or self.adapter.metrics_path is None:
             return
         if len(self._tasks) == len(wanted):
