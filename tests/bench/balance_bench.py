@@ -15,7 +15,9 @@ baseline a provider on the Service's address (``balance_node.py``).
 
 The same workload (``balance_workload.py``: conversations sharing a system prompt, and
 one-off questions, streamed through the ``openai`` SDK) runs once per mode, each mode on
-replicas started afresh so that both begin with cold caches. The router runs in this
+replicas started afresh so that both begin with cold caches; llama.cpp's slots each hold
+the shared system prompt first (``warm_slots``, as on servers that have served a while),
+the conversations' own prompts cold. The router runs in this
 process in both modes; only its table differs: the Service's address as the provider's
 ``baseUrl`` (``tests/support/spread.py``), or the replicas' addresses as its
 ``endpoints``.
@@ -79,6 +81,7 @@ class Replicas(Protocol):
     ports: list[int]
 
     def start(self) -> None: ...
+    def warm(self, system: str) -> None: ...
     def stop(self) -> None: ...
     def kill(self, i: int) -> None: ...
     def counts(self) -> list[Counts]: ...
@@ -103,6 +106,10 @@ class Fakes:
             for _ in range(self.n)
         ]
         self.ports = [s.port for s in self.servers]
+
+    def warm(self, system: str) -> None:
+        """Nothing: a fake's prefix cache is the server's, as vLLM's is; the system prompt
+        is computed once per replica in either mode."""
 
     def stop(self) -> None:
         for s in self.servers:
@@ -227,6 +234,14 @@ class LlamaCpp:
         self.before = [_llamacpp_metrics(p) for p in self.backends]
         self.last = list(self.before)
 
+    def warm(self, system: str) -> None:
+        """Every slot holds the system prompt (``balance_workload.warm_slots``), sent to
+        the servers directly: neither counted as requests nor as computed tokens."""
+        roots = [f"http://127.0.0.1:{port}" for port in self.backends]
+        balance_workload.warm_slots(roots, self.parallel, system)
+        self.before = [_llamacpp_metrics(p) for p in self.backends]
+        self.last = list(self.before)
+
     def stop(self) -> None:
         for c in self.counters:
             with contextlib.suppress(Exception):
@@ -305,6 +320,7 @@ def run_mode(
     kill_after: float | None,
 ) -> ModeResult:
     replicas.start()
+    replicas.warm(balance_workload.system_prompt(workload["system_words"]))
     spread: ServiceSpread | None = None
     gw: RouterServer | None = None
     killed: list[float] = []

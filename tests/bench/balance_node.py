@@ -93,8 +93,11 @@ class Pod:
 
 
 class Node:
-    def __init__(self, cluster: NodeCluster, url: str, key: str, replicas: int) -> None:
+    def __init__(
+        self, cluster: NodeCluster, url: str, key: str, replicas: int, parallel: int
+    ) -> None:
         self.cluster, self.url, self.key, self.replicas = cluster, url, key, replicas
+        self.parallel = parallel
 
     def pods(self, component: str = "vllm") -> dict[str, str]:
         """The component's ready pods (none being deleted): name -> address."""
@@ -208,6 +211,9 @@ def run_mode(
     # the counters are read: the path works.
     wait_for(f"{model} to serve", lambda: serves(node.key, node.url, model), seconds=120)
     print(f"{name}: pods restarted and serving in {time.monotonic() - started:.0f} s", flush=True)
+    system = balance_workload.system_prompt(workload["system_words"])
+    roots = [f"http://{ip}:8000" for ip in fresh.values()]
+    balance_workload.warm_slots(roots, node.parallel, system)
     pods = {n: Pod(n, ip, _metrics(ip), node.launched(n)) for n, ip in sorted(fresh.items())}
     killed: list[float] = []
     begun = time.perf_counter()
@@ -293,7 +299,7 @@ def run(
             url = f"http://{cluster.service_ip(NS, f'{FULL}-router')}:80"
             key = api_key(cluster, NS, "bench", "completion")
             cluster.kubectl("apply", "-f", "-", input=_baseline_manifest())
-            node = Node(cluster, url, key, replicas)
+            node = Node(cluster, url, key, replicas, parallel)
             for model in (PICKING_MODEL, BASELINE):
                 wait_for(f"{model} to serve", lambda m=model: serves(key, url, m), seconds=300)
             print(f"chart installed and serving in {time.monotonic() - t:.0f} s", flush=True)

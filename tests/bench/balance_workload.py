@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import httpx
 import openai
 
 
@@ -53,6 +54,37 @@ def conversation_start(i: int, words: int) -> str:
     return f"Conversation {i}. Read this log: " + " ".join(
         f"fact{rng.randrange(10_000)}" for _ in range(words)
     )
+
+
+def warm_slots(roots: list[str], slots: int, system: str) -> None:
+    """Every slot of the llama.cpp servers at ``roots`` computes the shared system prompt,
+    as on servers that have served a while: one request per slot, naming it, the
+    servers side by side. A fresh server's slots are empty and each computes the system
+    prompt the first time it is used; a bench that began there would measure that
+    warm-up, which a long-running server pays once."""
+
+    def warm(root: str) -> None:
+        for slot in range(slots):
+            r = httpx.post(
+                f"{root}/v1/chat/completions",
+                json={
+                    "model": "warm-up",
+                    "max_tokens": 1,
+                    "id_slot": slot,
+                    "messages": [
+                        {"role": "system", "content": system},
+                        {"role": "user", "content": "Ready?"},
+                    ],
+                },
+                timeout=300,
+            )
+            r.raise_for_status()
+
+    threads = [threading.Thread(target=warm, args=(root,)) for root in roots]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
 
 
 @dataclass
