@@ -2,7 +2,7 @@
 to a replica at random, as kube-proxy does) against the router picking an endpoint per
 call by live load with prompt-cache affinity.
 
-    ./dev bench balance [--fakes | --llamacpp N | --node N] [--parallel 2] [--kill]
+    ./dev bench balance [--fakes | --llamacpp N | --node N] [--parallel 4] [--kill]
                         [--plot bench-results/balance.png]
 
 ``--fakes`` (the default, about a minute): three faithful fake vLLM replicas
@@ -460,7 +460,12 @@ def main() -> int:
     target.add_argument(
         "--node", type=int, metavar="N", help="a real node: the chart's llama.cpp at N replicas"
     )
-    ap.add_argument("--parallel", type=int, default=2, help="llama.cpp slots per server")
+    ap.add_argument(
+        "--parallel",
+        type=int,
+        default=4,
+        help="llama.cpp slots per server: as many as the conversations it holds at once",
+    )
     ap.add_argument("--kill", action="store_true", help="kill one replica part-way")
     ap.add_argument("--kill-after", type=float, help="seconds into each mode (with --kill)")
     ap.add_argument("--conversations", type=int)
@@ -484,11 +489,12 @@ def main() -> int:
         if args.node < 2:
             ap.error("--node takes 2 or more replicas")
         model_name = ""
-        # A ~310-token system prompt and ~750-token documents: a conversation's cold
-        # start is some 8 s of one thread's prompt processing.
+        # A ~310-token system prompt and ~200-token logs; a conversation begins every
+        # 4 s and a one-off every 3 s, open loop: both pods busy, neither swamped, on a
+        # machine that also runs the node, two routers and the client.
         workload = dict(
-            conversations=4, turns=5, oneoffs=6, system_words=300, document_words=150,
-            max_tokens=8, think=0.2, stagger=1.0,
+            conversations=8, turns=6, oneoffs=12, system_words=300, document_words=40,
+            max_tokens=8, think=0.2, stagger=4.0, oneoff_every=3.0,
         )  # fmt: skip
         kill_after = 15.0
         title = (
@@ -505,8 +511,8 @@ def main() -> int:
         # About 300 prompt tokens shared, 250 per conversation: llama.cpp on one thread
         # computes some 120-140 prompt tokens a second.
         workload = dict(
-            conversations=4, turns=6, oneoffs=8, system_words=300, document_words=40,
-            max_tokens=8, think=0.2, stagger=1.0,
+            conversations=8, turns=6, oneoffs=12, system_words=300, document_words=40,
+            max_tokens=8, think=0.2, stagger=3.0, oneoff_every=2.0,
         )  # fmt: skip
         kill_after = 10.0
         title = f"{args.llamacpp} llama.cpp servers (SmolLM2-135M, 1 thread, {args.parallel} slots)"
