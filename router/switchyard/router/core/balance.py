@@ -174,8 +174,6 @@ class Balancer:
         #: Told of every placement (a conversation's key, the endpoint's address, its
         #: llama.cpp slot): how the router's other replicas come to know it (``learn``).
         self.on_placed: Callable[[int, str, int | None], None] | None = None
-        #: Placements learnt from the other replicas.
-        self.learnt = 0
         self.update(base_url, addresses)
 
     def update(
@@ -292,7 +290,6 @@ class Balancer:
         self._keep(key, address)
         if slot is not None and ep.slots is not None:
             ep.slots.give(slot, key, time.monotonic())
-        self.learnt += 1
         return True
 
     @staticmethod

@@ -68,10 +68,6 @@ class SlotTable:
     def slot_of(self, key: int) -> int | None:
         return self._of.get(key)
 
-    def busy(self) -> int:
-        """Slots this router has a call on now."""
-        return sum(1 for c in self._calls if c)
-
 
 def with_slot(data: bytes, slot: int | None) -> bytes:
     """A JSON object body naming llama.cpp's slot ``slot`` (unchanged for None)."""
