@@ -208,13 +208,21 @@ def test_a_conversation_keeps_its_llamacpp_slot_and_a_new_one_takes_the_least_re
     assert fresh and again == c and slots.slot_of(3) is None
     slots.done(d)
     slots.done(again)
-    # A slot with a call on it is chosen last, however old.
-    slots.take(5, now=7.0)  # held: no done()
-    busy = slots.slot_of(5)
+    # A slot with a call on it is never given to a new conversation, however old: the
+    # server would hold the call until that one ended, with other slots free.
+    busy, _ = slots.take(5, now=7.0)  # held: no done()
     for s_ in range(3):
         if s_ != busy:
             slots.give(s_, 100 + s_, now=8.0)
-    assert slots.take(6, now=9.0)[0] != busy
+    other, _ = slots.take(6, now=9.0)
+    assert other is not None and other != busy
+    # Every slot busy: a new conversation names none (the server gives it the first
+    # that frees), and holds none until a turn finds one idle.
+    slots.take(100 + 3 - busy - other, now=9.5)
+    assert slots.take(7, now=10.0) == (None, False)
+    assert slots.slot_of(7) is None
+    slots.done(other)
+    assert slots.take(7, now=11.0) == (other, True)
 
 
 def test_a_call_names_its_slot_and_other_replicas_learn_it() -> None:

@@ -9,7 +9,9 @@ the new one shares less than half of it). The router knows which conversation ea
 call belongs to, so it names the slot (``id_slot`` in the request): a conversation keeps
 its slot while it is used, and a new one takes the slot used least recently among those
 this router has no call on. A slot named while another call holds it makes the server
-hold the new call until that one ends, which is why busy slots are chosen last.
+hold the new call until that one ends, even with other slots free: so when every slot
+has a call on it, a new conversation names none and the server gives it the first slot
+that frees, as it would without the router; its next turn takes a slot then.
 
 Bounded: one entry per slot (``MAX_SLOTS`` at most); a conversation given a slot
 another held takes it over, and the other's next turn gets a slot afresh.
@@ -34,13 +36,17 @@ class SlotTable:
         self._calls = [0] * self.count
         self._of: dict[int, int] = {}
 
-    def take(self, key: int, now: float) -> tuple[int, bool]:
-        """The slot for a call of conversation ``key``, busy until ``done``; and whether
-        the conversation was given it now (rather than holding it already)."""
+    def take(self, key: int, now: float) -> tuple[int | None, bool]:
+        """The slot for a call of conversation ``key``, busy until ``done``, and whether
+        the conversation was given it now (rather than holding it already); None when
+        it holds none and every slot has a call on it."""
         slot = self._of.get(key)
         fresh = slot is None
         if slot is None:
-            slot = min(range(self.count), key=lambda s: (self._calls[s] > 0, self._used[s]))
+            idle = [s for s in range(self.count) if not self._calls[s]]
+            if not idle:
+                return None, False
+            slot = min(idle, key=self._used.__getitem__)
             self.give(slot, key, now)
         self._used[slot] = now
         self._calls[slot] += 1
