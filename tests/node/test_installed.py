@@ -275,10 +275,19 @@ def test_the_routers_call_each_vllm_pod_and_follow_them_under_load(
             messages=[{"role": "user", "content": f"Conversation {i}: say hi."}],
             max_tokens=4,
         )
-    after = {
-        a: sum(v[a]["picks"] for v in endpoints_per_router(cluster, ops_key, provider)) for a in now
-    }
+    views = endpoints_per_router(cluster, ops_key, provider)
+    after = {a: sum(v[a]["picks"] for v in views) for a in now}
     assert all(after[a] > before[a] for a in now), (before, after)
+    # The routers read each pod's llama.cpp slots from its /props (the chart's server runs
+    # two), so each conversation's calls name their slot.
+    wait_for(
+        "a router to know both pods' slots",
+        lambda: any(
+            sorted(e["slots"] or 0 for e in v.values()) == [2, 2]
+            for v in endpoints_per_router(cluster, ops_key, provider)
+        ),
+        seconds=10,
+    )
 
 
 def test_no_pod_reaches_anything_outside_the_cluster(release: Release) -> None:
