@@ -63,7 +63,15 @@ def warm_slots(roots: list[str], slots: int, system: str) -> None:
     prompt the first time it is used; a bench that began there would measure that
     warm-up, which a long-running server pays once."""
 
+    failed: list[BaseException] = []
+
     def warm(root: str) -> None:
+        try:
+            send(root)
+        except BaseException as exc:  # raised below, once every server was tried
+            failed.append(exc)
+
+    def send(root: str) -> None:
         for slot in range(slots):
             r = httpx.post(
                 f"{root}/v1/chat/completions",
@@ -85,6 +93,8 @@ def warm_slots(roots: list[str], slots: int, system: str) -> None:
         t.start()
     for t in threads:
         t.join()
+    if failed:
+        raise RuntimeError(f"warming the slots failed: {failed[0]}") from failed[0]
 
 
 @dataclass
