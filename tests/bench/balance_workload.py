@@ -99,7 +99,6 @@ def warm_slots(roots: list[str], slots: int, system: str) -> None:
 
 @dataclass
 class Results:
-    ttft: list[float] = field(default_factory=list)  # seconds, every turn and one-off
     failures: list[str] = field(default_factory=list)
     requests: int = 0
     elapsed: float = 0.0
@@ -114,20 +113,25 @@ class Results:
         with self.lock:
             self.requests += 1
             if ttft is not None:
-                self.ttft.append(ttft)
                 self.samples.append((what, at - self.began, ttft))
             if failure is not None:
                 self.failures.append(failure)
+
+    @property
+    def ttft(self) -> list[float]:
+        """Seconds to the first token, every answered turn and one-off."""
+        return [ttft for _, _, ttft in self.samples]
 
     def slowest(self, n: int) -> list[tuple[str, float, float]]:
         return sorted(self.samples, key=lambda s: -s[2])[:n]
 
     def percentile(self, q: float) -> float:
-        if not self.ttft:
+        ttft = self.ttft
+        if not ttft:
             return float("nan")
-        if len(self.ttft) == 1:
-            return self.ttft[0]
-        return statistics.quantiles(self.ttft, n=100, method="inclusive")[int(q) - 1]
+        if len(ttft) == 1:
+            return ttft[0]
+        return statistics.quantiles(ttft, n=100, method="inclusive")[int(q) - 1]
 
 
 def _turn(

@@ -78,12 +78,16 @@ class RouterProcess:
         text = httpx.get(f"{self.admin}/metrics", timeout=2).text
         return "switchyard_shared_state_up 1.0" in text
 
+    def metric(self, line_start: str) -> float:
+        """The value of the first series whose line begins so; 0 when there is none."""
+        for line in httpx.get(f"{self.admin}/metrics", timeout=2).text.splitlines():
+            if line.startswith(line_start):
+                return float(line.split()[-1])
+        return 0.0
+
     def processes(self) -> float:
         """How many router processes this one counts on the shared state."""
-        for line in httpx.get(f"{self.admin}/metrics", timeout=2).text.splitlines():
-            if line.startswith("switchyard_shared_state_processes "):
-                return float(line.split()[1])
-        return 0.0
+        return self.metric("switchyard_shared_state_processes ")
 
     def stop(self) -> None:
         self.proc.terminate()
@@ -335,13 +339,6 @@ def test_news_from_outside_is_not_believed_and_garbage_does_not_stop_the_listene
         time.sleep(0.02)
 
 
-def _metric(r: RouterProcess, line_start: str) -> float:
-    for line in httpx.get(f"{r.admin}/metrics", timeout=2).text.splitlines():
-        if line.startswith(line_start):
-            return float(line.split()[-1])
-    return 0.0
-
-
 def test_a_conversation_placed_by_one_replica_is_found_through_another(
     replicas: Any, redis: RedisServer
 ) -> None:
@@ -381,7 +378,7 @@ def test_a_conversation_placed_by_one_replica_is_found_through_another(
         for i in range(conversations):
             turn(a, i, 1)
         deadline = time.monotonic() + 5
-        while _metric(b, learnt) < conversations:
+        while b.metric(learnt) < conversations:
             assert time.monotonic() < deadline, "the other replica did not hear every placement"
             time.sleep(0.05)
         for i in range(conversations):
@@ -397,7 +394,7 @@ def test_a_conversation_placed_by_one_replica_is_found_through_another(
         for address in addresses:
             assert found[address]["affinityHits"] == placed[address]["picks"], (placed, found)
         assert sum(e["affinityHits"] for e in found.values()) == conversations
-        assert _metric(a, learnt) == 0  # a placed them: it learnt nothing of its own
+        assert a.metric(learnt) == 0  # a placed them: it learnt nothing of its own
     finally:
         for s in servers:
             s.stop()

@@ -27,20 +27,19 @@ class SlotTable:
     """One llama.cpp server's slots: who holds each, when it was last used, and this
     router's calls on it now."""
 
-    __slots__ = ("_calls", "_holder", "_of", "_used", "count")
+    __slots__ = ("_calls", "_holder", "_used", "count")
 
     def __init__(self, count: int) -> None:
         self.count = max(1, min(count, MAX_SLOTS))
         self._holder: list[int | None] = [None] * self.count
         self._used = [0.0] * self.count
         self._calls = [0] * self.count
-        self._of: dict[int, int] = {}
 
     def take(self, key: int, now: float) -> tuple[int | None, bool]:
         """The slot for a call of conversation ``key``, busy until ``done``, and whether
         the conversation was given it now (rather than holding it already); None when
         it holds none and every slot has a call on it."""
-        slot = self._of.get(key)
+        slot = self.slot_of(key)
         fresh = slot is None
         if slot is None:
             idle = [s for s in range(self.count) if not self._calls[s]]
@@ -61,18 +60,18 @@ class SlotTable:
         replica placed it)."""
         if not 0 <= slot < self.count:
             return
-        old = self._holder[slot]
-        if old is not None:
-            self._of.pop(old, None)
-        previous = self._of.get(key)
-        if previous is not None and previous != slot:
+        previous = self.slot_of(key)
+        if previous is not None:
             self._holder[previous] = None
         self._holder[slot] = key
-        self._of[key] = slot
         self._used[slot] = max(self._used[slot], now)
 
     def slot_of(self, key: int) -> int | None:
-        return self._of.get(key)
+        """The slot conversation ``key`` holds (a scan: a server has a handful)."""
+        try:
+            return self._holder.index(key)
+        except ValueError:
+            return None
 
 
 def with_slot(data: bytes, slot: int | None) -> bytes:
