@@ -309,7 +309,12 @@ def test_from_kubectl_apply_to_a_served_completion_and_back(
     assert ready(st)["status"] == "True"
     assert "gpt-4o-mini" in st["discoveredModels"]
     assert st["observedGeneration"] == 1
-    assert ready(status(cp, namespace, "llmm", "chat"))["reason"] == "Compiled"
+    # The model's status is written after the table it went into: wait for it.
+    model_ready = wait_for(
+        "the model's Ready condition",
+        lambda: ready(status(cp, namespace, "llmm", "chat")),
+    )
+    assert model_ready["reason"] == "Compiled"
     events = cp.kubectl("get", "events", "-n", namespace, "-o", "json").stdout
     assert "ModelsDiscovered" in events
     # No key in the ConfigMap; the key is in the operator's Secret.
