@@ -165,6 +165,24 @@ def test_a_new_conversation_goes_to_an_idle_endpoint_not_its_busy_ring_place() -
         assert again is not None and again.affinity and again.endpoint is pick.endpoint
 
 
+def test_new_conversations_at_equal_loads_spread_evenly_over_the_endpoints() -> None:
+    """No call is in flight (the caller counts them), so loads always tie: the ring alone would
+    spread the conversations by their hashes, unevenly; homes are counted instead."""
+    b = Balancer(BASE, ADDRESSES)
+    for i in range(30):
+        pick = b.pick(affinity_key(conversation(i), "m"), now=0.0)
+        assert pick is not None
+        homes = Counter(b._last.values())
+        assert max(homes.values()) - min(homes[a] for a in ADDRESSES) <= 1, (i, homes)
+    # The count follows the bounded memory as it forgets, and addresses that go.
+    small = Balancer(BASE, ADDRESSES, affinity_size=7)
+    for i in range(40):
+        small.pick(affinity_key(conversation(i), "m"), now=0.0)
+        if i == 20:
+            small.update(BASE, ADDRESSES[:2])
+        assert small._homed == Counter(small._last.values()), i
+
+
 def test_replicas_learn_where_the_others_placed_a_conversation() -> None:
     one, two = Balancer(BASE, ADDRESSES), Balancer(BASE, ADDRESSES)
     told: list[tuple[int, str]] = []

@@ -14,12 +14,13 @@ the KV cache and is computed again. ``Balancer`` picks instead:
   first message), the same for every turn. It goes where that conversation went last
   (a bounded memory of keys).
 - **Placement**: a conversation not seen before has its prefix cached nowhere, so it
-  goes to the least loaded endpoint; among equally loaded ones, to the first from its
-  place on a ring of the endpoints (consistent hashing: the router's replicas agree
-  while loads are even, without sharing anything). Where the conversation was placed
-  is told to the other replicas (``on_placed``, published on the shared state when
-  there is one; they ``learn`` it), so its next turn finds it whichever replica takes
-  it.
+  goes to the least loaded endpoint; among equally loaded ones, to the one home to the
+  fewest remembered conversations (their later turns come back there), and among those
+  to the first from its place on a ring of the endpoints (consistent hashing: the
+  router's replicas agree while loads are even, without sharing anything). Where the
+  conversation was placed is told to the other replicas (``on_placed``, published on
+  the shared state when there is one; they ``learn`` it), so its next turn finds it
+  whichever replica takes it.
 - **Bounded loads** (consistent hashing with bounded loads, Mirrokni et al.): the
   endpoint affinity names is taken only while its load stays under ``load_factor``
   times the mean (plus the call itself) and no more than ``max_skew`` calls above the
@@ -42,7 +43,7 @@ import bisect
 import hashlib
 import math
 import time
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
@@ -167,6 +168,8 @@ class Balancer:
         self._ring: list[tuple[int, Endpoint]] = []
         self._ring_keys: list[int] = []
         self._last: OrderedDict[int, str] = OrderedDict()
+        #: How many of ``_last``'s conversations each address is home to.
+        self._homed: Counter[str] = Counter()
         #: What answers at the endpoints, once a scrape has told (``providers.load``).
         self.server: ServerKind = "unknown"
         #: When a call last picked an endpoint (monotonic): scraping idles without calls.
@@ -250,8 +253,11 @@ class Balancer:
             if held is not None and held in up and held.load + 1 <= bound:
                 self._last.move_to_end(key)
                 return self._chose(held, key, affinity=True, now=now)
-        # Placed anew: the least loaded; of those, the first from the key's ring place.
-        usable = {id(e) for e in up if e.load == least}
+        # Placed anew: the least loaded; of those, the home of the fewest conversations,
+        # and the first of those from the key's ring place.
+        tied = [e for e in up if e.load == least]
+        fewest = min(self._homed[e.address] for e in tied)
+        usable = {id(e) for e in tied if self._homed[e.address] == fewest}
         for ep in self._ring_order(key):
             if id(ep) in usable:
                 return self._chose(ep, key, affinity=False, now=now)
@@ -275,10 +281,22 @@ class Balancer:
         return Pick(ep, key, affinity, slot)
 
     def _keep(self, key: int, address: str) -> None:
+        before = self._last.get(key)
+        if before != address:
+            if before is not None:
+                self._unhome(before)
+            self._homed[address] += 1
         self._last[key] = address
         self._last.move_to_end(key)
         while len(self._last) > self.affinity_size:
-            self._last.popitem(last=False)
+            _, gone = self._last.popitem(last=False)
+            self._unhome(gone)
+
+    def _unhome(self, address: str) -> None:
+        # Dropped at zero: addresses come and go with pods.
+        self._homed[address] -= 1
+        if self._homed[address] <= 0:
+            del self._homed[address]
 
     def learn(self, key: int, address: str, slot: int | None = None) -> bool:
         """Another replica placed conversation ``key`` at ``address`` (in its llama.cpp
