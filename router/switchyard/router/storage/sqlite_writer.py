@@ -5,21 +5,25 @@ A plain child (``python -m switchyard.router.storage.sqlite_usage PATH``) rather
 a multiprocessing pool: multiprocessing's spawn start also starts its resource tracker,
 one more interpreter (about 6 MiB) that a writer with no shared semaphores or memory
 does not need; and the child imports ``sqlite_usage`` alone, not the router. The
-messages are ``sqlite_usage``'s. The writer exits when its input closes, or (Linux)
-when the router dies.
+messages are ``sqlite_usage``'s. The writer exits when its input closes: when the
+router closes it, or dies.
 """
 
 from __future__ import annotations
 
 import asyncio
+import marshal
 import os
-import pickle
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from switchyard.router.storage import sqlite_usage
 from switchyard.router.storage.base import StoreRefused, StoreUnavailable
-from switchyard.router.storage.sqlite_usage import LENGTH, ErrorKind, frame
+from switchyard.router.storage.sqlite_usage import LENGTH, frame
+
+if TYPE_CHECKING:
+    from switchyard.router.storage.sqlite_usage import ErrorKind
 
 #: How long a closing writer may take over its last batch.
 _CLOSE_SECONDS = 30.0
@@ -53,7 +57,7 @@ class WriterProcess:
         # The child finds this package where the router found it, as spawn would.
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", sqlite_usage.__name__, path,
+            sys.executable, "-S", "-m", sqlite_usage.__name__, path,
             stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, env=env,
         )  # fmt: skip
         writer = cls(proc)
@@ -88,7 +92,7 @@ class WriterProcess:
                     stdin.write(frame(rows))
                     await stdin.drain()
                 (size,) = LENGTH.unpack(await stdout.readexactly(LENGTH.size))
-                return pickle.loads(await stdout.readexactly(size))
+                return marshal.loads(await stdout.readexactly(size))
             except (OSError, EOFError, asyncio.IncompleteReadError) as exc:
                 self.kill()
                 raise StoreUnavailable("the usage writer process died") from exc
