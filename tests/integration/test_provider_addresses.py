@@ -230,7 +230,8 @@ class _Page(BaseHTTPRequestHandler):
         self._page()
 
     def _page(self) -> None:
-        self.seen.append(f"{self.command} {self.path}")
+        cookie = self.headers.get("Cookie")
+        self.seen.append(f"{self.command} {self.path}" + (f" cookie={cookie}" if cookie else ""))
         status, kind, body, headers = self.answer
         self.send_response(status)
         self.send_header("Content-Type", kind)
@@ -397,3 +398,28 @@ def test_a_page_answered_with_200_is_never_relayed(
     for r in (streamed, embedded):
         assert "hunter2" not in r.text and "admin console" not in r.text, r.text
         assert r.status_code == 503 or "error" in r.text, r.text
+
+
+#: An OpenAI chat completion, as a vLLM server answers one.
+ANSWER = (
+    b'{"id": "chatcmpl-1", "object": "chat.completion", "created": 1, "model": "gpt-4o-mini",'
+    b' "choices": [{"index": 0, "message": {"role": "assistant", "content": "hello"},'
+    b' "finish_reason": "stop"}],'
+    b' "usage": {"prompt_tokens": 3, "completion_tokens": 1, "total_tokens": 4}}'
+)
+
+
+def test_a_providers_cookies_are_neither_kept_nor_sent_back(
+    fakes: Fakes, router: Factory, serve: Serve
+) -> None:
+    """A cookie jar would keep whatever a provider's answers set, without bound (a name
+    per answer), and send it back with every caller's later requests: one session
+    across tenants. The provider is called by name: cookies from a bare address are
+    never kept anyway."""
+    url, seen = serve(200, "application/json", ANSWER, {"Set-Cookie": "session=first; Path=/"})
+    gw = one(fakes, router, url.replace("127.0.0.1", "localhost"), kind="vllm")
+    for _ in range(3):
+        r = ask(gw)
+        assert r.status_code == 200, r.text
+    assert len(seen) == 3, seen
+    assert not [s for s in seen if "cookie=" in s], seen

@@ -226,6 +226,9 @@ class HTTPAdapter(abc.ABC):
                 # Streamed tool calls can arrive as one long line.
                 read_bufsize=4 * 1024 * 1024,
                 auto_decompress=True,
+                # A jar would keep what any answer sets, without bound, and send it with
+                # every caller's later requests to the provider.
+                cookie_jar=aiohttp.DummyCookieJar(),
             )
         return self._session
 
