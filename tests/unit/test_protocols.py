@@ -942,3 +942,23 @@ def test_crlf_streams_are_relayed_as_lf() -> None:
     r = relay("p")
     out = r.feed(_chunk("a").replace(b"\n", b"\r\n"))
     assert out[0].data == _chunk("a")  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize(
+    ("data", "ids"),
+    [
+        (b'data: {"id":"a","model":"m"}\n\n', ("a", "m")),
+        (b': ping\n\ndata: {"x":1}\n\ndata: {"id":"b","model":"n"}\n\n', ("b", "n")),
+        (b'event: x\ndata: {"id":"d","model":"p"}\n\n', ("d", "p")),
+        (b'data: {broken\ndata: {"id":"c","model":"o"}', ("c", "o")),
+        (b'data: {"id":"","model":"m"}\n\n', None),
+        (b'data: {"id":"a"', None),
+        (b'data: {"content":"data: {\\"id\\":\\"x\\",\\"model\\":\\"y\\"}"}\n\n', None),
+        (b"data: [DONE]\n\n", None),
+        (b"", None),
+    ],
+)
+def test_a_relayed_streams_ids_are_read_from_its_first_event_naming_both(
+    data: bytes, ids: tuple[str, str] | None
+) -> None:
+    assert openai.stream_ids(data) == ids

@@ -647,15 +647,21 @@ def relay(provider: str) -> EventRelay:
 
 
 def stream_ids(data: bytes) -> tuple[str, str] | None:
-    """The id and model of the first event in ``data`` that names both."""
-    for line in data.split(b"\n"):
-        if line.startswith(b"data: {"):
-            try:
-                chunk = orjson.loads(line[6:])
-            except orjson.JSONDecodeError:
-                continue
-            if isinstance(chunk, dict) and chunk.get("id") and chunk.get("model"):
-                return str(chunk["id"]), str(chunk["model"])
+    """The id and model of the first event in ``data`` that names both. Lines are
+    found one at a time: the first one, of a block holding a whole stream, names them."""
+    mark = b"\ndata: {"
+    start = 0 if data.startswith(mark[1:]) else data.find(mark) + 1 or -1
+    while start >= 0:
+        end = data.find(b"\n", start)
+        try:
+            chunk = orjson.loads(data[start + 6 : end if end >= 0 else len(data)])
+        except orjson.JSONDecodeError:
+            chunk = None
+        if isinstance(chunk, dict) and chunk.get("id") and chunk.get("model"):
+            return str(chunk["id"]), str(chunk["model"])
+        if end < 0:
+            return None
+        start = data.find(mark, end) + 1 or -1
     return None
 
 

@@ -62,15 +62,15 @@ class WholeEvents:
         return data[: end + 2]
 
 
-def _first_broken(whole: bytes) -> int:
-    """Where the first event of ``whole`` whose data is not JSON begins; -1: none.
+def _first_broken(whole: bytes, events: int) -> int:
+    """Where the first event of ``whole`` (``events`` of them) whose data is not JSON
+    begins; -1: none.
 
     Relayed content is not parsed, but a provider's garbage must not reach the client
-    as if it were an answer (or commit a stream to a provider that sends it). Two
-    counts in C tell that every event's data ends as a JSON object does, or is
-    ``[DONE]``; only when they disagree is each event read.
+    as if it were an answer (or commit a stream to a provider that sends it). Counts in
+    C tell that every event's data ends as a JSON object does, or is ``[DONE]``; only
+    when they disagree is each event read.
     """
-    events = whole.count(b"\n\n")
     if whole.count(b"}\n\n") + whole.count(b"data: [DONE]\n\n") == events:
         return -1
     pos = 0
@@ -230,7 +230,8 @@ class EventRelay:
         whole = self.events.take(block)
         if not whole:
             return _NOTHING
-        broken = _first_broken(whole)
+        events = whole.count(b"\n\n")  # the scans below share it
+        broken = _first_broken(whole, events)
         if broken >= 0:
             # Through the decoder, for the protocol's own error; what came before passes.
             try:
@@ -242,9 +243,10 @@ class EventRelay:
             whole = whole[:broken]
             if not whole:
                 return _NOTHING
+            events = whole.count(b"\n\n")
         at = self._first_mark(whole)
         if at < 0:
-            return [Relayed(whole, text_bytes=self._text_bytes(whole))]
+            return [Relayed(whole, text_bytes=self._text_bytes(whole, events))]
         # The content before the event holding the first mark passes unread.
         start = whole.rfind(b"\n\n", 0, at)
         pos = 0 if start < 0 else start + 2
@@ -270,8 +272,9 @@ class EventRelay:
                 break  # the end marker: nothing after it counts
         return [Relayed(whole[:pos], usage=usage, text_bytes=text), *finish]
 
-    def _text_bytes(self, events: bytes) -> int:
-        """About how much text ``events`` hold: their size less each event's envelope.
+    def _text_bytes(self, events: bytes, count: int | None = None) -> int:
+        """About how much text ``events`` (``count`` of them, when known) hold: their
+        size less each event's envelope.
 
         The envelope is measured on the stream's first ``_MEASURED`` events with text,
         keeping the smallest: a first event often carries more than the rest (OpenAI's,
@@ -292,4 +295,6 @@ class EventRelay:
                         break
             if not self.envelope:
                 return 0
-        return max(len(events) - events.count(b"\n\n") * self.envelope, 0)
+        if count is None:
+            count = events.count(b"\n\n")
+        return max(len(events) - count * self.envelope, 0)
