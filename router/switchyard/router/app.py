@@ -33,6 +33,7 @@ from switchyard.router.errors import (
     NotFound,
     SwitchyardError,
 )
+from switchyard.router.heap import Trimmer
 from switchyard.router.http import (
     admin,
     anthropic_api,
@@ -289,6 +290,8 @@ def create_app(
     follower.load_initial()
     services.table_source = follower.description
 
+    trimmer = Trimmer()
+
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         opening = await open_until_ready(store)
@@ -302,10 +305,12 @@ def create_app(
         if keys is not None:
             await keys.start()
         await follower.start()
+        trimmer.start()
         try:
             yield
         finally:
             # uvicorn has stopped taking requests and let the open ones finish.
+            await trimmer.close()
             await follower.stop()
             if keys is not None:
                 await keys.stop()
