@@ -10,7 +10,7 @@ from typing import Any, TypeVar
 
 import orjson
 from pydantic import BaseModel, ValidationError
-from starlette.requests import ClientDisconnect, Request
+from starlette.requests import Request
 
 from switchyard.router.errors import BadRequest, ClientDisconnected, PayloadTooLarge
 
@@ -33,17 +33,24 @@ async def read_json(request: Request, limit: int) -> Any:
             raise BadRequest("Content-Length is not a number") from None
         if declared > limit:
             raise PayloadTooLarge(f"request body is {declared} bytes; the limit is {limit}")
+    # The ASGI messages themselves, not Starlette's ``stream()``: an async generator
+    # per request costs the event loop's bookkeeping of it (a weak set, a finalizer).
+    receive = request.receive
     chunks: list[bytes] = []
     size = 0
-    try:
-        async for chunk in request.stream():
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientDisconnected(f"the client left after {size} bytes of its body")
+        chunk = message.get("body", b"")
+        if chunk:
             size += len(chunk)
             if size > limit:
                 raise PayloadTooLarge(f"request body exceeds the limit of {limit} bytes")
             chunks.append(chunk)
-    except ClientDisconnect:
-        raise ClientDisconnected(f"the client left after {size} bytes of its body") from None
-    raw = b"".join(chunks)
+        if not message.get("more_body", False):
+            break
+    raw = chunks[0] if len(chunks) == 1 else b"".join(chunks)
     if not raw:
         raise BadRequest("request body is empty; send a JSON object")
     try:
