@@ -258,3 +258,28 @@ def test_a_usage_writer_that_dies_is_replaced_by_the_next_batch(tmp_path: Path) 
         return len(await asyncio.to_thread(read_rows, None, tmp_path))
 
     assert asyncio.run(scenario()) == 3
+
+
+def test_a_large_batch_goes_to_the_writer_in_pieces_and_is_stored_once(tmp_path: Path) -> None:
+    """Pieces of ``PIECE`` rows, each a transaction: all stored, the rollups exact, and
+    the batch written again (as after a piece failed) adds nothing."""
+    import sqlite3
+
+    from switchyard.router.storage.sqlite_writer import PIECE
+
+    size = 2 * PIECE + 7
+
+    async def scenario() -> tuple[int, int]:
+        store = SQLiteStore(tmp_path / "switchyard.db")
+        await store.open()
+        batch = [_record(i) for i in range(size)]
+        first = await store.write_usage(batch)
+        again = await store.write_usage(batch[PIECE:])
+        await store.close()
+        return first, again
+
+    assert asyncio.run(scenario()) == (size, 0)
+    assert len(read_rows(None, tmp_path)) == size
+    with sqlite3.connect(tmp_path / "switchyard.db") as conn:
+        (requests,) = conn.execute("SELECT sum(requests) FROM llm_usage_daily").fetchone()
+    assert requests == size

@@ -27,6 +27,10 @@ if TYPE_CHECKING:
 
 #: How long a closing writer may take over its last batch.
 _CLOSE_SECONDS = 30.0
+#: Rows per message: a batch of thousands (the recorder gathers up to 5,000) would be
+#: held twice in the writer at once, as its bytes and as its objects, and its heap
+#: would keep that size.
+PIECE = 500
 
 
 def store_error(kind: ErrorKind, message: str) -> StoreRefused | StoreUnavailable:
@@ -72,13 +76,19 @@ class WriterProcess:
         return not self._ended and self._proc.returncode is None
 
     async def write(self, rows: Sequence[tuple[object, ...]]) -> int:
-        """Write ``rows``; the writer's StoreUnavailable or StoreRefused is raised here."""
-        answer = await self._exchange(list(rows))
-        failure = _failure(answer)
-        if failure is not None:
-            raise failure
-        assert isinstance(answer, int)
-        return answer
+        """Write ``rows``, ``PIECE`` at a time, each piece its own transaction; the
+        writer's StoreUnavailable or StoreRefused is raised here. A piece that fails
+        leaves those before it stored: the batch, spooled and written again, adds only
+        the records not stored before (by id)."""
+        new = 0
+        for start in range(0, len(rows), PIECE):
+            answer = await self._exchange(list(rows[start : start + PIECE]))
+            failure = _failure(answer)
+            if failure is not None:
+                raise failure
+            assert isinstance(answer, int)
+            new += answer
+        return new
 
     async def _exchange(self, rows: list[tuple[object, ...]] | None) -> object:
         """Send ``rows`` (none: only the writer's first answer) and read the answer. A
