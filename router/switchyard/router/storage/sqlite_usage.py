@@ -5,12 +5,12 @@ transaction. It runs in a process of its own (``python -m`` this module, started
 
 Built-in modules and sqlite3 only, and nothing of the router: the writer process
 imports this module alone, so it costs little more than a bare interpreter, sqlite3
-and its page caches, kept small (about 9 MiB of PSS after load; 20 MiB when it
-imported the store's package, 12 MiB with pickle, typing and SQLite's default 2 MiB
-caches). Its messages either way are a 4-byte length and a ``marshal`` dump (rows are
-strings, numbers and None; both ends are the same interpreter): to it, a batch of
-rows; back, the number of new records, or a store error as (kind, message), kind
-"refused" (a retry will not mend it) or "unavailable".
+and its page caches, kept small (about 7.5 MiB of PSS after load; 20 MiB when it
+imported the store's package, 13 MiB with pickle, typing, SQLite's default 2 MiB caches
+and whole batches). Its messages either way are a 4-byte length and a ``marshal`` dump
+(rows are strings, numbers and None; both ends are the same interpreter): to it, rows
+(at most ``sqlite_writer.PIECE``); back, the number of new records, or a store error
+as (kind, message), kind "refused" (a retry will not mend it) or "unavailable".
 """
 
 from __future__ import annotations
