@@ -1,0 +1,116 @@
+"""CPU per request of a git revision's router against this tree's, in alternating rounds.
+
+    ./dev bench ab REF [--rounds 6] [--seconds 4] [--conc 32] [--load stream] [--usage]
+
+Both routers serve the same fast fake upstream at once; each round runs wrk against
+one and then the other (the order swapping every round), and measures the router's CPU
+time (its own and its children's, from /proc) divided by the requests the upstream
+received. It prints every round and the medians. On a shared machine one 10 s run per
+router (``./dev bench router --against REF``) swings by 5-10%; rounds that alternate
+share the machine's slow and quiet moments, so a change of a few percent shows in the
+medians. Unlike ``./dev bench instructions`` this counts what only load shows: the
+cyclic collector, system calls, the usage writer.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parents[1]))
+
+from tests.bench.run_bench import (  # noqa: E402
+    KEY,
+    NONSTREAM,
+    STREAM,
+    add_worktree,
+    admin_port,
+    cpu_seconds,
+    fake_upstream,
+    free_port,
+    remove_worktree,
+    router_process,
+    tree_env,
+    upstream_count,
+    wait_http,
+    write_table,
+    wrk,
+)
+
+LOADS = {"non-streaming": NONSTREAM, "stream": STREAM}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("ref", help="the git revision to measure against")
+    parser.add_argument("--rounds", type=int, default=6)
+    parser.add_argument("--seconds", type=int, default=4, help="wrk's run per router per round")
+    parser.add_argument("--conc", type=int, default=32)
+    parser.add_argument("--load", choices=sorted(LOADS), default="non-streaming")
+    parser.add_argument(
+        "--usage", action="store_true", help="record usage (SQLite, its writer counted)"
+    )
+    args = parser.parse_args()
+    if shutil.which("wrk") is None:
+        print("bench: wrk is needed (Debian: apt-get install wrk)", file=sys.stderr)
+        return 2
+    work = Path(tempfile.mkdtemp(prefix="switchyard-ab-"))
+    extra = [] if args.usage else ["--no-usage"]
+    up = free_port()
+    upstream = fake_upstream(up)
+    table = write_table(work, up)
+    env, module = tree_env(add_worktree(work / "ref", args.ref))
+    ports = {args.ref: free_port(), "this tree": free_port()}
+    routers = {
+        args.ref: router_process(
+            table, ports[args.ref], *extra, "--state-dir", str(work / "ref-state"),
+            env=env, module=module,
+        ),
+        "this tree": router_process(
+            table, ports["this tree"], *extra, "--state-dir", str(work / "state")
+        ),
+    }  # fmt: skip
+    body, auth = LOADS[args.load], f"Bearer {KEY}"
+    stats = f"http://127.0.0.1:{up}/stats"
+    cpu: dict[str, list[float]] = {name: [] for name in routers}
+    try:
+        wait_http(f"http://127.0.0.1:{up}/health")
+        for port in ports.values():
+            wait_http(f"http://127.0.0.1:{admin_port(port)}/readyz")
+        names = list(routers)
+        for r in range(args.rounds):
+            for name in names if r % 2 == 0 else reversed(names):
+                url = f"http://127.0.0.1:{ports[name]}/v1/chat/completions"
+                wrk(url, body, args.conc, 1, auth)  # warm-up
+                served, used = upstream_count(stats), cpu_seconds(routers[name].pid)
+                wrk(url, body, args.conc, args.seconds, auth)
+                served = upstream_count(stats) - served
+                used = cpu_seconds(routers[name].pid) - used
+                cpu[name].append(used * 1000 / served if served else float("nan"))
+    finally:
+        for proc in routers.values():
+            proc.terminate()
+            proc.wait(10)
+        upstream.terminate()
+        upstream.wait(10)
+        remove_worktree(work / "ref")
+        shutil.rmtree(work, ignore_errors=True)
+    usage = "usage on (SQLite)" if args.usage else "usage off"
+    print(f"\nCPU ms per request, {args.load}, c={args.conc}, {usage}, {args.rounds} rounds")
+    for name, values in cpu.items():
+        rounds = " ".join(f"{v:.4f}" for v in values)
+        print(f"{name[:14]:<14} median {statistics.median(values):.4f}   rounds {rounds}")
+    ratio = statistics.median(cpu["this tree"]) / statistics.median(cpu[args.ref])
+    print(f"this tree / {args.ref}: {ratio:.3f}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
