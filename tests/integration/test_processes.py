@@ -133,9 +133,15 @@ def test_a_router_killed_outright_leaves_no_writer_behind(
     r.proc.kill()
     r.proc.wait(10)
     deadline = time.monotonic() + 10
-    while Path(f"/proc/{writer}").exists() and time.monotonic() < deadline:
-        if Path(f"/proc/{writer}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z":
-            break  # exited; a zombie until the tests' process reaps its orphan
+    while _running(writer) and time.monotonic() < deadline:
         time.sleep(0.05)
-    stat = Path(f"/proc/{writer}/stat")
-    assert not stat.exists() or stat.read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    assert not _running(writer)
+
+
+def _running(pid: int) -> bool:
+    """Not gone, nor a zombie (one exited, waiting to be reaped by whoever adopted it)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
