@@ -25,21 +25,17 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parents[1]))
 
 from tests.bench.run_bench import (  # noqa: E402
-    KEY,
     NONSTREAM,
     STREAM,
-    add_worktree,
     admin_port,
-    cpu_seconds,
+    cpu_per_request,
     fake_upstream,
     free_port,
     remove_worktree,
+    revision_router,
     router_process,
-    tree_env,
-    upstream_count,
     wait_http,
     write_table,
-    wrk,
 )
 
 LOADS = {"non-streaming": NONSTREAM, "stream": STREAM}
@@ -66,18 +62,14 @@ def main() -> int:
     up = free_port()
     upstream = fake_upstream(up)
     table = write_table(work, up)
-    env, module = tree_env(add_worktree(work / "ref", args.ref))
     ports = {args.ref: free_port(), "this tree": free_port()}
     routers = {
-        args.ref: router_process(
-            table, ports[args.ref], *extra, "--state-dir", str(work / "ref-state"),
-            env=env, module=module,
-        ),
+        args.ref: revision_router(work, args.ref, table, ports[args.ref], *extra),
         "this tree": router_process(
             table, ports["this tree"], *extra, "--state-dir", str(work / "state")
         ),
-    }  # fmt: skip
-    body, auth = LOADS[args.load], f"Bearer {KEY}"
+    }
+    body = LOADS[args.load]
     stats = f"http://127.0.0.1:{up}/stats"
     cpu: dict[str, list[float]] = {name: [] for name in routers}
     try:
@@ -88,12 +80,10 @@ def main() -> int:
         for r in range(args.rounds):
             for name in names if r % 2 == 0 else reversed(names):
                 url = f"http://127.0.0.1:{ports[name]}/v1/chat/completions"
-                wrk(url, body, args.conc, 1, auth)  # warm-up
-                served, used = upstream_count(stats), cpu_seconds(routers[name].pid)
-                wrk(url, body, args.conc, args.seconds, auth)
-                served = upstream_count(stats) - served
-                used = cpu_seconds(routers[name].pid) - used
-                cpu[name].append(used * 1000 / served if served else float("nan"))
+                ms, _ = cpu_per_request(
+                    routers[name].pid, url, stats, args.conc, args.seconds, body, warmup=1
+                )
+                cpu[name].append(ms)
     finally:
         for proc in routers.values():
             proc.terminate()

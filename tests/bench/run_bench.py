@@ -167,14 +167,20 @@ def wrk(url: str, body: dict, conc: int, duration: int, auth: str | None) -> dic
 
 
 def cpu_per_request(
-    pid: int, url: str, stats_url: str, conc: int, duration: int
+    pid: int,
+    url: str,
+    stats_url: str,
+    conc: int,
+    duration: int,
+    body: dict[str, Any] = NONSTREAM,
+    warmup: int = 2,
 ) -> tuple[float, dict[str, float]]:
-    """Router ``pid``'s CPU ms per request served upstream under wrk (non-streaming,
-    ``conc`` connections, after a 2 s warm-up), and wrk's figures. Fails loudly when
+    """Router ``pid``'s CPU ms per request served upstream under wrk (``body``,
+    ``conc`` connections, after a ``warmup``), and wrk's figures. Fails loudly when
     the router failed requests."""
-    wrk(url, NONSTREAM, conc, 2, f"Bearer {KEY}")
+    wrk(url, body, conc, warmup, f"Bearer {KEY}")
     n0, cpu0 = upstream_count(stats_url), cpu_seconds(pid)
-    result = wrk(url, NONSTREAM, conc, duration, f"Bearer {KEY}")
+    result = wrk(url, body, conc, duration, f"Bearer {KEY}")
     served = upstream_count(stats_url) - n0
     cpu = cpu_seconds(pid) - cpu0
     errors = sum(v for k, v in result.items() if k.startswith("errors_"))
@@ -195,6 +201,17 @@ def add_worktree(path: Path, ref: str) -> Path:
 
 def remove_worktree(path: Path) -> None:
     subprocess.run(["git", "worktree", "remove", "--force", str(path)], cwd=HERE.parents[1])
+
+
+def revision_router(
+    work: Path, ref: str, table: Path, port: int, *extra: str
+) -> subprocess.Popen[bytes]:
+    """The router of git revision ``ref`` (a worktree at ``work``/``ref``, with its own
+    state directory beside it) serving ``table`` on ``port``; ``remove_worktree`` it
+    when done."""
+    env, module = tree_env(add_worktree(work / "ref", ref))
+    state = str(work / "ref-state")
+    return router_process(table, port, "--state-dir", state, *extra, env=env, module=module)
 
 
 def tree_env(tree: Path) -> tuple[dict[str, str], str]:
@@ -435,16 +452,7 @@ def main() -> int:
     before = None
     if args.against:
         before_port = free_port()
-        env, module = tree_env(add_worktree(work / "before", args.against))
-        before = router_process(
-            table,
-            before_port,
-            "--state-dir",
-            str(work / "before-state"),
-            *extra,
-            env=env,
-            module=module,
-        )
+        before = revision_router(work, args.against, table, before_port, *extra)
     try:
         wait_http(f"http://127.0.0.1:{up_port}/health")
         wait_http(f"http://127.0.0.1:{admin_port(gw_port)}/readyz")
@@ -500,7 +508,7 @@ def main() -> int:
         if before is not None:
             before.terminate()
             before.wait(10)
-            remove_worktree(work / "before")
+            remove_worktree(work / "ref")
         router.terminate()
         floor.terminate()
         upstream.terminate()
