@@ -283,3 +283,36 @@ def test_a_large_batch_goes_to_the_writer_in_pieces_and_is_stored_once(tmp_path:
     with sqlite3.connect(tmp_path / "switchyard.db") as conn:
         (requests,) = conn.execute("SELECT sum(requests) FROM llm_usage_daily").fetchone()
     assert requests == size
+
+
+def test_a_burst_of_records_is_written_in_batches_of_at_most_500(tmp_path: Path) -> None:
+    """What a round holds stays small under load: 1,234 records queued at once go to
+    the store 500 at most, and every one is stored."""
+    from prometheus_client import CollectorRegistry
+
+    from switchyard.router.storage.recorder import RecorderMetrics, UsageRecorder
+
+    sizes: list[int] = []
+
+    async def scenario() -> None:
+        store = SQLiteStore(tmp_path / "switchyard.db")
+        await store.open()
+        write = store.write_usage
+
+        async def counted(batch: list[UsageRecord]) -> int:
+            sizes.append(len(batch))
+            return await write(batch)
+
+        store.write_usage = counted  # type: ignore[method-assign]
+        recorder = UsageRecorder(
+            store, Spool(tmp_path / "spool.jsonl"), RecorderMetrics(CollectorRegistry())
+        )
+        recorder.start()
+        for i in range(1234):
+            recorder.submit(_record(i))
+        await recorder.close()
+        await store.close()
+
+    asyncio.run(scenario())
+    assert sum(sizes) == 1234 and max(sizes) == 500, sizes
+    assert len(read_rows(None, tmp_path)) == 1234

@@ -113,7 +113,7 @@ def test_a_sqlite_router_starts_its_usage_writer_with_the_first_record(
     maps = Path(f"/proc/{writer}/maps").read_text()
     libraries = {Path(line.split()[-1]).name for line in maps.splitlines() if ".so" in line}
     assert any(name.startswith("_sqlite3") for name in libraries), libraries
-    unwanted = ("_pydantic_core", "loop.", "_ssl", "_pickle", "_ctypes")
+    unwanted = ("_pydantic_core", "loop.", "_ssl", "_pickle", "_ctypes", "_datetime")
     assert not [n for n in libraries if n.startswith(unwanted)], libraries
     # Its memory of its own: a bare interpreter and SQLite's small page caches.
     rollup = Path(f"/proc/{writer}/smaps_rollup").read_text()

@@ -10,7 +10,12 @@ from __future__ import annotations
 
 import math
 import operator
-from collections.abc import Iterable
+
+# For the checkers only: the SQLite usage writer imports this module, and nothing else
+# there needs ``collections``.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Iterable
 
 BUCKETS = 256
 LOW_MS = 0.1
