@@ -43,6 +43,9 @@ import yaml
 HERE = Path(__file__).resolve().parent
 KEY = "sy-bench-key"
 CLK = os.sysconf("SC_CLK_TCK")
+#: How long after the loads PSS is read again: the routers give malloc's free pages back
+#: every 10 s.
+SETTLE_S = 11.0
 NONSTREAM = {
     "model": "bench",
     "messages": [{"role": "user", "content": "Say hello in one short sentence."}],
@@ -504,6 +507,11 @@ def main() -> int:
         pss_loaded, processes = pss_mib(router.pid)
         floor_pss, _ = pss_mib(floor.pid)
         before_pss = pss_mib(before.pid)[0] if before is not None else 0.0
+        # Right after the loads a router still holds the burst's free pages; it gives
+        # them back to the system every 10 s (router/heap.py).
+        time.sleep(SETTLE_S)
+        pss_settled = pss_mib(router.pid)[0]
+        before_settled = pss_mib(before.pid)[0] if before is not None else 0.0
     finally:
         if before is not None:
             before.terminate()
@@ -561,7 +569,8 @@ def main() -> int:
         "   (target <= 120 MiB)"
     )
     print(
-        f"  PSS, every process, idle -> loaded {pss_idle:7.1f} -> {pss_loaded:.1f} MiB"
+        f"  PSS, every process, idle -> loaded {pss_idle:7.1f} -> {pss_loaded:.1f} MiB,"
+        f" {pss_settled:.1f} MiB {SETTLE_S:.0f} s later"
         f"   ({processes} process{'es' if processes > 1 else ''}; target <= 60 MiB; "
         f"the floor: {floor_pss:.1f} MiB)"
     )
@@ -591,8 +600,13 @@ def main() -> int:
             by[("non-streaming", 1, target)]["p50_ms"] - by[("non-streaming", 1, "floor")]["p50_ms"]
         )
         print(f"  added median latency, conc 1       {over:7.3f} ms   (target <= 0.15 ms)")
-        pss = pss_loaded if target == "router" else before_pss
-        print(f"  PSS after load, every process      {pss:7.1f} MiB (target <= 60 MiB)")
+        pss, settled = (
+            (pss_loaded, pss_settled) if target == "router" else (before_pss, before_settled)
+        )
+        print(
+            f"  PSS after load, every process      {settled:7.1f} MiB {SETTLE_S:.0f} s after,"
+            f" {pss:.1f} MiB right after (target <= 60 MiB)"
+        )
     return 0
 
 
