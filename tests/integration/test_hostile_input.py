@@ -312,6 +312,21 @@ def test_headers_under_the_limit_are_served(pair: RouterServer) -> None:
     assert r.status_code == 200
 
 
+def test_answers_do_not_name_the_server_software(pair: RouterServer) -> None:
+    """Nothing tells a caller which server and version to look up vulnerabilities for."""
+    body = {"model": "chat", "messages": [{"role": "user", "content": "hi"}]}
+    answers = [
+        httpx.post(f"{pair.url}/v1/chat/completions", headers=AUTH, json=body),
+        httpx.post(f"{pair.url}/v1/chat/completions", json=body),
+        httpx.get(f"{pair.url}/no-such-path"),
+        httpx.get(f"{pair.admin}/healthz"),
+    ]
+    assert [r.status_code for r in answers] == [200, 401, 404, 200]
+    for r in answers:
+        assert "server" not in r.headers, r.headers
+        assert "date" in r.headers
+
+
 # -- 4. deadlines and caps -----------------------------------------------------
 
 
