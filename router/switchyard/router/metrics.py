@@ -168,7 +168,8 @@ class LoopHistogram(Histogram):
         self._buckets = [_LoopValue() for _ in self._upper_bounds]
 
     def observe(self, amount: float, exemplar: dict[str, str] | None = None) -> None:
-        # NaN (amount != amount) falls in no bucket there, and in the first here.
+        # NaN (amount != amount) falls in no bucket in the library's observe; bisection
+        # would put it in the first.
         parent = self._labelnames and not self._labelvalues
         if exemplar is not None or amount != amount or parent:
             super().observe(amount, exemplar)
