@@ -108,11 +108,16 @@ def test_picking_keeps_conversations_where_their_prefix_is_cached(
     hits = sum(e["affinityHits"] for e in endpoints.values())
     turns = 6 * 3  # conversations x (turns - 1)
     assert hits >= turns * 0.6, (hits, endpoints)
-    # Each replica computed the shared system prompt about once and each conversation's
-    # beginning about once (a turn that found its replica too busy went elsewhere): near
-    # the least any spreading could do, and less than a Service's spread did.
+    # Each replica computed the shared system prompt once and each conversation's
+    # beginning once: the least any spreading could do. A later turn that found its
+    # replica busy went elsewhere (no affinity hit), and computed its conversation there
+    # again: its beginning (1,116 tokens) and its short turns so far. How many turns
+    # miss depends on timing (a slow machine makes more); what they cost may not exceed
+    # that. Measured: 12,879 tokens with no miss, 1,116-1,125 more for each miss.
     least = len(replicas) * _tokens(system) + 6 * _tokens(document(0))
-    assert computed <= least * 1.4, (computed, least)
+    conversation = _tokens(document(0)) + 50  # three turns of a few words each
+    misses = turns - hits
+    assert computed <= least * 1.05 + misses * conversation, (computed, least, hits)
     assert computed < base_computed, (computed, base_computed)
     # And the replicas all served: affinity did not pile everything onto one.
     assert all(n > 0 for n in per_replica), per_replica
