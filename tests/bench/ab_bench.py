@@ -31,6 +31,7 @@ from tests.bench.run_bench import (  # noqa: E402
     cpu_per_request,
     fake_upstream,
     free_port,
+    missing_tool,
     remove_worktree,
     revision_router,
     router_process,
@@ -54,8 +55,7 @@ def main() -> int:
         "--usage", action="store_true", help="record usage (SQLite, its writer counted)"
     )
     args = parser.parse_args()
-    if shutil.which("wrk") is None:
-        print("bench: wrk is needed (Debian: apt-get install wrk)", file=sys.stderr)
+    if missing_tool("wrk"):
         return 2
     work = Path(tempfile.mkdtemp(prefix="switchyard-ab-"))
     extra = [] if args.usage else ["--no-usage"]

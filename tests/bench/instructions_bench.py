@@ -44,6 +44,7 @@ from tests.bench.run_bench import (  # noqa: E402
     add_worktree,
     admin_port,
     free_port,
+    missing_tool,
     remove_worktree,
     table_doc,
     tree_env,
@@ -188,8 +189,7 @@ def main() -> int:
         "--tracing", action="store_true", help="tracing off, at 1%% and at 100%%, in one run"
     )
     args = parser.parse_args()
-    if shutil.which("valgrind") is None:
-        print("bench: valgrind is needed (Debian: apt-get install valgrind)", file=sys.stderr)
+    if missing_tool("valgrind"):
         return 2
     trees = [("this tree", ROOT)]
     worktree = None

@@ -46,6 +46,7 @@ from tests.bench.run_bench import (  # noqa: E402
     admin_port,
     fake_upstream,
     free_port,
+    missing_tool,
     router_process,
     wait_http,
     wait_until_listening,
@@ -145,8 +146,7 @@ def main() -> int:
     if not Path(spy).exists():
         print("bench: py-spy is needed (./dev setup installs it)", file=sys.stderr)
         return 2
-    if shutil.which("wrk") is None:
-        print("bench: wrk is needed (Debian: apt-get install wrk)", file=sys.stderr)
+    if missing_tool("wrk"):
         return 2
     body, path = LOADS[args.load]
     if args.floor and args.load == "anthropic":

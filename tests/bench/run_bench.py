@@ -56,6 +56,14 @@ STREAM = {**NONSTREAM, "stream": True, "stream_options": {"include_usage": True}
 MESSAGES_STREAM = {**NONSTREAM, "stream": True}
 
 
+def missing_tool(name: str) -> bool:
+    """Say so, on stderr, when the program ``name`` (a Debian package's) is not on PATH."""
+    if shutil.which(name) is not None:
+        return False
+    print(f"bench: {name} is needed (Debian: apt-get install {name})", file=sys.stderr)
+    return True
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -432,8 +440,7 @@ def main() -> int:
     args = parser.parse_args()
     if args.quick:
         args.duration, args.warmup = 3, 1
-    if shutil.which("wrk") is None:
-        print("bench: wrk is needed (Debian: apt-get install wrk)", file=sys.stderr)
+    if missing_tool("wrk"):
         return 2
     if args.tracing:
         return tracing_cost(args)
