@@ -27,9 +27,9 @@ if TYPE_CHECKING:
 
 #: How long a closing writer may take over its last batch.
 _CLOSE_SECONDS = 30.0
-#: Rows per message: a batch of thousands (the recorder gathers up to 5,000) would be
+#: Rows per message, whatever the caller hands ``write``: a batch of thousands would be
 #: held twice in the writer at once, as its bytes and as its objects, and its heap
-#: would keep that size.
+#: would keep that size. (The recorder's batches are no larger by default.)
 PIECE = 500
 
 
