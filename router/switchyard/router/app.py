@@ -123,6 +123,7 @@ class RouterApp(Starlette):
 
     hot: Mapping[str, Endpoint] = {}
     admin_port: int | None = None
+    services: Services
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] == "http" and scope["method"] == "POST":
@@ -377,7 +378,7 @@ def create_app(
             Exception: _crash,
         },
     )
-    app.state.services = services
+    app.state.services = app.services = services
     app.state.follower = follower
     app.hot = {
         "/api/v1/llm/completion": native.completion,

@@ -33,12 +33,13 @@ from switchyard.router.http.auth import authenticate
 from switchyard.router.http.body import read_json, validate
 from switchyard.router.http.errors import Flavor, error_body
 from switchyard.router.http.event_stream import EventStream
+from switchyard.router.http.json_answer import JSONAnswer
 from switchyard.router.http.services import Services, services
 from switchyard.router.protocols.native import TASK_PATTERN
 from switchyard.router.protocols.sse import StreamEncoder
 from switchyard.router.tracing import TRACEPARENT, TRACESTATE, follow_client
 
-SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
 #: The id of the request's usage record, to find it in usage data and logs.
 REQUEST_ID = "x-switchyard-request-id"
 
@@ -209,6 +210,10 @@ def endpoint(model: type[B], surface: Surface[B]) -> Callable[[Request], Awaitab
                     await streaming.close()
 
                 slot = None  # the stream holds it until its last byte
+                headers = SSE_HEADERS | encoder.headers
+                _add_clamped(headers, req, streaming.max_tokens)
+                _add_dropped(headers, req, catalog, organization, streaming.provider)
+                headers[REQUEST_ID] = info.id
                 return EventStream(
                     _sse(
                         streaming,
@@ -217,11 +222,7 @@ def endpoint(model: type[B], surface: Surface[B]) -> Callable[[Request], Awaitab
                         held,
                         lambda: surface.finish(body, encoder, call),
                     ),
-                    SSE_HEADERS
-                    | encoder.headers
-                    | _clamped(req, streaming.max_tokens)
-                    | _dropped(req, catalog, organization, streaming.provider)
-                    | {REQUEST_ID: info.id},
+                    headers,
                     finish,
                 )
             done = await s.pipeline.complete(caller, req, info)
@@ -229,14 +230,10 @@ def endpoint(model: type[B], surface: Surface[B]) -> Callable[[Request], Awaitab
             if slot is not None:
                 slot.release()
         payload, headers = await surface.respond(body, done, call)
-        return Response(
-            orjson.dumps(payload),
-            media_type="application/json",
-            headers=headers
-            | _clamped(req, done.max_tokens)
-            | _dropped(req, catalog, organization, done.provider)
-            | {REQUEST_ID: info.id},
-        )
+        _add_clamped(headers, req, done.max_tokens)
+        _add_dropped(headers, req, catalog, organization, done.provider)
+        headers[REQUEST_ID] = info.id
+        return JSONAnswer(orjson.dumps(payload), headers)
 
     return serve
 
@@ -278,31 +275,35 @@ def _continue_streams(request: Request, catalog: Catalog) -> bool | None:
 DROPPED_HEADER = "x-switchyard-dropped-params"
 
 
-def _dropped(
-    req: ChatRequest, catalog: Catalog, organization: str, provider_name: str
-) -> dict[str, str]:
+def _add_dropped(
+    headers: dict[str, str],
+    req: ChatRequest,
+    catalog: Catalog,
+    organization: str,
+    provider_name: str,
+) -> None:
     asked = req.asked()
     if not asked or not provider_name:
-        return {}
+        return
     provider = catalog.org(organization).providers.get(provider_name)
     if provider is None:
-        return {}
+        return
     dropped = untranslated(asked, req.params_protocol, PROTOCOL_OF[provider.provider_type])
     if not dropped:
-        return {}
+        return
     # Field names are the client's JSON keys: only plain ones go into a header.
     named = [p for p in dropped if _PLAIN_NAME.match(p)]
     others = len(dropped) - len(named)
-    return {DROPPED_HEADER: ", ".join([*named, *([f"{others} more"] if others else [])])}
+    headers[DROPPED_HEADER] = ", ".join([*named, *([f"{others} more"] if others else [])])
 
 
 _PLAIN_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 
 
-def _clamped(req: ChatRequest, used: int | None) -> dict[str, str]:
+def _add_clamped(headers: dict[str, str], req: ChatRequest, used: int | None) -> None:
     if used is None or req.max_tokens is None or used >= req.max_tokens:
-        return {}
-    return {MAX_TOKENS_HEADER: f"{used}; requested={req.max_tokens}"}
+        return
+    headers[MAX_TOKENS_HEADER] = f"{used}; requested={req.max_tokens}"
 
 
 async def _sse(

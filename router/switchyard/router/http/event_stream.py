@@ -15,6 +15,10 @@ from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
+from switchyard.router.http.json_answer import raw_headers
+
+_SSE = (b"content-type", b"text/event-stream; charset=utf-8")
+
 
 class EventStream(Response):
     media_type = "text/event-stream"
@@ -22,14 +26,14 @@ class EventStream(Response):
     def __init__(
         self,
         chunks: AsyncGenerator[bytes, None],
-        headers: Mapping[str, str],
+        headers: Mapping[str, str],  # lowercase names
         on_close: Callable[[], Awaitable[None]],
     ) -> None:
         self.chunks = chunks
         self.on_close = on_close
         self.status_code = 200
         self.background = None
-        self.init_headers(headers)
+        self.raw_headers = raw_headers([_SSE], headers)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:

@@ -15,36 +15,56 @@ from typing import Any
 from starlette.datastructures import Headers
 from starlette.requests import Request
 
+#: Header names as the server gives them (lowercase bytes), by the names code asks for.
+#: Code asks for a few constant names; the bound keeps a caller's names out of it.
+_NAMES: dict[str, bytes] = {}
+_MAX_NAMES = 256
+
+
+def _name(key: str) -> bytes:
+    name = _NAMES.get(key)
+    if name is None:
+        name = key.lower().encode("latin-1")
+        if len(_NAMES) < _MAX_NAMES:
+            _NAMES[key] = name
+    return name
+
 
 class FastHeaders(Headers):
     """``Headers`` with ``get``, ``[]`` and ``in`` answered from a dictionary."""
 
     def __init__(self, scope: Any) -> None:
-        super().__init__(scope=scope)
-        first: dict[bytes, bytes] = {}
-        for name, value in reversed(self._list):
-            first[name] = value
-        self._first = first
+        # As Starlette's: the scope's headers as a list, the same list.
+        raw = scope["headers"]
+        if type(raw) is not list:
+            raw = scope["headers"] = list(raw)
+        self._list = raw
+        # The server gives names in lowercase; reversed, a repeated name keeps its first.
+        self._first: dict[bytes, bytes] = dict(reversed(raw))
 
     def get(self, key: str, default: Any = None) -> Any:
-        value = self._first.get(key.lower().encode("latin-1"))
+        value = self._first.get(_name(key))
         return default if value is None else value.decode("latin-1")
 
     def __getitem__(self, key: str) -> str:
-        value = self._first.get(key.lower().encode("latin-1"))
+        value = self._first.get(_name(key))
         if value is None:
             raise KeyError(key)
         return value.decode("latin-1")
 
     def __contains__(self, key: Any) -> bool:
-        return isinstance(key, str) and key.lower().encode("latin-1") in self._first
+        return isinstance(key, str) and _name(key) in self._first
 
 
 class HotRequest(Request):
-    """A ``Request`` whose headers are ``FastHeaders``."""
+    """A ``Request`` whose headers are ``FastHeaders``, made when the request is."""
 
-    @property
-    def headers(self) -> Headers:
-        if not hasattr(self, "_headers"):
-            self._headers = FastHeaders(self.scope)
-        return self._headers
+    def __init__(self, scope: Any, receive: Any, send: Any) -> None:
+        # Starlette's ``Request.__init__``, less its checks of a scope the app has checked.
+        self.scope = scope
+        self._receive = receive
+        self._send = send
+        self._stream_consumed = False
+        self._is_disconnected = False
+        self._form = None
+        self._headers = FastHeaders(scope)

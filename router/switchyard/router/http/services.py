@@ -1,4 +1,4 @@
-"""What every handler reaches through ``request.app.state``."""
+"""What every handler reaches through its app (``services``)."""
 
 from __future__ import annotations
 
@@ -38,5 +38,7 @@ class Services:
 
 
 def services(request: Request) -> Services:
-    s: Services = request.app.state.services
+    """The router's services: an attribute of its app (``app.RouterApp``), one lookup
+    where Starlette's ``app.state`` is three."""
+    s: Services = request.scope["app"].services
     return s
