@@ -36,20 +36,27 @@ class CachePolicy:
     write: bool
 
 
+_NONE = CachePolicy(read=False, write=False)
+_WRITE = CachePolicy(read=False, write=True)
+_BOTH = CachePolicy(read=True, write=True)
+
+
 def policy(settings: CacheSettings, req: ChatRequest, cache_control: str | None) -> CachePolicy:
     if not settings.enabled:
-        return CachePolicy(False, False)
-    directives = {d.strip().lower() for d in (cache_control or "").split(",")}
-    if "no-store" in directives:
-        return CachePolicy(False, False)
+        return _NONE
     task = req.task_type
     if task is not None and task in settings.never_cache_tasks:
-        return CachePolicy(False, False)
+        return _NONE
     deterministic = req.temperature == 0
     cacheable = deterministic or (task is not None and task in settings.always_cache_tasks)
     if not cacheable:
-        return CachePolicy(False, False)
-    return CachePolicy(read="no-cache" not in directives, write=True)
+        return _NONE
+    if not cache_control:
+        return _BOTH
+    directives = {d.strip().lower() for d in cache_control.split(",")}
+    if "no-store" in directives:
+        return _NONE
+    return _WRITE if "no-cache" in directives else _BOTH
 
 
 def cache_key(organization: str, req: ChatRequest) -> str:

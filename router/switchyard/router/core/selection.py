@@ -26,9 +26,10 @@ def output_tokens(requested: int | None, default: int, model_max: int) -> int:
     return requested if requested is not None else min(default, model_max)
 
 
-@dataclass(slots=True, frozen=True)
+@dataclass(slots=True)
 class Need:
-    """What a request needs of a model."""
+    """What a request needs of a model. Made for every request, and not changed after:
+    not frozen only because a frozen dataclass's ``__init__`` sets each field by a call."""
 
     model: str | None
     task_type: str | None
@@ -261,9 +262,10 @@ def _cannot_serve(skipped: Counter[str], need: Need, base: list[Route], detail: 
     )
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Plan:
-    """The candidates for one request, in order, and its estimated prompt tokens."""
+    """The candidates for one request, in order, and its estimated prompt tokens. Not
+    changed once made (not frozen for the reason ``Need`` is not)."""
 
     catalog: Catalog
     routes: list[Route]
