@@ -37,6 +37,8 @@ def test_non_streaming(gateway: RouterServer, fakes: Fakes, name: str) -> None:
     upstream = fakes.by_provider(MODELS[name][0])
     sent = upstream.requests[-1]
     body = sent.body
+    # Every provider hears from Switchyard by name, not from its HTTP client's version.
+    assert sent.headers["user-agent"] == "Switchyard"
     # What reached the provider is in its own format.
     if name == "claude":
         assert body["system"] == "You are terse."

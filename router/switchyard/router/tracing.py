@@ -53,10 +53,12 @@ MAX_ATTRIBUTE_LENGTH = 16 * 1024
 MAX_QUEUE = 2048
 
 
-def with_trace(headers: dict[str, str]) -> dict[str, str]:
+def with_trace(headers: dict[str, str] | None) -> dict[str, str] | None:
     """``headers`` for a provider call, with the trace headers of the current request."""
     extra = _outgoing.get()
-    return headers if extra is None else headers | extra
+    if extra is None:
+        return headers
+    return extra if headers is None else headers | extra
 
 
 def follow_client(traceparent: str | None, tracestate: str | None) -> None:

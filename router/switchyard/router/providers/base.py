@@ -45,6 +45,9 @@ from switchyard.router.tracing import with_trace
 
 log = logging.getLogger("switchyard.router")
 
+#: What every call to a provider says it comes from.
+USER_AGENT = "Switchyard"
+
 _MAX_ERROR_TEXT = 300
 #: The most endpoints one call tries before it fails as the provider's failure.
 _MAX_ENDPOINT_TRIES = 3
@@ -220,9 +223,13 @@ class HTTPAdapter(abc.ABC):
             )
             self._session = aiohttp.ClientSession(
                 connector=connector,
+                # Every call's: a call gives only what it adds or changes (an adapter's
+                # key is its own for life). aiohttp copies these in C; a dict per call
+                # would be converted and merged header by header. The user agent names
+                # Switchyard, not the HTTP client and its version (aiohttp's own).
+                headers=self.headers() | {"User-Agent": USER_AGENT},
                 timeout=self._call_timeout,
                 json_serialize=lambda o: orjson.dumps(o).decode(),
-                skip_auto_headers=("User-Agent",),
                 # Streamed tool calls can arrive as one long line.
                 read_bufsize=4 * 1024 * 1024,
                 auto_decompress=True,
@@ -284,7 +291,7 @@ class HTTPAdapter(abc.ABC):
         key: int | None = None,
     ) -> T:
         """POST and ``read`` the JSON of a 2xx answer; raise typed errors otherwise.
-        ``headers``: this request's, where they differ from ``headers()``; ``key``: its
+        ``headers``: this request's, where they add to ``headers()``; ``key``: its
         affinity key, for a provider with endpoints."""
         data = self.encode(body)
         if self.balancer is None:
@@ -301,7 +308,7 @@ class HTTPAdapter(abc.ABC):
             async with self.session.post(
                 url,
                 data=data,
-                headers=with_trace(headers or self.headers()),
+                headers=with_trace(headers),
                 timeout=self._call_timeout,
                 allow_redirects=False,
             ) as resp:
@@ -479,7 +486,7 @@ class HTTPAdapter(abc.ABC):
             resp = await self.session.post(
                 url,
                 data=data,
-                headers=with_trace(headers or self.headers()),
+                headers=with_trace(headers),
                 timeout=self._call_timeout if whole else self._stream_timeout,
                 allow_redirects=False,
             )
