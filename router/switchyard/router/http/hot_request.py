@@ -43,7 +43,7 @@ class FastHeaders(Headers):
         self._first: dict[bytes, bytes] = dict(reversed(raw))
 
     def get(self, key: str, default: Any = None) -> Any:
-        value = self._first.get(_name(key))
+        value = self._first.get(_NAMES.get(key) or _name(key))
         return default if value is None else value.decode("latin-1")
 
     def __getitem__(self, key: str) -> str:
@@ -57,7 +57,10 @@ class FastHeaders(Headers):
 
 
 class HotRequest(Request):
-    """A ``Request`` whose headers are ``FastHeaders``, made when the request is."""
+    """A ``Request`` whose headers are ``FastHeaders``, made when the request is: an
+    attribute, where Starlette's are a property that checks for them at every use."""
+
+    headers: FastHeaders = None  # type: ignore[assignment]  # set by __init__
 
     def __init__(self, scope: Any, receive: Any, send: Any) -> None:
         # Starlette's ``Request.__init__``, less its checks of a scope the app has checked.
@@ -67,4 +70,4 @@ class HotRequest(Request):
         self._stream_consumed = False
         self._is_disconnected = False
         self._form = None
-        self._headers = FastHeaders(scope)
+        self.headers = self._headers = FastHeaders(scope)

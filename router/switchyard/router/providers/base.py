@@ -282,20 +282,31 @@ class HTTPAdapter(abc.ABC):
         (``contract.EMBEDDING_TYPES``)."""
         raise BadRequest(f"provider {self._name()!r} has no embeddings API", field="model")
 
-    async def post_json(
+    def post_json(
         self,
         url: str,
         body: dict[str, Any],
         read: Callable[[Any], T],
         headers: dict[str, str] | None = None,
         key: int | None = None,
-    ) -> T:
+    ) -> Awaitable[T]:
         """POST and ``read`` the JSON of a 2xx answer; raise typed errors otherwise.
         ``headers``: this request's, where they add to ``headers()``; ``key``: its
-        affinity key, for a provider with endpoints."""
+        affinity key, for a provider with endpoints. Awaited at once by its callers
+        (coroutines themselves): without endpoints, one coroutine fewer on every call."""
         data = self.encode(body)
         if self.balancer is None:
-            return await self._post_json(url, data, read, headers)
+            return self._post_json(url, data, read, headers)
+        return self._post_on_endpoints(url, data, read, headers, key)
+
+    async def _post_on_endpoints(
+        self,
+        url: str,
+        data: bytes,
+        read: Callable[[Any], T],
+        headers: dict[str, str] | None,
+        key: int | None,
+    ) -> T:
         value, _ = await self.on_endpoints(
             url, key, lambda at, slot: self._post_json(at, with_slot(data, slot), read, headers)
         )
