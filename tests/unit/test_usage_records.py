@@ -43,3 +43,23 @@ def test_record_ids_are_random_version_4_uuids() -> None:
         assert parsed.version == 4 and parsed.variant == uuid.RFC_4122
     # Every variant nibble the random bits allow turns up.
     assert {text[19] for text in ids} == set("89ab")
+
+
+def test_a_forked_child_draws_ids_of_its_own() -> None:
+    """Ids come from a pool of random bytes; a forked child must not reuse its parent's."""
+    import os
+
+    from switchyard.router.storage.records import new_id
+
+    new_id()  # the parent's pool is drawn
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.write(write, ",".join(new_id() for _ in range(10)).encode())
+        os._exit(0)
+    os.close(write)
+    with os.fdopen(read) as pipe:
+        child = set(pipe.read().split(","))
+    os.waitpid(pid, 0)
+    parent = {new_id() for _ in range(10)}
+    assert len(child) == 10 and not child & parent

@@ -280,6 +280,8 @@ class Accountant:
         stream: bool,
         reservation: Reservation | None,
     ) -> None:
+        if self.recorder is None and (reservation is None or self.budgets is None):
+            return  # usage is not recorded, and no estimate waits to be settled
         record = UsageRecord(
             id=id or info.id,
             organization=caller.organization,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections import Counter
+from collections import defaultdict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -80,7 +80,11 @@ _REASONS = {
 
 
 def select(
-    org: OrgCatalog, need: Need, now: float, limit: int, skipped: Counter[str] | None = None
+    org: OrgCatalog,
+    need: Need,
+    now: float,
+    limit: int,
+    skipped: defaultdict[str, int] | None = None,
 ) -> list[Route]:
     """The candidates for ``need``, in order; ``skipped`` counts those left out, by reason."""
     if need.model is not None:
@@ -98,7 +102,7 @@ def select(
 
     chosen: list[Route] = []
     if skipped is None:
-        skipped = Counter()
+        skipped = defaultdict(int)
     soonest = math.inf  # seconds until a skipped provider may be tried again
     for route in base:
         m = route.model
@@ -190,7 +194,9 @@ _CANNOT = {
 }
 
 
-def _cannot_serve(skipped: Counter[str], need: Need, base: list[Route], detail: str) -> BadRequest:
+def _cannot_serve(
+    skipped: Mapping[str, int], need: Need, base: list[Route], detail: str
+) -> BadRequest:
     """A 400 naming the request field no candidate can honour, with the limit it meets.
 
     Field names are the neutral ones (``max_tokens``); each surface shows its own.
@@ -270,16 +276,17 @@ class Plan:
     catalog: Catalog
     routes: list[Route]
     prompt_tokens: int
-    #: What the candidates were chosen by (a named model, a task type, or neither), and
+    #: What the candidates were chosen for (a named model, a task type, or neither), and
     #: how many were left out, by reason: what a trace says of the choice.
-    basis: str = ""
-    skipped: Counter[str] | None = None
+    need: Need | None = None
+    skipped: Mapping[str, int] | None = None
 
     def reason(self) -> str:
         """Why the candidates are these, in this order."""
         names = ", ".join(f"{r.provider.name}/{r.model.name}" for r in self.routes)
         rank = ", ".join(self.catalog.settings.rank_by)
-        text = f"{self.basis or 'every enabled model'}; ranked by {rank}: {names}"
+        basis = _basis(self.need) if self.need is not None else ""
+        text = f"{basis or 'every enabled model'}; ranked by {rank}: {names}"
         if self.skipped:
             text += "; " + "; ".join(
                 f"{n} skipped: {_REASONS[k]}" for k, n in sorted(self.skipped.items())
@@ -350,9 +357,10 @@ def plan(catalog: Catalog, organization: str, req: ChatRequest, now: float) -> P
         drop_params=req.drop_params or req.count_only or catalog.settings.drop_unsupported_params,
         clamp=catalog.settings.clamp_max_tokens,
     )
-    skipped: Counter[str] = Counter()
+    # A defaultdict, made in C: a Counter's construction is two calls in Python.
+    skipped: defaultdict[str, int] = defaultdict(int)
     routes = select(catalog.org(organization), need, now, catalog.settings.max_attempts, skipped)
-    return Plan(catalog, routes, prompt_tokens, _basis(need), skipped)
+    return Plan(catalog, routes, prompt_tokens, need, skipped)
 
 
 #: The embedding fields Ollama has a place for (``user`` is not sent, as for chat).
@@ -381,9 +389,9 @@ def plan_embedding(catalog: Catalog, organization: str, req: EmbeddingRequest, n
         params_protocol="openai",
         largest_input=largest if len(sizes) > 1 else None,
     )
-    skipped: Counter[str] = Counter()
+    skipped: defaultdict[str, int] = defaultdict(int)
     routes = select(catalog.org(organization), need, now, catalog.settings.max_attempts, skipped)
-    return Plan(catalog, routes, estimate_tokens(sum(sizes)), _basis(need), skipped)
+    return Plan(catalog, routes, estimate_tokens(sum(sizes)), need, skipped)
 
 
 def _basis(need: Need) -> str:
