@@ -14,6 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
+import orjson
 import pytest
 
 from switchyard.router.server import ServerLimits
@@ -310,6 +311,21 @@ def test_many_small_headers_count_together(pair: RouterServer) -> None:
 def test_headers_under_the_limit_are_served(pair: RouterServer) -> None:
     r = httpx.get(f"{pair.admin}/healthz", headers={"X-Big": "a" * 15_000})
     assert r.status_code == 200
+
+
+def test_a_head_under_the_limit_read_with_a_large_body_is_served(pair: RouterServer) -> None:
+    """The head and the body arrive in one read, more than the limit together: the head
+    alone is measured."""
+    body = orjson.dumps({"model": "chat", "messages": [{"role": "user", "content": "a" * 20_000}]})
+    head = (
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
+        f"Authorization: {AUTH['Authorization']}\r\nContent-Type: application/json\r\n"
+        f"X-Big: {'a' * 15_000}\r\nContent-Length: {len(body)}\r\n\r\n"
+    )
+    with Raw(pair.url) as c:
+        c.send(head.encode() + body)
+        a = c.answer()
+        assert a is not None and a.status == 200, a
 
 
 def test_answers_do_not_name_the_server_software(pair: RouterServer) -> None:

@@ -77,7 +77,8 @@ class LimitedProtocol(HttpToolsProtocol):
         super().__init__(*args, **kwargs)
         self._answered = False
         self._in_head = True
-        self._head_bytes = 0  # bytes of the current request's head received so far
+        self._head_bytes = 0  # bytes read since the current request began (a bound on its head)
+        self._chunk = 0  # the length of the read being parsed
         self._deadline = 0.0  # loop time; 0: none
         self._deadline_for = ""  # "head" or "body"
 
@@ -112,6 +113,9 @@ class LimitedProtocol(HttpToolsProtocol):
         if self._answered:
             return
         self._unset_keepalive_if_required()
+        self._chunk = len(data)
+        if self._in_head:
+            self._head_bytes += self._chunk
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
@@ -129,26 +133,28 @@ class LimitedProtocol(HttpToolsProtocol):
             else:
                 self._answer(BadRequest(f"malformed HTTP request: {exc}"), "malformed")
             return
-        if self._in_head and not self._answered:
-            self._head_bytes += len(data)
-            if self._head_bytes > self.limits.max_header_bytes:
-                self._answer(self._too_large(), "headers_too_large")
+        if self._in_head and not self._answered and self._head_bytes > self.limits.max_header_bytes:
+            self._answer(self._too_large(), "headers_too_large")
 
     # -- parser callbacks -------------------------------------------------
     def on_message_begin(self) -> None:
         super().on_message_begin()
         self._in_head = True
-        self._head_bytes = 0
+        # At most what arrived in the read that began it (``data_received`` adds later reads).
+        self._head_bytes = self._chunk
         if self._deadline_for != "head":
             self._deadline = self.loop.time() + self.limits.header_timeout
             self._deadline_for = "head"
 
     def on_headers_complete(self) -> None:
         self._in_head = False
-        size = len(self.url) + sum(len(n) + len(v) + 4 for n, v in self.headers)
-        if size > self.limits.max_header_bytes:
-            self._answer(self._too_large(), "headers_too_large")
-            raise _Answered
+        # The bytes read since the request began bound its head; only a head that may be
+        # too large is measured.
+        if self._head_bytes > self.limits.max_header_bytes:
+            size = len(self.url) + sum(len(n) + len(v) + 4 for n, v in self.headers)
+            if size > self.limits.max_header_bytes:
+                self._answer(self._too_large(), "headers_too_large")
+                raise _Answered
         self._deadline = self.loop.time() + self.limits.body_timeout
         self._deadline_for = "body"
         super().on_headers_complete()
