@@ -249,7 +249,9 @@ def to_chat_request(body: ChatBody, task: str | None) -> ChatRequest:
     system: list[str] = []
     messages: list[Message] = []
     for i, m in enumerate(body.messages):
-        text = _text(m.content)
+        content = m.content
+        plain = isinstance(content, str)  # most turns: no parts to look through
+        text = content if isinstance(content, str) else _text(content)
         if isinstance(m, SystemMessage):
             system.append(text)
         elif isinstance(m, ToolMessage):
@@ -259,12 +261,17 @@ def to_chat_request(body: ChatBody, task: str | None) -> ChatRequest:
                 ToolCall(c.id, c.function.name, c.function.arguments) for c in m.tool_calls or ()
             ]
             messages.append(Message("assistant", text, tool_calls=calls))
+        elif plain:
+            messages.append(Message("user", text))
         else:
             messages.append(Message("user", text, images=_images(m.content, i)))
     # The rule _SAYS_SOMETHING states in the OpenAPI document.
     if not messages:
         raise BadRequest("messages: at least one user message is required", field="messages")
-    if not any(m.content.strip() or m.tool_calls or m.images for m in messages):
+    for said in messages:
+        if said.content.strip() or said.tool_calls or said.images:
+            break
+    else:
         raise BadRequest("messages: the prompt is empty", field="messages")
     choice: str | dict[str, Any] | None = None
     if isinstance(body.tool_choice, NamedToolChoice):
@@ -284,8 +291,10 @@ def to_chat_request(body: ChatBody, task: str | None) -> ChatRequest:
         stream=body.stream,
         tools=[
             Tool(t.function.name, t.function.description, t.function.parameters, t.function.strict)
-            for t in body.tools or ()
-        ],
+            for t in body.tools
+        ]
+        if body.tools
+        else [],
         tool_choice=choice,
         user=body.user,
         params=_params(body),
@@ -295,7 +304,7 @@ def to_chat_request(body: ChatBody, task: str | None) -> ChatRequest:
 
 def _params(body: ChatBody) -> dict[str, Any]:
     """The fields forwarded as sent; ``response_format`` checked, as others translate it."""
-    params = dict(body.model_extra or {})
+    params = dict(body.__pydantic_extra__ or {})  # ``model_extra``, less a property's call
     fmt = params.get("response_format")
     if fmt is None:
         return params
