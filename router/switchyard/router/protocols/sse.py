@@ -62,6 +62,9 @@ class WholeEvents:
         return data[: end + 2]
 
 
+_DONE = b"data: [DONE]\n\n"
+
+
 def _first_broken(whole: bytes, events: int) -> int:
     """Where the first event of ``whole`` (``events`` of them) whose data is not JSON
     begins; -1: none.
@@ -71,7 +74,11 @@ def _first_broken(whole: bytes, events: int) -> int:
     C tell that every event's data ends as a JSON object does, or is ``[DONE]``; only
     when they disagree is each event read.
     """
-    if whole.count(b"}\n\n") + whole.count(b"data: [DONE]\n\n") == events:
+    # The end marker ends a stream, so a block holding it nearly always ends with it: a
+    # count of one without the scan. Two markers then look like one, and the events are
+    # read one by one, as for any disagreement.
+    done = 1 if whole.endswith(_DONE) else whole.count(_DONE)
+    if whole.count(b"}\n\n") + done == events:
         return -1
     pos = 0
     for event in whole.split(b"\n\n")[:-1]:
@@ -250,7 +257,8 @@ class EventRelay:
         # The content before the event holding the first mark passes unread.
         start = whole.rfind(b"\n\n", 0, at)
         pos = 0 if start < 0 else start + 2
-        text = self._text_bytes(whole[:pos]) if pos else 0
+        # Its events: those of the block less those from ``pos`` on (a shorter count).
+        text = self._text_bytes(whole[:pos], events - whole.count(b"\n\n", pos)) if pos else 0
         usage: tuple[int, int] | None = None
         finish: list[StreamEvent] = []
         for event in whole[pos:].split(b"\n\n")[:-1]:
@@ -281,7 +289,12 @@ class EventRelay:
         vLLM's and llama.cpp's name the role), and an envelope taken from it alone made
         every later delta shorter than that difference count as no text at all."""
         if self._measured < _MEASURED:
-            for event in events.split(b"\n\n")[:-1]:
+            # Event by event from the start, not the whole block split: the first few
+            # with text are all it reads.
+            start = 0
+            while (end := events.find(b"\n\n", start)) >= 0:
+                event = events[start:end]
+                start = end + 2
                 data = event[event.find(b"data:") + 5 :]
                 try:
                     text = self.text_of(orjson.loads(data))
