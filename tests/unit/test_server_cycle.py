@@ -1,5 +1,5 @@
-"""How the router's server sends each answer (``server._raising_when_gone``), on
-uvicorn's own request-response cycle writing to a transport that records its writes."""
+"""How the router's server sends each answer (``server._Cycle``), beside uvicorn's own
+request-response cycle, each writing to a transport that records its writes."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from uvicorn.protocols.http.flow_control import FlowControl
 from uvicorn.protocols.http.httptools_impl import RequestResponseCycle
 from uvicorn.protocols.utils import ClientDisconnected
 
-from switchyard.router.server import _raising_when_gone
+from switchyard.router.server import _Cycle
 
 
 class Transport:
@@ -32,15 +32,23 @@ class Transport:
         self.closed = True
 
 
-def cycle(method: str = "POST") -> tuple[RequestResponseCycle, Transport]:
+DATE = [(b"date", b"Sun, 06 Dec 2026 12:00:00 GMT")]
+
+
+def cycle(
+    method: str = "POST", keep_alive: bool = True, router: bool = True
+) -> tuple[RequestResponseCycle, Transport]:
+    """A cycle as the router's server makes it (uvicorn's, made a ``_Cycle``), or
+    uvicorn's own."""
     transport = Transport()
     scope: Any = {"type": "http", "method": method, "path": "/", "http_version": "1.1"}
     log = logging.getLogger("test")
     c = RequestResponseCycle(
-        scope, transport, FlowControl(transport), log, log, False, [], asyncio.Event(),  # type: ignore[arg-type]
-        False, True, lambda: None,
+        scope, transport, FlowControl(transport), log, log, False, DATE, asyncio.Event(),  # type: ignore[arg-type]
+        False, keep_alive, lambda: None,
     )  # fmt: skip
-    c.send = _raising_when_gone(c)  # type: ignore[method-assign]
+    if router:
+        c.__class__ = _Cycle
     return c, transport
 
 
@@ -49,8 +57,8 @@ CHUNK = {"type": "http.response.body", "body": b"data: 1\n\n", "more_body": True
 
 
 def test_a_request_is_freed_as_it_ends_not_left_to_the_cyclic_collector() -> None:
-    """The cycle holds its wrapped send; were the wrapper to hold the cycle back, every
-    request would be garbage that waits for the collector (and its pauses)."""
+    """Nothing the router adds to a cycle refers back to it: were it to, every request
+    would be garbage that waits for the collector (and its pauses)."""
     c, _ = cycle()
     gone = weakref.ref(c)
     gc.disable()
@@ -74,3 +82,71 @@ def test_a_streamed_chunk_to_a_client_gone_raises_and_other_messages_pass() -> N
 
     writes = asyncio.run(scenario())
     assert len(writes) == 2 and writes[1] == b"9\r\ndata: 1\n\n\r\n"
+
+
+#: Heads an answer may have, each with the body messages that follow it.
+HEADS: list[tuple[str, int, list[tuple[bytes, bytes]], list[dict[str, Any]]]] = [
+    ("POST", 200, [(b"content-type", b"application/json"), (b"content-length", b"2")],
+     [{"type": "http.response.body", "body": b"{}"}]),
+    ("POST", 200, [(b"Content-Type", b"text/event-stream"), (b"X-Switchyard-Model", b"m")],
+     [CHUNK, {"type": "http.response.body", "body": b""}]),
+    ("POST", 200, [(b"transfer-encoding", b"chunked")],
+     [{"type": "http.response.body", "body": b"abc"}]),
+    ("POST", 200, [(b"connection", b"keep-alive, Close"), (b"content-length", b"0")],
+     [{"type": "http.response.body", "body": b""}]),
+    ("HEAD", 200, [(b"content-type", b"application/json")],
+     [{"type": "http.response.body", "body": b""}]),
+    ("POST", 204, [], [{"type": "http.response.body", "body": b""}]),
+    ("POST", 304, [(b"etag", b'"x"')], [{"type": "http.response.body", "body": b""}]),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("keep_alive", [True, False])
+@pytest.mark.parametrize(("method", "status", "headers", "body"), HEADS)
+def test_an_answer_is_written_as_uvicorn_writes_it(
+    method: str,
+    status: int,
+    headers: list[tuple[bytes, bytes]],
+    body: list[dict[str, Any]],
+    keep_alive: bool,
+) -> None:
+    """The same bytes, and the same state after, for the router's head as uvicorn's own."""
+
+    async def run(router: bool) -> tuple[list[bytes], dict[str, Any]]:
+        c, transport = cycle(method, keep_alive, router)
+        await c.send({"type": "http.response.start", "status": status, "headers": headers})  # type: ignore[typeddict-item]
+        for message in body:
+            await c.send(message)  # type: ignore[arg-type]
+        state = {
+            k: getattr(c, k)
+            for k in (
+                "response_started", "response_complete", "chunked_encoding",
+                "expected_content_length", "keep_alive", "waiting_for_100_continue",
+            )
+        }  # fmt: skip
+        return [*transport.writes, b"closed" if transport.closed else b"open"], state
+
+    ours, theirs = asyncio.run(run(True)), asyncio.run(run(False))
+    assert ours == theirs
+    assert ours[0][0].startswith(b"HTTP/1.1 %d " % status)
+
+
+@pytest.mark.parametrize(
+    ("headers", "error"),
+    [
+        ([(b"x-ok", b"fine"), (b"x-bad name", b"v")], "Invalid HTTP header name."),
+        ([(b"x-ok", b"fine"), (b"x-bad", b"a\r\nset-cookie: x=1")], "Invalid HTTP header value."),
+        ([(b"x-bad", b"\x00")], "Invalid HTTP header value."),
+    ],
+)
+def test_a_head_with_a_bad_header_is_refused_as_uvicorn_refuses_it(
+    headers: list[tuple[bytes, bytes]], error: str
+) -> None:
+    async def run(router: bool) -> list[bytes]:
+        c, transport = cycle(router=router)
+        start = {"type": "http.response.start", "status": 200, "headers": headers}
+        with pytest.raises(RuntimeError, match=error):
+            await c.send(start)  # type: ignore[arg-type]
+        return transport.writes
+
+    assert asyncio.run(run(True)) == asyncio.run(run(False)) == []

@@ -23,15 +23,21 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
-import weakref
-from collections.abc import Awaitable, Callable
+import types
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import httptools
 import orjson
 import uvicorn
-from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
+from uvicorn.protocols.http import httptools_impl
+from uvicorn.protocols.http.httptools_impl import (
+    HEADER_RE,
+    HEADER_VALUE_RE,
+    STATUS_LINE,
+    HttpToolsProtocol,
+    RequestResponseCycle,
+)
 from uvicorn.protocols.utils import ClientDisconnected
 
 from switchyard.router.errors import (
@@ -157,10 +163,7 @@ class LimitedProtocol(HttpToolsProtocol):
                 raise _Answered
         self._deadline = self.loop.time() + self.limits.body_timeout
         self._deadline_for = "body"
-        super().on_headers_complete()
-        cycle = self.cycle
-        if cycle is not None:
-            cycle.send = _raising_when_gone(cycle)  # type: ignore[method-assign,assignment]
+        _uvicorn_headers_complete(self)
 
     def on_message_complete(self) -> None:
         self._deadline = 0.0
@@ -240,27 +243,83 @@ class LimitedProtocol(HttpToolsProtocol):
         self.transport.close()
 
 
-def _raising_when_gone(cycle: Any) -> Callable[[Any], Awaitable[None]]:
-    """``cycle.send``, raising ``ClientDisconnected`` (an ``OSError``) for a streamed
-    body chunk once the client has left, as ASGI 2.4 has it, so a stream learns of it
-    at its next chunk without a task watching ``receive`` (see ``http.event_stream``).
-    Other messages keep uvicorn's silence.
+class _Cycle(RequestResponseCycle):
+    """uvicorn's cycle of one request and its answer, with two changes to ``send``:
 
-    It holds the cycle weakly: the cycle holds it, and a strong reference back would
-    make every request a reference cycle, garbage that only the cyclic collector frees
-    (about 16 objects a request, held until the next collection)."""
-    held = weakref.ref(cycle)
-    send = type(cycle).send
+    - a streamed body chunk for a client that has left raises ``ClientDisconnected`` (an
+      ``OSError``), as ASGI 2.4 has it, so a stream learns of it at its next chunk
+      without a task watching ``receive`` (see ``http.event_stream``); other messages
+      keep uvicorn's silence;
+    - the answer's head is written as uvicorn writes it, but its header names and values
+      are each checked by one search over all of them, not two searches a header (a
+      completion's answer has eight): the same checks, and the same errors.
 
-    async def send_or_raise(message: Any) -> None:
-        current = held()
-        if current is None:  # the connection, and the cycle with it, is gone
-            raise ClientDisconnected("the client closed the connection")
-        if current.disconnected and message.get("more_body"):
-            raise ClientDisconnected("the client closed the connection")
-        await send(current, message)
+    The protocol makes its cycles these (``_uvicorn_headers_complete``).
+    ``tests/unit/test_server_cycle.py`` holds this to uvicorn's own writes and state.
+    """
 
-    return send_or_raise
+    async def send(self, message: Any) -> None:
+        if self.disconnected:
+            if message.get("more_body"):
+                raise ClientDisconnected("the client closed the connection")
+            return
+        if (
+            message["type"] == "http.response.start"
+            and not self.response_started
+            and not self.flow.write_paused
+            and not self.access_log
+        ):
+            self._head(message)
+            return
+        await super().send(message)
+
+    def _head(self, message: Any) -> None:
+        """``RequestResponseCycle.send`` for ``http.response.start`` (uvicorn 0.55)."""
+        self.response_started = True
+        self.waiting_for_100_continue = False
+        status = message["status"]
+        headers = self.default_headers + list(message.get("headers", []))
+        if HEADER_RE.search(b"".join([name for name, _ in headers])):
+            raise RuntimeError("Invalid HTTP header name.")
+        if HEADER_VALUE_RE.search(b"".join([value for _, value in headers])):
+            raise RuntimeError("Invalid HTTP header value.")
+        content = [STATUS_LINE[status]]
+        has_connection_close = False
+        for name, value in headers:
+            name = name.lower()
+            if name == b"content-length" and self.chunked_encoding is None:
+                self.expected_content_length = int(value.decode())
+                self.chunked_encoding = False
+            elif name == b"transfer-encoding" and value.lower() == b"chunked":
+                self.expected_content_length = 0
+                self.chunked_encoding = True
+            elif name == b"connection" and b"close" in [
+                token.lower().strip() for token in value.split(b",")
+            ]:
+                self.keep_alive = False
+                has_connection_close = True
+            content.extend([name, b": ", value, b"\r\n"])
+        if not self.keep_alive and not has_connection_close:
+            content.append(b"connection: close\r\n")
+        if (
+            self.chunked_encoding is None
+            and self.scope["method"] != "HEAD"
+            and status not in (204, 304)
+        ):
+            self.chunked_encoding = True
+            content.append(b"transfer-encoding: chunked\r\n")
+        content.append(b"\r\n")
+        self.transport.write(b"".join(content))
+
+
+#: uvicorn's ``on_headers_complete``, making each request's cycle a ``_Cycle``: its own
+#: code, run in a copy of its module's namespace in which the cycle class is the router's.
+#: (Changing a made cycle's class instead would cost every later use of its attributes.)
+_uvicorn_headers_complete = types.FunctionType(
+    HttpToolsProtocol.on_headers_complete.__code__,
+    {**vars(httptools_impl), "RequestResponseCycle": _Cycle},
+    "on_headers_complete",
+)
 
 
 def protocol_for(limits: ServerLimits, metrics: Metrics | None) -> type[LimitedProtocol]:

@@ -4,7 +4,7 @@ Starlette's ``StreamingResponse`` learns that a client left through an anyio tas
 group that waits on ``receive`` beside the writer: on this path that costs more than
 relaying the stream itself. The router's server instead raises ``ClientDisconnected``
 (an ``OSError``) from ``send`` for a streamed chunk once the client has gone (see
-``server._raising_when_gone``), so the stream stops at its next chunk: the provider is
+``server._Cycle``), so the stream stops at its next chunk: the provider is
 hung up on and the stream settled at once, as the client left mid-answer.
 """
 
