@@ -1,18 +1,21 @@
 """Instructions per request, counted by callgrind: repeatable where CPU time is not.
 
-    ./dev bench instructions [--against REF] [--requests N] [--tracing]
+    ./dev bench instructions [--against REF] [--requests N] [--usage] [--tracing]
 
 Runs the router under ``valgrind --tool=callgrind`` in front of the fast fake upstream,
 switches counting on only around N sequential requests (after a warm-up), and prints
 the instructions per non-streaming request and per 20-chunk stream, beside the floor's
 (``floor.py``, the bare pass-through ``./dev bench router`` compares with) in the same
-run. On a shared, noisy machine the same code gives the same count to within about
-0.1%, so a change's
-cost shows even when wall-clock figures swing by 15%. ``--against REF`` measures a
+run. On a shared, noisy machine the same code gives the same count to within about 1%
+(most runs far closer), so a change's cost shows even when wall-clock figures swing by
+15%. ``--against REF`` measures a
 checkout of REF (a git worktree in a temporary folder) in the same run and prints the
-ratio. ``--tracing`` measures this tree three times in one run, exporting spans to a real
-OpenTelemetry Collector (``tests/support/otelcol``): tracing off, 1% of requests sampled,
-and every request traced; the export thread's work is counted with the rest.
+ratio. ``--usage`` keeps usage records on (the default SQLite store), as the router runs
+by default: what the router does for each record is counted, what the writer process
+does with it is not. ``--tracing`` measures this tree three times in one run, exporting
+spans to a real OpenTelemetry Collector (``tests/support/otelcol``): tracing off, 1% of
+requests sampled, and every request traced; the export thread's work is counted with the
+rest.
 """
 
 from __future__ import annotations
@@ -64,9 +67,12 @@ _RELAYED: list[tuple[dict[str, object], str]] = [
 ]
 
 
-def measure(tree: Path, requests: int, *extra: str) -> tuple[float, float, float]:
+def measure(
+    tree: Path, requests: int, *extra: str, usage: bool = False
+) -> tuple[float, float, float]:
     """Instructions per non-streaming request, per stream and per Anthropic client's
-    stream of the router in ``tree`` (usage off: the writer is another process)."""
+    stream of the router in ``tree`` (by default usage off: the writer is another
+    process)."""
     env, module = tree_env(tree)
     work = Path(tempfile.mkdtemp(prefix="switchyard-instr-"))
     up, gw = free_port(), free_port()
@@ -78,12 +84,12 @@ def measure(tree: Path, requests: int, *extra: str) -> tuple[float, float, float
     command = [
         sys.executable, "-m", module, "router", "--config", str(work / "table.yaml"),
         "--port", str(gw), "--log-level", "warning", "--state-dir", str(work / "state"),
-        "--no-usage", *admin, *extra,
+        *([] if usage else ["--no-usage"]), *admin, *extra,
     ]  # fmt: skip
     ready = f"http://127.0.0.1:{admin_port(gw) if split else gw}/readyz"
     loads = [*_RELAYED, (MESSAGES_STREAM, "/v1/messages")]
     counts = _count(
-        work, up, gw, command, env, requests, lambda: wait_http(ready, 600), loads, extra
+        work, up, gw, command, env, requests, lambda: wait_http(ready, 600), loads, extra, usage
     )
     return counts[0], counts[1], counts[2]
 
@@ -110,6 +116,7 @@ def _count(
     wait: Callable[[], None],
     loads: list[tuple[dict[str, object], str]],
     extra: tuple[str, ...] = (),
+    usage: bool = False,
 ) -> list[float]:
     """Run ``command`` under callgrind, serving on ``port`` in front of a fake upstream
     on ``up``, and count its instructions per request for each of ``loads`` (a body and
@@ -146,6 +153,8 @@ def _count(
         send(body, 50, path)  # warm-up, not counted
         if extra:  # tracing: its first export (connection, lazy imports) is not counted
             send(body, 5, path, traced=True)
+            time.sleep(1.5)
+        if usage:  # the warm-up's records written: the writer process has started
             time.sleep(1.5)
         pid = str(server.pid)
         _control("-z", pid)
@@ -186,6 +195,9 @@ def main() -> int:
     parser.add_argument("--against", metavar="REF", help="also measure this git revision")
     parser.add_argument("--requests", type=int, default=300, help="counted requests per load")
     parser.add_argument(
+        "--usage", action="store_true", help="usage records on (the default SQLite store)"
+    )
+    parser.add_argument(
         "--tracing", action="store_true", help="tracing off, at 1%% and at 100%%, in one run"
     )
     args = parser.parse_args()
@@ -202,11 +214,17 @@ def main() -> int:
         return _tracing(args.requests)
     try:
         floor_ns, floor_st = measure_floor(args.requests)
-        results = [(label, *measure(tree, args.requests)) for label, tree in trees]
+        results = [
+            (label, *measure(tree, args.requests, usage=args.usage)) for label, tree in trees
+        ]
     finally:
         if worktree is not None:
             remove_worktree(worktree)
-    print(f"\ninstructions per request, callgrind, {args.requests} sequential requests each")
+    records = "usage records on" if args.usage else "usage records off"
+    print(
+        f"\ninstructions per request, callgrind, {args.requests} sequential requests each, "
+        f"{records}"
+    )
     print(f"{'':<14}{'non-streaming':>16}{'20-chunk stream':>18}{'Anthropic client':>18}")
     print(f"{'the floor':<14}{floor_ns / 1e6:>14.3f} M{floor_st / 1e6:>16.3f} M{'-':>18}")
     for label, ns, st, an in results:
