@@ -1,6 +1,7 @@
 """Instructions per request, counted by callgrind: repeatable where CPU time is not.
 
-    ./dev bench instructions [--against REF] [--requests N] [--usage] [--tracing]
+    ./dev bench instructions [--against REF] [--requests N] [--usage] [--paced MS]
+                             [--tracing]
 
 Runs the router under ``valgrind --tool=callgrind`` in front of the fast fake upstream,
 switches counting on only around N sequential requests (after a warm-up), and prints
@@ -12,10 +13,12 @@ run. On a shared, noisy machine the same code gives the same count to within abo
 checkout of REF (a git worktree in a temporary folder) in the same run and prints the
 ratio. ``--usage`` keeps usage records on (the default SQLite store), as the router runs
 by default: what the router does for each record is counted, what the writer process
-does with it is not. ``--tracing`` measures this tree three times in one run, exporting
-spans to a real OpenTelemetry Collector (``tests/support/otelcol``): tracing off, 1% of
-requests sampled, and every request traced; the export thread's work is counted with the
-rest.
+does with it is not. ``--paced MS`` has the upstream wait MS milliseconds between a
+stream's chunks, so each arrives in a read of its own, as a real model's tokens do (by
+default the 20 chunks come at once, in one read). ``--tracing`` measures this tree three
+times in one run, exporting spans to a real OpenTelemetry Collector
+(``tests/support/otelcol``): tracing off, 1% of requests sampled, and every request
+traced; the export thread's work is counted with the rest.
 """
 
 from __future__ import annotations
@@ -54,6 +57,9 @@ from tests.bench.run_bench import (  # noqa: E402
     wait_http,
     wait_until_listening,
 )
+
+#: Milliseconds the fake upstream waits between a stream's chunks (``--paced``).
+CHUNK_DELAY_MS = 0
 
 
 def _control(*args: str) -> None:
@@ -123,7 +129,12 @@ def _count(
     its path)."""
     upstream = subprocess.Popen(
         [sys.executable, str(HERE / "fake_upstream.py")],
-        env=dict(os.environ, FAKE_PORT=str(up), FAKE_CHUNKS="20"),
+        env=dict(
+            os.environ,
+            FAKE_PORT=str(up),
+            FAKE_CHUNKS="20",
+            FAKE_CHUNK_DELAY_MS=str(CHUNK_DELAY_MS),
+        ),
         stdout=subprocess.DEVNULL,
     )
     server = subprocess.Popen(
@@ -198,9 +209,14 @@ def main() -> int:
         "--usage", action="store_true", help="usage records on (the default SQLite store)"
     )
     parser.add_argument(
+        "--paced", type=int, default=0, metavar="MS", help="ms between a stream's chunks"
+    )
+    parser.add_argument(
         "--tracing", action="store_true", help="tracing off, at 1%% and at 100%%, in one run"
     )
     args = parser.parse_args()
+    global CHUNK_DELAY_MS
+    CHUNK_DELAY_MS = args.paced
     if missing_tool("valgrind"):
         return 2
     trees = [("this tree", ROOT)]
@@ -221,9 +237,10 @@ def main() -> int:
         if worktree is not None:
             remove_worktree(worktree)
     records = "usage records on" if args.usage else "usage records off"
+    paced = f", {args.paced} ms between chunks" if args.paced else ""
     print(
         f"\ninstructions per request, callgrind, {args.requests} sequential requests each, "
-        f"{records}"
+        f"{records}{paced}"
     )
     print(f"{'':<14}{'non-streaming':>16}{'20-chunk stream':>18}{'Anthropic client':>18}")
     print(f"{'the floor':<14}{floor_ns / 1e6:>14.3f} M{floor_st / 1e6:>16.3f} M{'-':>18}")

@@ -239,6 +239,65 @@ def test_a_stream_cut_after_its_first_byte_ends_with_an_error(
 
 
 @pytest.mark.parametrize("primary", ["openai", "anthropic", "ollama"])
+def test_a_stream_that_stops_mid_way_ends_after_its_first_token_timeout(
+    fakes: Fakes, router: Factory, primary: str
+) -> None:
+    """No byte for firstTokenMs ends a stream mid-way, long before its total timeout."""
+    env = {"openai": "SY_TEST_OPENAI_KEY", "anthropic": "SY_TEST_ANTHROPIC_KEY"}.get(primary)
+    kind, upstream = {
+        "openai": ("openai", "gpt-4o-mini"),
+        "anthropic": ("anthropic", "claude-haiku-4-5"),
+        "ollama": ("ollama", "llama3.2"),
+    }[primary]
+    slow = {"connectMs": 500, "firstTokenMs": 300, "totalMs": 20_000}
+    gw = router(
+        table(
+            [provider(primary, kind, fakes.by_provider(primary).url, key_env=env, timeouts=slow)],
+            [model("chat", primary, upstream)],
+        )
+    )
+    fake = fakes.by_provider(primary)
+    # Chunks 50 ms apart arrive a read each, and the gap after the fifth is watched by
+    # the router's own timer (``providers.read_watch``) alone, not aiohttp's.
+    fake.chunk_delay = 0.05
+    words = "one two three four five six seven eight nine ten eleven twelve"
+    try:
+        # Steady chunks for longer than firstTokenMs in all: the stream runs to its end.
+        steady = httpx.post(
+            f"{gw.url}/v1/chat/completions",
+            headers=AUTH,
+            json={
+                "model": "chat",
+                "messages": [{"role": "user", "content": words}],
+                "stream": True,
+            },
+            timeout=10,
+        )
+        assert steady.text.rstrip().endswith("data: [DONE]")
+        assert "error" not in steady.text, steady.text[-300:]
+        fake.push(Fault.stall_mid(5, 5))
+        started = time.perf_counter()
+        r = httpx.post(
+            f"{gw.url}/v1/chat/completions",
+            headers=AUTH,
+            json={
+                "model": "chat",
+                "messages": [{"role": "user", "content": words}],
+                "stream": True,
+            },
+            timeout=10,
+        )
+        took = time.perf_counter() - started
+    finally:
+        fake.chunk_delay = 0.0
+    assert r.status_code == 200
+    assert 0.3 <= took < 2.0, took
+    last = [line for line in r.text.splitlines() if line.startswith("data: ")][-1]
+    error = json.loads(last[6:])["error"]
+    assert error["code"] == "upstream_timeout" and "stalled" in error["message"], error
+
+
+@pytest.mark.parametrize("primary", ["openai", "anthropic", "ollama"])
 def test_in_stream_provider_errors_reach_the_client(
     fakes: Fakes, router: Factory, primary: str
 ) -> None:

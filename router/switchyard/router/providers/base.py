@@ -41,6 +41,7 @@ from switchyard.router.errors import (
 from switchyard.router.protocols.sse import BlockReader, EventRelay
 from switchyard.router.providers import load
 from switchyard.router.providers.addresses import AddressGuard, GuardedResolver, RefusedAddress
+from switchyard.router.providers.read_watch import ReadWatch
 from switchyard.router.tracing import with_trace
 
 log = logging.getLogger("switchyard.router")
@@ -469,7 +470,8 @@ class HTTPAdapter(abc.ABC):
         with the endpoint it came from (to ``release`` when the answer is read).
 
         The first-token timeout is aiohttp's read timeout: no byte for that long,
-        before or after the headers, ends the call. The total timeout bounds all.
+        before or after the headers, ends the call (from a stream's second read on,
+        ``stream_events`` keeps it with a ``ReadWatch``). The total timeout bounds all.
         ``whole``: an answer made before its first byte is sent (embeddings), bounded by
         the total timeout alone. ``expect``: the media type an answer passed on unread
         must have; what another server (not an LLM API) would answer never reaches a
@@ -572,8 +574,18 @@ class HTTPAdapter(abc.ABC):
         resp, pick = await self.open_stream(url, body, headers, expect=expect, key=key)
         content = resp.content
         failure: UpstreamError | None = None
+        # aiohttp's read timeout resets a timer each read; from a stream's second read
+        # on, a ReadWatch keeps the same deadline with one timer (a stream that comes in
+        # one read never needs it).
+        watch: ReadWatch | None = None
+        seen = False
         try:
             while block := await content.readany():
+                if watch is not None:
+                    watch.saw()
+                elif seen:
+                    watch = ReadWatch(resp, self.first_token_timeout)
+                seen = True
                 try:
                     events = reader.feed(block)
                 except UpstreamError:
@@ -594,6 +606,8 @@ class HTTPAdapter(abc.ABC):
             failure = self.connection_error(exc)
             raise failure from None
         finally:
+            if watch is not None:
+                watch.stop()
             resp.release()
             self.release(pick, failure)
         raise reader.incomplete()
