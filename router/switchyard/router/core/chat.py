@@ -193,7 +193,8 @@ class Relayed:
 class Flush:
     """What arrived so far may go to the client together: the adapters say so after
     each read from the provider, so a stream is written one read at a time, not one
-    event at a time (see ``http.completions._sse``). ``FLUSH`` is the one instance."""
+    event at a time (see ``http.completions._sse``); a read relayed as one ``Relayed``
+    block is written as it comes, with none after it. ``FLUSH`` is the one instance."""
 
     __slots__ = ()
 

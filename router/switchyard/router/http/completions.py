@@ -22,7 +22,7 @@ from switchyard.router.contract import PROTOCOL_OF, untranslated
 from switchyard.router.core.accounting import Completed, RequestInfo
 from switchyard.router.core.caller import Caller
 from switchyard.router.core.catalog import Catalog
-from switchyard.router.core.chat import ChatRequest, Flush
+from switchyard.router.core.chat import ChatRequest, Flush, Relayed
 from switchyard.router.core.conversations import Keeping
 from switchyard.router.core.inflight import Slot
 from switchyard.router.core.selection import DROP_PARAMS_HEADER
@@ -318,7 +318,8 @@ async def _sse(
         head = encoder.open()
         if head:
             yield head
-        # A provider's read at a time (``chat.Flush``): one write, not one per event.
+        # A provider's read at a time (``chat.Flush``): one write, not one per event. A
+        # read relayed whole is one event, written as it comes, with no Flush after it.
         pending: list[bytes] = []
         try:
             async for event in streaming.events():
@@ -329,7 +330,10 @@ async def _sse(
                     continue
                 out = encoder.event(event)
                 if out:
-                    pending.append(out)
+                    if type(event) is Relayed and not pending:
+                        yield out
+                    else:
+                        pending.append(out)
         except SwitchyardError as exc:
             pending.append(encoder.error(error_body(exc, flavor)))
             yield b"".join(pending)

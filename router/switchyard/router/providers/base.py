@@ -25,7 +25,7 @@ import orjson
 from switchyard.router.contract import Network, Provider, url_refusal
 from switchyard.router.core.adapter import ProbeResult
 from switchyard.router.core.balance import Balancer, Endpoint, Pick, affinity_key
-from switchyard.router.core.chat import FLUSH, ChatRequest, ChatResult, StreamEvent
+from switchyard.router.core.chat import FLUSH, ChatRequest, ChatResult, Relayed, StreamEvent
 from switchyard.router.core.embedding import EmbeddingRequest, EmbeddingResult
 from switchyard.router.core.slots import with_slot
 from switchyard.router.errors import (
@@ -568,7 +568,7 @@ class HTTPAdapter(abc.ABC):
     ) -> AsyncIterator[StreamEvent]:
         """POST a streaming request and read it as it arrives: each read's events (neutral
         ones from a ``LineReader``, the provider's own from an ``EventRelay``), then
-        ``FLUSH``."""
+        ``FLUSH`` (unless the read is one ``Relayed`` block)."""
         # Events passed on unread must be events.
         expect = "text/event-stream" if isinstance(reader, EventRelay) else None
         resp, pick = await self.open_stream(url, body, headers, expect=expect, key=key)
@@ -598,7 +598,8 @@ class HTTPAdapter(abc.ABC):
                     raise reader.failure
                 if reader.done:
                     return
-                if events:
+                # A block relayed whole is one write already (``completions._sse``).
+                if events and type(events[-1]) is not Relayed:
                     yield FLUSH
         except TimeoutError:
             raise UpstreamTimeout("the stream stalled", provider=self._name()) from None
