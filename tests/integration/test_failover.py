@@ -48,11 +48,15 @@ def group(fakes: Fakes, router: Factory, primary: str, **routing: object) -> Rou
     )
 
 
-def ask(gw: RouterServer, stream: bool = False) -> httpx.Response:
+def ask(gw: RouterServer, stream: bool = False, content: str = "hi") -> httpx.Response:
     return httpx.post(
         f"{gw.url}/v1/chat/completions",
         headers=AUTH,
-        json={"model": "chat", "messages": [{"role": "user", "content": "hi"}], "stream": stream},
+        json={
+            "model": "chat",
+            "messages": [{"role": "user", "content": content}],
+            "stream": stream,
+        },
         timeout=10,
     )
 
@@ -263,30 +267,12 @@ def test_a_stream_that_stops_mid_way_ends_after_its_first_token_timeout(
     words = "one two three four five six seven eight nine ten eleven twelve"
     try:
         # Steady chunks for longer than firstTokenMs in all: the stream runs to its end.
-        steady = httpx.post(
-            f"{gw.url}/v1/chat/completions",
-            headers=AUTH,
-            json={
-                "model": "chat",
-                "messages": [{"role": "user", "content": words}],
-                "stream": True,
-            },
-            timeout=10,
-        )
+        steady = ask(gw, stream=True, content=words)
         assert steady.text.rstrip().endswith("data: [DONE]")
         assert "error" not in steady.text, steady.text[-300:]
         fake.push(Fault.stall_mid(5, 5))
         started = time.perf_counter()
-        r = httpx.post(
-            f"{gw.url}/v1/chat/completions",
-            headers=AUTH,
-            json={
-                "model": "chat",
-                "messages": [{"role": "user", "content": words}],
-                "stream": True,
-            },
-            timeout=10,
-        )
+        r = ask(gw, stream=True, content=words)
         took = time.perf_counter() - started
     finally:
         fake.chunk_delay = 0.0
