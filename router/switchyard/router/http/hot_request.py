@@ -63,11 +63,5 @@ class HotRequest(Request):
     headers: FastHeaders = None  # type: ignore[assignment]  # set by __init__
 
     def __init__(self, scope: Any, receive: Any, send: Any) -> None:
-        # Starlette's ``Request.__init__``, less its checks of a scope the app has checked.
-        self.scope = scope
-        self._receive = receive
-        self._send = send
-        self._stream_consumed = False
-        self._is_disconnected = False
-        self._form = None
+        super().__init__(scope, receive, send)
         self.headers = self._headers = FastHeaders(scope)
