@@ -78,7 +78,7 @@ class RouterServer:
 
     @property
     def services(self) -> Any:
-        return self.app.state.services
+        return self.app.services
 
     def start(self) -> RouterServer:
         self.thread.start()

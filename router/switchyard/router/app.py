@@ -182,7 +182,7 @@ def create_app(
     processes: int = 1,
     admin_port: int | None = None,
     tracing: TraceConfig | None = None,
-) -> Starlette:
+) -> RouterApp:
     """An app serving a routing table; raises ConfigError if a table file is bad.
 
     The table comes from ``config`` (a file, or a directory holding a mounted
@@ -378,7 +378,7 @@ def create_app(
             Exception: _crash,
         },
     )
-    app.state.services = app.services = services
+    app.services = services
     app.state.follower = follower
     app.hot = {
         "/api/v1/llm/completion": native.completion,

@@ -369,7 +369,7 @@ def config(
     shutdown_timeout: int = 30,
 ) -> uvicorn.Config:
     """The uvicorn configuration every router runs with (tests included)."""
-    services = getattr(getattr(app, "state", None), "services", None)
+    services = getattr(app, "services", None)
     metrics = getattr(services, "metrics", None)
     return uvicorn.Config(
         _OneLog(app),
