@@ -31,12 +31,13 @@ class AnthropicAdapter(HTTPAdapter):
         return wire.error_of(body)
 
     def _headers_for(self, req: ChatRequest) -> dict[str, str] | None:
-        """With the client's ``anthropic-beta`` features when it spoke this protocol
-        (those Switchyard serves itself stay behind); None: the adapter's own."""
+        """The client's ``anthropic-beta`` features when it spoke this protocol (those
+        Switchyard serves itself stay behind), added to the adapter's own headers (its
+        session's); None: those alone."""
         if req.params_protocol != "anthropic" or not req.betas:
             return None
         betas = [b for b in req.betas if b not in SERVED]
-        return self.headers() | {BETA_FIELD: ",".join(betas)} if betas else None
+        return {BETA_FIELD: ",".join(betas)} if betas else None
 
     async def complete(self, req: ChatRequest, model_name: str, max_tokens: int) -> ChatResult:
         return await self.post_json(

@@ -438,7 +438,7 @@ class HTTPAdapter(abc.ABC):
     async def _get_json(self, url: str, read: Callable[[Any], T]) -> T:
         try:
             async with self.session.get(
-                url, headers=self.headers(), timeout=self._probe_timeout, allow_redirects=False
+                url, timeout=self._probe_timeout, allow_redirects=False
             ) as resp:
                 raw = await resp.read()
                 if resp.status >= 300:

@@ -169,17 +169,14 @@ class SQLiteStore(Store):
 
     async def write_usage(self, records: Sequence[UsageRecord]) -> int:
         # Rows are bound in C by executemany into a staging table; SQL then keeps
-        # only the new ones and sums them, so the thread holds the GIL briefly. The
-        # conversions are ``nano`` and ``ts`` written out: a call each, per record.
-        n = NANO
+        # only the new ones and sums them, so the thread holds the GIL briefly.
         rows = await to_rows(records, lambda r: (
                 r.id, r.organization, r.api_key, r.api, r.provider, r.model, r.task_type,
                 r.prompt_tokens, r.completion_tokens, r.prompt_tokens + r.completion_tokens,
-                int(r.input_cost * n), int(r.output_cost * n),
-                int((r.input_cost + r.output_cost) * n), int(r.saved_cost * n),
-                r.latency_ms, r.ttft_ms, r.status, r.http_status,
-                r.error_class, int(r.cache_hit), int(r.stream), r.requested_at.timestamp(),
-                r.completed_at.timestamp(), r.trace_id,
+                nano(r.input_cost), nano(r.output_cost), nano(r.input_cost + r.output_cost),
+                nano(r.saved_cost), r.latency_ms, r.ttft_ms, r.status, r.http_status,
+                r.error_class, int(r.cache_hit), int(r.stream), ts(r.requested_at),
+                ts(r.completed_at), r.trace_id,
             ))  # fmt: skip
 
         return await self._write(rows)
