@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 from array import array
-from datetime import UTC, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 from pathlib import Path
 
@@ -299,6 +299,55 @@ def test_spend_is_kept_per_api_key_apart_from_the_rollups(
         make_store(None, tmp_path / "keys.sqlite"),
     ):
         asyncio.run(_by_key(store))
+
+
+def test_spend_counters_are_their_records_summed_by_day_and_month(
+    postgres: PostgresServer, tmp_path: Path
+) -> None:
+    """Records of two organizations and three keys over the end of a month, written in
+    two batches, some free: each counter (organization and key, day and month) holds the
+    sum of its records' cost, on both stores."""
+    for store in (
+        make_store(fresh_database(postgres), "unused"),
+        make_store(None, tmp_path / "spend.sqlite"),
+    ):
+        asyncio.run(_spend_sums(store))
+
+
+async def _spend_sums(store: Store) -> None:
+    await store.open()
+    start = datetime(2026, 1, 30, 22, tzinfo=UTC)
+    records = [
+        _record(org, start + timedelta(hours=7 * i))._replace(
+            id=f"00000000-0000-4000-8000-{i:06d}{org == 'b':06d}",
+            api_key=f"k{i % 3}",
+            input_cost=Decimal(i % 4) / 1000,  # every fourth is free
+            output_cost=Decimal(0),
+        )
+        for i in range(20)
+        for org in "ab"
+    ]
+    await store.write_usage(records[:17])
+    await store.write_usage(records[17:])
+    expected: dict[tuple[str, str, str, date], Decimal] = {}
+    for r in records:
+        day = r.requested_at.date()
+        for scope, subject in (
+            ("organization", r.organization),
+            ("apiKey", f"{r.organization}/{r.api_key}"),
+        ):
+            for period, begins in (("day", day), ("month", day.replace(day=1))):
+                key = (scope, subject, period, begins)
+                expected[key] = expected.get(key, Decimal(0)) + r.total_cost
+    found: dict[tuple[str, str, str, date], Decimal] = {}
+    subjects = sorted({(k[0], k[1]) for k in expected})
+    days = sorted({k[3] for k in expected if k[2] == "day"})
+    for day in days:
+        spend = await store.spend(subjects, day, day.replace(day=1))
+        found.update(spend.totals)
+    await store.close()
+    assert {k: v for k, v in found.items() if v} == {k: v for k, v in expected.items() if v}
+    assert any(k[3].month == 2 for k in found) and any(k[3].month == 1 for k in found)
 
 
 async def _traces(store: Store) -> None:

@@ -80,18 +80,25 @@ ON CONFLICT (organization, day, api_key) DO UPDATE SET
     cost = d.cost + excluded.cost, saved_cost = d.saved_cost + excluded.saved_cost
 """
 
+# Spend per organization and per key, by day and by month. The staged records are summed
+# per key and day first (a few groups, however many records), and the four counters
+# come from those sums, not from four passes over the records.
 _SPEND_FROM_STAGE = """
+WITH per_key AS (
+    SELECT organization, api_key, day, substr(day, 1, 8) || '01' AS month, sum(total_cost) AS cost
+    FROM (SELECT organization, api_key, total_cost,
+                 strftime('%Y-%m-%d', requested_at, 'unixepoch') AS day
+          FROM temp.stage WHERE total_cost > 0)
+    GROUP BY organization, api_key, day
+)
 INSERT INTO llm_spend (scope, subject, period, period_start, spent)
-SELECT scope, subject, period, start, sum(total_cost) FROM (
-    SELECT 'organization' AS scope, organization AS subject, 'day' AS period,
-           strftime('%Y-%m-%d', requested_at, 'unixepoch') AS start, total_cost FROM temp.stage
-    UNION ALL SELECT 'organization', organization, 'month',
-           strftime('%Y-%m-01', requested_at, 'unixepoch'), total_cost FROM temp.stage
-    UNION ALL SELECT 'apiKey', organization || '/' || api_key, 'day',
-           strftime('%Y-%m-%d', requested_at, 'unixepoch'), total_cost FROM temp.stage
-    UNION ALL SELECT 'apiKey', organization || '/' || api_key, 'month',
-           strftime('%Y-%m-01', requested_at, 'unixepoch'), total_cost FROM temp.stage
-) WHERE total_cost > 0
+SELECT scope, subject, period, start, sum(cost) FROM (
+    SELECT 'organization' AS scope, organization AS subject, 'day' AS period, day AS start,
+           cost FROM per_key
+    UNION ALL SELECT 'organization', organization, 'month', month, cost FROM per_key
+    UNION ALL SELECT 'apiKey', organization || '/' || api_key, 'day', day, cost FROM per_key
+    UNION ALL SELECT 'apiKey', organization || '/' || api_key, 'month', month, cost FROM per_key
+) WHERE true
 GROUP BY scope, subject, period, start
 ON CONFLICT (scope, subject, period, period_start) DO UPDATE SET spent = spent + excluded.spent
 """
