@@ -90,6 +90,9 @@ HEADS: list[tuple[str, int, list[tuple[bytes, bytes]], list[dict[str, Any]]]] = 
      [{"type": "http.response.body", "body": b"{}"}]),
     ("POST", 200, [(b"Content-Type", b"text/event-stream"), (b"X-Switchyard-Model", b"m")],
      [CHUNK, {"type": "http.response.body", "body": b""}]),
+    ("POST", 200, [(b"content-length", b"5")],
+     [{"type": "http.response.body", "body": b"ab", "more_body": True},
+      {"type": "http.response.body", "body": b"cde"}]),
     ("POST", 200, [(b"transfer-encoding", b"chunked")],
      [{"type": "http.response.body", "body": b"abc"}]),
     ("POST", 200, [(b"connection", b"keep-alive, Close"), (b"content-length", b"0")],
@@ -110,7 +113,8 @@ def test_an_answer_is_written_as_uvicorn_writes_it(
     body: list[dict[str, Any]],
     keep_alive: bool,
 ) -> None:
-    """The same bytes, and the same state after, for the router's head as uvicorn's own."""
+    """The same bytes, and the same state after, for the router's head as uvicorn's own
+    (in fewer writes: ``test_an_answer_of_known_length_is_one_write``)."""
 
     async def run(router: bool) -> tuple[list[bytes], dict[str, Any]]:
         c, transport = cycle(method, keep_alive, router)
@@ -124,11 +128,38 @@ def test_an_answer_is_written_as_uvicorn_writes_it(
                 "expected_content_length", "keep_alive", "waiting_for_100_continue",
             )
         }  # fmt: skip
-        return [*transport.writes, b"closed" if transport.closed else b"open"], state
+        return [b"".join(transport.writes), b"closed" if transport.closed else b"open"], state
 
     ours, theirs = asyncio.run(run(True)), asyncio.run(run(False))
     assert ours == theirs
     assert ours[0][0].startswith(b"HTTP/1.1 %d " % status)
+
+
+def test_an_answer_of_known_length_is_one_write() -> None:
+    """Head and body in one write when the body comes whole; in parts, the head first
+    and each part as it comes; a body shorter than its length refused as uvicorn
+    refuses it."""
+
+    async def run(
+        headers: list[tuple[bytes, bytes]], bodies: list[dict[str, Any]]
+    ) -> tuple[list[bytes], bool]:
+        c, transport = cycle()
+        await c.send({"type": "http.response.start", "status": 200, "headers": headers})  # type: ignore[typeddict-item]
+        for message in bodies:
+            await c.send(message)  # type: ignore[arg-type]
+        return transport.writes, c.response_complete
+
+    length = [(b"content-type", b"application/json"), (b"content-length", b"2")]
+    writes, done = asyncio.run(run(length, [{"type": "http.response.body", "body": b"{}"}]))
+    assert len(writes) == 1 and writes[0].endswith(b"\r\n\r\n{}") and done
+    parts = [
+        {"type": "http.response.body", "body": b"{", "more_body": True},
+        {"type": "http.response.body", "body": b"}"},
+    ]
+    writes, done = asyncio.run(run(length, parts))
+    assert writes[1:] == [b"{", b"}"] and writes[0].endswith(b"\r\n\r\n") and done
+    with pytest.raises(RuntimeError, match="shorter than Content-Length"):
+        asyncio.run(run(length, [{"type": "http.response.body", "body": b"{"}]))
 
 
 @pytest.mark.parametrize(
