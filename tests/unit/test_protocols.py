@@ -936,6 +936,30 @@ def test_a_relays_text_estimate_is_not_thrown_by_a_first_event_that_names_the_ro
     assert text <= whole[0].text_bytes <= text + len(b'"role":"assistant",')  # type: ignore[union-attr]
 
 
+def test_a_stream_relayed_a_read_per_event_is_read_as_in_one_block() -> None:
+    """Reads of one whole event each (the relay's quick path) give the bytes, text,
+    usage and finish the same stream gives in one read; a read that ends an event begun
+    in the one before joins it, whatever it looks like."""
+    from switchyard.router.core.chat import Relayed
+    from switchyard.router.protocols.openai import relay
+
+    events = [_chunk("Hel"), _chunk("lo"), _chunk(None, "stop"), _USAGE, b"data: [DONE]\n\n"]
+    per_read = relay("p")
+    out = [e for event in events for e in per_read.feed(event)]
+    whole = relay("p").feed(b"".join(events))
+    relayed = [e for e in out if type(e) is Relayed]
+    assert b"".join(e.data for e in relayed) == whole[0].data == b"".join(events)  # type: ignore[union-attr]
+    assert sum(e.text_bytes for e in relayed) == whole[0].text_bytes  # type: ignore[union-attr]
+    assert [e for e in out if type(e) is not Relayed] == whole[1:]
+    assert [e.usage for e in relayed if e.data == _USAGE] == [(0, len(_USAGE))]
+    assert per_read.done
+    split = relay("p")
+    event = _chunk("split")
+    cut = event.index(b'"model"')
+    assert split.feed(event[:cut]) == []
+    assert split.feed(event[cut:])[0].data == event  # type: ignore[union-attr]
+
+
 def test_crlf_streams_are_relayed_as_lf() -> None:
     from switchyard.router.protocols.openai import relay
 

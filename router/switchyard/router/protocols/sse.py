@@ -236,26 +236,50 @@ class EventRelay:
         return first
 
     def feed(self, block: bytes) -> list[StreamEvent]:
-        whole = self.events.take(block)
-        if not whole:
-            return _NOTHING
-        events = whole.count(b"\n\n")  # the scans below share it
-        broken = _first_broken(whole, events)
-        if broken >= 0:
-            # Through the decoder, for the protocol's own error; what came before passes.
-            try:
-                for line in whole[broken:].split(b"\n"):
-                    if line.startswith(b"data:"):
-                        self.decoder.feed(line)
-            except UpstreamError as exc:
-                self.failure = exc
-            whole = whole[:broken]
+        if (
+            block.endswith(b"}\n\n")
+            and block.find(b"\n") == len(block) - 2
+            and not self.events.rest
+        ):
+            # A read of one whole event, one line whose data ends as a JSON object does
+            # (nearly every read of a stream of OpenAI's protocol): no line end to mend,
+            # nothing waiting before it, no event to count or to check. Its first newline
+            # (memchr) is found in a third of the time of any of the scans below.
+            whole, events = block, 1
+        else:
+            whole = self.events.take(block)
             if not whole:
                 return _NOTHING
-            events = whole.count(b"\n\n")
+            events = whole.count(b"\n\n")  # the scans below share it
+            broken = _first_broken(whole, events)
+            if broken >= 0:
+                return self._broken(whole, broken)
         at = self._first_mark(whole)
         if at < 0:
             return [Relayed(whole, text_bytes=self._text_bytes(whole, events))]
+        return self._marked(whole, events, at)
+
+    def _broken(self, whole: bytes, broken: int) -> list[StreamEvent]:
+        """A block with an event whose data is not JSON, at ``broken``: through the
+        decoder from there, for the protocol's own error; what came before passes."""
+        try:
+            for line in whole[broken:].split(b"\n"):
+                if line.startswith(b"data:"):
+                    self.decoder.feed(line)
+        except UpstreamError as exc:
+            self.failure = exc
+        whole = whole[:broken]
+        if not whole:
+            return _NOTHING
+        events = whole.count(b"\n\n")
+        at = self._first_mark(whole)
+        if at < 0:
+            return [Relayed(whole, text_bytes=self._text_bytes(whole, events))]
+        return self._marked(whole, events, at)
+
+    def _marked(self, whole: bytes, events: int, at: int) -> list[StreamEvent]:
+        """A block with a mark at ``at``: the events before the one holding it pass
+        unread, and from it on each is read through the decoder."""
         # The content before the event holding the first mark passes unread.
         start = whole.rfind(b"\n\n", 0, at)
         pos = 0 if start < 0 else start + 2
