@@ -93,6 +93,11 @@ HEADS: list[tuple[str, int, list[tuple[bytes, bytes]], list[dict[str, Any]]]] = 
     ("POST", 200, [(b"content-length", b"5")],
      [{"type": "http.response.body", "body": b"ab", "more_body": True},
       {"type": "http.response.body", "body": b"cde"}]),
+    ("POST", 200, [(b"content-type", b"text/event-stream")],
+     [CHUNK, {"type": "http.response.body", "body": b"", "more_body": True}, CHUNK,
+      {"type": "http.response.body", "body": b"data: 2\n\n"}]),
+    ("HEAD", 200, [(b"transfer-encoding", b"chunked")],
+     [CHUNK, {"type": "http.response.body", "body": b""}]),
     ("POST", 200, [(b"transfer-encoding", b"chunked")],
      [{"type": "http.response.body", "body": b"abc"}]),
     ("POST", 200, [(b"connection", b"keep-alive, Close"), (b"content-length", b"0")],
@@ -133,6 +138,22 @@ def test_an_answer_is_written_as_uvicorn_writes_it(
     ours, theirs = asyncio.run(run(True)), asyncio.run(run(False))
     assert ours == theirs
     assert ours[0][0].startswith(b"HTTP/1.1 %d " % status)
+
+
+def test_a_chunk_after_the_end_or_before_the_head_is_refused_as_uvicorn_refuses_it() -> None:
+    async def run(router: bool, messages: list[dict[str, Any]]) -> str:
+        c, _ = cycle(router=router)
+        try:
+            for message in messages:
+                await c.send(message)  # type: ignore[arg-type]
+        except RuntimeError as exc:
+            return str(exc)
+        return "accepted"
+
+    end = {"type": "http.response.body", "body": b""}
+    for messages in ([STREAM_START, CHUNK, end, CHUNK], [CHUNK], [STREAM_START, STREAM_START]):
+        ours, theirs = asyncio.run(run(True, messages)), asyncio.run(run(False, messages))
+        assert ours == theirs != "accepted"
 
 
 def test_an_answer_of_known_length_is_one_write() -> None:

@@ -244,7 +244,7 @@ class LimitedProtocol(HttpToolsProtocol):
 
 
 class _Cycle(RequestResponseCycle):
-    """uvicorn's cycle of one request and its answer, with two changes to ``send``:
+    """uvicorn's cycle of one request and its answer, with these changes to ``send``:
 
     - a streamed body chunk for a client that has left raises ``ClientDisconnected`` (an
       ``OSError``), as ASGI 2.4 has it, so a stream learns of it at its next chunk
@@ -255,7 +255,9 @@ class _Cycle(RequestResponseCycle):
       completion's answer has eight): the same checks, and the same errors;
     - a head that gives the body's length is held until the body comes, and a body that
       comes whole goes out with it in one write (one system call, and one segment for
-      the client to read, where uvicorn makes two of each).
+      the client to read, where uvicorn makes two of each);
+    - a chunk of a chunked answer with more to come is written at once, past the checks
+      that only an answer's first and last messages need.
 
     The protocol makes its cycles these (``_uvicorn_headers_complete``).
     ``tests/unit/test_server_cycle.py`` holds this to uvicorn's own writes and state.
@@ -268,6 +270,16 @@ class _Cycle(RequestResponseCycle):
         if self.disconnected:
             if message.get("more_body"):
                 raise ClientDisconnected("the client closed the connection")
+            return
+        if self.chunked_encoding and message.get("more_body") and not self.flow.write_paused:
+            # A streamed chunk (most of what a stream sends), written as uvicorn writes
+            # it, without the checks that only the first and last messages need.
+            if message["type"] != "http.response.body" or self.response_complete:
+                await super().send(message)  # uvicorn's errors
+                return
+            body = message.get("body", b"")
+            if body and self.scope["method"] != "HEAD":
+                self.transport.write(b"%x\r\n%b\r\n" % (len(body), body))
             return
         held = self._held
         if held is not None:
