@@ -245,15 +245,20 @@ class EventRelay:
             # (nearly every read of a stream of OpenAI's protocol): no line end to mend,
             # nothing waiting before it, no event to count or to check. Its first newline
             # (memchr) is found in a third of the time of any of the scans below.
-            whole, events = block, 1
-        else:
-            whole = self.events.take(block)
-            if not whole:
-                return _NOTHING
-            events = whole.count(b"\n\n")  # the scans below share it
-            broken = _first_broken(whole, events)
-            if broken >= 0:
-                return self._broken(whole, broken)
+            at = self._first_mark(block)
+            if at >= 0:
+                return self._marked(block, 1, at)
+            if self._measured == _MEASURED:
+                text = len(block) - self.envelope  # ``_text_bytes`` of one event
+                return [Relayed(block, None, text if text > 0 else 0)]
+            return [Relayed(block, text_bytes=self._text_bytes(block, 1))]
+        whole = self.events.take(block)
+        if not whole:
+            return _NOTHING
+        events = whole.count(b"\n\n")  # the scans below share it
+        broken = _first_broken(whole, events)
+        if broken >= 0:
+            return self._broken(whole, broken)
         at = self._first_mark(whole)
         if at < 0:
             return [Relayed(whole, text_bytes=self._text_bytes(whole, events))]
