@@ -259,10 +259,7 @@ class EventRelay:
         broken = _first_broken(whole, events)
         if broken >= 0:
             return self._broken(whole, broken)
-        at = self._first_mark(whole)
-        if at < 0:
-            return [Relayed(whole, text_bytes=self._text_bytes(whole, events))]
-        return self._marked(whole, events, at)
+        return self._relayed(whole, events)
 
     def _broken(self, whole: bytes, broken: int) -> list[StreamEvent]:
         """A block with an event whose data is not JSON, at ``broken``: through the
@@ -276,7 +273,11 @@ class EventRelay:
         whole = whole[:broken]
         if not whole:
             return _NOTHING
-        events = whole.count(b"\n\n")
+        return self._relayed(whole, whole.count(b"\n\n"))
+
+    def _relayed(self, whole: bytes, events: int) -> list[StreamEvent]:
+        """Whole events (``events`` of them), passed on as they came, and from the first
+        one that holds a mark on, read."""
         at = self._first_mark(whole)
         if at < 0:
             return [Relayed(whole, text_bytes=self._text_bytes(whole, events))]
