@@ -53,11 +53,13 @@ async def _purge(store: Store) -> tuple[int, bool, bool]:
 
 
 def test_expired_cache_entries_are_purged(postgres: PostgresServer, tmp_path: Path) -> None:
-    for store in (
-        make_store(fresh_database(postgres), "unused"),
-        make_store(None, tmp_path / "db.sqlite"),
-    ):
+    for store in _both(postgres, tmp_path / "db.sqlite"):
         assert asyncio.run(_purge(store)) == (1, True, True), store.kind
+
+
+def _both(postgres: PostgresServer, sqlite_path: Path) -> tuple[Store, Store]:
+    """A store on a fresh PostgreSQL database and one on a new SQLite file."""
+    return make_store(fresh_database(postgres), "unused"), make_store(None, sqlite_path)
 
 
 def _record(org: str, at: datetime) -> UsageRecord:
@@ -96,10 +98,7 @@ async def _retain(store: Store) -> tuple[int, int, int, int]:
 def test_old_usage_records_are_deleted_and_reports_keep_their_days(
     postgres: PostgresServer, tmp_path: Path
 ) -> None:
-    for store in (
-        make_store(fresh_database(postgres), "unused"),
-        make_store(None, tmp_path / "usage.sqlite"),
-    ):
+    for store in _both(postgres, tmp_path / "usage.sqlite"):
         assert asyncio.run(_retain(store)) == (14, 1, 8, 0), store.kind
 
 
@@ -148,10 +147,7 @@ async def _partial(store: Store) -> None:
 def test_a_partial_day_is_summed_by_the_database_as_rollups_of_its_records(
     postgres: PostgresServer, tmp_path: Path
 ) -> None:
-    for store in (
-        make_store(fresh_database(postgres), "unused"),
-        make_store(None, tmp_path / "partial.sqlite"),
-    ):
+    for store in _both(postgres, tmp_path / "partial.sqlite"):
         asyncio.run(_partial(store))
 
 
@@ -294,10 +290,7 @@ async def _by_key(store: Store) -> None:
 def test_spend_is_kept_per_api_key_apart_from_the_rollups(
     postgres: PostgresServer, tmp_path: Path
 ) -> None:
-    for store in (
-        make_store(fresh_database(postgres), "unused"),
-        make_store(None, tmp_path / "keys.sqlite"),
-    ):
+    for store in _both(postgres, tmp_path / "keys.sqlite"):
         asyncio.run(_by_key(store))
 
 
@@ -307,10 +300,7 @@ def test_spend_counters_are_their_records_summed_by_day_and_month(
     """Records of two organizations and three keys over the end of a month, written in
     two batches, some free: each counter (organization and key, day and month) holds the
     sum of its records' cost, on both stores."""
-    for store in (
-        make_store(fresh_database(postgres), "unused"),
-        make_store(None, tmp_path / "spend.sqlite"),
-    ):
+    for store in _both(postgres, tmp_path / "spend.sqlite"):
         asyncio.run(_spend_sums(store))
 
 
@@ -365,10 +355,7 @@ async def _traces(store: Store) -> None:
 
 
 def test_usage_records_keep_their_trace_id(postgres: PostgresServer, tmp_path: Path) -> None:
-    for store in (
-        make_store(fresh_database(postgres), "unused"),
-        make_store(None, tmp_path / "traces.sqlite"),
-    ):
+    for store in _both(postgres, tmp_path / "traces.sqlite"):
         asyncio.run(_traces(store))
 
 
@@ -412,8 +399,5 @@ async def _recent(store: Store) -> None:
 
 
 def test_recent_slowest_and_failed_requests(postgres: PostgresServer, tmp_path: Path) -> None:
-    for store in (
-        make_store(fresh_database(postgres), "unused"),
-        make_store(None, tmp_path / "recent.sqlite"),
-    ):
+    for store in _both(postgres, tmp_path / "recent.sqlite"):
         asyncio.run(_recent(store))
