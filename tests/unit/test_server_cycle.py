@@ -105,6 +105,12 @@ HEADS: list[tuple[str, int, list[tuple[bytes, bytes]], list[dict[str, Any]]]] = 
     ("HEAD", 200, [(b"content-type", b"application/json")],
      [{"type": "http.response.body", "body": b""}]),
     ("POST", 204, [], [{"type": "http.response.body", "body": b""}]),
+    ("POST", 200, [(b"content-length", b"2"), (b"x-a", b""), (b"content-length", b"7")],
+     [{"type": "http.response.body", "body": b"{}"}]),
+    ("POST", 200, [(b"Content-Length", b"2"), (b"x-a", b"1")],
+     [{"type": "http.response.body", "body": b"{}"}]),
+    ("POST", 200, [[b"x-a", b"1"], (b"x-b", b"\t2")],
+     [CHUNK, {"type": "http.response.body", "body": b""}]),
     ("POST", 304, [(b"etag", b'"x"')], [{"type": "http.response.body", "body": b""}]),
 ]  # fmt: skip
 
@@ -189,6 +195,9 @@ def test_an_answer_of_known_length_is_one_write() -> None:
         ([(b"x-ok", b"fine"), (b"x-bad name", b"v")], "Invalid HTTP header name."),
         ([(b"x-ok", b"fine"), (b"x-bad", b"a\r\nset-cookie: x=1")], "Invalid HTTP header value."),
         ([(b"x-bad", b"\x00")], "Invalid HTTP header value."),
+        ([(b"x-bad", b"1\r"), (b"x-ok", b"\n2")], "Invalid HTTP header value."),
+        ([(b"x-bad", b"a\nb"), (b"x-ok", b"fine")], "Invalid HTTP header value."),
+        ([(b"x-ok", b"fine"), (b"x-bad", b"\x7f")], "Invalid HTTP header value."),
     ],
 )
 def test_a_head_with_a_bad_header_is_refused_as_uvicorn_refuses_it(

@@ -243,6 +243,17 @@ class LimitedProtocol(HttpToolsProtocol):
         self.transport.close()
 
 
+#: The bytes a header name, and a value, may hold: deleting them from all the names (or
+#: values) leaves exactly what uvicorn's ``HEADER_RE`` (``HEADER_VALUE_RE``) would find,
+#: in one pass with no regular expression.
+_NAME_OK = bytes(b for b in range(256) if not HEADER_RE.match(bytes([b])))
+_VALUE_OK = bytes(b for b in range(256) if not HEADER_VALUE_RE.match(bytes([b])))
+#: Names whose values change how the answer is framed, beside its length.
+_READ = frozenset((b"transfer-encoding", b"connection"))
+_COLON = b": ".join
+_CRLF = b"\r\n"
+
+
 class _Cycle(RequestResponseCycle):
     """uvicorn's cycle of one request and its answer, with these changes to ``send``:
 
@@ -251,8 +262,10 @@ class _Cycle(RequestResponseCycle):
       without a task watching ``receive`` (see ``http.event_stream``); other messages
       keep uvicorn's silence;
     - the answer's head is made as uvicorn makes it, but its header names and values are
-      each checked by one search over all of them, not two searches a header (a
-      completion's answer has eight): the same checks, and the same errors;
+      each checked in one pass over all of them, not two searches a header (a
+      completion's answer has eight): the same checks, and the same errors; names
+      already in lowercase that do not change how the answer is framed are written as
+      they are, not read one by one;
     - a head that gives the body's length is held until the body comes, and a body that
       comes whole goes out with it in one write (one system call, and one segment for
       the client to read, where uvicorn makes two of each);
@@ -321,10 +334,43 @@ class _Cycle(RequestResponseCycle):
         self.waiting_for_100_continue = False
         status = message["status"]
         headers = self.default_headers + list(message.get("headers", []))
-        if HEADER_RE.search(b"".join([name for name, _ in headers])):
+        names = [name for name, _ in headers]
+        joined = b"".join(names)
+        if joined.translate(None, _NAME_OK):
             raise RuntimeError("Invalid HTTP header name.")
-        if HEADER_VALUE_RE.search(b"".join([value for _, value in headers])):
+        # Every header as its line, the last without its line end: with the names
+        # checked, the only bytes a value may not hold left in it are the line ends.
+        lines = _CRLF.join(map(_COLON, headers))
+        if lines.translate(None, _VALUE_OK) != _CRLF * (len(headers) - 1):
             raise RuntimeError("Invalid HTTP header value.")
+        if joined.islower() and _READ.isdisjoint(names):
+            # Names already in lowercase, and none the loop below reads but the length
+            # (every answer the router makes): the lines as they are.
+            content = [STATUS_LINE[status], lines, _CRLF] if headers else [STATUS_LINE[status]]
+            if b"content-length" in names and self.chunked_encoding is None:
+                length = headers[names.index(b"content-length")][1]
+                self.expected_content_length = int(length.decode())
+                self.chunked_encoding = False
+            if not self.keep_alive:
+                content.append(b"connection: close\r\n")
+        else:
+            content = self._lines(status, headers)
+        if (
+            self.chunked_encoding is None
+            and self.scope["method"] != "HEAD"
+            and status not in (204, 304)
+        ):
+            self.chunked_encoding = True
+            content.append(b"transfer-encoding: chunked\r\n")
+        content.append(b"\r\n")
+        if self.chunked_encoding is False and self.scope["method"] != "HEAD":
+            self._held = b"".join(content)  # the body will say how it goes out
+        else:
+            self.transport.write(b"".join(content))
+
+    def _lines(self, status: int, headers: list[tuple[bytes, bytes]]) -> list[bytes]:
+        """The head's status line and header lines as uvicorn writes them, reading every
+        name for the length, the transfer encoding and the connection."""
         content = [STATUS_LINE[status]]
         has_connection_close = False
         for name, value in headers:
@@ -343,18 +389,7 @@ class _Cycle(RequestResponseCycle):
             content.extend([name, b": ", value, b"\r\n"])
         if not self.keep_alive and not has_connection_close:
             content.append(b"connection: close\r\n")
-        if (
-            self.chunked_encoding is None
-            and self.scope["method"] != "HEAD"
-            and status not in (204, 304)
-        ):
-            self.chunked_encoding = True
-            content.append(b"transfer-encoding: chunked\r\n")
-        content.append(b"\r\n")
-        if self.chunked_encoding is False and self.scope["method"] != "HEAD":
-            self._held = b"".join(content)  # the body will say how it goes out
-        else:
-            self.transport.write(b"".join(content))
+        return content
 
 
 #: uvicorn's ``on_headers_complete``, making each request's cycle a ``_Cycle``: its own
