@@ -81,7 +81,8 @@ def test_a_streamed_chunk_to_a_client_gone_raises_and_other_messages_pass() -> N
         return transport.writes
 
     writes = asyncio.run(scenario())
-    assert len(writes) == 2 and writes[1] == b"9\r\ndata: 1\n\n\r\n"
+    # The head went out with the first chunk; nothing after the client left.
+    assert len(writes) == 1 and writes[0].endswith(b"\r\n\r\n9\r\ndata: 1\n\n\r\n")
 
 
 #: Heads an answer may have, each with the body messages that follow it.
@@ -211,3 +212,38 @@ def test_a_head_with_a_bad_header_is_refused_as_uvicorn_refuses_it(
         return transport.writes
 
     assert asyncio.run(run(True)) == asyncio.run(run(False)) == []
+
+
+def test_a_stream_head_goes_out_with_its_first_chunk_or_alone_once_the_app_waits() -> None:
+    """A chunk sent before the app next waits carries the head; a stream that is one
+    message is one write, end included; a head the app sends and then waits after
+    goes out alone at the loop's next turn, and its chunks after it."""
+    end = {"type": "http.response.body", "body": b""}
+
+    async def run(messages: list[dict[str, Any] | None]) -> tuple[list[bytes], bool]:
+        c, transport = cycle()
+        for message in messages:
+            if message is None:
+                await asyncio.sleep(0)  # the app waits: the loop turns
+            else:
+                await c.send(message)  # type: ignore[arg-type]
+        await asyncio.sleep(0)
+        return transport.writes, c.response_complete
+
+    writes, done = asyncio.run(run([STREAM_START, CHUNK, CHUNK, end]))
+    assert writes[0].startswith(b"HTTP/1.1 200 OK\r\n")
+    assert writes[0].endswith(b"\r\n\r\n9\r\ndata: 1\n\n\r\n")
+    assert writes[1:] == [b"9\r\ndata: 1\n\n\r\n", b"0\r\n\r\n"] and done
+
+    last = {"type": "http.response.body", "body": b"data: 1\n\n"}
+    writes, done = asyncio.run(run([STREAM_START, last]))
+    assert len(writes) == 1 and done
+    assert writes[0].endswith(b"\r\n\r\n9\r\ndata: 1\n\n\r\n0\r\n\r\n")
+
+    empty = {"type": "http.response.body", "body": b"", "more_body": True}
+    writes, done = asyncio.run(run([STREAM_START, empty, None, CHUNK, None, end]))
+    assert len(writes) == 3 and writes[0].endswith(b"chunked\r\n\r\n") and done
+    assert writes[1:] == [b"9\r\ndata: 1\n\n\r\n", b"0\r\n\r\n"]
+
+    writes, done = asyncio.run(run([STREAM_START, None]))
+    assert len(writes) == 1 and writes[0].endswith(b"chunked\r\n\r\n") and not done

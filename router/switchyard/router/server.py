@@ -270,13 +270,18 @@ class _Cycle(RequestResponseCycle):
       comes whole goes out with it in one write (one system call, and one segment for
       the client to read, where uvicorn makes two of each);
     - a chunk of a chunked answer with more to come is written at once, past the checks
-      that only an answer's first and last messages need.
+      that only an answer's first and last messages need;
+    - a chunked answer's head is held for its first chunk, when the app sends that
+      before it next waits (the router's streams do: their first event is in hand when
+      they begin), and goes out with it in one write; otherwise it goes out alone at
+      the event loop's next turn. An answer whose first body message is its last
+      (head, chunk and end) is one write.
 
     The protocol makes its cycles these (``_uvicorn_headers_complete``).
     ``tests/unit/test_server_cycle.py`` holds this to uvicorn's own writes and state.
     """
 
-    #: The head of an answer of known length, waiting for its body (``_head``).
+    #: The head of an answer, waiting for its body or first chunk (``_head``).
     _held: bytes | None = None
 
     async def send(self, message: Any) -> None:
@@ -292,7 +297,12 @@ class _Cycle(RequestResponseCycle):
                 return
             body = message.get("body", b"")
             if body and self.scope["method"] != "HEAD":
-                self.transport.write(b"%x\r\n%b\r\n" % (len(body), body))
+                chunk = b"%x\r\n%b\r\n" % (len(body), body)
+                held = self._held
+                if held is not None:
+                    self._held = None
+                    chunk = held + chunk
+                self.transport.write(chunk)
             return
         held = self._held
         if held is not None:
@@ -311,15 +321,22 @@ class _Cycle(RequestResponseCycle):
         await super().send(message)
 
     def _whole(self, head: bytes, message: Any) -> bool:
-        """Write the held head and a body that is all of the answer in one, and finish
-        the answer as uvicorn does; False, having written nothing, for any other body
-        (more to come, a length that is not the head's) or message."""
+        """Write the held head and a body that is all of the answer in one (for a
+        chunked answer, its one chunk and its end), and finish the answer as uvicorn
+        does; False, having written nothing, for any other body (more to come, a length
+        that is not the head's) or message."""
         if message["type"] != "http.response.body" or message.get("more_body", False):
             return False
         body = message.get("body", b"")
-        if len(body) != self.expected_content_length or self.flow.write_paused:
+        if self.flow.write_paused:
             return False
-        self.transport.write(head + body)
+        if self.chunked_encoding:
+            end = b"%x\r\n%b\r\n0\r\n\r\n" % (len(body), body) if body else b"0\r\n\r\n"
+            self.transport.write(head + end)
+        elif len(body) == self.expected_content_length:
+            self.transport.write(head + body)
+        else:
+            return False
         self.expected_content_length = 0
         self.response_complete = True
         self.message_event.set()
@@ -363,10 +380,22 @@ class _Cycle(RequestResponseCycle):
             self.chunked_encoding = True
             content.append(b"transfer-encoding: chunked\r\n")
         content.append(b"\r\n")
-        if self.chunked_encoding is False and self.scope["method"] != "HEAD":
-            self._held = b"".join(content)  # the body will say how it goes out
-        else:
+        if self.scope["method"] == "HEAD" or self.chunked_encoding is None:
             self.transport.write(b"".join(content))
+        else:
+            # The body will say how it goes out; a stream's first chunk is usually sent
+            # before the app next waits, and goes out with it.
+            self._held = b"".join(content)
+            if self.chunked_encoding:
+                asyncio.get_running_loop().call_soon(self._unhold)
+
+    def _unhold(self) -> None:
+        """A chunked answer's head that no chunk came for before the app waited: alone."""
+        held = self._held
+        if held is not None and not self.response_complete:
+            self._held = None
+            if not self.transport.is_closing():
+                self.transport.write(held)
 
     def _lines(self, status: int, headers: list[tuple[bytes, bytes]]) -> list[bytes]:
         """The head's status line and header lines as uvicorn writes them, reading every
