@@ -875,6 +875,8 @@ def test_a_relay_passes_content_unread_and_reads_the_end() -> None:
     relayed, finish = rest
     assert isinstance(relayed, Relayed) and isinstance(finish, Finish)
     assert first[0].data + relayed.data == stream  # type: ignore[union-attr]
+    # Only the block holding the end marker says that nothing follows it.
+    assert relayed.last and not first[0].last  # type: ignore[union-attr]
     assert finish.reason == "length" and finish.usage == Usage(7, 3)
     assert relayed.usage is not None
     a, b = relayed.usage

@@ -188,6 +188,8 @@ class Relayed:
     data: bytes
     usage: tuple[int, int] | None = None
     text_bytes: int = 0  # about how much text the events hold (for a usage estimate)
+    #: ``data`` ends with the stream's end marker: nothing the client gets follows it.
+    last: bool = False
 
 
 class Flush:

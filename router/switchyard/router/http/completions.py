@@ -32,7 +32,7 @@ from switchyard.router.errors import BadRequest, SwitchyardError, TooManyInFligh
 from switchyard.router.http.auth import authenticate
 from switchyard.router.http.body import read_json, validate
 from switchyard.router.http.errors import Flavor, error_body
-from switchyard.router.http.event_stream import EventStream
+from switchyard.router.http.event_stream import EventStream, Last
 from switchyard.router.http.json_answer import JSONAnswer
 from switchyard.router.http.services import Services, services
 from switchyard.router.protocols.native import TASK_PATTERN
@@ -313,13 +313,15 @@ async def _sse(
     slot: Slot,
     finish: Callable[[], Awaitable[None]],
 ) -> AsyncGenerator[bytes, None]:
-    """The stream's bytes; its in-flight slot is free once the last is written."""
+    """The stream's bytes; its in-flight slot is free once the last is written. The
+    last are ``Last``, which the stream's end goes out with."""
     try:
         head = encoder.open()
         if head:
             yield head
         # A provider's read at a time (``chat.Flush``): one write, not one per event. A
-        # read relayed whole is one event, written as it comes, with no Flush after it.
+        # read relayed whole is one event, written as it comes, with no Flush after it;
+        # one that ends the stream waits for the rest (nothing more is read for it).
         pending: list[bytes] = []
         try:
             async for event in streaming.events():
@@ -330,17 +332,17 @@ async def _sse(
                     continue
                 out = encoder.event(event)
                 if out:
-                    if type(event) is Relayed and not pending:
+                    if type(event) is Relayed and not pending and not event.last:
                         yield out
                     else:
                         pending.append(out)
         except SwitchyardError as exc:
             pending.append(encoder.error(error_body(exc, flavor)))
-            yield b"".join(pending)
+            yield Last(b"".join(pending))
             return
         pending.append(encoder.close())
         await finish()
         if last := b"".join(pending):
-            yield last
+            yield Last(last)
     finally:
         slot.release()

@@ -20,6 +20,13 @@ from switchyard.router.http.json_answer import raw_headers
 _SSE = (b"content-type", b"text/event-stream; charset=utf-8")
 
 
+class Last(bytes):
+    """A stream's last bytes, yielded as its generator ends: the stream's end goes out
+    with them, one write where the bytes and the end would be two."""
+
+    __slots__ = ()
+
+
 class EventStream(Response):
     media_type = "text/event-stream"
 
@@ -38,9 +45,12 @@ class EventStream(Response):
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
             await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
+            more = True
             async for chunk in self.chunks:
-                await send({"type": "http.response.body", "body": chunk, "more_body": True})
-            await send({"type": "http.response.body", "body": b"", "more_body": False})
+                more = type(chunk) is not Last
+                await send({"type": "http.response.body", "body": chunk, "more_body": more})
+            if more:
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
         except OSError:
             pass  # the client left: what is still to come goes nowhere
         finally:

@@ -310,7 +310,7 @@ class EventRelay:
             pos += size
             if finish:
                 break  # the end marker: nothing after it counts
-        return [Relayed(whole[:pos], usage=usage, text_bytes=text), *finish]
+        return [Relayed(whole[:pos], usage=usage, text_bytes=text, last=bool(finish)), *finish]
 
     def _text_bytes(self, events: bytes, count: int | None = None) -> int:
         """About how much text ``events`` (``count`` of them, when known) hold: their
