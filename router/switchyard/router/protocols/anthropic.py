@@ -426,6 +426,8 @@ def message_json(done: Completed, message_id: str) -> dict[str, Any]:
 
 
 _TEXT_DELTA = b'event: content_block_delta\ndata: {"type":"content_block_delta","index":'
+_TEXT_DELTA_KEY = b',"delta":{"type":"text_delta","text":'
+_DELTA_END = b"}}\n\n"
 
 
 class EventEncoder:
@@ -441,6 +443,8 @@ class EventEncoder:
         self.message_id = message_id
         self.block = -1  # index of the open content block
         self.open_kind: str | None = None
+        #: A text delta's event up to its text, for the open text block (``_start``).
+        self.text_delta = b""
         self.tool_blocks: dict[int, int] = {}  # tool call index -> block index
         self.reason: FinishReason = "stop"
 
@@ -476,6 +480,8 @@ class EventEncoder:
             out = named(b"content_block_stop", {"type": "content_block_stop", "index": self.block})
         self.block += 1
         self.open_kind = kind
+        if kind == "text":
+            self.text_delta = _TEXT_DELTA + str(self.block).encode() + _TEXT_DELTA_KEY
         return out + named(
             b"content_block_start",
             {"type": "content_block_start", "index": self.block, "content_block": content_block},
@@ -485,19 +491,12 @@ class EventEncoder:
         if type(event) is Relayed:
             return self.rename(event.data, stream_ids)
         if type(event) is TextDelta:
-            out = b""
-            if self.open_kind != "text":
-                out = self._start("text", {"type": "text", "text": ""})
-                if self.block == 0:
-                    out += named(b"ping", {"type": "ping"})
-            return (
-                out
-                + _TEXT_DELTA
-                + str(self.block).encode()
-                + b',"delta":{"type":"text_delta","text":'
-                + orjson.dumps(event.text)
-                + b"}}\n\n"
-            )
+            if self.open_kind == "text":
+                return self.text_delta + orjson.dumps(event.text) + _DELTA_END
+            out = self._start("text", {"type": "text", "text": ""})
+            if self.block == 0:
+                out += named(b"ping", {"type": "ping"})
+            return out + self.text_delta + orjson.dumps(event.text) + _DELTA_END
         if isinstance(event, ToolCallDelta):
             out = b""
             if event.index not in self.tool_blocks:
