@@ -363,7 +363,7 @@ class _Cycle(RequestResponseCycle):
         if joined.islower() and _READ.isdisjoint(names):
             # Names already in lowercase, and none the loop below reads but the length
             # (every answer the router makes): the lines as they are.
-            content = [STATUS_LINE[status], lines, _CRLF] if headers else [STATUS_LINE[status]]
+            content = [STATUS_LINE[status], lines, _CRLF]
             if b"content-length" in names and self.chunked_encoding is None:
                 length = headers[names.index(b"content-length")][1]
                 self.expected_content_length = int(length.decode())
