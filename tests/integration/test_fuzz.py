@@ -39,6 +39,20 @@ def fuzz_table(fakes: Fakes) -> dict[str, Any]:
         model(name, prov, upstream, contextWindow=100_000_000, maxOutputTokens=1_000_000)
         for name, (prov, upstream) in MODELS.items()
     ]
+    # Ollama takes images only as data, so an image given by URL is a 400 for a model
+    # served by Ollama alone: what its provider can take is the table's business, which
+    # no schema can say. As a table would, the Ollama model has a dearer second candidate
+    # that takes URLs; everything else still reaches Ollama first.
+    models.append(
+        model(
+            "ollama-llama",
+            *MODELS["llama"],
+            contextWindow=100_000_000,
+            maxOutputTokens=1_000_000,
+            inputPricePer1MTokens="9.00",
+            outputPricePer1MTokens="9.00",
+        )
+    )
     # A body may carry fields the schema leaves open (they are forwarded as sent); on
     # the way to a provider of another protocol the table lets them be dropped.
     return table(five_providers(fakes), models, routing={"dropUnsupportedParams": True})
