@@ -392,7 +392,7 @@ class _Cycle(RequestResponseCycle):
     def _unhold(self) -> None:
         """A chunked answer's head that no chunk came for before the app waited: alone."""
         held = self._held
-        if held is not None and not self.response_complete:
+        if held is not None:
             self._held = None
             if not self.transport.is_closing():
                 self.transport.write(held)

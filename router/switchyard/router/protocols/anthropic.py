@@ -425,8 +425,11 @@ def message_json(done: Completed, message_id: str) -> dict[str, Any]:
     }
 
 
-_TEXT_DELTA = b'event: content_block_delta\ndata: {"type":"content_block_delta","index":'
-_TEXT_DELTA_KEY = b',"delta":{"type":"text_delta","text":'
+#: A text delta's event up to its text, for the block whose index it is formatted with.
+_TEXT_DELTA = (
+    b'event: content_block_delta\ndata: {"type":"content_block_delta","index":%d,'
+    b'"delta":{"type":"text_delta","text":'
+)
 _DELTA_END = b"}}\n\n"
 
 
@@ -481,7 +484,7 @@ class EventEncoder:
         self.block += 1
         self.open_kind = kind
         if kind == "text":
-            self.text_delta = _TEXT_DELTA + str(self.block).encode() + _TEXT_DELTA_KEY
+            self.text_delta = _TEXT_DELTA % self.block
         return out + named(
             b"content_block_start",
             {"type": "content_block_start", "index": self.block, "content_block": content_block},
