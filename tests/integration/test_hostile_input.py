@@ -262,18 +262,23 @@ def test_usage_dates_at_the_edges_are_served(pair: RouterServer) -> None:
 
 def test_request_ids_are_random_uuids(pair: RouterServer) -> None:
     body = {"model": "chat", "messages": [{"role": "user", "content": "hi"}]}
+    before = time.time_ns() // 1_000_000
     ids = [
         httpx.post(f"{pair.url}/v1/chat/completions", headers=AUTH, json=body).headers[
             "x-switchyard-request-id"
         ]
         for _ in range(20)
     ]
-    pattern = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
+    after = time.time_ns() // 1_000_000
+    pattern = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
     assert all(pattern.match(i) for i in ids), ids
-    values = sorted(int(i.replace("-", ""), 16) for i in ids)
-    # Consecutive ids of a counter differ by the traffic in between; random ones by
-    # around 2**128 / 20 each.
-    assert min(b - a for a, b in itertools.pairwise(values)) > 2**64
+    values = [int(i.replace("-", ""), 16) for i in ids]
+    # Version 7: the request's own millisecond, then random bits.
+    assert all(before <= v >> 80 <= after for v in values), ids
+    # Consecutive ids of a counter differ by the traffic in between; the random 62 bits
+    # after the variant by around 2**62 / 20 each.
+    tails = sorted(v & (2**62 - 1) for v in values)
+    assert min(b - a for a, b in itertools.pairwise(tails)) > 2**40
 
 
 # -- 2. header size ---------------------------------------------------------

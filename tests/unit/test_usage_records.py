@@ -30,19 +30,33 @@ def test_a_trace_id_survives_the_spool(tmp_path: Path) -> None:
     assert UsageRecord.from_json(record.to_json()).trace_id == record.trace_id
 
 
-def test_record_ids_are_random_version_4_uuids() -> None:
+def test_record_ids_are_version_7_uuids_of_their_time_and_random_bits() -> None:
+    import time
     import uuid
 
     from switchyard.router.storage.records import new_id
 
+    before = time.time_ns() // 1_000_000
     ids = [new_id() for _ in range(2000)]
+    after = time.time_ns() // 1_000_000
     assert len(set(ids)) == len(ids)
+    tails = set()
     for text in ids:
         parsed = uuid.UUID(text)
         assert str(parsed) == text
-        assert parsed.version == 4 and parsed.variant == uuid.RFC_4122
+        assert parsed.version == 7 and parsed.variant == uuid.RFC_4122
+        # The first 48 bits: the millisecond it was made.
+        assert before <= parsed.int >> 80 <= after
+        tails.add(parsed.int & (2**62 - 1))
     # Every variant nibble the random bits allow turns up.
     assert {text[19] for text in ids} == set("89ab")
+    # The 62 bits after the variant are random: no two alike, and spread over the range
+    # (a counter's would sit together).
+    assert len(tails) == len(ids)
+    assert max(tails) - min(tails) > 2**61
+    # Ids made later sort later: the keys of stored records are in time order.
+    time.sleep(0.002)
+    assert new_id() > max(ids)
 
 
 def test_a_forked_child_draws_ids_of_its_own() -> None:
