@@ -27,11 +27,11 @@ sys.path.insert(0, str(HERE.parents[1]))
 from tests.bench.run_bench import (  # noqa: E402
     NONSTREAM,
     STREAM,
-    admin_port,
     cpu_per_request,
     fake_upstream,
     free_port,
     missing_tool,
+    ready_url,
     remove_worktree,
     revision_router,
     router_process,
@@ -75,7 +75,7 @@ def main() -> int:
     try:
         wait_http(f"http://127.0.0.1:{up}/health")
         for port in ports.values():
-            wait_http(f"http://127.0.0.1:{admin_port(port)}/readyz")
+            wait_http(ready_url(port))
         names = list(routers)
         for r in range(args.rounds):
             for name in names if r % 2 == 0 else reversed(names):

@@ -50,6 +50,7 @@ from tests.bench.run_bench import (  # noqa: E402
     add_worktree,
     admin_port,
     free_port,
+    has_admin_port,
     missing_tool,
     remove_worktree,
     table_doc,
@@ -84,8 +85,7 @@ def measure(
     up, gw = free_port(), free_port()
     (work / "table.yaml").write_text(yaml.safe_dump(table_doc(f"http://127.0.0.1:{up}/v1")))
     # A checkout from before the admin port answers /readyz on the API port.
-    cli = tree / "router" / "switchyard" / "router" / "cli.py"
-    split = cli.exists() and "--admin-port" in cli.read_text()
+    split = has_admin_port(tree)
     admin = ["--admin-port", str(admin_port(gw))] if split else []
     command = [
         sys.executable, "-m", module, "router", "--config", str(work / "table.yaml"),

@@ -80,6 +80,21 @@ def admin_port(port: int) -> int:
     return _ADMIN[port]
 
 
+#: API ports of routers from before the admin port, which answer /readyz on them.
+_NO_ADMIN: set[int] = set()
+
+
+def has_admin_port(tree: Path) -> bool:
+    """Whether the router of checkout ``tree`` takes ``--admin-port``."""
+    cli = tree / "router" / "switchyard" / "router" / "cli.py"
+    return cli.exists() and "--admin-port" in cli.read_text()
+
+
+def ready_url(port: int) -> str:
+    """The /readyz of the router on API port ``port``."""
+    return f"http://127.0.0.1:{port if port in _NO_ADMIN else admin_port(port)}/readyz"
+
+
 def wait_http(url: str, seconds: float = 20) -> None:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
@@ -220,9 +235,15 @@ def revision_router(
     """The router of git revision ``ref`` (a worktree at ``work``/``ref``, with its own
     state directory beside it) serving ``table`` on ``port``; ``remove_worktree`` it
     when done."""
-    env, module = tree_env(add_worktree(work / "ref", ref))
+    tree = add_worktree(work / "ref", ref)
+    env, module = tree_env(tree)
     state = str(work / "ref-state")
-    return router_process(table, port, "--state-dir", state, *extra, env=env, module=module)
+    admin = has_admin_port(tree)
+    if not admin:
+        _NO_ADMIN.add(port)
+    return router_process(
+        table, port, "--state-dir", state, *extra, env=env, module=module, admin=admin
+    )
 
 
 def tree_env(tree: Path) -> tuple[dict[str, str], str]:
@@ -242,9 +263,10 @@ def router_process(
     *extra: str,
     env: dict[str, str] | None = None,
     module: str = "switchyard.cli",
+    admin: bool = True,
 ) -> subprocess.Popen[bytes]:
     """``switchyard router`` (``module``'s) serving ``table`` on ``port``, quiet but for
-    warnings."""
+    warnings; ``admin``: with its admin port apart (``admin_port``)."""
     return subprocess.Popen(
         [
             sys.executable,
@@ -255,8 +277,7 @@ def router_process(
             str(table),
             "--port",
             str(port),
-            "--admin-port",
-            str(admin_port(port)),
+            *(["--admin-port", str(admin_port(port))] if admin else []),
             "--log-level",
             "warning",
             *extra,
@@ -468,7 +489,7 @@ def main() -> int:
         wait_http(f"http://127.0.0.1:{admin_port(gw_port)}/readyz")
         wait_until_listening(floor_port)
         if before is not None:
-            wait_http(f"http://127.0.0.1:{admin_port(before_port)}/readyz")
+            wait_http(ready_url(before_port))
         ready_s = time.monotonic() - started
         rss_idle = rss_mib(router.pid)
         pss_idle, _ = pss_mib(router.pid)
