@@ -2,7 +2,7 @@
 layer and by function.
 
     ./dev bench profile [--load non-streaming|stream|anthropic] [--duration 10] [--top 25]
-                        [--floor]
+                        [--floor | --against REF]
 
 One router (default store, usage on) in front of the fast fake upstream, loaded at 32
 connections as ``./dev bench router`` loads it; py-spy samples the router's Python
@@ -16,7 +16,9 @@ stacks at 250 Hz for the duration. Printed:
 - **cumulative**: the functions most often anywhere on the stack (below the event loop).
 
 ``--floor`` profiles the floor (``floor.py``) under the same load instead, to compare
-what the same server and client cost without the router around them.
+what the same server and client cost without the router around them; ``--against REF``
+profiles the router of git revision REF (a worktree in a temporary folder), to compare
+the top items before and after a change.
 
 Percentages are of the samples taken, which include the event loop's own time between
 callbacks (``Runner.run``).
@@ -43,10 +45,12 @@ from tests.bench.run_bench import (  # noqa: E402
     MESSAGES_STREAM,
     NONSTREAM,
     STREAM,
-    admin_port,
     fake_upstream,
     free_port,
     missing_tool,
+    ready_url,
+    remove_worktree,
+    revision_router,
     router_process,
     wait_http,
     wait_until_listening,
@@ -140,7 +144,9 @@ def main() -> int:
     parser.add_argument("--load", choices=sorted(LOADS), default="non-streaming")
     parser.add_argument("--duration", type=int, default=10, help="seconds sampled")
     parser.add_argument("--top", type=int, default=25, help="functions listed")
-    parser.add_argument("--floor", action="store_true", help="profile the floor instead")
+    which = parser.add_mutually_exclusive_group()
+    which.add_argument("--floor", action="store_true", help="profile the floor instead")
+    which.add_argument("--against", metavar="REF", help="profile this git revision instead")
     args = parser.parse_args()
     spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
     if not Path(spy).exists():
@@ -158,6 +164,8 @@ def main() -> int:
     if args.floor:
         env = dict(os.environ, FLOOR_PORT=str(port), FLOOR_UPSTREAM=f"http://127.0.0.1:{up}")
         router = subprocess.Popen([sys.executable, str(HERE / "floor.py")], env=env)
+    elif args.against:
+        router = revision_router(work, args.against, write_table(work, up), port)
     else:
         router = router_process(write_table(work, up), port, "--state-dir", str(work / "state"))
     samples = work / "samples.txt"
@@ -166,7 +174,7 @@ def main() -> int:
         if args.floor:
             wait_until_listening(port)
         else:
-            wait_http(f"http://127.0.0.1:{admin_port(port)}/readyz")
+            wait_http(ready_url(port))
         url = f"http://127.0.0.1:{port}{path}"
         auth = None if args.floor else f"Bearer {KEY}"
         wrk(url, body, 32, 2, auth)  # warm: connections, caches, the writer
@@ -182,7 +190,7 @@ def main() -> int:
             print(f"bench: py-spy failed: {err.decode(errors='replace')}", file=sys.stderr)
             return 1
         errors = sum(v for k, v in result.items() if k.startswith("errors_"))
-        who = "the floor" if args.floor else "the router"
+        who = "the floor" if args.floor else f"the router of {args.against or 'this tree'}"
         print(
             f"{who}, {args.load}, 32 connections: {result['rps']:.0f} requests/s, "
             f"{errors:.0f} errors, p50 {result['p50_ms']:.2f} ms"
@@ -193,6 +201,8 @@ def main() -> int:
         upstream.terminate()
         router.wait(10)
         upstream.wait(10)
+        if args.against:
+            remove_worktree(work / "ref")
         shutil.rmtree(work, ignore_errors=True)
     return 0
 
