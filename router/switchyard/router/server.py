@@ -252,6 +252,10 @@ _VALUE_OK = bytes(b for b in range(256) if not HEADER_VALUE_RE.match(bytes([b]))
 _READ = frozenset((b"transfer-encoding", b"connection"))
 _COLON = b": ".join
 _CRLF = b"\r\n"
+#: A chunk of a chunked answer, from its length and bytes, and the answer's end, as
+#: uvicorn frames them.
+_CHUNK = b"%x\r\n%b\r\n"
+_LAST_CHUNK = b"0\r\n\r\n"
 
 
 class _Cycle(RequestResponseCycle):
@@ -297,7 +301,7 @@ class _Cycle(RequestResponseCycle):
                 return
             body = message.get("body", b"")
             if body and self.scope["method"] != "HEAD":
-                chunk = b"%x\r\n%b\r\n" % (len(body), body)
+                chunk = _CHUNK % (len(body), body)
                 held = self._held
                 if held is not None:
                     self._held = None
@@ -331,8 +335,8 @@ class _Cycle(RequestResponseCycle):
         if self.flow.write_paused:
             return False
         if self.chunked_encoding:
-            end = b"%x\r\n%b\r\n0\r\n\r\n" % (len(body), body) if body else b"0\r\n\r\n"
-            self.transport.write(head + end)
+            chunk = _CHUNK % (len(body), body) if body else b""
+            self.transport.write(head + chunk + _LAST_CHUNK)
         elif len(body) == self.expected_content_length:
             self.transport.write(head + body)
         else:

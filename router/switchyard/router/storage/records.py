@@ -130,7 +130,7 @@ def new_id() -> str:
     storing them cheap: each is the primary key of its record, and random keys (version
     4) put every insert on a page of the key's index of its own, read and written back
     whole at each commit (SQLite's writer spent 34 us a record on a table of 100,000, 10
-    in time order; PostgreSQL's b-tree is no different).
+    in time order; a PostgreSQL b-tree larger than its shared buffers is no different).
 
     Formatted from the clock and the random bytes directly: ``uuid`` would take several
     times as long, and a request makes one."""
