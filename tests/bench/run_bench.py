@@ -238,11 +238,15 @@ def revision_router(
     tree = add_worktree(work / "ref", ref)
     env, module = tree_env(tree)
     state = str(work / "ref-state")
-    admin = has_admin_port(tree)
-    if not admin:
-        _NO_ADMIN.add(port)
     return router_process(
-        table, port, "--state-dir", state, *extra, env=env, module=module, admin=admin
+        table,
+        port,
+        "--state-dir",
+        state,
+        *extra,
+        env=env,
+        module=module,
+        admin=has_admin_port(tree),
     )
 
 
@@ -266,7 +270,10 @@ def router_process(
     admin: bool = True,
 ) -> subprocess.Popen[bytes]:
     """``switchyard router`` (``module``'s) serving ``table`` on ``port``, quiet but for
-    warnings; ``admin``: with its admin port apart (``admin_port``)."""
+    warnings; ``admin``: with its admin port apart (``admin_port``), else answering
+    /readyz on ``port`` (``ready_url`` knows which)."""
+    if not admin:
+        _NO_ADMIN.add(port)
     return subprocess.Popen(
         [
             sys.executable,
@@ -486,7 +493,7 @@ def main() -> int:
         before = revision_router(work, args.against, table, before_port, *extra)
     try:
         wait_http(f"http://127.0.0.1:{up_port}/health")
-        wait_http(f"http://127.0.0.1:{admin_port(gw_port)}/readyz")
+        wait_http(ready_url(gw_port))
         wait_until_listening(floor_port)
         if before is not None:
             wait_http(ready_url(before_port))
